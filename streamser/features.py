@@ -1,0 +1,109 @@
+"""The one definition of the acoustic front end, shared by training and serving.
+
+Audio (16 kHz mono float32) becomes Whisper's log-mel spectrogram, and the Whisper
+encoder turns that into frame states (one per 20 ms). The acoustic emotion models
+consume either of the two; training computes its inputs through this module, so
+serving cannot drift from training. The encoder runs on the unpadded utterance (not
+faster-whisper's 30 s window), which costs about 1/20 of the padded pass.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import asdict, dataclass
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+from faster_whisper.feature_extractor import FeatureExtractor
+
+SAMPLE_RATE_HZ: Final = 16000
+HOP_SAMPLES: Final = 160
+N_MELS: Final = 80
+MAX_MEL_FRAMES: Final = 3000
+"""Whisper's encoder has 1500 positions: 30 s of audio at most."""
+
+
+@dataclass(frozen=True)
+class FrontEnd:
+    """Feature settings an acoustic model was trained with (stored in its metadata).
+
+    Attributes:
+        type: "whisper-encoder" (encoder states, dim 512 for base) or "log-mel".
+        n_mels: mel bands of the spectrogram.
+        hop_samples: samples per mel frame at 16 kHz.
+        dim: size of one input frame of the model.
+        whisper: the Whisper model whose encoder made the states ("" for log-mel).
+    """
+
+    type: str
+    n_mels: int = N_MELS
+    hop_samples: int = HOP_SAMPLES
+    dim: int = 512
+    whisper: str = "whisper-base"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as a JSON-ready dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FrontEnd:
+        """Build settings from metadata; unknown keys raise ``ValueError``."""
+        known = set(cls.__dataclass_fields__)
+        extra = set(data) - known
+        if extra:
+            raise ValueError(f"unknown feature settings: {sorted(extra)}")
+        return cls(**data)
+
+
+WHISPER_ENCODER: Final = FrontEnd(type="whisper-encoder", dim=512, whisper="whisper-base")
+LOG_MEL: Final = FrontEnd(type="log-mel", dim=N_MELS, whisper="")
+
+_EXTRACTOR = FeatureExtractor(feature_size=N_MELS)
+_EXTRACTOR_LOCK = threading.Lock()
+
+
+def log_mel(audio: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """Whisper's log-mel spectrogram of one utterance, without padding.
+
+    Args:
+        audio: 16 kHz mono float32 samples in [-1, 1].
+
+    Returns:
+        Array of shape (n_frames, 80), n_frames = len(audio) // 160, at most 3000,
+        and at least 2 (the encoder halves the frame count).
+    """
+    samples = np.asarray(audio, dtype=np.float32)
+    max_samples = MAX_MEL_FRAMES * HOP_SAMPLES
+    if samples.shape[0] > max_samples:
+        samples = samples[-max_samples:]
+    if samples.shape[0] < 2 * HOP_SAMPLES:
+        samples = np.pad(samples, (0, 2 * HOP_SAMPLES - samples.shape[0]))
+    with _EXTRACTOR_LOCK:  # the extractor caches arrays; keep calls serial
+        mel = _EXTRACTOR(samples, padding=0)
+    frames = samples.shape[0] // HOP_SAMPLES
+    frames -= frames % 2
+    return np.ascontiguousarray(mel[:, :frames].T, dtype=np.float32)
+
+
+def encoder_states(
+    whisper: Any, mels: list[npt.NDArray[np.float32]]
+) -> list[npt.NDArray[np.float32]]:
+    """Run the Whisper encoder on unpadded utterances.
+
+    Args:
+        whisper: a ``ctranslate2.models.Whisper`` (faster-whisper's ``model.model``).
+        mels: log-mel arrays from ``log_mel``, each (n_frames, 80).
+
+    Returns:
+        One float32 array of shape (n_frames // 2, dim) per input. Inputs of different
+        lengths are encoded one by one (padding would change the states).
+    """
+    import ctranslate2  # the runtime dependency of faster-whisper
+
+    states = []
+    for mel in mels:
+        batch = np.ascontiguousarray(mel.T[np.newaxis], dtype=np.float32)
+        output = whisper.encode(ctranslate2.StorageView.from_array(batch), to_cpu=True)
+        states.append(np.asarray(output, dtype=np.float32)[0])
+    return states

