@@ -107,3 +107,28 @@ def encoder_states(
         output = whisper.encode(ctranslate2.StorageView.from_array(batch), to_cpu=True)
         states.append(np.asarray(output, dtype=np.float32)[0])
     return states
+
+
+MAX_TEXT_TOKENS: Final = 128
+
+
+class TextTokenizer:
+    """The text front end: Whisper's multilingual BPE tokenizer, as faster-whisper uses.
+
+    Training and serving both turn a transcript into token ids here. Safe to share
+    across threads.
+    """
+
+    def __init__(self, tokenizer_json: str) -> None:
+        """Load ``tokenizer.json`` from a Whisper model folder."""
+        from tokenizers import Tokenizer
+
+        self._tokenizer = Tokenizer.from_file(tokenizer_json)
+
+    def encode(self, text: str) -> npt.NDArray[np.int64]:
+        """Token ids of ``text`` (leading space as Whisper emits it), at most 128."""
+        text = " ".join(text.split())
+        if not text:
+            return np.zeros(0, dtype=np.int64)
+        ids = self._tokenizer.encode(" " + text, add_special_tokens=False).ids
+        return np.asarray(ids[:MAX_TEXT_TOKENS], dtype=np.int64)
