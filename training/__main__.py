@@ -1,0 +1,38 @@
+"""``python -m training COMMAND ...``: train, evaluate and compare emotion models.
+
+Each command lives in its own module and exposes ``main(argv) -> int``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+COMMANDS = {
+    "acoustic": ("training.acoustic", "train an acoustic emotion model (LOSO eval, save checkpoint)"),
+    "text": ("training.text", "train the transcript emotion model on ShEMO transcripts"),
+    "fusion": ("training.fusion", "train the acoustic+text fusion model"),
+    "baselines": ("training.baselines", "openSMILE / Whisper-encoder linear baselines"),
+    "evaluate": ("training.evaluate", "evaluate exported ONNX graphs through the runtime"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Dispatch to a command module."""
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in ("-h", "--help") or args[0] not in COMMANDS:
+        lines = ["usage: python -m training COMMAND [options]", "", "commands:"]
+        lines += [f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()]
+        stream = sys.stdout if args and args[0] in ("-h", "--help") else sys.stderr
+        print("\n".join(lines), file=stream)
+        if args and args[0] not in ("-h", "--help"):
+            print(f"error: unknown command {args[0]!r}", file=sys.stderr)
+        return 0 if args and args[0] in ("-h", "--help") else 2
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    module = importlib.import_module(COMMANDS[args[0]][0])
+    return int(module.main(args[1:]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
