@@ -1,0 +1,1 @@
+"""Training, evaluation and comparison of streamser emotion models (torch)."""
