@@ -1,0 +1,219 @@
+"""Emotion predictors over the ONNX graphs: acoustic, text and fusion.
+
+``EmotionModels`` holds one session per graph, shared by every stream; all methods
+take batches (lists) so that concurrent utterances can share one call.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from .errors import ModelError
+from .models import OnnxModel
+
+_LOGGER = logging.getLogger(__name__)
+
+_NAME = re.compile(r"^emotion-(acoustic|text|fusion)(?:-([a-z]{2}))?-v(\d+)\.onnx$")
+
+
+@dataclass(frozen=True)
+class EmotionScores:
+    """A distribution over emotion labels.
+
+    Attributes:
+        label: the most probable label.
+        scores: label to probability, in the model's label order, summing to 1.
+    """
+
+    label: str
+    scores: Mapping[str, float]
+
+    @property
+    def confidence(self) -> float:
+        """Probability of ``label``."""
+        return float(self.scores[self.label])
+
+    @classmethod
+    def from_probs(
+        cls, labels: Sequence[str], probs: npt.NDArray[np.float32]
+    ) -> EmotionScores:
+        """Build from one row of probabilities (renormalised against rounding)."""
+        values = np.clip(np.asarray(probs, dtype=np.float64), 0.0, None)
+        total = values.sum()
+        values = values / total if total > 0 else np.full(len(labels), 1 / len(labels))
+        scores = {label: float(v) for label, v in zip(labels, values, strict=True)}
+        return cls(label=labels[int(np.argmax(values))], scores=scores)
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{label, scores}`` as in PROTOCOL.md's ``modalities``."""
+        return {"label": self.label, "scores": dict(self.scores)}
+
+
+@dataclass(frozen=True)
+class EmotionOutput:
+    """One model's output for one input.
+
+    Attributes:
+        scores: the label distribution.
+        embedding: the penultimate representation, the input of fusion.
+    """
+
+    scores: EmotionScores
+    embedding: npt.NDArray[np.float32]
+
+
+def _pad(
+    rows: Sequence[npt.NDArray[Any]], dtype: type
+) -> tuple[npt.NDArray[Any], npt.NDArray[np.int64]]:
+    """Stack variable-length rows into a zero-padded batch plus lengths."""
+    lengths = np.asarray([row.shape[0] for row in rows], dtype=np.int64)
+    width = max(1, int(lengths.max(initial=0)))
+    batch = np.zeros((len(rows), width, *rows[0].shape[1:]), dtype=dtype)
+    for i, row in enumerate(rows):
+        batch[i, : row.shape[0]] = row
+    return batch, lengths
+
+
+class EmotionModels:
+    """The acoustic graph, the text graphs (one per language) and the fusion graph."""
+
+    def __init__(
+        self,
+        acoustic: OnnxModel,
+        text: Mapping[str, OnnxModel],
+        fusion: OnnxModel | None,
+    ) -> None:
+        """Combine loaded graphs; see ``load`` to read a folder."""
+        self.acoustic_model = acoustic
+        self.text_models = dict(text)
+        self.fusion_model = fusion
+        self._text_width = 0
+        if fusion is not None:
+            if fusion.info.labels != acoustic.info.labels:
+                raise ModelError(
+                    f"{fusion.path}: field labels differs from the acoustic model's"
+                )
+            width = fusion.session.get_inputs()[1].shape[-1]
+            if not isinstance(width, int):
+                raise ModelError(f"{fusion.path}: text_embedding width is not fixed")
+            self._text_width = width
+
+    @classmethod
+    def load(
+        cls, model_dir: Path, *, device: str = "auto", num_threads: int = 1
+    ) -> EmotionModels:
+        """Load the newest graph of each kind (and text language) in ``model_dir``.
+
+        Raises:
+            ModelError: no acoustic graph, or a graph fails its checks.
+        """
+        if not model_dir.is_dir():
+            raise ModelError(f"model folder not found: {model_dir}")
+        newest: dict[tuple[str, str], tuple[int, Path]] = {}
+        for path in sorted(model_dir.glob("emotion-*.onnx")):
+            match = _NAME.match(path.name)
+            if match is None:
+                _LOGGER.warning("Ignoring %s: not named emotion-KIND[-LANG]-vN.onnx", path)
+                continue
+            key = (match.group(1), match.group(2) or "")
+            version = int(match.group(3))
+            if key not in newest or version > newest[key][0]:
+                newest[key] = (version, path)
+        acoustic_paths = [p for (kind, _), (_, p) in newest.items() if kind == "acoustic"]
+        if not acoustic_paths:
+            raise ModelError(f"{model_dir}: no emotion-acoustic-vN.onnx model")
+        load = {"device": device, "num_threads": num_threads}
+        acoustic = OnnxModel(acoustic_paths[0], **load)
+        text: dict[str, OnnxModel] = {}
+        fusion = None
+        for (kind, _), (_, path) in sorted(newest.items()):
+            if kind == "text":
+                model = OnnxModel(path, **load)
+                for language in model.info.languages:
+                    text[language] = model
+            elif kind == "fusion":
+                fusion = OnnxModel(path, **load)
+        for model in (acoustic, *set(text.values()), *([fusion] if fusion else [])):
+            _LOGGER.info(
+                "Emotion model %s v%s (%s) sha256 %s labels %s",
+                model.info.name,
+                model.info.version,
+                model.info.kind,
+                model.info.sha256[:12],
+                ",".join(model.info.labels),
+            )
+        for kind in ("acoustic", "text"):
+            for model in [acoustic] if kind == "acoustic" else list(text.values()):
+                if kind != model.info.kind:
+                    raise ModelError(f"{model.path}: field kind is {model.info.kind!r}")
+        return cls(acoustic, text, fusion)
+
+    @property
+    def all_models(self) -> list[OnnxModel]:
+        """Every loaded graph, acoustic first."""
+        models = [self.acoustic_model]
+        models += [m for m in dict.fromkeys(self.text_models.values())]
+        if self.fusion_model is not None:
+            models.append(self.fusion_model)
+        return models
+
+    def acoustic(self, features: Sequence[npt.NDArray[np.float32]]) -> list[EmotionOutput]:
+        """Acoustic emotion of a batch of feature sequences (time, dim)."""
+        if not features:
+            return []
+        batch, lengths = _pad(features, np.float32)
+        out = self.acoustic_model.run({"features": batch, "lengths": lengths})
+        labels = self.acoustic_model.info.labels
+        return [
+            EmotionOutput(EmotionScores.from_probs(labels, p), e.astype(np.float32))
+            for p, e in zip(out["probs"], out["embedding"], strict=True)
+        ]
+
+    def text_model_for(self, language: str | None) -> OnnxModel | None:
+        """The text graph that reads ``language``, if any."""
+        return self.text_models.get(language or "")
+
+    def text(
+        self, token_ids: Sequence[npt.NDArray[np.int64]], language: str
+    ) -> list[EmotionOutput] | None:
+        """Text emotion of a batch of token id sequences; None without a model."""
+        model = self.text_model_for(language)
+        if model is None or not token_ids:
+            return None
+        batch, lengths = _pad(token_ids, np.int64)
+        out = model.run({"token_ids": batch, "lengths": lengths})
+        return [
+            EmotionOutput(EmotionScores.from_probs(model.info.labels, p), e)
+            for p, e in zip(out["probs"], out["embedding"], strict=True)
+        ]
+
+    def fuse(
+        self,
+        acoustic: Sequence[EmotionOutput],
+        text: Sequence[EmotionOutput | None],
+    ) -> list[EmotionScores]:
+        """Fused emotion; the acoustic scores where there is no fusion graph."""
+        if self.fusion_model is None or not acoustic:
+            return [a.scores for a in acoustic]
+        text_rows = [
+            t.embedding if t is not None else np.zeros(self._text_width, np.float32)
+            for t in text
+        ]
+        present = np.asarray([0.0 if t is None else 1.0 for t in text], np.float32)
+        out = self.fusion_model.run(
+            {
+                "acoustic_embedding": np.stack([a.embedding for a in acoustic]),
+                "text_embedding": np.stack(text_rows).astype(np.float32),
+                "text_present": present,
+            }
+        )
+        labels = self.fusion_model.info.labels
+        return [EmotionScores.from_probs(labels, p) for p in out["probs"]]

@@ -1,0 +1,203 @@
+"""Whole-utterance recognition: transcript, acoustic, text and fused emotion.
+
+``Recognizer`` is what the pipeline, ``streamser run`` and ``python -m training
+evaluate`` all call, so an evaluation scores exactly what the daemon would emit. It is
+thread-safe: one instance serves every stream.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from .asr import AsrOptions, Transcript, WhisperAsr
+from .emotion import EmotionModels, EmotionOutput, EmotionScores
+from .errors import ConfigError
+from .features import TextTokenizer, encoder_states, log_mel
+from .models import bundled_model_dir
+
+_LOGGER = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RecognizerOptions:
+    """What to load.
+
+    Attributes:
+        model_dir: folder of emotion graphs; None for the models shipped in the package.
+        asr: transcribe utterances (and so run the text model).
+        device: "auto", "cpu" or "cuda", for the emotion graphs and Whisper.
+        num_threads: onnxruntime threads per emotion call.
+        whisper: Whisper settings (used for ASR and, when the acoustic model reads
+            encoder states, for the encoder).
+    """
+
+    model_dir: Path | None = None
+    asr: bool = True
+    device: str = "auto"
+    num_threads: int = 1
+    whisper: AsrOptions = field(default_factory=AsrOptions)
+
+    def __post_init__(self) -> None:
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"device must be auto, cpu or cuda, not {self.device!r}")
+        if self.num_threads < 1:
+            raise ConfigError("emotion num_threads must be >= 1")
+
+
+@dataclass(frozen=True)
+class Recognition:
+    """Everything recognised in one utterance.
+
+    Attributes:
+        transcript: the words ("" with ASR off or nothing said).
+        language: the transcript's language (None with ASR off).
+        label: the final emotion.
+        confidence: probability of ``label``.
+        scores: the final distribution (label to probability).
+        acoustic: the acoustic model's own scores.
+        text: the text model's own scores (None without a transcript or text model).
+    """
+
+    transcript: str
+    language: str | None
+    label: str
+    confidence: float
+    scores: dict[str, float]
+    acoustic: EmotionScores
+    text: EmotionScores | None
+
+
+@dataclass(frozen=True)
+class UtteranceRequest:
+    """One utterance to recognise.
+
+    Attributes:
+        audio: 16 kHz mono float32 samples.
+        language: ISO 639-1 code, or None to detect.
+    """
+
+    audio: npt.NDArray[np.float32]
+    language: str | None = None
+
+
+class Recognizer:
+    """Loaded models and the per-utterance recipe that combines them."""
+
+    def __init__(self, options: RecognizerOptions) -> None:
+        """Load Whisper (when needed) and the emotion graphs.
+
+        Raises:
+            ModelError: a model is missing or fails its checks.
+        """
+        self.options = options
+        model_dir = options.model_dir or bundled_model_dir()
+        self.models = EmotionModels.load(
+            model_dir, device=options.device, num_threads=options.num_threads
+        )
+        front_end = self.models.acoustic_model.info.front_end
+        self.front_end_type = front_end.type if front_end else "log-mel"
+        needs_whisper = options.asr or self.front_end_type == "whisper-encoder"
+        self.asr: WhisperAsr | None = None
+        self.tokenizer: TextTokenizer | None = None
+        if needs_whisper:
+            whisper = options.whisper
+            if whisper.device == "auto" and options.device != "auto":
+                whisper = AsrOptions(**{**whisper.__dict__, "device": options.device})
+            self.asr = WhisperAsr(whisper)
+            self.tokenizer = TextTokenizer(str(Path(self.asr.model_path) / "tokenizer.json"))
+
+    def model_versions(self) -> list[dict[str, str]]:
+        """Name and version of every model in use, for ``stream.start``."""
+        versions = [
+            {"name": m.info.name, "version": m.info.version} for m in self.models.all_models
+        ]
+        if self.asr is not None and self.options.asr:
+            versions.append({"name": self.asr.name, "version": "ct2"})
+        return versions
+
+    def acoustic_features(self, audio: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """The acoustic model's input frames for one utterance."""
+        mel = log_mel(audio)
+        if self.front_end_type != "whisper-encoder":
+            return mel
+        assert self.asr is not None  # loaded in __init__ for this front end
+        return encoder_states(self.asr.encoder, [mel])[0]
+
+    def acoustic(
+        self, audios: Sequence[npt.NDArray[np.float32]]
+    ) -> list[EmotionOutput]:
+        """Acoustic emotion of several utterances in one batch."""
+        return self.models.acoustic([self.acoustic_features(a) for a in audios])
+
+    def partial(self, audio: npt.NDArray[np.float32]) -> EmotionScores:
+        """Acoustic emotion of the speech so far (for ``emotion.partial``)."""
+        return self.acoustic([audio])[0].scores
+
+    def transcribe(self, audio: npt.NDArray[np.float32], language: str | None) -> Transcript:
+        """Transcript of one utterance; empty when ASR is off."""
+        if self.asr is None or not self.options.asr:
+            return Transcript(text="", language=language or "", language_probability=0.0)
+        return self.asr.transcribe(audio, language)
+
+    def text_emotion(self, text: str, language: str | None) -> EmotionScores | None:
+        """Emotion of a transcript alone; None when no text model reads ``language``."""
+        output = self._text_outputs([text], [language])[0]
+        return output.scores if output is not None else None
+
+    def _text_outputs(
+        self, texts: Sequence[str], languages: Sequence[str | None]
+    ) -> list[EmotionOutput | None]:
+        results: list[EmotionOutput | None] = [None] * len(texts)
+        if self.tokenizer is None:
+            return results
+        by_language: dict[str, list[int]] = {}
+        for i, (text, language) in enumerate(zip(texts, languages, strict=True)):
+            if text.strip() and self.models.text_model_for(language) is not None:
+                by_language.setdefault(language or "", []).append(i)
+        for language, indices in by_language.items():
+            ids = [self.tokenizer.encode(texts[i]) for i in indices]
+            outputs = self.models.text(ids, language) or []
+            for i, output in zip(indices, outputs, strict=True):
+                results[i] = output
+        return results
+
+    def recognize(
+        self, audio: npt.NDArray[np.float32], language: str | None = None
+    ) -> Recognition:
+        """Recognise one utterance."""
+        return self.recognize_batch([UtteranceRequest(audio, language)])[0]
+
+    def recognize_batch(self, requests: Sequence[UtteranceRequest]) -> list[Recognition]:
+        """Recognise several utterances; emotion graphs run once for the batch."""
+        if not requests:
+            return []
+        transcripts = [self.transcribe(r.audio, r.language) for r in requests]
+        acoustic = self.acoustic([r.audio for r in requests])
+        languages = [t.language or None for t in transcripts]
+        text = self._text_outputs([t.text for t in transcripts], languages)
+        fused = self.models.fuse(acoustic, text)
+        return [
+            Recognition(
+                transcript=t.text,
+                language=t.language or None,
+                label=f.label,
+                confidence=f.confidence,
+                scores=dict(f.scores),
+                acoustic=a.scores,
+                text=x.scores if x is not None else None,
+            )
+            for t, a, x, f in zip(transcripts, acoustic, text, fused, strict=True)
+        ]
+
+    def warm_up(self) -> None:
+        """Run every model once so the first real utterance is not slow."""
+        rng = np.random.default_rng(0)
+        audio = (0.01 * rng.standard_normal(16000)).astype(np.float32)
+        self.recognize(audio, None if self.options.asr else "en")
+        _LOGGER.debug("Models warmed up")
