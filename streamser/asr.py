@@ -54,7 +54,9 @@ class AsrOptions:
 
     def __post_init__(self) -> None:
         if self.device not in ("auto", "cpu", "cuda"):
-            raise ConfigError(f"asr.device must be auto, cpu or cuda, not {self.device!r}")
+            raise ConfigError(
+                f"asr.device must be auto, cpu or cuda, not {self.device!r}"
+            )
         if self.beam_size < 1 or self.num_workers < 1 or self.num_threads < 0:
             raise ConfigError("asr.beam_size and asr.num_workers must be >= 1")
         if not 0.0 <= self.no_speech_threshold <= 1.0:
@@ -120,16 +122,22 @@ class WhisperAsr:
                     num_workers=options.num_workers,
                     download_root=str(cache_dir() / "huggingface"),
                 )
-            except Exception as err:  # CTranslate2 raises RuntimeError/ValueError/OSError
+            except (
+                Exception
+            ) as err:  # CTranslate2 raises RuntimeError/ValueError/OSError
                 last_error = err
                 if attempt == "cuda":
-                    _LOGGER.warning("Whisper on CUDA failed (%s); falling back to CPU", err)
+                    _LOGGER.warning(
+                        "Whisper on CUDA failed (%s); falling back to CPU", err
+                    )
                 continue
             self.device = attempt
             self.compute_type = compute
             break
         else:
-            raise ModelError(f"cannot load Whisper model {self.model_path}: {last_error}")
+            raise ModelError(
+                f"cannot load Whisper model {self.model_path}: {last_error}"
+            )
         _LOGGER.info(
             "Whisper model %s loaded on %s (%s, %d threads)",
             Path(self.model_path).name,
@@ -145,7 +153,9 @@ class WhisperAsr:
         path = Path(model).expanduser()
         if path.exists():
             if not (path / "model.bin").is_file():
-                raise ModelError(f"{path}: not a faster-whisper model folder (no model.bin)")
+                raise ModelError(
+                    f"{path}: not a faster-whisper model folder (no model.bin)"
+                )
             return str(path)
         if "/" in model or os.sep in model:
             raise ModelError(f"Whisper model folder not found: {model}")

@@ -121,13 +121,17 @@ class EmotionModels:
         for path in sorted(model_dir.glob("emotion-*.onnx")):
             match = _NAME.match(path.name)
             if match is None:
-                _LOGGER.warning("Ignoring %s: not named emotion-KIND[-LANG]-vN.onnx", path)
+                _LOGGER.warning(
+                    "Ignoring %s: not named emotion-KIND[-LANG]-vN.onnx", path
+                )
                 continue
             key = (match.group(1), match.group(2) or "")
             version = int(match.group(3))
             if key not in newest or version > newest[key][0]:
                 newest[key] = (version, path)
-        acoustic_paths = [p for (kind, _), (_, p) in newest.items() if kind == "acoustic"]
+        acoustic_paths = [
+            p for (kind, _), (_, p) in newest.items() if kind == "acoustic"
+        ]
         if not acoustic_paths:
             raise ModelError(f"{model_dir}: no emotion-acoustic-vN.onnx model")
         load = {"device": device, "num_threads": num_threads}
@@ -165,7 +169,9 @@ class EmotionModels:
             models.append(self.fusion_model)
         return models
 
-    def acoustic(self, features: Sequence[npt.NDArray[np.float32]]) -> list[EmotionOutput]:
+    def acoustic(
+        self, features: Sequence[npt.NDArray[np.float32]]
+    ) -> list[EmotionOutput]:
         """Acoustic emotion of a batch of feature sequences (time, dim)."""
         if not features:
             return []

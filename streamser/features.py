@@ -56,7 +56,9 @@ class FrontEnd:
         return cls(**data)
 
 
-WHISPER_ENCODER: Final = FrontEnd(type="whisper-encoder", dim=512, whisper="whisper-base")
+WHISPER_ENCODER: Final = FrontEnd(
+    type="whisper-encoder", dim=512, whisper="whisper-base"
+)
 LOG_MEL: Final = FrontEnd(type="log-mel", dim=N_MELS, whisper="")
 
 _EXTRACTOR = FeatureExtractor(feature_size=N_MELS)

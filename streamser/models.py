@@ -90,7 +90,9 @@ def providers(device: str) -> list[str]:
     if device in ("auto", "cuda") and "CUDAExecutionProvider" in available:
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     if device == "cuda":
-        _LOGGER.warning("CUDA requested but onnxruntime has no CUDA provider; using CPU")
+        _LOGGER.warning(
+            "CUDA requested but onnxruntime has no CUDA provider; using CPU"
+        )
     return ["CPUExecutionProvider"]
 
 
@@ -101,7 +103,9 @@ class OnnxModel:
     thread-safe for inference).
     """
 
-    def __init__(self, path: Path, *, num_threads: int = 1, device: str = "auto") -> None:
+    def __init__(
+        self, path: Path, *, num_threads: int = 1, device: str = "auto"
+    ) -> None:
         """Load and check ``path``.
 
         Raises:
@@ -152,14 +156,18 @@ def _field(path: Path, meta: dict[str, str], key: str) -> str:
     try:
         return meta[META_PREFIX + key]
     except KeyError:
-        raise ModelError(f"{path}: metadata field {META_PREFIX + key} missing") from None
+        raise ModelError(
+            f"{path}: metadata field {META_PREFIX + key} missing"
+        ) from None
 
 
 def _json_field(path: Path, meta: dict[str, str], key: str) -> Any:
     try:
         return json.loads(_field(path, meta, key))
     except ValueError as err:
-        raise ModelError(f"{path}: metadata field {META_PREFIX}{key} is not JSON") from err
+        raise ModelError(
+            f"{path}: metadata field {META_PREFIX}{key} is not JSON"
+        ) from err
 
 
 def _parse_metadata(
@@ -171,8 +179,10 @@ def _parse_metadata(
     if kind not in KINDS:
         raise ModelError(f"{path}: field kind {kind!r} is not one of {KINDS}")
     labels = _json_field(path, meta, "labels")
-    if not isinstance(labels, list) or not labels or any(
-        label not in CANONICAL_LABELS for label in labels
+    if (
+        not isinstance(labels, list)
+        or not labels
+        or any(label not in CANONICAL_LABELS for label in labels)
     ):
         raise ModelError(f"{path}: field labels must list canonical labels: {labels!r}")
     front_end = None

@@ -110,18 +110,23 @@ class Recognizer:
             if whisper.device == "auto" and options.device != "auto":
                 whisper = AsrOptions(**{**whisper.__dict__, "device": options.device})
             self.asr = WhisperAsr(whisper)
-            self.tokenizer = TextTokenizer(str(Path(self.asr.model_path) / "tokenizer.json"))
+            self.tokenizer = TextTokenizer(
+                str(Path(self.asr.model_path) / "tokenizer.json")
+            )
 
     def model_versions(self) -> list[dict[str, str]]:
         """Name and version of every model in use, for ``stream.start``."""
         versions = [
-            {"name": m.info.name, "version": m.info.version} for m in self.models.all_models
+            {"name": m.info.name, "version": m.info.version}
+            for m in self.models.all_models
         ]
         if self.asr is not None and self.options.asr:
             versions.append({"name": self.asr.name, "version": "ct2"})
         return versions
 
-    def acoustic_features(self, audio: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    def acoustic_features(
+        self, audio: npt.NDArray[np.float32]
+    ) -> npt.NDArray[np.float32]:
         """The acoustic model's input frames for one utterance."""
         mel = log_mel(audio)
         if self.front_end_type != "whisper-encoder":
@@ -139,10 +144,14 @@ class Recognizer:
         """Acoustic emotion of the speech so far (for ``emotion.partial``)."""
         return self.acoustic([audio])[0].scores
 
-    def transcribe(self, audio: npt.NDArray[np.float32], language: str | None) -> Transcript:
+    def transcribe(
+        self, audio: npt.NDArray[np.float32], language: str | None
+    ) -> Transcript:
         """Transcript of one utterance; empty when ASR is off."""
         if self.asr is None or not self.options.asr:
-            return Transcript(text="", language=language or "", language_probability=0.0)
+            return Transcript(
+                text="", language=language or "", language_probability=0.0
+            )
         return self.asr.transcribe(audio, language)
 
     def text_emotion(self, text: str, language: str | None) -> EmotionScores | None:
@@ -173,7 +182,9 @@ class Recognizer:
         """Recognise one utterance."""
         return self.recognize_batch([UtteranceRequest(audio, language)])[0]
 
-    def recognize_batch(self, requests: Sequence[UtteranceRequest]) -> list[Recognition]:
+    def recognize_batch(
+        self, requests: Sequence[UtteranceRequest]
+    ) -> list[Recognition]:
         """Recognise several utterances; emotion graphs run once for the batch."""
         if not requests:
             return []

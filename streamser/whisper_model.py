@@ -126,7 +126,11 @@ def default_whisper_dir(root: Path | None = None) -> Path:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
     except OSError as err:
-        raise ModelError(f"cannot assemble the Whisper model in {folder}: {err}") from err
+        raise ModelError(
+            f"cannot assemble the Whisper model in {folder}: {err}"
+        ) from err
     if not _is_complete(folder, expected):
-        raise ModelError(f"assembled Whisper model in {folder} fails its size/hash check")
+        raise ModelError(
+            f"assembled Whisper model in {folder} fails its size/hash check"
+        )
     return folder
