@@ -4,7 +4,20 @@ Every loader returns :class:`Utterance` records with canonical labels and
 corpus-prefixed speaker ids, so corpora can be combined. Kinds:
 
 - ``emodb``: EMO-DB manifest or original-named files (``03a01Fa.wav``).
-- ``ravdess``: ``Actor_NN/03-01-EE-II-SS-RR-NN.(wav|flac)``.
+- ``ravdess``: ``Actor_NN/03-01-EE-II-SS-RR-NN.(wav|flac)``, speech only.
+- ``shemo``: ShEMO's ``female/``, ``male/`` folders of ``F01A01.wav`` + transcripts.
+- ``shemo-json``: the Modified ShEMO JSON (corrected labels and transcripts).
+- ``shemo-text``: the ShEMO transcript JSONL (no audio; ``path`` is None).
+- ``crema-d``: ``1001_DFA_ANG_XX.wav``.
+- ``tess``: ``OAF_back_angry.wav``.
+- ``savee``: ``DC_a01.wav`` or ``DC/a01.wav``.
+- ``asvp-esd``: ``actor_N/03-01-EE-II-SS-AA-...wav``, speech with canonical labels.
+- ``csv``: a manifest ``path,label,speaker[,text][,language]``.
+
+Rows with an unknown label raise ``ValueError`` naming the file and row. Only two
+loaders skip material on purpose: ``ravdess`` drops song and non-audio modalities,
+``asvp-esd`` drops non-speech sounds and its emotions without a canonical label
+(excited, pleasure, pain, disappointment, breath).
 """
 
 from __future__ import annotations
@@ -13,14 +26,33 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
-from training.datasets.acted import load_emodb, load_ravdess
+from training.datasets.acted import load_asvp_esd, load_emodb, load_ravdess
 from training.datasets.base import Utterance, load_audio, log_loaded
+from training.datasets.english import load_crema_d, load_savee, load_tess
+from training.datasets.folds import Fold, speaker_folds
+from training.datasets.manifest import load_csv
+from training.datasets.shemo import load_shemo, load_shemo_json, load_shemo_text
 
-__all__ = ["KINDS", "Utterance", "load_audio", "load_dataset"]
+__all__ = [
+    "KINDS",
+    "Fold",
+    "Utterance",
+    "load_audio",
+    "load_dataset",
+    "speaker_folds",
+]
 
 KINDS: Final[dict[str, Callable[[Path], list[Utterance]]]] = {
     "emodb": load_emodb,
     "ravdess": load_ravdess,
+    "shemo": load_shemo,
+    "shemo-json": load_shemo_json,
+    "shemo-text": load_shemo_text,
+    "crema-d": load_crema_d,
+    "tess": load_tess,
+    "savee": load_savee,
+    "asvp-esd": load_asvp_esd,
+    "csv": load_csv,
 }
 """Dataset kind -> loader taking the path of ``KIND:PATH``."""
 

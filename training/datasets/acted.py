@@ -175,3 +175,73 @@ def load_ravdess(root: Path) -> list[Utterance]:
             )
         )
     return utterances
+
+
+# --- ASVP-ESD ---------------------------------------------------------------------
+
+ASVP_ESD_CODES: Final[dict[str, str]] = {
+    "01": "boredom",
+    "02": "neutral",
+    "03": "happiness",
+    "04": "sadness",
+    "05": "anger",
+    "06": "fear",
+    "07": "disgust",
+    "08": "surprise",
+}
+"""ASVP-ESD emotion codes (3rd field) that map onto the canonical labels.
+
+The corpus names them boredom/sigh, neutral/calm, happy/laugh, sad/cry,
+angry/grunt/frustration, fearful/scream/panic, disgust/dislike/contempt and
+surprised/gasp/amazed.
+"""
+
+ASVP_ESD_SKIPPED: Final[dict[str, str]] = {
+    "09": "excited",
+    "10": "pleasure",
+    "11": "pain",
+    "12": "disappointment",
+    "13": "breath",
+}
+"""ASVP-ESD emotion codes without a canonical label: skipped on purpose."""
+
+_ASVP_NAME: Final = re.compile(r"^\d+(?:-\d+){6,}$")
+
+
+def load_asvp_esd(root: Path) -> list[Utterance]:
+    """Load ASVP-ESD speech from ``actor_N/MM-VV-EE-II-SS-AA-...wav`` files.
+
+    ASVP-ESD extends RAVDESS's naming: modality, vocal channel (01 speech,
+    02 non-speech), emotion, intensity, statement, actor, then optional age,
+    source and language fields. Files are searched recursively. Kept: vocal
+    channel 01 (speech) with emotion codes 01-08 (see ``ASVP_ESD_CODES``; code 02
+    "neutral, calm" maps to neutral). Skipped on purpose: non-speech sounds and
+    codes 09-13 (excited, pleasure, pain, disappointment, breath), which have no
+    canonical label. The speaker is the actor field; the language is left unset
+    because the corpus mixes languages and codes it inconsistently.
+
+    Raises:
+        ValueError: a file name does not parse or has an unknown emotion code.
+    """
+    require_dir(root, "asvp-esd")
+    utterances = []
+    for path in audio_files(root):
+        if _ASVP_NAME.match(path.stem) is None:
+            raise ValueError(
+                f"asvp-esd: {path} does not follow the ASVP-ESD naming scheme "
+                "(03-01-EE-II-SS-AA[-age-source-language].wav)"
+            )
+        fields = path.stem.split("-")
+        channel, emotion, actor = fields[1], fields[2], fields[5]
+        if channel != "01" or emotion in ASVP_ESD_SKIPPED:
+            continue
+        utterances.append(
+            Utterance(
+                utt_id=f"asvp-esd:{path.stem}",
+                path=path,
+                label=code_label(emotion, ASVP_ESD_CODES, f"asvp-esd: {path}"),
+                speaker=f"asvp-esd:{actor}",
+                corpus="asvp-esd",
+            )
+        )
+    return utterances
