@@ -1,0 +1,269 @@
+"""Decode PROTOCOL.md audio encodings and files into 16 kHz mono float32.
+
+Everything downstream (VAD, segmenter, features) sees one format: 16 kHz, mono,
+float32 in [-1, 1]. ``AudioDecoder`` converts a live stream chunk by chunk, keeping the
+resampler state across chunks, so a stream cut into any chunk sizes decodes to the same
+samples; ``read_audio_file`` does the same for a whole file at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+import soundfile
+import soxr
+
+from streamser.errors import AudioSourceError, ProtocolError
+
+_LOGGER = logging.getLogger(__name__)
+
+TARGET_SAMPLE_RATE_HZ: Final = 16000
+"""The one sample rate of every stage after decoding."""
+ENCODINGS: Final = ("pcm_s16le", "pcm_f32le", "mulaw", "alaw")
+"""Wire encodings of PROTOCOL.md."""
+MIN_SAMPLE_RATE_HZ: Final = 8000
+MAX_SAMPLE_RATE_HZ: Final = 48000
+MIN_CHANNELS: Final = 1
+MAX_CHANNELS: Final = 8
+FILE_FORMATS: Final = ("WAV", "WAVEX", "RF64", "FLAC", "OGG")
+"""libsndfile container formats ``read_audio_file`` accepts (WAV, FLAC, OGG)."""
+
+_BYTES_PER_SAMPLE: Final = {"pcm_s16le": 2, "pcm_f32le": 4, "mulaw": 1, "alaw": 1}
+_RESAMPLE_QUALITY: Final = "HQ"
+
+
+def _mulaw_table() -> npt.NDArray[np.float32]:
+    """G.711 mu-law decoding table (ITU-T G.711, as Sun's g711.c), scaled to [-1, 1]."""
+    codes = ~np.arange(256, dtype=np.int32) & 0xFF
+    sign = codes & 0x80
+    exponent = (codes >> 4) & 0x07
+    mantissa = codes & 0x0F
+    magnitude = (((mantissa << 3) + 0x84) << exponent) - 0x84
+    linear = np.where(sign != 0, -magnitude, magnitude)
+    return (linear / 32768.0).astype(np.float32)
+
+
+def _alaw_table() -> npt.NDArray[np.float32]:
+    """G.711 A-law decoding table (ITU-T G.711, as Sun's g711.c), scaled to [-1, 1]."""
+    codes = np.arange(256, dtype=np.int32) ^ 0x55
+    sign = codes & 0x80
+    exponent = (codes >> 4) & 0x07
+    mantissa = codes & 0x0F
+    magnitude = np.where(
+        exponent == 0,
+        (mantissa << 4) + 8,
+        ((mantissa << 4) + 0x108) << np.maximum(exponent - 1, 0),
+    )
+    # In A-law a set sign bit means a positive sample (the opposite of mu-law).
+    linear = np.where(sign != 0, magnitude, -magnitude)
+    return (linear / 32768.0).astype(np.float32)
+
+
+MULAW_TABLE: Final = _mulaw_table()
+"""Decoded value of each of the 256 mu-law codes."""
+ALAW_TABLE: Final = _alaw_table()
+"""Decoded value of each of the 256 A-law codes."""
+
+
+def _sanitize(audio: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """Replaces NaN and infinities by 0 and clips to [-1, 1], in place."""
+    np.nan_to_num(audio, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+    np.clip(audio, -1.0, 1.0, out=audio)
+    return audio
+
+
+class AudioDecoder:
+    """Turns one stream's wire audio into 16 kHz mono float32, chunk by chunk.
+
+    One decoder per stream: it holds the resampler state between chunks, so it is not
+    thread-safe and must not be shared between streams.
+
+    Attributes:
+        encoding: one of ``ENCODINGS``.
+        sample_rate_hz: the client's sample rate.
+        channels: interleaved channels per frame (downmixed by their mean).
+        samples_in: frames (samples per channel) decoded so far.
+        samples_out: 16 kHz samples returned so far (``decode`` and ``flush``).
+    """
+
+    def __init__(self, encoding: str, sample_rate_hz: int, channels: int) -> None:
+        """Checks the stream format and prepares the resampler.
+
+        Args:
+            encoding: one of ``ENCODINGS``.
+            sample_rate_hz: input rate, ``MIN_SAMPLE_RATE_HZ`` to ``MAX_SAMPLE_RATE_HZ``.
+            channels: ``MIN_CHANNELS`` to ``MAX_CHANNELS``.
+
+        Raises:
+            ProtocolError: ``unsupported_encoding``, ``unsupported_sample_rate`` or
+                ``unsupported_channels`` (fatal).
+        """
+        if encoding not in ENCODINGS:
+            raise ProtocolError(
+                "unsupported_encoding",
+                f"encoding {encoding!r} is not one of {', '.join(ENCODINGS)}",
+                fatal=True,
+            )
+        if (
+            isinstance(sample_rate_hz, bool)
+            or not isinstance(sample_rate_hz, int)
+            or not MIN_SAMPLE_RATE_HZ <= sample_rate_hz <= MAX_SAMPLE_RATE_HZ
+        ):
+            raise ProtocolError(
+                "unsupported_sample_rate",
+                f"sample rate {sample_rate_hz!r} is not an integer from "
+                f"{MIN_SAMPLE_RATE_HZ} to {MAX_SAMPLE_RATE_HZ} Hz",
+                fatal=True,
+            )
+        if (
+            isinstance(channels, bool)
+            or not isinstance(channels, int)
+            or not MIN_CHANNELS <= channels <= MAX_CHANNELS
+        ):
+            raise ProtocolError(
+                "unsupported_channels",
+                f"channels {channels!r} is not an integer from {MIN_CHANNELS} "
+                f"to {MAX_CHANNELS}",
+                fatal=True,
+            )
+        self.encoding = encoding
+        self.sample_rate_hz = sample_rate_hz
+        self.channels = channels
+        self.samples_in = 0
+        self.samples_out = 0
+        self._frame_bytes = _BYTES_PER_SAMPLE[encoding] * channels
+        self._resampler = self._new_resampler()
+
+    def _new_resampler(self) -> soxr.ResampleStream | None:
+        if self.sample_rate_hz == TARGET_SAMPLE_RATE_HZ:
+            return None
+        return soxr.ResampleStream(
+            self.sample_rate_hz,
+            TARGET_SAMPLE_RATE_HZ,
+            1,
+            dtype="float32",
+            quality=_RESAMPLE_QUALITY,
+        )
+
+    def _to_float(self, payload: bytes) -> npt.NDArray[np.float32]:
+        """Decodes whole interleaved frames to float32, shape (frames, channels)."""
+        if self.encoding == "pcm_s16le":
+            ints = np.frombuffer(payload, dtype="<i2")
+            audio = ints.astype(np.float32) / np.float32(32768.0)
+        elif self.encoding == "pcm_f32le":
+            audio = _sanitize(np.frombuffer(payload, dtype="<f4").astype(np.float32))
+        else:
+            table = MULAW_TABLE if self.encoding == "mulaw" else ALAW_TABLE
+            audio = table[np.frombuffer(payload, dtype=np.uint8)]
+        return audio.reshape(-1, self.channels)
+
+    def decode(self, payload: bytes) -> npt.NDArray[np.float32]:
+        """Decodes one binary message.
+
+        Args:
+            payload: whole frames of interleaved samples in the stream's encoding.
+
+        Returns:
+            The 16 kHz mono samples this chunk yields (the resampler may hold a few
+            back until later chunks or ``flush``).
+
+        Raises:
+            ProtocolError: ``partial_sample`` (non-fatal) when ``payload`` is not a
+                whole number of frames; the decoder state is left untouched.
+        """
+        if len(payload) % self._frame_bytes:
+            raise ProtocolError(
+                "partial_sample",
+                f"{len(payload)} bytes is not a whole number of {self._frame_bytes}-byte "
+                f"frames ({self.encoding}, {self.channels} channel(s))",
+                fatal=False,
+            )
+        frames = self._to_float(payload)
+        self.samples_in += frames.shape[0]
+        mono = frames[:, 0] if self.channels == 1 else frames.mean(axis=1)
+        mono = np.ascontiguousarray(mono, dtype=np.float32)
+        if self._resampler is not None:
+            if mono.size == 0:
+                return np.zeros(0, dtype=np.float32)
+            mono = np.asarray(self._resampler.resample_chunk(mono), dtype=np.float32)
+        self.samples_out += mono.shape[0]
+        return mono
+
+    def flush(self) -> npt.NDArray[np.float32]:
+        """Drains the resampler at the end of the stream.
+
+        Returns:
+            The last 16 kHz samples (empty when no resampling is needed). The decoder
+            then starts afresh: a later ``decode`` begins a new resampler state.
+        """
+        if self._resampler is None:
+            return np.zeros(0, dtype=np.float32)
+        tail = np.asarray(
+            self._resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True),
+            dtype=np.float32,
+        )
+        self._resampler = self._new_resampler()
+        self.samples_out += tail.shape[0]
+        return tail
+
+
+def read_audio_file(path: str | os.PathLike[str]) -> npt.NDArray[np.float32]:
+    """Reads a WAV, FLAC or OGG file as 16 kHz mono float32.
+
+    Args:
+        path: the audio file.
+
+    Returns:
+        The whole file, downmixed by the channel mean and resampled to 16 kHz.
+
+    Raises:
+        AudioSourceError: the file is missing, unreadable, in another format or empty;
+            the message names the file and the reason.
+    """
+    name = os.fspath(path)
+    if os.path.isdir(name):
+        raise AudioSourceError(f"{name}: is a directory, not an audio file")
+    if os.path.isfile(name) and os.path.getsize(name) == 0:
+        raise AudioSourceError(f"{name}: the file is empty")
+    try:
+        info = soundfile.info(name)
+        if info.format not in FILE_FORMATS:
+            raise AudioSourceError(
+                f"{name}: unsupported audio format {info.format} "
+                f"({info.format_info}); use WAV, FLAC or OGG"
+            )
+        data, sample_rate = soundfile.read(name, dtype="float32", always_2d=True)
+    except AudioSourceError:
+        raise
+    except FileNotFoundError as err:
+        raise AudioSourceError(f"{name}: no such file") from err
+    except (soundfile.SoundFileError, OSError, RuntimeError, ValueError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        if isinstance(err, soundfile.LibsndfileError):
+            reason = err.error_string
+        raise AudioSourceError(
+            f"{name}: cannot read audio ({reason}); use WAV, FLAC or OGG"
+        ) from err
+    if data.shape[0] == 0:
+        raise AudioSourceError(f"{name}: the file contains no audio")
+    mono = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1)
+    mono = _sanitize(np.ascontiguousarray(mono, dtype=np.float32))
+    if sample_rate != TARGET_SAMPLE_RATE_HZ:
+        mono = np.asarray(
+            soxr.resample(
+                mono, sample_rate, TARGET_SAMPLE_RATE_HZ, quality=_RESAMPLE_QUALITY
+            ),
+            dtype=np.float32,
+        )
+    _LOGGER.debug(
+        "Read %s: %d Hz, %d channel(s), %.2f s",
+        name,
+        sample_rate,
+        data.shape[1],
+        data.shape[0] / sample_rate,
+    )
+    return mono
