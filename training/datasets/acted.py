@@ -93,7 +93,7 @@ def load_emodb(root: Path) -> list[Utterance]:
 
 def _load_emodb_manifest(manifest: Path) -> list[Utterance]:
     utterances = []
-    with manifest.open(newline="", encoding="utf-8") as stream:
+    with manifest.open(newline="", encoding="utf-8-sig") as stream:
         reader = csv.DictReader(stream)
         columns = reader.fieldnames or []
         missing = [col for col in _EMODB_COLUMNS if col not in columns]

@@ -29,7 +29,7 @@ def load_csv(path: Path) -> list[Utterance]:
         if not path.is_file():
             raise ValueError(f"csv: no manifest.csv in {path.parent}")
     utterances = []
-    with path.open(newline="", encoding="utf-8") as stream:
+    with path.open(newline="", encoding="utf-8-sig") as stream:
         reader = csv.DictReader(stream)
         columns = [name.strip() for name in reader.fieldnames or []]
         missing = [name for name in _REQUIRED if name not in columns]
