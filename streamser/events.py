@@ -1,0 +1,652 @@
+"""PROTOCOL.md version 1 in code: events, their JSON form, and client messages.
+
+One frozen dataclass per event type holds the type-specific fields; ``Envelope`` adds
+the common ones (``type``, ``id``, ``stream_id``, ``seq``, ``time``) in one place, and
+``EventSequencer`` stamps them. Positions inside the runtime are sample indices at
+16 kHz; this is the only module that turns them into the seconds of the protocol
+(``samples_to_seconds``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Final
+
+from streamser.audio import (
+    ENCODINGS,
+    MAX_CHANNELS,
+    MAX_SAMPLE_RATE_HZ,
+    MIN_CHANNELS,
+    MIN_SAMPLE_RATE_HZ,
+    TARGET_SAMPLE_RATE_HZ,
+)
+from streamser.errors import ProtocolError
+
+_LOGGER = logging.getLogger(__name__)
+
+MAX_METADATA_BYTES: Final = 4096
+"""Largest accepted ``metadata`` object, as compact UTF-8 JSON."""
+MODALITIES: Final = ("acoustic", "text")
+"""Keys of ``utterance.end``'s ``modalities``, always present (null when unused)."""
+_COMMON_FIELDS: Final = ("type", "id", "stream_id", "seq", "time")
+_STREAM_ID_RE: Final = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_LANGUAGE_RE: Final = re.compile(r"[a-z]{2}")
+
+
+def samples_to_seconds(samples: int) -> float:
+    """Converts a 16 kHz sample index to the protocol's seconds, rounded to ms.
+
+    Rounds half up in integers, so the result does not depend on float quirks.
+    """
+    half = TARGET_SAMPLE_RATE_HZ // 2
+    return ((samples * 1000 + half) // TARGET_SAMPLE_RATE_HZ) / 1000
+
+
+# -- field readers: raw JSON value -> typed value, or ProtocolError("malformed_event")
+
+
+def _malformed(name: str, expected: str, value: Any) -> ProtocolError:
+    return ProtocolError(
+        "malformed_event", f"field {name!r} must be {expected}, got {value!r:.80}"
+    )
+
+
+def _int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _malformed(name, "an integer", value)
+    return value
+
+
+def _float(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _malformed(name, "a number", value)
+    if not math.isfinite(value):
+        raise _malformed(name, "a finite number", value)
+    return float(value)
+
+
+def _str(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise _malformed(name, "a string", value)
+    return value
+
+
+def _optional_str(name: str, value: Any) -> str | None:
+    return None if value is None else _str(name, value)
+
+
+def _bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _malformed(name, "true or false", value)
+    return value
+
+
+def _object(name: str, value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _malformed(name, "an object", value)
+    return value
+
+
+def _scores(name: str, value: Any) -> dict[str, float]:
+    return {str(k): _float(f"{name}.{k}", v) for k, v in _object(name, value).items()}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A model in use, as named in ``stream.start``."""
+
+    kind: str
+    """Its role: "vad", "asr", "acoustic", "text" or "fusion"."""
+    name: str
+    """Its name, e.g. "emotion-acoustic-v1"."""
+    version: str
+    """Its version (from the model's metadata)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Returns the JSON object."""
+        return {"kind": self.kind, "name": self.name, "version": self.version}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> ModelInfo:
+        """Reads the JSON object; raises ProtocolError("malformed_event")."""
+        obj = _object("models[]", data)
+        return cls(*(_str(k, obj.get(k)) for k in ("kind", "name", "version")))
+
+
+@dataclass(frozen=True)
+class ModalityScores:
+    """One modality's opinion inside ``utterance.end``'s ``modalities``."""
+
+    label: str
+    """Its most probable label."""
+    scores: dict[str, float]
+    """Label to probability, summing to 1."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Returns the JSON object ``{label, scores}``."""
+        return {"label": self.label, "scores": dict(self.scores)}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> ModalityScores:
+        """Reads the JSON object; raises ProtocolError("malformed_event")."""
+        obj = _object("modality", data)
+        return cls(
+            _str("label", obj.get("label")), _scores("scores", obj.get("scores"))
+        )
+
+
+# Each event declares its fields in order with the reader that parses them; to_dict
+# writes the same names, so the two cannot drift.
+_Reader = Callable[[str, Any], Any]
+
+
+def _models(name: str, value: Any) -> tuple[ModelInfo, ...]:
+    if not isinstance(value, list):
+        raise _malformed(name, "a list", value)
+    return tuple(ModelInfo.from_dict(item) for item in value)
+
+
+def _modalities(name: str, value: Any) -> dict[str, ModalityScores | None]:
+    obj = _object(name, value)
+    return {
+        key: None if obj.get(key) is None else ModalityScores.from_dict(obj[key])
+        for key in (*MODALITIES, *(k for k in obj if k not in MODALITIES))
+    }
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, ModelInfo | ModalityScores):
+        return value.to_dict()
+    if isinstance(value, tuple):
+        return [_json_value(item) for item in value]
+    if isinstance(value, dict):
+        return {k: _json_value(v) for k, v in value.items()}
+    return value
+
+
+class _Event:
+    """Shared serialisation of the event bodies below."""
+
+    TYPE: ClassVar[str]
+    _READERS: ClassVar[dict[str, _Reader]]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Returns the type-specific fields as JSON values (no common fields)."""
+        return {name: _json_value(getattr(self, name)) for name in self._READERS}
+
+    @classmethod
+    def _read(cls, data: Mapping[str, Any]) -> Any:
+        values = {}
+        for name, reader in cls._READERS.items():
+            if name not in data:
+                raise ProtocolError(
+                    "malformed_event", f"{cls.TYPE} event without field {name!r}"
+                )
+            values[name] = reader(name, data[name])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class StreamStart(_Event):
+    """``stream.start``: a stream was accepted."""
+
+    TYPE: ClassVar[str] = "stream.start"
+    _READERS: ClassVar[dict[str, _Reader]] = {
+        "sample_rate": _int,
+        "encoding": _str,
+        "language": _optional_str,
+        "metadata": _object,
+        "models": _models,
+    }
+    sample_rate: int
+    """The client's sample rate in Hz."""
+    encoding: str
+    """The client's encoding (one of PROTOCOL.md's)."""
+    language: str | None
+    """The fixed language, or None when it is detected."""
+    metadata: dict[str, Any]
+    """The client's metadata, echoed."""
+    models: tuple[ModelInfo, ...] = ()
+    """Each model in use with its version."""
+
+
+@dataclass(frozen=True)
+class SpeechStart(_Event):
+    """``speech.start``: the VAD opened an utterance."""
+
+    TYPE: ClassVar[str] = "speech.start"
+    _READERS: ClassVar[dict[str, _Reader]] = {"utterance_id": _int, "start": _float}
+    utterance_id: int
+    """Index of the utterance in its stream, from 0."""
+    start: float
+    """Seconds of stream audio where the utterance (with its pre-speech pad) begins."""
+
+
+@dataclass(frozen=True)
+class EmotionPartial(_Event):
+    """``emotion.partial``: the acoustic model's view of an utterance so far."""
+
+    TYPE: ClassVar[str] = "emotion.partial"
+    _READERS: ClassVar[dict[str, _Reader]] = {
+        "utterance_id": _int,
+        "start": _float,
+        "end": _float,
+        "label": _str,
+        "scores": _scores,
+    }
+    utterance_id: int
+    """Index of the utterance in its stream, from 0."""
+    start: float
+    """Seconds of stream audio where the utterance begins."""
+    end: float
+    """Seconds of stream audio the scores cover up to."""
+    label: str
+    """Most probable label."""
+    scores: dict[str, float]
+    """Label to probability (acoustic model only), summing to 1."""
+
+
+@dataclass(frozen=True)
+class UtteranceEnd(_Event):
+    """``utterance.end``: an utterance was recognised."""
+
+    TYPE: ClassVar[str] = "utterance.end"
+    _READERS: ClassVar[dict[str, _Reader]] = {
+        "utterance_id": _int,
+        "start": _float,
+        "end": _float,
+        "transcript": _optional_str,
+        "language": _optional_str,
+        "label": _str,
+        "confidence": _float,
+        "scores": _scores,
+        "modalities": _modalities,
+        "latency_ms": _float,
+    }
+    utterance_id: int
+    """Index of the utterance in its stream, from 0."""
+    start: float
+    """Seconds of stream audio where the utterance begins."""
+    end: float
+    """Seconds of stream audio where it ends."""
+    transcript: str | None
+    """What was said ("" when nothing was recognised, None when ASR is off)."""
+    language: str | None
+    """Language of the transcript (ISO 639-1), None when unknown."""
+    label: str
+    """The fused emotion label."""
+    confidence: float
+    """Probability of ``label``."""
+    scores: dict[str, float]
+    """Fused label to probability, summing to 1."""
+    modalities: dict[str, ModalityScores | None] = field(
+        default_factory=lambda: dict.fromkeys(MODALITIES)
+    )
+    """"acoustic" and "text", each that model's scores or None when not used."""
+    latency_ms: float = 0.0
+    """Milliseconds from the end of speech to this event."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Returns the fields as JSON values; both modalities always present."""
+        data = super().to_dict()
+        data["modalities"] = {
+            key: _json_value(self.modalities.get(key))
+            for key in (
+                *MODALITIES,
+                *(k for k in self.modalities if k not in MODALITIES),
+            )
+        }
+        return data
+
+
+@dataclass(frozen=True)
+class StreamEnd(_Event):
+    """``stream.end``: every utterance of the stream is out."""
+
+    TYPE: ClassVar[str] = "stream.end"
+    _READERS: ClassVar[dict[str, _Reader]] = {
+        "utterances": _int,
+        "audio_seconds": _float,
+    }
+    utterances: int
+    """Number of ``utterance.end`` events the stream produced."""
+    audio_seconds: float
+    """Seconds of audio received."""
+
+
+@dataclass(frozen=True)
+class ErrorEvent(_Event):
+    """``error``: a problem with the stream or the server."""
+
+    TYPE: ClassVar[str] = "error"
+    _READERS: ClassVar[dict[str, _Reader]] = {
+        "code": _str,
+        "message": _str,
+        "fatal": _bool,
+    }
+    code: str
+    """Stable snake_case code, e.g. "partial_sample"."""
+    message: str
+    """Explanation for people."""
+    fatal: bool
+    """True when the stream or connection ends."""
+
+    @classmethod
+    def from_exception(cls, error: ProtocolError) -> ErrorEvent:
+        """Builds the event for a ProtocolError."""
+        return cls(error.code, str(error), error.fatal)
+
+
+Event = (
+    StreamStart | SpeechStart | EmotionPartial | UtteranceEnd | StreamEnd | ErrorEvent
+)
+"""Any event body."""
+EVENT_TYPES: Final[dict[str, type[Event]]] = {
+    cls.TYPE: cls
+    for cls in (
+        StreamStart,
+        SpeechStart,
+        EmotionPartial,
+        UtteranceEnd,
+        StreamEnd,
+        ErrorEvent,
+    )
+}
+"""Event class by wire type."""
+
+
+def event_from_dict(data: Mapping[str, Any]) -> Event:
+    """Reads an event body from its JSON object (common fields are ignored).
+
+    Args:
+        data: the decoded JSON object, with ``type``; unknown extra keys are ignored.
+
+    Returns:
+        The event body.
+
+    Raises:
+        ProtocolError: ``malformed_event`` for an unknown type or a missing or
+            mistyped field.
+    """
+    if not isinstance(data, Mapping):
+        raise _malformed("event", "an object", data)
+    event_type = data.get("type")
+    cls = EVENT_TYPES.get(event_type) if isinstance(event_type, str) else None
+    if cls is None:
+        raise ProtocolError("malformed_event", f"unknown event type {event_type!r:.80}")
+    result: Event = cls._read(data)
+    return result
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """An event with its common fields, as sent on the wire."""
+
+    id: int
+    """Server-wide, strictly increasing from 1."""
+    stream_id: str
+    """The stream the event belongs to."""
+    seq: int
+    """Position in the stream's events, from 0, without gaps."""
+    time: str
+    """Server wall clock, RFC 3339 UTC with milliseconds."""
+    body: Event
+    """The type-specific part."""
+
+    @property
+    def type(self) -> str:
+        """The wire type of the body."""
+        return self.body.TYPE
+
+    def to_dict(self) -> dict[str, Any]:
+        """Returns the whole JSON object, common fields first."""
+        return {
+            "type": self.body.TYPE,
+            "id": self.id,
+            "stream_id": self.stream_id,
+            "seq": self.seq,
+            "time": self.time,
+            **self.body.to_dict(),
+        }
+
+    def to_json(self) -> str:
+        """Returns compact JSON text.
+
+        Raises:
+            ValueError: a number in the event is NaN or infinite.
+        """
+        return json.dumps(
+            self.to_dict(), ensure_ascii=False, separators=(",", ":"), allow_nan=False
+        )
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Envelope:
+        """Reads a whole event object; raises ProtocolError("malformed_event")."""
+        body = event_from_dict(data)
+        for name in _COMMON_FIELDS:
+            if name not in data:
+                raise ProtocolError("malformed_event", f"event without field {name!r}")
+        return cls(
+            id=_int("id", data["id"]),
+            stream_id=_str("stream_id", data["stream_id"]),
+            seq=_int("seq", data["seq"]),
+            time=_str("time", data["time"]),
+            body=body,
+        )
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Envelope:
+        """Reads a whole event from JSON text; raises ProtocolError."""
+        return cls.from_dict(_load_json(text, "malformed_event", fatal=False))
+
+
+def rfc3339_now() -> str:
+    """Returns the current UTC time as RFC 3339 with milliseconds and "Z"."""
+    now = datetime.now(UTC)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+
+
+class EventSequencer:
+    """Stamps event bodies with the server-wide ``id`` and per-stream ``seq``.
+
+    One per server, shared by every stream; all methods are thread-safe.
+    """
+
+    def __init__(
+        self, clock: Callable[[], str] = rfc3339_now, first_id: int = 1
+    ) -> None:
+        """Starts the counters.
+
+        Args:
+            clock: returns the ``time`` field (RFC 3339 text).
+            first_id: the ``id`` of the first event.
+        """
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._next_id = first_id
+        self._next_seq: dict[str, int] = {}
+
+    def stamp(self, stream_id: str, body: Event) -> Envelope:
+        """Wraps ``body`` with the next id, the stream's next seq and the time."""
+        with self._lock:
+            event_id = self._next_id
+            self._next_id += 1
+            seq = self._next_seq.get(stream_id, 0)
+            self._next_seq[stream_id] = seq + 1
+            time = self._clock()
+        return Envelope(event_id, stream_id, seq, time, body)
+
+    def forget(self, stream_id: str) -> None:
+        """Drops a finished stream's seq counter (a reused id starts again at 0)."""
+        with self._lock:
+            self._next_seq.pop(stream_id, None)
+
+    @property
+    def last_id(self) -> int:
+        """The id of the latest stamped event (first_id - 1 before any)."""
+        with self._lock:
+            return self._next_id - 1
+
+
+# -- client messages
+
+
+@dataclass(frozen=True)
+class StartMessage:
+    """The client's first message on ``/v1/stream``."""
+
+    sample_rate: int = TARGET_SAMPLE_RATE_HZ
+    """Input sample rate in Hz, 8000 to 48000."""
+    encoding: str = "pcm_s16le"
+    """One of ``ENCODINGS``."""
+    channels: int = 1
+    """Interleaved channels, downmixed to mono."""
+    language: str | None = None
+    """ISO 639-1 code, or None to detect it."""
+    stream_id: str | None = None
+    """The client's id for the stream, or None to have one generated."""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    """Echoed in ``stream.start``."""
+
+
+def _load_json(text: str | bytes, code: str, *, fatal: bool) -> dict[str, Any]:
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError, TypeError) as err:
+        raise ProtocolError(code, "the message is not valid JSON", fatal=fatal) from err
+    if not isinstance(data, dict):
+        raise ProtocolError(code, "the message is not a JSON object", fatal=fatal)
+    return data
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def parse_start(text: str | bytes) -> StartMessage:
+    """Parses and checks the client's ``start`` message.
+
+    Missing fields take their defaults, unknown ones are ignored, and ``metadata``
+    null is read as {}.
+
+    Args:
+        text: the first text message of the stream.
+
+    Returns:
+        The checked message.
+
+    Raises:
+        ProtocolError: (fatal) ``malformed_json``, ``unexpected_message``,
+            ``unsupported_encoding``, ``unsupported_sample_rate``,
+            ``unsupported_channels``, ``invalid_language``, ``invalid_stream_id``
+            or ``invalid_metadata``.
+    """
+    data = _load_json(text, "malformed_json", fatal=True)
+    if data.get("type") != "start":
+        raise ProtocolError(
+            "unexpected_message",
+            f"the first message must be of type 'start', not {data.get('type')!r:.40}",
+            fatal=True,
+        )
+    sample_rate = data.get("sample_rate", TARGET_SAMPLE_RATE_HZ)
+    if not _is_int(sample_rate) or not (
+        MIN_SAMPLE_RATE_HZ <= sample_rate <= MAX_SAMPLE_RATE_HZ
+    ):
+        raise ProtocolError(
+            "unsupported_sample_rate",
+            f"sample_rate must be an integer from {MIN_SAMPLE_RATE_HZ} to "
+            f"{MAX_SAMPLE_RATE_HZ}, got {sample_rate!r:.40}",
+            fatal=True,
+        )
+    encoding = data.get("encoding", "pcm_s16le")
+    if encoding not in ENCODINGS:
+        raise ProtocolError(
+            "unsupported_encoding",
+            f"encoding must be one of {', '.join(ENCODINGS)}, got {encoding!r:.40}",
+            fatal=True,
+        )
+    channels = data.get("channels", 1)
+    if not _is_int(channels) or not MIN_CHANNELS <= channels <= MAX_CHANNELS:
+        raise ProtocolError(
+            "unsupported_channels",
+            f"channels must be an integer from {MIN_CHANNELS} to {MAX_CHANNELS}, "
+            f"got {channels!r:.40}",
+            fatal=True,
+        )
+    language = data.get("language")
+    if language is not None and not (
+        isinstance(language, str) and _LANGUAGE_RE.fullmatch(language)
+    ):
+        raise ProtocolError(
+            "invalid_language",
+            f"language must be null or a lowercase ISO 639-1 code, got {language!r:.40}",
+            fatal=True,
+        )
+    stream_id = data.get("stream_id")
+    if stream_id is not None and not (
+        isinstance(stream_id, str) and _STREAM_ID_RE.fullmatch(stream_id)
+    ):
+        raise ProtocolError(
+            "invalid_stream_id",
+            "stream_id must be null or 1 to 128 characters of A-Z a-z 0-9 . _ : -",
+            fatal=True,
+        )
+    metadata = data.get("metadata")
+    if metadata is None:
+        metadata = {}
+    if not isinstance(metadata, dict):
+        raise ProtocolError(
+            "invalid_metadata", "metadata must be an object", fatal=True
+        )
+    try:
+        size = len(
+            json.dumps(
+                metadata, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+            ).encode()
+        )
+    except (ValueError, RecursionError) as err:
+        raise ProtocolError(
+            "invalid_metadata", "metadata must be plain, finite JSON", fatal=True
+        ) from err
+    if size > MAX_METADATA_BYTES:
+        raise ProtocolError(
+            "invalid_metadata",
+            f"metadata is {size} bytes of JSON, more than {MAX_METADATA_BYTES}",
+            fatal=True,
+        )
+    return StartMessage(sample_rate, encoding, channels, language, stream_id, metadata)
+
+
+CONTROL_TYPES: Final = ("flush", "stop")
+"""Text messages a client may send after ``start``."""
+
+
+def parse_control(text: str | bytes) -> str:
+    """Parses a text message after ``start``.
+
+    Args:
+        text: the message.
+
+    Returns:
+        "flush" or "stop".
+
+    Raises:
+        ProtocolError: (non-fatal) ``malformed_json`` or ``unexpected_message``.
+    """
+    data = _load_json(text, "malformed_json", fatal=False)
+    message_type = data.get("type")
+    if message_type not in CONTROL_TYPES:
+        raise ProtocolError(
+            "unexpected_message",
+            f"expected a message of type 'flush' or 'stop', got {message_type!r:.40}",
+            fatal=False,
+        )
+    result: str = message_type
+    return result
