@@ -30,6 +30,8 @@ class AsrOptions:
     """Speech recognition settings.
 
     Attributes:
+        enabled: transcribe utterances (and run the text model); when off, Whisper is
+            still loaded if the acoustic model reads its encoder states.
         model: "" for the bundled multilingual Whisper base, else a faster-whisper
             model folder or a size name (a size name downloads, so needs internet).
         device: "auto", "cpu" or "cuda".
@@ -43,6 +45,7 @@ class AsrOptions:
             rest of a stream.
     """
 
+    enabled: bool = True
     model: str = ""
     device: str = "auto"
     compute_type: str = "auto"

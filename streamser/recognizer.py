@@ -57,6 +57,7 @@ class Recognition:
     Attributes:
         transcript: the words ("" with ASR off or nothing said).
         language: the transcript's language (None with ASR off).
+        language_probability: confidence of a detected language (1.0 when given).
         label: the final emotion.
         confidence: probability of ``label``.
         scores: the final distribution (label to probability).
@@ -66,6 +67,7 @@ class Recognition:
 
     transcript: str
     language: str | None
+    language_probability: float
     label: str
     confidence: float
     scores: dict[str, float]
@@ -115,13 +117,13 @@ class Recognizer:
             )
 
     def model_versions(self) -> list[dict[str, str]]:
-        """Name and version of every model in use, for ``stream.start``."""
+        """Kind, name and version of every model in use, for ``stream.start``."""
         versions = [
-            {"name": m.info.name, "version": m.info.version}
+            {"kind": m.info.kind, "name": m.info.name, "version": m.info.version}
             for m in self.models.all_models
         ]
         if self.asr is not None and self.options.asr:
-            versions.append({"name": self.asr.name, "version": "ct2"})
+            versions.append({"kind": "asr", "name": self.asr.name, "version": "ct2"})
         return versions
 
     def acoustic_features(
@@ -197,6 +199,7 @@ class Recognizer:
             Recognition(
                 transcript=t.text,
                 language=t.language or None,
+                language_probability=t.language_probability,
                 label=f.label,
                 confidence=f.confidence,
                 scores=dict(f.scores),

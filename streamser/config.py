@@ -1,0 +1,220 @@
+"""Settings: one frozen dataclass per component, composed into ``Config``.
+
+Sources, weakest first: defaults, a TOML file, ``STREAMSER_<SECTION>_<KEY>``
+environment variables, command-line flags. Validated once, at startup.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .asr import AsrOptions
+from .errors import ConfigError
+from .hub import HubOptions
+from .pipeline import PipelineOptions
+from .recognizer import RecognizerOptions
+from .segmenter import SegmenterOptions
+from .server import ServerOptions
+from .vad import VadOptions
+
+_LOGGER = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EmotionOptions:
+    """Emotion model settings.
+
+    Attributes:
+        model_dir: folder of ``emotion-*.onnx`` graphs; "" for the bundled models.
+        device: "auto", "cpu" or "cuda" for onnxruntime.
+        num_threads: onnxruntime threads per call.
+    """
+
+    model_dir: str = ""
+    device: str = "auto"
+    num_threads: int = 1
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    """Where events go besides clients.
+
+    Attributes:
+        jsonl: append every event to this file ("" for none).
+    """
+
+    jsonl: str = ""
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every setting of streamser."""
+
+    server: ServerOptions = field(default_factory=ServerOptions)
+    pipeline: PipelineOptions = field(default_factory=PipelineOptions)
+    hub: HubOptions = field(default_factory=HubOptions)
+    vad: VadOptions = field(default_factory=VadOptions)
+    segmenter: SegmenterOptions = field(default_factory=SegmenterOptions)
+    asr: AsrOptions = field(default_factory=AsrOptions)
+    emotion: EmotionOptions = field(default_factory=EmotionOptions)
+    output: OutputOptions = field(default_factory=OutputOptions)
+
+    def recognizer_options(self) -> RecognizerOptions:
+        """What the recogniser loads."""
+        return RecognizerOptions(
+            model_dir=Path(self.emotion.model_dir) if self.emotion.model_dir else None,
+            asr=self.asr.enabled,
+            device=self.emotion.device,
+            num_threads=self.emotion.num_threads,
+            whisper=self.asr,
+        )
+
+    def to_toml(self) -> str:
+        """The effective configuration as TOML."""
+        lines: list[str] = []
+        for section in fields(self):
+            lines.append(f"[{section.name}]")
+            for item in fields(getattr(self, section.name)):
+                value = getattr(getattr(self, section.name), item.name)
+                lines.append(f"{item.name} = {_toml_value(value)}")
+            lines.append("")
+        return "\n".join(lines)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if value is None:
+        return '""'
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'
+
+
+def _coerce(raw: Any, kind: Any, where: str) -> Any:
+    """Turn a TOML or environment value into the field's type."""
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        options = [k for k in typing.get_args(kind) if k is not type(None)]
+        if raw is None or raw == "":
+            return None
+        kind = options[0]
+    try:
+        if kind is bool:
+            if isinstance(raw, bool):
+                return raw
+            if str(raw).lower() in ("1", "true", "yes", "on"):
+                return True
+            if str(raw).lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if kind is int:
+            if isinstance(raw, bool) or (
+                isinstance(raw, float) and not raw.is_integer()
+            ):
+                raise ValueError(raw)
+            return int(raw)
+        if kind is float:
+            if isinstance(raw, bool):
+                raise ValueError(raw)
+            return float(raw)
+        if kind is str:
+            if not isinstance(raw, str | int | float) or isinstance(raw, bool):
+                raise ValueError(raw)
+            return str(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: {raw!r} is not a valid {kind.__name__}") from None
+    raise ConfigError(f"{where}: unsupported setting type {kind}")
+
+
+def _section(cls: type[Any], values: Mapping[str, Any], name: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    unknown = set(values) - known
+    if unknown:
+        raise ConfigError(
+            f"[{name}]: unknown setting(s) {', '.join(sorted(unknown))}; "
+            f"known: {', '.join(sorted(known))}"
+        )
+    kwargs = {
+        key: _coerce(raw, hints[key], f"{name}.{key}") for key, raw in values.items()
+    }
+    try:
+        return cls(**kwargs)
+    except ConfigError as err:
+        raise ConfigError(f"[{name}]: {err}") from err
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"[{name}]: {err}") from err
+
+
+def load_config(
+    path: Path | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Build the configuration.
+
+    Args:
+        path: a TOML file, or None (then ``STREAMSER_CONFIG`` if set).
+        overrides: ``{section: {key: value}}`` from command-line flags.
+        environ: environment to read (``os.environ`` by default).
+
+    Returns:
+        The validated configuration.
+
+    Raises:
+        ConfigError: unreadable file, unknown section or key, bad value.
+    """
+    env = os.environ if environ is None else environ
+    if path is None and env.get("STREAMSER_CONFIG"):
+        path = Path(env["STREAMSER_CONFIG"])
+    data: dict[str, dict[str, Any]] = {}
+    if path is not None:
+        try:
+            loaded = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as err:
+            raise ConfigError(f"cannot read config {path}: {err.strerror}") from err
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+            raise ConfigError(f"{path}: not valid TOML ({err})") from err
+        for name, values in loaded.items():
+            if not isinstance(values, dict):
+                raise ConfigError(f"{path}: {name!r} must be a [section]")
+            data[name] = dict(values)
+    sections = {f.name: f for f in fields(Config)}
+    unknown = set(data) - set(sections)
+    if unknown:
+        raise ConfigError(
+            f"unknown config section(s) {', '.join(sorted(unknown))}; "
+            f"known: {', '.join(sections)}"
+        )
+    for name in sections:
+        prefix = f"STREAMSER_{name.upper()}_"
+        for key, value in env.items():
+            if key.startswith(prefix):
+                data.setdefault(name, {})[key[len(prefix) :].lower()] = value
+    for name, values in (overrides or {}).items():
+        data.setdefault(name, {}).update(
+            {k: v for k, v in values.items() if v is not None}
+        )
+    hints = typing.get_type_hints(Config)
+    built = {name: _section(hints[name], data.get(name, {}), name) for name in sections}
+    config = Config(**built)
+    if _LOGGER.isEnabledFor(logging.DEBUG):
+        _LOGGER.debug("Effective configuration:\n%s", config.to_toml())
+    return config
+
+
+def replace_section(config: Config, name: str, **changes: Any) -> Config:
+    """A copy of ``config`` with some settings of one section changed."""
+    section = dataclasses.replace(getattr(config, name), **changes)
+    return dataclasses.replace(config, **{name: section})

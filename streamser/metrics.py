@@ -1,0 +1,81 @@
+"""Prometheus metrics of one streamser process, on a registry of its own."""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+_LATENCY_BUCKETS_S = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+_STAGE_BUCKETS_S = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+
+
+class Metrics:
+    """Every metric streamser exports; one instance per server or run."""
+
+    def __init__(self) -> None:
+        """Create the metrics on a fresh registry."""
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.active_streams = Gauge(
+            "streamser_active_streams", "Audio streams open now", registry=r
+        )
+        self.streams = Counter(
+            "streamser_streams", "Audio streams accepted", registry=r
+        )
+        self.subscribers = Gauge(
+            "streamser_subscribers", "/v1/events subscribers connected", registry=r
+        )
+        self.evicted_subscribers = Counter(
+            "streamser_evicted_subscribers",
+            "Subscribers closed with 1013 for falling behind",
+            registry=r,
+        )
+        self.utterances = Counter(
+            "streamser_utterances", "Utterances recognised", registry=r
+        )
+        self.dropped_utterances = Counter(
+            "streamser_dropped_utterances",
+            "Utterances shed because recognition lagged",
+            registry=r,
+        )
+        self.audio_seconds = Counter(
+            "streamser_audio_seconds", "Seconds of audio received", registry=r
+        )
+        self.latency = Histogram(
+            "streamser_end_of_speech_latency_seconds",
+            "End of speech to utterance.end",
+            buckets=_LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.stage_seconds = Histogram(
+            "streamser_stage_seconds",
+            "Time per pipeline stage and call",
+            ["stage"],
+            buckets=_STAGE_BUCKETS_S,
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "streamser_queue_depth", "Utterances waiting for recognition", registry=r
+        )
+        self.errors = Counter(
+            "streamser_errors", "Error events sent, by code", ["code"], registry=r
+        )
+        self.models_loaded = Gauge(
+            "streamser_models_loaded",
+            "1 once the models are loaded and warm",
+            registry=r,
+        )
+        self.sink_failures = Counter(
+            "streamser_sink_write_failures",
+            "Failed writes to the JSONL sink",
+            registry=r,
+        )
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition."""
+        return bytes(generate_latest(self.registry))

@@ -1,0 +1,378 @@
+"""The asyncio pipeline: audio streams in, events out.
+
+``Engine`` is shared by every stream: the recogniser, the executor it runs in, the
+event ids and the fan-out to sinks. ``StreamSession`` is one audio stream: decoding,
+VAD and segmentation run synchronously on the loop as audio arrives (they are cheap
+and sans-I/O); each closed utterance goes through a bounded queue to the stream's
+worker task, which runs recognition in the executor so the loop never blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from .audio import AudioDecoder
+from .emotion import EmotionScores
+from .events import (
+    EmotionPartial,
+    Envelope,
+    ErrorEvent,
+    EventSequencer,
+    ModalityScores,
+    ModelInfo,
+    SpeechStart,
+    StartMessage,
+    StreamEnd,
+    StreamStart,
+    UtteranceEnd,
+    samples_to_seconds,
+)
+from .features import SAMPLE_RATE_HZ
+from .metrics import Metrics
+from .recognizer import Recognition, Recognizer
+from .segmenter import Segmenter, SegmenterOptions, SpeechStarted, UtteranceEnded
+from .vad import VadOptions, make_vad
+
+_LOGGER = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    """How streams are processed.
+
+    Attributes:
+        partial_interval_ms: stream audio between two ``emotion.partial`` events of
+            one utterance; 0 turns partials off.
+        partial_window_ms: the most recent speech a partial looks at.
+        max_pending_utterances: utterances a stream may queue for recognition; more
+            are shed with an ``overloaded`` error event (counted, never silent).
+        workers: recognition threads; 0 for one per core.
+    """
+
+    partial_interval_ms: int = 1000
+    partial_window_ms: int = 4000
+    max_pending_utterances: int = 8
+    workers: int = 0
+
+    def __post_init__(self) -> None:
+        if self.partial_interval_ms < 0 or self.partial_window_ms < 100:
+            raise ValueError("partial_interval_ms >= 0 and partial_window_ms >= 100")
+        if self.max_pending_utterances < 1 or self.workers < 0:
+            raise ValueError("max_pending_utterances >= 1 and workers >= 0")
+
+
+class Engine:
+    """What all streams share. Create and use it on one event loop."""
+
+    def __init__(
+        self,
+        recognizer: Recognizer,
+        options: PipelineOptions,
+        vad: VadOptions,
+        segmenter: SegmenterOptions,
+        metrics: Metrics,
+    ) -> None:
+        """Wrap a loaded recogniser; ``sinks`` get every event in ``id`` order."""
+        self.recognizer = recognizer
+        self.options = options
+        self.vad_options = vad
+        self.segmenter_options = segmenter
+        self.metrics = metrics
+        self.sequencer = EventSequencer()
+        self.sinks: list[Callable[[Envelope], None]] = []
+        workers = options.workers or (os.cpu_count() or 1)
+        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="recognize")
+
+    def emit(self, stream_id: str, body: Any) -> Envelope:
+        """Stamp an event with id, seq and time and hand it to every sink."""
+        envelope = self.sequencer.stamp(stream_id, body)
+        if isinstance(body, ErrorEvent):
+            self.metrics.errors.labels(body.code).inc()
+        for sink in self.sinks:
+            try:
+                sink(envelope)
+            except Exception:  # one broken sink must not stop the others
+                _LOGGER.exception("Event sink failed")
+        return envelope
+
+    async def run(self, stage: str, func: Callable[..., _T], *args: Any) -> _T:
+        """Run blocking ``func`` in the recognition executor, timing it as ``stage``."""
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        try:
+            return await loop.run_in_executor(self._executor, func, *args)
+        finally:
+            self.metrics.stage_seconds.labels(stage).observe(
+                time.perf_counter() - started
+            )
+
+    def close(self) -> None:
+        """Stop the executor (after the streams have finished)."""
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+@dataclass
+class _Pending:
+    index: int
+    start_sample: int
+    end_sample: int
+    audio: npt.NDArray[np.float32]
+    closed_at: float
+
+
+def _modality(scores: EmotionScores | None) -> ModalityScores | None:
+    if scores is None:
+        return None
+    return ModalityScores(label=scores.label, scores=dict(scores.scores))
+
+
+class StreamSession:
+    """One audio stream from start to ``stream.end``. Use from the loop thread only."""
+
+    def __init__(self, engine: Engine, start: StartMessage, stream_id: str) -> None:
+        """Set up decoding and segmentation; call ``open`` to announce the stream."""
+        self.engine = engine
+        self.start = start
+        self.stream_id = stream_id
+        self.language = start.language
+        self._decoder = AudioDecoder(start.encoding, start.sample_rate, start.channels)
+        self._segmenter = Segmenter(
+            make_vad(engine.vad_options), engine.segmenter_options
+        )
+        self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue(
+            engine.options.max_pending_utterances
+        )
+        self._worker: asyncio.Task[None] | None = None
+        self._partial: asyncio.Task[None] | None = None
+        self._next_partial_sample = 0
+        self._open_index: int | None = None
+        self._open_start = 0
+        self.utterances = 0
+        self.closed = False
+
+    def open(self) -> None:
+        """Emit ``stream.start`` and start the recognition worker."""
+        self.engine.metrics.streams.inc()
+        self.engine.metrics.active_streams.inc()
+        self.engine.emit(
+            self.stream_id,
+            StreamStart(
+                sample_rate=self.start.sample_rate,
+                encoding=self.start.encoding,
+                language=self.start.language,
+                metadata=dict(self.start.metadata),
+                models=tuple(
+                    ModelInfo(**m) for m in self.engine.recognizer.model_versions()
+                ),
+            ),
+        )
+        self._worker = asyncio.create_task(
+            self._work(), name=f"stream-{self.stream_id}"
+        )
+
+    @property
+    def audio_seconds(self) -> float:
+        """Seconds of 16 kHz audio received so far."""
+        return self._segmenter.samples_seen / SAMPLE_RATE_HZ
+
+    def feed(self, payload: bytes) -> None:
+        """Decode and segment one binary message.
+
+        Raises:
+            ProtocolError: the payload is not whole samples (nothing is consumed).
+        """
+        self.feed_audio(self._decoder.decode(payload))
+
+    def feed_audio(self, audio: npt.NDArray[np.float32]) -> None:
+        """Segment 16 kHz mono audio."""
+        self.engine.metrics.audio_seconds.inc(audio.shape[0] / SAMPLE_RATE_HZ)
+        self._handle(self._segmenter.push(audio))
+        self._maybe_partial()
+
+    def flush(self) -> None:
+        """End the current utterance now (the client's ``flush``)."""
+        self._handle(self._segmenter.flush())
+
+    async def close(self) -> None:
+        """Finish every pending utterance, then emit ``stream.end``."""
+        if self.closed:
+            return
+        self.closed = True
+        tail = self._decoder.flush()
+        if tail.size:
+            self._handle(self._segmenter.push(tail))
+        self._handle(self._segmenter.flush())
+        await self._queue.put(None)
+        if self._worker is not None:
+            await self._worker
+        if self._partial is not None:
+            await self._partial
+        self.engine.emit(
+            self.stream_id,
+            StreamEnd(
+                utterances=self.utterances,
+                audio_seconds=round(self.audio_seconds, 3),
+            ),
+        )
+        self.engine.sequencer.forget(self.stream_id)
+        self.engine.metrics.active_streams.dec()
+
+    def error(self, code: str, message: str, *, fatal: bool) -> None:
+        """Emit an ``error`` event on this stream."""
+        self.engine.emit(
+            self.stream_id, ErrorEvent(code=code, message=message, fatal=fatal)
+        )
+
+    def _handle(self, results: list[SpeechStarted | UtteranceEnded]) -> None:
+        for result in results:
+            if isinstance(result, SpeechStarted):
+                self._open_index = result.utterance_index
+                self._open_start = result.start_sample
+                self._next_partial_sample = (
+                    result.start_sample
+                    + self.engine.options.partial_interval_ms * SAMPLE_RATE_HZ // 1000
+                )
+                self.engine.emit(
+                    self.stream_id,
+                    SpeechStart(
+                        utterance_id=result.utterance_index,
+                        start=samples_to_seconds(result.start_sample),
+                    ),
+                )
+                continue
+            self._open_index = None
+            pending = _Pending(
+                index=result.utterance_index,
+                start_sample=result.start_sample,
+                end_sample=result.end_sample,
+                audio=result.audio,
+                closed_at=time.monotonic(),
+            )
+            try:
+                self._queue.put_nowait(pending)
+            except asyncio.QueueFull:
+                self.engine.metrics.dropped_utterances.inc()
+                self.error(
+                    "overloaded",
+                    f"utterance {result.utterance_index} dropped: recognition is "
+                    f"{self._queue.qsize()} utterances behind",
+                    fatal=False,
+                )
+            self.engine.metrics.queue_depth.set(self._queue.qsize())
+
+    def _maybe_partial(self) -> None:
+        interval = self.engine.options.partial_interval_ms
+        if not interval or self._open_index is None or not self._segmenter.active:
+            return
+        if self._segmenter.samples_seen < self._next_partial_sample:
+            return
+        if self._partial is not None and not self._partial.done():
+            return  # one partial at a time per stream: skip rather than queue
+        self._next_partial_sample = self._segmenter.samples_seen + (
+            interval * SAMPLE_RATE_HZ // 1000
+        )
+        window = self.engine.options.partial_window_ms * SAMPLE_RATE_HZ // 1000
+        audio = self._segmenter.active_audio()[-window:]
+        self._partial = asyncio.create_task(
+            self._emit_partial(self._open_index, self._segmenter.samples_seen, audio)
+        )
+
+    async def _emit_partial(
+        self, index: int, end_sample: int, audio: npt.NDArray[np.float32]
+    ) -> None:
+        try:
+            scores = await self.engine.run(
+                "partial", self.engine.recognizer.partial, audio
+            )
+        except Exception:
+            _LOGGER.exception("Partial emotion failed on stream %s", self.stream_id)
+            return
+        if self._open_index != index:
+            return  # the utterance ended meanwhile; its utterance.end says more
+        self.engine.emit(
+            self.stream_id,
+            EmotionPartial(
+                utterance_id=index,
+                start=samples_to_seconds(self._open_start),
+                end=samples_to_seconds(end_sample),
+                label=scores.label,
+                scores=dict(scores.scores),
+            ),
+        )
+
+    async def _work(self) -> None:
+        while (pending := await self._queue.get()) is not None:
+            self.engine.metrics.queue_depth.set(self._queue.qsize())
+            try:
+                recognition = await self.engine.run(
+                    "recognize",
+                    self.engine.recognizer.recognize,
+                    pending.audio,
+                    self.language,
+                )
+            except Exception as err:
+                _LOGGER.exception(
+                    "Recognition failed on stream %s utterance %d",
+                    self.stream_id,
+                    pending.index,
+                )
+                self.error(
+                    "recognition_failed",
+                    f"utterance {pending.index}: {type(err).__name__}",
+                    fatal=False,
+                )
+                continue
+            self._keep_language(recognition)
+            self._emit_utterance(pending, recognition)
+
+    def _keep_language(self, recognition: Recognition) -> None:
+        threshold = self.engine.recognizer.options.whisper.language_confidence
+        if (
+            self.language is None
+            and recognition.language
+            and recognition.transcript
+            and recognition.language_probability >= threshold
+        ):
+            self.language = recognition.language
+            _LOGGER.debug(
+                "Stream %s language fixed to %s", self.stream_id, self.language
+            )
+
+    def _emit_utterance(self, pending: _Pending, recognition: Recognition) -> None:
+        latency_s = time.monotonic() - pending.closed_at
+        self.engine.metrics.latency.observe(latency_s)
+        self.engine.metrics.utterances.inc()
+        self.utterances += 1
+        self.engine.emit(
+            self.stream_id,
+            UtteranceEnd(
+                utterance_id=pending.index,
+                start=samples_to_seconds(pending.start_sample),
+                end=samples_to_seconds(pending.end_sample),
+                transcript=(
+                    recognition.transcript
+                    if self.engine.recognizer.options.asr
+                    else None
+                ),
+                language=recognition.language,
+                label=recognition.label,
+                confidence=round(recognition.confidence, 6),
+                scores={k: round(v, 6) for k, v in recognition.scores.items()},
+                modalities={
+                    "acoustic": _modality(recognition.acoustic),
+                    "text": _modality(recognition.text),
+                },
+                latency_ms=round(latency_s * 1000.0, 1),
+            ),
+        )
