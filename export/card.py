@@ -1,0 +1,195 @@
+"""The JSON card beside each graph (``NAME.onnx.json``): contract, provenance, metrics.
+
+``streamser.models.OnnxModel`` checks the card's format version, sha256 and labels
+against the graph; the rest is for people (data, protocol, metrics, licence, the
+command that reproduces the model).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import tomllib
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any, Final
+
+import onnx
+
+from streamser.models import CARD_FORMAT, META_PREFIX, sha256_file
+
+_LOGGER = logging.getLogger(__name__)
+
+_REPO_ROOT: Final = Path(__file__).resolve().parent.parent
+
+CORPUS_LICENCES: Final[dict[str, str]] = {
+    "ravdess": "RAVDESS: CC BY-NC-SA 4.0 (Livingstone & Russo 2018)",
+    "emodb": "EMO-DB: free for research use (Burkhardt et al. 2005)",
+    "shemo": "ShEMO: released by its authors for research use (Mohamad Nezami et al. 2019)",
+}
+
+
+def streamser_version() -> str:
+    """The installed streamser version, else pyproject.toml's, else "unknown"."""
+    try:
+        return importlib_metadata.version("streamser")
+    except importlib_metadata.PackageNotFoundError:
+        pass
+    pyproject = _REPO_ROOT / "pyproject.toml"
+    try:
+        return str(tomllib.loads(pyproject.read_text("utf-8"))["project"]["version"])
+    except (OSError, KeyError, tomllib.TOMLDecodeError):
+        return "unknown"
+
+
+def git_commit() -> str:
+    """HEAD commit of the repository (suffix ``-dirty`` when it has changes), or ""."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=_REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=_REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return commit + ("-dirty" if dirty else "")
+
+
+def corpora_of(data: Any) -> list[str]:
+    """Corpus names mentioned by a checkpoint's ``data`` field (specs or dicts)."""
+    text = json.dumps(data, default=str).lower()
+    return [corpus for corpus in CORPUS_LICENCES if corpus in text]
+
+
+def licence_for(data: Any) -> str:
+    """Licence statement for a model trained on ``data``.
+
+    Every corpus here is non-commercial/research-only, so the weights are too; the
+    share-alike terms of RAVDESS carry over to models trained on it.
+    """
+    corpora = corpora_of(data)
+    notes = "; ".join(CORPUS_LICENCES[corpus] for corpus in corpora)
+    if "ravdess" in corpora:
+        return f"CC BY-NC-SA 4.0 (trained on {notes})"
+    if corpora:
+        return f"Non-commercial research use only (trained on {notes})"
+    return "Non-commercial research use only (training data not recorded)"
+
+
+def _shape(value_info: onnx.ValueInfoProto) -> list[str | int]:
+    dims = value_info.type.tensor_type.shape.dim
+    return [dim.dim_param or dim.dim_value for dim in dims]
+
+
+def _elem_type(value_info: onnx.ValueInfoProto) -> str:
+    return str(
+        onnx.helper.tensor_dtype_to_np_dtype(value_info.type.tensor_type.elem_type)
+    )
+
+
+def graph_io(onnx_path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
+    """Inputs and outputs (name, dtype, shape) and the opset of a graph."""
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    inputs = [
+        {"name": vi.name, "dtype": _elem_type(vi), "shape": _shape(vi)}
+        for vi in model.graph.input
+    ]
+    outputs = [
+        {"name": vi.name, "dtype": _elem_type(vi), "shape": _shape(vi)}
+        for vi in model.graph.output
+    ]
+    opset = next(
+        (
+            entry.version
+            for entry in model.opset_import
+            if entry.domain in ("", "ai.onnx")
+        ),
+        0,
+    )
+    return inputs, outputs, opset
+
+
+def graph_metadata(onnx_path: Path) -> dict[str, str]:
+    """The streamser ``metadata_props`` of a graph, without the key prefix."""
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    return {
+        entry.key[len(META_PREFIX) :]: entry.value
+        for entry in model.metadata_props
+        if entry.key.startswith(META_PREFIX)
+    }
+
+
+def build_card(
+    onnx_path: Path,
+    checkpoint: dict[str, Any],
+    *,
+    export_command: str,
+    verification: dict[str, Any] | None = None,
+    variants: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The card of an exported graph.
+
+    Args:
+        onnx_path: the graph (its metadata and hash go into the card).
+        checkpoint: the training checkpoint (data, protocol, metrics, command).
+        export_command: the command line that exported it.
+        verification: torch-vs-onnxruntime parity results.
+        variants: optional fp16/int8 variants and their measured change.
+    """
+    meta = graph_metadata(onnx_path)
+    inputs, outputs, opset = graph_io(onnx_path)
+    card: dict[str, Any] = {
+        "format_version": CARD_FORMAT,
+        "name": meta["name"],
+        "kind": meta["kind"],
+        "version": meta["version"],
+        "labels": json.loads(meta["labels"]),
+        "sample_rate": int(meta["sample_rate"]),
+        "features": json.loads(meta["features"]) if "features" in meta else None,
+        "languages": json.loads(meta["languages"]) if "languages" in meta else None,
+        "embedding_dim": int(meta.get("embedding_dim", "0")),
+        "inputs": inputs,
+        "outputs": outputs,
+        "opset": opset,
+        "sha256": sha256_file(onnx_path),
+        "size_bytes": onnx_path.stat().st_size,
+        "arch": checkpoint.get("arch"),
+        "config": checkpoint.get("config"),
+        "ensemble_size": len(checkpoint.get("ensemble") or []) or 1,
+        "data": checkpoint.get("data"),
+        "protocol": checkpoint.get("protocol"),
+        "metrics": checkpoint.get("metrics"),
+        "notes": checkpoint.get("notes"),
+        "verification": verification,
+        "variants": variants,
+        "streamser_version": streamser_version(),
+        "git_commit": git_commit(),
+        "licence": licence_for(checkpoint.get("data")),
+        "command": {
+            "train": checkpoint.get("command"),
+            "export": export_command,
+        },
+    }
+    return card
+
+
+def write_card(onnx_path: Path, card: dict[str, Any]) -> Path:
+    """Write ``NAME.onnx.json`` beside the graph; returns its path."""
+    card_path = onnx_path.with_name(onnx_path.name + ".json")
+    card_path.write_text(
+        json.dumps(card, indent=2, ensure_ascii=False, default=str) + "\n", "utf-8"
+    )
+    _LOGGER.info("wrote card %s", card_path)
+    return card_path

@@ -1,0 +1,261 @@
+"""Tests for export/: tiny models trained on real clips, exported, verified, carded."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+
+from export.to_onnx import OPSET, export_checkpoint  # noqa: E402
+from export.verify import VerificationError, compare, real_batches  # noqa: E402
+from streamser.errors import ModelError  # noqa: E402
+from streamser.features import LOG_MEL, log_mel  # noqa: E402
+from streamser.models import OnnxModel, sha256_file  # noqa: E402
+
+pytestmark = pytest.mark.train
+
+_REPO_ROOT = Path(__file__).resolve().parents[1]
+_DATA = Path(
+    os.environ.get("STREAMSER_DATA", _REPO_ROOT.parent / "shared" / "datasets")
+)
+_EMODB = _DATA / "emodb"
+_LABELS = ["anger", "boredom", "neutral", "sadness"]
+_CODES = {"W": "anger", "L": "boredom", "N": "neutral", "T": "sadness"}
+
+needs_data = pytest.mark.skipif(
+    not _EMODB.is_dir(), reason=f"EMO-DB not found at {_EMODB} (set STREAMSER_DATA)"
+)
+
+
+def _emodb_clips(count: int) -> list[tuple[Path, str]]:
+    clips = []
+    for path in sorted((_EMODB / "wav").glob("*.wav")):
+        label = _CODES.get(path.stem[5])
+        if label is not None:
+            clips.append((path, label))
+    return clips[:: max(1, len(clips) // count)][:count]
+
+
+def _train_tiny_acoustic(checkpoint_path: Path) -> None:
+    """A tiny log-mel CNN trained for a few steps on real EMO-DB clips."""
+    from training.acoustic_models import build_model
+    from training.datasets import load_audio
+
+    torch.manual_seed(0)
+    clips = _emodb_clips(16)
+    mels = [torch.from_numpy(log_mel(load_audio(path))) for path, _ in clips]
+    lengths = torch.tensor([mel.shape[0] for mel in mels])
+    features = torch.nn.utils.rnn.pad_sequence(mels, batch_first=True)
+    targets = torch.tensor([_LABELS.index(label) for _, label in clips])
+    config = {
+        "n_labels": len(_LABELS),
+        "input_dim": 80,
+        "channels": [8, 16],
+        "embedding": 16,
+    }
+    model = build_model("cnn", config)
+    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(3):
+        probs, _ = model(features, lengths)
+        loss = torch.nn.functional.nll_loss(torch.log(probs + 1e-8), targets)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    torch.save(
+        {
+            "kind": "acoustic",
+            "arch": "cnn",
+            "config": config,
+            "state_dict": model.state_dict(),
+            "labels": _LABELS,
+            "front_end": LOG_MEL.to_dict(),
+            "metrics": {"note": "test model, 3 steps"},
+            "data": ["emodb:" + str(_EMODB)],
+            "protocol": "none (test)",
+            "command": "pytest tests/test_export.py",
+        },
+        checkpoint_path,
+    )
+
+
+@pytest.fixture(scope="module")
+def acoustic_export(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(checkpoint, exported graph) of a tiny acoustic model."""
+    if not _EMODB.is_dir():
+        pytest.skip(f"EMO-DB not found at {_EMODB} (set STREAMSER_DATA)")
+    folder = tmp_path_factory.mktemp("acoustic")
+    checkpoint = folder / "tiny.pt"
+    _train_tiny_acoustic(checkpoint)
+    onnx_path = export_checkpoint(
+        checkpoint, folder / "out", name="emotion-acoustic-v1"
+    )
+    return checkpoint, onnx_path
+
+
+@pytest.mark.data
+@needs_data
+def test_acoustic_export_parity_metadata_and_card(
+    acoustic_export: tuple[Path, Path],
+) -> None:
+    _, onnx_path = acoustic_export
+    card = json.loads(onnx_path.with_name(onnx_path.name + ".json").read_text("utf-8"))
+    assert card["verification"]["max_abs_diff"] < 1e-4
+    assert "real EMO-DB/RAVDESS clips" in card["verification"]["inputs"]
+    assert card["sha256"] == sha256_file(onnx_path)
+    assert card["opset"] == OPSET
+    assert card["labels"] == _LABELS
+    assert [item["name"] for item in card["inputs"]] == ["features", "lengths"]
+    assert card["inputs"][0]["shape"] == ["batch", "time", 80]
+    assert "RAVDESS" not in card["licence"] and "EMO-DB" in card["licence"]
+    meta = {p.key: p.value for p in onnx.load(str(onnx_path)).metadata_props}
+    assert meta["streamser.format"] == "1"
+    assert meta["streamser.kind"] == "acoustic"
+    assert json.loads(meta["streamser.labels"]) == _LABELS
+    assert json.loads(meta["streamser.features"]) == LOG_MEL.to_dict()
+    assert meta["streamser.sample_rate"] == "16000"
+    assert meta["streamser.embedding_dim"] == "16"
+    model = OnnxModel(onnx_path, device="cpu")
+    assert model.info.name == "emotion-acoustic-v1"
+    assert model.info.front_end == LOG_MEL
+    features = np.zeros((2, 30, 80), np.float32)
+    out = model.run({"features": features, "lengths": np.array([30, 11], np.int64)})
+    np.testing.assert_allclose(out["probs"].sum(axis=1), 1.0, atol=1e-5)
+    assert out["embedding"].shape == (2, 16)
+
+
+@pytest.mark.data
+@needs_data
+def test_verify_fails_on_a_different_model(acoustic_export: tuple[Path, Path]) -> None:
+    from export.to_onnx import build_module, load_checkpoint
+
+    checkpoint_path, onnx_path = acoustic_export
+    checkpoint = load_checkpoint(checkpoint_path)
+    batches, _ = real_batches(checkpoint, build_module(checkpoint))
+    torch.manual_seed(1)
+    other = build_module({**checkpoint, "state_dict": _reinitialised(checkpoint)})
+    with pytest.raises(VerificationError, match="differs from torch"):
+        compare(onnx_path, other, batches)
+
+
+def _reinitialised(checkpoint: dict) -> dict:
+    from training.acoustic_models import build_model
+
+    return build_model(checkpoint["arch"], checkpoint["config"]).state_dict()
+
+
+def _copy(onnx_path: Path, folder: Path) -> Path:
+    folder.mkdir()
+    target = folder / onnx_path.name
+    shutil.copy(onnx_path, target)
+    shutil.copy(
+        onnx_path.with_name(onnx_path.name + ".json"), folder / (target.name + ".json")
+    )
+    return target
+
+
+@pytest.mark.data
+@needs_data
+def test_corrupt_graph_raises_model_error(
+    acoustic_export: tuple[Path, Path], tmp_path: Path
+) -> None:
+    target = _copy(acoustic_export[1], tmp_path / "corrupt")
+    data = target.read_bytes()
+    target.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelError):
+        OnnxModel(target, device="cpu")
+
+
+@pytest.mark.data
+@needs_data
+def test_wrong_card_hash_raises_model_error(
+    acoustic_export: tuple[Path, Path], tmp_path: Path
+) -> None:
+    target = _copy(acoustic_export[1], tmp_path / "hash")
+    card_path = target.with_name(target.name + ".json")
+    card = json.loads(card_path.read_text("utf-8"))
+    card["sha256"] = "0" * 64
+    card_path.write_text(json.dumps(card), "utf-8")
+    with pytest.raises(ModelError, match="sha256"):
+        OnnxModel(target, device="cpu")
+
+
+@pytest.mark.data
+@needs_data
+def test_label_count_mismatch_raises_model_error(
+    acoustic_export: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from export.to_onnx import write_metadata
+
+    target = _copy(acoustic_export[1], tmp_path / "labels")
+    meta = {
+        p.key.removeprefix("streamser."): p.value
+        for p in onnx.load(str(target)).metadata_props
+    }
+    meta["labels"] = json.dumps(_LABELS[:3])
+    write_metadata(target, meta)
+    target.with_name(target.name + ".json").unlink()  # no card: the graph alone
+    with pytest.raises(ModelError, match="labels"):
+        OnnxModel(target, device="cpu")
+
+
+@pytest.mark.data
+@needs_data
+def test_cli_exports_int8_variant_and_reports_json(
+    acoustic_export: tuple[Path, Path], tmp_path: Path
+) -> None:
+    checkpoint, _ = acoustic_export
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "export",
+            str(checkpoint),
+            "--out",
+            str(tmp_path),
+            "--int8",
+            "--json",
+        ],
+        cwd=_REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["max_abs_diff"] < 1e-4
+    int8 = summary["variants"]["int8"]
+    assert 0.0 <= int8["top1_agreement"] <= 1.0
+    assert (tmp_path / int8["file"]).is_file()
+    OnnxModel(Path(summary["onnx"]), device="cpu")
+
+
+def test_cli_rejects_missing_checkpoint(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "export",
+            str(tmp_path / "missing.pt"),
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=_REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "not found" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,204 @@
+"""Transcript emotion models over Whisper token ids (torch; exported to ONNX).
+
+Every model maps raw Whisper token ids to a compact vocabulary seen in training (a
+constant lookup table inside the graph: unseen ids become ``UNK``), so the graph
+takes exactly what ``streamser.features.TextTokenizer`` produces. ``forward(token_ids
+[B, T] int64, lengths [B] int64) -> (probs [B, C], embedding [B, E])``; positions at
+or beyond ``lengths`` are ignored. A row of length 0 (empty transcript) gives uniform
+probabilities and a zero embedding.
+
+Architectures (``arch``):
+
+- ``cnn``: token embeddings -> 1-D convolutions of several widths -> masked max
+  pooling (Kim 2014, as the ShEMO linguistic baseline).
+- ``bow``: fastText-style mean of unigram and hashed-bigram embeddings -> hidden layer.
+- ``gru``: bidirectional GRU -> masked attention pooling.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+from torch import nn
+
+WHISPER_VOCAB_SIZE: Final = 51865
+PAD: Final = 0
+UNK: Final = 1
+_NEG: Final = -1.0e4
+_BIGRAM_PRIME: Final = 1_000_003
+
+
+def id_map_for(vocabulary: list[int]) -> torch.Tensor:
+    """Whisper id -> compact id table: ``vocabulary[i]`` -> i + 2, others -> UNK."""
+    table = torch.full((WHISPER_VOCAB_SIZE,), UNK, dtype=torch.int64)
+    if vocabulary:
+        table[torch.as_tensor(vocabulary, dtype=torch.int64)] = torch.arange(
+            2, len(vocabulary) + 2, dtype=torch.int64
+        )
+    return table
+
+
+class _TokenFrontEnd(nn.Module):
+    """Raw ids -> compact ids (masked to PAD past ``lengths``) and the valid mask."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__()
+        self.register_buffer("id_map", id_map_for(list(config.get("vocabulary", []))))
+        self.token_dropout = float(config.get("token_dropout", 0.0))
+        self.min_tokens = int(config.get("min_tokens", 1))
+
+    def forward(
+        self, token_ids: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        # Pad inside the graph so a [B, 0] input still has positions to convolve.
+        ids = F.pad(token_ids, (0, self.min_tokens))
+        positions = torch.arange(ids.shape[1], device=ids.device).unsqueeze(0)
+        mask = positions < lengths.unsqueeze(1)
+        compact = self.id_map[ids.clamp(0, WHISPER_VOCAB_SIZE - 1)]
+        if self.training and self.token_dropout > 0:
+            drop = torch.rand(compact.shape, device=compact.device) < self.token_dropout
+            compact = torch.where(drop, torch.full_like(compact, UNK), compact)
+        compact = compact * mask.long()
+        return compact, mask
+
+
+def _finish(
+    logits: torch.Tensor, embedding: torch.Tensor, lengths: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax, with uniform probabilities and a zero embedding for empty rows."""
+    present = (lengths > 0).unsqueeze(1)
+    probs = torch.softmax(logits, dim=-1)
+    uniform = torch.full_like(probs, 1.0 / probs.shape[-1])
+    probs = torch.where(present, probs, uniform)
+    embedding = torch.where(present, embedding, torch.zeros_like(embedding))
+    return probs, embedding
+
+
+class CnnTextModel(nn.Module):
+    """Embedding -> parallel convolutions -> masked max pooling -> linear."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__()
+        widths = list(config.get("kernel_widths", [1, 2, 3, 4]))
+        config = {**config, "min_tokens": max(widths)}
+        self.front = _TokenFrontEnd(config)
+        vocab = len(config.get("vocabulary", [])) + 2
+        dim = int(config.get("embedding_dim", 128))
+        filters = int(config.get("filters", 64))
+        self.embed = nn.Embedding(vocab, dim, padding_idx=PAD)
+        self.embed_dropout = nn.Dropout(float(config.get("embedding_dropout", 0.2)))
+        self.convs = nn.ModuleList(
+            nn.Conv1d(dim, filters, width, padding=width // 2) for width in widths
+        )
+        self.dropout = nn.Dropout(float(config.get("dropout", 0.5)))
+        self.out = nn.Linear(filters * len(widths), int(config["n_labels"]))
+
+    def forward(
+        self, token_ids: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        compact, mask = self.front(token_ids, lengths)
+        x = self.embed_dropout(self.embed(compact)).transpose(1, 2)
+        steps = x.shape[2]
+        pooled = []
+        for conv in self.convs:
+            h = F.relu(conv(x))[:, :, :steps]
+            h = h.masked_fill(~mask.unsqueeze(1), _NEG)
+            pooled.append(h.max(dim=2).values)
+        embedding = torch.cat(pooled, dim=1)
+        embedding = torch.where(
+            embedding <= _NEG / 2, torch.zeros_like(embedding), embedding
+        )
+        logits = self.out(self.dropout(embedding))
+        return _finish(logits, embedding, lengths)
+
+
+class BowTextModel(nn.Module):
+    """fastText-style: mean of unigram and hashed-bigram embeddings -> hidden layer."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__()
+        self.front = _TokenFrontEnd({**config, "min_tokens": 1})
+        vocab = len(config.get("vocabulary", [])) + 2
+        dim = int(config.get("embedding_dim", 64))
+        self.buckets = int(config.get("bigram_buckets", 20000))
+        self.unigram = nn.Embedding(vocab, dim, padding_idx=PAD)
+        self.bigram = nn.Embedding(self.buckets + 1, dim, padding_idx=0)
+        hidden = int(config.get("hidden", 64))
+        self.hidden = nn.Linear(dim, hidden)
+        self.dropout = nn.Dropout(float(config.get("dropout", 0.3)))
+        self.out = nn.Linear(hidden, int(config["n_labels"]))
+
+    def forward(
+        self, token_ids: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        compact, mask = self.front(token_ids, lengths)
+        maskf = mask.float()
+        count = maskf.sum(dim=1, keepdim=True).clamp(min=1.0)
+        uni = (self.unigram(compact) * maskf.unsqueeze(2)).sum(dim=1) / count
+        pair_mask = mask[:, 1:] & mask[:, :-1]
+        hashed = (compact[:, :-1] * _BIGRAM_PRIME + compact[:, 1:]) % self.buckets + 1
+        hashed = hashed * pair_mask.long()
+        pair_count = pair_mask.float().sum(dim=1, keepdim=True).clamp(min=1.0)
+        bi = (self.bigram(hashed) * pair_mask.float().unsqueeze(2)).sum(
+            dim=1
+        ) / pair_count
+        embedding = torch.tanh(self.hidden(self.dropout(uni + bi)))
+        logits = self.out(self.dropout(embedding))
+        return _finish(logits, embedding, lengths)
+
+
+class GruTextModel(nn.Module):
+    """Embedding -> bidirectional GRU -> masked attention pooling -> linear."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__()
+        self.front = _TokenFrontEnd({**config, "min_tokens": 1})
+        vocab = len(config.get("vocabulary", [])) + 2
+        dim = int(config.get("embedding_dim", 128))
+        hidden = int(config.get("hidden", 64))
+        self.embed = nn.Embedding(vocab, dim, padding_idx=PAD)
+        self.embed_dropout = nn.Dropout(float(config.get("embedding_dropout", 0.2)))
+        self.gru = nn.GRU(dim, hidden, batch_first=True, bidirectional=True)
+        self.attention = nn.Linear(2 * hidden, 1)
+        self.dropout = nn.Dropout(float(config.get("dropout", 0.5)))
+        self.out = nn.Linear(2 * hidden, int(config["n_labels"]))
+
+    def forward(
+        self, token_ids: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        compact, mask = self.front(token_ids, lengths)
+        states, _ = self.gru(self.embed_dropout(self.embed(compact)))
+        scores = self.attention(states).squeeze(2).masked_fill(~mask, _NEG)
+        weights = torch.softmax(scores, dim=1) * mask.float()
+        embedding = (states * weights.unsqueeze(2)).sum(dim=1)
+        logits = self.out(self.dropout(embedding))
+        return _finish(logits, embedding, lengths)
+
+
+ARCHS: Final[dict[str, type[nn.Module]]] = {
+    "cnn": CnnTextModel,
+    "bow": BowTextModel,
+    "gru": GruTextModel,
+}
+
+
+def build_model(arch: str, config: dict[str, Any]) -> nn.Module:
+    """Build a text model (the builder ``export`` calls for ``kind: text``).
+
+    Args:
+        arch: one of ``ARCHS``.
+        config: hyperparameters; ``n_labels`` and ``vocabulary`` (the Whisper ids kept,
+            in compact order) are required for a trained model.
+
+    Raises:
+        ValueError: unknown architecture or missing ``n_labels``.
+    """
+    if arch not in ARCHS:
+        raise ValueError(
+            f"unknown text architecture {arch!r}; known: {', '.join(ARCHS)}"
+        )
+    if "n_labels" not in config:
+        raise ValueError("text model config needs n_labels")
+    return ARCHS[arch](config)
