@@ -68,8 +68,8 @@ class PipelineOptions:
     def __post_init__(self) -> None:
         if self.partial_interval_ms < 0 or self.partial_window_ms < 100:
             raise ValueError("partial_interval_ms >= 0 and partial_window_ms >= 100")
-        if self.max_pending_utterances < 1 or self.workers < 0:
-            raise ValueError("max_pending_utterances >= 1 and workers >= 0")
+        if self.max_pending_utterances < 2 or self.workers < 0:
+            raise ValueError("max_pending_utterances >= 2 and workers >= 0")
 
 
 class Engine:
@@ -154,6 +154,7 @@ class StreamSession:
             engine.options.max_pending_utterances
         )
         self._worker: asyncio.Task[None] | None = None
+        self._room = asyncio.Event()
         self._partial: asyncio.Task[None] | None = None
         self._next_partial_sample = 0
         self._open_index: int | None = None
@@ -199,6 +200,16 @@ class StreamSession:
         self.engine.metrics.audio_seconds.inc(audio.shape[0] / SAMPLE_RATE_HZ)
         self._handle(self._segmenter.push(audio))
         self._maybe_partial()
+
+    async def wait_for_room(self) -> None:
+        """Wait until recognition has room for two more utterances.
+
+        Sources that can wait (files) call this between chunks, so nothing is shed;
+        live sources do not wait, and an overloaded stream sheds (counted) instead.
+        """
+        while self._queue.maxsize - self._queue.qsize() < 2 and self._queue.maxsize > 1:
+            self._room.clear()
+            await self._room.wait()
 
     def flush(self) -> None:
         """End the current utterance now (the client's ``flush``)."""
@@ -313,6 +324,7 @@ class StreamSession:
 
     async def _work(self) -> None:
         while (pending := await self._queue.get()) is not None:
+            self._room.set()
             self.engine.metrics.queue_depth.set(self._queue.qsize())
             try:
                 recognition = await self.engine.run(

@@ -1,0 +1,7 @@
+"""``python -m streamser``."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
