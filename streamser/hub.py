@@ -37,7 +37,7 @@ class HubOptions:
             raise ValueError("hub retention_events and subscriber_queue must be >= 1")
 
 
-@dataclass
+@dataclass(eq=False)
 class Subscription:
     """One subscriber's filters and queue (owned by the event loop thread)."""
 

@@ -1,0 +1,43 @@
+"""The event hub: filters, replay with after=, eviction of a slow subscriber."""
+
+from __future__ import annotations
+
+from streamser.events import EventSequencer, SpeechStart, StreamEnd
+from streamser.hub import EventHub, HubOptions
+from streamser.metrics import Metrics
+
+
+async def test_filters_replay_and_eviction() -> None:
+    hub = EventHub(HubOptions(retention_events=100, subscriber_queue=3), Metrics())
+    sequencer = EventSequencer()
+    everyone = hub.subscribe()
+    only_a = hub.subscribe(stream_ids=["a"], types=["speech.start"])
+    published = []
+    for i in range(3):
+        for stream in ("a", "b"):
+            envelope = sequencer.stamp(stream, SpeechStart(utterance_id=i, start=float(i)))
+            published.append(envelope)
+            hub.publish(envelope)
+    # 6 events into a queue of 3: the unfiltered subscriber is evicted, not awaited
+    assert everyone.evicted.is_set()
+    assert only_a.queue.qsize() == 3 and not only_a.evicted.is_set()
+    got = [only_a.queue.get_nowait() for _ in range(3)]
+    assert [e.stream_id for e in got] == ["a", "a", "a"]
+    # resume after the last event it saw: the rest comes from the retention ring
+    last_seen = published[1].id
+    resumed = hub.subscribe(after=last_seen)
+    replay = [resumed.queue.get_nowait() for _ in range(resumed.queue.qsize())]
+    assert [e.id for e in replay] == [e.id for e in published if e.id > last_seen]
+    end = sequencer.stamp("a", StreamEnd(utterances=3, audio_seconds=3.0))
+    hub.publish(end)
+    assert resumed.queue.get_nowait() == end
+    assert hub.oldest_id() == published[0].id
+
+
+async def test_retention_is_bounded() -> None:
+    hub = EventHub(HubOptions(retention_events=5, subscriber_queue=10), Metrics())
+    sequencer = EventSequencer()
+    for i in range(12):
+        hub.publish(sequencer.stamp("s", SpeechStart(utterance_id=i, start=0.0)))
+    late = hub.subscribe(after=0)
+    assert late.queue.qsize() == 5

@@ -1,0 +1,103 @@
+"""Model loading: the ONNX metadata contract and the card checks."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from streamser.emotion import EmotionModels
+from streamser.errors import ModelError
+from streamser.models import OnnxModel
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    dst.mkdir(parents=True, exist_ok=True)
+    for path in src.iterdir():
+        shutil.copy(path, dst / path.name)
+    return dst
+
+
+def test_fixture_graphs_load_with_their_contract(fixture_models: Path) -> None:
+    models = EmotionModels.load(fixture_models, device="cpu")
+    info = models.acoustic_model.info
+    assert info.kind == "acoustic"
+    assert info.front_end is not None and info.front_end.type == "whisper-encoder"
+    assert models.text_model_for("fa") is not None
+    assert models.text_model_for("en") is None
+    rng = np.random.default_rng(0)
+    rows = [rng.standard_normal((n, 512)).astype(np.float32) for n in (7, 30)]
+    outputs = models.acoustic(rows)
+    for output in outputs:
+        assert sum(output.scores.scores.values()) == pytest.approx(1.0, abs=1e-5)
+        assert list(output.scores.scores) == list(info.labels)
+    # padding must not change a row's result
+    alone = models.acoustic(rows[:1])[0]
+    assert alone.scores.scores == pytest.approx(outputs[0].scores.scores, abs=1e-5)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="not found"):
+        OnnxModel(tmp_path / "emotion-acoustic-v1.onnx")
+
+
+def test_corrupt_file(tmp_path: Path) -> None:
+    path = tmp_path / "emotion-acoustic-v1.onnx"
+    path.write_bytes(b"\x08\x07garbage" * 50)
+    with pytest.raises(ModelError, match="not a loadable ONNX graph"):
+        OnnxModel(path)
+
+
+def test_card_hash_mismatch(tmp_path: Path, fixture_models: Path) -> None:
+    folder = _copy(fixture_models, tmp_path / "m")
+    card_path = folder / "emotion-acoustic-v1.onnx.json"
+    card = json.loads(card_path.read_text())
+    card["sha256"] = "0" * 64
+    card_path.write_text(json.dumps(card))
+    with pytest.raises(ModelError, match="sha256"):
+        OnnxModel(folder / "emotion-acoustic-v1.onnx")
+
+
+def test_card_unknown_format(tmp_path: Path, fixture_models: Path) -> None:
+    folder = _copy(fixture_models, tmp_path / "m")
+    card_path = folder / "emotion-acoustic-v1.onnx.json"
+    card = json.loads(card_path.read_text())
+    card["format_version"] = 99
+    card_path.write_text(json.dumps(card))
+    with pytest.raises(ModelError, match="format_version"):
+        OnnxModel(folder / "emotion-acoustic-v1.onnx")
+
+
+def test_card_labels_mismatch(tmp_path: Path, fixture_models: Path) -> None:
+    folder = _copy(fixture_models, tmp_path / "m")
+    card_path = folder / "emotion-text-fa-v1.onnx.json"
+    card = json.loads(card_path.read_text())
+    card["labels"] = card["labels"][:-1]
+    card_path.write_text(json.dumps(card))
+    with pytest.raises(ModelError, match="labels"):
+        OnnxModel(folder / "emotion-text-fa-v1.onnx")
+
+
+def test_label_count_unequal_to_output(tmp_path: Path, fixture_models: Path) -> None:
+    onnx = pytest.importorskip("onnx")
+    folder = _copy(fixture_models, tmp_path / "m")
+    path = folder / "emotion-acoustic-v1.onnx"
+    model = onnx.load(str(path))
+    for prop in model.metadata_props:
+        if prop.key == "streamser.labels":
+            prop.value = json.dumps(["anger", "neutral"])
+    path.write_bytes(model.SerializeToString())
+    (folder / "emotion-acoustic-v1.onnx.json").unlink()
+    with pytest.raises(ModelError, match="output 'probs' has 9"):
+        OnnxModel(path)
+
+
+def test_folder_without_acoustic_model(tmp_path: Path) -> None:
+    tmp_path.joinpath("m").mkdir()
+    with pytest.raises(ModelError, match="no emotion-acoustic"):
+        EmotionModels.load(tmp_path / "m")
+    with pytest.raises(ModelError, match="not found"):
+        EmotionModels.load(tmp_path / "absent")

@@ -1,0 +1,45 @@
+"""The JSONL sink keeps recognising when the disk is full, and says so."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from streamser.events import Envelope, ErrorEvent, EventSequencer, SpeechStart
+from streamser.metrics import Metrics
+from streamser.sinks import JsonlSink
+
+
+def test_appends_one_line_per_event(tmp_path: Path) -> None:
+    sequencer = EventSequencer()
+    sink = JsonlSink(tmp_path / "events.jsonl", Metrics(), lambda *_: None)
+    for i in range(3):
+        sink(sequencer.stamp("s", SpeechStart(utterance_id=i, start=0.5 * i)))
+    sink.close()
+    lines = (tmp_path / "events.jsonl").read_text().splitlines()
+    assert [Envelope.from_dict(json.loads(line)).body.utterance_id for line in lines] == [0, 1, 2]
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_disk_full_is_reported_once_and_counted() -> None:
+    sequencer = EventSequencer()
+    metrics = Metrics()
+    reported: list[tuple[str, object]] = []
+    sink = JsonlSink(Path("/dev/full"), metrics, lambda sid, body: reported.append((sid, body)))
+    for i in range(3):
+        sink(sequencer.stamp("call-1", SpeechStart(utterance_id=i, start=0.0)))
+    assert len(reported) == 1
+    stream_id, body = reported[0]
+    assert stream_id == "call-1"
+    assert isinstance(body, ErrorEvent) and body.code == "sink_write_failed"
+    assert not body.fatal
+    assert metrics.sink_failures._value.get() == 3
+
+
+def test_unwritable_path_does_not_raise(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    sink = JsonlSink(blocker / "sub" / "events.jsonl", Metrics(), lambda *_: None)
+    sink(EventSequencer().stamp("s", SpeechStart(utterance_id=0, start=0.0)))
