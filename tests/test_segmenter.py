@@ -11,9 +11,9 @@ import pytest
 import soundfile
 
 from streamser.segmenter import (
+    Segmenter,
     SegmenterOptions,
     SegmentEvent,
-    Segmenter,
     SpeechStarted,
     UtteranceEnded,
 )
