@@ -15,7 +15,7 @@ import math
 import re
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Final
 
@@ -142,8 +142,6 @@ class ModalityScores:
         )
 
 
-# Each event declares its fields in order with the reader that parses them; to_dict
-# writes the same names, so the two cannot drift.
 _Reader = Callable[[str, Any], Any]
 
 
@@ -171,25 +169,39 @@ def _json_value(value: Any) -> Any:
     return value
 
 
+_READERS: Final[dict[str, _Reader]] = {
+    "int": _int,
+    "float": _float,
+    "str": _str,
+    "str | None": _optional_str,
+    "bool": _bool,
+    "dict[str, Any]": _object,
+    "dict[str, float]": _scores,
+    "tuple[ModelInfo, ...]": _models,
+    "dict[str, ModalityScores | None]": _modalities,
+}
+"""Reader of each field annotation used by the events (they are strings here)."""
+
+
+@dataclass(frozen=True)
 class _Event:
-    """Shared serialisation of the event bodies below."""
+    """Shared serialisation of the event bodies below, driven by their fields."""
 
     TYPE: ClassVar[str]
-    _READERS: ClassVar[dict[str, _Reader]]
 
     def to_dict(self) -> dict[str, Any]:
         """Returns the type-specific fields as JSON values (no common fields)."""
-        return {name: _json_value(getattr(self, name)) for name in self._READERS}
+        return {f.name: _json_value(getattr(self, f.name)) for f in fields(self)}
 
     @classmethod
     def _read(cls, data: Mapping[str, Any]) -> Any:
         values = {}
-        for name, reader in cls._READERS.items():
-            if name not in data:
+        for item in fields(cls):
+            if item.name not in data:
                 raise ProtocolError(
-                    "malformed_event", f"{cls.TYPE} event without field {name!r}"
+                    "malformed_event", f"{cls.TYPE} event without field {item.name!r}"
                 )
-            values[name] = reader(name, data[name])
+            values[item.name] = _READERS[str(item.type)](item.name, data[item.name])
         return cls(**values)
 
 
@@ -198,13 +210,6 @@ class StreamStart(_Event):
     """``stream.start``: a stream was accepted."""
 
     TYPE: ClassVar[str] = "stream.start"
-    _READERS: ClassVar[dict[str, _Reader]] = {
-        "sample_rate": _int,
-        "encoding": _str,
-        "language": _optional_str,
-        "metadata": _object,
-        "models": _models,
-    }
     sample_rate: int
     """The client's sample rate in Hz."""
     encoding: str
@@ -222,7 +227,6 @@ class SpeechStart(_Event):
     """``speech.start``: the VAD opened an utterance."""
 
     TYPE: ClassVar[str] = "speech.start"
-    _READERS: ClassVar[dict[str, _Reader]] = {"utterance_id": _int, "start": _float}
     utterance_id: int
     """Index of the utterance in its stream, from 0."""
     start: float
@@ -234,13 +238,6 @@ class EmotionPartial(_Event):
     """``emotion.partial``: the acoustic model's view of an utterance so far."""
 
     TYPE: ClassVar[str] = "emotion.partial"
-    _READERS: ClassVar[dict[str, _Reader]] = {
-        "utterance_id": _int,
-        "start": _float,
-        "end": _float,
-        "label": _str,
-        "scores": _scores,
-    }
     utterance_id: int
     """Index of the utterance in its stream, from 0."""
     start: float
@@ -258,18 +255,6 @@ class UtteranceEnd(_Event):
     """``utterance.end``: an utterance was recognised."""
 
     TYPE: ClassVar[str] = "utterance.end"
-    _READERS: ClassVar[dict[str, _Reader]] = {
-        "utterance_id": _int,
-        "start": _float,
-        "end": _float,
-        "transcript": _optional_str,
-        "language": _optional_str,
-        "label": _str,
-        "confidence": _float,
-        "scores": _scores,
-        "modalities": _modalities,
-        "latency_ms": _float,
-    }
     utterance_id: int
     """Index of the utterance in its stream, from 0."""
     start: float
@@ -311,10 +296,6 @@ class StreamEnd(_Event):
     """``stream.end``: every utterance of the stream is out."""
 
     TYPE: ClassVar[str] = "stream.end"
-    _READERS: ClassVar[dict[str, _Reader]] = {
-        "utterances": _int,
-        "audio_seconds": _float,
-    }
     utterances: int
     """Number of ``utterance.end`` events the stream produced."""
     audio_seconds: float
@@ -326,11 +307,6 @@ class ErrorEvent(_Event):
     """``error``: a problem with the stream or the server."""
 
     TYPE: ClassVar[str] = "error"
-    _READERS: ClassVar[dict[str, _Reader]] = {
-        "code": _str,
-        "message": _str,
-        "fatal": _bool,
-    }
     code: str
     """Stable snake_case code, e.g. "partial_sample"."""
     message: str
@@ -530,6 +506,11 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _require(ok: bool, code: str, message: str) -> None:
+    if not ok:
+        raise ProtocolError(code, message, fatal=True)
+
+
 def parse_start(text: str | bytes) -> StartMessage:
     """Parses and checks the client's ``start`` message.
 
@@ -549,79 +530,66 @@ def parse_start(text: str | bytes) -> StartMessage:
             or ``invalid_metadata``.
     """
     data = _load_json(text, "malformed_json", fatal=True)
-    if data.get("type") != "start":
-        raise ProtocolError(
-            "unexpected_message",
-            f"the first message must be of type 'start', not {data.get('type')!r:.40}",
-            fatal=True,
-        )
-    sample_rate = data.get("sample_rate", TARGET_SAMPLE_RATE_HZ)
-    if not _is_int(sample_rate) or not (
-        MIN_SAMPLE_RATE_HZ <= sample_rate <= MAX_SAMPLE_RATE_HZ
-    ):
-        raise ProtocolError(
-            "unsupported_sample_rate",
-            f"sample_rate must be an integer from {MIN_SAMPLE_RATE_HZ} to "
-            f"{MAX_SAMPLE_RATE_HZ}, got {sample_rate!r:.40}",
-            fatal=True,
-        )
+    kind = data.get("type")
+    _require(
+        kind == "start",
+        "unexpected_message",
+        f"the first message must be of type 'start', not {kind!r:.40}",
+    )
+    rate = data.get("sample_rate", TARGET_SAMPLE_RATE_HZ)
+    _require(
+        _is_int(rate) and MIN_SAMPLE_RATE_HZ <= rate <= MAX_SAMPLE_RATE_HZ,
+        "unsupported_sample_rate",
+        f"sample_rate must be an integer from {MIN_SAMPLE_RATE_HZ} to "
+        f"{MAX_SAMPLE_RATE_HZ}, got {rate!r:.40}",
+    )
     encoding = data.get("encoding", "pcm_s16le")
-    if encoding not in ENCODINGS:
-        raise ProtocolError(
-            "unsupported_encoding",
-            f"encoding must be one of {', '.join(ENCODINGS)}, got {encoding!r:.40}",
-            fatal=True,
-        )
+    _require(
+        encoding in ENCODINGS,
+        "unsupported_encoding",
+        f"encoding must be one of {', '.join(ENCODINGS)}, got {encoding!r:.40}",
+    )
     channels = data.get("channels", 1)
-    if not _is_int(channels) or not MIN_CHANNELS <= channels <= MAX_CHANNELS:
-        raise ProtocolError(
-            "unsupported_channels",
-            f"channels must be an integer from {MIN_CHANNELS} to {MAX_CHANNELS}, "
-            f"got {channels!r:.40}",
-            fatal=True,
-        )
+    _require(
+        _is_int(channels) and MIN_CHANNELS <= channels <= MAX_CHANNELS,
+        "unsupported_channels",
+        f"channels must be an integer from {MIN_CHANNELS} to {MAX_CHANNELS}, "
+        f"got {channels!r:.40}",
+    )
     language = data.get("language")
-    if language is not None and not (
-        isinstance(language, str) and _LANGUAGE_RE.fullmatch(language)
-    ):
-        raise ProtocolError(
-            "invalid_language",
-            f"language must be null or a lowercase ISO 639-1 code, got {language!r:.40}",
-            fatal=True,
-        )
+    _require(
+        language is None
+        or (isinstance(language, str) and bool(_LANGUAGE_RE.fullmatch(language))),
+        "invalid_language",
+        f"language must be null or a lowercase ISO 639-1 code, got {language!r:.40}",
+    )
     stream_id = data.get("stream_id")
-    if stream_id is not None and not (
-        isinstance(stream_id, str) and _STREAM_ID_RE.fullmatch(stream_id)
-    ):
-        raise ProtocolError(
-            "invalid_stream_id",
-            "stream_id must be null or 1 to 128 characters of A-Z a-z 0-9 . _ : -",
-            fatal=True,
-        )
+    _require(
+        stream_id is None
+        or (isinstance(stream_id, str) and bool(_STREAM_ID_RE.fullmatch(stream_id))),
+        "invalid_stream_id",
+        "stream_id must be null or 1 to 128 characters of A-Z a-z 0-9 . _ : -",
+    )
     metadata = data.get("metadata")
-    if metadata is None:
-        metadata = {}
-    if not isinstance(metadata, dict):
-        raise ProtocolError(
-            "invalid_metadata", "metadata must be an object", fatal=True
-        )
+    metadata = {} if metadata is None else metadata
+    _require(
+        isinstance(metadata, dict), "invalid_metadata", "metadata must be an object"
+    )
     try:
-        size = len(
-            json.dumps(
-                metadata, ensure_ascii=False, separators=(",", ":"), allow_nan=False
-            ).encode()
+        compact = json.dumps(
+            metadata, ensure_ascii=False, separators=(",", ":"), allow_nan=False
         )
+        size = len(compact.encode())
     except (ValueError, RecursionError) as err:
         raise ProtocolError(
             "invalid_metadata", "metadata must be plain, finite JSON", fatal=True
         ) from err
-    if size > MAX_METADATA_BYTES:
-        raise ProtocolError(
-            "invalid_metadata",
-            f"metadata is {size} bytes of JSON, more than {MAX_METADATA_BYTES}",
-            fatal=True,
-        )
-    return StartMessage(sample_rate, encoding, channels, language, stream_id, metadata)
+    _require(
+        size <= MAX_METADATA_BYTES,
+        "invalid_metadata",
+        f"metadata is {size} bytes of JSON, more than {MAX_METADATA_BYTES}",
+    )
+    return StartMessage(rate, encoding, channels, language, stream_id, metadata)
 
 
 CONTROL_TYPES: Final = ("flush", "stop")
