@@ -24,7 +24,9 @@ def datasets() -> Path:
     """The corpora folder; skips the test when it is absent."""
     root = data_root()
     if root is None:
-        pytest.skip("corpora not found: set STREAMSER_DATA or provide ../shared/datasets")
+        pytest.skip(
+            "corpora not found: set STREAMSER_DATA or provide ../shared/datasets"
+        )
     return root
 
 
