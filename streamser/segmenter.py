@@ -352,6 +352,7 @@ class Segmenter:
 
     def _close(self, end_sample: int, reason: str, events: list[SegmentEvent]) -> None:
         """Ends the open utterance at ``end_sample``, reporting it when confirmed."""
+        end_sample = min(end_sample, self._timeline.end)
         if self._confirmed:
             audio = self._timeline.get(self._start, end_sample)
             events.append(

@@ -291,3 +291,40 @@ def test_emodb_speech_chunk_invariance(kind: str) -> None:
         assert utterance.end_sample - utterance.start_sample >= RATE
     for chunk in CHUNK_SIZES:
         assert _run(audio, chunk, vad()) == reference, f"chunk {chunk}"
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_streams_and_options(seed: int) -> None:
+    """Seeded random bursts, timings and VADs: invariance, consistency, max length."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    for _ in range(int(rng.integers(1, 6))):
+        parts.append(_quiet(rng.uniform(0, 1.5), int(rng.integers(10**6))))
+        level = rng.uniform(0.05, 0.5)
+        parts.append(_voiced(rng.uniform(0.05, 4), int(rng.integers(10**6)), level))
+    audio = np.concatenate(parts)
+    hangover_ms = int(rng.choice([30, 100, 300, 600]))
+    options = SegmenterOptions(
+        pre_speech_pad_ms=int(rng.choice([0, 100, 300])),
+        start_speech_ms=int(rng.choice([10, 30, 90, 200])),
+        hangover_ms=hangover_ms,
+        min_utterance_ms=int(rng.choice([0, 100, 300])),
+        max_utterance_ms=int(rng.choice([1000, 1500, 3000])),
+        end_pad_ms=min(hangover_ms, 150),
+    )
+    frame_ms = int(rng.choice([10, 20, 30]))
+    silero = seed % 4 == 3
+
+    def vad() -> WebRtcVad | SileroVad:
+        if silero:
+            return SileroVad(VadOptions(kind="silero"))
+        return WebRtcVad(VadOptions(frame_ms=frame_ms))
+
+    reference = _run(audio, None, vad(), options)
+    _check_consistent(reference, audio)
+    for chunk in (7, 160, 1000):
+        assert _run(audio, chunk, vad(), options) == reference, f"chunk {chunk}"
+    frame = 512 if silero else frame_ms * 16
+    for utterance in _ended(reference):
+        length = utterance.end_sample - utterance.start_sample
+        assert length <= options.max_utterance_ms * 16 + frame
