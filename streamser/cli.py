@@ -361,10 +361,15 @@ async def _listen(config: Config, args: argparse.Namespace) -> int:
     from .server import StreamServer
     from .sources import demo_clip, microphone_chunks
 
-    if not args.demo:
+    demo = args.demo
+    if not demo:
         from .sources import check_microphone
 
-        check_microphone(args.input_device)
+        try:
+            check_microphone(args.input_device)
+        except StreamserError as err:
+            _LOGGER.warning("%s; playing the bundled demo clip instead", err)
+            demo = True
     engine, hub, _ = _build(config)
     server = StreamServer(config.server, engine, hub)
     with contextlib.suppress(OSError):
@@ -379,7 +384,7 @@ async def _listen(config: Config, args: argparse.Namespace) -> int:
     start = StartMessage(
         sample_rate=16000, encoding="pcm_f32le", language=args.language
     )
-    session = StreamSession(engine, start, "microphone" if not args.demo else "demo")
+    session = StreamSession(engine, start, "demo" if demo else "microphone")
     session.open()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -387,7 +392,7 @@ async def _listen(config: Config, args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     print("Listening... (Ctrl+C to stop)", file=sys.stderr)
     try:
-        if args.demo:
+        if demo:
             audio = demo_clip()
             for offset in range(0, audio.shape[0], 1600):
                 if stop.is_set():
