@@ -61,7 +61,7 @@ class SegmenterOptions:
     max_utterance_ms: int = 15000
     """Longer utterances are cut at their quietest point (1000 to 30000)."""
     end_pad_ms: int = 150
-    """Silence kept after the last speech frame (at most ``hangover_ms``)."""
+    """Silence kept after the last speech frame (capped at ``hangover_ms``)."""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -87,11 +87,6 @@ class SegmenterOptions:
                 )
         if self.start_speech_ms == 0 or self.hangover_ms == 0:
             raise ValueError("segmenter start_speech_ms and hangover_ms must be > 0")
-        if self.end_pad_ms > self.hangover_ms:
-            raise ValueError(
-                f"segmenter end_pad_ms ({self.end_pad_ms}) must not exceed "
-                f"hangover_ms ({self.hangover_ms})"
-            )
         if not 1000 <= self.max_utterance_ms <= MAX_UTTERANCE_LIMIT_MS:
             raise ValueError(
                 f"segmenter max_utterance_ms must be 1000 to {MAX_UTTERANCE_LIMIT_MS}, "
@@ -217,7 +212,7 @@ class Segmenter:
         )
         opts = self.options
         self._pad = opts.pre_speech_pad_ms * SAMPLES_PER_MS
-        self._end_pad = opts.end_pad_ms * SAMPLES_PER_MS
+        self._end_pad = min(opts.end_pad_ms, opts.hangover_ms) * SAMPLES_PER_MS
         self._min = opts.min_utterance_ms * SAMPLES_PER_MS
         self._max = opts.max_utterance_ms * SAMPLES_PER_MS
         self._start_frames = max(
