@@ -391,3 +391,35 @@ def test_parsers_only_raise_protocol_errors(text: str) -> None:
             parse(text)
         except ProtocolError as error:
             assert re.fullmatch(r"[a-z_]+", error.code)
+
+
+_event_like = st.fixed_dictionaries(
+    {"type": st.sampled_from(sorted(EVENT_TYPES)) | _json_values},
+    optional={
+        name: _json_values
+        for name in (
+            "id",
+            "stream_id",
+            "seq",
+            "time",
+            "utterance_id",
+            "start",
+            "end",
+            "label",
+            "scores",
+            "modalities",
+            "models",
+            "metadata",
+            "fatal",
+        )
+    },
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=200) | _event_like.map(json.dumps))
+def test_event_parsing_only_raises_protocol_errors(text: str) -> None:
+    try:
+        Envelope.from_json(text)
+    except ProtocolError as error:
+        assert error.code == "malformed_event"
