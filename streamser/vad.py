@@ -64,18 +64,19 @@ class VadOptions:
         """
         if self.kind not in VAD_KINDS:
             raise ValueError(f"vad kind must be one of {VAD_KINDS}, not {self.kind!r}")
-        if (
-            not isinstance(self.aggressiveness, int)
-            or not 0 <= self.aggressiveness <= 3
-        ):
+        if type(self.aggressiveness) is not int or not 0 <= self.aggressiveness <= 3:
             raise ValueError(
                 f"vad aggressiveness must be 0, 1, 2 or 3, not {self.aggressiveness!r}"
             )
-        if self.frame_ms not in WEBRTC_FRAME_MS:
+        if type(self.frame_ms) is not int or self.frame_ms not in WEBRTC_FRAME_MS:
             raise ValueError(
                 f"vad frame_ms must be 10, 20 or 30, not {self.frame_ms!r}"
             )
-        if not isinstance(self.threshold, int | float) or not 0 < self.threshold < 1:
+        if (
+            isinstance(self.threshold, bool)
+            or not isinstance(self.threshold, int | float)
+            or not 0 < self.threshold < 1
+        ):
             raise ValueError(
                 f"vad threshold must be between 0 and 1, not {self.threshold!r}"
             )
