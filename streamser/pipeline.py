@@ -159,6 +159,7 @@ class StreamSession:
         self._next_partial_sample = 0
         self._open_index: int | None = None
         self._open_start = 0
+        self._last_done_index = -1
         self.utterances = 0
         self.closed = False
 
@@ -296,11 +297,17 @@ class StreamSession:
         window = self.engine.options.partial_window_ms * SAMPLE_RATE_HZ // 1000
         audio = self._segmenter.active_audio()[-window:]
         self._partial = asyncio.create_task(
-            self._emit_partial(self._open_index, self._segmenter.samples_seen, audio)
+            self._emit_partial(
+                self._open_index, self._open_start, self._segmenter.samples_seen, audio
+            )
         )
 
     async def _emit_partial(
-        self, index: int, end_sample: int, audio: npt.NDArray[np.float32]
+        self,
+        index: int,
+        start_sample: int,
+        end_sample: int,
+        audio: npt.NDArray[np.float32],
     ) -> None:
         try:
             scores = await self.engine.run(
@@ -309,13 +316,13 @@ class StreamSession:
         except Exception:
             _LOGGER.exception("Partial emotion failed on stream %s", self.stream_id)
             return
-        if self._open_index != index:
-            return  # the utterance ended meanwhile; its utterance.end says more
+        if index <= self._last_done_index:
+            return  # its utterance.end is already out and says more
         self.engine.emit(
             self.stream_id,
             EmotionPartial(
                 utterance_id=index,
-                start=samples_to_seconds(self._open_start),
+                start=samples_to_seconds(start_sample),
                 end=samples_to_seconds(end_sample),
                 label=scores.label,
                 scores=dict(scores.scores),
@@ -339,6 +346,7 @@ class StreamSession:
                     self.stream_id,
                     pending.index,
                 )
+                self._last_done_index = pending.index
                 self.error(
                     "recognition_failed",
                     f"utterance {pending.index}: {type(err).__name__}",
@@ -362,6 +370,7 @@ class StreamSession:
             )
 
     def _emit_utterance(self, pending: _Pending, recognition: Recognition) -> None:
+        self._last_done_index = pending.index
         latency_s = time.monotonic() - pending.closed_at
         self.engine.metrics.latency.observe(latency_s)
         self.engine.metrics.utterances.inc()

@@ -102,6 +102,12 @@ async def test_every_encoding_gives_transcribed_emotions(
     for end in ends:
         assert end["transcript"].strip(), end
         assert end["language"] == "de"
+    partials = [e for e in events if e["type"] == "emotion.partial"]
+    assert partials, "no emotion.partial during 2 s utterances at a 1 s cadence"
+    for partial in partials:
+        end = next(e for e in ends if e["utterance_id"] == partial["utterance_id"])
+        assert partial["seq"] < end["seq"]
+        assert abs(sum(partial["scores"].values()) - 1.0) < 1e-4
     speech_starts = [e for e in events if e["type"] == "speech.start"]
     assert [e["utterance_id"] for e in speech_starts] == [
         e["utterance_id"] for e in ends
