@@ -134,17 +134,16 @@ class EmotionModels:
         ]
         if not acoustic_paths:
             raise ModelError(f"{model_dir}: no emotion-acoustic-vN.onnx model")
-        load = {"device": device, "num_threads": num_threads}
-        acoustic = OnnxModel(acoustic_paths[0], **load)
+        acoustic = OnnxModel(acoustic_paths[0], num_threads=num_threads, device=device)
         text: dict[str, OnnxModel] = {}
         fusion = None
         for (kind, _), (_, path) in sorted(newest.items()):
             if kind == "text":
-                model = OnnxModel(path, **load)
+                model = OnnxModel(path, num_threads=num_threads, device=device)
                 for language in model.info.languages:
                     text[language] = model
             elif kind == "fusion":
-                fusion = OnnxModel(path, **load)
+                fusion = OnnxModel(path, num_threads=num_threads, device=device)
         for model in (acoustic, *set(text.values()), *([fusion] if fusion else [])):
             _LOGGER.info(
                 "Emotion model %s v%s (%s) sha256 %s labels %s",
