@@ -301,7 +301,7 @@ async def _run(
     config: Config, files: list[Path], jsonl: bool, realtime: bool, language: str | None
 ) -> int:
     from .audio import read_audio_file
-    from .events import StartMessage
+    from .messages import StartMessage
     from .pipeline import StreamSession
     from .sinks import stdout_sink
 
@@ -356,7 +356,7 @@ async def _run(
 
 
 async def _listen(config: Config, args: argparse.Namespace) -> int:
-    from .events import StartMessage
+    from .messages import StartMessage
     from .pipeline import StreamSession
     from .server import StreamServer
     from .sources import demo_clip, microphone_chunks

@@ -2,7 +2,7 @@
 
 One frozen dataclass per event type holds the type-specific fields; ``Envelope`` adds
 the common ones (``type``, ``id``, ``stream_id``, ``seq``, ``time``) in one place, and
-``EventSequencer`` stamps them. Positions inside the runtime are sample indices at
+``EventSequencer`` stamps them. Client messages live in ``messages.py``. Positions inside the runtime are sample indices at
 16 kHz; this is the only module that turns them into the seconds of the protocol
 (``samples_to_seconds``).
 """
@@ -12,32 +12,21 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Final
 
-from streamser.audio import (
-    ENCODINGS,
-    MAX_CHANNELS,
-    MAX_SAMPLE_RATE_HZ,
-    MIN_CHANNELS,
-    MIN_SAMPLE_RATE_HZ,
-    TARGET_SAMPLE_RATE_HZ,
-)
+from streamser.audio import TARGET_SAMPLE_RATE_HZ
 from streamser.errors import ProtocolError
+from streamser.messages import load_json
 
 _LOGGER = logging.getLogger(__name__)
 
-MAX_METADATA_BYTES: Final = 4096
-"""Largest accepted ``metadata`` object, as compact UTF-8 JSON."""
 MODALITIES: Final = ("acoustic", "text")
 """Keys of ``utterance.end``'s ``modalities``, always present (null when unused)."""
 _COMMON_FIELDS: Final = ("type", "id", "stream_id", "seq", "time")
-_STREAM_ID_RE: Final = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-_LANGUAGE_RE: Final = re.compile(r"[a-z]{2}")
 
 
 def samples_to_seconds(samples: int) -> float:
@@ -420,7 +409,7 @@ class Envelope:
     @classmethod
     def from_json(cls, text: str | bytes) -> Envelope:
         """Reads a whole event from JSON text; raises ProtocolError."""
-        return cls.from_dict(_load_json(text, "malformed_event", fatal=False))
+        return cls.from_dict(load_json(text, "malformed_event", fatal=False))
 
 
 def rfc3339_now() -> str:
@@ -472,149 +461,3 @@ class EventSequencer:
 
 
 # -- client messages
-
-
-@dataclass(frozen=True)
-class StartMessage:
-    """The client's first message on ``/v1/stream``."""
-
-    sample_rate: int = TARGET_SAMPLE_RATE_HZ
-    """Input sample rate in Hz, 8000 to 48000."""
-    encoding: str = "pcm_s16le"
-    """One of ``ENCODINGS``."""
-    channels: int = 1
-    """Interleaved channels, downmixed to mono."""
-    language: str | None = None
-    """ISO 639-1 code, or None to detect it."""
-    stream_id: str | None = None
-    """The client's id for the stream, or None to have one generated."""
-    metadata: dict[str, Any] = field(default_factory=dict)
-    """Echoed in ``stream.start``."""
-
-
-def _load_json(text: str | bytes, code: str, *, fatal: bool) -> dict[str, Any]:
-    try:
-        data = json.loads(text)
-    except (ValueError, RecursionError, TypeError) as err:
-        raise ProtocolError(code, "the message is not valid JSON", fatal=fatal) from err
-    if not isinstance(data, dict):
-        raise ProtocolError(code, "the message is not a JSON object", fatal=fatal)
-    return data
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _require(ok: bool, code: str, message: str) -> None:
-    if not ok:
-        raise ProtocolError(code, message, fatal=True)
-
-
-def parse_start(text: str | bytes) -> StartMessage:
-    """Parses and checks the client's ``start`` message.
-
-    Missing fields take their defaults, unknown ones are ignored, and ``metadata``
-    null is read as {}.
-
-    Args:
-        text: the first text message of the stream.
-
-    Returns:
-        The checked message.
-
-    Raises:
-        ProtocolError: (fatal) ``malformed_json``, ``unexpected_message``,
-            ``unsupported_encoding``, ``unsupported_sample_rate``,
-            ``unsupported_channels``, ``invalid_language``, ``invalid_stream_id``
-            or ``invalid_metadata``.
-    """
-    data = _load_json(text, "malformed_json", fatal=True)
-    kind = data.get("type")
-    _require(
-        kind == "start",
-        "unexpected_message",
-        f"the first message must be of type 'start', not {kind!r:.40}",
-    )
-    rate = data.get("sample_rate", TARGET_SAMPLE_RATE_HZ)
-    _require(
-        _is_int(rate) and MIN_SAMPLE_RATE_HZ <= rate <= MAX_SAMPLE_RATE_HZ,
-        "unsupported_sample_rate",
-        f"sample_rate must be an integer from {MIN_SAMPLE_RATE_HZ} to "
-        f"{MAX_SAMPLE_RATE_HZ}, got {rate!r:.40}",
-    )
-    encoding = data.get("encoding", "pcm_s16le")
-    _require(
-        encoding in ENCODINGS,
-        "unsupported_encoding",
-        f"encoding must be one of {', '.join(ENCODINGS)}, got {encoding!r:.40}",
-    )
-    channels = data.get("channels", 1)
-    _require(
-        _is_int(channels) and MIN_CHANNELS <= channels <= MAX_CHANNELS,
-        "unsupported_channels",
-        f"channels must be an integer from {MIN_CHANNELS} to {MAX_CHANNELS}, "
-        f"got {channels!r:.40}",
-    )
-    language = data.get("language")
-    _require(
-        language is None
-        or (isinstance(language, str) and bool(_LANGUAGE_RE.fullmatch(language))),
-        "invalid_language",
-        f"language must be null or a lowercase ISO 639-1 code, got {language!r:.40}",
-    )
-    stream_id = data.get("stream_id")
-    _require(
-        stream_id is None
-        or (isinstance(stream_id, str) and bool(_STREAM_ID_RE.fullmatch(stream_id))),
-        "invalid_stream_id",
-        "stream_id must be null or 1 to 128 characters of A-Z a-z 0-9 . _ : -",
-    )
-    metadata = data.get("metadata")
-    metadata = {} if metadata is None else metadata
-    _require(
-        isinstance(metadata, dict), "invalid_metadata", "metadata must be an object"
-    )
-    try:
-        compact = json.dumps(
-            metadata, ensure_ascii=False, separators=(",", ":"), allow_nan=False
-        )
-        size = len(compact.encode())
-    except (ValueError, RecursionError) as err:
-        raise ProtocolError(
-            "invalid_metadata", "metadata must be plain, finite JSON", fatal=True
-        ) from err
-    _require(
-        size <= MAX_METADATA_BYTES,
-        "invalid_metadata",
-        f"metadata is {size} bytes of JSON, more than {MAX_METADATA_BYTES}",
-    )
-    return StartMessage(rate, encoding, channels, language, stream_id, metadata)
-
-
-CONTROL_TYPES: Final = ("flush", "stop")
-"""Text messages a client may send after ``start``."""
-
-
-def parse_control(text: str | bytes) -> str:
-    """Parses a text message after ``start``.
-
-    Args:
-        text: the message.
-
-    Returns:
-        "flush" or "stop".
-
-    Raises:
-        ProtocolError: (non-fatal) ``malformed_json`` or ``unexpected_message``.
-    """
-    data = _load_json(text, "malformed_json", fatal=False)
-    message_type = data.get("type")
-    if message_type not in CONTROL_TYPES:
-        raise ProtocolError(
-            "unexpected_message",
-            f"expected a message of type 'flush' or 'stop', got {message_type!r:.40}",
-            fatal=False,
-        )
-    result: str = message_type
-    return result

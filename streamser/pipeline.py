@@ -31,13 +31,13 @@ from .events import (
     ModalityScores,
     ModelInfo,
     SpeechStart,
-    StartMessage,
     StreamEnd,
     StreamStart,
     UtteranceEnd,
     samples_to_seconds,
 )
 from .features import SAMPLE_RATE_HZ
+from .messages import StartMessage
 from .metrics import Metrics
 from .recognizer import Recognition, Recognizer
 from .segmenter import Segmenter, SegmenterOptions, SpeechStarted, UtteranceEnded

@@ -25,8 +25,9 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from .errors import ConfigError, ProtocolError
-from .events import EVENT_TYPES, Envelope, ErrorEvent, parse_control, parse_start
+from .events import EVENT_TYPES, Envelope, ErrorEvent
 from .hub import EventHub
+from .messages import parse_control, parse_start
 from .pipeline import Engine, StreamSession
 
 _LOGGER = logging.getLogger(__name__)

@@ -22,16 +22,14 @@ from streamser.events import (
     ModalityScores,
     ModelInfo,
     SpeechStart,
-    StartMessage,
     StreamEnd,
     StreamStart,
     UtteranceEnd,
     event_from_dict,
-    parse_control,
-    parse_start,
     rfc3339_now,
     samples_to_seconds,
 )
+from streamser.messages import StartMessage, parse_control, parse_start
 
 SCORES = {"anger": 0.7, "neutral": 0.2, "sadness": 0.1}
 EXAMPLES: list[Event] = [
