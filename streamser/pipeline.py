@@ -117,6 +117,31 @@ class Engine:
                 time.perf_counter() - started
             )
 
+    def replace(
+        self,
+        recognizer: Recognizer,
+        vad: VadOptions,
+        segmenter: SegmenterOptions,
+        options: PipelineOptions,
+    ) -> None:
+        """Swap in reloaded models and settings (SIGHUP) without touching streams.
+
+        Utterances recognised from now on use ``recognizer``; streams opened from now
+        on use the new VAD and segmenter settings. Calls already running finish on
+        the old recogniser. A changed worker count gets a new executor; the old one
+        finishes what it holds in the background.
+        """
+        old_workers = self.options.workers or (os.cpu_count() or 1)
+        self.recognizer = recognizer
+        self.vad_options = vad
+        self.segmenter_options = segmenter
+        self.options = options
+        workers = options.workers or (os.cpu_count() or 1)
+        if workers != old_workers:
+            old = self._executor
+            self._executor = ThreadPoolExecutor(workers, thread_name_prefix="recognize")
+            old.shutdown(wait=False)
+
     def close(self) -> None:
         """Stop the executor (after the streams have finished)."""
         self._executor.shutdown(wait=True, cancel_futures=True)
