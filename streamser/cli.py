@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -174,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "models":
             return _models(config)
         if args.command == "serve":
-            return asyncio.run(_serve(config))
+            return asyncio.run(_serve(config, lambda: _config_from(args)))
         if args.command == "run":
             return asyncio.run(
                 _run(config, args.files, args.jsonl, args.realtime, args.language)
@@ -249,18 +249,29 @@ def _build(config: Config) -> tuple[Any, Any, Any]:
     return engine, hub, metrics
 
 
-async def _serve(config: Config) -> int:
+async def _serve(config: Config, reload: Callable[[], Config] | None = None) -> int:
+    """Serve until SIGTERM/SIGINT (drain, exit 0); SIGHUP reloads via ``reload``."""
     from .server import StreamServer
     from .systemd import Notifier
 
     notifier = Notifier()
     notifier.status("loading models")
-    engine, hub, _ = _build(config)
+    engine, hub, metrics = _build(config)
     server = StreamServer(config.server, engine, hub)
+    _show_models(engine.recognizer, metrics)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    reloading: list[asyncio.Task[None]] = []
+
+    def on_hangup() -> None:
+        if reload is None or (reloading and not reloading[-1].done()):
+            _LOGGER.warning("SIGHUP ignored: a reload is already running")
+            return
+        reloading[:] = [asyncio.create_task(_reload(reload, server, notifier))]
+
+    loop.add_signal_handler(signal.SIGHUP, on_hangup)
     try:
         await server.start()
     except OSError as err:
@@ -275,12 +286,75 @@ async def _serve(config: Config) -> int:
     notifier.ready(f"serving on port {server.port}")
     watchdog = asyncio.create_task(notifier.watchdog_loop())
     await stop.wait()
+    _LOGGER.info("Stopping: draining streams")
     notifier.stopping()
+    loop.remove_signal_handler(signal.SIGHUP)
+    for task in reloading:
+        task.cancel()
     await server.drain()
     watchdog.cancel()
     engine.close()
+    for sink in engine.sinks:
+        if hasattr(sink, "close"):
+            sink.close()
     _LOGGER.info("Stopped")
     return EXIT_OK
+
+
+def _show_models(recognizer: Any, metrics: Any) -> None:
+    """Export the models in use as ``streamser_model_info``."""
+    metrics.model_info.clear()
+    for model in recognizer.models.all_models:
+        info = model.info
+        metrics.model_info.labels(
+            info.kind, info.name, info.version, info.sha256[:12]
+        ).set(1)
+
+
+async def _reload(reload: Callable[[], Config], server: Any, notifier: Any) -> None:
+    """SIGHUP: load the new configuration and models, then swap them in.
+
+    The old models keep serving while the new ones load (in a thread) and whenever
+    anything about the new ones is wrong; streams are never interrupted.
+    """
+    from .recognizer import Recognizer
+
+    engine = server.engine
+    _LOGGER.info("SIGHUP: reloading configuration and models")
+    notifier.notify("RELOADING=1\nSTATUS=reloading models")
+    try:
+        config = reload()
+        started = time.perf_counter()
+
+        def load() -> Any:
+            recognizer = Recognizer(config.recognizer_options())
+            recognizer.warm_up()
+            return recognizer
+
+        recognizer = await asyncio.to_thread(load)
+        server.reload(config.server)
+    except StreamserError as err:
+        engine.metrics.reloads.labels("failed").inc()
+        _LOGGER.error("Reload rejected, still serving the old models: %s", err)
+    except Exception as err:  # anything a broken model may raise: keep serving
+        engine.metrics.reloads.labels("failed").inc()
+        _LOGGER.error(
+            "Reload rejected, still serving the old models: %s: %s",
+            type(err).__name__,
+            err,
+        )
+    else:
+        engine.replace(recognizer, config.vad, config.segmenter, config.pipeline)
+        _show_models(recognizer, engine.metrics)
+        engine.metrics.reloads.labels("ok").inc()
+        _LOGGER.info(
+            "Reloaded in %.1f s; new utterances use %s",
+            time.perf_counter() - started,
+            ", ".join(
+                f"{m['name']} v{m['version']}" for m in recognizer.model_versions()
+            ),
+        )
+    notifier.notify(f"READY=1\nSTATUS=serving on port {server.port}")
 
 
 def _human_line(envelope: Any) -> str | None:

@@ -7,6 +7,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    ProcessCollector,
     generate_latest,
 )
 
@@ -75,6 +76,40 @@ class Metrics:
             "Failed writes to the JSONL sink",
             registry=r,
         )
+
+        self.model_info = Gauge(
+            "streamser_model_info",
+            "1 for each model in use (kind, name, version, sha256 prefix)",
+            ["kind", "name", "version", "sha256"],
+            registry=r,
+        )
+        self.reloads = Counter(
+            "streamser_reloads",
+            "SIGHUP reloads of configuration and models, by result",
+            ["result"],
+            registry=r,
+        )
+        self.refused = Counter(
+            "streamser_refused_connections",
+            "Handshakes refused, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.connections = Gauge(
+            "streamser_connections", "WebSocket connections open", ["path"], registry=r
+        )
+        self.client_queue_depth = Gauge(
+            "streamser_client_queue_events",
+            "Events waiting to be sent to their own stream's client (all streams)",
+            registry=r,
+        )
+        self.subscriber_queue_depth = Gauge(
+            "streamser_subscriber_queue_events",
+            "Events waiting in the fullest subscriber queue",
+            registry=r,
+        )
+        self.draining = Gauge("streamser_draining", "1 while shutting down", registry=r)
+        ProcessCollector(registry=r)  # process_resident_memory_bytes and friends
 
     def render(self) -> bytes:
         """The Prometheus text exposition."""

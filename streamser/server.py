@@ -1,34 +1,37 @@
 """The WebSocket daemon: /v1/stream, /v1/events, /healthz and /metrics on one port.
 
 Routing, authentication and limits happen in the HTTP handshake
-(``process_request``); each accepted connection then only moves data between its
-socket and the pipeline (``pipeline.StreamSession``) or the event hub.
+(``process_request``, helpers in ``handshake.py``); each accepted connection then
+only moves data between its socket and the pipeline (``pipeline.StreamSession``) or
+the event hub. ``drain`` is the SIGTERM path: refuse new work, let every stream
+finish its utterances and deliver their events, then close with 1001.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import http
 import logging
 import ssl
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server as WsServer
 from websockets.asyncio.server import ServerConnection, serve
-from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from . import handshake
 from .errors import ConfigError, ProtocolError
-from .events import EVENT_TYPES, Envelope, ErrorEvent
-from .hub import EventHub
+from .events import Envelope, ErrorEvent
+from .handshake import read_tokens
+from .hub import EventHub, Subscription
 from .messages import parse_control, parse_start
 from .pipeline import Engine, StreamSession
+
+__all__ = ["ServerOptions", "StreamServer", "read_tokens"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -38,6 +41,7 @@ _CLOSE_GOING_AWAY = 1001
 _CLOSE_UNSUPPORTED = 1003
 _CLOSE_POLICY = 1008
 _CLOSE_TRY_LATER = 1013
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
 @dataclass(frozen=True)
@@ -76,54 +80,46 @@ class ServerOptions:
             < 1
         ):
             raise ConfigError("server limits must be >= 1")
+        if self.max_stream_s <= 0 or self.drain_timeout_s <= 0:
+            raise ConfigError("server.max_stream_s and drain_timeout_s must be > 0")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ConfigError("server.tls_cert and server.tls_key go together")
-
-
-def read_tokens(path: str) -> tuple[bytes, ...]:
-    """Bearer tokens from a file, one per line; blank lines and # comments skipped.
-
-    Raises:
-        ConfigError: unreadable file, or no token in it.
-    """
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as err:
-        raise ConfigError(f"cannot read token file {path}: {err.strerror}") from err
-    tokens = tuple(
-        line.strip().encode()
-        for line in lines
-        if line.strip() and not line.startswith("#")
-    )
-    if not tokens:
-        raise ConfigError(f"token file {path} holds no token")
-    return tokens
 
 
 class StreamServer:
     """Serves the protocol over an ``Engine`` and an ``EventHub``."""
 
     def __init__(self, options: ServerOptions, engine: Engine, hub: EventHub) -> None:
-        """Prepare (tokens and TLS are read here, so errors surface at startup)."""
+        """Prepare (tokens and TLS are read here, so errors surface at startup).
+
+        Raises:
+            ConfigError: unreadable token file, certificate or key.
+        """
         self.options = options
         self.engine = engine
         self.hub = hub
         self.tokens = read_tokens(options.token_file) if options.token_file else ()
-        self.ssl_context: ssl.SSLContext | None = None
-        if options.tls_cert:
-            self.ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            try:
-                self.ssl_context.load_cert_chain(options.tls_cert, options.tls_key)
-            except (OSError, ssl.SSLError) as err:
-                raise ConfigError(f"cannot load TLS certificate/key: {err}") from err
+        self.ssl_context: ssl.SSLContext | None = handshake.tls_context(
+            options.tls_cert, options.tls_key
+        )
         self.ready = False
         self.draining = False
+        self._drain_started = asyncio.Event()
+        self._streams_done = asyncio.Event()
         self._sessions: dict[str, StreamSession] = {}
         self._clients: dict[str, asyncio.Queue[Envelope | None]] = {}
         self._per_address: dict[str, int] = {}
-        self._connections: set[ServerConnection] = set()
+        self._stream_handlers: set[asyncio.Task[None]] = set()
+        self._subscriptions: set[Subscription] = set()
         self._server: WsServer | None = None
         engine.sinks.append(self._route)
+        metrics = engine.metrics
+        metrics.client_queue_depth.set_function(
+            lambda: sum(q.qsize() for q in self._clients.values())
+        )
+        metrics.subscriber_queue_depth.set_function(
+            lambda: max((s.queue.qsize() for s in self._subscriptions), default=0)
+        )
 
     # -- event routing ----------------------------------------------------------------
 
@@ -137,17 +133,14 @@ class StreamServer:
 
     async def start(self) -> None:
         """Bind the port and start accepting connections."""
-        if (
-            self.options.host not in ("127.0.0.1", "::1", "localhost")
-            and not self.tokens
-        ):
+        if self.options.host not in _LOOPBACK and not self.tokens:
             _LOGGER.warning(
                 "Listening on %s without tokens: anyone who can reach it may connect",
-                self.options.host,
+                self.options.host or "every address",
             )
         self._server = await serve(
             self._handle,
-            self.options.host,
+            self.options.host or None,
             self.options.port,
             process_request=self._process_request,
             ssl=self.ssl_context,
@@ -156,7 +149,13 @@ class StreamServer:
         )
         self.ready = True
         scheme = "wss" if self.ssl_context else "ws"
-        _LOGGER.info("Listening on %s://%s:%d", scheme, self.options.host, self.port)
+        _LOGGER.info(
+            "Listening on %s://%s:%d%s",
+            scheme,
+            self.options.host,
+            self.port,
+            f" ({len(self.tokens)} token(s))" if self.tokens else "",
+        )
 
     @property
     def port(self) -> int:
@@ -165,43 +164,65 @@ class StreamServer:
             return self.options.port
         return int(self._server.sockets[0].getsockname()[1])
 
-    async def drain(self) -> None:
-        """Stop taking streams, finish in-flight utterances, close with 1001."""
-        self.draining = True
-        _LOGGER.info("Draining %d stream(s)", len(self._sessions))
-        sessions = list(self._sessions.values())
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(
-                asyncio.gather(*(s.close() for s in sessions), return_exceptions=True),
-                self.options.drain_timeout_s,
+    def reload(self, options: ServerOptions) -> None:
+        """Apply new limits and re-read the token file (SIGHUP).
+
+        The address, port and TLS files need a restart; a change to them is logged
+        and ignored.
+
+        Raises:
+            ConfigError: the new token file cannot be read (nothing is changed).
+        """
+        fixed = ("host", "port", "tls_cert", "tls_key")
+        changed = [n for n in fixed if getattr(options, n) != getattr(self.options, n)]
+        if changed:
+            _LOGGER.warning(
+                "server.%s changed: takes effect after a restart", ", ".join(changed)
             )
-        for queue in self._clients.values():
-            queue.put_nowait(None)
-        await asyncio.sleep(0)
+        tokens = read_tokens(options.token_file) if options.token_file else ()
+        keep = {n: getattr(self.options, n) for n in fixed}
+        self.options = ServerOptions(**{**options.__dict__, **keep})
+        self.tokens = tokens
+
+    async def drain(self) -> None:
+        """Stop taking streams, finish in-flight utterances, close with 1001.
+
+        Every open stream ends as if its client had sent ``stop``: pending
+        utterances are recognised and their events go to the client, the
+        subscribers and the sinks before ``stream.end``. Bounded by
+        ``drain_timeout_s``; what is still running then is cut off.
+        """
+        self.draining = True
+        self.engine.metrics.draining.set(1)
+        handlers = set(self._stream_handlers)
+        _LOGGER.info(
+            "Draining %d stream(s), %d subscriber(s)",
+            len(handlers),
+            len(self._subscriptions),
+        )
+        self._drain_started.set()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.options.drain_timeout_s
+        if handlers:
+            _, late = await asyncio.wait(handlers, timeout=self.options.drain_timeout_s)
+            if late:
+                _LOGGER.warning(
+                    "%d stream(s) did not finish within %.0f s; cutting them off",
+                    len(late),
+                    self.options.drain_timeout_s,
+                )
+        self._streams_done.set()  # subscribers send what they hold, then close
         if self._server is not None:
             self._server.close(close_connections=False)
-            for connection in list(self._connections):
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(
-                        connection.close(_CLOSE_GOING_AWAY, "server shutting down"), 5
-                    )
-            await self._server.wait_closed()
+            remaining = max(1.0, deadline - loop.time())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._server.wait_closed(), remaining)
+            # Whatever still runs (a client that stopped reading) is closed now.
+            self._server.close(close_connections=True)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._server.wait_closed(), 5)
 
     # -- handshake --------------------------------------------------------------------
-
-    def _authorised(self, request: Request) -> bool:
-        if not self.tokens:
-            return True
-        offered = b""
-        header = request.headers.get("Authorization", "")
-        if header.startswith("Bearer "):
-            offered = header[len("Bearer ") :].strip().encode()
-        else:
-            query = parse_qs(urlsplit(request.path).query)
-            offered = (query.get("token") or [""])[0].encode()
-        # Compare against every token so timing does not reveal which one matched.
-        matches = [hmac.compare_digest(offered, token) for token in self.tokens]
-        return any(matches) and bool(offered)
 
     def _process_request(
         self, connection: ServerConnection, request: Request
@@ -215,48 +236,60 @@ class StreamServer:
             return connection.respond(status, "ok\n" if healthy else "unavailable\n")
         if path not in ("/metrics", "/v1/stream", "/v1/events"):
             return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
-        if not self._authorised(request):
-            response = connection.respond(
-                http.HTTPStatus.UNAUTHORIZED, "unauthorized\n"
+        if not handshake.authorised(self.tokens, request):
+            self.engine.metrics.refused.labels("unauthorized").inc()
+            _LOGGER.warning(
+                "Refused %s from %s: missing or wrong token",
+                path,
+                handshake.address(connection),
             )
-            response.headers["WWW-Authenticate"] = 'Bearer realm="streamser"'
-            return response
+            return handshake.unauthorised(connection)
         if path == "/metrics":
-            body = self.engine.metrics.render()
-            return Response(
-                200,
-                "OK",
-                Headers(
-                    [
-                        ("Content-Type", "text/plain; version=0.0.4; charset=utf-8"),
-                        ("Content-Length", str(len(body))),
-                    ]
-                ),
-                body,
-            )
+            return handshake.metrics_response(self.engine.metrics.render())
+        if self.draining:
+            self.engine.metrics.refused.labels("draining").inc()
+            return handshake.try_later(connection, "server shutting down\n")
         if path == "/v1/events":
-            error = _subscription_error(request.path)
+            error = handshake.subscription_error(request.path)
             if error:
                 return connection.respond(http.HTTPStatus.BAD_REQUEST, error + "\n")
             return None
-        if self.draining or len(self._sessions) >= self.options.max_streams:
-            return _try_later(connection, "server at its stream limit\n")
-        address = _address(connection)
-        if self._per_address.get(address, 0) >= self.options.max_streams_per_client:
-            return _try_later(connection, "too many streams from this client\n")
+        if len(self._stream_handlers) >= self.options.max_streams:
+            self.engine.metrics.refused.labels("max_streams").inc()
+            _LOGGER.warning(
+                "Refused a stream: %d streams open", len(self._stream_handlers)
+            )
+            return handshake.try_later(connection, "server at its stream limit\n")
+        client = handshake.address(connection)
+        if self._per_address.get(client, 0) >= self.options.max_streams_per_client:
+            self.engine.metrics.refused.labels("max_streams_per_client").inc()
+            _LOGGER.warning("Refused a stream: too many from %s", client)
+            return handshake.try_later(connection, "too many streams from you\n")
         return None
 
     async def _handle(self, connection: ServerConnection) -> None:
-        self._connections.add(connection)
+        assert connection.request is not None  # set once the handshake succeeded
+        path = urlsplit(connection.request.path).path
+        gauge = self.engine.metrics.connections.labels(path)
+        gauge.inc()
         try:
-            assert connection.request is not None  # set once the handshake succeeded
-            path = urlsplit(connection.request.path).path
             if path == "/v1/events":
                 await self._serve_subscriber(connection)
-            else:
+                return
+            task = asyncio.current_task()
+            assert task is not None
+            client = handshake.address(connection)
+            self._stream_handlers.add(task)
+            self._per_address[client] = self._per_address.get(client, 0) + 1
+            try:
                 await self._serve_stream(connection)
+            finally:
+                self._stream_handlers.discard(task)
+                self._per_address[client] -= 1
+                if not self._per_address[client]:
+                    del self._per_address[client]
         finally:
-            self._connections.discard(connection)
+            gauge.dec()
 
     # -- /v1/events -------------------------------------------------------------------
 
@@ -266,45 +299,69 @@ class StreamServer:
         types = [t for value in query.get("types", []) for t in value.split(",") if t]
         after = int(query["after"][0]) if "after" in query else None
         sub = self.hub.subscribe(query.get("stream_id", []), types, after)
-        _LOGGER.info("Subscriber connected from %s", _address(connection))
+        self._subscriptions.add(sub)
+        client = handshake.address(connection)
+        _LOGGER.info("Subscriber connected from %s", client)
         last_id = after or 0
         evicted = asyncio.ensure_future(sub.evicted.wait())
         closed = asyncio.ensure_future(connection.wait_closed())
+        done_streams = asyncio.ensure_future(self._streams_done.wait())
+        stops = {evicted, closed, done_streams}
         try:
-            while True:
+            while not sub.evicted.is_set():
                 getter = asyncio.ensure_future(sub.queue.get())
-                done, _ = await asyncio.wait(
-                    {getter, evicted, closed}, return_when=asyncio.FIRST_COMPLETED
+                await asyncio.wait(
+                    {getter, *stops}, return_when=asyncio.FIRST_COMPLETED
                 )
-                if getter not in done:
+                if not getter.done():
                     getter.cancel()
                     break
                 envelope = getter.result()
-                await connection.send(envelope.to_json())
-                last_id = envelope.id
-                if sub.evicted.is_set():
+                # send() writes the frame before its first await, so once the task
+                # has started the event is on its way to the client.
+                started = asyncio.Event()
+                sender = asyncio.ensure_future(
+                    _send_started(connection, envelope.to_json(), started)
+                )
+                await asyncio.wait(
+                    {sender, evicted, closed}, return_when=asyncio.FIRST_COMPLETED
+                )
+                if started.is_set():
+                    last_id = envelope.id
+                if not sender.done():
+                    sender.cancel()
                     break
+                sender.result()
             if sub.evicted.is_set():
+                _LOGGER.warning(
+                    "Subscriber from %s evicted after event %d", client, last_id
+                )
                 await connection.close(
                     _CLOSE_TRY_LATER, f"fell behind; resume with after={last_id}"
                 )
+            elif self._streams_done.is_set():
+                while not sub.queue.empty():
+                    await connection.send(sub.queue.get_nowait().to_json())
+                await connection.close(_CLOSE_GOING_AWAY, "server shutting down")
         except ConnectionClosed:
             pass
         finally:
-            evicted.cancel()
-            closed.cancel()
+            for waiter in stops:
+                waiter.cancel()
+            self._subscriptions.discard(sub)
             self.hub.unsubscribe(sub)
-            _LOGGER.info("Subscriber from %s disconnected", _address(connection))
+            _LOGGER.info("Subscriber from %s disconnected", client)
 
     # -- /v1/stream -------------------------------------------------------------------
 
     async def _serve_stream(self, connection: ServerConnection) -> None:
-        address = _address(connection)
+        client = handshake.address(connection)
         connection_id = uuid.uuid4().hex[:12]
-        try:
-            first = await asyncio.wait_for(connection.recv(), _START_TIMEOUT_S)
-        except (TimeoutError, ConnectionClosed):
-            await connection.close(_CLOSE_POLICY, "no start message")
+        first = await self._first_message(connection)
+        if first is None:
+            code = _CLOSE_GOING_AWAY if self.draining else _CLOSE_POLICY
+            with contextlib.suppress(ConnectionClosed):
+                await connection.close(code, "no start message")
             return
         try:
             if isinstance(first, bytes):
@@ -328,42 +385,76 @@ class StreamServer:
         self._clients[stream_id] = queue
         session = StreamSession(self.engine, start, stream_id)
         self._sessions[stream_id] = session
-        self._per_address[address] = self._per_address.get(address, 0) + 1
         sender = asyncio.create_task(self._send_events(connection, queue))
-        _LOGGER.info("Stream %s opened from %s", stream_id, address)
-        clean = False
+        _LOGGER.info("Stream %s opened from %s", stream_id, client)
+        outcome = "disconnect"
         try:
             session.open()
-            clean = await self._receive_audio(connection, session)
+            outcome = await self._receive_until_drain(connection, session)
         finally:
             await session.close()
             self._sessions.pop(stream_id, None)
-            self._per_address[address] -= 1
-            if not self._per_address[address]:
-                del self._per_address[address]
             queue.put_nowait(None)
             await sender
             self._clients.pop(stream_id, None)
             _LOGGER.info(
                 "Stream %s closed (%s, %d utterances, %.1f s)",
                 stream_id,
-                "stop" if clean else "disconnect",
+                outcome,
                 session.utterances,
                 session.audio_seconds,
             )
+        code, reason = {
+            "stop": (_CLOSE_NORMAL, ""),
+            "drain": (_CLOSE_GOING_AWAY, "server shutting down"),
+            "stream_too_long": (_CLOSE_POLICY, "stream_too_long"),
+        }.get(outcome, (_CLOSE_NORMAL, ""))
         with contextlib.suppress(ConnectionClosed):
-            code = _CLOSE_GOING_AWAY if self.draining else _CLOSE_NORMAL
-            await connection.close(code)
+            await connection.close(code, reason)
+
+    async def _first_message(self, connection: ServerConnection) -> str | bytes | None:
+        """The start message; None on timeout, disconnect or shutdown."""
+        recv = asyncio.ensure_future(connection.recv())
+        drain = asyncio.ensure_future(self._drain_started.wait())
+        try:
+            await asyncio.wait(
+                {recv, drain},
+                timeout=_START_TIMEOUT_S,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            drain.cancel()
+            if not recv.done():
+                recv.cancel()  # safe: websockets loses no data on a cancelled recv
+        if recv.cancelled() or not recv.done() or recv.exception() is not None:
+            return None
+        return recv.result()
+
+    async def _receive_until_drain(
+        self, connection: ServerConnection, session: StreamSession
+    ) -> str:
+        """Receive until stop, disconnect or shutdown; returns which ended it."""
+        receiver = asyncio.create_task(self._receive_audio(connection, session))
+        drain = asyncio.ensure_future(self._drain_started.wait())
+        try:
+            await asyncio.wait({receiver, drain}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            drain.cancel()
+            if not receiver.done():
+                receiver.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await receiver
+        if receiver.cancelled():
+            return "drain"
+        return receiver.result()
 
     async def _receive_audio(
         self, connection: ServerConnection, session: StreamSession
-    ) -> bool:
-        """Feed messages to ``session`` until stop (True) or disconnect (False)."""
+    ) -> str:
+        """Feed messages to ``session``; returns stop, disconnect or stream_too_long."""
         limit = self.options.max_message_bytes
         try:
             async for message in connection:
-                if session.closed:
-                    return True
                 if isinstance(message, bytes):
                     if len(message) > limit:
                         session.error(
@@ -379,10 +470,10 @@ class StreamServer:
                     if session.audio_seconds > self.options.max_stream_s:
                         session.error(
                             "stream_too_long",
-                            f"stream exceeds {self.options.max_stream_s:.0f} s of audio",
+                            f"stream exceeds {self.options.max_stream_s:g} s of audio",
                             fatal=True,
                         )
-                        return True
+                        return "stream_too_long"
                     continue
                 try:
                     command = parse_control(message)
@@ -392,10 +483,10 @@ class StreamServer:
                 if command == "flush":
                     session.flush()
                 elif command == "stop":
-                    return True
+                    return "stop"
         except ConnectionClosed:
-            return False
-        return False
+            pass
+        return "disconnect"
 
     async def _send_events(
         self, connection: ServerConnection, queue: asyncio.Queue[Envelope | None]
@@ -434,26 +525,8 @@ _UNSUPPORTED = frozenset(
 )
 
 
-def _address(connection: ServerConnection) -> str:
-    remote = connection.remote_address
-    return str(remote[0]) if remote else "unknown"
-
-
-def _try_later(connection: ServerConnection, text: str) -> Response:
-    response = connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, text)
-    response.headers["Retry-After"] = "5"
-    return response
-
-
-def _subscription_error(path: str) -> str:
-    """Why a /v1/events query is invalid, or ""."""
-    query = parse_qs(urlsplit(path).query)
-    for value in query.get("after", []):
-        if not value.isdigit():
-            return "after must be a non-negative integer event id"
-    unknown = {
-        t for value in query.get("types", []) for t in value.split(",") if t
-    } - set(EVENT_TYPES)
-    if unknown:
-        return f"unknown event types: {', '.join(sorted(unknown))}"
-    return ""
+async def _send_started(
+    connection: ServerConnection, text: str, started: asyncio.Event
+) -> None:
+    started.set()
+    await connection.send(text)

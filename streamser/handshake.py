@@ -1,0 +1,132 @@
+"""The HTTP side of the server: tokens, TLS, plain responses and query checks.
+
+Everything here runs in the WebSocket opening handshake (``process_request``), before
+a connection is accepted, so a refused client never reaches the pipeline.
+"""
+
+from __future__ import annotations
+
+import hmac
+import http
+import ssl
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.asyncio.server import ServerConnection
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+
+from .errors import ConfigError
+from .events import EVENT_TYPES
+
+RETRY_AFTER_S = 5
+"""What ``Retry-After`` tells a client refused for load or shutdown."""
+
+
+def read_tokens(path: str) -> tuple[bytes, ...]:
+    """Bearer tokens from a file, one per line; blank lines and # comments skipped.
+
+    Raises:
+        ConfigError: unreadable file, or no token in it.
+    """
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        reason = getattr(err, "strerror", None) or type(err).__name__
+        raise ConfigError(f"cannot read token file {path}: {reason}") from err
+    tokens = tuple(
+        line.strip().encode()
+        for line in lines
+        if line.strip() and not line.lstrip().startswith("#")
+    )
+    if not tokens:
+        raise ConfigError(f"token file {path} holds no token")
+    return tokens
+
+
+def tls_context(cert: str, key: str) -> ssl.SSLContext | None:
+    """A server TLS context from PEM files, or None without a certificate.
+
+    Raises:
+        ConfigError: the certificate or key cannot be loaded.
+    """
+    if not cert:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as err:
+        raise ConfigError(f"cannot load TLS certificate/key: {err}") from err
+    return context
+
+
+def authorised(tokens: tuple[bytes, ...], request: Request) -> bool:
+    """Whether ``request`` carries one of ``tokens`` (always true without tokens).
+
+    The token comes from ``Authorization: Bearer`` or, for browsers, ``?token=``.
+    Every configured token is compared in constant time, so timing reveals neither
+    the token nor which one matched.
+    """
+    if not tokens:
+        return True
+    header = request.headers.get("Authorization", "")
+    if header[:7].lower() == "bearer ":
+        offered = header[7:].strip().encode()
+    else:
+        query = parse_qs(urlsplit(request.path).query)
+        offered = (query.get("token") or [""])[0].encode()
+    matches = [hmac.compare_digest(offered, token) for token in tokens]
+    return any(matches) and bool(offered)
+
+
+def text_response(
+    connection: ServerConnection, status: http.HTTPStatus, text: str
+) -> Response:
+    """A short plain-text HTTP response."""
+    return connection.respond(status, text)
+
+
+def unauthorised(connection: ServerConnection) -> Response:
+    """401 with a Bearer challenge."""
+    response = connection.respond(http.HTTPStatus.UNAUTHORIZED, "unauthorized\n")
+    response.headers["WWW-Authenticate"] = 'Bearer realm="streamser"'
+    return response
+
+
+def try_later(connection: ServerConnection, text: str) -> Response:
+    """503 with ``Retry-After`` (stream limits, shutdown)."""
+    response = connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, text)
+    response.headers["Retry-After"] = str(RETRY_AFTER_S)
+    return response
+
+
+def metrics_response(body: bytes) -> Response:
+    """The Prometheus text exposition as an HTTP response."""
+    headers = Headers(
+        [
+            ("Content-Type", "text/plain; version=0.0.4; charset=utf-8"),
+            ("Content-Length", str(len(body))),
+        ]
+    )
+    return Response(200, "OK", headers, body)
+
+
+def subscription_error(path: str) -> str:
+    """Why a /v1/events query is invalid, or ""."""
+    query = parse_qs(urlsplit(path).query)
+    for value in query.get("after", []):
+        if not (value.isascii() and value.isdigit()):
+            return "after must be a non-negative integer event id"
+    unknown = {
+        t for value in query.get("types", []) for t in value.split(",") if t
+    } - set(EVENT_TYPES)
+    if unknown:
+        return f"unknown event types: {', '.join(sorted(unknown))}"
+    return ""
+
+
+def address(connection: ServerConnection) -> str:
+    """The client's IP address, for logs and per-client limits."""
+    remote = connection.remote_address
+    return str(remote[0]) if remote else "unknown"
