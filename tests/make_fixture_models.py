@@ -21,6 +21,8 @@ from streamser.labels import CANONICAL_LABELS
 OUT = Path(__file__).parent / "data" / "models"
 OPSET = 17
 EMBED = 8
+FAULTY_MAX_FRAMES = 100
+"""Encoder frames (50 per second) the faulty acoustic graph accepts: 2 s of speech."""
 TEXT_LABELS = ["anger", "fear", "happiness", "neutral", "sadness", "surprise"]
 
 
@@ -63,14 +65,22 @@ def _head(x: str, dim: int, labels: int, nodes: list, inits: list, rng: np.rando
     ]
 
 
-def _save(graph: onnx.GraphProto, name: str, kind: str, labels: list[str], extra: dict) -> None:
+def _save(
+    graph: onnx.GraphProto,
+    name: str,
+    kind: str,
+    labels: list[str],
+    extra: dict,
+    out: Path = OUT,
+    version: str = "1",
+) -> None:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
     model.ir_version = 8
     meta = {
         "streamser.format": "1",
         "streamser.name": name,
         "streamser.kind": kind,
-        "streamser.version": "1",
+        "streamser.version": version,
         "streamser.labels": json.dumps(labels),
         "streamser.sample_rate": "16000",
         "streamser.embedding_dim": str(EMBED),
@@ -79,24 +89,79 @@ def _save(graph: onnx.GraphProto, name: str, kind: str, labels: list[str], extra
     for key, value in meta.items():
         model.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
     onnx.checker.check_model(model)
-    path = OUT / f"{name}.onnx"
+    path = out / f"{name}.onnx"
     path.write_bytes(model.SerializeToString())
     card = {
         "format_version": 1,
         "name": name,
         "kind": kind,
-        "version": "1",
+        "version": version,
         "labels": labels,
         "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
         "training_data": "none: seeded random weights (test fixture)",
         "metrics": {},
     }
-    (OUT / f"{name}.onnx.json").write_text(json.dumps(card, indent=2) + "\n")
+    (out / f"{name}.onnx.json").write_text(json.dumps(card, indent=2) + "\n")
 
 
 def main() -> None:
-    OUT.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
+    write_set(OUT, "1", seed=0)
+    # A second release of the same models (other weights, version 2): SIGHUP reload tests.
+    write_set(OUT.with_name("models-v2"), "2", seed=1)
+    write_faulty(OUT.with_name("models-faulty"))
+
+
+def write_faulty(out: Path, max_frames: int = FAULTY_MAX_FRAMES) -> None:
+    """An acoustic graph that loads and warms up but fails on long inputs.
+
+    A Reshape of ``min(time, max_frames)`` elements to ``[time]`` only works while
+    ``time <= max_frames``: short utterances are recognised, long ones raise inside
+    onnxruntime at run time (the recognition_failed path, end to end).
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(2)
+    labels = list(CANONICAL_LABELS)
+    nodes: list = []
+    inits: list = []
+    pooled = _masked_mean("features", "lengths", nodes, inits, "p")
+    inits += [
+        numpy_helper.from_array(np.zeros(max_frames, np.float32), "f_pool"),
+        numpy_helper.from_array(np.array([0], np.int64), "f_zero"),
+        numpy_helper.from_array(np.array([1], np.int64), "f_one"),
+        numpy_helper.from_array(np.array([2], np.int64), "f_two"),
+        numpy_helper.from_array(np.array([0.0], np.float32), "f_scale"),
+    ]
+    nodes += [
+        helper.make_node("Shape", ["features"], ["f_shape"]),
+        helper.make_node("Slice", ["f_shape", "f_one", "f_two"], ["f_T"]),
+        helper.make_node("Slice", ["f_pool", "f_zero", "f_T"], ["f_part"]),
+        helper.make_node("Reshape", ["f_part", "f_T"], ["f_checked"]),
+        helper.make_node("ReduceSum", ["f_checked"], ["f_sum"], keepdims=1),
+        helper.make_node("Mul", ["f_sum", "f_scale"], ["f_nothing"]),
+        helper.make_node("Add", [pooled, "f_nothing"], ["f_pooled"]),
+    ]
+    _head("f_pooled", WHISPER_ENCODER.dim, len(labels), nodes, inits, rng)
+    graph = helper.make_graph(
+        nodes,
+        "acoustic_faulty",
+        [
+            helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", "time", WHISPER_ENCODER.dim]),
+            helper.make_tensor_value_info("lengths", TensorProto.INT64, ["batch"]),
+        ],
+        [
+            helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["batch", len(labels)]),
+            helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", EMBED]),
+        ],
+        inits,
+    )
+    _save(graph, "emotion-acoustic-v1", "acoustic", labels,
+          {"streamser.features": json.dumps(WHISPER_ENCODER.to_dict())}, out)
+
+
+def write_set(out: Path, version: str, seed: int) -> None:
+    """The acoustic, text and fusion fixture graphs, seeded, into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
     labels = list(CANONICAL_LABELS)
     # acoustic
     nodes: list = []
@@ -117,7 +182,7 @@ def main() -> None:
         inits,
     )
     _save(graph, "emotion-acoustic-v1", "acoustic", labels,
-          {"streamser.features": json.dumps(WHISPER_ENCODER.to_dict())})
+          {"streamser.features": json.dumps(WHISPER_ENCODER.to_dict())}, out, version)
     # text: embedding lookup, masked mean
     nodes, inits = [], []
     inits.append(numpy_helper.from_array(rng.normal(0, 1, (1024, 4)).astype(np.float32), "emb"))
@@ -139,7 +204,7 @@ def main() -> None:
         ],
         inits,
     )
-    _save(graph, "emotion-text-fa-v1", "text", TEXT_LABELS, {"streamser.languages": json.dumps(["fa"])})
+    _save(graph, "emotion-text-fa-v1", "text", TEXT_LABELS, {"streamser.languages": json.dumps(["fa"])}, out, version)
     # fusion: concat(acoustic, text * present) -> head
     nodes, inits = [], []
     inits.append(numpy_helper.from_array(np.array([1], np.int64), "one"))
@@ -160,7 +225,7 @@ def main() -> None:
         [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["batch", len(labels)])],
         inits,
     )
-    _save(graph, "emotion-fusion-v1", "fusion", labels, {})
+    _save(graph, "emotion-fusion-v1", "fusion", labels, {}, out, version)
 
 
 if __name__ == "__main__":
