@@ -1,0 +1,121 @@
+"""Metrics (UA/WA/F1/confusion) and the ``python -m training evaluate`` CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from training.metrics import score
+
+
+def test_metrics_on_hand_made_labels() -> None:
+    reference = ["anger"] * 4 + ["sadness"] * 2
+    predicted = ["anger", "anger", "anger", "sadness", "sadness", "anger"]
+    s = score(reference, predicted)
+    assert s.labels == ["anger", "sadness"]
+    assert s.confusion == [[3, 1], [1, 1]]
+    assert s.wa == pytest.approx(4 / 6)
+    assert s.ua == pytest.approx((3 / 4 + 1 / 2) / 2)
+    f1_anger = 2 * 0.75 * 0.75 / 1.5
+    f1_sad = 2 * 0.5 * 0.5 / 1.0
+    assert s.macro_f1 == pytest.approx((f1_anger + f1_sad) / 2)
+    assert s.per_class_recall == {"anger": 0.75, "sadness": 0.5}
+    assert s.n == 6
+
+
+def test_reference_label_the_model_cannot_output_counts_as_miss() -> None:
+    # "boredom" is never predicted (e.g. a RAVDESS-only model): recall 0, still in UA.
+    s = score(["boredom", "boredom", "anger"], ["neutral", "anger", "anger"])
+    assert s.per_class_recall == {"anger": 1.0, "boredom": 0.0}
+    assert s.ua == pytest.approx(0.5)
+    assert s.labels == ["anger", "boredom", "neutral"]
+    assert s.confusion[1] == [1, 0, 1]
+
+
+def test_metrics_reject_bad_input() -> None:
+    with pytest.raises(ValueError, match="predictions"):
+        score(["anger"], [])
+    with pytest.raises(ValueError, match="no utterances"):
+        score([], [])
+    with pytest.raises(ValueError, match="not in"):
+        score(["anger"], ["fear"], labels=["anger"])
+
+
+def test_confusion_plot_written(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from training.evaluate import plot_confusion
+
+    s = score(["anger", "fear", "fear"], ["anger", "fear", "anger"])
+    out = tmp_path / "cm.png"
+    plot_confusion(s, out)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    from training.evaluate import main
+
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_unknown_kind(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _run(["--data", f"nosuch:{tmp_path}", "--models", str(tmp_path)], capsys)
+    assert code == 2
+    assert "unknown dataset kind 'nosuch'" in err
+
+
+def test_cli_wrong_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "absent"
+    code, _, err = _run(["--data", f"emodb:{missing}", "--models", str(tmp_path)], capsys)
+    assert code == 2
+    assert "does not exist" in err and str(missing) in err
+
+
+def test_cli_missing_models_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "emodb").mkdir()
+    models = tmp_path / "no-models"
+    code, _, err = _run(["--data", f"emodb:{tmp_path / 'emodb'}", "--models", str(models)], capsys)
+    assert code == 2
+    assert "models folder" in err and str(models) in err
+
+
+def test_cli_empty_dataset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "emodb").mkdir()
+    code, _, err = _run(["--data", f"emodb:{tmp_path / 'emodb'}", "--models", str(tmp_path)], capsys)
+    assert code == 2
+    assert "error:" in err and "emodb" in err
+
+
+@pytest.mark.data
+def test_cli_json_on_real_clips_through_the_runtime(
+    emodb_clips: list[Path],
+    fixture_models: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Six real EMO-DB clips in their original naming, scored by the fixture graphs
+    # through streamser.recognizer (acoustic only).
+    pytest.importorskip("matplotlib")
+    folder = tmp_path / "emodb"
+    folder.mkdir()
+    for clip in emodb_clips[::80][:6]:
+        shutil.copy(clip, folder / clip.name)
+    plot = tmp_path / "cm.png"
+    code, out, err = _run(
+        ["--data", f"emodb:{folder}", "--models", str(fixture_models), "--json", "--no-asr",
+         "--plot", str(plot)],
+        capsys,
+    )
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["n"] == 6
+    for key in ("wa", "ua", "macro_f1", "per_class_recall", "confusion", "labels"):
+        assert key in report
+    assert sum(map(sum, report["confusion"])) == 6
+    assert 0.0 <= report["ua"] <= 1.0
+    assert report["per_corpus"]["emodb"]["n"] == 6
+    assert plot.is_file()

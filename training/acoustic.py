@@ -1,0 +1,445 @@
+"""Train and evaluate the acoustic emotion model speaker-independently.
+
+``python -m training acoustic --data emodb:PATH --data ravdess:PATH [--arch attn]
+[--protocol loso|kfold] [--final] --out artifacts/acoustic [--json]``
+
+Features come from ``training.features_cache`` (computed through
+``streamser.features`` exactly as the runtime does: Whisper-base int8 encoder states
+of the unpadded utterance for ``attn``, Whisper log-mel for ``cnn``/``cnn-lstm``),
+clean plus seeded augmented copies. Each outer fold holds out speakers; inside it an
+inner speaker-grouped validation split of the training speakers picks the epoch
+(early stopping), never the test speakers. Several seeds form a soft-voting
+ensemble. Metrics are pooled over the held-out predictions of each corpus.
+``--final`` then fits every seed on all speakers for the median chosen epoch count
+and writes the checkpoint read by ``python -m export``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import multiprocessing
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+
+from streamser import features as front_end
+from streamser.labels import CANONICAL_LABELS
+from training.datasets import Utterance, load_dataset, speaker_folds
+from training.features_cache import load_features
+from training.metrics import format_confusion, score
+
+_LOGGER = logging.getLogger(__name__)
+
+FEATURE_KIND: Final = {"attn": "encoder", "cnn": "mel", "cnn-lstm": "mel"}
+DEFAULT_CONFIG: Final[dict[str, dict[str, Any]]] = {
+    "attn": {"hidden": 256, "embedding": 128, "blocks": 1, "kernel": 5, "pool": 2, "dropout": 0.3},
+    "cnn": {"channels": [32, 64, 96], "embedding": 128, "dropout": 0.3},
+    "cnn-lstm": {"channels": [32, 64, 96], "embedding": 128, "lstm": 96, "dropout": 0.3},
+}
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """Optimisation and augmentation settings of one training run.
+
+    Attributes:
+        epochs: maximum epochs (early stopping picks the best on validation).
+        batch_size: utterances per step.
+        lr: peak AdamW learning rate (one-cycle cosine schedule).
+        weight_decay: AdamW weight decay.
+        label_smoothing: cross-entropy label smoothing.
+        time_masks: SpecAugment time masks per utterance (each <= 10% of frames).
+        feature_masks: SpecAugment feature masks per utterance.
+        feature_mask_width: maximal width of a feature mask, in dims.
+        copies: feature copies to sample from (1 = clean only).
+        mixup: mixup alpha (0 = off).
+        seeds: seeds of the ensemble members.
+        val_fraction: share of training speakers held out for early stopping.
+    """
+
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    label_smoothing: float = 0.1
+    time_masks: int = 2
+    feature_masks: int = 2
+    feature_mask_width: int = 48
+    copies: int = 5
+    mixup: float = 0.0
+    seeds: tuple[int, ...] = (0, 1, 2)
+    val_fraction: float = 0.15
+
+
+@dataclass
+class _Data:
+    utterances: list[Utterance]
+    labels: list[str]
+    y: npt.NDArray[np.int64]
+    copies: list[list[npt.NDArray[np.float32]]] = field(default_factory=list)
+
+
+_SHARED: dict[str, Any] = {}
+"""Data shared with forked fold workers (copy-on-write)."""
+
+
+def _batches(
+    indices: npt.NDArray[np.int64], lengths: npt.NDArray[np.int64], size: int, rng: np.random.Generator
+) -> list[npt.NDArray[np.int64]]:
+    """Shuffled batches of similar length (sorted within chunks of 8 batches)."""
+    order = rng.permutation(indices)
+    batches = []
+    chunk = size * 8
+    for start in range(0, len(order), chunk):
+        part = order[start : start + chunk]
+        part = part[np.argsort(lengths[part], kind="stable")]
+        batches += [part[i : i + size] for i in range(0, len(part), size)]
+    rng.shuffle(batches)  # type: ignore[arg-type]
+    return batches
+
+
+def _pad(arrays: Sequence[npt.NDArray[np.float32]]) -> tuple[Any, Any]:
+    import torch
+
+    lengths = np.array([a.shape[0] for a in arrays], dtype=np.int64)
+    out = np.zeros((len(arrays), int(lengths.max()), arrays[0].shape[1]), dtype=np.float32)
+    for i, a in enumerate(arrays):
+        out[i, : a.shape[0]] = a
+    return torch.from_numpy(out), torch.from_numpy(lengths)
+
+
+def _spec_augment(x: Any, lengths: Any, options: TrainOptions, rng: np.random.Generator) -> Any:
+    """Zero random time spans and feature bands of each row (in place)."""
+    dim = x.shape[2]
+    for row in range(x.shape[0]):
+        length = int(lengths[row])
+        for _ in range(options.time_masks):
+            width = int(rng.integers(0, max(1, length // 10) + 1))
+            start = int(rng.integers(0, max(1, length - width) + 1))
+            x[row, start : start + width] = 0.0
+        for _ in range(options.feature_masks):
+            width = int(rng.integers(0, options.feature_mask_width + 1))
+            start = int(rng.integers(0, max(1, dim - width) + 1))
+            x[row, :, start : start + width] = 0.0
+    return x
+
+
+def predict(model: Any, feats: Sequence[npt.NDArray[np.float32]], batch_size: int = 64) -> npt.NDArray[np.float32]:
+    """Class probabilities of each utterance (eval mode, no gradients)."""
+    import torch
+
+    model.eval()
+    order = np.argsort([f.shape[0] for f in feats])
+    probs = np.zeros((len(feats), 0), dtype=np.float32)
+    outs: dict[int, npt.NDArray[np.float32]] = {}
+    with torch.no_grad():
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            x, lengths = _pad([feats[i] for i in idx])
+            p, _ = model(x, lengths)
+            for i, row in zip(idx, p.numpy(), strict=True):
+                outs[int(i)] = row
+    probs = np.stack([outs[i] for i in range(len(feats))])
+    return probs
+
+
+def _ua(y: npt.NDArray[np.int64], predicted: npt.NDArray[np.int64]) -> float:
+    return float(np.mean([np.mean(predicted[y == c] == c) for c in np.unique(y)]))
+
+
+def train_one(
+    arch: str,
+    config: dict[str, Any],
+    train_idx: npt.NDArray[np.int64],
+    val_idx: npt.NDArray[np.int64] | None,
+    options: TrainOptions,
+    seed: int,
+    epochs: int | None = None,
+) -> tuple[dict[str, Any], int, float]:
+    """Train one model; with ``val_idx``, keep the epoch of best validation UA.
+
+    Args:
+        arch: architecture name.
+        config: constructor kwargs (``n_labels`` included).
+        train_idx: training utterance indices (into the shared data).
+        val_idx: validation indices for early stopping, or None.
+        options: training settings.
+        seed: random seed.
+        epochs: epochs to run (default ``options.epochs``).
+
+    Returns:
+        (state_dict, best epoch (1-based), best validation UA or nan).
+    """
+    import torch
+
+    from training.acoustic_models import build_model
+
+    data: _Data = _SHARED["data"]
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    model = build_model(arch, config)
+    n_epochs = epochs or options.epochs
+    counts = np.bincount(data.y[train_idx], minlength=len(data.labels)).astype(np.float64)
+    weights = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / len(counts), 0.0)
+    loss_fn = torch.nn.CrossEntropyLoss(
+        weight=torch.tensor(weights, dtype=torch.float32), label_smoothing=options.label_smoothing
+    )
+    optimizer = torch.optim.AdamW(model.parameters(), lr=options.lr, weight_decay=options.weight_decay)
+    lengths = np.array([c.shape[0] for c in data.copies[0]], dtype=np.int64)
+    steps = n_epochs * int(np.ceil(len(train_idx) / options.batch_size))
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=options.lr, total_steps=steps, pct_start=0.15
+    )
+    copies = min(options.copies, len(data.copies))
+    best_state, best_epoch, best_ua = None, n_epochs, float("nan")
+    val_feats = [data.copies[0][i] for i in val_idx] if val_idx is not None else []
+    for epoch in range(1, n_epochs + 1):
+        model.train()
+        for batch in _batches(train_idx, lengths, options.batch_size, rng):
+            choice = rng.integers(0, copies, size=len(batch))
+            x, lens = _pad([data.copies[c][i] for c, i in zip(choice, batch, strict=True)])
+            x = _spec_augment(x, lens, options, rng)
+            target = torch.from_numpy(data.y[batch])
+            if options.mixup > 0:
+                lam = float(rng.beta(options.mixup, options.mixup))
+                perm = torch.from_numpy(rng.permutation(len(batch)))
+                # Mix features of equal-length-sorted batches; lengths take the max.
+                x = lam * x + (1 - lam) * x[perm]
+                lens = torch.maximum(lens, lens[perm])
+                logits, _ = model.logits(x, lens)
+                loss = lam * loss_fn(logits, target) + (1 - lam) * loss_fn(logits, target[perm])
+            else:
+                logits, _ = model.logits(x, lens)
+                loss = loss_fn(logits, target)
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            optimizer.step()
+            scheduler.step()
+        if val_idx is not None:
+            ua = _ua(data.y[val_idx], predict(model, val_feats).argmax(1))
+            if not ua <= best_ua:  # first epoch or better (nan-safe)
+                best_ua, best_epoch = ua, epoch
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if best_state is None:
+        best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return best_state, best_epoch, best_ua
+
+
+def _validation_split(train_idx: npt.NDArray[np.int64], fraction: float, seed: int) -> tuple[Any, Any]:
+    """Hold out about ``fraction`` of the training speakers of every corpus."""
+    data: _Data = _SHARED["data"]
+    rng = np.random.default_rng(seed)
+    val_speakers: set[str] = set()
+    for corpus in sorted({data.utterances[i].corpus for i in train_idx}):
+        speakers = sorted({data.utterances[i].speaker for i in train_idx if data.utterances[i].corpus == corpus})
+        n_val = max(1, round(fraction * len(speakers))) if len(speakers) > 2 else 0
+        val_speakers.update(rng.choice(speakers, size=n_val, replace=False).tolist())
+    is_val = np.array([data.utterances[i].speaker in val_speakers for i in train_idx])
+    return train_idx[~is_val], train_idx[is_val]
+
+
+def _run_fold(job: tuple[int, Any, Any, str, dict[str, Any], TrainOptions]) -> tuple[int, Any, list[int], list[float]]:
+    import torch
+
+    fold, train_idx, test_idx, arch, config, options = job
+    torch.set_num_threads(_SHARED.get("threads", 1))
+    data: _Data = _SHARED["data"]
+    test_feats = [data.copies[0][i] for i in test_idx]
+    from training.acoustic_models import build_model
+
+    probs, epochs, val_uas = [], [], []
+    for seed in options.seeds:
+        inner_train, val = _validation_split(train_idx, options.val_fraction, seed * 1000 + fold)
+        state, epoch, val_ua = train_one(arch, config, inner_train, val, options, seed)
+        model = build_model(arch, config)
+        model.load_state_dict(state)
+        probs.append(predict(model, test_feats))
+        epochs.append(epoch)
+        val_uas.append(val_ua)
+    return fold, np.mean(probs, axis=0), epochs, val_uas
+
+
+def cross_validate(
+    data: _Data,
+    arch: str,
+    config: dict[str, Any],
+    options: TrainOptions,
+    protocol: str = "loso",
+    k: int = 5,
+    jobs: int = 2,
+) -> dict[str, Any]:
+    """Speaker-independent evaluation; metrics per corpus of the pooled test predictions.
+
+    Args:
+        data: the dataset with its feature copies.
+        arch: architecture name.
+        config: constructor kwargs (``n_labels`` included).
+        options: training settings.
+        protocol: "loso" (one speaker out, all corpora together) or "kfold".
+        k: folds for "kfold".
+        jobs: folds trained in parallel (processes, one torch thread each).
+
+    Returns:
+        JSON-ready dict: per-corpus metrics, chosen epochs, inner validation UA.
+    """
+    from tqdm import tqdm
+
+    folds = speaker_folds(data.utterances, kind=protocol, k=k, seed=0)  # type: ignore[arg-type]
+    _SHARED["data"] = data
+    _SHARED["threads"] = 1  # two threads thrash on a shared 2-core host
+    jobs_list = [(i, tr, te, arch, config, options) for i, (tr, te) in enumerate(folds)]
+    probs = np.zeros((len(data.y), len(data.labels)), dtype=np.float32)
+    epochs: list[int] = []
+    val_uas: list[float] = []
+    start = time.monotonic()
+    if jobs > 1:
+        with multiprocessing.get_context("fork").Pool(jobs) as pool:
+            results = list(tqdm(pool.imap_unordered(_run_fold, jobs_list), total=len(folds), desc="folds"))
+    else:
+        results = [_run_fold(job) for job in tqdm(jobs_list, desc="folds")]
+    for fold, fold_probs, fold_epochs, fold_val in results:
+        probs[folds[fold][1]] = fold_probs
+        epochs += fold_epochs
+        val_uas += fold_val
+    predicted = probs.argmax(1)
+    report: dict[str, Any] = {
+        "protocol": protocol if protocol == "loso" else f"kfold{k}",
+        "folds": len(folds),
+        "epochs_chosen": epochs,
+        "inner_val_ua": float(np.mean(val_uas)),
+        "wall_s": round(time.monotonic() - start, 1),
+        "per_corpus": {},
+    }
+    for corpus in sorted({u.corpus for u in data.utterances}):
+        rows = [i for i, u in enumerate(data.utterances) if u.corpus == corpus]
+        s = score(
+            [data.labels[data.y[i]] for i in rows],
+            [data.labels[predicted[i]] for i in rows],
+            labels=data.labels,
+        )
+        report["per_corpus"][corpus] = s.to_dict()
+    return report
+
+
+def fit_final(data: _Data, arch: str, config: dict[str, Any], options: TrainOptions, epochs: int) -> list[dict[str, Any]]:
+    """Train every seed on all utterances for ``epochs`` epochs; their state dicts."""
+    import torch
+    from tqdm import tqdm
+
+    _SHARED["data"] = data
+    torch.set_num_threads(1)
+    all_idx = np.arange(len(data.y), dtype=np.int64)
+    states = []
+    for seed in tqdm(options.seeds, desc="final fit"):
+        state, _, _ = train_one(arch, config, all_idx, None, options, seed, epochs=epochs)
+        states.append(state)
+    return states
+
+
+def load_data(specs: Sequence[str], kind: str, copies: int) -> _Data:
+    """Load corpora, labels (canonical order, those present) and feature copies."""
+    utts = [u for spec in specs for u in load_dataset(spec)]
+    present = {u.label for u in utts}
+    labels = [label for label in CANONICAL_LABELS if label in present]
+    y = np.array([labels.index(u.label) for u in utts], dtype=np.int64)
+    data = _Data(utts, labels, y)
+    for copy in range(copies):
+        data.copies.append(load_features(utts, kind, copy))
+    return data
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m training acoustic", description=__doc__.split("\n")[0])
+    parser.add_argument("--data", action="append", required=True, help="KIND:PATH (repeatable)")
+    parser.add_argument("--arch", default="attn", choices=sorted(FEATURE_KIND), help="default: attn")
+    parser.add_argument("--config", default="{}", help="JSON overrides of the architecture config")
+    parser.add_argument("--train", default="{}", help="JSON overrides of TrainOptions")
+    parser.add_argument("--protocol", default="loso", choices=("loso", "kfold", "none"), help="evaluation (default loso; none: skip)")
+    parser.add_argument("--folds", type=int, default=5, help="folds for --protocol kfold")
+    parser.add_argument("--final", action="store_true", help="fit on all speakers and write the checkpoint")
+    parser.add_argument("--epochs", type=int, default=None, help="final fit epochs (default: median chosen by the evaluation's inner validation, else 20)")
+    parser.add_argument("--jobs", type=int, default=2, help="folds trained in parallel (default 2)")
+    parser.add_argument("--name", default="emotion-acoustic-v1", help="checkpoint name")
+    parser.add_argument("--out", type=Path, default=Path("artifacts/acoustic"), help="output folder")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point (``python -m training acoustic``)."""
+    args = _parse(argv)
+    command = "python -m training acoustic " + " ".join(sys.argv[2:] if argv is None else argv)
+    try:
+        config_over = json.loads(args.config)
+        train_over = json.loads(args.train)
+        if "seeds" in train_over:
+            train_over["seeds"] = tuple(train_over["seeds"])
+        options = replace(TrainOptions(), **train_over)
+    except (json.JSONDecodeError, TypeError) as err:
+        print(f"error: bad --config/--train JSON: {err}", file=sys.stderr)
+        return 2
+    try:
+        data = load_data(args.data, FEATURE_KIND[args.arch], options.copies)
+    except (ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    import torch
+
+    torch.set_num_threads(1)
+    config = {**DEFAULT_CONFIG[args.arch], **config_over, "n_labels": len(data.labels)}
+    if FEATURE_KIND[args.arch] == "mel":
+        config["input_dim"] = front_end.N_MELS
+    started = time.monotonic()
+    report: dict[str, Any] = {"arch": args.arch, "config": config, "train": asdict(options), "labels": data.labels}
+    if args.protocol != "none":
+        report["evaluation"] = cross_validate(data, args.arch, config, options, args.protocol, args.folds, args.jobs)
+        for corpus, s in report["evaluation"]["per_corpus"].items():
+            _LOGGER.info("%s %s: UA %.1f WA %.1f", args.protocol, corpus, 100 * s["ua"], 100 * s["wa"])
+    if args.final:
+        chosen = report.get("evaluation", {}).get("epochs_chosen")
+        epochs = args.epochs or (int(np.median(chosen)) if chosen else 20)
+        final_start = time.monotonic()
+        states = fit_final(data, args.arch, config, options, epochs)
+        report["final"] = {"epochs": epochs, "wall_s": round(time.monotonic() - final_start, 1)}
+        fe = front_end.WHISPER_ENCODER if FEATURE_KIND[args.arch] == "encoder" else front_end.LOG_MEL
+        checkpoint = {
+            "kind": "acoustic",
+            "name": args.name,
+            "arch": args.arch,
+            "config": config,
+            "state_dict": states[0],
+            "labels": data.labels,
+            "front_end": fe.to_dict(),
+            "metrics": report.get("evaluation", {}).get("per_corpus", {}),
+            "data": list(args.data),
+            "protocol": report.get("evaluation", {}).get("protocol", "none"),
+            "command": command,
+            "train": asdict(options),
+            "final_epochs": epochs,
+        }
+        if len(states) > 1:
+            checkpoint["ensemble"] = states
+        args.out.mkdir(parents=True, exist_ok=True)
+        path = args.out / f"{args.name}.pt"
+        torch.save(checkpoint, path)
+        report["checkpoint"] = str(path)
+        _LOGGER.info("wrote %s", path)
+    report["wall_s"] = round(time.monotonic() - started, 1)
+    if args.json:
+        print(json.dumps(report))
+    elif "evaluation" in report:
+        for corpus, s in report["evaluation"]["per_corpus"].items():
+            print(f"{corpus}: UA {100 * s['ua']:.1f} WA {100 * s['wa']:.1f} n {s['n']}")
+            from training.metrics import Scores
+
+            print(format_confusion(Scores(**s)))
+    return 0

@@ -1,0 +1,259 @@
+"""PyTorch acoustic emotion models with the ONNX I/O contract of ``streamser.models``.
+
+Every model maps ``features`` float32 [batch, time, dim] (zero-padded rows) and
+``lengths`` int64 [batch] to ``(probs [batch, labels], embedding [batch, E])``.
+Masks come from ``arange(time) < lengths`` comparisons only (no Python loops over
+lengths, no boolean indexing), so the graphs export with dynamic batch and time axes
+and a row's output does not depend on how much padding follows it.
+
+Architectures (``build_model(arch, config)``):
+
+- ``attn``: for Whisper encoder states. Frames are averaged in windows of ``pool``,
+  normalised, projected, passed through ``blocks`` masked depthwise-separable conv
+  blocks, and pooled by attentive statistics (weighted mean and standard deviation).
+- ``cnn``: for log-mel frames. 2-D conv stack over (time, mel) with time pooling,
+  then the same attentive statistics pooling.
+- ``cnn-lstm``: the ``cnn`` stack followed by a BiLSTM (packed-free: padded frames
+  are zeroed and excluded from pooling; the backward direction starts on padding,
+  so outputs may shift slightly with padding; see ``PADDING_INVARIANT``).
+- ``ensemble``: averages member probabilities, concatenates member embeddings.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+_NEG: Final = -1.0e4
+
+
+def frame_mask(lengths: torch.Tensor, time: int | torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """[batch, time, 1] mask of valid frames (1.0) built from ``lengths``."""
+    steps = torch.arange(time, device=lengths.device).unsqueeze(0)
+    return (steps < lengths.unsqueeze(1)).to(dtype).unsqueeze(-1)
+
+
+def pool_time(
+    x: torch.Tensor, lengths: torch.Tensor, pool: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Average frames in windows of ``pool`` (zero-padded), returning new lengths.
+
+    The input is padded with ``pool - 1`` zeros so every window is full; padding of
+    the row beyond its length is zero (masked by the caller), so a row's pooled
+    frames do not depend on the padding that follows it.
+    """
+    if pool == 1:
+        return x, lengths
+    padded = F.pad(x.transpose(1, 2), (0, pool - 1))
+    pooled = F.avg_pool1d(padded, kernel_size=pool, stride=pool).transpose(1, 2)
+    return pooled, torch.div(lengths + (pool - 1), pool, rounding_mode="floor")
+
+
+class AttentiveStatsPool(nn.Module):
+    """Attention-weighted mean and standard deviation over valid frames."""
+
+    def __init__(self, dim: int, hidden: int = 128) -> None:
+        """Score each frame with a small MLP of size ``hidden``."""
+        super().__init__()
+        self.score = nn.Sequential(nn.Linear(dim, hidden), nn.Tanh(), nn.Linear(hidden, 1))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Pool [B, T, D] with mask [B, T, 1] to [B, 2D]."""
+        logits = self.score(x) * mask + (1.0 - mask) * _NEG
+        weights = torch.softmax(logits, dim=1) * mask
+        weights = weights / weights.sum(dim=1, keepdim=True).clamp_min(1e-6)
+        mean = (weights * x).sum(dim=1)
+        var = (weights * x * x).sum(dim=1) - mean * mean
+        std = torch.sqrt(var.clamp_min(1e-5))
+        return torch.cat([mean, std], dim=-1)
+
+
+class ConvBlock(nn.Module):
+    """Masked residual depthwise-separable conv block over time."""
+
+    def __init__(self, dim: int, kernel: int, dropout: float) -> None:
+        """Depthwise conv of width ``kernel``, pointwise MLP, dropout."""
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.depthwise = nn.Conv1d(dim, dim, kernel, padding=kernel // 2, groups=dim)
+        self.pointwise = nn.Linear(dim, dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """[B, T, D] -> [B, T, D]; padded frames stay zero."""
+        h = self.norm(x) * mask
+        h = self.depthwise(h.transpose(1, 2)).transpose(1, 2)
+        h = self.pointwise(F.gelu(h))
+        return (x + self.dropout(h)) * mask
+
+
+class AttentionHead(nn.Module):
+    """``attn``: head on Whisper encoder states (see module docstring)."""
+
+    def __init__(
+        self,
+        n_labels: int,
+        input_dim: int = 512,
+        hidden: int = 256,
+        embedding: int = 128,
+        blocks: int = 1,
+        kernel: int = 5,
+        pool: int = 2,
+        dropout: float = 0.3,
+    ) -> None:
+        """Build the head; arguments are stored in the checkpoint's config."""
+        super().__init__()
+        self.pool = pool
+        self.input_norm = nn.LayerNorm(input_dim)
+        self.project = nn.Linear(input_dim, hidden)
+        self.input_dropout = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(ConvBlock(hidden, kernel, dropout) for _ in range(blocks))
+        self.stats = AttentiveStatsPool(hidden)
+        self.embed = nn.Sequential(nn.Linear(2 * hidden, embedding), nn.GELU())
+        self.dropout = nn.Dropout(dropout)
+        self.classify = nn.Linear(embedding, n_labels)
+
+    def forward(
+        self, features: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(features [B,T,D], lengths [B]) -> (probs [B,L], embedding [B,E])."""
+        logits, embedding = self.logits(features, lengths)
+        return torch.softmax(logits, dim=-1), embedding
+
+    def logits(
+        self, features: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unnormalised class scores and the embedding (training uses these)."""
+        x = features * frame_mask(lengths, features.shape[1], features.dtype)
+        x, lengths = pool_time(x, lengths, self.pool)
+        mask = frame_mask(lengths, x.shape[1], x.dtype)
+        x = self.input_dropout(F.gelu(self.project(self.input_norm(x)))) * mask
+        for block in self.blocks:
+            x = block(x, mask)
+        embedding = self.embed(self.stats(x, mask))
+        return self.classify(self.dropout(embedding)), embedding
+
+
+class MelCnn(nn.Module):
+    """``cnn`` / ``cnn-lstm``: head on log-mel frames (see module docstring)."""
+
+    def __init__(
+        self,
+        n_labels: int,
+        input_dim: int = 80,
+        channels: tuple[int, ...] | list[int] = (32, 64, 96),
+        embedding: int = 128,
+        lstm: int = 0,
+        dropout: float = 0.3,
+    ) -> None:
+        """Conv2d blocks, each halving time and mel; optional BiLSTM of size ``lstm``."""
+        super().__init__()
+        layers: list[nn.Module] = []
+        in_ch = 1
+        for out_ch in channels:
+            layers.append(
+                nn.Sequential(
+                    nn.Conv2d(in_ch, out_ch, 3, padding=1),
+                    nn.BatchNorm2d(out_ch),
+                    nn.ReLU(),
+                )
+            )
+            in_ch = out_ch
+        self.convs = nn.ModuleList(layers)
+        self.down = 2 ** len(channels)
+        feat = in_ch * (input_dim // self.down)
+        self.lstm = nn.LSTM(feat, lstm, batch_first=True, bidirectional=True) if lstm else None
+        width = 2 * lstm if lstm else feat
+        self.stats = AttentiveStatsPool(width)
+        self.embed = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * width, embedding), nn.GELU())
+        self.dropout = nn.Dropout(dropout)
+        self.classify = nn.Linear(embedding, n_labels)
+
+    def forward(
+        self, features: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(features [B,T,80], lengths [B]) -> (probs [B,L], embedding [B,E])."""
+        logits, embedding = self.logits(features, lengths)
+        return torch.softmax(logits, dim=-1), embedding
+
+    def logits(
+        self, features: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unnormalised class scores and the embedding."""
+        x = features * frame_mask(lengths, features.shape[1], features.dtype)
+        # Pad time to a multiple of the downsampling so pooling never drops frames.
+        x = F.pad(x, (0, 0, 0, self.down - 1)).unsqueeze(1)
+        for conv in self.convs:
+            # Zero padded frames before max pooling (ReLU output is >= 0, so a
+            # window half in the padding keeps its valid maximum).
+            x = conv(x) * frame_mask(lengths, x.shape[2], x.dtype).unsqueeze(1)
+            x = F.max_pool2d(x, 2)
+            lengths = torch.div(lengths + 1, 2, rounding_mode="floor")
+            x = x * frame_mask(lengths, x.shape[2], x.dtype).unsqueeze(1)
+        b, c, t, m = x.shape
+        x = x.permute(0, 2, 1, 3).reshape(b, t, c * m)
+        mask = frame_mask(lengths, t, x.dtype)
+        if self.lstm is not None:
+            x, _ = self.lstm(x)
+            x = x * mask
+        embedding = self.embed(self.stats(x, mask))
+        return self.classify(self.dropout(embedding)), embedding
+
+
+class Ensemble(nn.Module):
+    """Soft voting: mean of member probabilities, concatenated member embeddings."""
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        """Wrap trained members (all with the same labels and input)."""
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(
+        self, features: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(features, lengths) -> (mean probs [B,L], concatenated embeddings)."""
+        outputs = [member(features, lengths) for member in self.members]
+        probs = torch.stack([p for p, _ in outputs]).mean(dim=0)
+        return probs, torch.cat([e for _, e in outputs], dim=-1)
+
+
+ARCHS: Final = {"attn": AttentionHead, "cnn": MelCnn, "cnn-lstm": MelCnn}
+PADDING_INVARIANT: Final = {"attn": True, "cnn": True, "cnn-lstm": False}
+"""Whether extra zero padding leaves a row's output unchanged (BiLSTM: not exactly)."""
+
+
+def build_model(arch: str, config: dict[str, Any]) -> nn.Module:
+    """Build an untrained model from its architecture name and constructor kwargs.
+
+    Args:
+        arch: "attn", "cnn" or "cnn-lstm".
+        config: constructor keyword arguments (``n_labels`` included), as stored in
+            the checkpoint's ``config``.
+
+    Returns:
+        The module (call ``load_state_dict`` for trained weights).
+
+    Raises:
+        ValueError: unknown architecture.
+    """
+    if arch not in ARCHS:
+        raise ValueError(f"unknown acoustic architecture {arch!r}; known: {', '.join(ARCHS)}")
+    kwargs = dict(config)
+    if arch == "cnn-lstm":
+        kwargs.setdefault("lstm", 96)
+    return ARCHS[arch](**kwargs)
+
+
+def load_checkpoint_model(checkpoint: dict[str, Any]) -> nn.Module:
+    """The eval-mode model of a checkpoint (an ``Ensemble`` when it holds several)."""
+    states = checkpoint.get("ensemble") or [checkpoint["state_dict"]]
+    members = []
+    for state in states:
+        model = build_model(checkpoint["arch"], checkpoint["config"])
+        model.load_state_dict(state)
+        members.append(model.eval())
+    model = members[0] if len(members) == 1 else Ensemble(members)
+    return model.eval()

@@ -1,0 +1,285 @@
+"""Cached front-end features (Whisper encoder states, log-mel) of corpus utterances.
+
+Training computes its inputs through ``streamser.features`` exactly as the runtime
+does (log-mel, then the int8 CPU Whisper-base encoder on the unpadded utterance),
+once per clip, and keeps them in one ``.npz`` per corpus, feature kind and
+augmentation copy under the cache folder (``STREAMSER_TRAIN_CACHE``, default
+``/work/cache`` when it exists, else ``artifacts/cache``). A hash of the settings is
+part of the file name, so changed settings never reuse stale features.
+
+Augmented copies (copy index >= 1) are made on the waveform before the front end:
+speed/pitch change by resampling, gain, and additive coloured noise at a random SNR,
+seeded by utterance id and copy index so every run repeats.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import zlib
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+
+from streamser import features
+from training.datasets import Utterance, load_audio
+
+_LOGGER = logging.getLogger(__name__)
+
+CACHE_VERSION: Final = 1
+KINDS: Final = ("encoder", "mel")
+
+
+@dataclass(frozen=True)
+class AugmentOptions:
+    """Waveform augmentation of the cached copies (copy 0 is always clean).
+
+    Attributes:
+        speeds: speed factors drawn from (resampling: tempo and pitch change).
+        gain_db: gain drawn uniformly from [-gain_db, +gain_db].
+        snr_db: (low, high) SNR range of the additive noise, in dB.
+        noise_probability: chance that a copy gets noise at all.
+    """
+
+    speeds: tuple[float, ...] = (0.9, 0.95, 1.0, 1.05, 1.1)
+    gain_db: float = 6.0
+    snr_db: tuple[float, float] = (8.0, 30.0)
+    noise_probability: float = 0.8
+
+
+def default_cache_dir() -> Path:
+    """The cache folder (``STREAMSER_TRAIN_CACHE``, ``/work/cache`` or ``artifacts/cache``)."""
+    env = os.environ.get("STREAMSER_TRAIN_CACHE")
+    if env:
+        return Path(env)
+    if Path("/work").is_dir():
+        return Path("/work/cache")
+    return Path("artifacts/cache")
+
+
+def _seed(utt_id: str, copy: int) -> int:
+    return zlib.crc32(f"{utt_id}#{copy}".encode())
+
+
+def _coloured_noise(
+    rng: np.random.Generator, n_samples: int
+) -> npt.NDArray[np.float32]:
+    """White, pink or brown noise (1/f^beta spectrum), unit RMS."""
+    beta = rng.choice([0.0, 1.0, 2.0])
+    spectrum = rng.standard_normal(n_samples // 2 + 1) + 1j * rng.standard_normal(
+        n_samples // 2 + 1
+    )
+    freqs = np.fft.rfftfreq(n_samples)
+    freqs[0] = freqs[1] if n_samples > 1 else 1.0
+    spectrum = spectrum / np.power(freqs, beta / 2.0)
+    noise = np.fft.irfft(spectrum, n=n_samples)
+    noise = noise / (np.sqrt(np.mean(noise**2)) + 1e-12)
+    return noise.astype(np.float32)
+
+
+def augment_audio(
+    audio: npt.NDArray[np.float32], utt_id: str, copy: int, options: AugmentOptions
+) -> npt.NDArray[np.float32]:
+    """One seeded augmented copy of ``audio`` (copy 0 is returned unchanged).
+
+    Args:
+        audio: 16 kHz mono float32 samples.
+        utt_id: utterance id (part of the seed).
+        copy: copy index; 0 means no augmentation.
+        options: augmentation ranges.
+
+    Returns:
+        The augmented samples, float32, clipped to [-1, 1].
+    """
+    if copy == 0:
+        return audio
+    import soxr
+
+    rng = np.random.default_rng(_seed(utt_id, copy))
+    speed = float(rng.choice(options.speeds))
+    out = audio
+    if abs(speed - 1.0) > 1e-6:
+        # Playing 16 kHz samples resampled from 16k*speed changes tempo and pitch.
+        out = soxr.resample(out, features.SAMPLE_RATE_HZ * speed, features.SAMPLE_RATE_HZ)
+    gain = 10.0 ** (rng.uniform(-options.gain_db, options.gain_db) / 20.0)
+    out = out * gain
+    if rng.random() < options.noise_probability:
+        snr_db = rng.uniform(*options.snr_db)
+        rms = float(np.sqrt(np.mean(out**2)) + 1e-9)
+        noise = _coloured_noise(rng, out.shape[0])
+        out = out + noise * rms / (10.0 ** (snr_db / 20.0))
+    return np.clip(out, -1.0, 1.0).astype(np.float32)
+
+
+def _settings_hash(kind: str, copy: int, options: AugmentOptions) -> str:
+    front_end = features.WHISPER_ENCODER if kind == "encoder" else features.LOG_MEL
+    settings: dict[str, Any] = {
+        "version": CACHE_VERSION,
+        "kind": kind,
+        "front_end": front_end.to_dict(),
+        "compute_type": "int8" if kind == "encoder" else "",
+        "copy": copy,
+        "augment": asdict(options) if copy else None,
+    }
+    blob = json.dumps(settings, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+_WHISPER: list[Any] = []
+
+
+def whisper_encoder(num_threads: int = 2) -> Any:
+    """The runtime's Whisper model (int8, CPU) as a CTranslate2 object, loaded once."""
+    if not _WHISPER:
+        import faster_whisper
+
+        from streamser.whisper_model import default_whisper_dir
+
+        model = faster_whisper.WhisperModel(
+            str(default_whisper_dir()),
+            device="cpu",
+            compute_type="int8",
+            cpu_threads=num_threads,
+        )
+        _WHISPER.append(model.model)
+    return _WHISPER[0]
+
+
+def compute_features(audio: npt.NDArray[np.float32], kind: str) -> npt.NDArray[np.float32]:
+    """Front-end features of one utterance, as the runtime computes them.
+
+    Args:
+        audio: 16 kHz mono float32 samples.
+        kind: "encoder" (Whisper encoder states, (frames/2, 512)) or "mel" ((frames, 80)).
+
+    Returns:
+        The float32 feature frames, time-major.
+    """
+    mel = features.log_mel(audio)
+    if kind == "mel":
+        return mel
+    if kind == "encoder":
+        return features.encoder_states(whisper_encoder(), [mel])[0]
+    raise ValueError(f"unknown feature kind {kind!r}; known: {', '.join(KINDS)}")
+
+
+def _cache_file(cache_dir: Path, corpus: str, kind: str, copy: int, options: AugmentOptions) -> Path:
+    return cache_dir / f"{corpus}-{kind}-c{copy}-{_settings_hash(kind, copy, options)}.npz"
+
+
+def load_features(
+    utterances: Sequence[Utterance],
+    kind: str = "encoder",
+    copy: int = 0,
+    options: AugmentOptions | None = None,
+    cache_dir: Path | None = None,
+    progress: bool = True,
+) -> list[npt.NDArray[np.float32]]:
+    """Features of each utterance, computed once and cached per corpus.
+
+    Args:
+        utterances: utterances with audio paths.
+        kind: "encoder" or "mel".
+        copy: augmentation copy (0 = clean audio).
+        options: augmentation settings (defaults when None).
+        cache_dir: cache folder (``default_cache_dir()`` when None).
+        progress: show a tqdm bar while computing.
+
+    Returns:
+        One float32 (frames, dim) array per utterance, in input order.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown feature kind {kind!r}; known: {', '.join(KINDS)}")
+    options = options or AugmentOptions()
+    folder = cache_dir or default_cache_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    by_corpus: dict[str, list[Utterance]] = {}
+    for utt in utterances:
+        by_corpus.setdefault(utt.corpus, []).append(utt)
+    found: dict[str, npt.NDArray[np.float32]] = {}
+    for corpus, utts in by_corpus.items():
+        path = _cache_file(folder, corpus, kind, copy, options)
+        cached = _read_cache(path)
+        missing = [u for u in utts if u.utt_id not in cached]
+        if missing:
+            cached.update(_compute(missing, kind, copy, options, progress, corpus))
+            _write_cache(path, cached)
+        found.update(cached)
+    return [found[u.utt_id] for u in utterances]
+
+
+def _compute(
+    utts: list[Utterance],
+    kind: str,
+    copy: int,
+    options: AugmentOptions,
+    progress: bool,
+    corpus: str,
+) -> dict[str, npt.NDArray[np.float32]]:
+    from tqdm import tqdm
+
+    out = {}
+    desc = f"{kind} features {corpus} copy {copy}"
+    for utt in tqdm(utts, desc=desc, disable=not progress, mininterval=5.0):
+        if utt.path is None:
+            raise ValueError(f"utterance {utt.utt_id} has no audio")
+        audio = augment_audio(load_audio(utt.path), utt.utt_id, copy, options)
+        # Round through float16 now, as stored, so first and cached runs agree.
+        feats = compute_features(audio, kind).astype(np.float16)
+        out[utt.utt_id] = feats.astype(np.float32)
+    return out
+
+
+def _read_cache(path: Path) -> dict[str, npt.NDArray[np.float32]]:
+    if not path.is_file():
+        return {}
+    with np.load(path, allow_pickle=False) as data:
+        ids = [str(x) for x in data["ids"]]
+        offsets = data["offsets"]
+        frames = data["frames"]
+    return {
+        utt_id: frames[offsets[i] : offsets[i + 1]].astype(np.float32)
+        for i, utt_id in enumerate(ids)
+    }
+
+
+def _write_cache(path: Path, items: dict[str, npt.NDArray[np.float32]]) -> None:
+    ids = sorted(items)
+    lengths = [items[i].shape[0] for i in ids]
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    frames = np.concatenate([items[i] for i in ids]).astype(np.float16)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, ids=np.array(ids), offsets=offsets, frames=frames)
+    os.replace(tmp, path)
+    _LOGGER.info("cached %d utterances in %s", len(ids), path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m training.features_cache --data KIND:PATH ... [--kinds] [--copies]``."""
+    import argparse
+
+    from training.datasets import load_dataset
+
+    parser = argparse.ArgumentParser(prog="python -m training.features_cache")
+    parser.add_argument("--data", action="append", required=True, help="KIND:PATH")
+    parser.add_argument("--kinds", nargs="+", default=["encoder"], choices=KINDS)
+    parser.add_argument("--copies", type=int, default=1, help="clean + N-1 augmented")
+    args = parser.parse_args(argv)
+    utts = [u for spec in args.data for u in load_dataset(spec)]
+    for kind in args.kinds:
+        for copy in range(args.copies):
+            load_features(utts, kind, copy)
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""Classification metrics for emotion models: UA, WA, macro F1, confusion.
+
+UA (unweighted average recall, i.e. balanced accuracy) averages the recall of every
+class present in the reference; a reference class the model cannot output still
+counts, with recall 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Metrics of predicted against reference labels.
+
+    Attributes:
+        labels: row/column order of ``confusion`` (reference labels first, sorted,
+            then predicted-only labels).
+        confusion: counts, rows = reference, columns = prediction.
+        wa: weighted accuracy (plain accuracy).
+        ua: unweighted average recall over reference classes.
+        macro_f1: F1 averaged over reference classes.
+        per_class_recall: recall of each reference class.
+        n: number of utterances.
+    """
+
+    labels: list[str]
+    confusion: list[list[int]]
+    wa: float
+    ua: float
+    macro_f1: float
+    per_class_recall: dict[str, float]
+    n: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """The metrics as a JSON-ready dict."""
+        return {
+            "wa": self.wa,
+            "ua": self.ua,
+            "macro_f1": self.macro_f1,
+            "per_class_recall": self.per_class_recall,
+            "confusion": self.confusion,
+            "labels": self.labels,
+            "n": self.n,
+        }
+
+
+def score(
+    reference: Sequence[str],
+    predicted: Sequence[str],
+    labels: Sequence[str] | None = None,
+) -> Scores:
+    """Compare predicted labels with the reference.
+
+    Args:
+        reference: true label of each utterance.
+        predicted: predicted label of each utterance.
+        labels: label order of the confusion matrix; defaults to the sorted
+            reference labels followed by any predicted-only labels.
+
+    Returns:
+        The metrics.
+
+    Raises:
+        ValueError: the two lists differ in length or are empty, or ``labels``
+            misses a label that occurs.
+    """
+    if len(reference) != len(predicted):
+        raise ValueError(
+            f"{len(reference)} reference labels but {len(predicted)} predictions"
+        )
+    if not reference:
+        raise ValueError("no utterances to score")
+    present = sorted(set(reference))
+    if labels is None:
+        order = present + sorted(set(predicted) - set(present))
+    else:
+        order = list(labels)
+        unknown = (set(reference) | set(predicted)) - set(order)
+        if unknown:
+            raise ValueError(f"labels {sorted(unknown)} are not in {order}")
+    index = {label: i for i, label in enumerate(order)}
+    confusion = np.zeros((len(order), len(order)), dtype=np.int64)
+    for ref, pred in zip(reference, predicted, strict=True):
+        confusion[index[ref], index[pred]] += 1
+    recall: dict[str, float] = {}
+    f1s = []
+    for label in present:
+        i = index[label]
+        true_positive = confusion[i, i]
+        support = confusion[i].sum()
+        predicted_count = confusion[:, i].sum()
+        rec = float(true_positive / support)
+        prec = float(true_positive / predicted_count) if predicted_count else 0.0
+        recall[label] = rec
+        f1s.append(2 * prec * rec / (prec + rec) if prec + rec else 0.0)
+    return Scores(
+        labels=order,
+        confusion=confusion.tolist(),
+        wa=float(np.trace(confusion) / confusion.sum()),
+        ua=float(np.mean(list(recall.values()))),
+        macro_f1=float(np.mean(f1s)),
+        per_class_recall=recall,
+        n=len(reference),
+    )
+
+
+def format_confusion(scores: Scores) -> str:
+    """The confusion matrix as a Markdown table (rows = reference)."""
+    short = [label[:5] for label in scores.labels]
+    lines = ["| ref \\ pred | " + " | ".join(short) + " |"]
+    lines.append("| --- " * (len(short) + 1) + "|")
+    for label, row in zip(scores.labels, scores.confusion, strict=True):
+        if sum(row) == 0:
+            continue
+        lines.append(f"| {label} | " + " | ".join(str(v) for v in row) + " |")
+    return "\n".join(lines)
