@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import re
+import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -18,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .errors import ConfigError, ModelError
+from .features import MAX_MEL_FRAMES, N_MELS, log_mel
 from .whisper_model import cache_dir, default_whisper_dir
 
 _LOGGER = logging.getLogger(__name__)
@@ -39,6 +42,10 @@ class AsrOptions:
         num_threads: CPU threads per call; 0 for one per core.
         num_workers: calls that may run at once (streams transcribed in parallel).
         beam_size: decoding beam; 1 is greedy and fastest.
+        audio_context_s: the Whisper window an utterance is padded to. Whisper was
+            trained on 30 s windows; on RAVDESS sentences a 10 s window gave the same
+            word error rate at a sixth of the encoder cost, while no padding at all
+            made the decoder hallucinate (benchmarks/asr_context.py, BENCHMARKS.md).
         no_speech_threshold: a segment whose no-speech probability is above this and
             whose average log-probability is below -1 is dropped as non-speech.
         language_confidence: probability at which a detected language is kept for the
@@ -52,6 +59,7 @@ class AsrOptions:
     num_threads: int = 0
     num_workers: int = 2
     beam_size: int = 1
+    audio_context_s: float = 10.0
     no_speech_threshold: float = 0.6
     language_confidence: float = 0.8
 
@@ -62,6 +70,8 @@ class AsrOptions:
             )
         if self.beam_size < 1 or self.num_workers < 1 or self.num_threads < 0:
             raise ConfigError("asr.beam_size and asr.num_workers must be >= 1")
+        if not 1.0 <= self.audio_context_s <= 30.0:
+            raise ConfigError("asr.audio_context_s must be between 1 and 30 seconds")
         if not 0.0 <= self.no_speech_threshold <= 1.0:
             raise ConfigError("asr.no_speech_threshold must be in [0, 1]")
         if not 0.0 <= self.language_confidence <= 1.0:
@@ -141,6 +151,18 @@ class WhisperAsr:
             raise ModelError(
                 f"cannot load Whisper model {self.model_path}: {last_error}"
             )
+        from faster_whisper.tokenizer import Tokenizer
+        from faster_whisper.transcribe import get_suppressed_tokens
+
+        self._tokenizer = Tokenizer(
+            self.model.hf_tokenizer,
+            self.model.model.is_multilingual,
+            task="transcribe",
+            language="en" if self.model.model.is_multilingual else None,
+        )
+        self._suppress_tokens = list(
+            get_suppressed_tokens(self._tokenizer, (-1,)) or []
+        )
         _LOGGER.info(
             "Whisper model %s loaded on %s (%s, %d threads)",
             Path(self.model_path).name,
@@ -177,43 +199,104 @@ class WhisperAsr:
     def transcribe(
         self, audio: npt.NDArray[np.float32], language: str | None
     ) -> Transcript:
-        """Transcribe one utterance (16 kHz mono float32).
+        """Transcribe one utterance (16 kHz mono float32); see ``transcribe_batch``."""
+        return self.transcribe_batch([log_mel(audio)], [language])[0]
+
+    def transcribe_batch(
+        self,
+        mels: Sequence[npt.NDArray[np.float32]],
+        languages: Sequence[str | None],
+    ) -> list[Transcript]:
+        """Transcribe several utterances in one encoder and one decoder call.
+
+        Each utterance's log-mel (``features.log_mel``) is zero-padded, as faster-whisper
+        pads its segments, to ``audio_context_s`` (or to the longest utterance of the
+        batch), so one batch shares one window length.
 
         Args:
-            audio: the utterance.
-            language: ISO 639-1 code, or None to detect it.
+            mels: log-mel arrays (n_frames, 80), one per utterance.
+            languages: ISO 639-1 code per utterance, or None to detect it.
 
         Returns:
-            The transcript; empty text when Whisper judges it non-speech.
+            One transcript per utterance; empty text where Whisper judges it non-speech.
         """
-        segments, info = self.model.transcribe(
-            audio,
-            language=language,
+        import ctranslate2
+
+        if not mels:
+            return []
+        context = int(self.options.audio_context_s * 100)
+        width = min(MAX_MEL_FRAMES, max(context, *(m.shape[0] for m in mels)))
+        batch = np.zeros((len(mels), N_MELS, width), dtype=np.float32)
+        for i, mel in enumerate(mels):
+            frames = mel[-width:]
+            batch[i, :, : frames.shape[0]] = frames.T
+        whisper = self.model.model
+        encoded = whisper.encode(
+            ctranslate2.StorageView.from_array(batch), to_cpu=False
+        )
+        resolved: list[tuple[str, float]] = []
+        detect = whisper.is_multilingual and not all(languages)
+        detected = whisper.detect_language(encoded) if detect else []
+        for i, language in enumerate(languages):
+            if language or not whisper.is_multilingual:
+                resolved.append((language or "en", 1.0))
+            else:
+                token, probability = detected[i][0]
+                resolved.append((token[2:-2], float(probability)))
+        tokenizer = self._tokenizer
+        multilingual = whisper.is_multilingual
+        prompts = [
+            [tokenizer.sot]
+            + (
+                [self._language_token(code), tokenizer.transcribe]
+                if multilingual
+                else []
+            )
+            + [tokenizer.no_timestamps]
+            for code, _ in resolved
+        ]
+        longest_s = max(m.shape[0] for m in mels) / 100
+        results = whisper.generate(
+            encoded,
+            prompts,
             beam_size=self.options.beam_size,
-            best_of=self.options.beam_size,
-            temperature=0.0,
-            condition_on_previous_text=False,
-            vad_filter=False,
-            without_timestamps=True,
-            no_speech_threshold=self.options.no_speech_threshold,
+            max_length=min(448, 16 + int(12 * longest_s)),
+            return_scores=True,
+            return_no_speech_prob=True,
+            suppress_blank=True,
+            suppress_tokens=self._suppress_tokens,
         )
-        words = []
-        for segment in segments:
-            # faster-whisper keeps segments whose no-speech probability is high when
-            # their log-probability is good; we drop both signs of a hallucination.
-            if (
-                segment.no_speech_prob > self.options.no_speech_threshold
-                and segment.avg_logprob < -1.0
-            ):
-                continue
-            if segment.compression_ratio > 2.4:
-                continue
-            words.append(segment.text.strip())
-        text = " ".join(w for w in words if w)
-        if _NO_WORDS.match(text):
-            text = ""
-        return Transcript(
-            text=text,
-            language=info.language,
-            language_probability=float(info.language_probability),
-        )
+        return [
+            Transcript(
+                text=self._text(result), language=code, language_probability=prob
+            )
+            for result, (code, prob) in zip(results, resolved, strict=True)
+        ]
+
+    def _language_token(self, code: str) -> int:
+        token = self._tokenizer.tokenizer.token_to_id(f"<|{code}|>")
+        if token is None:
+            raise ValueError(f"Whisper has no language {code!r}")
+        return int(token)
+
+    def _text(self, result: Any) -> str:
+        """The text of one result, or "" when it looks like non-speech or a loop."""
+        ids = [t for t in result.sequences_ids[0] if t < self._tokenizer.eot]
+        text = self._tokenizer.decode(ids).strip()
+        length = len(ids)
+        avg_logprob = result.scores[0] * length / (length + 1) if length else -10.0
+        # Whisper hallucinates on noise and silence: drop text that Whisper itself
+        # thinks is non-speech, and repetition loops (faster-whisper's thresholds).
+        if (
+            result.no_speech_prob > self.options.no_speech_threshold
+            and avg_logprob < -1.0
+        ):
+            return ""
+        if text and len(text) > 20 and _compression_ratio(text) > 2.4:
+            return ""
+        return "" if _NO_WORDS.match(text) else text
+
+
+def _compression_ratio(text: str) -> float:
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data))

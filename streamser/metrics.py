@@ -60,6 +60,12 @@ class Metrics:
             buckets=_STAGE_BUCKETS_S,
             registry=r,
         )
+        self.batch_size = Histogram(
+            "streamser_batch_size",
+            "Utterances recognised per call",
+            buckets=(1, 2, 3, 4, 6, 8, 12, 16),
+            registry=r,
+        )
         self.queue_depth = Gauge(
             "streamser_queue_depth", "Utterances waiting for recognition", registry=r
         )

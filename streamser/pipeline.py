@@ -39,7 +39,7 @@ from .events import (
 from .features import SAMPLE_RATE_HZ
 from .messages import StartMessage
 from .metrics import Metrics
-from .recognizer import Recognition, Recognizer
+from .recognizer import Recognition, Recognizer, UtteranceRequest
 from .segmenter import Segmenter, SegmenterOptions, SpeechStarted, UtteranceEnded
 from .vad import VadOptions, make_vad
 
@@ -57,19 +57,26 @@ class PipelineOptions:
         partial_window_ms: the most recent speech a partial looks at.
         max_pending_utterances: utterances a stream may queue for recognition; more
             are shed with an ``overloaded`` error event (counted, never silent).
-        workers: recognition threads; 0 for one per core.
+        workers: recognition calls that may run at once; 0 for one per core.
+        max_batch: utterances of concurrent streams recognised in one call.
+        batch_wait_ms: how long the first utterance of a batch waits for others;
+            short, so that batching never costs a lone stream its latency.
     """
 
     partial_interval_ms: int = 1000
     partial_window_ms: int = 4000
     max_pending_utterances: int = 8
     workers: int = 0
+    max_batch: int = 8
+    batch_wait_ms: int = 10
 
     def __post_init__(self) -> None:
         if self.partial_interval_ms < 0 or self.partial_window_ms < 100:
             raise ValueError("partial_interval_ms >= 0 and partial_window_ms >= 100")
         if self.max_pending_utterances < 2 or self.workers < 0:
             raise ValueError("max_pending_utterances >= 2 and workers >= 0")
+        if self.max_batch < 1 or self.batch_wait_ms < 0:
+            raise ValueError("max_batch >= 1 and batch_wait_ms >= 0")
 
 
 class Engine:
@@ -93,6 +100,9 @@ class Engine:
         self.sinks: list[Callable[[Envelope], None]] = []
         workers = options.workers or (os.cpu_count() or 1)
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="recognize")
+        self._requests: asyncio.Queue[_Request] = asyncio.Queue()
+        self._batcher: asyncio.Task[None] | None = None
+        self._running: set[asyncio.Task[None]] = set()
 
     def emit(self, stream_id: str, body: Any) -> Envelope:
         """Stamp an event with id, seq and time and hand it to every sink."""
@@ -116,6 +126,64 @@ class Engine:
             self.metrics.stage_seconds.labels(stage).observe(
                 time.perf_counter() - started
             )
+
+    async def recognize(
+        self, audio: npt.NDArray[np.float32], language: str | None
+    ) -> Recognition:
+        """Recognise one utterance, batched with those of other streams."""
+        if self._batcher is None or self._batcher.done():
+            self._batcher = asyncio.create_task(self._batch_loop(), name="batcher")
+        request = _Request(UtteranceRequest(audio, language), asyncio.Future())
+        self._requests.put_nowait(request)
+        return await request.result
+
+    async def _batch_loop(self) -> None:
+        """Gather requests into batches; run up to ``workers`` batches at once."""
+        slots = asyncio.Semaphore(self.options.workers or (os.cpu_count() or 1))
+        while True:
+            batch = [await self._requests.get()]
+            deadline = time.monotonic() + self.options.batch_wait_ms / 1000
+            while len(batch) < self.options.max_batch:
+                if not self._requests.empty():
+                    batch.append(self._requests.get_nowait())
+                    continue
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    batch.append(
+                        await asyncio.wait_for(self._requests.get(), remaining)
+                    )
+                except TimeoutError:
+                    break
+            await slots.acquire()
+            task = asyncio.create_task(self._run_batch(batch, slots))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _run_batch(self, batch: list[_Request], slots: asyncio.Semaphore) -> None:
+        try:
+            self.metrics.batch_size.observe(len(batch))
+            await self._recognize_batch(batch)
+        finally:
+            slots.release()
+
+    async def _recognize_batch(self, batch: list[_Request]) -> None:
+        try:
+            results = await self.run(
+                "recognize", self.recognizer.recognize_batch, [r.request for r in batch]
+            )
+        except Exception as err:
+            if len(batch) > 1:
+                # One bad utterance must not fail the others: retry them one by one.
+                for request in batch:
+                    await self._recognize_batch([request])
+            elif not batch[0].result.done():
+                batch[0].result.set_exception(err)
+            return
+        for request, result in zip(batch, results, strict=True):
+            if not request.result.done():
+                request.result.set_result(result)
 
     def replace(
         self,
@@ -145,6 +213,12 @@ class Engine:
     def close(self) -> None:
         """Stop the executor (after the streams have finished)."""
         self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+@dataclass
+class _Request:
+    request: UtteranceRequest
+    result: asyncio.Future[Recognition]
 
 
 @dataclass
@@ -359,12 +433,7 @@ class StreamSession:
             self._room.set()
             self.engine.metrics.queue_depth.set(self._queue.qsize())
             try:
-                recognition = await self.engine.run(
-                    "recognize",
-                    self.engine.recognizer.recognize,
-                    pending.audio,
-                    self.language,
-                )
+                recognition = await self.engine.recognize(pending.audio, self.language)
             except Exception as err:
                 _LOGGER.exception(
                     "Recognition failed on stream %s utterance %d",

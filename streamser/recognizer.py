@@ -17,7 +17,7 @@ import numpy.typing as npt
 
 from .asr import AsrOptions, Transcript, WhisperAsr
 from .emotion import EmotionModels, EmotionOutput, EmotionScores
-from .errors import ConfigError
+from .errors import ConfigError, ModelError
 from .features import TextTokenizer, encoder_states, log_mel
 from .models import bundled_model_dir
 
@@ -130,17 +130,24 @@ class Recognizer:
         self, audio: npt.NDArray[np.float32]
     ) -> npt.NDArray[np.float32]:
         """The acoustic model's input frames for one utterance."""
-        mel = log_mel(audio)
+        return self._acoustic_inputs([log_mel(audio)])[0]
+
+    def _acoustic_inputs(
+        self, mels: Sequence[npt.NDArray[np.float32]]
+    ) -> list[npt.NDArray[np.float32]]:
         if self.front_end_type != "whisper-encoder":
-            return mel
-        assert self.asr is not None  # loaded in __init__ for this front end
-        return encoder_states(self.asr.encoder, [mel])[0]
+            return list(mels)
+        if self.asr is None:
+            raise ModelError(
+                "the acoustic model reads Whisper encoder states; no Whisper"
+            )
+        return encoder_states(self.asr.encoder, list(mels))
 
     def acoustic(
         self, audios: Sequence[npt.NDArray[np.float32]]
     ) -> list[EmotionOutput]:
         """Acoustic emotion of several utterances in one batch."""
-        return self.models.acoustic([self.acoustic_features(a) for a in audios])
+        return self.models.acoustic(self._acoustic_inputs([log_mel(a) for a in audios]))
 
     def partial(self, audio: npt.NDArray[np.float32]) -> EmotionScores:
         """Acoustic emotion of the speech so far (for ``emotion.partial``)."""
@@ -150,11 +157,14 @@ class Recognizer:
         self, audio: npt.NDArray[np.float32], language: str | None
     ) -> Transcript:
         """Transcript of one utterance; empty when ASR is off."""
+        return self._transcribe([log_mel(audio)], [language])[0]
+
+    def _transcribe(
+        self, mels: Sequence[npt.NDArray[np.float32]], languages: Sequence[str | None]
+    ) -> list[Transcript]:
         if self.asr is None or not self.options.asr:
-            return Transcript(
-                text="", language=language or "", language_probability=0.0
-            )
-        return self.asr.transcribe(audio, language)
+            return [Transcript("", language or "", 0.0) for language in languages]
+        return self.asr.transcribe_batch(mels, languages)
 
     def text_emotion(self, text: str, language: str | None) -> EmotionScores | None:
         """Emotion of a transcript alone; None when no text model reads ``language``."""
@@ -190,8 +200,9 @@ class Recognizer:
         """Recognise several utterances; emotion graphs run once for the batch."""
         if not requests:
             return []
-        transcripts = [self.transcribe(r.audio, r.language) for r in requests]
-        acoustic = self.acoustic([r.audio for r in requests])
+        mels = [log_mel(r.audio) for r in requests]
+        transcripts = self._transcribe(mels, [r.language for r in requests])
+        acoustic = self.models.acoustic(self._acoustic_inputs(mels))
         languages = [t.language or None for t in transcripts]
         text = self._text_outputs([t.text for t in transcripts], languages)
         fused = self.models.fuse(acoustic, text)
