@@ -21,8 +21,8 @@ from streamser.labels import CANONICAL_LABELS
 OUT = Path(__file__).parent / "data" / "models"
 OPSET = 17
 EMBED = 8
-FAULTY_MAX_FRAMES = 100
-"""Encoder frames (50 per second) the faulty acoustic graph accepts: 2 s of speech."""
+FAULTY_MAX_FRAMES = 200
+"""Encoder frames (50 per second) the faulty acoustic graph accepts: 4 s of speech."""
 TEXT_LABELS = ["anger", "fear", "happiness", "neutral", "sadness", "surprise"]
 
 
@@ -112,7 +112,7 @@ def main() -> None:
 
 
 def write_faulty(out: Path, max_frames: int = FAULTY_MAX_FRAMES) -> None:
-    """An acoustic graph that loads and warms up but fails on long inputs.
+    """An acoustic graph that loads and warms up but fails on inputs over 4 s.
 
     A Reshape of ``min(time, max_frames)`` elements to ``[time]`` only works while
     ``time <= max_frames``: short utterances are recognised, long ones raise inside
