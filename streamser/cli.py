@@ -86,9 +86,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "--language", help="ISO 639-1 code of the speech (default: detect)"
     )
     parser.add_argument(
-        "--device",
+        "--inference-device",
         choices=("auto", "cpu", "cuda"),
-        help="inference device (default: auto)",
+        help="where models run (default: auto, CUDA when available)",
     )
     parser.add_argument(
         "--vad",
@@ -123,11 +123,14 @@ def build_parser() -> argparse.ArgumentParser:
     listen = sub.add_parser("listen", help="microphone to a live terminal view")
     _common(listen)
     listen.add_argument(
-        "--input-device", help="input device name or index (see devices)"
+        "--device",
+        help="microphone: input device name or index (see 'streamser devices')",
     )
     listen.add_argument("--port", type=int, help="port for /v1/events (default: 8765)")
     listen.add_argument(
-        "--demo", action="store_true", help="play the bundled demo clip"
+        "--demo",
+        action="store_true",
+        help="play the bundled demo clip (also the fallback when there is no microphone)",
     )
     models = sub.add_parser("models", help="list the models in use and check they load")
     _common(models)
@@ -143,10 +146,10 @@ def _config_from(args: argparse.Namespace) -> Config:
             "host": getattr(args, "host", None),
             "port": getattr(args, "port", None),
         },
-        "emotion": {"model_dir": args.model_dir, "device": args.device},
+        "emotion": {"model_dir": args.model_dir, "device": args.inference_device},
         "asr": {
             "model": args.whisper_model,
-            "device": args.device,
+            "device": args.inference_device,
             "enabled": False if args.no_asr else None,
         },
         "vad": {"kind": args.vad},
@@ -440,7 +443,7 @@ async def _listen(config: Config, args: argparse.Namespace) -> int:
         from .sources import check_microphone
 
         try:
-            check_microphone(args.input_device)
+            check_microphone(args.device)
         except StreamserError as err:
             _LOGGER.warning("%s; playing the bundled demo clip instead", err)
             demo = True
@@ -474,7 +477,7 @@ async def _listen(config: Config, args: argparse.Namespace) -> int:
                 session.feed_audio(audio[offset : offset + 1600])
                 await asyncio.sleep(0.1)
         else:
-            async for chunk in microphone_chunks(args.input_device, stop):
+            async for chunk in microphone_chunks(args.device, stop):
                 session.feed_audio(chunk)
     finally:
         await session.close()
