@@ -46,8 +46,11 @@ class AsrOptions:
             trained on 30 s windows; on RAVDESS sentences a 10 s window gave the same
             word error rate at a sixth of the encoder cost, while no padding at all
             made the decoder hallucinate (benchmarks/asr_context.py, BENCHMARKS.md).
-        no_speech_threshold: a segment whose no-speech probability is above this and
-            whose average log-probability is below -1 is dropped as non-speech.
+        no_speech_threshold: text whose no-speech probability is above this is dropped
+            as non-speech.
+        log_prob_threshold: text whose average token log-probability is below this is
+            dropped as a hallucination (on noise Whisper-base scored -2 to -3.3, on
+            RAVDESS and EMO-DB speech above -0.3).
         language_confidence: probability at which a detected language is kept for the
             rest of a stream.
     """
@@ -61,6 +64,7 @@ class AsrOptions:
     beam_size: int = 1
     audio_context_s: float = 10.0
     no_speech_threshold: float = 0.6
+    log_prob_threshold: float = -1.0
     language_confidence: float = 0.8
 
     def __post_init__(self) -> None:
@@ -286,11 +290,10 @@ class WhisperAsr:
         length = len(ids)
         avg_logprob = result.scores[0] * length / (length + 1) if length else -10.0
         # Whisper hallucinates on noise and silence: drop text that Whisper itself
-        # thinks is non-speech, and repetition loops (faster-whisper's thresholds).
-        if (
-            result.no_speech_prob > self.options.no_speech_threshold
-            and avg_logprob < -1.0
-        ):
+        # thinks is non-speech or is unsure of, and repetition loops.
+        if result.no_speech_prob > self.options.no_speech_threshold:
+            return ""
+        if avg_logprob < self.options.log_prob_threshold:
             return ""
         if text and len(text) > 20 and _compression_ratio(text) > 2.4:
             return ""

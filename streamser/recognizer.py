@@ -209,7 +209,7 @@ class Recognizer:
         return [
             Recognition(
                 transcript=t.text,
-                language=t.language or None,
+                language=(t.language or None) if t.text else None,
                 language_probability=t.language_probability,
                 label=f.label,
                 confidence=f.confidence,
