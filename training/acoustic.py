@@ -259,6 +259,8 @@ def _run_fold(job: tuple[int, Any, Any, str, dict[str, Any], TrainOptions]) -> t
     probs, epochs, val_uas = [], [], []
     for seed in options.seeds:
         inner_train, val = _validation_split(train_idx, options.val_fraction, seed * 1000 + fold)
+        if len(val) == 0:  # too few speakers to hold any out: no early stopping
+            inner_train, val = train_idx, None
         state, epoch, val_ua = train_one(arch, config, inner_train, val, options, seed)
         model = build_model(arch, config)
         model.load_state_dict(state)

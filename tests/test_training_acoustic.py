@@ -1,0 +1,143 @@
+"""Acoustic training: forward contract, masking, a few real training steps, folds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from training.acoustic_models import Ensemble, build_model  # noqa: E402
+
+pytestmark = pytest.mark.train
+
+SMALL = {
+    "attn": {"n_labels": 4, "input_dim": 512, "hidden": 32, "embedding": 16, "pool": 4},
+    "cnn": {"n_labels": 4, "input_dim": 80, "channels": [4, 8], "embedding": 16},
+    "cnn-lstm": {"n_labels": 4, "input_dim": 80, "channels": [4, 8], "embedding": 16, "lstm": 8},
+}
+
+
+@pytest.mark.parametrize("arch", ["attn", "cnn", "cnn-lstm"])
+def test_forward_contract_and_padding(arch: str) -> None:
+    torch.manual_seed(0)
+    config = SMALL[arch]
+    model = build_model(arch, config).eval()
+    dim = config["input_dim"]
+    x = torch.randn(3, 37, dim)
+    lengths = torch.tensor([37, 21, 9], dtype=torch.int64)
+    x = x * (torch.arange(37)[None, :, None] < lengths[:, None, None])
+    probs, embedding = model(x, lengths)
+    assert probs.shape == (3, 4)
+    assert embedding.shape == (3, 16)
+    assert torch.allclose(probs.sum(-1), torch.ones(3), atol=1e-5)
+    # Extra zero padding after a row must not change its output.
+    padded = torch.cat([x, torch.zeros(3, 15, dim)], dim=1)
+    probs_padded, emb_padded = model(padded, lengths)
+    tol = 1e-5 if arch != "cnn-lstm" else 5e-2  # BiLSTM runs back over padding
+    assert torch.allclose(probs, probs_padded, atol=tol)
+    if arch != "cnn-lstm":
+        assert torch.allclose(embedding, emb_padded, atol=tol)
+    # A row alone equals the same row in a batch.
+    alone, _ = model(x[2:3, :9], lengths[2:3])
+    assert torch.allclose(alone, probs[2:3], atol=tol)
+
+
+def test_ensemble_averages_member_probabilities() -> None:
+    torch.manual_seed(0)
+    members = [build_model("attn", SMALL["attn"]).eval() for _ in range(2)]
+    ensemble = Ensemble(members).eval()
+    x, lengths = torch.randn(2, 12, 512), torch.tensor([12, 7])
+    probs, embedding = ensemble(x, lengths)
+    expected = (members[0](x, lengths)[0] + members[1](x, lengths)[0]) / 2
+    assert torch.allclose(probs, expected, atol=1e-6)
+    assert embedding.shape == (2, 32)
+
+
+@pytest.fixture(scope="module")
+def emodb_tiny(tmp_path_factory: pytest.TempPathFactory, datasets: Path) -> Path:
+    """Twelve real EMO-DB clips of three speakers and four emotions, original names."""
+    import shutil
+
+    clips = sorted((datasets / "emodb" / "wav").glob("*.wav"))
+    if not clips:
+        pytest.skip("no EMO-DB clips")
+    folder = tmp_path_factory.mktemp("emodb")
+    picked: dict[tuple[str, str], Path] = {}
+    for clip in clips:
+        speaker, emotion = clip.name[:2], clip.name[5]
+        if speaker in ("03", "08", "10") and emotion in "WTNF":
+            picked.setdefault((speaker, emotion), clip)
+    for clip in picked.values():
+        shutil.copy(clip, folder / clip.name)
+    return folder
+
+
+@pytest.mark.data
+def test_features_cache_roundtrip(emodb_tiny: Path, tmp_path: Path) -> None:
+    from streamser import features
+    from training.datasets import load_audio, load_dataset
+    from training.features_cache import load_features
+
+    utts = load_dataset(f"emodb:{emodb_tiny}")[:3]
+    first = load_features(utts, "mel", cache_dir=tmp_path, progress=False)
+    again = load_features(utts, "mel", cache_dir=tmp_path, progress=False)
+    assert len(list(tmp_path.glob("emodb-mel-c0-*.npz"))) == 1
+    for a, b, utt in zip(first, again, utts, strict=True):
+        np.testing.assert_array_equal(a, b)
+        direct = features.log_mel(load_audio(utt.path))
+        np.testing.assert_allclose(a, direct, atol=2e-3)  # float16 storage
+    augmented = load_features(utts, "mel", copy=1, cache_dir=tmp_path, progress=False)
+    assert not np.allclose(augmented[0][:10], first[0][:10])
+
+
+@pytest.mark.data
+def test_train_and_evaluate_on_real_clips(emodb_tiny: Path, tmp_path: Path) -> None:
+    from training import acoustic
+
+    options = acoustic.TrainOptions(epochs=2, batch_size=4, copies=1, seeds=(0,))
+    data = acoustic.load_data([f"emodb:{emodb_tiny}"], "encoder", 1)
+    assert data.copies[0][0].shape[1] == 512
+    assert data.labels == ["anger", "happiness", "neutral", "sadness"]
+    config = {"n_labels": len(data.labels), "hidden": 32, "embedding": 16, "pool": 4}
+    acoustic._SHARED["data"] = data
+    idx = np.arange(len(data.y))
+    before = build_model("attn", config).state_dict()
+    state, epoch, val_ua = acoustic.train_one("attn", config, idx[:8], idx[8:], options, seed=0)
+    assert 1 <= epoch <= 2 and 0.0 <= val_ua <= 1.0
+    assert any(not torch.equal(before[k], state[k]) for k in before if "weight" in k)
+    report = acoustic.cross_validate(data, "attn", config, options, protocol="loso", jobs=1)
+    assert report["folds"] == 3  # one per speaker
+    emodb = report["per_corpus"]["emodb"]
+    assert emodb["n"] == len(data.y)
+    assert sum(map(sum, emodb["confusion"])) == len(data.y)
+
+
+@pytest.mark.data
+def test_cli_writes_checkpoint(emodb_tiny: Path, tmp_path: Path) -> None:
+    from training.acoustic import main
+    from training.acoustic_models import load_checkpoint_model
+
+    code = main([
+        "--data", f"emodb:{emodb_tiny}", "--arch", "attn", "--protocol", "none", "--final",
+        "--epochs", "1", "--config", '{"hidden": 16, "embedding": 8}',
+        "--train", '{"copies": 1, "seeds": [0, 1], "batch_size": 4}', "--out", str(tmp_path),
+    ])
+    assert code == 0
+    checkpoint = torch.load(tmp_path / "emotion-acoustic-v1.pt", weights_only=False)
+    assert checkpoint["kind"] == "acoustic" and checkpoint["arch"] == "attn"
+    assert checkpoint["front_end"]["type"] == "whisper-encoder"
+    assert len(checkpoint["ensemble"]) == 2
+    assert "python -m training acoustic" in checkpoint["command"]
+    model = load_checkpoint_model(checkpoint)
+    probs, embedding = model(torch.randn(1, 50, 512), torch.tensor([50]))
+    assert probs.shape == (1, 4) and embedding.shape == (1, 16)
+
+
+def test_cli_rejects_bad_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from training.acoustic import main
+
+    assert main(["--data", f"nosuch:{tmp_path}"]) == 2
+    assert "unknown dataset kind" in capsys.readouterr().err
