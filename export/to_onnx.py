@@ -304,6 +304,7 @@ def export_module(
         # The legacy exporter warns that it is legacy, and about Slice folding.
         warnings.simplefilter("ignore", category=DeprecationWarning)
         warnings.simplefilter("ignore", category=UserWarning)
+        warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
         torch.onnx.export(
             module,
             inputs,

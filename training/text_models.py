@@ -12,7 +12,7 @@ Architectures (``arch``):
 - ``cnn``: token embeddings -> 1-D convolutions of several widths -> masked max
   pooling (Kim 2014, as the ShEMO linguistic baseline).
 - ``bow``: fastText-style mean of unigram and hashed-bigram embeddings -> hidden layer.
-- ``gru``: bidirectional GRU -> masked attention pooling.
+- ``gru``: bidirectional GRU (padding-invariant) -> masked attention pooling.
 """
 
 from __future__ import annotations
@@ -76,7 +76,23 @@ def _finish(
     return probs, embedding
 
 
-class CnnTextModel(nn.Module):
+class _TextModel(nn.Module):
+    """Shared ``forward``: softmax of ``logits``, empty rows made uniform."""
+
+    def forward(
+        self, token_ids: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(token_ids [B,T], lengths [B]) -> (probs [B,C], embedding [B,E])."""
+        logits, embedding = self.logits(token_ids, lengths)
+        return _finish(logits, embedding, lengths)
+
+    def logits(
+        self, token_ids: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+
+class CnnTextModel(_TextModel):
     """Embedding -> parallel convolutions -> masked max pooling -> linear."""
 
     def __init__(self, config: dict[str, Any]) -> None:
@@ -95,9 +111,10 @@ class CnnTextModel(nn.Module):
         self.dropout = nn.Dropout(float(config.get("dropout", 0.5)))
         self.out = nn.Linear(filters * len(widths), int(config["n_labels"]))
 
-    def forward(
+    def logits(
         self, token_ids: torch.Tensor, lengths: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unnormalised class scores and the embedding (training uses these)."""
         compact, mask = self.front(token_ids, lengths)
         x = self.embed_dropout(self.embed(compact)).transpose(1, 2)
         steps = x.shape[2]
@@ -110,11 +127,10 @@ class CnnTextModel(nn.Module):
         embedding = torch.where(
             embedding <= _NEG / 2, torch.zeros_like(embedding), embedding
         )
-        logits = self.out(self.dropout(embedding))
-        return _finish(logits, embedding, lengths)
+        return self.out(self.dropout(embedding)), embedding
 
 
-class BowTextModel(nn.Module):
+class BowTextModel(_TextModel):
     """fastText-style: mean of unigram and hashed-bigram embeddings -> hidden layer."""
 
     def __init__(self, config: dict[str, Any]) -> None:
@@ -130,9 +146,10 @@ class BowTextModel(nn.Module):
         self.dropout = nn.Dropout(float(config.get("dropout", 0.3)))
         self.out = nn.Linear(hidden, int(config["n_labels"]))
 
-    def forward(
+    def logits(
         self, token_ids: torch.Tensor, lengths: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unnormalised class scores and the embedding (training uses these)."""
         compact, mask = self.front(token_ids, lengths)
         maskf = mask.float()
         count = maskf.sum(dim=1, keepdim=True).clamp(min=1.0)
@@ -145,11 +162,10 @@ class BowTextModel(nn.Module):
             dim=1
         ) / pair_count
         embedding = torch.tanh(self.hidden(self.dropout(uni + bi)))
-        logits = self.out(self.dropout(embedding))
-        return _finish(logits, embedding, lengths)
+        return self.out(self.dropout(embedding)), embedding
 
 
-class GruTextModel(nn.Module):
+class GruTextModel(_TextModel):
     """Embedding -> bidirectional GRU -> masked attention pooling -> linear."""
 
     def __init__(self, config: dict[str, Any]) -> None:
@@ -160,21 +176,35 @@ class GruTextModel(nn.Module):
         hidden = int(config.get("hidden", 64))
         self.embed = nn.Embedding(vocab, dim, padding_idx=PAD)
         self.embed_dropout = nn.Dropout(float(config.get("embedding_dropout", 0.2)))
-        self.gru = nn.GRU(dim, hidden, batch_first=True, bidirectional=True)
+        # Two GRUs instead of bidirectional=True: the backward one reads each row's
+        # valid tokens reversed in place, so padding never precedes a row's tokens.
+        self.gru_forward = nn.GRU(dim, hidden, batch_first=True)
+        self.gru_backward = nn.GRU(dim, hidden, batch_first=True)
         self.attention = nn.Linear(2 * hidden, 1)
         self.dropout = nn.Dropout(float(config.get("dropout", 0.5)))
         self.out = nn.Linear(2 * hidden, int(config["n_labels"]))
 
-    def forward(
+    def logits(
         self, token_ids: torch.Tensor, lengths: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unnormalised class scores and the embedding (training uses these)."""
         compact, mask = self.front(token_ids, lengths)
-        states, _ = self.gru(self.embed_dropout(self.embed(compact)))
+        x = self.embed_dropout(self.embed(compact))
+        positions = torch.arange(x.shape[1], device=x.device).unsqueeze(0)
+        valid_lengths = lengths.unsqueeze(1)
+        reverse = torch.where(
+            positions < valid_lengths, valid_lengths - 1 - positions, positions
+        )
+        reverse = reverse.unsqueeze(2).expand(-1, -1, x.shape[2])
+        forward_states, _ = self.gru_forward(x)
+        backward_states, _ = self.gru_backward(x.gather(1, reverse))
+        reverse = reverse[:, :, : backward_states.shape[2]]
+        backward_states = backward_states.gather(1, reverse)
+        states = torch.cat([forward_states, backward_states], dim=2)
         scores = self.attention(states).squeeze(2).masked_fill(~mask, _NEG)
         weights = torch.softmax(scores, dim=1) * mask.float()
         embedding = (states * weights.unsqueeze(2)).sum(dim=1)
-        logits = self.out(self.dropout(embedding))
-        return _finish(logits, embedding, lengths)
+        return self.out(self.dropout(embedding)), embedding
 
 
 ARCHS: Final[dict[str, type[nn.Module]]] = {
