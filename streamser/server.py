@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http
+import ipaddress
 import logging
 import ssl
 import uuid
@@ -41,7 +42,6 @@ _CLOSE_GOING_AWAY = 1001
 _CLOSE_UNSUPPORTED = 1003
 _CLOSE_POLICY = 1008
 _CLOSE_TRY_LATER = 1013
-_LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,9 @@ class StreamServer:
         self._stream_handlers: set[asyncio.Task[None]] = set()
         self._subscriptions: set[Subscription] = set()
         self._server: WsServer | None = None
-        engine.sinks.append(self._route)
+        # First, so clients see an event before any error a later sink (the JSONL
+        # file) reports about it from inside the same emit.
+        engine.sinks.insert(0, self._route)
         metrics = engine.metrics
         metrics.client_queue_depth.set_function(
             lambda: sum(q.qsize() for q in self._clients.values())
@@ -133,7 +135,7 @@ class StreamServer:
 
     async def start(self) -> None:
         """Bind the port and start accepting connections."""
-        if self.options.host not in _LOOPBACK and not self.tokens:
+        if not _is_loopback(self.options.host) and not self.tokens:
             _LOGGER.warning(
                 "Listening on %s without tokens: anyone who can reach it may connect",
                 self.options.host or "every address",
@@ -523,6 +525,15 @@ _UNSUPPORTED = frozenset(
         "unsupported_channels",
     }
 )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name, or "" for every address
 
 
 async def _send_started(
