@@ -1,0 +1,267 @@
+"""Time per pipeline stage, real-time factor and peak memory, beside two peers.
+
+On the same utterances: every stage of streamser (resampling from 8 kHz mu-law and
+48 kHz PCM, VAD + segmenter, log-mel, Whisper encoder and decoder, acoustic encoder
+pass and head, text, fusion), the whole ``Recognizer.recognize`` call, and
+
+- peer (a): plain faster-whisper ``WhisperModel.transcribe`` on the same model, int8,
+  beam 1, language given, VAD off, no timestamps: the ASR alone;
+- peer (b): a naive pipeline, one utterance at a time, nothing batched or shared:
+  faster-whisper ``transcribe``, then its own second Whisper model for the acoustic
+  encoder pass, then each ONNX graph in its own session.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from .common import (
+    Section,
+    emodb_clips,
+    markdown_table,
+    model_dir,
+    peak_rss_mb,
+    ravdess_clips,
+    stopwatch,
+)
+from .whisper import TimedWhisper, faster_whisper_transcribe
+
+_LOGGER = logging.getLogger(__name__)
+CHUNK_MS = 20
+"""Wire chunk size used for the decode and VAD stages (a typical RTP packet)."""
+
+
+def _wire(audio: npt.NDArray[np.float32], rate: int, encoding: str) -> list[bytes]:
+    """The clip as a client would send it: resampled, encoded, in 20 ms chunks."""
+    import audioop  # Python < 3.13: reference G.711 encoder
+
+    import soxr
+
+    samples = soxr.resample(audio, 16000, rate) if rate != 16000 else audio
+    pcm16 = (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
+    payload = audioop.lin2ulaw(pcm16, 2) if encoding == "mulaw" else pcm16
+    step = rate * CHUNK_MS // 1000 * (1 if encoding == "mulaw" else 2)
+    return [payload[i : i + step] for i in range(0, len(payload), step)]
+
+
+def _decode(chunks: Sequence[bytes], rate: int, encoding: str) -> None:
+    from streamser.audio import AudioDecoder
+
+    decoder = AudioDecoder(encoding, rate, 1)
+    for chunk in chunks:
+        decoder.decode(chunk)
+    decoder.flush()
+
+
+def _segment(audio: npt.NDArray[np.float32]) -> int:
+    from streamser.segmenter import Segmenter, SegmenterOptions, UtteranceEnded
+    from streamser.vad import VadOptions, make_vad
+
+    segmenter = Segmenter(make_vad(VadOptions()), SegmenterOptions())
+    step = 16 * CHUNK_MS
+    ended = 0
+    for i in range(0, audio.shape[0], step):
+        ended += sum(
+            isinstance(e, UtteranceEnded) for e in segmenter.push(audio[i : i + step])
+        )
+    ended += sum(isinstance(e, UtteranceEnded) for e in segmenter.flush())
+    return ended
+
+
+class NaivePipeline:
+    """Peer (b): every model on its own, one utterance at a time."""
+
+    def __init__(self, asr_model: Any, models: Path, whisper_dir: str) -> None:
+        """Own sessions for every graph and a second Whisper for the acoustic pass."""
+        import ctranslate2
+
+        from streamser.emotion import EmotionModels
+
+        self.asr_model = asr_model
+        self.encoder = ctranslate2.models.Whisper(
+            whisper_dir, device="cpu", compute_type="int8", intra_threads=2
+        )
+        self.models = EmotionModels.load(models, device="cpu", num_threads=1)
+
+    def __call__(
+        self, audio: npt.NDArray[np.float32], language: str, tokenizer: Any
+    ) -> str:
+        """Transcribe, then acoustic, text and fusion, each in its own call."""
+        from streamser.features import encoder_states, log_mel
+
+        text = faster_whisper_transcribe(self.asr_model, audio, language)
+        states = encoder_states(self.encoder, [log_mel(audio)])
+        acoustic = self.models.acoustic(states)
+        text_output = None
+        if text and self.models.text_model_for(language) is not None:
+            text_output = self.models.text([tokenizer.encode(text)], language)
+        self.models.fuse(acoustic, text_output or [None])
+        return text
+
+
+def run(quick: bool = False) -> Section:
+    """Measure stages and peers on the same utterances."""
+    from streamser.emotion import EmotionOutput, EmotionScores
+    from streamser.features import log_mel
+    from streamser.recognizer import Recognizer, RecognizerOptions, UtteranceRequest
+
+    clips = ravdess_clips(2 if quick else 40, seed=1) + emodb_clips(
+        1 if quick else 16, seed=1
+    )
+    audios = [c.audio() for c in clips]
+    models, models_note = model_dir()
+    recognizer = Recognizer(RecognizerOptions(model_dir=models))
+    asr = recognizer.asr
+    assert asr is not None  # ASR is on in these options
+    tokenizer = recognizer.tokenizer
+    assert tokenizer is not None
+    timed = TimedWhisper(asr.model.model)
+    asr.model.model = timed
+    recognizer.warm_up()
+    text_models = list(dict.fromkeys(recognizer.models.text_models.values()))
+    wire = [(_wire(a, 8000, "mulaw"), _wire(a, 48000, "pcm_s16le")) for a in audios]
+    stage_s: dict[str, list[float]] = {}
+    full_s: list[float] = []
+    peer_a_s: list[float] = []
+    for clip, audio, (mulaw, pcm48) in zip(clips, audios, wire, strict=True):
+        t: dict[str, float] = {}
+        with stopwatch(t, "resample 8 kHz mu-law -> 16 kHz"):
+            _decode(mulaw, 8000, "mulaw")
+        with stopwatch(t, "resample 48 kHz PCM -> 16 kHz"):
+            _decode(pcm48, 48000, "pcm_s16le")
+        with stopwatch(t, "VAD + segmenter"):
+            _segment(audio)
+        with stopwatch(t, "log-mel"):
+            mel = log_mel(audio)
+        timed.reset()
+        transcript = recognizer._transcribe([mel], [clip.language])[0]
+        asr_times = timed.reset()
+        t["ASR encoder (10 s window)"] = asr_times.get("encoder", 0.0)
+        t["ASR decoder"] = asr_times.get("decoder", 0.0)
+        with stopwatch(t, "acoustic: Whisper encoder, unpadded"):
+            features = recognizer._acoustic_inputs([mel])
+        with stopwatch(t, "acoustic: emotion head"):
+            acoustic = recognizer.models.acoustic(features)
+        text_outputs: list[Any] = [None]
+        if text_models:
+            # The runtime runs a text graph only for languages it reads; timed here
+            # on every transcript so its cost shows either way.
+            with stopwatch(t, "text: tokenize + graph"):
+                ids = tokenizer.encode(transcript.text or "x")
+                out = text_models[0].run(
+                    {"token_ids": ids[None], "lengths": np.array([ids.shape[0]])}
+                )
+            text_outputs = [
+                EmotionOutput(
+                    EmotionScores.from_probs(
+                        text_models[0].info.labels, out["probs"][0]
+                    ),
+                    out["embedding"][0],
+                )
+            ]
+        with stopwatch(t, "fusion"):
+            recognizer.models.fuse(acoustic, text_outputs)
+        for key, value in t.items():
+            stage_s.setdefault(key, []).append(value)
+        started = time.perf_counter()
+        recognizer.recognize(audio, clip.language)
+        full_s.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        faster_whisper_transcribe(asr, audio, clip.language)
+        peer_a_s.append(time.perf_counter() - started)
+    rss_streamser = peak_rss_mb()
+    batch = 8
+    batched_s: list[float] = []
+    for i in range(0, len(audios) - batch + 1 if len(audios) >= batch else 1, batch):
+        group = [
+            UtteranceRequest(a, c.language)
+            for a, c in zip(audios[i : i + batch], clips[i : i + batch], strict=True)
+        ]
+        started = time.perf_counter()
+        recognizer.recognize_batch(group)
+        batched_s.append((time.perf_counter() - started) / len(group))
+    asr.model.model = timed._model
+    naive = NaivePipeline(asr, models, asr.model_path)
+    naive(audios[0], clips[0].language, tokenizer)
+    peer_b_s = []
+    for clip, audio in zip(clips, audios, strict=True):
+        started = time.perf_counter()
+        naive(audio, clip.language, tokenizer)
+        peer_b_s.append(time.perf_counter() - started)
+    audio_s = float(np.mean([a.shape[0] / 16000 for a in audios]))
+    stage_ms = {k: 1000 * float(np.mean(v)) for k, v in stage_s.items()}
+    stage_sum = sum(v for k, v in stage_ms.items() if not k.startswith("resample 48"))
+    rows = [[k, v, v / (1000 * audio_s)] for k, v in stage_ms.items()]
+    rows.append(
+        ["sum (8 kHz resample, not 48 kHz)", stage_sum, stage_sum / (1000 * audio_s)]
+    )
+    full_ms = 1000 * float(np.mean(full_s))
+    peer_a_ms = 1000 * float(np.mean(peer_a_s))
+    peer_b_ms = 1000 * float(np.mean(peer_b_s))
+    batched_ms = 1000 * float(np.mean(batched_s))
+    peers = [
+        [
+            "streamser Recognizer.recognize (batch 1)",
+            full_ms,
+            full_ms / peer_a_ms,
+            full_ms / (1000 * audio_s),
+        ],
+        [
+            f"streamser recognize_batch, {batch} per call (per utterance)",
+            batched_ms,
+            batched_ms / peer_a_ms,
+            batched_ms / (1000 * audio_s),
+        ],
+        [
+            "(a) faster-whisper transcribe, ASR alone",
+            peer_a_ms,
+            1.0,
+            peer_a_ms / (1000 * audio_s),
+        ],
+        [
+            "(b) naive pipeline, per utterance",
+            peer_b_ms,
+            peer_b_ms / peer_a_ms,
+            peer_b_ms / (1000 * audio_s),
+        ],
+    ]
+    body = "\n".join(
+        [
+            f"{len(clips)} utterances ({sum(c.corpus == 'ravdess' for c in clips)} "
+            f"RAVDESS, {sum(c.corpus == 'emodb' for c in clips)} EMO-DB, seed 1), "
+            f"mean {audio_s:.2f} s; emotion graphs: {models_note}. Mean ms per "
+            f"utterance; RTF = time / audio duration. Decode and VAD stages get the "
+            f"clip in {CHUNK_MS} ms chunks as a stream would. The text row calls the "
+            "text graph on every transcript; the runtime runs it only when the "
+            "transcript's language is one the graph reads.",
+            "",
+            markdown_table(["stage", "ms / utterance", "RTF"], rows),
+            "",
+            markdown_table(
+                ["whole utterance", "ms / utterance", "x peer (a)", "RTF"], peers
+            ),
+            "",
+            f"Peak RSS of the benchmark process with streamser's models loaded: "
+            f"{rss_streamser:.0f} MiB (after also loading peer (b)'s second Whisper "
+            f"and sessions: {peak_rss_mb():.0f} MiB).",
+        ]
+    )
+    data = {
+        "stages_ms": stage_ms,
+        "full_ms": full_ms,
+        "batched_ms": batched_ms,
+        "peer_a_ms": peer_a_ms,
+        "peer_b_ms": peer_b_ms,
+        "ratio_full_to_a": full_ms / peer_a_ms,
+        "audio_s": audio_s,
+        "peak_rss_mb": rss_streamser,
+        "models": models_note,
+    }
+    return Section("Per-stage time and peers", "benchmarks/stages.py", body, data)

@@ -1,0 +1,115 @@
+"""The benchmark suite: a seconds-long smoke run so it cannot rot, and its scoring."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks.__main__ import report
+from benchmarks.common import (
+    Section,
+    edit_distance,
+    markdown_table,
+    speech_end_sample,
+    word_errors,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_word_errors_counts_substitutions_insertions_deletions() -> None:
+    assert word_errors(
+        "Kids are talking by the door.", "kids are talking by the door", prefix=False
+    ) == (0, 6)
+    assert word_errors(
+        "kids talking by a door door", "Kids are talking by the door", prefix=False
+    ) == (3, 6)
+    assert edit_distance([], ["a", "b"]) == 2
+    assert edit_distance(["a", "b"], []) == 2
+
+
+def test_prefix_scoring_uses_the_words_a_cut_clip_holds() -> None:
+    # A 2 s EMO-DB clip holds the sentence's first words only.
+    reference = "Der Lappen liegt auf dem Eisschrank."
+    assert word_errors("Der Lappen liegt", reference, prefix=True) == (0, 3)
+    assert word_errors("Der Lappen lügt", reference, prefix=True) == (1, 3)
+    assert word_errors("Der Lappen liegt", reference, prefix=False) == (3, 6)
+
+
+def test_speech_end_ignores_trailing_silence() -> None:
+    rng = np.random.default_rng(0)
+    speech = (0.3 * rng.standard_normal(16000)).astype(np.float32)
+    clip = np.concatenate(
+        [np.zeros(8000, np.float32), speech, np.zeros(16000, np.float32)]
+    )
+    end = speech_end_sample(clip)
+    assert 24000 - 320 <= end <= 24000 + 320
+
+
+def test_report_names_command_commit_and_host() -> None:
+    section = Section(
+        "T", "benchmarks/x.py", markdown_table(["a", "b"], [[1, 2.5]]), {}
+    )
+    text = report(
+        [section],
+        "python -m benchmarks --quick",
+        datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC),
+        12.0,
+        ("1.00 / 1.00 / 1.00", "2.00 / 1.00 / 1.00", []),
+        True,
+    )
+    assert "`python -m benchmarks --quick`" in text
+    assert "git commit:" in text and "cores" in text and "GPU:" in text
+    assert "### T (`benchmarks/x.py`)" in text
+    assert "| 1 | 2.500 |" in text
+
+
+@pytest.mark.data
+def test_quick_run_measures_every_part(datasets: Path, tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    md = tmp_path / "BENCHMARKS.md"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--quick",
+            "--output",
+            str(md),
+            "--json",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={
+            **os.environ,
+            "STREAMSER_DATA": str(datasets),
+            "PYTHONPATH": str(REPO),
+        },
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = json.loads(out.read_text())
+    asr = data["benchmarks/asr_context.py"]
+    ten = asr["streamser WhisperAsr, window 10 s"]
+    assert 0 <= ten["ravdess_wer_pct"] <= 100 and ten["encoder_ms"] > 0
+    stages = data["benchmarks/stages.py"]
+    assert stages["full_ms"] > 0 and stages["peer_a_ms"] > 0 and stages["peer_b_ms"] > 0
+    assert all(v >= 0 for v in stages["stages_ms"].values())
+    latency = data["benchmarks/latency.py"]["RAVDESS"]
+    assert latency["missed"] == 0 and math.isfinite(latency["server_p50_ms"])
+    capacity = data["benchmarks/capacity.py"]["streamser, ASR off"]
+    assert capacity["steps"] and capacity["steps"][0]["utterances"] > 0
+    tuning = data["benchmarks/tuning.py"]["defaults"]
+    assert math.isfinite(tuning["client_p50_ms"])
+    text = md.read_text()
+    assert "python -m benchmarks --quick" in text and "benchmarks/capacity.py" in text
