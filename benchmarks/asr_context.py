@@ -84,7 +84,7 @@ def _faster_whisper(
 
 def run(quick: bool = False) -> Section:
     """Measure every window and both faster-whisper peers on the same clips."""
-    clips = ravdess_clips(2 if quick else 80) + emodb_clips(1 if quick else 32)
+    clips = ravdess_clips(2 if quick else 60) + emodb_clips(1 if quick else 24)
     windows = (UNPADDED, 10.0) if quick else WINDOWS_S
     asr, timed = load_asr()
     audios = [clip.audio() for clip in clips]

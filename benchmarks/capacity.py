@@ -1,10 +1,11 @@
 """Concurrent real-time streams a ``streamser serve`` sustains, stepped up until it fails.
 
-Each stream plays about 30 s of RAVDESS clips (seeded, different per stream) separated
+Each stream plays about 25 s of RAVDESS clips (seeded, different per stream) separated
 by 1.5 s of silence, in real time, 100 ms pcm_s16le chunks, streams starting spread
 over 3 s. A step passes when the p95 of end-of-speech to ``utterance.end`` (client
-side) is at most 1.5 s, no utterance is shed or missed and no error event arrives;
-stepping stops at the first failing count. The naive peer (b) is the same server
+side, so including the VAD hangover) is at most 1.5 s, no utterance is shed or missed
+and no error event arrives; the server-side p95 (``latency_ms``) is judged too, and
+stepping stops at the first count failing it. The naive peer (b) is the same server
 configured to batch and share nothing: ``max_batch = 1``, ``workers = 1``, Whisper's
 30 s window (what faster-whisper pads to), one recognition at a time.
 """
@@ -33,7 +34,7 @@ from .common import (
 _LOGGER = logging.getLogger(__name__)
 
 P95_LIMIT_S: Final = 1.5
-STREAM_S: Final = 30.0
+STREAM_S: Final = 25.0
 CHUNK_MS: Final = 100
 STAGGER_S: Final = 3.0
 SERVER_LIMITS: Final = {"max_streams": 1000, "max_streams_per_client": 1000}
@@ -59,7 +60,7 @@ def scenarios(quick: bool) -> list[Scenario]:
     if quick:
         return [Scenario("streamser, ASR off", {"asr": {"enabled": False}}, (2,))]
     return [
-        Scenario("streamser, ASR on", {}, (2, 4, 6, 8, 10, 12, 16)),
+        Scenario("streamser, ASR on", {}, (4, 8, 10, 12, 16)),
         Scenario("streamser, ASR off", {"asr": {"enabled": False}}, (25, 50, 100, 150)),
         Scenario(
             "naive peer (b), ASR on",
@@ -67,7 +68,7 @@ def scenarios(quick: bool) -> list[Scenario]:
                 "pipeline": {"max_batch": 1, "workers": 1},
                 "asr": {"audio_context_s": 30.0},
             },
-            (1, 2, 3, 4, 6, 8),
+            (1, 2, 3, 4, 6),
         ),
     ]
 

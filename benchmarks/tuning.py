@@ -38,12 +38,12 @@ SETTINGS: Final[tuple[tuple[str, dict[str, dict[str, Any]]], ...]] = (
 
 
 def run(quick: bool = False, streams: int = 8) -> Section:
-    """Run every setting under ``streams`` concurrent streams of ~20 s."""
+    """Run every setting under ``streams`` concurrent streams of ~15 s."""
     models, models_note = model_dir()
     pool = ravdess_clips(8 if quick else 40, seed=4)
     audios = [c.audio() for c in pool]
     count = 1 if quick else streams
-    plans = _plans(count, 4.0 if quick else 20.0, pool, audios)
+    plans = _plans(count, 4.0 if quick else 15.0, pool, audios)
     chosen = SETTINGS[:1] if quick else SETTINGS
     rows = []
     data: dict[str, Any] = {"streams": count, "models": models_note}
@@ -85,7 +85,7 @@ def run(quick: bool = False, streams: int = 8) -> Section:
         )
     body = "\n".join(
         [
-            f"{count} concurrent real-time streams of ~{4 if quick else 20} s RAVDESS "
+            f"{count} concurrent real-time streams of ~{4 if quick else 15} s RAVDESS "
             "(same streams for every row), ASR on, one lever changed from the "
             f"defaults per row; emotion graphs: {models_note}. Lost = shed + missed "
             "+ errors.",
