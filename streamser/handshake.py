@@ -9,6 +9,7 @@ from __future__ import annotations
 import hmac
 import http
 import ssl
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -21,6 +22,48 @@ from .events import EVENT_TYPES
 
 RETRY_AFTER_S = 5
 """What ``Retry-After`` tells a client refused for load or shutdown."""
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """Network, security and limit settings.
+
+    Attributes:
+        host: address to bind; loopback unless told otherwise.
+        port: TCP port.
+        token_file: file of bearer tokens, one per line ("" for no authentication).
+        tls_cert: PEM certificate file, to serve wss:// ("" for plain ws://).
+        tls_key: PEM private key file for ``tls_cert``.
+        max_streams: audio streams open at once, server-wide.
+        max_streams_per_client: audio streams open at once from one address.
+        max_message_bytes: largest binary audio message accepted.
+        max_stream_s: longest stream, in seconds of audio.
+        drain_timeout_s: on shutdown, how long in-flight utterances may take.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8765
+    token_file: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    max_streams: int = 64
+    max_streams_per_client: int = 16
+    max_message_bytes: int = 1 << 20
+    max_stream_s: float = 4 * 3600.0
+    drain_timeout_s: float = 20.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"server.port {self.port} is not a TCP port")
+        if (
+            min(self.max_streams, self.max_streams_per_client, self.max_message_bytes)
+            < 1
+        ):
+            raise ConfigError("server limits must be >= 1")
+        if self.max_stream_s <= 0 or self.drain_timeout_s <= 0:
+            raise ConfigError("server.max_stream_s and drain_timeout_s must be > 0")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError("server.tls_cert and server.tls_key go together")
 
 
 def read_tokens(path: str) -> tuple[bytes, ...]:

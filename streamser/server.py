@@ -16,7 +16,6 @@ import ipaddress
 import logging
 import ssl
 import uuid
-from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server as WsServer
@@ -25,12 +24,13 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from . import handshake
-from .errors import ConfigError, ProtocolError
+from .errors import ProtocolError
 from .events import Envelope, ErrorEvent
-from .handshake import read_tokens
+from .handshake import ServerOptions, read_tokens
 from .hub import EventHub, Subscription
 from .messages import parse_control, parse_start
 from .pipeline import Engine, StreamSession
+from .relay import relay_events
 
 __all__ = ["ServerOptions", "StreamServer", "read_tokens"]
 
@@ -41,49 +41,6 @@ _CLOSE_NORMAL = 1000
 _CLOSE_GOING_AWAY = 1001
 _CLOSE_UNSUPPORTED = 1003
 _CLOSE_POLICY = 1008
-_CLOSE_TRY_LATER = 1013
-
-
-@dataclass(frozen=True)
-class ServerOptions:
-    """Network, security and limit settings.
-
-    Attributes:
-        host: address to bind; loopback unless told otherwise.
-        port: TCP port.
-        token_file: file of bearer tokens, one per line ("" for no authentication).
-        tls_cert: PEM certificate file, to serve wss:// ("" for plain ws://).
-        tls_key: PEM private key file for ``tls_cert``.
-        max_streams: audio streams open at once, server-wide.
-        max_streams_per_client: audio streams open at once from one address.
-        max_message_bytes: largest binary audio message accepted.
-        max_stream_s: longest stream, in seconds of audio.
-        drain_timeout_s: on shutdown, how long in-flight utterances may take.
-    """
-
-    host: str = "127.0.0.1"
-    port: int = 8765
-    token_file: str = ""
-    tls_cert: str = ""
-    tls_key: str = ""
-    max_streams: int = 64
-    max_streams_per_client: int = 16
-    max_message_bytes: int = 1 << 20
-    max_stream_s: float = 4 * 3600.0
-    drain_timeout_s: float = 20.0
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.port <= 65535:
-            raise ConfigError(f"server.port {self.port} is not a TCP port")
-        if (
-            min(self.max_streams, self.max_streams_per_client, self.max_message_bytes)
-            < 1
-        ):
-            raise ConfigError("server limits must be >= 1")
-        if self.max_stream_s <= 0 or self.drain_timeout_s <= 0:
-            raise ConfigError("server.max_stream_s and drain_timeout_s must be > 0")
-        if bool(self.tls_cert) != bool(self.tls_key):
-            raise ConfigError("server.tls_cert and server.tls_key go together")
 
 
 class StreamServer:
@@ -304,52 +261,9 @@ class StreamServer:
         self._subscriptions.add(sub)
         client = handshake.address(connection)
         _LOGGER.info("Subscriber connected from %s", client)
-        last_id = after or 0
-        evicted = asyncio.ensure_future(sub.evicted.wait())
-        closed = asyncio.ensure_future(connection.wait_closed())
-        done_streams = asyncio.ensure_future(self._streams_done.wait())
-        stops = {evicted, closed, done_streams}
         try:
-            while not sub.evicted.is_set():
-                getter = asyncio.ensure_future(sub.queue.get())
-                await asyncio.wait(
-                    {getter, *stops}, return_when=asyncio.FIRST_COMPLETED
-                )
-                if not getter.done():
-                    getter.cancel()
-                    break
-                envelope = getter.result()
-                # send() writes the frame before its first await, so once the task
-                # has started the event is on its way to the client.
-                started = asyncio.Event()
-                sender = asyncio.ensure_future(
-                    _send_started(connection, envelope.to_json(), started)
-                )
-                await asyncio.wait(
-                    {sender, evicted, closed}, return_when=asyncio.FIRST_COMPLETED
-                )
-                if started.is_set():
-                    last_id = envelope.id
-                if not sender.done():
-                    sender.cancel()
-                    break
-                sender.result()
-            if sub.evicted.is_set():
-                _LOGGER.warning(
-                    "Subscriber from %s evicted after event %d", client, last_id
-                )
-                await connection.close(
-                    _CLOSE_TRY_LATER, f"fell behind; resume with after={last_id}"
-                )
-            elif self._streams_done.is_set():
-                while not sub.queue.empty():
-                    await connection.send(sub.queue.get_nowait().to_json())
-                await connection.close(_CLOSE_GOING_AWAY, "server shutting down")
-        except ConnectionClosed:
-            pass
+            await relay_events(connection, sub, self._streams_done, client, after)
         finally:
-            for waiter in stops:
-                waiter.cancel()
             self._subscriptions.discard(sub)
             self.hub.unsubscribe(sub)
             _LOGGER.info("Subscriber from %s disconnected", client)
@@ -534,10 +448,3 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False  # a host name, or "" for every address
-
-
-async def _send_started(
-    connection: ServerConnection, text: str, started: asyncio.Event
-) -> None:
-    started.set()
-    await connection.send(text)

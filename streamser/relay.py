@@ -1,0 +1,91 @@
+"""Relaying hub events to one /v1/events subscriber, with eviction and shutdown.
+
+The hub never waits for a subscriber: it queues, and evicts one whose queue is full.
+This relay sends what is queued; on eviction it closes with 1013 and names the last
+event it sent, so the client can resume with ``after=``; at shutdown it sends what
+is left, then closes with 1001.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from .hub import Subscription
+
+_LOGGER = logging.getLogger(__name__)
+
+_CLOSE_GOING_AWAY = 1001
+_CLOSE_TRY_LATER = 1013
+
+
+async def relay_events(
+    connection: ServerConnection,
+    sub: Subscription,
+    streams_done: asyncio.Event,
+    client: str,
+    after: int | None = None,
+) -> None:
+    """Send ``sub``'s events until the client leaves, is evicted or the server stops.
+
+    Args:
+        connection: the subscriber's WebSocket.
+        sub: its hub subscription (the caller subscribes and unsubscribes).
+        streams_done: set during shutdown once every stream has ended.
+        client: the client's address, for logs.
+        after: the ``after=`` the client asked for (what it has already seen).
+    """
+    last_id = after or 0
+    evicted = asyncio.ensure_future(sub.evicted.wait())
+    closed = asyncio.ensure_future(connection.wait_closed())
+    done = asyncio.ensure_future(streams_done.wait())
+    stops = {evicted, closed, done}
+    try:
+        while not sub.evicted.is_set():
+            getter = asyncio.ensure_future(sub.queue.get())
+            await asyncio.wait({getter, *stops}, return_when=asyncio.FIRST_COMPLETED)
+            if not getter.done():
+                getter.cancel()  # Queue.get loses no item when cancelled
+                break
+            envelope = getter.result()
+            # send() writes the frame before its first await, so once the task
+            # has started, the event is on its way even if we stop waiting.
+            started = asyncio.Event()
+            sender = asyncio.ensure_future(
+                _send_started(connection, envelope.to_json(), started)
+            )
+            await asyncio.wait(
+                {sender, evicted, closed}, return_when=asyncio.FIRST_COMPLETED
+            )
+            if started.is_set():
+                last_id = envelope.id
+            if not sender.done():
+                sender.cancel()
+                break
+            sender.result()
+        if sub.evicted.is_set():
+            _LOGGER.warning(
+                "Subscriber from %s evicted after event %d", client, last_id
+            )
+            await connection.close(
+                _CLOSE_TRY_LATER, f"fell behind; resume with after={last_id}"
+            )
+        elif streams_done.is_set():
+            while not sub.queue.empty():
+                await connection.send(sub.queue.get_nowait().to_json())
+            await connection.close(_CLOSE_GOING_AWAY, "server shutting down")
+    except ConnectionClosed:
+        pass
+    finally:
+        for waiter in stops:
+            waiter.cancel()
+
+
+async def _send_started(
+    connection: ServerConnection, text: str, started: asyncio.Event
+) -> None:
+    started.set()
+    await connection.send(text)
