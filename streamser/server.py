@@ -325,8 +325,7 @@ class StreamServer:
             "drain": (_CLOSE_GOING_AWAY, "server shutting down"),
             "stream_too_long": (_CLOSE_POLICY, "stream_too_long"),
         }.get(outcome, (_CLOSE_NORMAL, ""))
-        with contextlib.suppress(ConnectionClosed):
-            await connection.close(code, reason)
+        await _close(connection, code, reason)
 
     async def _first_message(self, connection: ServerConnection) -> str | bytes | None:
         """The start message; None on timeout, disconnect or shutdown."""
@@ -448,3 +447,24 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False  # a host name, or "" for every address
+
+
+async def _close(connection: ServerConnection, code: int, reason: str) -> None:
+    """Close, reading (and dropping) what the client still sends meanwhile.
+
+    A client may still be sending audio when the stream ends (a limit, shutdown);
+    unread messages would pause reading and stall the closing handshake until the
+    close timeout.
+    """
+
+    async def discard() -> None:
+        with contextlib.suppress(ConnectionClosed):
+            async for _ in connection:
+                pass
+
+    reader = asyncio.create_task(discard())
+    try:
+        with contextlib.suppress(ConnectionClosed):
+            await connection.close(code, reason)
+    finally:
+        reader.cancel()
