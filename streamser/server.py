@@ -323,7 +323,7 @@ class StreamServer:
         code, reason = {
             "stop": (_CLOSE_NORMAL, ""),
             "drain": (_CLOSE_GOING_AWAY, "server shutting down"),
-            "stream_too_long": (_CLOSE_POLICY, "stream_too_long"),
+            "stream_too_long": (_CLOSE_NORMAL, "stream_too_long"),
         }.get(outcome, (_CLOSE_NORMAL, ""))
         await _close(connection, code, reason)
 

@@ -307,7 +307,8 @@ async def test_a_stream_over_max_stream_s_ends_properly(limited: Served) -> None
     errors = [e for e in events if e["type"] == "error"]
     assert [(e["code"], e["fatal"]) for e in errors] == [("stream_too_long", True)]
     assert events[-1]["audio_seconds"] <= 5.5
-    assert result.close_code == 1008
+    assert result.close_code == 1000  # PROTOCOL.md: 1000 after stream.end
+    assert result.close_reason == "stream_too_long"
 
 
 # -- the file system and the log ----------------------------------------------------
