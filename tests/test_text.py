@@ -60,6 +60,14 @@ def _train_tiny(arch: str, tokenizer: TextTokenizer, path: Path) -> list[np.ndar
         "filters": 8,
         "hidden": 8,
     }
+    if arch == "ngram":
+        from training.text import Candidate, _fit_ngram
+
+        candidate = Candidate("ngram", "ngram", {"ngram": 2, "buckets": 500, "C": 1.0})
+        targets_np = targets.numpy()
+        model, config = _fit_ngram(candidate, ids, targets_np, np.arange(len(ids)), 6)
+        _save(arch, config, model, path)
+        return ids
     model = build_model(arch, config)
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
     tokens, lengths = _batch(ids, np.arange(len(ids)))
@@ -70,6 +78,11 @@ def _train_tiny(arch: str, tokenizer: TextTokenizer, path: Path) -> list[np.ndar
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
+    _save(arch, config, model, path)
+    return ids
+
+
+def _save(arch: str, config: dict, model: torch.nn.Module, path: Path) -> None:
     torch.save(
         {
             "kind": "text",
@@ -85,7 +98,6 @@ def _train_tiny(arch: str, tokenizer: TextTokenizer, path: Path) -> list[np.ndar
         },
         path,
     )
-    return ids
 
 
 @pytest.mark.data
@@ -119,6 +131,25 @@ def test_text_export_parity_and_empty_transcript(
     unseen = np.array([[50000, 60000, 5]], np.int64)
     out = model.run({"token_ids": unseen, "lengths": np.array([3])})
     np.testing.assert_allclose(out["probs"].sum(), 1.0, atol=1e-5)
+
+
+@needs_shemo
+def test_ngram_graph_features_match_the_training_features(
+    tokenizer: TextTokenizer, tmp_path: Path
+) -> None:
+    from training.text import _batch, _tfidf, ngram_features
+
+    ids = _train_tiny("ngram", tokenizer, tmp_path / "text.pt")
+    checkpoint = torch.load(tmp_path / "text.pt", weights_only=False)
+    model = build_model("ngram", checkpoint["config"])
+    model.load_state_dict(checkpoint["state_dict"])
+    idf = model.idf.numpy().astype(np.float64)
+    counts = ngram_features(ids[:10], checkpoint["config"]["vocabulary"], 2, 500)
+    expected = _tfidf(counts, idf).toarray()
+    tokens, lengths = _batch(ids, np.arange(10))
+    with torch.no_grad():
+        actual = model.tfidf(tokens, lengths).numpy()
+    np.testing.assert_allclose(actual, expected, atol=1e-6)
 
 
 def test_unknown_architecture_is_a_value_error() -> None:

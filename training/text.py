@@ -32,7 +32,8 @@ from streamser.features import TextTokenizer
 from streamser.whisper_model import default_whisper_dir
 from training.datasets import Utterance, load_dataset, speaker_folds
 from training.metrics import Scores, score
-from training.text_models import WHISPER_VOCAB_SIZE, build_model
+from training.text_models import NGRAM_PRIME as _PRIME
+from training.text_models import UNK, WHISPER_VOCAB_SIZE, build_model
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -64,24 +65,56 @@ class Candidate:
     """Loss weight of a class = (1 / frequency) ** power, normalised."""
     pretrained: bool = False
     """Initialise token embeddings from Whisper base's decoder embeddings."""
+    freeze_embeddings: bool = False
+    """Keep the (pretrained) token embeddings fixed during training."""
 
 
 CANDIDATES: Final[tuple[Candidate, ...]] = (
     Candidate(
-        "cnn", "cnn", {"embedding_dim": 128, "filters": 64, "token_dropout": 0.1}
+        "ngram-c1",
+        "ngram",
+        {"ngram": 2, "buckets": 50000, "C": 1.0},
+        class_weight_power=1.0,
+    ),
+    Candidate(
+        "ngram-c4",
+        "ngram",
+        {"ngram": 2, "buckets": 50000, "C": 4.0},
+        class_weight_power=1.0,
+    ),
+    Candidate(
+        "ngram3-c2",
+        "ngram",
+        {"ngram": 3, "buckets": 50000, "C": 2.0},
+        class_weight_power=1.0,
+    ),
+    Candidate(
+        "bow",
+        "bow",
+        {"embedding_dim": 64, "hidden": 64, "token_dropout": 0.1},
+        class_weight_power=1.0,
+    ),
+    Candidate(
+        "cnn",
+        "cnn",
+        {"embedding_dim": 128, "filters": 64, "token_dropout": 0.1},
+        class_weight_power=1.0,
     ),
     Candidate(
         "cnn-whisper",
         "cnn",
         {"embedding_dim": 512, "filters": 64, "token_dropout": 0.1},
+        class_weight_power=1.0,
         pretrained=True,
+        freeze_embeddings=True,
     ),
-    Candidate("bow", "bow", {"embedding_dim": 64, "hidden": 64, "token_dropout": 0.1}),
     Candidate(
         "gru-whisper",
         "gru",
         {"embedding_dim": 512, "hidden": 64, "token_dropout": 0.1},
+        class_weight_power=1.0,
         pretrained=True,
+        freeze_embeddings=True,
     ),
 )
 
@@ -183,6 +216,8 @@ def build(
         scale = float(rows.std()) or 1.0
         table[2:] = rows / scale  # unit scale; PAD row stays zero, UNK keeps its init
         table[0] = 0.0
+    if candidate.freeze_embeddings:
+        model.embed.weight.requires_grad_(False)
     return model, config
 
 
@@ -197,6 +232,81 @@ def predict(
             tokens, lengths = _batch(ids, index[start : start + 256])
             out.append(model(tokens, lengths)[0].numpy())
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def ngram_features(
+    ids: Sequence[np.ndarray], vocabulary: list[int], order: int, buckets: int
+) -> Any:
+    """Sparse n-gram counts [N, vocab + 2 + buckets], as ``NgramTextModel`` indexes them."""
+    from scipy import sparse
+
+    lookup = {token: index + 2 for index, token in enumerate(vocabulary)}
+    vocab = len(vocabulary) + 2
+    rows, cols = [], []
+    for row_index, row in enumerate(ids):
+        compact = np.array([lookup.get(int(t), UNK) for t in row], dtype=np.int64)
+        found = [compact]
+        for n in range(2, order + 1):
+            steps = len(compact) - n + 1
+            if steps <= 0:
+                continue
+            code = compact[:steps].copy()
+            for offset in range(1, n):
+                code = code * _PRIME + compact[offset : offset + steps]
+            found.append(np.remainder(code, buckets) + vocab)
+        columns = np.concatenate(found)
+        rows.append(np.full(len(columns), row_index))
+        cols.append(columns)
+    row_ids = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+    col_ids = np.concatenate(cols) if cols else np.zeros(0, np.int64)
+    data = np.ones(len(row_ids), dtype=np.float64)
+    shape = (len(ids), vocab + buckets)
+    return sparse.csr_matrix((data, (row_ids, col_ids)), shape=shape)
+
+
+def _tfidf(counts: Any, idf: np.ndarray) -> Any:
+    from sklearn.preprocessing import normalize
+
+    tf = counts.copy()
+    tf.data = 1.0 + np.log(tf.data)
+    return normalize(tf.multiply(idf[None, :]).tocsr(), norm="l2")
+
+
+def _fit_ngram(
+    candidate: Candidate,
+    ids: Sequence[np.ndarray],
+    targets: np.ndarray,
+    train: np.ndarray,
+    n_labels: int,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Logistic regression on TF-IDF token n-grams, copied into ``NgramTextModel``."""
+    from sklearn.linear_model import LogisticRegression
+
+    vocabulary = vocabulary_of([ids[i] for i in train])
+    config = {**candidate.config, "n_labels": n_labels, "vocabulary": vocabulary}
+    model = build_model("ngram", config)
+    counts = ngram_features(
+        [ids[i] for i in train], vocabulary, model.order, model.buckets
+    )
+    df = np.asarray((counts > 0).sum(axis=0)).ravel()
+    idf = np.where(df > 0, np.log((1 + len(train)) / (1 + df)) + 1.0, 0.0)
+    idf[0] = 0.0  # PAD
+    weights = _class_weights(targets[train], n_labels, candidate.class_weight_power)
+    classifier = LogisticRegression(
+        C=float(candidate.config.get("C", 1.0)),
+        max_iter=3000,
+        class_weight=dict(enumerate(weights.tolist())),
+    )
+    classifier.fit(_tfidf(counts, idf), targets[train])
+    coef = np.zeros((n_labels, idf.shape[0]), np.float32)
+    bias = np.full(n_labels, -30.0, np.float32)  # a class absent from training
+    coef[classifier.classes_] = classifier.coef_
+    bias[classifier.classes_] = classifier.intercept_
+    with torch.no_grad():
+        model.idf.copy_(torch.from_numpy(idf.astype(np.float32)))
+        model.out.weight.copy_(torch.from_numpy(coef))
+        model.out.bias.copy_(torch.from_numpy(bias))
+    return model.eval(), config
 
 
 def fit(
@@ -217,12 +327,20 @@ def fit(
     Returns:
         (model at its best epoch, its config, best epoch count, best validation UA).
     """
+    if candidate.arch == "ngram":
+        model, config = _fit_ngram(candidate, ids, targets, train, n_labels)
+        if validation is None:
+            return model, config, 0, float("nan")
+        probs = predict(model, ids, validation)
+        return model, config, 0, _ua(targets[validation], probs.argmax(1), n_labels)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     vocabulary = vocabulary_of([ids[i] for i in train])
     model, config = build(candidate, vocabulary, n_labels, embeddings)
     optimiser = torch.optim.AdamW(
-        model.parameters(), lr=candidate.lr, weight_decay=candidate.weight_decay
+        [p for p in model.parameters() if p.requires_grad],
+        lr=candidate.lr,
+        weight_decay=candidate.weight_decay,
     )
     loss_fn = nn.CrossEntropyLoss(
         weight=_class_weights(targets[train], n_labels, candidate.class_weight_power)
@@ -309,7 +427,7 @@ def cross_validate(
             )
             probs = np.zeros((len(test), len(labels)))
             for member in range(settings.seeds):
-                model, _, best_epoch, best_ua = fit(
+                _, _, best_epoch, best_ua = fit(
                     candidate,
                     ids,
                     targets,
@@ -322,6 +440,18 @@ def cross_validate(
                 )
                 inner.append(best_ua)
                 epochs.append(best_epoch)
+                # Refit on every training speaker for the epochs the inner split chose.
+                model, _, _, _ = fit(
+                    candidate,
+                    ids,
+                    targets,
+                    np.asarray(train),
+                    n_labels=len(labels),
+                    settings=settings,
+                    seed=seed + 100 * member,
+                    epochs=max(1, best_epoch),
+                    embeddings=embeddings,
+                )
                 probs += predict(model, ids, np.asarray(test))
             predicted[test] = probs.argmax(1)
         scores = score(
@@ -496,7 +626,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         everyone = np.arange(len(utterances))
         members, config = [], {}
-        for member in range(settings.final_seeds):
+        final_seeds = 1 if best.arch == "ngram" else settings.final_seeds
+        for member in range(final_seeds):
             model, config, _, _ = fit(
                 best,
                 ids,

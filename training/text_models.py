@@ -12,6 +12,7 @@ Architectures (``arch``):
 - ``cnn``: token embeddings -> 1-D convolutions of several widths -> masked max
   pooling (Kim 2014, as the ShEMO linguistic baseline).
 - ``bow``: fastText-style mean of unigram and hashed-bigram embeddings -> hidden layer.
+- ``ngram``: TF-IDF of token uni- and hashed n-grams -> linear (logistic regression).
 - ``gru``: bidirectional GRU (padding-invariant) -> masked attention pooling.
 """
 
@@ -27,7 +28,7 @@ WHISPER_VOCAB_SIZE: Final = 51865
 PAD: Final = 0
 UNK: Final = 1
 _NEG: Final = -1.0e4
-_BIGRAM_PRIME: Final = 1_000_003
+NGRAM_PRIME: Final = 1_000_003
 
 
 def id_map_for(vocabulary: list[int]) -> torch.Tensor:
@@ -155,7 +156,7 @@ class BowTextModel(_TextModel):
         count = maskf.sum(dim=1, keepdim=True).clamp(min=1.0)
         uni = (self.unigram(compact) * maskf.unsqueeze(2)).sum(dim=1) / count
         pair_mask = mask[:, 1:] & mask[:, :-1]
-        hashed = (compact[:, :-1] * _BIGRAM_PRIME + compact[:, 1:]) % self.buckets + 1
+        hashed = (compact[:, :-1] * NGRAM_PRIME + compact[:, 1:]) % self.buckets + 1
         hashed = hashed * pair_mask.long()
         pair_count = pair_mask.float().sum(dim=1, keepdim=True).clamp(min=1.0)
         bi = (self.bigram(hashed) * pair_mask.float().unsqueeze(2)).sum(
@@ -207,7 +208,65 @@ class GruTextModel(_TextModel):
         return self.out(self.dropout(embedding)), embedding
 
 
+def ngram_indices(
+    compact: torch.Tensor, mask: torch.Tensor, order: int, buckets: int, vocab: int
+) -> torch.Tensor:
+    """Feature index of every unigram and hashed 2..order-gram (0 where masked).
+
+    Unigram ``i`` is feature ``i``; an n-gram hashes into ``vocab + bucket``.
+    ``training.text.ngram_features`` computes the same indices in numpy.
+    """
+    parts = [compact * mask.long()]
+    for n in range(2, order + 1):
+        steps = compact.shape[1] - n + 1
+        code = compact[:, :steps]
+        valid = mask[:, :steps]
+        for offset in range(1, n):
+            code = code * NGRAM_PRIME + compact[:, offset : offset + steps]
+            valid = valid & mask[:, offset : offset + steps]
+        hashed = torch.remainder(code, buckets) + vocab
+        parts.append(hashed * valid.long())
+    return torch.cat(parts, dim=1)
+
+
+class NgramTextModel(_TextModel):
+    """TF-IDF of token n-grams (sublinear tf, l2-normalised) -> linear classifier.
+
+    The weights are fit by logistic regression (``training.text``); the embedding is
+    the class-score vector (a calibrated, low-dimensional summary for fusion).
+    """
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__()
+        self.order = int(config.get("ngram", 2))
+        self.front = _TokenFrontEnd({**config, "min_tokens": self.order})
+        self.vocab = len(config.get("vocabulary", [])) + 2
+        self.buckets = int(config.get("buckets", 50000))
+        features = self.vocab + self.buckets
+        self.register_buffer("idf", torch.zeros(features))
+        self.out = nn.Linear(features, int(config["n_labels"]))
+
+    def logits(
+        self, token_ids: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unnormalised class scores; the embedding is the same vector."""
+        logits = self.out(self.tfidf(token_ids, lengths))
+        return logits, logits
+
+    def tfidf(self, token_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The l2-normalised TF-IDF vector [B, features] of each row."""
+        compact, mask = self.front(token_ids, lengths)
+        index = ngram_indices(compact, mask, self.order, self.buckets, self.vocab)
+        counts = torch.zeros(
+            index.shape[0], self.idf.shape[0], dtype=torch.float32, device=index.device
+        ).scatter_add(1, index, torch.ones_like(index, dtype=torch.float32))
+        tf = (counts > 0).float() * (1.0 + torch.log(counts.clamp(min=1.0)))
+        x = tf * self.idf
+        return x / x.norm(dim=1, keepdim=True).clamp(min=1e-12)
+
+
 ARCHS: Final[dict[str, type[nn.Module]]] = {
+    "ngram": NgramTextModel,
     "cnn": CnnTextModel,
     "bow": BowTextModel,
     "gru": GruTextModel,
