@@ -150,6 +150,18 @@ def test_notify_ready_after_load_status_watchdog_and_stopping(tmp_path: Path) ->
                 pings.append(time.monotonic())
         assert len(pings) >= 4, pings
         assert max(b - a for a, b in itertools_pairwise(pings)) < 1.0
+        # SIGHUP: RELOADING=1, then READY=1 again once the models are swapped
+        process.send_signal(signal.SIGHUP)
+        reload_messages = []
+        until = time.monotonic() + 120
+        while time.monotonic() < until and not any(
+            m.startswith("READY=1") for m in reload_messages
+        ):
+            message = notify.receive(1.0)
+            if message is not None and message != "WATCHDOG=1":
+                reload_messages.append(message)
+        assert reload_messages[0].startswith("RELOADING=1"), reload_messages
+        assert reload_messages[-1].startswith("READY=1"), reload_messages
         process.send_signal(signal.SIGTERM)
         assert process.wait(60) == 0
         rest = []
