@@ -68,6 +68,7 @@ class StreamServer:
         self._per_address: dict[str, int] = {}
         self._stream_handlers: set[asyncio.Task[None]] = set()
         self._subscriptions: set[Subscription] = set()
+        self._connections: set[ServerConnection] = set()
         self._server: WsServer | None = None
         # First, so clients see an event before any error a later sink (the JSONL
         # file) reports about it from inside the same emit.
@@ -176,10 +177,17 @@ class StreamServer:
             remaining = max(1.0, deadline - loop.time())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._server.wait_closed(), remaining)
-            # Whatever still runs (a client that stopped reading) is closed now.
-            self._server.close(close_connections=True)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._server.wait_closed(), 5)
+            if self._connections:
+                # Clients that stopped reading: their buffers are full, so a close
+                # frame would not get through either; drop them.
+                _LOGGER.warning(
+                    "Dropping %d connection(s) still open after the drain deadline",
+                    len(self._connections),
+                )
+                for connection in list(self._connections):
+                    connection.transport.abort()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._server.wait_closed(), 5)
 
     # -- handshake --------------------------------------------------------------------
 
@@ -231,6 +239,7 @@ class StreamServer:
         path = urlsplit(connection.request.path).path
         gauge = self.engine.metrics.connections.labels(path)
         gauge.inc()
+        self._connections.add(connection)
         try:
             if path == "/v1/events":
                 await self._serve_subscriber(connection)
@@ -248,6 +257,7 @@ class StreamServer:
                 if not self._per_address[client]:
                     del self._per_address[client]
         finally:
+            self._connections.discard(connection)
             gauge.dec()
 
     # -- /v1/events -------------------------------------------------------------------

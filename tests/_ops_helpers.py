@@ -276,3 +276,13 @@ class NotifySocket:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def slow_socket(port: int) -> socket.socket:
+    """A connected TCP socket with a tiny receive buffer, so unread data backs up."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", port))
+    sock.setblocking(False)
+    return sock

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import time
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from _ops_helpers import (
     rss_kib,
     run_stream,
     running,
+    slow_socket,
     speech,
 )
 from websockets.asyncio.client import connect
@@ -121,16 +121,6 @@ async def test_sixteen_concurrent_minute_long_streams(
     assert growth_second_mib < 50
 
 
-def _slow_socket(port: int) -> socket.socket:
-    """A connected TCP socket with a tiny receive buffer, so unread data backs up."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.settimeout(10)
-    sock.connect(("127.0.0.1", port))
-    sock.setblocking(False)
-    return sock
-
-
 async def test_slow_subscriber_is_evicted_with_1013_and_resumes_after(
     tmp_path: Path,
 ) -> None:
@@ -141,7 +131,7 @@ async def test_slow_subscriber_is_evicted_with_1013_and_resumes_after(
     with running(FAST, tmp_path, env) as server:
         slow = await connect(
             f"{server.url}/v1/events?stream_id=busy",
-            sock=_slow_socket(server.port),
+            sock=slow_socket(server.port),
             max_queue=1,
             max_size=None,
             close_timeout=30,

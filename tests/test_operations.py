@@ -30,6 +30,7 @@ from _ops_helpers import (
     read_clip,
     run_stream,
     running,
+    slow_socket,
     spawn,
     speech,
 )
@@ -246,6 +247,37 @@ async def test_sigterm_finishes_in_flight_utterances_then_closes_1001(
     assert took < 90 + 10
     log = server.log()
     assert "Draining 1 stream(s)" in log and "Stopped" in log
+
+
+async def test_drain_is_bounded_when_a_client_stops_reading(tmp_path: Path) -> None:
+    env = {"STREAMSER_SERVER_DRAIN_TIMEOUT_S": "3"}
+    with running(FAST, tmp_path, env) as server:
+        ws = await connect(
+            f"{server.url}/v1/stream",
+            sock=slow_socket(server.port),
+            max_queue=1,
+            open_timeout=20,
+        )
+        await ws.send(json.dumps({"type": "start", "stream_id": "deaf"}))
+        # each message is an error event the client never reads; the kernel buffers
+        # megabytes on loopback, so go on until the server's queue for it grows
+        for i in range(200):
+            for j in range(500):
+                await ws.send(json.dumps({"type": f"junk-{i}-{j}-{'x' * 40}"}))
+            behind = await asyncio.to_thread(server.metrics)
+            if metric(behind, "streamser_client_queue_events") >= 100:
+                break
+        else:
+            pytest.fail("the server never fell behind the deaf client")
+        began = time.monotonic()
+        server.signal(signal.SIGTERM)
+        assert await asyncio.to_thread(server.wait, 60) == 0
+        took = time.monotonic() - began
+        log = server.log()
+    ws.transport.abort()
+    assert took < 3 + 1 + 5 + 3, took
+    assert "1 stream(s) did not finish within 3 s" in log
+    assert "Dropping 1 connection(s)" in log
 
 
 def test_sigterm_when_idle_exits_zero_quickly(tmp_path: Path) -> None:
