@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import http
+import ipaddress
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,8 @@ class ServerOptions:
         max_message_bytes: largest binary audio message accepted.
         max_stream_s: longest stream, in seconds of audio.
         drain_timeout_s: on shutdown, how long in-flight utterances may take.
+        max_client_queue_events: events a stream's own client may fall behind
+            before its connection is dropped (it sends but does not read).
     """
 
     host: str = "127.0.0.1"
@@ -51,12 +54,18 @@ class ServerOptions:
     max_message_bytes: int = 1 << 20
     max_stream_s: float = 4 * 3600.0
     drain_timeout_s: float = 20.0
+    max_client_queue_events: int = 10000
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"server.port {self.port} is not a TCP port")
         if (
-            min(self.max_streams, self.max_streams_per_client, self.max_message_bytes)
+            min(
+                self.max_streams,
+                self.max_streams_per_client,
+                self.max_message_bytes,
+                self.max_client_queue_events,
+            )
             < 1
         ):
             raise ConfigError("server limits must be >= 1")
@@ -173,3 +182,13 @@ def address(connection: ServerConnection) -> str:
     """The client's IP address, for logs and per-client limits."""
     remote = connection.remote_address
     return str(remote[0]) if remote else "unknown"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` keeps the server on this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name, or "" for every address

@@ -114,6 +114,11 @@ class Metrics:
             "Events waiting in the fullest subscriber queue",
             registry=r,
         )
+        self.dropped_clients = Counter(
+            "streamser_dropped_stream_clients",
+            "Stream connections dropped for not reading their events",
+            registry=r,
+        )
         self.draining = Gauge("streamser_draining", "1 while shutting down", registry=r)
         ProcessCollector(registry=r)  # process_resident_memory_bytes and friends
 

@@ -1,4 +1,5 @@
-"""Relaying hub events to one /v1/events subscriber, with eviction and shutdown.
+"""Relaying hub events to one /v1/events subscriber, with eviction and shutdown;
+closing a connection whose client may still be sending.
 
 The hub never waits for a subscriber: it queues, and evicts one whose queue is full.
 This relay sends what is queued; on eviction it closes with 1013 and names the last
@@ -9,6 +10,7 @@ is left, then closes with 1001.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from websockets.asyncio.server import ServerConnection
@@ -89,3 +91,24 @@ async def _send_started(
 ) -> None:
     started.set()
     await connection.send(text)
+
+
+async def close_reading(connection: ServerConnection, code: int, reason: str) -> None:
+    """Close, reading (and dropping) what the client still sends meanwhile.
+
+    A client may still be sending audio when the stream ends (a limit, shutdown);
+    unread messages would pause reading and stall the closing handshake until the
+    close timeout.
+    """
+
+    async def discard() -> None:
+        with contextlib.suppress(ConnectionClosed):
+            async for _ in connection:
+                pass
+
+    reader = asyncio.create_task(discard())
+    try:
+        with contextlib.suppress(ConnectionClosed):
+            await connection.close(code, reason)
+    finally:
+        reader.cancel()

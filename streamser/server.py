@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http
-import ipaddress
 import logging
 import ssl
 import uuid
@@ -30,7 +29,7 @@ from .handshake import ServerOptions, read_tokens
 from .hub import EventHub, Subscription
 from .messages import parse_control, parse_start
 from .pipeline import Engine, StreamSession
-from .relay import relay_events
+from .relay import close_reading, relay_events
 
 __all__ = ["ServerOptions", "StreamServer", "read_tokens"]
 
@@ -65,6 +64,7 @@ class StreamServer:
         self._streams_done = asyncio.Event()
         self._sessions: dict[str, StreamSession] = {}
         self._clients: dict[str, asyncio.Queue[Envelope | None]] = {}
+        self._client_connections: dict[str, ServerConnection] = {}
         self._per_address: dict[str, int] = {}
         self._stream_handlers: set[asyncio.Task[None]] = set()
         self._subscriptions: set[Subscription] = set()
@@ -86,14 +86,29 @@ class StreamServer:
     def _route(self, envelope: Envelope) -> None:
         self.hub.publish(envelope)
         queue = self._clients.get(envelope.stream_id)
-        if queue is not None:
-            queue.put_nowait(envelope)
+        if queue is None:
+            return
+        queue.put_nowait(envelope)
+        if queue.qsize() == self.options.max_client_queue_events:
+            # The client sends audio but does not read its events: drop the
+            # connection (its buffers are full, a close frame would not get
+            # through). The stream ends as on a disconnect; its events still reach
+            # subscribers and sinks.
+            connection = self._client_connections.get(envelope.stream_id)
+            if connection is not None:
+                _LOGGER.warning(
+                    "Dropping stream %s: its client is %d events behind",
+                    envelope.stream_id,
+                    queue.qsize(),
+                )
+                self.engine.metrics.dropped_clients.inc()
+                connection.transport.abort()
 
     # -- lifecycle --------------------------------------------------------------------
 
     async def start(self) -> None:
         """Bind the port and start accepting connections."""
-        if not _is_loopback(self.options.host) and not self.tokens:
+        if not handshake.is_loopback(self.options.host) and not self.tokens:
             _LOGGER.warning(
                 "Listening on %s without tokens: anyone who can reach it may connect",
                 self.options.host or "every address",
@@ -309,6 +324,7 @@ class StreamServer:
             return
         queue: asyncio.Queue[Envelope | None] = asyncio.Queue()
         self._clients[stream_id] = queue
+        self._client_connections[stream_id] = connection
         session = StreamSession(self.engine, start, stream_id)
         self._sessions[stream_id] = session
         sender = asyncio.create_task(self._send_events(connection, queue))
@@ -323,6 +339,7 @@ class StreamServer:
             queue.put_nowait(None)
             await sender
             self._clients.pop(stream_id, None)
+            self._client_connections.pop(stream_id, None)
             _LOGGER.info(
                 "Stream %s closed (%s, %d utterances, %.1f s)",
                 stream_id,
@@ -335,7 +352,7 @@ class StreamServer:
             "drain": (_CLOSE_GOING_AWAY, "server shutting down"),
             "stream_too_long": (_CLOSE_NORMAL, "stream_too_long"),
         }.get(outcome, (_CLOSE_NORMAL, ""))
-        await _close(connection, code, reason)
+        await close_reading(connection, code, reason)
 
     async def _first_message(self, connection: ServerConnection) -> str | bytes | None:
         """The start message; None on timeout, disconnect or shutdown."""
@@ -437,44 +454,10 @@ class StreamServer:
         code = _CLOSE_UNSUPPORTED if err.code in _UNSUPPORTED else _CLOSE_POLICY
         with contextlib.suppress(ConnectionClosed):
             await connection.send(envelope.to_json())
-            await connection.close(code, err.code)
+        await close_reading(connection, code, err.code)
 
 
 _UNSUPPORTED = frozenset(
-    {
-        "unexpected_binary",
-        "unsupported_encoding",
-        "unsupported_sample_rate",
-        "unsupported_channels",
-    }
+    {"unexpected_binary", "unsupported_encoding", "unsupported_sample_rate"}
+    | {"unsupported_channels"}
 )
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a host name, or "" for every address
-
-
-async def _close(connection: ServerConnection, code: int, reason: str) -> None:
-    """Close, reading (and dropping) what the client still sends meanwhile.
-
-    A client may still be sending audio when the stream ends (a limit, shutdown);
-    unread messages would pause reading and stall the closing handshake until the
-    close timeout.
-    """
-
-    async def discard() -> None:
-        with contextlib.suppress(ConnectionClosed):
-            async for _ in connection:
-                pass
-
-    reader = asyncio.create_task(discard())
-    try:
-        with contextlib.suppress(ConnectionClosed):
-            await connection.close(code, reason)
-    finally:
-        reader.cancel()

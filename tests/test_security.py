@@ -27,6 +27,7 @@ from _ops_helpers import (
     read_clip,
     run_stream,
     running,
+    slow_socket,
 )
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -228,6 +229,7 @@ def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         "STREAMSER_SERVER_MAX_STREAMS_PER_CLIENT": "2",
         "STREAMSER_SERVER_MAX_MESSAGE_BYTES": "4096",
         "STREAMSER_SERVER_MAX_STREAM_S": "5",
+        "STREAMSER_SERVER_MAX_CLIENT_QUEUE_EVENTS": "500",
     }
     jsonl = tmp / "events.jsonl"
     with running([*FAST, "--jsonl-log", str(jsonl)], tmp, env) as server:
@@ -309,6 +311,33 @@ async def test_a_stream_over_max_stream_s_ends_properly(limited: Served) -> None
     assert events[-1]["audio_seconds"] <= 5.5
     assert result.close_code == 1000  # PROTOCOL.md: 1000 after stream.end
     assert result.close_reason == "stream_too_long"
+
+
+async def test_a_client_that_never_reads_is_dropped_and_its_stream_ends(
+    limited: Served,
+) -> None:
+    query = "stream_id=deaf&types=stream.start,stream.end"
+    async with connect(f"{limited.url}/v1/events?{query}") as subscriber:
+        ws = await connect(
+            f"{limited.url}/v1/stream",
+            sock=slow_socket(limited.port),
+            max_queue=1,
+            open_timeout=20,
+        )
+        await ws.send(json.dumps({"type": "start", "stream_id": "deaf"}))
+        sent = 0
+        with pytest.raises(ConnectionClosed):
+            # every junk message is an error event the client never reads
+            for sent in range(200000):  # noqa: B007
+                await ws.send(json.dumps({"type": f"junk-{sent}-{'x' * 40}"}))
+                if sent % 500 == 0:
+                    await asyncio.sleep(0.01)
+        ws.transport.abort()
+        ends = [json.loads(await asyncio.wait_for(subscriber.recv(), 30)) for _ in "se"]
+    assert [e["type"] for e in ends] == ["stream.start", "stream.end"]
+    assert metric(limited.metrics(), "streamser_dropped_stream_clients_total") == 1
+    assert "Dropping stream deaf: its client is 500 events behind" in limited.log()
+    assert limited.http("/healthz")[0] == 200
 
 
 # -- the file system and the log ----------------------------------------------------
