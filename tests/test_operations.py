@@ -176,6 +176,45 @@ def test_notify_ready_after_load_status_watchdog_and_stopping(tmp_path: Path) ->
         notify.close()
 
 
+async def test_watchdog_pings_stop_while_the_event_loop_is_blocked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from streamser.systemd import Notifier
+
+    notify = NotifySocket(tmp_path / "notify.sock")
+    monkeypatch.setenv("NOTIFY_SOCKET", str(notify.path))
+    monkeypatch.setenv("WATCHDOG_USEC", "200000")  # ping every 0.1 s
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    import threading
+
+    arrivals: list[float] = []
+    done = threading.Event()
+
+    def listen() -> None:
+        while not done.is_set():
+            if notify.receive(0.1) == "WATCHDOG=1":
+                arrivals.append(time.monotonic())
+
+    listener = threading.Thread(target=listen)
+    listener.start()
+    task = asyncio.create_task(Notifier().watchdog_loop())
+    try:
+        await asyncio.sleep(0.6)
+        blocked = time.monotonic()
+        time.sleep(1.0)  # a wedged loop: what systemd must notice
+        await asyncio.sleep(0.6)
+    finally:
+        task.cancel()
+        done.set()
+        await asyncio.to_thread(listener.join, 5)
+        notify.close()
+    gaps = [b - a for a, b in itertools_pairwise(arrivals)]
+    assert len(arrivals) >= 8, arrivals
+    # pings every ~0.1 s, none while the loop was blocked
+    assert not [t for t in arrivals if blocked + 0.05 < t < blocked + 0.95]
+    assert max(gaps) >= 0.9 and sorted(gaps)[len(gaps) // 2] < 0.3
+
+
 def itertools_pairwise(values: list[float]) -> list[tuple[float, float]]:
     return list(zip(values, values[1:], strict=False))
 
