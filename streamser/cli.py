@@ -257,24 +257,36 @@ async def _serve(config: Config, reload: Callable[[], Config] | None = None) -> 
     from .server import StreamServer
     from .systemd import Notifier
 
+    # Handlers first: a signal during the (blocking) model load is handled after it,
+    # instead of SIGHUP's default action killing the process.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    servers: list[StreamServer] = []
+    reloading: list[asyncio.Task[None]] = []
+
+    def on_hangup() -> None:
+        if reload is None or not servers or stop.is_set():
+            _LOGGER.warning("SIGHUP ignored: not serving yet, or stopping")
+        elif reloading and not reloading[-1].done():
+            _LOGGER.warning("SIGHUP ignored: a reload is already running")
+        else:
+            task = asyncio.create_task(_reload(reload, servers[0], notifier))
+            reloading[:] = [task]
+
+    loop.add_signal_handler(signal.SIGHUP, on_hangup)
     notifier = Notifier()
     notifier.status("loading models")
     engine, hub, metrics = _build(config)
     server = StreamServer(config.server, engine, hub)
     _show_models(engine.recognizer, metrics)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    reloading: list[asyncio.Task[None]] = []
-
-    def on_hangup() -> None:
-        if reload is None or (reloading and not reloading[-1].done()):
-            _LOGGER.warning("SIGHUP ignored: a reload is already running")
-            return
-        reloading[:] = [asyncio.create_task(_reload(reload, server, notifier))]
-
-    loop.add_signal_handler(signal.SIGHUP, on_hangup)
+    await asyncio.sleep(0.05)  # run the handlers of signals that came while loading
+    if stop.is_set():
+        _LOGGER.info("Stopped before serving")
+        engine.close()
+        return EXIT_OK
+    servers.append(server)
     try:
         await server.start()
     except OSError as err:

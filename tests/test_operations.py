@@ -319,6 +319,25 @@ async def test_drain_is_bounded_when_a_client_stops_reading(tmp_path: Path) -> N
     assert "Dropping 1 connection(s)" in log
 
 
+def test_signals_while_loading_models_are_handled_after(tmp_path: Path) -> None:
+    process, _, log_path = spawn(FAST, tmp_path)
+    try:
+        deadline = time.monotonic() + 120
+        while "Emotion model" not in log_path.read_text():
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.02)
+        process.send_signal(signal.SIGHUP)  # default action would kill it
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+    log = log_path.read_text()
+    assert "SIGHUP ignored" in log and "Stopped before serving" in log
+    assert "Ready" not in log
+
+
 def test_sigterm_when_idle_exits_zero_quickly(tmp_path: Path) -> None:
     with running(FAST, tmp_path) as server:
         began = time.monotonic()
