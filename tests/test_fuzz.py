@@ -122,7 +122,8 @@ def _rounded(value: Any) -> Any:
 
 
 def _comparable(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    drop = {"id", "time", "latency_ms", "stream_id"}
+    # seq counts the partials too; check_events checks it has no gaps
+    drop = {"id", "seq", "time", "latency_ms", "stream_id"}
     return [
         _rounded({k: v for k, v in e.items() if k not in drop})
         for e in events
