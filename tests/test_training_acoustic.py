@@ -15,17 +15,21 @@ pytestmark = pytest.mark.train
 
 SMALL = {
     "attn": {"n_labels": 4, "input_dim": 512, "hidden": 32, "embedding": 16, "pool": 4},
+    "stats": {"n_labels": 4, "input_dim": 512, "hidden": 32, "embedding": 16},
     "cnn": {"n_labels": 4, "input_dim": 80, "channels": [4, 8], "embedding": 16},
     "cnn-lstm": {"n_labels": 4, "input_dim": 80, "channels": [4, 8], "embedding": 16, "lstm": 8},
 }
 
 
-@pytest.mark.parametrize("arch", ["attn", "cnn", "cnn-lstm"])
+@pytest.mark.parametrize("arch", ["attn", "stats", "cnn", "cnn-lstm"])
 def test_forward_contract_and_padding(arch: str) -> None:
     torch.manual_seed(0)
     config = SMALL[arch]
     model = build_model(arch, config).eval()
     dim = config["input_dim"]
+    scaler = getattr(model, "scaler", None)
+    if scaler is not None:  # non-trivial statistics, as after training
+        scaler.set_statistics(torch.randn(dim), torch.rand(dim) + 0.5)
     x = torch.randn(3, 37, dim)
     lengths = torch.tensor([37, 21, 9], dtype=torch.int64)
     x = x * (torch.arange(37)[None, :, None] < lengths[:, None, None])

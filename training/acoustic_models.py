@@ -11,6 +11,9 @@ Architectures (``build_model(arch, config)``):
 - ``attn``: for Whisper encoder states. Frames are averaged in windows of ``pool``,
   normalised, projected, passed through ``blocks`` masked depthwise-separable conv
   blocks, and pooled by attentive statistics (weighted mean and standard deviation).
+- ``stats``: for Whisper encoder states: masked mean and standard deviation over
+  time of globally standardised states, then an MLP (the linear baseline's input,
+  with a non-linear classifier).
 - ``cnn``: for log-mel frames. 2-D conv stack over (time, mel) with time pooling,
   then the same attentive statistics pooling.
 - ``cnn-lstm``: the ``cnn`` stack followed by a BiLSTM (packed-free: padded frames
@@ -90,6 +93,96 @@ class ConvBlock(nn.Module):
         return (x + self.dropout(h)) * mask
 
 
+class InputScaler(nn.Module):
+    """Per-dimension standardisation with statistics of the training frames.
+
+    Whisper encoder states have a few dimensions of very large magnitude, which a
+    per-frame LayerNorm lets dominate; a global scaler (as the linear baseline's
+    StandardScaler) keeps every dimension informative. The statistics are buffers,
+    so they travel in the state dict and the exported graph.
+    """
+
+    def __init__(self, dim: int) -> None:
+        """Identity until ``set_statistics`` is called."""
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("inv_std", torch.ones(dim))
+
+    def set_statistics(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Store the training frames' mean and standard deviation."""
+        self.mean.copy_(mean)
+        self.inv_std.copy_(1.0 / std.clamp_min(1e-3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Standardise [B, T, D]."""
+        return (x - self.mean) * self.inv_std
+
+
+class StatsHead(nn.Module):
+    """``stats``: masked mean and standard deviation of standardised states, then an MLP."""
+
+    def __init__(
+        self,
+        n_labels: int,
+        input_dim: int = 512,
+        hidden: int = 256,
+        embedding: int = 128,
+        dropout: float = 0.3,
+    ) -> None:
+        """Build the head; arguments are stored in the checkpoint's config."""
+        super().__init__()
+        self.scaler = InputScaler(input_dim)
+        self.pooled_scaler = InputScaler(2 * input_dim)
+        self.input_dropout = nn.Dropout(dropout)
+        self.mlp = nn.Sequential(
+            nn.Linear(2 * input_dim, hidden), nn.GELU(), nn.Dropout(dropout),
+            nn.Linear(hidden, embedding), nn.GELU(),
+        )
+        self.dropout = nn.Dropout(dropout)
+        self.classify = nn.Linear(embedding, n_labels)
+
+    def forward(
+        self, features: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(features [B,T,D], lengths [B]) -> (probs [B,L], embedding [B,E])."""
+        logits, embedding = self.logits(features, lengths)
+        return torch.softmax(logits, dim=-1), embedding
+
+    def logits(
+        self, features: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unnormalised class scores and the embedding."""
+        mask = frame_mask(lengths, features.shape[1], features.dtype)
+        x = self.scaler(features) * mask
+        count = mask.sum(dim=1).clamp_min(1.0)
+        mean = x.sum(dim=1) / count
+        var = (x * x).sum(dim=1) / count - mean * mean
+        pooled = torch.cat([mean, torch.sqrt(var.clamp_min(1e-5))], dim=-1)
+        embedding = self.mlp(self.input_dropout(self.pooled_scaler(pooled)))
+        return self.classify(self.dropout(embedding)), embedding
+
+
+def fit_statistics(model: nn.Module, features: list[torch.Tensor]) -> None:
+    """Set a model's input (and pooled, for ``stats``) scalers from training utterances.
+
+    Args:
+        model: a freshly built model.
+        features: the training utterances' frames, each [T, D].
+    """
+    scaler = getattr(model, "scaler", None)
+    if scaler is None:
+        return
+    frames = torch.cat(features)
+    scaler.set_statistics(frames.mean(0), frames.std(0))
+    pooled_scaler = getattr(model, "pooled_scaler", None)
+    if pooled_scaler is not None:
+        with torch.no_grad():
+            pooled = torch.stack(
+                [torch.cat([s.mean(0), s.std(0)]) for s in (scaler(f) for f in features)]
+            )
+        pooled_scaler.set_statistics(pooled.mean(0), pooled.std(0))
+
+
 class AttentionHead(nn.Module):
     """``attn``: head on Whisper encoder states (see module docstring)."""
 
@@ -107,7 +200,7 @@ class AttentionHead(nn.Module):
         """Build the head; arguments are stored in the checkpoint's config."""
         super().__init__()
         self.pool = pool
-        self.input_norm = nn.LayerNorm(input_dim)
+        self.scaler = InputScaler(input_dim)
         self.project = nn.Linear(input_dim, hidden)
         self.input_dropout = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(ConvBlock(hidden, kernel, dropout) for _ in range(blocks))
@@ -130,7 +223,7 @@ class AttentionHead(nn.Module):
         x = features * frame_mask(lengths, features.shape[1], features.dtype)
         x, lengths = pool_time(x, lengths, self.pool)
         mask = frame_mask(lengths, x.shape[1], x.dtype)
-        x = self.input_dropout(F.gelu(self.project(self.input_norm(x)))) * mask
+        x = self.input_dropout(F.gelu(self.project(self.scaler(x)))) * mask
         for block in self.blocks:
             x = block(x, mask)
         embedding = self.embed(self.stats(x, mask))
@@ -220,8 +313,8 @@ class Ensemble(nn.Module):
         return probs, torch.cat([e for _, e in outputs], dim=-1)
 
 
-ARCHS: Final = {"attn": AttentionHead, "cnn": MelCnn, "cnn-lstm": MelCnn}
-PADDING_INVARIANT: Final = {"attn": True, "cnn": True, "cnn-lstm": False}
+ARCHS: Final = {"attn": AttentionHead, "stats": StatsHead, "cnn": MelCnn, "cnn-lstm": MelCnn}
+PADDING_INVARIANT: Final = {"attn": True, "stats": True, "cnn": True, "cnn-lstm": False}
 """Whether extra zero padding leaves a row's output unchanged (BiLSTM: not exactly)."""
 
 
@@ -229,7 +322,7 @@ def build_model(arch: str, config: dict[str, Any]) -> nn.Module:
     """Build an untrained model from its architecture name and constructor kwargs.
 
     Args:
-        arch: "attn", "cnn" or "cnn-lstm".
+        arch: "attn", "stats", "cnn" or "cnn-lstm".
         config: constructor keyword arguments (``n_labels`` included), as stored in
             the checkpoint's ``config``.
 
