@@ -13,6 +13,7 @@ import asyncio
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -100,20 +101,29 @@ class Engine:
         self.sinks: list[Callable[[Envelope], None]] = []
         workers = options.workers or (os.cpu_count() or 1)
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="recognize")
+        self._outbox: deque[Envelope] = deque()
         self._requests: asyncio.Queue[_Request] = asyncio.Queue()
         self._batcher: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
 
     def emit(self, stream_id: str, body: Any) -> Envelope:
-        """Stamp an event with id, seq and time and hand it to every sink."""
+        """Stamp an event with id, seq and time and hand it to every sink.
+
+        An event emitted by a sink while it handles another (the JSONL sink reporting
+        a full disk) is delivered after that one, so every sink sees ``id`` order.
+        """
         envelope = self.sequencer.stamp(stream_id, body)
         if isinstance(body, ErrorEvent):
             self.metrics.errors.labels(body.code).inc()
-        for sink in self.sinks:
-            try:
-                sink(envelope)
-            except Exception:  # one broken sink must not stop the others
-                _LOGGER.exception("Event sink failed")
+        self._outbox.append(envelope)
+        if len(self._outbox) == 1:
+            while self._outbox:
+                for sink in self.sinks:
+                    try:
+                        sink(self._outbox[0])
+                    except Exception:  # one broken sink must not stop the others
+                        _LOGGER.exception("Event sink failed")
+                self._outbox.popleft()
         return envelope
 
     async def run(self, stage: str, func: Callable[..., _T], *args: Any) -> _T:
@@ -372,6 +382,7 @@ class StreamSession:
             )
             try:
                 self._queue.put_nowait(pending)
+                self.engine.metrics.queue_depth.inc()
             except asyncio.QueueFull:
                 self.engine.metrics.dropped_utterances.inc()
                 self.error(
@@ -380,7 +391,6 @@ class StreamSession:
                     f"{self._queue.qsize()} utterances behind",
                     fatal=False,
                 )
-            self.engine.metrics.queue_depth.set(self._queue.qsize())
 
     def _maybe_partial(self) -> None:
         interval = self.engine.options.partial_interval_ms
@@ -431,7 +441,7 @@ class StreamSession:
     async def _work(self) -> None:
         while (pending := await self._queue.get()) is not None:
             self._room.set()
-            self.engine.metrics.queue_depth.set(self._queue.qsize())
+            self.engine.metrics.queue_depth.dec()
             try:
                 recognition = await self.engine.recognize(pending.audio, self.language)
             except Exception as err:
