@@ -25,8 +25,11 @@ _REPO_ROOT: Final = Path(__file__).resolve().parent.parent
 
 CORPUS_LICENCES: Final[dict[str, str]] = {
     "ravdess": "RAVDESS: CC BY-NC-SA 4.0 (Livingstone & Russo 2018)",
-    "emodb": "EMO-DB: free for research use (Burkhardt et al. 2005)",
-    "shemo": "ShEMO: released by its authors for research use (Mohamad Nezami et al. 2019)",
+    "emodb": "EMO-DB: academic research corpus (Burkhardt et al. 2005)",
+    "shemo": (
+        "ShEMO transcripts: academic research corpus, use under its authors' terms "
+        "(Mohamad Nezami et al. 2019)"
+    ),
 }
 
 

@@ -372,3 +372,71 @@ def real_batches(
         "no matching acoustic/text graphs; verifying fusion on synthetic embeddings"
     )
     return _synthetic_batches(kind, checkpoint, module), "synthetic embeddings"
+
+
+def labelled_batches(
+    checkpoint: dict[str, Any], *, batch_size: int = 32
+) -> tuple[list[Batch], list[str], str] | None:
+    """Real labelled inputs for measuring a variant's accuracy change, or None.
+
+    Acoustic: every EMO-DB clip (features from the training cache, as training
+    computed them); text: every ShEMO transcript. Labels outside the model's are
+    dropped. These are training data of a shipped model, so absolute accuracy is
+    optimistic; the change between fp32 and a variant is what is measured.
+    """
+    from export.to_onnx import front_end_of
+    from streamser.whisper_model import default_whisper_dir
+    from training.datasets import load_dataset
+
+    root = data_root()
+    if root is None or checkpoint["kind"] == "fusion":
+        return None
+    labels = list(checkpoint["labels"])
+    if checkpoint["kind"] == "acoustic":
+        from training.features_cache import load_features
+
+        utterances = [
+            u for u in load_dataset(f"emodb:{root / 'emodb'}") if u.label in labels
+        ]
+        kind = "mel" if front_end_of(checkpoint).type == "log-mel" else "encoder"
+        rows = load_features(utterances, kind=kind, copy=0, progress=False)
+        names, dtype, source = ("features", "lengths"), np.float32, "EMO-DB, all clips"
+    else:
+        spec = f"shemo-text:{root / _SHEMO_TEXT}"
+        utterances = [u for u in load_dataset(spec) if u.label in labels]
+        tokenizer = TextTokenizer(str(default_whisper_dir() / "tokenizer.json"))
+        rows = [tokenizer.encode(u.text or "") for u in utterances]
+        names, dtype, source = (
+            ("token_ids", "lengths"),
+            np.int64,
+            "ShEMO, all transcripts",
+        )
+    batches = []
+    for start in range(0, len(rows), batch_size):
+        values, lengths = pad_batch(rows[start : start + batch_size], dtype)
+        batches.append({names[0]: values, names[1]: lengths})
+    return batches, [u.label for u in utterances], source
+
+
+def accuracy_change(
+    reference_path: Path,
+    variant_path: Path,
+    batches: list[Batch],
+    truth: list[str],
+    labels: list[str],
+) -> dict[str, float]:
+    """Accuracy (WA) of the fp32 graph and of a variant on the same labelled rows."""
+    scores = {}
+    for key, path in (("fp32", reference_path), ("variant", variant_path)):
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        predicted = np.concatenate(
+            [session.run(["probs"], b)[0].argmax(1) for b in batches]
+        )
+        scores[key] = float(
+            np.mean([labels[i] == t for i, t in zip(predicted, truth, strict=True)])
+        )
+    return {
+        "wa_fp32": scores["fp32"],
+        "wa_variant": scores["variant"],
+        "wa_change": scores["variant"] - scores["fp32"],
+    }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -168,8 +169,10 @@ def test_cli_exports_int8_variant_and_reports_json(
             "--out",
             str(tmp_path),
             "--int8",
+            "--fp16",
             "--json",
         ],
+        env=dict(os.environ, STREAMSER_TRAIN_CACHE=str(tmp_path / "cache")),
         cwd=_REPO_ROOT,
         capture_output=True,
         text=True,
@@ -182,6 +185,9 @@ def test_cli_exports_int8_variant_and_reports_json(
     int8 = summary["variants"]["int8"]
     assert 0.0 <= int8["top1_agreement"] <= 1.0
     assert (tmp_path / int8["file"]).is_file()
+    assert int8["accuracy_data"] == "EMO-DB, all clips"
+    assert abs(int8["wa_change"]) <= 1.0
+    assert "top1_agreement" in summary["variants"]["fp16"]
     OnnxModel(Path(summary["onnx"]), device="cpu")
 
 
