@@ -63,29 +63,39 @@ def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str,
 
 
 def test_cli_unknown_kind(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = _run(["--data", f"nosuch:{tmp_path}", "--models", str(tmp_path)], capsys)
+    code, _, err = _run(
+        ["--data", f"nosuch:{tmp_path}", "--models", str(tmp_path)], capsys
+    )
     assert code == 2
     assert "unknown dataset kind 'nosuch'" in err
 
 
 def test_cli_wrong_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     missing = tmp_path / "absent"
-    code, _, err = _run(["--data", f"emodb:{missing}", "--models", str(tmp_path)], capsys)
+    code, _, err = _run(
+        ["--data", f"emodb:{missing}", "--models", str(tmp_path)], capsys
+    )
     assert code == 2
     assert "does not exist" in err and str(missing) in err
 
 
-def test_cli_missing_models_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_missing_models_dir(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     (tmp_path / "emodb").mkdir()
     models = tmp_path / "no-models"
-    code, _, err = _run(["--data", f"emodb:{tmp_path / 'emodb'}", "--models", str(models)], capsys)
+    code, _, err = _run(
+        ["--data", f"emodb:{tmp_path / 'emodb'}", "--models", str(models)], capsys
+    )
     assert code == 2
     assert "models folder" in err and str(models) in err
 
 
 def test_cli_empty_dataset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "emodb").mkdir()
-    code, _, err = _run(["--data", f"emodb:{tmp_path / 'emodb'}", "--models", str(tmp_path)], capsys)
+    code, _, err = _run(
+        ["--data", f"emodb:{tmp_path / 'emodb'}", "--models", str(tmp_path)], capsys
+    )
     assert code == 2
     assert "error:" in err and "emodb" in err
 
@@ -106,8 +116,16 @@ def test_cli_json_on_real_clips_through_the_runtime(
         shutil.copy(clip, folder / clip.name)
     plot = tmp_path / "cm.png"
     code, out, err = _run(
-        ["--data", f"emodb:{folder}", "--models", str(fixture_models), "--json", "--no-asr",
-         "--plot", str(plot)],
+        [
+            "--data",
+            f"emodb:{folder}",
+            "--models",
+            str(fixture_models),
+            "--json",
+            "--no-asr",
+            "--plot",
+            str(plot),
+        ],
         capsys,
     )
     assert code == 0, err

@@ -17,7 +17,13 @@ SMALL = {
     "attn": {"n_labels": 4, "input_dim": 512, "hidden": 32, "embedding": 16, "pool": 4},
     "stats": {"n_labels": 4, "input_dim": 512, "hidden": 32, "embedding": 16},
     "cnn": {"n_labels": 4, "input_dim": 80, "channels": [4, 8], "embedding": 16},
-    "cnn-lstm": {"n_labels": 4, "input_dim": 80, "channels": [4, 8], "embedding": 16, "lstm": 8},
+    "cnn-lstm": {
+        "n_labels": 4,
+        "input_dim": 80,
+        "channels": [4, 8],
+        "embedding": 16,
+        "lstm": 8,
+    },
 }
 
 
@@ -109,10 +115,14 @@ def test_train_and_evaluate_on_real_clips(emodb_tiny: Path, tmp_path: Path) -> N
     acoustic._SHARED["data"] = data
     idx = np.arange(len(data.y))
     before = build_model("attn", config).state_dict()
-    state, epoch, val_ua = acoustic.train_one("attn", config, idx[:8], idx[8:], options, seed=0)
+    state, epoch, val_ua = acoustic.train_one(
+        "attn", config, idx[:8], idx[8:], options, seed=0
+    )
     assert 1 <= epoch <= 2 and 0.0 <= val_ua <= 1.0
     assert any(not torch.equal(before[k], state[k]) for k in before if "weight" in k)
-    report = acoustic.cross_validate(data, "attn", config, options, protocol="loso", jobs=1)
+    report = acoustic.cross_validate(
+        data, "attn", config, options, protocol="loso", jobs=1
+    )
     assert report["folds"] == 3  # one per speaker
     emodb = report["per_corpus"]["emodb"]
     assert emodb["n"] == len(data.y)
@@ -124,11 +134,25 @@ def test_cli_writes_checkpoint(emodb_tiny: Path, tmp_path: Path) -> None:
     from training.acoustic import main
     from training.acoustic_models import load_checkpoint_model
 
-    code = main([
-        "--data", f"emodb:{emodb_tiny}", "--arch", "attn", "--protocol", "none", "--final",
-        "--epochs", "1", "--config", '{"hidden": 16, "embedding": 8}',
-        "--train", '{"copies": 1, "seeds": [0, 1], "batch_size": 4}', "--out", str(tmp_path),
-    ])
+    code = main(
+        [
+            "--data",
+            f"emodb:{emodb_tiny}",
+            "--arch",
+            "attn",
+            "--protocol",
+            "none",
+            "--final",
+            "--epochs",
+            "1",
+            "--config",
+            '{"hidden": 16, "embedding": 8}',
+            "--train",
+            '{"copies": 1, "seeds": [0, 1], "batch_size": 4}',
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert code == 0
     checkpoint = torch.load(tmp_path / "emotion-acoustic-v1.pt", weights_only=False)
     assert checkpoint["kind"] == "acoustic" and checkpoint["arch"] == "attn"
@@ -140,7 +164,9 @@ def test_cli_writes_checkpoint(emodb_tiny: Path, tmp_path: Path) -> None:
     assert probs.shape == (1, 4) and embedding.shape == (1, 16)
 
 
-def test_cli_rejects_bad_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_rejects_bad_data(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from training.acoustic import main
 
     assert main(["--data", f"nosuch:{tmp_path}"]) == 2

@@ -38,12 +38,29 @@ from training.metrics import format_confusion, score
 
 _LOGGER = logging.getLogger(__name__)
 
-FEATURE_KIND: Final = {"attn": "encoder", "stats": "encoder", "cnn": "mel", "cnn-lstm": "mel"}
+FEATURE_KIND: Final = {
+    "attn": "encoder",
+    "stats": "encoder",
+    "cnn": "mel",
+    "cnn-lstm": "mel",
+}
 DEFAULT_CONFIG: Final[dict[str, dict[str, Any]]] = {
-    "attn": {"hidden": 256, "embedding": 128, "blocks": 1, "kernel": 5, "pool": 2, "dropout": 0.3},
+    "attn": {
+        "hidden": 256,
+        "embedding": 128,
+        "blocks": 1,
+        "kernel": 5,
+        "pool": 2,
+        "dropout": 0.3,
+    },
     "stats": {"hidden": 256, "embedding": 128, "dropout": 0.3},
     "cnn": {"channels": [32, 64, 96], "embedding": 128, "dropout": 0.3},
-    "cnn-lstm": {"channels": [32, 64, 96], "embedding": 128, "lstm": 96, "dropout": 0.3},
+    "cnn-lstm": {
+        "channels": [32, 64, 96],
+        "embedding": 128,
+        "lstm": 96,
+        "dropout": 0.3,
+    },
 }
 
 
@@ -93,7 +110,10 @@ _SHARED: dict[str, Any] = {}
 
 
 def _batches(
-    indices: npt.NDArray[np.int64], lengths: npt.NDArray[np.int64], size: int, rng: np.random.Generator
+    indices: npt.NDArray[np.int64],
+    lengths: npt.NDArray[np.int64],
+    size: int,
+    rng: np.random.Generator,
 ) -> list[npt.NDArray[np.int64]]:
     """Shuffled batches of similar length (sorted within chunks of 8 batches)."""
     order = rng.permutation(indices)
@@ -111,7 +131,9 @@ def _pad(arrays: Sequence[npt.NDArray[np.float32]]) -> tuple[Any, Any]:
     import torch
 
     lengths = np.array([a.shape[0] for a in arrays], dtype=np.int64)
-    out = np.zeros((len(arrays), int(lengths.max()), arrays[0].shape[1]), dtype=np.float32)
+    out = np.zeros(
+        (len(arrays), int(lengths.max()), arrays[0].shape[1]), dtype=np.float32
+    )
     for i, a in enumerate(arrays):
         out[i, : a.shape[0]] = a
     return torch.from_numpy(out), torch.from_numpy(lengths)
@@ -140,7 +162,9 @@ def _spec_augment(
     return x
 
 
-def predict(model: Any, feats: Sequence[npt.NDArray[np.float32]], batch_size: int = 64) -> npt.NDArray[np.float32]:
+def predict(
+    model: Any, feats: Sequence[npt.NDArray[np.float32]], batch_size: int = 64
+) -> npt.NDArray[np.float32]:
     """Class probabilities of each utterance (eval mode, no gradients)."""
     import torch
 
@@ -159,7 +183,9 @@ def predict(model: Any, feats: Sequence[npt.NDArray[np.float32]], batch_size: in
     return probs
 
 
-def _summaries(copies: list[list[npt.NDArray[np.float32]]]) -> list[list[npt.NDArray[np.float32]]]:
+def _summaries(
+    copies: list[list[npt.NDArray[np.float32]]],
+) -> list[list[npt.NDArray[np.float32]]]:
     """Two frames per utterance (mean +- std) with the utterance's exact statistics.
 
     The ``stats`` head reads an utterance only through the mean and standard
@@ -204,7 +230,10 @@ def _fit_scalers(model: Any, train_idx: npt.NDArray[np.int64]) -> Any:
     std = np.sqrt(np.maximum(second - mean**2, 0.0))
     scaler = getattr(model, "scaler", None)
     if scaler is not None:
-        scaler.set_statistics(torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32))
+        scaler.set_statistics(
+            torch.tensor(mean, dtype=torch.float32),
+            torch.tensor(std, dtype=torch.float32),
+        )
         pooled_scaler = getattr(model, "pooled_scaler", None)
         if pooled_scaler is not None:
             inv_std = 1.0 / np.maximum(std, 1e-3)
@@ -258,12 +287,19 @@ def train_one(
     # Standardise with the training utterances' statistics (clean copy).
     fill = _fit_scalers(model, train_idx)
     n_epochs = epochs or options.epochs
-    counts = np.bincount(data.y[train_idx], minlength=len(data.labels)).astype(np.float64)
-    weights = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / len(counts), 0.0)
-    loss_fn = torch.nn.CrossEntropyLoss(
-        weight=torch.tensor(weights, dtype=torch.float32), label_smoothing=options.label_smoothing
+    counts = np.bincount(data.y[train_idx], minlength=len(data.labels)).astype(
+        np.float64
     )
-    optimizer = torch.optim.AdamW(model.parameters(), lr=options.lr, weight_decay=options.weight_decay)
+    weights = np.where(
+        counts > 0, counts.sum() / np.maximum(counts, 1) / len(counts), 0.0
+    )
+    loss_fn = torch.nn.CrossEntropyLoss(
+        weight=torch.tensor(weights, dtype=torch.float32),
+        label_smoothing=options.label_smoothing,
+    )
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=options.lr, weight_decay=options.weight_decay
+    )
     steps = n_epochs * int(np.ceil(len(train_idx) / options.batch_size))
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=options.lr, total_steps=steps, pct_start=0.15
@@ -287,7 +323,9 @@ def train_one(
                 x = lam * x + (1 - lam) * x[perm]
                 lens = torch.maximum(lens, lens[perm])
                 logits, _ = model.logits(x, lens)
-                loss = lam * loss_fn(logits, target) + (1 - lam) * loss_fn(logits, target[perm])
+                loss = lam * loss_fn(logits, target) + (1 - lam) * loss_fn(
+                    logits, target[perm]
+                )
             else:
                 logits, _ = model.logits(x, lens)
                 loss = loss_fn(logits, target)
@@ -300,26 +338,38 @@ def train_one(
             ua = _ua(data.y[val_idx], predict(model, val_feats).argmax(1))
             if not ua <= best_ua:  # first epoch or better (nan-safe)
                 best_ua, best_epoch = ua, epoch
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                best_state = {
+                    k: v.detach().clone() for k, v in model.state_dict().items()
+                }
     if best_state is None:
         best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     return best_state, best_epoch, best_ua
 
 
-def _validation_split(train_idx: npt.NDArray[np.int64], fraction: float, seed: int) -> tuple[Any, Any]:
+def _validation_split(
+    train_idx: npt.NDArray[np.int64], fraction: float, seed: int
+) -> tuple[Any, Any]:
     """Hold out about ``fraction`` of the training speakers of every corpus."""
     data: _Data = _SHARED["data"]
     rng = np.random.default_rng(seed)
     val_speakers: set[str] = set()
     for corpus in sorted({data.utterances[i].corpus for i in train_idx}):
-        speakers = sorted({data.utterances[i].speaker for i in train_idx if data.utterances[i].corpus == corpus})
+        speakers = sorted(
+            {
+                data.utterances[i].speaker
+                for i in train_idx
+                if data.utterances[i].corpus == corpus
+            }
+        )
         n_val = max(1, round(fraction * len(speakers))) if len(speakers) > 2 else 0
         val_speakers.update(rng.choice(speakers, size=n_val, replace=False).tolist())
     is_val = np.array([data.utterances[i].speaker in val_speakers for i in train_idx])
     return train_idx[~is_val], train_idx[is_val]
 
 
-def _run_fold(job: tuple[int, Any, Any, str, dict[str, Any], TrainOptions]) -> tuple[int, Any, list[int], list[float]]:
+def _run_fold(
+    job: tuple[int, Any, Any, str, dict[str, Any], TrainOptions],
+) -> tuple[int, Any, list[int], list[float]]:
     import torch
 
     fold, train_idx, test_idx, arch, config, options = job
@@ -331,7 +381,9 @@ def _run_fold(job: tuple[int, Any, Any, str, dict[str, Any], TrainOptions]) -> t
 
     probs, epochs, val_uas = [], [], []
     for seed in options.seeds:
-        inner_train, val = _validation_split(train_idx, options.val_fraction, seed * 1000 + fold)
+        inner_train, val = _validation_split(
+            train_idx, options.val_fraction, seed * 1000 + fold
+        )
         if len(val) == 0:  # too few speakers to hold any out: no early stopping
             inner_train, val = train_idx, None
         state, epoch, val_ua = train_one(arch, config, inner_train, val, options, seed)
@@ -371,7 +423,9 @@ def cross_validate(
     folds = speaker_folds(data.utterances, kind=protocol, k=k, seed=0)  # type: ignore[arg-type]
     _SHARED["data"] = data
     _SHARED["moments"], _SHARED["moments_of"] = _moments(data.copies[0]), data
-    _SHARED["summaries"] = _summaries(data.copies) if _use_summaries(arch, options) else None
+    _SHARED["summaries"] = (
+        _summaries(data.copies) if _use_summaries(arch, options) else None
+    )
     _SHARED["threads"] = 1  # two threads thrash on a shared 2-core host
     jobs_list = [(i, tr, te, arch, config, options) for i, (tr, te) in enumerate(folds)]
     probs = np.zeros((len(data.y), len(data.labels)), dtype=np.float32)
@@ -380,7 +434,13 @@ def cross_validate(
     start = time.monotonic()
     if jobs > 1:
         with multiprocessing.get_context("fork").Pool(jobs) as pool:
-            results = list(tqdm(pool.imap_unordered(_run_fold, jobs_list), total=len(folds), desc="folds"))
+            results = list(
+                tqdm(
+                    pool.imap_unordered(_run_fold, jobs_list),
+                    total=len(folds),
+                    desc="folds",
+                )
+            )
     else:
         results = [_run_fold(job) for job in tqdm(jobs_list, desc="folds")]
     for fold, fold_probs, fold_epochs, fold_val in results:
@@ -407,19 +467,25 @@ def cross_validate(
     return report
 
 
-def fit_final(data: _Data, arch: str, config: dict[str, Any], options: TrainOptions, epochs: int) -> list[dict[str, Any]]:
+def fit_final(
+    data: _Data, arch: str, config: dict[str, Any], options: TrainOptions, epochs: int
+) -> list[dict[str, Any]]:
     """Train every seed on all utterances for ``epochs`` epochs; their state dicts."""
     import torch
     from tqdm import tqdm
 
     _SHARED["data"] = data
     _SHARED["moments"], _SHARED["moments_of"] = _moments(data.copies[0]), data
-    _SHARED["summaries"] = _summaries(data.copies) if _use_summaries(arch, options) else None
+    _SHARED["summaries"] = (
+        _summaries(data.copies) if _use_summaries(arch, options) else None
+    )
     torch.set_num_threads(1)
     all_idx = np.arange(len(data.y), dtype=np.int64)
     states = []
     for seed in tqdm(options.seeds, desc="final fit"):
-        state, _, _ = train_one(arch, config, all_idx, None, options, seed, epochs=epochs)
+        state, _, _ = train_one(
+            arch, config, all_idx, None, options, seed, epochs=epochs
+        )
         states.append(state)
     return states
 
@@ -437,18 +503,46 @@ def load_data(specs: Sequence[str], kind: str, copies: int) -> _Data:
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m training acoustic", description=__doc__.split("\n")[0])
-    parser.add_argument("--data", action="append", required=True, help="KIND:PATH (repeatable)")
-    parser.add_argument("--arch", default="stats", choices=sorted(FEATURE_KIND), help="default: stats")
-    parser.add_argument("--config", default="{}", help="JSON overrides of the architecture config")
+    parser = argparse.ArgumentParser(
+        prog="python -m training acoustic", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument(
+        "--data", action="append", required=True, help="KIND:PATH (repeatable)"
+    )
+    parser.add_argument(
+        "--arch", default="stats", choices=sorted(FEATURE_KIND), help="default: stats"
+    )
+    parser.add_argument(
+        "--config", default="{}", help="JSON overrides of the architecture config"
+    )
     parser.add_argument("--train", default="{}", help="JSON overrides of TrainOptions")
-    parser.add_argument("--protocol", default="loso", choices=("loso", "kfold", "none"), help="evaluation (default loso; none: skip)")
-    parser.add_argument("--folds", type=int, default=5, help="folds for --protocol kfold")
-    parser.add_argument("--final", action="store_true", help="fit on all speakers and write the checkpoint")
-    parser.add_argument("--epochs", type=int, default=None, help="final fit epochs (default: median chosen by the evaluation's inner validation, else 20)")
-    parser.add_argument("--jobs", type=int, default=2, help="folds trained in parallel (default 2)")
+    parser.add_argument(
+        "--protocol",
+        default="loso",
+        choices=("loso", "kfold", "none"),
+        help="evaluation (default loso; none: skip)",
+    )
+    parser.add_argument(
+        "--folds", type=int, default=5, help="folds for --protocol kfold"
+    )
+    parser.add_argument(
+        "--final",
+        action="store_true",
+        help="fit on all speakers and write the checkpoint",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="final fit epochs (default: median chosen by the evaluation's inner validation, else 20)",
+    )
+    parser.add_argument(
+        "--jobs", type=int, default=2, help="folds trained in parallel (default 2)"
+    )
     parser.add_argument("--name", default="emotion-acoustic-v1", help="checkpoint name")
-    parser.add_argument("--out", type=Path, default=Path("artifacts/acoustic"), help="output folder")
+    parser.add_argument(
+        "--out", type=Path, default=Path("artifacts/acoustic"), help="output folder"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     return parser.parse_args(argv)
 
@@ -456,7 +550,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point (``python -m training acoustic``)."""
     args = _parse(argv)
-    command = "python -m training acoustic " + " ".join(sys.argv[2:] if argv is None else argv)
+    command = "python -m training acoustic " + " ".join(
+        sys.argv[2:] if argv is None else argv
+    )
     try:
         config_over = json.loads(args.config)
         train_over = json.loads(args.train)
@@ -478,18 +574,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     if FEATURE_KIND[args.arch] == "mel":
         config["input_dim"] = front_end.N_MELS
     started = time.monotonic()
-    report: dict[str, Any] = {"arch": args.arch, "config": config, "train": asdict(options), "labels": data.labels}
+    report: dict[str, Any] = {
+        "arch": args.arch,
+        "config": config,
+        "train": asdict(options),
+        "labels": data.labels,
+    }
     if args.protocol != "none":
-        report["evaluation"] = cross_validate(data, args.arch, config, options, args.protocol, args.folds, args.jobs)
+        report["evaluation"] = cross_validate(
+            data, args.arch, config, options, args.protocol, args.folds, args.jobs
+        )
         for corpus, s in report["evaluation"]["per_corpus"].items():
-            _LOGGER.info("%s %s: UA %.1f WA %.1f", args.protocol, corpus, 100 * s["ua"], 100 * s["wa"])
+            _LOGGER.info(
+                "%s %s: UA %.1f WA %.1f",
+                args.protocol,
+                corpus,
+                100 * s["ua"],
+                100 * s["wa"],
+            )
     if args.final:
         chosen = report.get("evaluation", {}).get("epochs_chosen")
         epochs = args.epochs or (int(np.median(chosen)) if chosen else 20)
         final_start = time.monotonic()
         states = fit_final(data, args.arch, config, options, epochs)
-        report["final"] = {"epochs": epochs, "wall_s": round(time.monotonic() - final_start, 1)}
-        fe = front_end.WHISPER_ENCODER if FEATURE_KIND[args.arch] == "encoder" else front_end.LOG_MEL
+        report["final"] = {
+            "epochs": epochs,
+            "wall_s": round(time.monotonic() - final_start, 1),
+        }
+        fe = (
+            front_end.WHISPER_ENCODER
+            if FEATURE_KIND[args.arch] == "encoder"
+            else front_end.LOG_MEL
+        )
         checkpoint = {
             "kind": "acoustic",
             "name": args.name,

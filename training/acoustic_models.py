@@ -33,7 +33,9 @@ from torch.nn import functional as F
 _NEG: Final = -1.0e4
 
 
-def frame_mask(lengths: torch.Tensor, time: int | torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+def frame_mask(
+    lengths: torch.Tensor, time: int | torch.Tensor, dtype: torch.dtype
+) -> torch.Tensor:
     """[batch, time, 1] mask of valid frames (1.0) built from ``lengths``."""
     steps = torch.arange(time, device=lengths.device).unsqueeze(0)
     return (steps < lengths.unsqueeze(1)).to(dtype).unsqueeze(-1)
@@ -61,7 +63,9 @@ class AttentiveStatsPool(nn.Module):
     def __init__(self, dim: int, hidden: int = 128) -> None:
         """Score each frame with a small MLP of size ``hidden``."""
         super().__init__()
-        self.score = nn.Sequential(nn.Linear(dim, hidden), nn.Tanh(), nn.Linear(hidden, 1))
+        self.score = nn.Sequential(
+            nn.Linear(dim, hidden), nn.Tanh(), nn.Linear(hidden, 1)
+        )
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Pool [B, T, D] with mask [B, T, 1] to [B, 2D]."""
@@ -135,8 +139,11 @@ class StatsHead(nn.Module):
         self.pooled_scaler = InputScaler(2 * input_dim)
         self.input_dropout = nn.Dropout(dropout)
         self.mlp = nn.Sequential(
-            nn.Linear(2 * input_dim, hidden), nn.GELU(), nn.Dropout(dropout),
-            nn.Linear(hidden, embedding), nn.GELU(),
+            nn.Linear(2 * input_dim, hidden),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, embedding),
+            nn.GELU(),
         )
         self.dropout = nn.Dropout(dropout)
         self.classify = nn.Linear(embedding, n_labels)
@@ -178,7 +185,10 @@ def fit_statistics(model: nn.Module, features: list[torch.Tensor]) -> None:
     if pooled_scaler is not None:
         with torch.no_grad():
             pooled = torch.stack(
-                [torch.cat([s.mean(0), s.std(0)]) for s in (scaler(f) for f in features)]
+                [
+                    torch.cat([s.mean(0), s.std(0)])
+                    for s in (scaler(f) for f in features)
+                ]
             )
         pooled_scaler.set_statistics(pooled.mean(0), pooled.std(0))
 
@@ -203,7 +213,9 @@ class AttentionHead(nn.Module):
         self.scaler = InputScaler(input_dim)
         self.project = nn.Linear(input_dim, hidden)
         self.input_dropout = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(ConvBlock(hidden, kernel, dropout) for _ in range(blocks))
+        self.blocks = nn.ModuleList(
+            ConvBlock(hidden, kernel, dropout) for _ in range(blocks)
+        )
         self.stats = AttentiveStatsPool(hidden)
         self.embed = nn.Sequential(nn.Linear(2 * hidden, embedding), nn.GELU())
         self.dropout = nn.Dropout(dropout)
@@ -258,10 +270,14 @@ class MelCnn(nn.Module):
         self.convs = nn.ModuleList(layers)
         self.down = 2 ** len(channels)
         feat = in_ch * (input_dim // self.down)
-        self.lstm = nn.LSTM(feat, lstm, batch_first=True, bidirectional=True) if lstm else None
+        self.lstm = (
+            nn.LSTM(feat, lstm, batch_first=True, bidirectional=True) if lstm else None
+        )
         width = 2 * lstm if lstm else feat
         self.stats = AttentiveStatsPool(width)
-        self.embed = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * width, embedding), nn.GELU())
+        self.embed = nn.Sequential(
+            nn.Dropout(dropout), nn.Linear(2 * width, embedding), nn.GELU()
+        )
         self.dropout = nn.Dropout(dropout)
         self.classify = nn.Linear(embedding, n_labels)
 
@@ -313,7 +329,12 @@ class Ensemble(nn.Module):
         return probs, torch.cat([e for _, e in outputs], dim=-1)
 
 
-ARCHS: Final = {"attn": AttentionHead, "stats": StatsHead, "cnn": MelCnn, "cnn-lstm": MelCnn}
+ARCHS: Final = {
+    "attn": AttentionHead,
+    "stats": StatsHead,
+    "cnn": MelCnn,
+    "cnn-lstm": MelCnn,
+}
 PADDING_INVARIANT: Final = {"attn": True, "stats": True, "cnn": True, "cnn-lstm": False}
 """Whether extra zero padding leaves a row's output unchanged (BiLSTM: not exactly)."""
 
@@ -333,7 +354,9 @@ def build_model(arch: str, config: dict[str, Any]) -> nn.Module:
         ValueError: unknown architecture.
     """
     if arch not in ARCHS:
-        raise ValueError(f"unknown acoustic architecture {arch!r}; known: {', '.join(ARCHS)}")
+        raise ValueError(
+            f"unknown acoustic architecture {arch!r}; known: {', '.join(ARCHS)}"
+        )
     kwargs = dict(config)
     if arch == "cnn-lstm":
         kwargs.setdefault("lstm", 96)

@@ -70,7 +70,9 @@ def opensmile_functionals(
         if path.is_file():
             with np.load(path) as data:
                 cached = dict(zip(data["ids"].tolist(), data["values"], strict=True))
-        missing = [u for u in utterances if u.corpus == corpus and u.utt_id not in cached]
+        missing = [
+            u for u in utterances if u.corpus == corpus and u.utt_id not in cached
+        ]
         for utt in tqdm(missing, desc=f"{feature_set} {corpus}", mininterval=5.0):
             audio = load_audio(utt.path)  # type: ignore[arg-type]
             values = smile.process_signal(audio, 16000).to_numpy()[0]
@@ -122,7 +124,9 @@ def make_classifier(kind: str, c_value: float) -> Any:
     return make_pipeline(StandardScaler(), model)
 
 
-def _balanced_accuracy(reference: npt.NDArray[Any], predicted: npt.NDArray[Any]) -> float:
+def _balanced_accuracy(
+    reference: npt.NDArray[Any], predicted: npt.NDArray[Any]
+) -> float:
     recalls = [np.mean(predicted[reference == c] == c) for c in np.unique(reference)]
     return float(np.mean(recalls))
 
@@ -174,7 +178,9 @@ def evaluate_linear(
     y = np.array([u.label for u in utterances], dtype=object)
     predicted = np.empty(len(y), dtype=object)
     chosen = []
-    for train, test in tqdm(speaker_folds(utterances, kind="loso"), desc="LOSO", mininterval=5.0):
+    for train, test in tqdm(
+        speaker_folds(utterances, kind="loso"), desc="LOSO", mininterval=5.0
+    ):
         train_utts = [utterances[i] for i in train]
         columns = slice(None)
         if fit_transform is not None:
@@ -196,17 +202,25 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m training baselines", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--data", action="append", required=True, help="KIND:PATH (repeatable)")
     parser.add_argument(
-        "--features", nargs="+", default=list(FEATURES), choices=FEATURES,
+        "--data", action="append", required=True, help="KIND:PATH (repeatable)"
+    )
+    parser.add_argument(
+        "--features",
+        nargs="+",
+        default=list(FEATURES),
+        choices=FEATURES,
         help="feature sets to evaluate (default: all)",
     )
     parser.add_argument(
-        "--joint", action="store_true",
+        "--joint",
+        action="store_true",
         help="train on the union of the corpora (LOSO over all speakers)",
     )
     parser.add_argument(
-        "--select", choices=("de",), default=None,
+        "--select",
+        choices=("de",),
+        default=None,
         help="differential-evolution feature selection before the classifier",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -239,14 +253,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             for corpus, scores in result["per_corpus"].items():
                 report[key][corpus] = scores
                 _LOGGER.info(
-                    "%s %s: UA %.1f WA %.1f (C %s)", key, corpus, 100 * scores["ua"],
-                    100 * scores["wa"], result["chosen_c"],
+                    "%s %s: UA %.1f WA %.1f (C %s)",
+                    key,
+                    corpus,
+                    100 * scores["ua"],
+                    100 * scores["wa"],
+                    result["chosen_c"],
                 )
     if args.json:
         print(json.dumps(report))
     else:
         for key, per_corpus in report.items():
             for corpus, s in per_corpus.items():
-                print(f"{key:<22} {corpus:<8} UA {100 * s['ua']:.1f}  WA {100 * s['wa']:.1f}  n {s['n']}")
+                print(
+                    f"{key:<22} {corpus:<8} UA {100 * s['ua']:.1f}  WA {100 * s['wa']:.1f}  n {s['n']}"
+                )
                 print(format_confusion(Scores(**s)))
     return 0

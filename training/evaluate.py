@@ -40,7 +40,9 @@ def plot_confusion(scores: Scores, path: Path, title: str = "") -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as err:
-        raise RuntimeError("--plot needs matplotlib: pip install 'streamser[train]'") from err
+        raise RuntimeError(
+            "--plot needs matplotlib: pip install 'streamser[train]'"
+        ) from err
     import numpy as np
 
     rows = [i for i, r in enumerate(scores.confusion) if sum(r) > 0]
@@ -53,10 +55,20 @@ def plot_confusion(scores: Scores, path: Path, title: str = "") -> None:
     for r in range(len(rows)):
         for c in range(len(scores.labels)):
             color = "white" if norm[r, c] > 0.5 else "black"
-            ax.text(c, r, int(matrix[r, c]), ha="center", va="center", color=color, fontsize=8)
+            ax.text(
+                c,
+                r,
+                int(matrix[r, c]),
+                ha="center",
+                va="center",
+                color=color,
+                fontsize=8,
+            )
     ax.set_xlabel("predicted")
     ax.set_ylabel("reference")
-    ax.set_title(title or f"UA {100 * scores.ua:.1f}  WA {100 * scores.wa:.1f}  n {scores.n}")
+    ax.set_title(
+        title or f"UA {100 * scores.ua:.1f}  WA {100 * scores.wa:.1f}  n {scores.n}"
+    )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
@@ -74,16 +86,25 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m training evaluate", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--data", action="append", required=True, help="KIND:PATH (repeatable)")
-    parser.add_argument("--models", type=Path, required=True, help="folder of exported graphs")
+    parser.add_argument(
+        "--data", action="append", required=True, help="KIND:PATH (repeatable)"
+    )
+    parser.add_argument(
+        "--models", type=Path, required=True, help="folder of exported graphs"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--plot", type=Path, default=None, help="write a confusion-matrix PNG")
+    parser.add_argument(
+        "--plot", type=Path, default=None, help="write a confusion-matrix PNG"
+    )
     parser.add_argument("--no-asr", action="store_true", help="acoustic model only")
     parser.add_argument(
-        "--detect-language", action="store_true",
+        "--detect-language",
+        action="store_true",
         help="let Whisper detect the language (default: the corpus's language)",
     )
-    parser.add_argument("--limit", type=int, default=0, help="first N utterances only (0: all)")
+    parser.add_argument(
+        "--limit", type=int, default=0, help="first N utterances only (0: all)"
+    )
     return parser.parse_args(argv)
 
 
@@ -106,7 +127,9 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         utterances = utterances[: args.limit]
     text_only = all(u.path is None for u in utterances)
     asr = not args.no_asr or text_only
-    recognizer = Recognizer(RecognizerOptions(model_dir=args.models, asr=asr, device="cpu"))
+    recognizer = Recognizer(
+        RecognizerOptions(model_dir=args.models, asr=asr, device="cpu")
+    )
     reference, predicted, corpora = [], [], []
     for utt in tqdm(utterances, desc="evaluate", mininterval=5.0):
         language = None if args.detect_language else utt.language
@@ -154,7 +177,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         print(json.dumps(report))
     else:
-        print(f"UA {100 * report['ua']:.1f}  WA {100 * report['wa']:.1f}  n {report['n']}")
+        print(
+            f"UA {100 * report['ua']:.1f}  WA {100 * report['wa']:.1f}  n {report['n']}"
+        )
         keys = ("labels", "confusion", "wa", "ua", "macro_f1", "per_class_recall", "n")
         print(format_confusion(Scores(**{k: report[k] for k in keys})))
     return 0

@@ -106,7 +106,9 @@ def augment_audio(
     out = audio
     if abs(speed - 1.0) > 1e-6:
         # Playing 16 kHz samples resampled from 16k*speed changes tempo and pitch.
-        out = soxr.resample(out, features.SAMPLE_RATE_HZ * speed, features.SAMPLE_RATE_HZ)
+        out = soxr.resample(
+            out, features.SAMPLE_RATE_HZ * speed, features.SAMPLE_RATE_HZ
+        )
     gain = 10.0 ** (rng.uniform(-options.gain_db, options.gain_db) / 20.0)
     out = out * gain
     if rng.random() < options.noise_probability:
@@ -151,7 +153,9 @@ def whisper_encoder(num_threads: int = 2) -> Any:
     return _WHISPER[0]
 
 
-def compute_features(audio: npt.NDArray[np.float32], kind: str) -> npt.NDArray[np.float32]:
+def compute_features(
+    audio: npt.NDArray[np.float32], kind: str
+) -> npt.NDArray[np.float32]:
     """Front-end features of one utterance, as the runtime computes them.
 
     Args:
@@ -169,8 +173,12 @@ def compute_features(audio: npt.NDArray[np.float32], kind: str) -> npt.NDArray[n
     raise ValueError(f"unknown feature kind {kind!r}; known: {', '.join(KINDS)}")
 
 
-def _cache_file(cache_dir: Path, corpus: str, kind: str, copy: int, options: AugmentOptions) -> Path:
-    return cache_dir / f"{corpus}-{kind}-c{copy}-{_settings_hash(kind, copy, options)}.npz"
+def _cache_file(
+    cache_dir: Path, corpus: str, kind: str, copy: int, options: AugmentOptions
+) -> Path:
+    return (
+        cache_dir / f"{corpus}-{kind}-c{copy}-{_settings_hash(kind, copy, options)}.npz"
+    )
 
 
 def load_features(
@@ -281,5 +289,7 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     import sys
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
     sys.exit(main())

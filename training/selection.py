@@ -46,12 +46,17 @@ class DeOptions:
 
 
 def _fitness_fn(
-    x: npt.NDArray[np.float32], y: npt.NDArray[Any], utts: Sequence[Utterance], options: DeOptions
+    x: npt.NDArray[np.float32],
+    y: npt.NDArray[Any],
+    utts: Sequence[Utterance],
+    options: DeOptions,
 ) -> Callable[[npt.NDArray[np.bool_]], float]:
     from sklearn.linear_model import RidgeClassifier
 
     n_speakers = len({u.speaker for u in utts})
-    folds = speaker_folds(utts, kind="kfold", k=min(options.inner_folds, n_speakers), seed=options.seed)
+    folds = speaker_folds(
+        utts, kind="kfold", k=min(options.inner_folds, n_speakers), seed=options.seed
+    )
     mean, std = x.mean(0), x.std(0) + 1e-8
     z = (x - mean) / std
     classes = np.unique(y)
@@ -99,7 +104,9 @@ def differential_evolution_mask(
     for _ in range(options.generations):
         scale = rng.uniform(0.5, 1.0)  # dither
         for i in range(options.population):
-            a, b, c = rng.choice([j for j in range(options.population) if j != i], 3, replace=False)
+            a, b, c = rng.choice(
+                [j for j in range(options.population) if j != i], 3, replace=False
+            )
             mutant = np.clip(pop[a] + scale * (pop[b] - pop[c]), 0.0, 1.0)
             cross = rng.random(dim) < options.crossover
             cross[rng.integers(dim)] = True
@@ -108,7 +115,9 @@ def differential_evolution_mask(
             if trial_score >= pop_scores[i]:
                 pop[i], pop_scores[i] = trial, trial_score
     best = pop[int(np.argmax(pop_scores))] > 0.5
-    _LOGGER.debug("DE kept %d of %d features, fitness %.3f", best.sum(), dim, pop_scores.max())
+    _LOGGER.debug(
+        "DE kept %d of %d features, fitness %.3f", best.sum(), dim, pop_scores.max()
+    )
     return best if best.any() else np.ones(dim, dtype=bool)
 
 
@@ -123,9 +132,13 @@ def de_selector(kind: str, options: DeOptions | None = None) -> Callable[..., An
         ``(x_train, y_train, utts_train) -> column mask``.
     """
 
-    def select(x: npt.NDArray[np.float32], y: npt.NDArray[Any], utts: Sequence[Utterance]) -> Any:
+    def select(
+        x: npt.NDArray[np.float32], y: npt.NDArray[Any], utts: Sequence[Utterance]
+    ) -> Any:
         mask = differential_evolution_mask(x, y, utts, options)
-        _LOGGER.info("DE (%s): kept %d of %d features", kind, int(mask.sum()), mask.size)
+        _LOGGER.info(
+            "DE (%s): kept %d of %d features", kind, int(mask.sum()), mask.size
+        )
         return mask
 
     return select
