@@ -175,6 +175,7 @@ def build_card(
         "protocol": checkpoint.get("protocol"),
         "metrics": checkpoint.get("metrics"),
         "notes": checkpoint.get("notes"),
+        "fused_with": checkpoint.get("inputs"),
         "verification": verification,
         "variants": variants,
         "streamser_version": streamser_version(),

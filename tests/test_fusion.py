@@ -204,6 +204,10 @@ def test_fusion_trains_evaluates_and_exports(tmp_path: Path) -> None:
     card = json.loads(onnx_path.with_name(onnx_path.name + ".json").read_text("utf-8"))
     assert card["verification"]["max_abs_diff"] < 1e-4
     assert "embeddings of real clips" in card["verification"]["inputs"]
+    acoustic_card = json.loads(
+        (graphs / "emotion-acoustic-v1.onnx.json").read_text("utf-8")
+    )
+    assert card["fused_with"]["acoustic_sha256"] == acoustic_card["sha256"]
     model = OnnxModel(onnx_path, device="cpu")
     assert model.info.kind == "fusion"
     assert (
