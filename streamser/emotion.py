@@ -101,6 +101,7 @@ class EmotionModels:
                 raise ModelError(
                     f"{fusion.path}: field labels differs from the acoustic model's"
                 )
+            _check_partners(fusion, acoustic, text)
             width = fusion.session.get_inputs()[1].shape[-1]
             if not isinstance(width, int):
                 raise ModelError(f"{fusion.path}: text_embedding width is not fixed")
@@ -222,3 +223,27 @@ class EmotionModels:
         )
         labels = self.fusion_model.info.labels
         return [EmotionScores.from_probs(labels, p) for p in out["probs"]]
+
+
+def _check_partners(
+    fusion: OnnxModel, acoustic: OnnxModel, text: Mapping[str, OnnxModel]
+) -> None:
+    """A fusion graph is fit to one acoustic and one text graph; refuse other pairs.
+
+    Its card names them (``fused_with``, by sha256); without a card there is nothing
+    to check.
+    """
+    partners = fusion.info.card.get("fused_with") or {}
+    expected = partners.get("acoustic_sha256")
+    if expected and expected != acoustic.info.sha256:
+        raise ModelError(
+            f"{fusion.path}: fit to acoustic graph sha256 {expected[:12]}, but "
+            f"{acoustic.path.name} is {acoustic.info.sha256[:12]}; retrain fusion"
+        )
+    expected = partners.get("text_sha256")
+    shas = {model.info.sha256 for model in text.values()}
+    if expected and shas and expected not in shas:
+        raise ModelError(
+            f"{fusion.path}: fit to text graph sha256 {expected[:12]}, which is not "
+            "among the loaded text graphs; retrain fusion"
+        )

@@ -101,3 +101,15 @@ def test_folder_without_acoustic_model(tmp_path: Path) -> None:
         EmotionModels.load(tmp_path / "m")
     with pytest.raises(ModelError, match="not found"):
         EmotionModels.load(tmp_path / "absent")
+
+
+def test_fusion_refuses_an_acoustic_graph_it_was_not_fit_to(
+    tmp_path: Path, fixture_models: Path
+) -> None:
+    folder = _copy(fixture_models, tmp_path / "m")
+    card_path = folder / "emotion-fusion-v1.onnx.json"
+    card = json.loads(card_path.read_text())
+    card["fused_with"] = {"acoustic_sha256": "ab" * 32}
+    card_path.write_text(json.dumps(card))
+    with pytest.raises(ModelError, match="retrain fusion"):
+        EmotionModels.load(folder)
