@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Rebuild the shipped models from the corpora: bash training/reproduce.sh [DATA_ROOT]
+# Trains and evaluates (speaker-independently) the acoustic, text and fusion models,
+# exports them with parity checks and cards into artifacts/models, then copies them
+# into streamser/models. The acoustic default alone (first two steps) takes about
+# 13 minutes on a 2-core machine; the text model about 45 more.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+data="${1:-${STREAMSER_DATA:-../shared/datasets}}"
+py="${PYTHON:-python}"
+
+$py -m training acoustic --data "emodb:$data/emodb" --data "ravdess:$data/ravdess" \
+    --arch stats --protocol loso --final --out artifacts/acoustic --json
+$py -m export artifacts/acoustic/emotion-acoustic-v1.pt --out artifacts/models --json
+
+$py -m training text --data "shemo-text:$data/shemo-text/shemo_text.jsonl" \
+    --protocol kfold5 --out artifacts/text --json
+$py -m export artifacts/text/text.pt --out artifacts/models --int8 --json
+
+$py -m training fusion --data "ravdess:$data/ravdess" --data "emodb:$data/emodb" \
+    --text-data "shemo-text:$data/shemo-text/shemo_text.jsonl" \
+    --acoustic-model artifacts/models/emotion-acoustic-v1.onnx \
+    --text-model artifacts/models/emotion-text-fa-v1.onnx \
+    --text-checkpoint artifacts/text/text.pt --protocol kfold5 --fold-epochs 10 \
+    --out artifacts/fusion --json
+$py -m export artifacts/fusion/fusion.pt --out artifacts/models --json
+
+cp artifacts/models/emotion-*.onnx artifacts/models/emotion-*.onnx.json streamser/models/
+$py -m streamser models --no-asr
