@@ -71,6 +71,7 @@ def report(
     seconds: float,
     load: tuple[str, str, list[str]],
     quick: bool,
+    commit: str | None = None,
 ) -> str:
     """The markdown block appended to BENCHMARKS.md."""
     host = host_description()
@@ -79,7 +80,7 @@ def report(
         f"## Run {started:%Y-%m-%d %H:%M} UTC{' (quick smoke run)' if quick else ''}",
         "",
         f"- command: `{command}`",
-        f"- git commit: {git_commit()}",
+        f"- git commit at start: {commit or git_commit()}",
         f"- host: {host['cpu']}, {host['cores']} cores, {host['ram']} RAM, GPU: "
         f"{host['gpu']}; {host['os']}, Python {host['python']}",
         f"- load average (1/5/15 min) before: {load_before}; after: {load_after}",
@@ -109,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.argv[1:] if argv is None else list(argv)
     )
     started = datetime.datetime.now(datetime.UTC)
-    load_before, busy = load_average(), busy_processes()
+    load_before, busy, commit = load_average(), busy_processes(), git_commit()
     clock = time.monotonic()
     sections = []
     for part in args.parts:
@@ -130,6 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         time.monotonic() - clock,
         (load_before, load_average(), busy),
         args.quick,
+        commit,
     )
     if not args.no_append:
         with args.output.open("a", encoding="utf-8") as handle:
