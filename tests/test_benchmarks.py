@@ -67,7 +67,7 @@ def test_report_names_command_commit_and_host() -> None:
         True,
     )
     assert "`python -m benchmarks --quick`" in text
-    assert "git commit:" in text and "cores" in text and "GPU:" in text
+    assert "git commit at start:" in text and "cores" in text and "GPU:" in text
     assert "### T (`benchmarks/x.py`)" in text
     assert "| 1 | 2.500 |" in text
 
