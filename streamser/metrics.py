@@ -60,6 +60,11 @@ class Metrics:
             buckets=_STAGE_BUCKETS_S,
             registry=r,
         )
+        self.skipped_partials = Counter(
+            "streamser_skipped_partials",
+            "emotion.partial events skipped because recognition was busy",
+            registry=r,
+        )
         self.batch_size = Histogram(
             "streamser_batch_size",
             "Utterances recognised per call",

@@ -102,6 +102,7 @@ class Engine:
         workers = options.workers or (os.cpu_count() or 1)
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="recognize")
         self._outbox: deque[Envelope] = deque()
+        self._in_flight = 0
         self._requests: asyncio.Queue[_Request] = asyncio.Queue()
         self._batcher: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
@@ -130,12 +131,24 @@ class Engine:
         """Run blocking ``func`` in the recognition executor, timing it as ``stage``."""
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
+        self._in_flight += 1
         try:
             return await loop.run_in_executor(self._executor, func, *args)
         finally:
+            self._in_flight -= 1
             self.metrics.stage_seconds.labels(stage).observe(
                 time.perf_counter() - started
             )
+
+    @property
+    def busy(self) -> bool:
+        """Whether every recognition worker is taken or utterances wait for one.
+
+        Partials are skipped then (and counted): they are a preview, and under load
+        the workers belong to the utterances whose ``utterance.end`` is owed.
+        """
+        workers = self.options.workers or (os.cpu_count() or 1)
+        return self._in_flight >= workers or not self._requests.empty()
 
     async def recognize(
         self, audio: npt.NDArray[np.float32], language: str | None
@@ -403,6 +416,9 @@ class StreamSession:
         self._next_partial_sample = self._segmenter.samples_seen + (
             interval * SAMPLE_RATE_HZ // 1000
         )
+        if self.engine.busy:
+            self.engine.metrics.skipped_partials.inc()
+            return
         window = self.engine.options.partial_window_ms * SAMPLE_RATE_HZ // 1000
         audio = self._segmenter.active_audio()[-window:]
         self._partial = asyncio.create_task(
