@@ -122,7 +122,25 @@ class InputScaler(nn.Module):
         return (x - self.mean) * self.inv_std
 
 
-class StatsHead(nn.Module):
+class EmotionHead(nn.Module):
+    """A head whose ``logits`` the training loss reads and whose ``forward`` is the
+    exported contract: (features [B,T,D], lengths [B]) -> (probs [B,L], embedding [B,E])."""
+
+    def forward(
+        self, features: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class probabilities (softmax of ``logits``) and the embedding."""
+        logits, embedding = self.logits(features, lengths)
+        return torch.softmax(logits, dim=-1), embedding
+
+    def logits(
+        self, features: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unnormalised class scores and the embedding."""
+        raise NotImplementedError
+
+
+class StatsHead(EmotionHead):
     """``stats``: masked mean and standard deviation of standardised states, then an MLP."""
 
     def __init__(
@@ -147,13 +165,6 @@ class StatsHead(nn.Module):
         )
         self.dropout = nn.Dropout(dropout)
         self.classify = nn.Linear(embedding, n_labels)
-
-    def forward(
-        self, features: torch.Tensor, lengths: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(features [B,T,D], lengths [B]) -> (probs [B,L], embedding [B,E])."""
-        logits, embedding = self.logits(features, lengths)
-        return torch.softmax(logits, dim=-1), embedding
 
     def logits(
         self, features: torch.Tensor, lengths: torch.Tensor
@@ -193,7 +204,7 @@ def fit_statistics(model: nn.Module, features: list[torch.Tensor]) -> None:
         pooled_scaler.set_statistics(pooled.mean(0), pooled.std(0))
 
 
-class AttentionHead(nn.Module):
+class AttentionHead(EmotionHead):
     """``attn``: head on Whisper encoder states (see module docstring)."""
 
     def __init__(
@@ -221,13 +232,6 @@ class AttentionHead(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.classify = nn.Linear(embedding, n_labels)
 
-    def forward(
-        self, features: torch.Tensor, lengths: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(features [B,T,D], lengths [B]) -> (probs [B,L], embedding [B,E])."""
-        logits, embedding = self.logits(features, lengths)
-        return torch.softmax(logits, dim=-1), embedding
-
     def logits(
         self, features: torch.Tensor, lengths: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -242,7 +246,7 @@ class AttentionHead(nn.Module):
         return self.classify(self.dropout(embedding)), embedding
 
 
-class MelCnn(nn.Module):
+class MelCnn(EmotionHead):
     """``cnn`` / ``cnn-lstm``: head on log-mel frames (see module docstring)."""
 
     def __init__(
@@ -280,13 +284,6 @@ class MelCnn(nn.Module):
         )
         self.dropout = nn.Dropout(dropout)
         self.classify = nn.Linear(embedding, n_labels)
-
-    def forward(
-        self, features: torch.Tensor, lengths: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(features [B,T,80], lengths [B]) -> (probs [B,L], embedding [B,E])."""
-        logits, embedding = self.logits(features, lengths)
-        return torch.softmax(logits, dim=-1), embedding
 
     def logits(
         self, features: torch.Tensor, lengths: torch.Tensor
