@@ -6,7 +6,6 @@ environment variables, command-line flags. Validated once, at startup.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import tomllib
@@ -212,9 +211,3 @@ def load_config(
     if _LOGGER.isEnabledFor(logging.DEBUG):
         _LOGGER.debug("Effective configuration:\n%s", config.to_toml())
     return config
-
-
-def replace_section(config: Config, name: str, **changes: Any) -> Config:
-    """A copy of ``config`` with some settings of one section changed."""
-    section = dataclasses.replace(getattr(config, name), **changes)
-    return dataclasses.replace(config, **{name: section})

@@ -126,12 +126,6 @@ class Recognizer:
             versions.append({"kind": "asr", "name": self.asr.name, "version": "ct2"})
         return versions
 
-    def acoustic_features(
-        self, audio: npt.NDArray[np.float32]
-    ) -> npt.NDArray[np.float32]:
-        """The acoustic model's input frames for one utterance."""
-        return self._acoustic_inputs([log_mel(audio)])[0]
-
     def _acoustic_inputs(
         self, mels: Sequence[npt.NDArray[np.float32]]
     ) -> list[npt.NDArray[np.float32]]:
