@@ -65,6 +65,13 @@ class Metrics:
             "emotion.partial events skipped because recognition was busy",
             registry=r,
         )
+        self.speculations = Counter(
+            "streamser_speculations",
+            "Utterances recognised while their hangover ran: used, or discarded "
+            "because speech resumed",
+            ["outcome"],
+            registry=r,
+        )
         self.batch_size = Histogram(
             "streamser_batch_size",
             "Utterances recognised per call",

@@ -41,7 +41,13 @@ from .features import SAMPLE_RATE_HZ
 from .messages import StartMessage
 from .metrics import Metrics
 from .recognizer import Recognition, Recognizer, UtteranceRequest
-from .segmenter import Segmenter, SegmenterOptions, SpeechStarted, UtteranceEnded
+from .segmenter import (
+    Segmenter,
+    SegmenterOptions,
+    SegmentEvent,
+    SpeechStarted,
+    UtteranceEnding,
+)
 from .vad import VadOptions, make_vad
 
 _LOGGER = logging.getLogger(__name__)
@@ -180,6 +186,11 @@ class Engine:
                 except TimeoutError:
                     break
             await slots.acquire()
+            # A speculative request abandoned while it waited is not worth running.
+            batch = [r for r in batch if not r.result.done()]
+            if not batch:
+                slots.release()
+                continue
             task = asyncio.create_task(self._run_batch(batch, slots))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
@@ -234,7 +245,9 @@ class Engine:
             old.shutdown(wait=False)
 
     def close(self) -> None:
-        """Stop the executor (after the streams have finished)."""
+        """Stop the batcher and the executor (after the streams have finished)."""
+        if self._batcher is not None:
+            self._batcher.cancel()
         self._executor.shutdown(wait=True, cancel_futures=True)
 
 
@@ -245,12 +258,28 @@ class _Request:
 
 
 @dataclass
+class _Speculation:
+    """Recognition started on an ``UtteranceEnding``, before the utterance closed."""
+
+    ending: UtteranceEnding
+    language: str | None
+    task: asyncio.Task[Recognition]
+
+
+@dataclass
 class _Pending:
     index: int
     start_sample: int
     end_sample: int
     audio: npt.NDArray[np.float32]
     closed_at: float
+    speculation: _Speculation | None = None
+
+
+def _retrieve(task: asyncio.Task[Recognition]) -> None:
+    """Mark a discarded speculation's failure as seen (it is not reported)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _modality(scores: EmotionScores | None) -> ModalityScores | None:
@@ -282,6 +311,7 @@ class StreamSession:
         self._open_index: int | None = None
         self._open_start = 0
         self._last_done_index = -1
+        self._speculation: _Speculation | None = None
         self.utterances = 0
         self.closed = False
 
@@ -347,6 +377,7 @@ class StreamSession:
         if tail.size:
             self._handle(self._segmenter.push(tail))
         self._handle(self._segmenter.flush())
+        self._drop_speculation()
         await self._queue.put(None)
         if self._worker is not None:
             await self._worker
@@ -368,8 +399,11 @@ class StreamSession:
             self.stream_id, ErrorEvent(code=code, message=message, fatal=fatal)
         )
 
-    def _handle(self, results: list[SpeechStarted | UtteranceEnded]) -> None:
+    def _handle(self, results: list[SegmentEvent]) -> None:
         for result in results:
+            if isinstance(result, UtteranceEnding):
+                self._speculate(result)
+                continue
             if isinstance(result, SpeechStarted):
                 self._open_index = result.utterance_index
                 self._open_start = result.start_sample
@@ -393,10 +427,16 @@ class StreamSession:
                 audio=result.audio,
                 closed_at=time.monotonic(),
             )
+            if self._speculation and self._speculation.ending.matches(result):
+                pending.speculation, self._speculation = self._speculation, None
+            else:
+                self._drop_speculation()
             try:
                 self._queue.put_nowait(pending)
                 self.engine.metrics.queue_depth.inc()
             except asyncio.QueueFull:
+                if pending.speculation is not None:
+                    pending.speculation.task.cancel()
                 self.engine.metrics.dropped_utterances.inc()
                 self.error(
                     "overloaded",
@@ -404,6 +444,42 @@ class StreamSession:
                     f"{self._queue.qsize()} utterances behind",
                     fatal=False,
                 )
+
+    def _speculate(self, ending: UtteranceEnding) -> None:
+        """Start recognising an utterance that has gone quiet, unless workers are busy.
+
+        Most utterances stay quiet until the hangover closes them, and then their
+        ``utterance.end`` waits only for what is left of this work. Under load the
+        workers belong to closed utterances, so nothing is started then.
+        """
+        self._drop_speculation()
+        if self.engine.busy:
+            return
+        self._speculation = _Speculation(
+            ending,
+            self.language,
+            asyncio.create_task(self.engine.recognize(ending.audio, self.language)),
+        )
+        self._speculation.task.add_done_callback(_retrieve)
+
+    def _drop_speculation(self) -> None:
+        """Abandon the open speculation: speech resumed or the utterance ended
+        otherwise (flush, max length, end of stream)."""
+        if self._speculation is not None:
+            self._speculation.task.cancel()
+            self._speculation = None
+            self.engine.metrics.speculations.labels("discarded").inc()
+
+    async def _recognition(self, pending: _Pending) -> Recognition:
+        """The speculative result when it was started with today's language."""
+        speculation = pending.speculation
+        if speculation is not None:
+            if speculation.language == self.language:
+                self.engine.metrics.speculations.labels("used").inc()
+                return await speculation.task
+            speculation.task.cancel()
+            self.engine.metrics.speculations.labels("discarded").inc()
+        return await self.engine.recognize(pending.audio, self.language)
 
     def _maybe_partial(self) -> None:
         interval = self.engine.options.partial_interval_ms
@@ -459,7 +535,7 @@ class StreamSession:
             self._room.set()
             self.engine.metrics.queue_depth.dec()
             try:
-                recognition = await self.engine.recognize(pending.audio, self.language)
+                recognition = await self._recognition(pending)
             except Exception as err:
                 _LOGGER.exception(
                     "Recognition failed on stream %s utterance %d",

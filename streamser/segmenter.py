@@ -4,7 +4,9 @@ The segmenter re-blocks audio of any chunk size into the VAD's frames, so the sa
 audio gives the same utterances however it is cut. An utterance opens after
 ``start_speech_ms`` of speech and closes after ``hangover_ms`` of silence; it is
 reported (``SpeechStarted``) only once it holds ``min_utterance_ms`` of speech, so a
-shorter blip produces no events at all. Speech longer than ``max_utterance_ms`` is cut
+shorter blip produces no events at all. After ``early_end_ms`` of silence it announces
+``UtteranceEnding``: the audio the utterance will have if the silence lasts, so the
+pipeline can recognise it while the hangover runs out. Speech longer than ``max_utterance_ms`` is cut
 at its quietest point and goes on as the next utterance. Like silero-vad's
 ``VADIterator``, it works on fixed windows and answers with start/end or nothing.
 
@@ -62,6 +64,9 @@ class SegmenterOptions:
     """Longer utterances are cut at their quietest point (1000 to 30000)."""
     end_pad_ms: int = 150
     """Silence kept after the last speech frame (capped at ``hangover_ms``)."""
+    early_end_ms: int = 150
+    """Silence after which ``UtteranceEnding`` offers the utterance for speculative
+    recognition (never before its end pad has arrived); 0 turns it off."""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -79,6 +84,7 @@ class SegmenterOptions:
             "min_utterance_ms",
             "max_utterance_ms",
             "end_pad_ms",
+            "early_end_ms",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -142,7 +148,42 @@ class UtteranceEnded:
     __hash__ = None  # type: ignore[assignment]
 
 
-SegmentEvent = SpeechStarted | UtteranceEnded
+@dataclass(frozen=True, eq=False)
+class UtteranceEnding:
+    """A reported utterance has gone quiet: if the silence lasts until the hangover
+    closes it, its ``UtteranceEnded`` will have exactly these samples. Speech that
+    resumes first makes this one stale (a later one may follow)."""
+
+    utterance_index: int
+    start_sample: int
+    end_sample: int
+    audio: npt.NDArray[np.float32] = field(repr=False)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, UtteranceEnding):
+            return NotImplemented
+        return (
+            self.utterance_index,
+            self.start_sample,
+            self.end_sample,
+        ) == (
+            other.utterance_index,
+            other.start_sample,
+            other.end_sample,
+        ) and np.array_equal(self.audio, other.audio)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def matches(self, ended: UtteranceEnded) -> bool:
+        """Whether ``ended`` is this utterance with exactly this audio."""
+        return (self.utterance_index, self.start_sample, self.end_sample) == (
+            ended.utterance_index,
+            ended.start_sample,
+            ended.end_sample,
+        )
+
+
+SegmentEvent = SpeechStarted | UtteranceEnding | UtteranceEnded
 """What ``Segmenter.push`` and ``flush`` return."""
 
 
@@ -221,6 +262,12 @@ class Segmenter:
         self._hangover_frames = max(
             1, -(-opts.hangover_ms * SAMPLES_PER_MS // self._frame)
         )
+        self._early_frames = (
+            max(1, -(-opts.early_end_ms * SAMPLES_PER_MS // self._frame))
+            if opts.early_end_ms
+            else 0
+        )
+        self._ending_sent = False
         self._keep_idle = self._pad + self._start_frames * self._frame
         self._pending = np.zeros(0, dtype=np.float32)
         self._timeline = _Timeline()
@@ -262,7 +309,8 @@ class Segmenter:
             audio: 16 kHz mono float32, 1-D.
 
         Returns:
-            What happened, in order: ``SpeechStarted`` and ``UtteranceEnded``.
+            What happened, in order: ``SpeechStarted``, ``UtteranceEnding`` and
+            ``UtteranceEnded``.
 
         Raises:
             ValueError: ``audio`` is not 1-D.
@@ -312,6 +360,7 @@ class Segmenter:
         speech = probability >= self._negative_threshold
         if speech:
             self._silence_frames = 0
+            self._ending_sent = False
             self._last_speech_end = end
             self._confirm(events)
         else:
@@ -319,6 +368,7 @@ class Segmenter:
             if self._silence_frames >= self._hangover_frames:
                 self._close(self._last_speech_end + self._end_pad, "silence", events)
                 return
+            self._maybe_ending(events)
         if end - self._start >= self._max:
             self._split(end, speech, events)
 
@@ -345,6 +395,20 @@ class Segmenter:
             events.append(SpeechStarted(self._index, self._start))
             _LOGGER.debug("Utterance %d started at sample %d", self._index, self._start)
 
+    def _maybe_ending(self, events: list[SegmentEvent]) -> None:
+        """Announces ``UtteranceEnding`` once per silence, when its audio is all here."""
+        end_sample = self._last_speech_end + self._end_pad
+        if (
+            self._confirmed
+            and self._early_frames
+            and not self._ending_sent
+            and self._silence_frames >= self._early_frames
+            and self._timeline.end >= end_sample
+        ):
+            self._ending_sent = True
+            audio = self._timeline.get(self._start, end_sample)
+            events.append(UtteranceEnding(self._index, self._start, end_sample, audio))
+
     def _close(self, end_sample: int, reason: str, events: list[SegmentEvent]) -> None:
         """Ends the open utterance at ``end_sample``, reporting it when confirmed."""
         end_sample = min(end_sample, self._timeline.end)
@@ -370,6 +434,7 @@ class Segmenter:
             )
         self._open = False
         self._confirmed = False
+        self._ending_sent = False
         self._speech_run = 0
 
     def _split(self, end: int, speech: bool, events: list[SegmentEvent]) -> None:

@@ -16,6 +16,7 @@ from streamser.segmenter import (
     SegmentEvent,
     SpeechStarted,
     UtteranceEnded,
+    UtteranceEnding,
 )
 from streamser.vad import SileroVad, VadOptions, WebRtcVad
 
@@ -69,11 +70,29 @@ def _ended(events: list[SegmentEvent]) -> list[UtteranceEnded]:
     return [event for event in events if isinstance(event, UtteranceEnded)]
 
 
+def _endings_expected(options: SegmenterOptions, frame: int) -> bool:
+    """Whether a silence close is always announced by ``UtteranceEnding`` first:
+    some silence run shorter than the hangover covers both early_end and end pad."""
+    if not options.early_end_ms:
+        return False
+    early = max(1, -(-options.early_end_ms * 16 // frame))
+    pad = -(-min(options.end_pad_ms, options.hangover_ms) * 16 // frame)
+    hangover = max(1, -(-options.hangover_ms * 16 // frame))
+    return max(early, pad) < hangover
+
+
 def _check_consistent(
-    events: list[SegmentEvent], audio: npt.NDArray[np.float32]
+    events: list[SegmentEvent],
+    audio: npt.NDArray[np.float32],
+    options: SegmenterOptions | None = None,
+    frame: int = 480,
 ) -> None:
-    """Every start has its end, indices run 0.., audio is the stream's slice."""
+    """Every start has its end, indices run 0.., audio is the stream's slice, and
+    a silence close is announced by a matching ``UtteranceEnding`` exactly when the
+    timings allow one."""
+    announced = _endings_expected(options or SegmenterOptions(), frame)
     expected_index, open_start = 0, None
+    previous: SegmentEvent | None = None
     for event in events:
         if isinstance(event, SpeechStarted):
             assert open_start is None
@@ -88,7 +107,14 @@ def _check_consistent(
             np.testing.assert_array_equal(
                 event.audio, audio[event.start_sample : event.end_sample]
             )
-            expected_index, open_start = expected_index + 1, None
+            if isinstance(event, UtteranceEnding):
+                assert announced
+            else:
+                if event.reason == "silence" and announced:
+                    assert isinstance(previous, UtteranceEnding)
+                    assert previous.matches(event)
+                expected_index, open_start = expected_index + 1, None
+        previous = event
     assert open_start is None
 
 
@@ -186,7 +212,7 @@ def test_min_utterance_length(
     audio = np.concatenate([_quiet(1.0, 1), _voiced(burst_s, 2), _quiet(1.0, 3)])
     options = SegmenterOptions(min_utterance_ms=min_utterance_ms)
     events = _run(audio, 1000, options=options)
-    assert (len(events) == 2) == reported
+    assert (len(_ended(events)) == 1) == reported
     assert reported or events == []
 
 
@@ -231,7 +257,11 @@ def test_flush_mid_utterance_and_continue() -> None:
     assert segmenter.active_start_sample is None
     # Speech goes on: a new utterance opens after start_speech_ms, with no overlap.
     later = segmenter.push(audio[24000:]) + segmenter.push(_quiet(1.0, 3))
-    assert [type(event) for event in later] == [SpeechStarted, UtteranceEnded]
+    assert [type(event) for event in later] == [
+        SpeechStarted,
+        UtteranceEnding,
+        UtteranceEnded,
+    ]
     assert later[0].utterance_index == 1
     assert later[0].start_sample == first.end_sample
 
@@ -310,6 +340,7 @@ def test_random_streams_and_options(seed: int) -> None:
         min_utterance_ms=int(rng.choice([0, 100, 300])),
         max_utterance_ms=int(rng.choice([1000, 1500, 3000])),
         end_pad_ms=int(rng.choice([0, 150])),
+        early_end_ms=int(rng.choice([0, 60, 150, 400])),
     )
     frame_ms = int(rng.choice([10, 20, 30]))
     silero = seed % 4 == 3
@@ -319,11 +350,37 @@ def test_random_streams_and_options(seed: int) -> None:
             return SileroVad(VadOptions(kind="silero"))
         return WebRtcVad(VadOptions(frame_ms=frame_ms))
 
+    frame = 512 if silero else frame_ms * 16
     reference = _run(audio, None, vad(), options)
-    _check_consistent(reference, audio)
+    _check_consistent(reference, audio, options, frame)
     for chunk in (7, 160, 1000):
         assert _run(audio, chunk, vad(), options) == reference, f"chunk {chunk}"
-    frame = 512 if silero else frame_ms * 16
     for utterance in _ended(reference):
         length = utterance.end_sample - utterance.start_sample
         assert length <= options.max_utterance_ms * 16 + frame
+
+
+def test_ending_is_stale_when_speech_resumes() -> None:
+    """A pause longer than early_end_ms but shorter than the hangover announces an
+    ending that the close does not match; the final silence announces the one it does."""
+    audio = np.concatenate(
+        [
+            _quiet(1.0, 1),
+            _voiced(1.0, 2),
+            _quiet(0.35, 3),
+            _voiced(1.0, 4),
+            _quiet(1.0, 5),
+        ]
+    )
+    events = _run(audio, 320)
+    _check_consistent(events, audio)
+    kinds = [type(event) for event in events]
+    assert kinds == [SpeechStarted, UtteranceEnding, UtteranceEnding, UtteranceEnded]
+    stale, final, ended = events[1], events[2], events[3]
+    assert isinstance(stale, UtteranceEnding) and isinstance(final, UtteranceEnding)
+    assert isinstance(ended, UtteranceEnded)
+    assert not stale.matches(ended) and stale.end_sample < int(2.5 * RATE)
+    assert final.matches(ended) and final == _run(audio, None)[2]
+    off = _run(audio, 320, options=SegmenterOptions(early_end_ms=0))
+    assert [type(event) for event in off] == [SpeechStarted, UtteranceEnded]
+    assert off[1] == ended

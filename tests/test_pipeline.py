@@ -1,0 +1,101 @@
+"""The in-process pipeline: speculative recognition during the hangover gives exactly
+the events that recognition after the close gives (real Whisper, shipped graphs,
+real EMO-DB speech)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from streamser.config import Config
+from streamser.messages import StartMessage
+from streamser.metrics import Metrics
+from streamser.pipeline import Engine, StreamSession
+from streamser.recognizer import Recognizer
+from streamser.segmenter import SegmenterOptions
+
+pytestmark = pytest.mark.data
+
+
+@pytest.fixture(scope="module")
+def recognizer(shipped_models: Path) -> Recognizer:
+    config = Config()
+    options = dataclasses.replace(config.recognizer_options(), model_dir=shipped_models)
+    loaded = Recognizer(options)
+    loaded.warm_up()
+    return loaded
+
+
+def _speech(clips: list[Path], pause_s: float) -> np.ndarray:
+    """Clips joined by ``pause_s`` of silence, 1 s of silence around them."""
+    parts = [np.zeros(16000, np.float32)]
+    for clip in clips:
+        audio, rate = sf.read(clip, dtype="float32")
+        assert rate == 16000
+        parts += [audio, np.zeros(int(pause_s * 16000), np.float32)]
+    parts.append(np.zeros(16000, np.float32))
+    return np.concatenate(parts)
+
+
+async def _run(
+    recognizer: Recognizer, audio: np.ndarray, early_end_ms: int
+) -> tuple[list[dict[str, Any]], Metrics]:
+    config = Config()
+    metrics = Metrics()
+    segmenter = SegmenterOptions(early_end_ms=early_end_ms)
+    engine = Engine(recognizer, config.pipeline, config.vad, segmenter, metrics)
+    events: list[dict[str, Any]] = []
+    engine.sinks.append(lambda envelope: events.append(envelope.to_dict()))
+    session = StreamSession(engine, StartMessage(language="de"), "s1")
+    session.open()
+    for offset in range(0, audio.size, 3200):  # 200 ms chunks
+        session.feed_audio(audio[offset : offset + 3200])
+        while engine.busy:  # a lightly loaded host: workers free for each chunk
+            await asyncio.sleep(0.005)
+    await session.close()
+    engine.close()
+    return events, metrics
+
+
+def _ends(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    keep = ("utterance_id", "start", "end", "transcript", "label", "scores")
+    return [
+        {key: event[key] for key in keep}
+        for event in events
+        if event["type"] == "utterance.end"
+    ]
+
+
+def _count(metrics: Metrics, outcome: str) -> float:
+    return metrics.speculations.labels(outcome)._value.get()
+
+
+async def test_speculation_gives_the_same_events(
+    recognizer: Recognizer, emodb_clips: list[Path]
+) -> None:
+    audio = _speech(emodb_clips[:3], pause_s=1.0)
+    speculative, metrics = await _run(recognizer, audio, early_end_ms=150)
+    plain, plain_metrics = await _run(recognizer, audio, early_end_ms=0)
+    assert len(_ends(plain)) == 3
+    assert _ends(speculative) == _ends(plain)
+    assert _count(metrics, "used") == 3
+    assert _count(plain_metrics, "used") == 0
+
+
+async def test_speech_resuming_discards_the_speculation(
+    recognizer: Recognizer, emodb_clips: list[Path]
+) -> None:
+    # 0.35 s pauses: past early_end_ms (150) but short of the hangover (600), so each
+    # pause starts a speculation that the next clip makes stale.
+    audio = _speech(emodb_clips[10:13], pause_s=0.35)
+    speculative, metrics = await _run(recognizer, audio, early_end_ms=150)
+    plain, _ = await _run(recognizer, audio, early_end_ms=0)
+    assert _ends(speculative) == _ends(plain)
+    assert _count(metrics, "discarded") >= 1
+    assert _count(metrics, "used") == len(_ends(plain))
