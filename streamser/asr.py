@@ -195,6 +195,28 @@ class WhisperAsr:
         """The CTranslate2 Whisper model, for ``features.encoder_states``."""
         return self.model.model
 
+    def encoder_layers(self, layers: int) -> Any:
+        """This Whisper cut after ``layers`` encoder layers, on the same device, for
+        ``features.encoder_states`` (``streamser.whisper_layers``).
+
+        Raises:
+            ModelError: the model is not a local folder, or cannot be cut there.
+        """
+        from .whisper_layers import load_encoder_layers
+
+        if not Path(self.model_path).is_dir():
+            raise ModelError(
+                f"the acoustic model reads Whisper encoder layer {layers}; "
+                f"asr.model must be a local model folder, not {self.model_path!r}"
+            )
+        return load_encoder_layers(
+            self.model_path,
+            layers,
+            device=self.device,
+            compute_type=self.compute_type,
+            threads=self.options.num_threads or (os.cpu_count() or 1),
+        )
+
     @property
     def name(self) -> str:
         """A short name for events and logs."""

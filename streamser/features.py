@@ -4,7 +4,8 @@ Audio (16 kHz mono float32) becomes Whisper's log-mel spectrogram, and the Whisp
 encoder turns that into frame states (one per 20 ms). The acoustic emotion models
 consume either of the two; training computes its inputs through this module, so
 serving cannot drift from training. The encoder runs on the unpadded utterance (not
-faster-whisper's 30 s window), which costs about 1/20 of the padded pass.
+faster-whisper's 30 s window), which costs about 1/20 of the padded pass, and may be
+cut after its first layers (``FrontEnd.encoder_layers``), where emotion is clearer.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ class FrontEnd:
         hop_samples: samples per mel frame at 16 kHz.
         dim: size of one input frame of the model.
         whisper: the Whisper model whose encoder made the states ("" for log-mel).
+        encoder_layers: encoder layers the states come from (the encoder cut after
+            them, its final layer norm applied; ``streamser.whisper_layers``), or
+            None for the whole encoder.
     """
 
     type: str
@@ -41,6 +45,7 @@ class FrontEnd:
     hop_samples: int = HOP_SAMPLES
     dim: int = 512
     whisper: str = "whisper-base"
+    encoder_layers: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as a JSON-ready dict."""
@@ -57,8 +62,10 @@ class FrontEnd:
 
 
 WHISPER_ENCODER: Final = FrontEnd(
-    type="whisper-encoder", dim=512, whisper="whisper-base"
+    type="whisper-encoder", dim=512, whisper="whisper-base", encoder_layers=3
 )
+"""Training's encoder front end: Whisper base cut after layer 3 of 6 (measured best
+for emotion, speaker-independent; see MODEL_CARD.md)."""
 LOG_MEL: Final = FrontEnd(type="log-mel", dim=N_MELS, whisper="")
 
 _EXTRACTOR = FeatureExtractor(feature_size=N_MELS)

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -107,6 +108,7 @@ class Recognizer:
         needs_whisper = options.asr or self.front_end_type == "whisper-encoder"
         self.asr: WhisperAsr | None = None
         self.tokenizer: TextTokenizer | None = None
+        self._encoder: Any = None
         if needs_whisper:
             whisper = options.whisper
             if whisper.device == "auto" and options.device != "auto":
@@ -115,6 +117,10 @@ class Recognizer:
             self.tokenizer = TextTokenizer(
                 str(Path(self.asr.model_path) / "tokenizer.json")
             )
+            self._encoder = self.asr.encoder
+            layers = front_end.encoder_layers if front_end is not None else None
+            if self.front_end_type == "whisper-encoder" and layers is not None:
+                self._encoder = self.asr.encoder_layers(layers)
 
     def model_versions(self) -> list[dict[str, str]]:
         """Kind, name and version of every model in use, for ``stream.start``."""
@@ -135,7 +141,7 @@ class Recognizer:
             raise ModelError(
                 "the acoustic model reads Whisper encoder states; no Whisper"
             )
-        return encoder_states(self.asr.encoder, list(mels))
+        return encoder_states(self._encoder, list(mels))
 
     def acoustic(
         self, audios: Sequence[npt.NDArray[np.float32]]

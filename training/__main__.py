@@ -10,11 +10,20 @@ import logging
 import sys
 
 COMMANDS = {
-    "acoustic": ("training.acoustic", "train an acoustic emotion model (LOSO eval, save checkpoint)"),
-    "text": ("training.text", "train the transcript emotion model on ShEMO transcripts"),
+    "acoustic": (
+        "training.acoustic",
+        "train an acoustic emotion model (LOSO eval, save checkpoint)",
+    ),
+    "text": (
+        "training.text",
+        "train the transcript emotion model on ShEMO transcripts",
+    ),
     "fusion": ("training.fusion", "train the acoustic+text fusion model"),
     "baselines": ("training.baselines", "openSMILE / Whisper-encoder linear baselines"),
-    "evaluate": ("training.evaluate", "evaluate exported ONNX graphs through the runtime"),
+    "evaluate": (
+        "training.evaluate",
+        "evaluate exported ONNX graphs through the runtime",
+    ),
 }
 
 
@@ -29,7 +38,9 @@ def main(argv: list[str] | None = None) -> int:
         if args and args[0] not in ("-h", "--help"):
             print(f"error: unknown command {args[0]!r}", file=sys.stderr)
         return 0 if args and args[0] in ("-h", "--help") else 2
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
     module = importlib.import_module(COMMANDS[args[0]][0])
     return int(module.main(args[1:]))
 

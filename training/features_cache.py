@@ -1,7 +1,8 @@
 """Cached front-end features (Whisper encoder states, log-mel) of corpus utterances.
 
 Training computes its inputs through ``streamser.features`` exactly as the runtime
-does (log-mel, then the int8 CPU Whisper-base encoder on the unpadded utterance),
+does (log-mel, then the int8 CPU Whisper-base encoder, cut after
+``features.WHISPER_ENCODER.encoder_layers`` layers, on the unpadded utterance),
 once per clip, and keeps them in one ``.npz`` per corpus, feature kind and
 augmentation copy under the cache folder (``STREAMSER_TRAIN_CACHE``, default
 ``/work/cache`` when it exists, else ``artifacts/cache``). A hash of the settings is
@@ -137,19 +138,17 @@ _WHISPER: list[Any] = []
 
 
 def whisper_encoder(num_threads: int = 2) -> Any:
-    """The runtime's Whisper model (int8, CPU) as a CTranslate2 object, loaded once."""
+    """The runtime's Whisper encoder (int8, CPU) for ``features.WHISPER_ENCODER``
+    (cut after its ``encoder_layers``), as a CTranslate2 object, loaded once."""
     if not _WHISPER:
-        import faster_whisper
-
+        from streamser.whisper_layers import load_encoder_layers
         from streamser.whisper_model import default_whisper_dir
 
-        model = faster_whisper.WhisperModel(
-            str(default_whisper_dir()),
-            device="cpu",
-            compute_type="int8",
-            cpu_threads=num_threads,
+        layers = features.WHISPER_ENCODER.encoder_layers
+        assert layers is not None
+        _WHISPER.append(
+            load_encoder_layers(default_whisper_dir(), layers, threads=num_threads)
         )
-        _WHISPER.append(model.model)
     return _WHISPER[0]
 
 
