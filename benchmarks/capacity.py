@@ -242,7 +242,7 @@ def run(quick: bool = False) -> Section:
             f"Streams of ~{stream_s:.0f} s of RAVDESS clips (1.5 s gaps) in real time, "
             f"{CHUNK_MS} ms chunks, starts spread over {stagger_s:g} s. A count passes "
             f"when p95 <= {P95_LIMIT_S} s and nothing is shed, missed or failed; p95 "
-            "client side (from the end of speech, including the 600 ms VAD hangover) "
+            "client side (from the end of speech, including the VAD hangover) "
             "and server side (latency_ms, from VAD close) are both judged; stepping "
             "stops when the server-side criterion fails. "
             f"emotion graphs: {models_note}; the load generator runs on the same host. "

@@ -4,9 +4,9 @@ A ``streamser serve`` subprocess (default settings, ASR on) gets RAVDESS clips o
 stream and EMO-DB clips on another, each played in real time in 20 ms chunks with
 1.5 s of silence between clips. End of speech is the moment the client sent the chunk
 holding the clip's last speech (``common.speech_end_sample``: last 20 ms frame within
-30 dB of the loudest), so the client latency includes the VAD's 600 ms hangover. The
-server's ``latency_ms`` (from the moment the VAD closed the utterance) is reported
-beside it.
+30 dB of the loudest), so the client latency includes the VAD's hangover. The
+server's ``latency_ms`` (from the moment the VAD closed the utterance; recognition may
+have started at the ``UtteranceEnding`` before it) is reported beside it.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import asyncio
 import logging
 
 import numpy as np
+
+from streamser.segmenter import SegmenterOptions
 
 from .client import play, programme, serve
 from .common import (
@@ -74,15 +76,17 @@ def run(quick: bool = False) -> Section:
                 "client_latency_s": client,
             }
         data["server_peak_rss_mb"] = server.peak_rss_mb()
+    segmenter = SegmenterOptions()
     body = "\n".join(
         [
             "One stream at a time, real-time pace, 20 ms pcm_s16le chunks, 1.5 s "
             "silence between clips, language given in the start message; server "
-            f"defaults (ASR on, VAD hangover 600 ms, partials every 1 s); emotion "
-            f"graphs: {models_note}. Client = send of the chunk holding the clip's "
-            "end of speech (last 20 ms frame within 30 dB of its loudest) to receipt "
-            "of its utterance.end, so it includes the 600 ms VAD hangover; server = "
-            "latency_ms (VAD close to event). WER from the transcripts the server "
+            f"defaults (ASR on, VAD hangover {segmenter.hangover_ms} ms, speculative "
+            f"recognition after {segmenter.early_end_ms} ms of silence, partials every "
+            f"1 s); emotion graphs: {models_note}. Client = send of the chunk holding "
+            "the clip's end of speech (last 20 ms frame within 30 dB of its loudest) "
+            "to receipt of its utterance.end, so it includes the VAD hangover; server "
+            "= latency_ms (VAD close to event). WER from the transcripts the server "
             "sent; utterance s = mean length of the utterances the server cut.",
             "",
             markdown_table(

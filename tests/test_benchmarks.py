@@ -102,6 +102,9 @@ def test_quick_run_measures_every_part(datasets: Path, tmp_path: Path) -> None:
     asr = data["benchmarks/asr_context.py"]
     ten = asr["streamser WhisperAsr, window 10 s"]
     assert 0 <= ten["ravdess_wer_pct"] <= 100 and ten["encoder_ms"] > 0
+    segmentation = data["benchmarks/segmentation.py"]["RAVDESS@400"]
+    assert segmentation["clips"] == 20 and segmentation["none"] == 0
+    assert segmentation["ending_p50_ms"] < segmentation["close_p50_ms"]
     stages = data["benchmarks/stages.py"]
     assert stages["full_ms"] > 0 and stages["peer_a_ms"] > 0 and stages["peer_b_ms"] > 0
     assert all(v >= 0 for v in stages["stages_ms"].values())
