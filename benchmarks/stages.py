@@ -83,21 +83,30 @@ class NaivePipeline:
         import ctranslate2
 
         from streamser.emotion import EmotionModels
+        from streamser.whisper_layers import load_encoder_layers
 
         self.asr_model = asr_model
-        self.encoder = ctranslate2.models.Whisper(
-            whisper_dir, device="cpu", compute_type="int8", intra_threads=2
-        )
         self.models = EmotionModels.load(models, device="cpu", num_threads=1)
+        front_end = self.models.acoustic_model.info.front_end
+        layers = front_end.encoder_layers if front_end is not None else None
+        self.encoders = (
+            [load_encoder_layers(whisper_dir, depth, threads=2) for depth in layers]
+            if layers
+            else [
+                ctranslate2.models.Whisper(
+                    whisper_dir, device="cpu", compute_type="int8", intra_threads=2
+                )
+            ]
+        )
 
     def __call__(
         self, audio: npt.NDArray[np.float32], language: str, tokenizer: Any
     ) -> str:
         """Transcribe, then acoustic, text and fusion, each in its own call."""
-        from streamser.features import encoder_states, log_mel
+        from streamser.features import log_mel, stacked_encoder_states
 
         text = faster_whisper_transcribe(self.asr_model, audio, language)
-        states = encoder_states(self.encoder, [log_mel(audio)])
+        states = stacked_encoder_states(self.encoders, [log_mel(audio)])
         acoustic = self.models.acoustic(states)
         text_output = None
         if text and self.models.text_model_for(language) is not None:

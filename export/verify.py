@@ -23,7 +23,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from streamser.features import FrontEnd, TextTokenizer, encoder_states, log_mel
+from streamser.features import FrontEnd, TextTokenizer, log_mel, stacked_encoder_states
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -70,14 +70,20 @@ def _clip_paths(root: Path) -> list[Path]:
     return [path for path in picks if path.is_file()]
 
 
-def load_whisper_encoder() -> Any:
-    """The CTranslate2 Whisper model the runtime uses (for encoder states)."""
-    from faster_whisper import WhisperModel
-
+def load_whisper_encoders(front_end: FrontEnd) -> list[Any]:
+    """The CTranslate2 Whisper encoders the runtime uses for ``front_end``'s states."""
+    from streamser.whisper_layers import load_encoder_layers
     from streamser.whisper_model import default_whisper_dir
 
+    if front_end.encoder_layers is not None:
+        return [
+            load_encoder_layers(default_whisper_dir(), depth)
+            for depth in front_end.encoder_layers
+        ]
+    from faster_whisper import WhisperModel
+
     model = WhisperModel(str(default_whisper_dir()), device="cpu", compute_type="int8")
-    return model.model
+    return [model.model]
 
 
 def acoustic_rows(
@@ -93,8 +99,8 @@ def acoustic_rows(
     mels = [log_mel(audio) for audio in audios]
     if front_end.type == "log-mel":
         return mels
-    whisper = whisper if whisper is not None else load_whisper_encoder()
-    return encoder_states(whisper, mels)
+    encoders = [whisper] if whisper is not None else load_whisper_encoders(front_end)
+    return stacked_encoder_states(encoders, mels)
 
 
 def acoustic_batches(rows: list[npt.NDArray[np.float32]]) -> list[Batch]:

@@ -105,13 +105,20 @@ def test_features_cache_roundtrip(emodb_tiny: Path, tmp_path: Path) -> None:
 
 @pytest.mark.data
 def test_train_and_evaluate_on_real_clips(emodb_tiny: Path, tmp_path: Path) -> None:
+    from streamser import features
     from training import acoustic
 
     options = acoustic.TrainOptions(epochs=2, batch_size=4, copies=1, seeds=(0,))
     data = acoustic.load_data([f"emodb:{emodb_tiny}"], "encoder", 1)
-    assert data.copies[0][0].shape[1] == 512
+    assert data.copies[0][0].shape[1] == features.WHISPER_ENCODER.dim == 1024
     assert data.labels == ["anger", "happiness", "neutral", "sadness"]
-    config = {"n_labels": len(data.labels), "hidden": 32, "embedding": 16, "pool": 4}
+    config = {
+        "n_labels": len(data.labels),
+        "input_dim": 1024,
+        "hidden": 32,
+        "embedding": 16,
+        "pool": 4,
+    }
     acoustic._SHARED["data"] = data
     idx = np.arange(len(data.y))
     before = build_model("attn", config).state_dict()

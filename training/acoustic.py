@@ -571,8 +571,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     config = {**DEFAULT_CONFIG[args.arch], **config_over, "n_labels": len(data.labels)}
-    if FEATURE_KIND[args.arch] == "mel":
-        config["input_dim"] = front_end.N_MELS
+    config["input_dim"] = (
+        front_end.N_MELS
+        if FEATURE_KIND[args.arch] == "mel"
+        else front_end.WHISPER_ENCODER.dim
+    )
     started = time.monotonic()
     report: dict[str, Any] = {
         "arch": args.arch,

@@ -137,19 +137,19 @@ def _settings_hash(kind: str, copy: int, options: AugmentOptions) -> str:
 _WHISPER: list[Any] = []
 
 
-def whisper_encoder(num_threads: int = 2) -> Any:
-    """The runtime's Whisper encoder (int8, CPU) for ``features.WHISPER_ENCODER``
-    (cut after its ``encoder_layers``), as a CTranslate2 object, loaded once."""
+def whisper_encoders(num_threads: int = 2) -> list[Any]:
+    """The runtime's Whisper encoders (int8, CPU) for ``features.WHISPER_ENCODER``:
+    one cut after each of its ``encoder_layers``, as CTranslate2 objects, loaded once."""
     if not _WHISPER:
         from streamser.whisper_layers import load_encoder_layers
         from streamser.whisper_model import default_whisper_dir
 
-        layers = features.WHISPER_ENCODER.encoder_layers
-        assert layers is not None
-        _WHISPER.append(
-            load_encoder_layers(default_whisper_dir(), layers, threads=num_threads)
+        layers = features.WHISPER_ENCODER.encoder_layers or ()
+        _WHISPER.extend(
+            load_encoder_layers(default_whisper_dir(), depth, threads=num_threads)
+            for depth in layers
         )
-    return _WHISPER[0]
+    return _WHISPER
 
 
 def compute_features(
@@ -159,7 +159,8 @@ def compute_features(
 
     Args:
         audio: 16 kHz mono float32 samples.
-        kind: "encoder" (Whisper encoder states, (frames/2, 512)) or "mel" ((frames, 80)).
+        kind: "encoder" (``features.WHISPER_ENCODER`` states, (frames/2, dim)) or
+            "mel" ((frames, 80)).
 
     Returns:
         The float32 feature frames, time-major.
@@ -168,7 +169,7 @@ def compute_features(
     if kind == "mel":
         return mel
     if kind == "encoder":
-        return features.encoder_states(whisper_encoder(), [mel])[0]
+        return features.stacked_encoder_states(whisper_encoders(), [mel])[0]
     raise ValueError(f"unknown feature kind {kind!r}; known: {', '.join(KINDS)}")
 
 
