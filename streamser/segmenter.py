@@ -56,15 +56,15 @@ class SegmenterOptions:
     """Audio kept before the first speech frame (soft onsets, ASR context)."""
     start_speech_ms: int = 90
     """Consecutive speech needed to open an utterance."""
-    hangover_ms: int = 600
+    hangover_ms: int = 400
     """Consecutive silence needed to close it."""
     min_utterance_ms: int = 300
     """Speech needed before the utterance is reported; shorter ones are dropped."""
     max_utterance_ms: int = 15000
     """Longer utterances are cut at their quietest point (1000 to 30000)."""
-    end_pad_ms: int = 150
+    end_pad_ms: int = 90
     """Silence kept after the last speech frame (capped at ``hangover_ms``)."""
-    early_end_ms: int = 150
+    early_end_ms: int = 90
     """Silence after which ``UtteranceEnding`` offers the utterance for speculative
     recognition (never before its end pad has arrived); 0 turns it off."""
 

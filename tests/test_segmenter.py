@@ -158,10 +158,11 @@ def test_synthetic_bursts_become_utterances() -> None:
     frame = 480
     for utterance, (start_s, duration_s) in zip(ended, BURSTS, strict=True):
         onset, offset = int(start_s * RATE), int((start_s + duration_s) * RATE)
-        # Start: the onset minus the 300 ms pad; end: the offset plus the 150 ms tail
+        # Start: the onset minus the 300 ms pad; end: the offset plus the end pad
         # (webrtcvad itself keeps saying "speech" for a few frames after an offset).
         assert abs(utterance.start_sample - (onset - 300 * 16)) <= 2 * frame
-        assert -frame <= utterance.end_sample - (offset + 150 * 16) <= 300 * 16
+        tail = SegmenterOptions().end_pad_ms * 16
+        assert -frame <= utterance.end_sample - (offset + tail) <= 300 * 16
         assert utterance.reason == "silence"
 
 
@@ -232,7 +233,8 @@ def test_long_speech_is_cut_at_the_quietest_point() -> None:
         assert utterance.end_sample - utterance.start_sample <= 5000 * 16
     assert ended[-1].reason == "silence"
     voiced_end = int(12.0 * RATE)
-    assert -480 <= ended[-1].end_sample - (voiced_end + 150 * 16) <= 300 * 16
+    tail = options.end_pad_ms * 16
+    assert -480 <= ended[-1].end_sample - (voiced_end + tail) <= 300 * 16
     assert _run(audio, 1, options=options) == events
 
 
@@ -339,8 +341,8 @@ def test_random_streams_and_options(seed: int) -> None:
         hangover_ms=hangover_ms,
         min_utterance_ms=int(rng.choice([0, 100, 300])),
         max_utterance_ms=int(rng.choice([1000, 1500, 3000])),
-        end_pad_ms=int(rng.choice([0, 150])),
-        early_end_ms=int(rng.choice([0, 60, 150, 400])),
+        end_pad_ms=int(rng.choice([0, 90, 150])),
+        early_end_ms=int(rng.choice([0, 60, 90, 150, 400])),
     )
     frame_ms = int(rng.choice([10, 20, 30]))
     silero = seed % 4 == 3
