@@ -25,7 +25,9 @@ def mel() -> np.ndarray:
     rng = np.random.default_rng(0)
     t = np.arange(32000) / 16000
     voice = 0.3 * np.sin(2 * np.pi * 180 * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))
-    return features.log_mel((voice + 0.01 * rng.standard_normal(t.size)).astype(np.float32))
+    return features.log_mel(
+        (voice + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
+    )
 
 
 def test_all_layers_equal_the_full_encoder(whisper_dir: Path, mel: np.ndarray) -> None:
