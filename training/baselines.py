@@ -3,8 +3,9 @@
 ``python -m training baselines --data KIND:PATH ... [--features ...] [--json]``
 
 Features: openSMILE functionals (``egemaps``: eGeMAPSv02, 88; ``compare``:
-ComParE_2016, 6373), mean+std pooled Whisper-base encoder states (``whisper``, 1024,
-the runtime's int8 unpadded encoder via ``training.features_cache``) and
+ComParE_2016, 6373), mean+std pooled Whisper-base encoder states (``whisper``, 1024:
+the whole int8 encoder on the unpadded utterance, via ``training.features_cache``;
+``whisper-layers``, 2048: the shipped front end, states after layers 2 and 3) and
 ``compare+whisper``. Classifier: standardisation then a linear SVM (openSMILE) or
 logistic regression (Whisper), class-balanced; C chosen per outer fold by an inner
 speaker-grouped 3-fold split of the training speakers (nested, never the test
@@ -32,7 +33,7 @@ from training.metrics import Scores, format_confusion, score
 
 _LOGGER = logging.getLogger(__name__)
 
-FEATURES: Final = ("egemaps", "compare", "whisper", "compare+whisper")
+FEATURES: Final = ("egemaps", "compare", "whisper", "compare+whisper", "whisper-layers")
 C_GRID: Final = {
     "svm": (1e-4, 1e-3, 1e-2, 1e-1),
     "lr": (1e-3, 1e-2, 1e-1),
@@ -86,9 +87,12 @@ def opensmile_functionals(
     return np.stack([found[u.utt_id] for u in utterances])
 
 
-def whisper_pooled(utterances: Sequence[Utterance]) -> npt.NDArray[np.float32]:
-    """Mean and standard deviation over time of the Whisper encoder states."""
-    states = load_features(utterances, "encoder")
+def whisper_pooled(
+    utterances: Sequence[Utterance], kind: str = "encoder-top"
+) -> npt.NDArray[np.float32]:
+    """Mean and standard deviation over time of Whisper encoder states: the whole
+    encoder's ("encoder-top") or the shipped front end's layers ("encoder")."""
+    states = load_features(utterances, kind)
     return np.stack([np.concatenate([s.mean(0), s.std(0)]) for s in states])
 
 
@@ -98,6 +102,8 @@ def utterance_features(
     """Utterance-level features by name (see ``FEATURES``)."""
     if name == "whisper":
         return whisper_pooled(utterances)
+    if name == "whisper-layers":
+        return whisper_pooled(utterances, "encoder")
     if name in ("egemaps", "compare"):
         return opensmile_functionals(utterances, name)
     if name == "compare+whisper":
@@ -238,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     groups = [[u for c in corpora for u in c]] if args.joint else corpora
     report: dict[str, Any] = {}
     for name in args.features:
-        kind = "lr" if name == "whisper" else "svm"
+        kind = "lr" if name.startswith("whisper") else "svm"
         fit_transform = None
         if args.select == "de":
             from training.selection import de_selector

@@ -34,7 +34,14 @@ from training.datasets import Utterance, load_audio
 _LOGGER = logging.getLogger(__name__)
 
 CACHE_VERSION: Final = 1
-KINDS: Final = ("encoder", "mel")
+FRONT_ENDS: Final = {
+    "encoder": features.WHISPER_ENCODER,
+    "encoder-top": features.FrontEnd(type="whisper-encoder", dim=512),
+    "mel": features.LOG_MEL,
+}
+"""Feature kinds: the shipped encoder front end, the whole encoder's final states (the
+issue's Whisper baseline and earlier models), and log-mel."""
+KINDS: Final = tuple(FRONT_ENDS)
 
 
 @dataclass(frozen=True)
@@ -121,12 +128,11 @@ def augment_audio(
 
 
 def _settings_hash(kind: str, copy: int, options: AugmentOptions) -> str:
-    front_end = features.WHISPER_ENCODER if kind == "encoder" else features.LOG_MEL
     settings: dict[str, Any] = {
         "version": CACHE_VERSION,
         "kind": kind,
-        "front_end": front_end.to_dict(),
-        "compute_type": "int8" if kind == "encoder" else "",
+        "front_end": FRONT_ENDS[kind].to_dict(),
+        "compute_type": "" if kind == "mel" else "int8",
         "copy": copy,
         "augment": asdict(options) if copy else None,
     }
@@ -134,22 +140,32 @@ def _settings_hash(kind: str, copy: int, options: AugmentOptions) -> str:
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
-_WHISPER: list[Any] = []
+_WHISPER: dict[tuple[int, ...] | None, list[Any]] = {}
 
 
-def whisper_encoders(num_threads: int = 2) -> list[Any]:
-    """The runtime's Whisper encoders (int8, CPU) for ``features.WHISPER_ENCODER``:
-    one cut after each of its ``encoder_layers``, as CTranslate2 objects, loaded once."""
-    if not _WHISPER:
+def whisper_encoders(front_end: features.FrontEnd, num_threads: int = 2) -> list[Any]:
+    """The runtime's Whisper encoders (int8, CPU) for an encoder ``front_end``: one cut
+    after each of its ``encoder_layers`` (or the whole encoder), loaded once."""
+    layers = front_end.encoder_layers
+    if layers not in _WHISPER:
         from streamser.whisper_layers import load_encoder_layers
         from streamser.whisper_model import default_whisper_dir
 
-        layers = features.WHISPER_ENCODER.encoder_layers or ()
-        _WHISPER.extend(
-            load_encoder_layers(default_whisper_dir(), depth, threads=num_threads)
-            for depth in layers
-        )
-    return _WHISPER
+        folder = default_whisper_dir()
+        if layers is None:
+            import ctranslate2
+
+            _WHISPER[layers] = [
+                ctranslate2.models.Whisper(
+                    str(folder), compute_type="int8", intra_threads=num_threads
+                )
+            ]
+        else:
+            _WHISPER[layers] = [
+                load_encoder_layers(folder, depth, threads=num_threads)
+                for depth in layers
+            ]
+    return _WHISPER[layers]
 
 
 def compute_features(
@@ -159,18 +175,20 @@ def compute_features(
 
     Args:
         audio: 16 kHz mono float32 samples.
-        kind: "encoder" (``features.WHISPER_ENCODER`` states, (frames/2, dim)) or
-            "mel" ((frames, 80)).
+        kind: one of ``FRONT_ENDS``: "encoder" (``features.WHISPER_ENCODER``
+            states, (frames/2, dim)), "encoder-top" ((frames/2, 512)) or "mel"
+            ((frames, 80)).
 
     Returns:
         The float32 feature frames, time-major.
     """
+    if kind not in FRONT_ENDS:
+        raise ValueError(f"unknown feature kind {kind!r}; known: {', '.join(KINDS)}")
     mel = features.log_mel(audio)
     if kind == "mel":
         return mel
-    if kind == "encoder":
-        return features.stacked_encoder_states(whisper_encoders(), [mel])[0]
-    raise ValueError(f"unknown feature kind {kind!r}; known: {', '.join(KINDS)}")
+    encoders = whisper_encoders(FRONT_ENDS[kind])
+    return features.stacked_encoder_states(encoders, [mel])[0]
 
 
 def _cache_file(
