@@ -27,7 +27,15 @@ from .common import (
 )
 
 _LOGGER = logging.getLogger("benchmarks")
-PARTS = ("asr_context", "segmentation", "stages", "latency", "capacity", "tuning")
+PARTS = (
+    "asr_context",
+    "segmentation",
+    "acoustic_cost",
+    "stages",
+    "latency",
+    "capacity",
+    "tuning",
+)
 
 
 def _runner(part: str) -> Callable[[bool], Section]:
