@@ -1,6 +1,6 @@
 """VAD hangover vs segmentation: what a shorter end-of-speech wait costs.
 
-Every RAVDESS and EMO-DB clip (1 s of silence before, 1.5 s after) goes through the
+RAVDESS and EMO-DB clips (1 s of silence before, 1.5 s after) go through the
 runtime's default VAD and segmenter for several ``segmenter.hangover_ms`` values. A
 clip holds one sentence, so more than one utterance means a pause inside it was taken
 for the end of speech (the sentence is split, and its emotion judged in parts). Also
@@ -116,7 +116,8 @@ def run(quick: bool = False) -> Section:
     defaults = SegmenterOptions()
     body = "\n".join(
         [
-            f"All clips of each corpus, default VAD (webrtc, mode 2, 30 ms), "
+            "Clips of each corpus (the clips column; seeded, spread over speakers: "
+            "all of RAVDESS), default VAD (webrtc, mode 2, 30 ms), "
             f"early_end_ms {defaults.early_end_ms}, end_pad_ms {defaults.end_pad_ms}; "
             "20 ms chunks. split = the one-sentence clip became more than one "
             "utterance; none = no utterance. close / ending = stream time from the "
