@@ -164,10 +164,11 @@ def test_cli_writes_checkpoint(emodb_tiny: Path, tmp_path: Path) -> None:
     checkpoint = torch.load(tmp_path / "emotion-acoustic-v1.pt", weights_only=False)
     assert checkpoint["kind"] == "acoustic" and checkpoint["arch"] == "attn"
     assert checkpoint["front_end"]["type"] == "whisper-encoder"
+    assert checkpoint["front_end"]["encoder_layers"] == (2, 3)
     assert len(checkpoint["ensemble"]) == 2
     assert "python -m training acoustic" in checkpoint["command"]
     model = load_checkpoint_model(checkpoint)
-    probs, embedding = model(torch.randn(1, 50, 512), torch.tensor([50]))
+    probs, embedding = model(torch.randn(1, 50, 1024), torch.tensor([50]))
     assert probs.shape == (1, 4) and embedding.shape == (1, 16)
 
 
