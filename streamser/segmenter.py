@@ -133,17 +133,7 @@ class UtteranceEnded:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, UtteranceEnded):
             return NotImplemented
-        return (
-            self.utterance_index,
-            self.start_sample,
-            self.end_sample,
-            self.reason,
-        ) == (
-            other.utterance_index,
-            other.start_sample,
-            other.end_sample,
-            other.reason,
-        ) and np.array_equal(self.audio, other.audio)
+        return _same_audio(self, other) and self.reason == other.reason
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -162,25 +152,23 @@ class UtteranceEnding:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, UtteranceEnding):
             return NotImplemented
-        return (
-            self.utterance_index,
-            self.start_sample,
-            self.end_sample,
-        ) == (
-            other.utterance_index,
-            other.start_sample,
-            other.end_sample,
-        ) and np.array_equal(self.audio, other.audio)
+        return _same_audio(self, other)
 
     __hash__ = None  # type: ignore[assignment]
 
     def matches(self, ended: UtteranceEnded) -> bool:
         """Whether ``ended`` is this utterance with exactly this audio."""
-        return (self.utterance_index, self.start_sample, self.end_sample) == (
-            ended.utterance_index,
-            ended.start_sample,
-            ended.end_sample,
-        )
+        return _span(self) == _span(ended)
+
+
+def _span(event: UtteranceEnded | UtteranceEnding) -> tuple[int, int, int]:
+    return (event.utterance_index, event.start_sample, event.end_sample)
+
+
+def _same_audio(
+    a: UtteranceEnded | UtteranceEnding, b: UtteranceEnded | UtteranceEnding
+) -> bool:
+    return _span(a) == _span(b) and np.array_equal(a.audio, b.audio)
 
 
 SegmentEvent = SpeechStarted | UtteranceEnding | UtteranceEnded
