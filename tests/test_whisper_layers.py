@@ -58,3 +58,26 @@ def test_bad_model_files_raise_model_error(whisper_dir: Path, tmp_path: Path) ->
         truncated_model_bin(b"", 3)
     with pytest.raises(ModelError, match="cannot read"):
         load_encoder_layers(tmp_path / "missing", 3)
+
+
+def test_corrupt_model_folder_raises_model_error(
+    whisper_dir: Path, tmp_path: Path
+) -> None:
+    data = (whisper_dir / "model.bin").read_bytes()
+    for name, content, message in (
+        ("empty", b"", "cannot read"),
+        ("half", data[: len(data) // 3], "truncated"),
+        ("garbage", b"\x07" * 4096, "binary version"),
+    ):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "model.bin").write_bytes(content)
+        with pytest.raises(ModelError, match=message):
+            load_encoder_layers(folder, 3)
+
+
+def test_cut_model_is_small(whisper_dir: Path) -> None:
+    """The decoder embeddings become a placeholder: the cut model is a fraction of the
+    whole (Whisper base: 145 MB on disk)."""
+    data = (whisper_dir / "model.bin").read_bytes()
+    assert len(truncated_model_bin(data, 3)) < len(data) // 4
