@@ -219,6 +219,12 @@ def _models(config: Config) -> int:
         print(f"  labels: {', '.join(info.labels)}")
         if info.languages:
             print(f"  languages: {', '.join(info.languages)}")
+        if info.front_end is not None:
+            layers = info.front_end.encoder_layers
+            depth = f", encoder layers {'+'.join(map(str, layers))}" if layers else ""
+            print(
+                f"  features: {info.front_end.type}{depth} (dim {info.front_end.dim})"
+            )
         if metrics:
             print(f"  metrics: {json.dumps(metrics, ensure_ascii=False)[:400]}")
         print("  load: ok")

@@ -79,3 +79,11 @@ def test_run_on_the_demo_clip_prints_json_lines() -> None:
     assert len(ends) == 3
     assert all(e["transcript"] and e["language"] == "en" for e in ends)
     assert events[-1]["type"] == "stream.end" and events[-1]["utterances"] == 3
+
+
+def test_models_lists_the_shipped_graphs_and_their_front_end() -> None:
+    result = streamser("models", "--no-asr")
+    assert result.returncode == 0, result.stderr
+    assert "emotion-acoustic-v1" in result.stdout and "emotion-text-fa-v1" in result.stdout
+    assert "features: whisper-encoder, encoder layers 2+3 (dim 1024)" in result.stdout
+    assert result.stdout.count("load: ok") == 2
