@@ -471,7 +471,8 @@ class StreamSession:
             self.engine.metrics.speculations.labels("discarded").inc()
 
     async def _recognition(self, pending: _Pending) -> Recognition:
-        """The speculative result when it was started with today's language."""
+        """The speculative result, when it was started with the stream's current language;
+        otherwise a fresh recognition."""
         speculation = pending.speculation
         if speculation is not None:
             if speculation.language == self.language:
