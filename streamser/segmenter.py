@@ -12,7 +12,7 @@ at its quietest point and goes on as the next utterance. Like silero-vad's
 
 Positions are sample indices at 16 kHz from the start of the stream. An utterance's
 ``start_sample`` includes its pre-speech pad, its ``end_sample`` the last speech frame
-plus ``end_pad_ms`` (150 ms) of the trailing silence, not the whole hangover; its audio
+plus ``end_pad_ms`` (90 ms) of the trailing silence, not the whole hangover; its audio
 is exactly the stream's samples ``[start_sample, end_sample)``.
 """
 
