@@ -23,11 +23,9 @@ SECONDS: Final = 4.0
 
 def run(quick: bool = False) -> Section:
     """Time the acoustic path of 4 s utterances on one thread."""
-    import ctranslate2
-
     from streamser.emotion import EmotionModels
     from streamser.features import encoder_states, log_mel
-    from streamser.whisper_layers import load_encoder_layers
+    from streamser.whisper_layers import load_encoders
     from streamser.whisper_model import default_whisper_dir
 
     models, models_note = model_dir()
@@ -35,18 +33,8 @@ def run(quick: bool = False) -> Section:
     front_end = emotion.acoustic_model.info.front_end
     layers = front_end.encoder_layers if front_end is not None else None
     folder = default_whisper_dir()
-    encoders = (
-        [(f"encoder to layer {d}", load_encoder_layers(folder, d)) for d in layers]
-        if layers
-        else [
-            (
-                "whole encoder",
-                ctranslate2.models.Whisper(
-                    str(folder), compute_type="int8", intra_threads=1
-                ),
-            )
-        ]
-    )
+    names = [f"encoder to layer {d}" for d in layers] if layers else ["whole encoder"]
+    encoders = list(zip(names, load_encoders(folder, layers), strict=True))
     samples = int(SECONDS * 16000)
     audios = []
     for clip in ravdess_clips(4 if quick else 40, seed=3):

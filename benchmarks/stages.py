@@ -80,24 +80,15 @@ class NaivePipeline:
 
     def __init__(self, asr_model: Any, models: Path, whisper_dir: str) -> None:
         """Own sessions for every graph and a second Whisper for the acoustic pass."""
-        import ctranslate2
 
         from streamser.emotion import EmotionModels
-        from streamser.whisper_layers import load_encoder_layers
+        from streamser.whisper_layers import load_encoders
 
         self.asr_model = asr_model
         self.models = EmotionModels.load(models, device="cpu", num_threads=1)
         front_end = self.models.acoustic_model.info.front_end
         layers = front_end.encoder_layers if front_end is not None else None
-        self.encoders = (
-            [load_encoder_layers(whisper_dir, depth, threads=2) for depth in layers]
-            if layers
-            else [
-                ctranslate2.models.Whisper(
-                    whisper_dir, device="cpu", compute_type="int8", intra_threads=2
-                )
-            ]
-        )
+        self.encoders = load_encoders(whisper_dir, layers, threads=2)
 
     def __call__(
         self, audio: npt.NDArray[np.float32], language: str, tokenizer: Any

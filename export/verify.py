@@ -70,22 +70,6 @@ def _clip_paths(root: Path) -> list[Path]:
     return [path for path in picks if path.is_file()]
 
 
-def load_whisper_encoders(front_end: FrontEnd) -> list[Any]:
-    """The CTranslate2 Whisper encoders the runtime uses for ``front_end``'s states."""
-    from streamser.whisper_layers import load_encoder_layers
-    from streamser.whisper_model import default_whisper_dir
-
-    if front_end.encoder_layers is not None:
-        return [
-            load_encoder_layers(default_whisper_dir(), depth)
-            for depth in front_end.encoder_layers
-        ]
-    from faster_whisper import WhisperModel
-
-    model = WhisperModel(str(default_whisper_dir()), device="cpu", compute_type="int8")
-    return [model.model]
-
-
 def acoustic_rows(
     front_end: FrontEnd, root: Path, *, whisper: Any = None
 ) -> list[npt.NDArray[np.float32]]:
@@ -99,7 +83,13 @@ def acoustic_rows(
     mels = [log_mel(audio) for audio in audios]
     if front_end.type == "log-mel":
         return mels
-    encoders = [whisper] if whisper is not None else load_whisper_encoders(front_end)
+    if whisper is not None:
+        encoders = [whisper]
+    else:
+        from streamser.whisper_layers import load_encoders
+        from streamser.whisper_model import default_whisper_dir
+
+        encoders = load_encoders(default_whisper_dir(), front_end.encoder_layers)
     return stacked_encoder_states(encoders, mels)
 
 

@@ -195,21 +195,21 @@ class WhisperAsr:
         """The CTranslate2 Whisper model, for ``features.encoder_states``."""
         return self.model.model
 
-    def encoder_layers(self, layers: int) -> Any:
-        """This Whisper cut after ``layers`` encoder layers, on the same device, for
-        ``features.encoder_states`` (``streamser.whisper_layers``).
+    def cut_encoders(self, layers: Sequence[int]) -> list[Any]:
+        """This Whisper cut after each of ``layers`` encoder layers, on the same device,
+        for ``features.stacked_encoder_states`` (``streamser.whisper_layers``).
 
         Raises:
             ModelError: the model is not a local folder, or cannot be cut there.
         """
-        from .whisper_layers import load_encoder_layers
+        from .whisper_layers import load_encoders
 
         if not Path(self.model_path).is_dir():
             raise ModelError(
-                f"the acoustic model reads Whisper encoder layer {layers}; "
+                f"the acoustic model reads Whisper encoder layers {list(layers)}; "
                 f"asr.model must be a local model folder, not {self.model_path!r}"
             )
-        return load_encoder_layers(
+        return load_encoders(
             self.model_path,
             layers,
             device=self.device,

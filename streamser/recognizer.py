@@ -120,7 +120,7 @@ class Recognizer:
             self._encoders = [self.asr.encoder]
             layers = front_end.encoder_layers if front_end is not None else None
             if self.front_end_type == "whisper-encoder" and layers is not None:
-                self._encoders = [self.asr.encoder_layers(depth) for depth in layers]
+                self._encoders = self.asr.cut_encoders(layers)
 
     def model_versions(self) -> list[dict[str, str]]:
         """Kind, name and version of every model in use, for ``stream.start``."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import mmap
 import struct
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -179,3 +180,43 @@ def load_encoder_layers(
         ) from err
     _LOGGER.info("Loaded Whisper encoder layers 1-%d from %s", layers, folder)
     return model
+
+
+def load_encoders(
+    model_dir: str | Path,
+    layers: Sequence[int] | None,
+    *,
+    device: str = "cpu",
+    compute_type: str = "int8",
+    threads: int = 1,
+) -> list[Any]:
+    """The encoders whose states a front end puts side by side
+    (``FrontEnd.encoder_layers``, for ``features.stacked_encoder_states``): one cut
+    model per depth, or the whole model when ``layers`` is None.
+
+    Raises:
+        ModelError: the folder has no loadable model, or it cannot be cut.
+    """
+    if layers is not None:
+        return [
+            load_encoder_layers(
+                model_dir,
+                depth,
+                device=device,
+                compute_type=compute_type,
+                threads=threads,
+            )
+            for depth in layers
+        ]
+    import ctranslate2
+
+    try:
+        whole = ctranslate2.models.Whisper(
+            str(model_dir),
+            device=device,
+            compute_type=compute_type,
+            intra_threads=threads,
+        )
+    except (RuntimeError, ValueError, OSError) as err:
+        raise ModelError(f"cannot load Whisper from {model_dir}: {err}") from err
+    return [whole]

@@ -148,23 +148,12 @@ def whisper_encoders(front_end: features.FrontEnd, num_threads: int = 2) -> list
     after each of its ``encoder_layers`` (or the whole encoder), loaded once."""
     layers = front_end.encoder_layers
     if layers not in _WHISPER:
-        from streamser.whisper_layers import load_encoder_layers
+        from streamser.whisper_layers import load_encoders
         from streamser.whisper_model import default_whisper_dir
 
-        folder = default_whisper_dir()
-        if layers is None:
-            import ctranslate2
-
-            _WHISPER[layers] = [
-                ctranslate2.models.Whisper(
-                    str(folder), compute_type="int8", intra_threads=num_threads
-                )
-            ]
-        else:
-            _WHISPER[layers] = [
-                load_encoder_layers(folder, depth, threads=num_threads)
-                for depth in layers
-            ]
+        _WHISPER[layers] = load_encoders(
+            default_whisper_dir(), layers, threads=num_threads
+        )
     return _WHISPER[layers]
 
 
