@@ -389,12 +389,12 @@ def labelled_batches(
         return None
     labels = list(checkpoint["labels"])
     if checkpoint["kind"] == "acoustic":
-        from training.features_cache import load_features
+        from training.features_cache import kind_of, load_features
 
         utterances = [
             u for u in load_dataset(f"emodb:{root / 'emodb'}") if u.label in labels
         ]
-        kind = "mel" if front_end_of(checkpoint).type == "log-mel" else "encoder"
+        kind = kind_of(front_end_of(checkpoint))
         rows = load_features(utterances, kind=kind, copy=0, progress=False)
         names, dtype, source = ("features", "lengths"), np.float32, "EMO-DB, all clips"
     else:

@@ -179,3 +179,18 @@ def test_cli_rejects_bad_data(
 
     assert main(["--data", f"nosuch:{tmp_path}"]) == 2
     assert "unknown dataset kind" in capsys.readouterr().err
+
+
+def test_feature_kind_of_each_front_end() -> None:
+    from streamser import features
+    from training.features_cache import kind_of
+
+    assert kind_of(features.WHISPER_ENCODER) == "encoder"
+    assert kind_of(features.LOG_MEL) == "mel"
+    assert kind_of(None) == "encoder-top"  # graphs from before FrontEnd
+    from_metadata = features.FrontEnd.from_dict(
+        {**features.WHISPER_ENCODER.to_dict(), "encoder_layers": [2, 3]}
+    )
+    assert kind_of(from_metadata) == "encoder"
+    with pytest.raises(ValueError, match="front end"):
+        kind_of(features.FrontEnd(type="whisper-encoder", encoder_layers=(4,)))

@@ -44,6 +44,20 @@ issue's Whisper baseline and earlier models), and log-mel."""
 KINDS: Final = tuple(FRONT_ENDS)
 
 
+def kind_of(front_end: features.FrontEnd | None) -> str:
+    """The feature kind that computes ``front_end`` (None: the whole encoder, as in
+    graphs older than ``FrontEnd``).
+
+    Raises:
+        ValueError: no kind here computes it.
+    """
+    wanted = front_end or FRONT_ENDS["encoder-top"]
+    for kind, known in FRONT_ENDS.items():
+        if known == wanted:
+            return kind
+    raise ValueError(f"no cached feature kind computes the front end {wanted}")
+
+
 @dataclass(frozen=True)
 class AugmentOptions:
     """Waveform augmentation of the cached copies (copy 0 is always clean).

@@ -48,7 +48,6 @@ _LOGGER = logging.getLogger(__name__)
 
 MODES: Final = ("absent", "own", "matched")
 """How an acoustic utterance's text is chosen in a training epoch."""
-_FEATURE_KIND: Final = {"whisper-encoder": "encoder", "log-mel": "mel"}
 
 
 @dataclass(frozen=True)
@@ -327,7 +326,7 @@ def cross_validate(
     b_labels = [texts[i].label for i in pool_b]
     kind, k = ("loso", 0) if protocol == "loso" else ("kfold", int(protocol[5:]))
     folds = speaker_folds(utterances, kind=kind, k=k or 5, seed=seed)
-    arch = "attn" if feature_kind == "encoder" else "cnn"
+    arch = "cnn" if feature_kind == "mel" else "attn"
     dim = int(features[0].shape[1])
     names = (
         "acoustic",
@@ -462,7 +461,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Evaluate fusion on held-out speakers, then fit it on all and save a checkpoint."""
-    from training.features_cache import load_features
+    from training.features_cache import kind_of, load_features
 
     args = _parser().parse_args(argv)
     torch.set_num_threads(1)
@@ -494,8 +493,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # ModelError and friends: one clear line
         print(f"error: {err}", file=sys.stderr)
         return 2
-    front_end = acoustic_graph.info.front_end
-    feature_kind = _FEATURE_KIND[front_end.type if front_end else "whisper-encoder"]
+    try:
+        feature_kind = kind_of(acoustic_graph.info.front_end)
+    except ValueError as err:
+        print(f"error: {args.acoustic_model}: {err}", file=sys.stderr)
+        return 2
     features = load_features(utterances, kind=feature_kind, copy=0)
     tokenizer = TextTokenizer(str(default_whisper_dir() / "tokenizer.json"))
     settings = FusionSettings(epochs=args.epochs)
