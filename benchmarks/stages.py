@@ -79,26 +79,32 @@ class NaivePipeline:
     """Peer (b): every model on its own, one utterance at a time."""
 
     def __init__(self, asr_model: Any, models: Path, whisper_dir: str) -> None:
-        """Own sessions for every graph and a second Whisper for the acoustic pass."""
+        """Own sessions for every graph (and a second Whisper where the acoustic graph
+        reads the whole encoder's states)."""
+        import ctranslate2
 
         from streamser.emotion import EmotionModels
-        from streamser.whisper_layers import load_encoders
 
         self.asr_model = asr_model
         self.models = EmotionModels.load(models, device="cpu", num_threads=1)
         front_end = self.models.acoustic_model.info.front_end
-        layers = front_end.encoder_layers if front_end is not None else None
-        self.encoders = load_encoders(whisper_dir, layers, threads=2)
+        self.encoder = None
+        if front_end is not None and front_end.type == "whisper-encoder":
+            self.encoder = ctranslate2.models.Whisper(
+                whisper_dir, compute_type="int8", intra_threads=2
+            )
 
     def __call__(
         self, audio: npt.NDArray[np.float32], language: str, tokenizer: Any
     ) -> str:
         """Transcribe, then acoustic, text and fusion, each in its own call."""
-        from streamser.features import log_mel, stacked_encoder_states
+        from streamser.features import encoder_states, log_mel
 
         text = faster_whisper_transcribe(self.asr_model, audio, language)
-        states = stacked_encoder_states(self.encoders, [log_mel(audio)])
-        acoustic = self.models.acoustic(states)
+        inputs = [log_mel(audio)]
+        if self.encoder is not None:
+            inputs = encoder_states(self.encoder, inputs)
+        acoustic = self.models.acoustic(inputs)
         text_output = None
         if text and self.models.text_model_for(language) is not None:
             text_output = self.models.text([tokenizer.encode(text)], language)

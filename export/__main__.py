@@ -24,6 +24,8 @@ from export.to_onnx import (
     build_module,
     default_name,
     export_checkpoint,
+    front_end_of,
+    holds_whisper_layers,
     load_checkpoint,
 )
 from export.verify import (
@@ -132,9 +134,15 @@ def _variants(
     int8: bool,
     fp16: bool,
 ) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    if checkpoint["kind"] == "acoustic" and holds_whisper_layers(
+        front_end_of(checkpoint)
+    ):
+        reason = "the graph's Whisper layers are int8 already"
+        chosen = ["int8"] * int8 + ["fp16"] * fp16
+        return {variant: {"skipped": reason} for variant in chosen}
     folder = onnx_path.parent / "variants"
     folder.mkdir(exist_ok=True)
-    results: dict[str, Any] = {}
     labelled = labelled_batches(checkpoint)
     makers = [("int8", _int8)] * int8 + [("fp16", _fp16)] * fp16
     for variant, make in makers:

@@ -24,7 +24,7 @@ import onnx
 import torch
 from torch import nn
 
-from streamser.features import LOG_MEL, WHISPER_ENCODER, FrontEnd
+from streamser.features import LOG_MEL, WHISPER_ENCODER_TOP, FrontEnd
 from streamser.labels import CANONICAL_LABELS
 from streamser.models import META_PREFIX
 
@@ -118,18 +118,53 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return checkpoint
 
 
+def holds_whisper_layers(front_end: FrontEnd) -> bool:
+    """Whether the exported graph runs Whisper encoder layers itself: the trained head
+    reads their states, and export joins the prefix graph in front of it."""
+    return front_end.type == LOG_MEL.type and bool(front_end.encoder_layers)
+
+
+def head_input_dim(checkpoint: dict[str, Any]) -> int:
+    """Width of the frames the trained module reads (the Whisper states for a front
+    end with layers in the graph, else the graph input)."""
+    dim = checkpoint.get("config", {}).get("input_dim")
+    return int(dim) if dim else front_end_of(checkpoint).dim
+
+
+def join_prefix(prefix_path: Path, head_path: Path, out_path: Path) -> None:
+    """Write one graph: the Whisper prefix (log-mel ``features`` and ``lengths`` in,
+    ``training.whisper_prefix``), its states feeding the head's inputs, and the head's
+    outputs under their own names."""
+    prefix = onnx.load(str(prefix_path))
+    head = onnx.compose.add_prefix(onnx.load(str(head_path)), "head/")
+    head.ir_version = prefix.ir_version = max(prefix.ir_version, head.ir_version)
+    joined = onnx.compose.merge_models(
+        prefix,
+        head,
+        io_map=[("states", "head/features"), ("state_lengths", "head/lengths")],
+    )
+    renamed = {f"head/{name}": name for name in OUTPUTS["acoustic"]}
+    for node in joined.graph.node:
+        node.output[:] = [renamed.get(name, name) for name in node.output]
+    for output in joined.graph.output:
+        output.name = renamed.get(output.name, output.name)
+    del joined.metadata_props[:]
+    onnx.save(joined, str(out_path))
+
+
 def front_end_of(checkpoint: dict[str, Any]) -> FrontEnd:
     """The acoustic front end a checkpoint was trained on.
 
-    Accepts a ``FrontEnd``, its dict, or the type name ("whisper-encoder", "log-mel").
+    Accepts a ``FrontEnd``, its dict, or the type name ("whisper-encoder", "log-mel";
+    none: the whole encoder's final states, as in the first checkpoints).
     """
     value = checkpoint.get("front_end")
     if isinstance(value, FrontEnd):
         return value
     if isinstance(value, dict):
         return FrontEnd.from_dict(value)
-    if value in (None, WHISPER_ENCODER.type):
-        return WHISPER_ENCODER
+    if value in (None, WHISPER_ENCODER_TOP.type):
+        return WHISPER_ENCODER_TOP
     if value == LOG_MEL.type:
         return LOG_MEL
     raise ValueError(f"unknown front end {value!r}")
@@ -199,8 +234,7 @@ def example_inputs(
     """Seeded tracing inputs of the right shapes (two rows, the second padded)."""
     generator = torch.Generator().manual_seed(0)
     if kind == "acoustic":
-        dim = front_end_of(checkpoint).dim
-        features = torch.randn(2, 40, dim, generator=generator)
+        features = torch.randn(2, 40, head_input_dim(checkpoint), generator=generator)
         features[1, 25:] = 0.0
         return features, torch.tensor([40, 25], dtype=torch.int64)
     if kind == "text":
@@ -359,23 +393,38 @@ def export_checkpoint(
     checkpoint = load_checkpoint(checkpoint_path)
     module = build_module(checkpoint)
     name = name or default_name(checkpoint)
-    result = export_module(
-        module, checkpoint, Path(out_dir) / f"{name}.onnx", name=name
+    onnx_path = Path(out_dir) / f"{name}.onnx"
+    joined = checkpoint["kind"] == "acoustic" and holds_whisper_layers(
+        front_end_of(checkpoint)
     )
+    head_path = onnx_path.with_name(f"{name}.head.onnx") if joined else onnx_path
+    result = export_module(module, checkpoint, head_path, name=name)
     verification = None
     if verify:
         batches, source = verify_module.real_batches(
             checkpoint, module, out_dir=Path(out_dir), reference_graphs=reference_graphs
         )
-        verification = verify_module.compare(result.onnx_path, module, batches)
+        verification = verify_module.compare(head_path, module, batches)
         verification["inputs"] = source
+    if joined:
+        from training.features_cache import default_cache_dir
+        from training.whisper_prefix import prefix_graph
+
+        prefix_path = prefix_graph(front_end_of(checkpoint), default_cache_dir())
+        join_prefix(prefix_path, head_path, onnx_path)
+        write_metadata(onnx_path, metadata(name, checkpoint, result.embedding_dim))
+        if verification is not None:
+            verification["joined"] = verify_module.compare_joined(
+                onnx_path, prefix_path, head_path, front_end_of(checkpoint)
+            )
+        head_path.unlink()
     command = export_command or f"python -m export {checkpoint_path} --out {out_dir}"
     card = card_module.build_card(
-        result.onnx_path, checkpoint, export_command=command, verification=verification
+        onnx_path, checkpoint, export_command=command, verification=verification
     )
-    card_module.write_card(result.onnx_path, card)
-    OnnxModel(result.onnx_path, device="cpu")  # the runtime's own contract check
-    return result.onnx_path
+    card_module.write_card(onnx_path, card)
+    OnnxModel(onnx_path, device="cpu")  # the runtime's own contract check
+    return onnx_path
 
 
 def to_numpy(value: torch.Tensor) -> np.ndarray:

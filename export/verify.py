@@ -1,7 +1,9 @@
 """Check an exported graph against its torch model on real inputs.
 
 Acoustic graphs get features of real EMO-DB and RAVDESS clips computed through
-``streamser.features`` (several lengths, one zero-padded batch); text graphs get real
+``streamser.features`` (several lengths, one zero-padded batch); where the graph runs
+Whisper's first encoder layers itself, the trained head is checked on the states of
+the prefix graph, and the joined graph against prefix-then-head on log-mel frames; text graphs get real
 ShEMO transcripts through ``streamser.features.TextTokenizer`` (an empty one too);
 fusion graphs get embeddings from the real acoustic and text graphs. Fails above
 ``TOLERANCE`` max abs difference in fp32, and runs ``onnx.checker``.
@@ -23,7 +25,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from streamser.features import FrontEnd, TextTokenizer, log_mel, stacked_encoder_states
+from streamser.features import FrontEnd, TextTokenizer, encoder_states, log_mel
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -73,7 +75,9 @@ def _clip_paths(root: Path) -> list[Path]:
 def acoustic_rows(
     front_end: FrontEnd, root: Path, *, whisper: Any = None
 ) -> list[npt.NDArray[np.float32]]:
-    """Feature arrays (time, dim) of real clips at several lengths."""
+    """The graph's input arrays (time, dim) for real clips at several lengths: log-mel
+    frames, or the whole Whisper encoder's final states (``whisper``: a loaded
+    CTranslate2 Whisper, else the bundled one is loaded)."""
     from training.datasets import load_audio
 
     audios = [load_audio(path) for path in _clip_paths(root)]
@@ -83,14 +87,63 @@ def acoustic_rows(
     mels = [log_mel(audio) for audio in audios]
     if front_end.type == "log-mel":
         return mels
-    if whisper is not None:
-        encoders = [whisper]
-    else:
-        from streamser.whisper_layers import load_encoders
+    if whisper is None:
+        import ctranslate2
+
         from streamser.whisper_model import default_whisper_dir
 
-        encoders = load_encoders(default_whisper_dir(), front_end.encoder_layers)
-    return stacked_encoder_states(encoders, mels)
+        whisper = ctranslate2.models.Whisper(
+            str(default_whisper_dir()), compute_type="int8"
+        )
+    return encoder_states(whisper, mels)
+
+
+def prefix_states(
+    prefix_path: Path, mels: list[npt.NDArray[np.float32]]
+) -> list[npt.NDArray[np.float32]]:
+    """The Whisper prefix graph's states of each log-mel array (the head's inputs)."""
+    from training.whisper_prefix import PrefixRunner
+
+    runner = PrefixRunner(prefix_path)
+    return [runner.states(mel) for mel in mels]
+
+
+def compare_joined(
+    joined_path: Path, prefix_path: Path, head_path: Path, front_end: FrontEnd
+) -> dict[str, Any]:
+    """Check the joined graph against the prefix graph then the head graph, on log-mel
+    frames of real clips (seeded noise when the corpora are absent).
+
+    Raises:
+        VerificationError: they differ by more than ``TOLERANCE``.
+    """
+    root = data_root()
+    if root is not None:
+        mels, source = acoustic_rows(front_end, root), "real EMO-DB/RAVDESS clips"
+    else:
+        generator = np.random.default_rng(0)
+        mels = [
+            generator.standard_normal((n, front_end.dim)).astype(np.float32)
+            for n in (2, 14, 100, 300)
+        ]
+        source = "synthetic log-mel (corpora absent)"
+    head = ort.InferenceSession(str(head_path), providers=["CPUExecutionProvider"])
+    prefix = ort.InferenceSession(str(prefix_path), providers=["CPUExecutionProvider"])
+    joined = ort.InferenceSession(str(joined_path), providers=["CPUExecutionProvider"])
+    worst = 0.0
+    for batch in acoustic_batches(mels):
+        states, state_lengths = prefix.run(None, batch)
+        want = head.run(None, {"features": states, "lengths": state_lengths})
+        got = joined.run(["probs", "embedding"], batch)
+        for a, b in zip(want, got, strict=True):
+            worst = max(worst, float(np.max(np.abs(a - b))))
+    if worst > TOLERANCE:
+        raise VerificationError(
+            f"{joined_path}: the joined graph differs from prefix then head by "
+            f"{worst:.3g} (tolerance {TOLERANCE:g})"
+        )
+    _LOGGER.info("%s: joined parity max abs diff %.3g", joined_path.name, worst)
+    return {"max_abs_diff": worst, "inputs": f"{len(mels)} {source}"}
 
 
 def acoustic_batches(rows: list[npt.NDArray[np.float32]]) -> list[Batch]:
@@ -260,11 +313,11 @@ def variant_change(
 def _synthetic_batches(
     kind: str, checkpoint: dict[str, Any], module: nn.Module
 ) -> list[Batch]:
-    from export.to_onnx import front_end_of, fusion_dims
+    from export.to_onnx import fusion_dims, head_input_dim
 
     generator = np.random.default_rng(0)
     if kind == "acoustic":
-        dim = front_end_of(checkpoint).dim
+        dim = head_input_dim(checkpoint)
         rows = [
             generator.standard_normal((n, dim)).astype(np.float32)
             for n in (1, 7, 50, 150)
@@ -309,7 +362,7 @@ def real_batches(
     Falls back to seeded synthetic inputs (with a warning, and said so in the
     description) when the corpora or, for fusion, the acoustic/text graphs are absent.
     """
-    from export.to_onnx import front_end_of, fusion_dims
+    from export.to_onnx import front_end_of, fusion_dims, holds_whisper_layers
     from streamser.models import OnnxModel
     from streamser.whisper_model import default_whisper_dir
 
@@ -326,8 +379,15 @@ def real_batches(
     if kind == "acoustic":
         front_end = front_end_of(checkpoint)
         rows = acoustic_rows(front_end, root, whisper=whisper)
+        what = front_end.type
+        if holds_whisper_layers(front_end):
+            from training.features_cache import default_cache_dir
+            from training.whisper_prefix import prefix_graph
+
+            rows = prefix_states(prefix_graph(front_end, default_cache_dir()), rows)
+            what = f"Whisper layers {list(front_end.encoder_layers or ())} states"
         return acoustic_batches(rows), (
-            f"{len(rows)} real EMO-DB/RAVDESS clips ({front_end.type}), "
+            f"{len(rows)} real EMO-DB/RAVDESS clips ({what}), "
             f"{min(len(r) for r in rows)}-{max(len(r) for r in rows)} frames, "
             "singly and as one zero-padded batch"
         )

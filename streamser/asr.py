@@ -195,28 +195,6 @@ class WhisperAsr:
         """The CTranslate2 Whisper model, for ``features.encoder_states``."""
         return self.model.model
 
-    def cut_encoders(self, layers: Sequence[int]) -> list[Any]:
-        """This Whisper cut after each of ``layers`` encoder layers, on the same device,
-        for ``features.stacked_encoder_states`` (``streamser.whisper_layers``).
-
-        Raises:
-            ModelError: the model is not a local folder, or cannot be cut there.
-        """
-        from .whisper_layers import load_encoders
-
-        if not Path(self.model_path).is_dir():
-            raise ModelError(
-                f"the acoustic model reads Whisper encoder layers {list(layers)}; "
-                f"asr.model must be a local model folder, not {self.model_path!r}"
-            )
-        return load_encoders(
-            self.model_path,
-            layers,
-            device=self.device,
-            compute_type=self.compute_type,
-            threads=self.options.num_threads or (os.cpu_count() or 1),
-        )
-
     @property
     def name(self) -> str:
         """A short name for events and logs."""

@@ -221,7 +221,12 @@ def _models(config: Config) -> int:
             print(f"  languages: {', '.join(info.languages)}")
         if info.front_end is not None:
             layers = info.front_end.encoder_layers
-            depth = f", encoder layers {'+'.join(map(str, layers))}" if layers else ""
+            depth = (
+                f", {info.front_end.whisper} encoder layers {'+'.join(map(str, layers))}"
+                " in the graph"
+                if layers
+                else ""
+            )
             print(
                 f"  features: {info.front_end.type}{depth} (dim {info.front_end.dim})"
             )

@@ -172,16 +172,30 @@ class EmotionModels:
     def acoustic(
         self, features: Sequence[npt.NDArray[np.float32]]
     ) -> list[EmotionOutput]:
-        """Acoustic emotion of a batch of feature sequences (time, dim)."""
+        """Acoustic emotion of a batch of feature sequences (time, dim).
+
+        A graph that runs Whisper layers itself gets one utterance per call: its
+        dynamic int8 quantisation takes the activation scale from the whole input,
+        so batching would make an utterance's result depend on its neighbours.
+        """
         if not features:
             return []
-        batch, lengths = _pad(features, np.float32)
-        out = self.acoustic_model.run({"features": batch, "lengths": lengths})
+        front_end = self.acoustic_model.info.front_end
+        groups = (
+            [[row] for row in features]
+            if front_end is not None and front_end.encoder_layers
+            else [list(features)]
+        )
         labels = self.acoustic_model.info.labels
-        return [
-            EmotionOutput(EmotionScores.from_probs(labels, p), e.astype(np.float32))
-            for p, e in zip(out["probs"], out["embedding"], strict=True)
-        ]
+        outputs = []
+        for group in groups:
+            batch, lengths = _pad(group, np.float32)
+            out = self.acoustic_model.run({"features": batch, "lengths": lengths})
+            outputs += [
+                EmotionOutput(EmotionScores.from_probs(labels, p), e.astype(np.float32))
+                for p, e in zip(out["probs"], out["embedding"], strict=True)
+            ]
+        return outputs
 
     def text_model_for(self, language: str | None) -> OnnxModel | None:
         """The text graph that reads ``language``, if any."""

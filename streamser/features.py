@@ -1,17 +1,16 @@
 """The one definition of the acoustic front end, shared by training and serving.
 
-Audio (16 kHz mono float32) becomes Whisper's log-mel spectrogram, and the Whisper
-encoder turns that into frame states (one per 20 ms). The acoustic emotion models
-consume either of the two; training computes its inputs through this module, so
-serving cannot drift from training. The encoder runs on the unpadded utterance (not
-faster-whisper's 30 s window), which costs about 1/20 of the padded pass, and may be
-cut after its first layers (``FrontEnd.encoder_layers``), where emotion is clearer.
+Audio (16 kHz mono float32) becomes Whisper's log-mel spectrogram here; training
+computes its inputs through this module, so serving cannot drift from training. The
+shipped acoustic graph reads these frames and runs Whisper base's first encoder layers
+itself (``WHISPER_LAYERS``); a graph may instead read the whole encoder's final states
+(type "whisper-encoder"), which the runtime takes from the ASR model's encoder on the
+unpadded utterance (about 1/20 of the cost of faster-whisper's 30 s window).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Final
 
@@ -31,14 +30,16 @@ class FrontEnd:
     """Feature settings an acoustic model was trained with (stored in its metadata).
 
     Attributes:
-        type: "whisper-encoder" (encoder states, dim 512 for base) or "log-mel".
+        type: what the graph reads: "log-mel" frames, or "whisper-encoder" (the
+            final states of the Whisper encoder named by ``whisper``, dim 512 for base).
         n_mels: mel bands of the spectrogram.
         hop_samples: samples per mel frame at 16 kHz.
         dim: size of one input frame of the model.
-        whisper: the Whisper model whose encoder made the states ("" for log-mel).
-        encoder_layers: encoder depths whose states are concatenated per frame
-            (for each, the encoder cut after that many layers, its final layer norm
-            applied; ``streamser.whisper_layers``), or None for the whole encoder.
+        whisper: the Whisper model whose encoder weights the model uses ("" for none).
+        encoder_layers: for "log-mel": the encoder depths whose states (each through
+            the encoder's final layer norm) the graph itself computes from the
+            log-mel frames with ``whisper``'s encoder weights and reads side by side;
+            None when the graph holds no Whisper layers.
     """
 
     type: str
@@ -66,11 +67,14 @@ class FrontEnd:
         return cls(**data)
 
 
-WHISPER_ENCODER: Final = FrontEnd(
-    type="whisper-encoder", dim=1024, whisper="whisper-base", encoder_layers=(2, 3)
+WHISPER_LAYERS: Final = FrontEnd(
+    type="log-mel", dim=N_MELS, whisper="whisper-base", encoder_layers=(2, 3)
 )
-"""Training's encoder front end: the states after layers 2 and 3 of Whisper base's 6,
-side by side (measured best for emotion on held-out speakers; see MODEL_CARD.md)."""
+"""The shipped front end: log-mel frames in; the graph runs Whisper base's first three
+encoder layers (int8, ``training.whisper_prefix``) and reads the states after layers 2
+and 3 (measured best for emotion on held-out speakers; see MODEL_CARD.md)."""
+WHISPER_ENCODER_TOP: Final = FrontEnd(type="whisper-encoder", dim=512)
+"""The whole encoder's final states, computed by the runtime's Whisper (CTranslate2)."""
 LOG_MEL: Final = FrontEnd(type="log-mel", dim=N_MELS, whisper="")
 
 _EXTRACTOR = FeatureExtractor(feature_size=N_MELS)
@@ -121,18 +125,6 @@ def encoder_states(
         output = whisper.encode(ctranslate2.StorageView.from_array(batch), to_cpu=True)
         states.append(np.asarray(output, dtype=np.float32)[0])
     return states
-
-
-def stacked_encoder_states(
-    encoders: Sequence[Any], mels: list[npt.NDArray[np.float32]]
-) -> list[npt.NDArray[np.float32]]:
-    """``encoder_states`` of each encoder (one per ``FrontEnd.encoder_layers`` depth),
-    concatenated per frame: one (n_frames // 2, dim * len(encoders)) array per input."""
-    per_encoder = [encoder_states(encoder, mels) for encoder in encoders]
-    return [
-        np.concatenate([states[i] for states in per_encoder], axis=1)
-        for i in range(len(mels))
-    ]
 
 
 MAX_TEXT_TOKENS: Final = 128

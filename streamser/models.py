@@ -191,6 +191,15 @@ def _parse_metadata(
             front_end = FrontEnd.from_dict(_json_field(path, meta, "features"))
         except (TypeError, ValueError) as err:
             raise ModelError(f"{path}: field features: {err}") from err
+        if front_end.type not in ("log-mel", "whisper-encoder") or (
+            front_end.type == "whisper-encoder" and front_end.encoder_layers
+        ):
+            raise ModelError(
+                f"{path}: field features: front end {front_end.type!r} with encoder "
+                f"layers {front_end.encoder_layers} is not one this runtime computes "
+                "(graphs that read cut encoder states need re-exporting with the "
+                "encoder layers inside the graph)"
+            )
     languages = _json_field(path, meta, "languages") if kind == "text" else []
     if card:
         if card.get("format_version") != CARD_FORMAT:

@@ -11,7 +11,6 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -19,7 +18,7 @@ import numpy.typing as npt
 from .asr import AsrOptions, Transcript, WhisperAsr
 from .emotion import EmotionModels, EmotionOutput, EmotionScores
 from .errors import ConfigError, ModelError
-from .features import TextTokenizer, log_mel, stacked_encoder_states
+from .features import TextTokenizer, encoder_states, log_mel
 from .models import bundled_model_dir
 
 _LOGGER = logging.getLogger(__name__)
@@ -108,7 +107,6 @@ class Recognizer:
         needs_whisper = options.asr or self.front_end_type == "whisper-encoder"
         self.asr: WhisperAsr | None = None
         self.tokenizer: TextTokenizer | None = None
-        self._encoders: list[Any] = []
         if needs_whisper:
             whisper = options.whisper
             if whisper.device == "auto" and options.device != "auto":
@@ -117,10 +115,6 @@ class Recognizer:
             self.tokenizer = TextTokenizer(
                 str(Path(self.asr.model_path) / "tokenizer.json")
             )
-            self._encoders = [self.asr.encoder]
-            layers = front_end.encoder_layers if front_end is not None else None
-            if self.front_end_type == "whisper-encoder" and layers is not None:
-                self._encoders = self.asr.cut_encoders(layers)
 
     def model_versions(self) -> list[dict[str, str]]:
         """Kind, name and version of every model in use, for ``stream.start``."""
@@ -141,7 +135,7 @@ class Recognizer:
             raise ModelError(
                 "the acoustic model reads Whisper encoder states; no Whisper"
             )
-        return stacked_encoder_states(self._encoders, list(mels))
+        return encoder_states(self.asr.encoder, list(mels))
 
     def acoustic(
         self, audios: Sequence[npt.NDArray[np.float32]]

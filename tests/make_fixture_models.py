@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from streamser.features import WHISPER_ENCODER
+from streamser.features import WHISPER_ENCODER_TOP
 from streamser.labels import CANONICAL_LABELS
 
 OUT = Path(__file__).parent / "data" / "models"
@@ -140,12 +140,12 @@ def write_faulty(out: Path, max_frames: int = FAULTY_MAX_FRAMES) -> None:
         helper.make_node("Mul", ["f_sum", "f_scale"], ["f_nothing"]),
         helper.make_node("Add", [pooled, "f_nothing"], ["f_pooled"]),
     ]
-    _head("f_pooled", WHISPER_ENCODER.dim, len(labels), nodes, inits, rng)
+    _head("f_pooled", WHISPER_ENCODER_TOP.dim, len(labels), nodes, inits, rng)
     graph = helper.make_graph(
         nodes,
         "acoustic_faulty",
         [
-            helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", "time", WHISPER_ENCODER.dim]),
+            helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", "time", WHISPER_ENCODER_TOP.dim]),
             helper.make_tensor_value_info("lengths", TensorProto.INT64, ["batch"]),
         ],
         [
@@ -155,7 +155,7 @@ def write_faulty(out: Path, max_frames: int = FAULTY_MAX_FRAMES) -> None:
         inits,
     )
     _save(graph, "emotion-acoustic-v1", "acoustic", labels,
-          {"streamser.features": json.dumps(WHISPER_ENCODER.to_dict())}, out)
+          {"streamser.features": json.dumps(WHISPER_ENCODER_TOP.to_dict())}, out)
 
 
 def write_set(out: Path, version: str, seed: int) -> None:
@@ -167,12 +167,12 @@ def write_set(out: Path, version: str, seed: int) -> None:
     nodes: list = []
     inits: list = []
     pooled = _masked_mean("features", "lengths", nodes, inits, "p")
-    _head(pooled, WHISPER_ENCODER.dim, len(labels), nodes, inits, rng)
+    _head(pooled, WHISPER_ENCODER_TOP.dim, len(labels), nodes, inits, rng)
     graph = helper.make_graph(
         nodes,
         "acoustic",
         [
-            helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", "time", WHISPER_ENCODER.dim]),
+            helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", "time", WHISPER_ENCODER_TOP.dim]),
             helper.make_tensor_value_info("lengths", TensorProto.INT64, ["batch"]),
         ],
         [
@@ -182,7 +182,7 @@ def write_set(out: Path, version: str, seed: int) -> None:
         inits,
     )
     _save(graph, "emotion-acoustic-v1", "acoustic", labels,
-          {"streamser.features": json.dumps(WHISPER_ENCODER.to_dict())}, out, version)
+          {"streamser.features": json.dumps(WHISPER_ENCODER_TOP.to_dict())}, out, version)
     # text: embedding lookup, masked mean
     nodes, inits = [], []
     inits.append(numpy_helper.from_array(rng.normal(0, 1, (1024, 4)).astype(np.float32), "emb"))

@@ -84,6 +84,9 @@ def test_run_on_the_demo_clip_prints_json_lines() -> None:
 def test_models_lists_the_shipped_graphs_and_their_front_end() -> None:
     result = streamser("models", "--no-asr")
     assert result.returncode == 0, result.stderr
-    assert "emotion-acoustic-v1" in result.stdout and "emotion-text-fa-v1" in result.stdout
-    assert "features: whisper-encoder, encoder layers 2+3 (dim 1024)" in result.stdout
+    assert "emotion-acoustic-v2" in result.stdout and "emotion-text-fa-v1" in result.stdout
+    assert (
+        "features: log-mel, whisper-base encoder layers 2+3 in the graph (dim 80)"
+        in result.stdout
+    )
     assert result.stdout.count("load: ok") == 2

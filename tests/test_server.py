@@ -304,7 +304,7 @@ def test_models_command_checks_each_model() -> None:
         timeout=300,
     )
     assert run.returncode == 0, run.stderr
-    assert "emotion-acoustic-v1" in run.stdout and "load: ok" in run.stdout
+    assert "emotion-acoustic-v" in run.stdout and "load: ok" in run.stdout
 
 
 def test_corrupt_model_fails_at_start_in_one_line(tmp_path: Path) -> None:

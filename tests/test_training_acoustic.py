@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -105,12 +106,12 @@ def test_features_cache_roundtrip(emodb_tiny: Path, tmp_path: Path) -> None:
 
 @pytest.mark.data
 def test_train_and_evaluate_on_real_clips(emodb_tiny: Path, tmp_path: Path) -> None:
-    from streamser import features
     from training import acoustic
 
     options = acoustic.TrainOptions(epochs=2, batch_size=4, copies=1, seeds=(0,))
     data = acoustic.load_data([f"emodb:{emodb_tiny}"], "encoder", 1)
-    assert data.copies[0][0].shape[1] == features.WHISPER_ENCODER.dim == 1024
+    # the states after Whisper base's layers 2 and 3, side by side
+    assert data.copies[0][0].shape[1] == 2 * 512
     assert data.labels == ["anger", "happiness", "neutral", "sadness"]
     config = {
         "n_labels": len(data.labels),
@@ -161,15 +162,42 @@ def test_cli_writes_checkpoint(emodb_tiny: Path, tmp_path: Path) -> None:
         ]
     )
     assert code == 0
-    checkpoint = torch.load(tmp_path / "emotion-acoustic-v1.pt", weights_only=False)
+    path = tmp_path / "emotion-acoustic-v2.pt"
+    checkpoint = torch.load(path, weights_only=False)
     assert checkpoint["kind"] == "acoustic" and checkpoint["arch"] == "attn"
-    assert checkpoint["front_end"]["type"] == "whisper-encoder"
-    assert checkpoint["front_end"]["encoder_layers"] == (2, 3)
+    assert checkpoint["front_end"]["type"] == "log-mel"
+    assert tuple(checkpoint["front_end"]["encoder_layers"]) == (2, 3)
     assert len(checkpoint["ensemble"]) == 2
     assert "python -m training acoustic" in checkpoint["command"]
     model = load_checkpoint_model(checkpoint)
     probs, embedding = model(torch.randn(1, 50, 1024), torch.tensor([50]))
     assert probs.shape == (1, 4) and embedding.shape == (1, 16)
+
+    # Export joins the Whisper prefix graph in front of the head: the runtime feeds
+    # log-mel frames and gets what the head gives on the cached training features.
+    from export.to_onnx import export_checkpoint
+    from streamser import features
+    from streamser.emotion import EmotionModels
+    from training.datasets import load_audio, load_dataset
+    from training.features_cache import load_features
+
+    onnx_path = export_checkpoint(path, tmp_path / "models")
+    card = json.loads(onnx_path.with_name(onnx_path.name + ".json").read_text("utf-8"))
+    assert card["verification"]["max_abs_diff"] < 1e-4
+    assert card["verification"]["joined"]["max_abs_diff"] < 1e-4
+    assert [item["name"] for item in card["inputs"]] == ["features", "lengths"]
+    assert card["inputs"][0]["shape"][-1] == 80
+    models = EmotionModels.load(tmp_path / "models", device="cpu")
+    assert models.acoustic_model.info.front_end == features.WHISPER_LAYERS
+    utts = load_dataset(f"emodb:{emodb_tiny}")[:3]
+    mels = [features.log_mel(load_audio(u.path)) for u in utts]
+    served = models.acoustic(mels)  # one zero-padded batch of three lengths
+    states = load_features(utts, "encoder", progress=False)
+    for out, state in zip(served, states, strict=True):
+        with torch.no_grad():
+            want, _ = model(torch.from_numpy(state)[None], torch.tensor([len(state)]))
+        got = np.array([out.scores.scores[label] for label in checkpoint["labels"]])
+        np.testing.assert_allclose(got, want[0].numpy(), atol=2e-3)  # float16 cache
 
 
 def test_cli_rejects_bad_data(
@@ -185,12 +213,13 @@ def test_feature_kind_of_each_front_end() -> None:
     from streamser import features
     from training.features_cache import kind_of
 
-    assert kind_of(features.WHISPER_ENCODER) == "encoder"
+    assert kind_of(features.WHISPER_LAYERS) == "encoder"
     assert kind_of(features.LOG_MEL) == "mel"
+    assert kind_of(features.WHISPER_ENCODER_TOP) == "encoder-top"
     assert kind_of(None) == "encoder-top"  # graphs from before FrontEnd
     from_metadata = features.FrontEnd.from_dict(
-        {**features.WHISPER_ENCODER.to_dict(), "encoder_layers": [2, 3]}
+        {**features.WHISPER_LAYERS.to_dict(), "encoder_layers": [2, 3]}
     )
     assert kind_of(from_metadata) == "encoder"
     with pytest.raises(ValueError, match="front end"):
-        kind_of(features.FrontEnd(type="whisper-encoder", encoder_layers=(4,)))
+        kind_of(features.FrontEnd(type="log-mel", encoder_layers=(4,)))

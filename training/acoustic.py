@@ -30,10 +30,9 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from streamser import features as front_end
 from streamser.labels import CANONICAL_LABELS
 from training.datasets import Utterance, load_dataset, speaker_folds
-from training.features_cache import load_features
+from training.features_cache import FRONT_ENDS, load_features
 from training.metrics import format_confusion, score
 
 _LOGGER = logging.getLogger(__name__)
@@ -539,7 +538,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--jobs", type=int, default=2, help="folds trained in parallel (default 2)"
     )
-    parser.add_argument("--name", default="emotion-acoustic-v1", help="checkpoint name")
+    parser.add_argument("--name", default="emotion-acoustic-v2", help="checkpoint name")
     parser.add_argument(
         "--out", type=Path, default=Path("artifacts/acoustic"), help="output folder"
     )
@@ -571,11 +570,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     config = {**DEFAULT_CONFIG[args.arch], **config_over, "n_labels": len(data.labels)}
-    config["input_dim"] = (
-        front_end.N_MELS
-        if FEATURE_KIND[args.arch] == "mel"
-        else front_end.WHISPER_ENCODER.dim
-    )
+    config["input_dim"] = int(data.copies[0][0].shape[1])
     started = time.monotonic()
     report: dict[str, Any] = {
         "arch": args.arch,
@@ -604,11 +599,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "epochs": epochs,
             "wall_s": round(time.monotonic() - final_start, 1),
         }
-        fe = (
-            front_end.WHISPER_ENCODER
-            if FEATURE_KIND[args.arch] == "encoder"
-            else front_end.LOG_MEL
-        )
+        fe = FRONT_ENDS[FEATURE_KIND[args.arch]]
         checkpoint = {
             "kind": "acoustic",
             "name": args.name,

@@ -1,9 +1,9 @@
 """Cached front-end features (Whisper encoder states, log-mel) of corpus utterances.
 
-Training computes its inputs through ``streamser.features`` exactly as the runtime
-does (log-mel, then the int8 CPU Whisper-base encoder, cut after
-``features.WHISPER_ENCODER.encoder_layers`` layers, on the unpadded utterance),
-once per clip, and keeps them in one ``.npz`` per corpus, feature kind and
+Training computes its inputs as the runtime does (``streamser.features.log_mel``, then
+for "encoder" the int8 Whisper-base prefix graph of ``training.whisper_prefix``, which
+export joins in front of the trained head, on the unpadded utterance), once per clip,
+and keeps them in one ``.npz`` per corpus, feature kind and
 augmentation copy under the cache folder (``STREAMSER_TRAIN_CACHE``, default
 ``/work/cache`` when it exists, else ``artifacts/cache``). A hash of the settings is
 part of the file name, so changed settings never reuse stale features.
@@ -35,12 +35,13 @@ _LOGGER = logging.getLogger(__name__)
 
 CACHE_VERSION: Final = 1
 FRONT_ENDS: Final = {
-    "encoder": features.WHISPER_ENCODER,
-    "encoder-top": features.FrontEnd(type="whisper-encoder", dim=512),
+    "encoder": features.WHISPER_LAYERS,
+    "encoder-top": features.WHISPER_ENCODER_TOP,
     "mel": features.LOG_MEL,
 }
-"""Feature kinds: the shipped encoder front end, the whole encoder's final states (the
-issue's Whisper baseline and earlier models), and log-mel."""
+"""Feature kinds: the shipped front end (the states after Whisper base's encoder layers
+2 and 3, computed by the prefix graph), the whole encoder's final states (the issue's
+Whisper baseline), and log-mel."""
 KINDS: Final = tuple(FRONT_ENDS)
 
 
@@ -51,7 +52,7 @@ def kind_of(front_end: features.FrontEnd | None) -> str:
     Raises:
         ValueError: no kind here computes it.
     """
-    wanted = front_end or FRONT_ENDS["encoder-top"]
+    wanted = front_end or features.WHISPER_ENCODER_TOP
     for kind, known in FRONT_ENDS.items():
         if known == wanted:
             return kind
@@ -147,6 +148,7 @@ def _settings_hash(kind: str, copy: int, options: AugmentOptions) -> str:
         "kind": kind,
         "front_end": FRONT_ENDS[kind].to_dict(),
         "compute_type": "" if kind == "mel" else "int8",
+        "graph": prefix_graph_path().name if kind == "encoder" else "",
         "copy": copy,
         "augment": asdict(options) if copy else None,
     }
@@ -154,21 +156,33 @@ def _settings_hash(kind: str, copy: int, options: AugmentOptions) -> str:
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
-_WHISPER: dict[tuple[int, ...] | None, list[Any]] = {}
+_RUNNERS: dict[str, Any] = {}
 
 
-def whisper_encoders(front_end: features.FrontEnd, num_threads: int = 2) -> list[Any]:
-    """The runtime's Whisper encoders (int8, CPU) for an encoder ``front_end``: one cut
-    after each of its ``encoder_layers`` (or the whole encoder), loaded once."""
-    layers = front_end.encoder_layers
-    if layers not in _WHISPER:
-        from streamser.whisper_layers import load_encoders
-        from streamser.whisper_model import default_whisper_dir
+def prefix_graph_path() -> Path:
+    """The int8 Whisper prefix graph of the "encoder" kind (built once, cached)."""
+    from training.whisper_prefix import prefix_graph
 
-        _WHISPER[layers] = load_encoders(
-            default_whisper_dir(), layers, threads=num_threads
-        )
-    return _WHISPER[layers]
+    return prefix_graph(FRONT_ENDS["encoder"], default_cache_dir())
+
+
+def _runner(kind: str) -> Any:
+    """What computes the states of an encoder kind, loaded once: the prefix graph in
+    onnxruntime ("encoder") or the runtime's int8 CTranslate2 Whisper ("encoder-top")."""
+    if kind not in _RUNNERS:
+        if kind == "encoder":
+            from training.whisper_prefix import PrefixRunner
+
+            _RUNNERS[kind] = PrefixRunner(prefix_graph_path())
+        else:
+            import ctranslate2
+
+            from streamser.whisper_model import default_whisper_dir
+
+            _RUNNERS[kind] = ctranslate2.models.Whisper(
+                str(default_whisper_dir()), compute_type="int8", intra_threads=2
+            )
+    return _RUNNERS[kind]
 
 
 def compute_features(
@@ -178,9 +192,9 @@ def compute_features(
 
     Args:
         audio: 16 kHz mono float32 samples.
-        kind: one of ``FRONT_ENDS``: "encoder" (``features.WHISPER_ENCODER``
-            states, (frames/2, dim)), "encoder-top" ((frames/2, 512)) or "mel"
-            ((frames, 80)).
+        kind: one of ``FRONT_ENDS``: "encoder" (the states after Whisper base's
+            layers 2 and 3, (frames/2, 1024)), "encoder-top" ((frames/2, 512)) or
+            "mel" ((frames, 80)).
 
     Returns:
         The float32 feature frames, time-major.
@@ -190,8 +204,9 @@ def compute_features(
     mel = features.log_mel(audio)
     if kind == "mel":
         return mel
-    encoders = whisper_encoders(FRONT_ENDS[kind])
-    return features.stacked_encoder_states(encoders, [mel])[0]
+    if kind == "encoder":
+        return _runner(kind).states(mel)
+    return features.encoder_states(_runner(kind), [mel])[0]
 
 
 def _cache_file(

@@ -11,7 +11,7 @@ py="${PYTHON:-python}"
 
 $py -m training acoustic --data "emodb:$data/emodb" --data "ravdess:$data/ravdess" \
     --arch stats --protocol loso --final --out artifacts/acoustic --json
-$py -m export artifacts/acoustic/emotion-acoustic-v1.pt --out artifacts/models --json
+$py -m export artifacts/acoustic/emotion-acoustic-v2.pt --out artifacts/models --json
 
 $py -m training text --data "shemo-text:$data/shemo-text/shemo_text.jsonl" \
     --protocol kfold5 --out artifacts/text --json
@@ -19,7 +19,7 @@ $py -m export artifacts/text/text.pt --out artifacts/models --int8 --json
 
 $py -m training fusion --data "ravdess:$data/ravdess" --data "emodb:$data/emodb" \
     --text-data "shemo-text:$data/shemo-text/shemo_text.jsonl" \
-    --acoustic-model artifacts/models/emotion-acoustic-v1.onnx \
+    --acoustic-model artifacts/models/emotion-acoustic-v2.onnx \
     --text-model artifacts/models/emotion-text-fa-v1.onnx \
     --text-checkpoint artifacts/text/text.pt --protocol kfold5 --fold-epochs 10 \
     --out artifacts/fusion --json
@@ -27,5 +27,5 @@ $py -m export artifacts/fusion/fusion.pt --out artifacts/models --json
 
 # The fusion graph stays in artifacts/models: fit on the shipped acoustic model's
 # in-sample embeddings it is overconfident (MODEL_CARD.md), so it is not shipped yet.
-cp artifacts/models/emotion-{acoustic-v1,text-fa-v1}.onnx* streamser/models/
+cp artifacts/models/emotion-{acoustic-v2,text-fa-v1}.onnx* streamser/models/
 $py -m streamser models --no-asr
