@@ -211,9 +211,11 @@ def test_cli_rejects_bad_data(
 
 def test_feature_kind_of_each_front_end() -> None:
     from streamser import features
-    from training.features_cache import kind_of
+    from training.features_cache import graph_input_kind, kind_of
 
-    assert kind_of(features.WHISPER_LAYERS) == "encoder"
+    assert kind_of(features.WHISPER_LAYERS) == "encoder"  # what its head reads
+    assert graph_input_kind(features.WHISPER_LAYERS) == "mel"  # what its graph reads
+    assert graph_input_kind(features.WHISPER_ENCODER_TOP) == "encoder-top"
     assert kind_of(features.LOG_MEL) == "mel"
     assert kind_of(features.WHISPER_ENCODER_TOP) == "encoder-top"
     assert kind_of(None) == "encoder-top"  # graphs from before FrontEnd

@@ -59,6 +59,15 @@ def kind_of(front_end: features.FrontEnd | None) -> str:
     raise ValueError(f"no cached feature kind computes the front end {wanted}")
 
 
+def graph_input_kind(front_end: features.FrontEnd | None) -> str:
+    """The feature kind an exported graph with ``front_end`` reads: "mel" where the
+    graph runs Whisper layers itself (``kind_of`` gives its head's inputs), else
+    ``kind_of(front_end)``."""
+    if front_end is not None and front_end.type == "log-mel":
+        return "mel"
+    return kind_of(front_end)
+
+
 @dataclass(frozen=True)
 class AugmentOptions:
     """Waveform augmentation of the cached copies (copy 0 is always clean).

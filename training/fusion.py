@@ -93,8 +93,12 @@ def _pad(rows: Sequence[np.ndarray], dtype: Any) -> tuple[np.ndarray, np.ndarray
 def run_graph(
     model: OnnxModel, rows: Sequence[np.ndarray], *, text: bool, batch_size: int = 32
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-    """(probs, embedding) of an exported acoustic or text graph over variable rows."""
+    """(probs, embedding) of an exported acoustic or text graph over variable rows
+    (one row per call for a graph with int8 Whisper layers, as the runtime runs it)."""
     names = ("token_ids", "lengths") if text else ("features", "lengths")
+    front_end = model.info.front_end
+    if front_end is not None and front_end.encoder_layers:
+        batch_size = 1
     probs, embeddings = [], []
     for start in range(0, len(rows), batch_size):
         chunk = list(rows[start : start + batch_size])
@@ -461,7 +465,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Evaluate fusion on held-out speakers, then fit it on all and save a checkpoint."""
-    from training.features_cache import kind_of, load_features
+    from training.features_cache import graph_input_kind, kind_of, load_features
 
     args = _parser().parse_args(argv)
     torch.set_num_threads(1)
@@ -499,6 +503,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.acoustic_model}: {err}", file=sys.stderr)
         return 2
     features = load_features(utterances, kind=feature_kind, copy=0)
+    graph_kind = graph_input_kind(acoustic_graph.info.front_end)
+    graph_rows = (
+        features
+        if graph_kind == feature_kind
+        else load_features(utterances, kind=graph_kind, copy=0)
+    )
     tokenizer = TextTokenizer(str(default_whisper_dir() / "tokenizer.json"))
     settings = FusionSettings(epochs=args.epochs)
     metrics: dict[str, Any] = {
@@ -539,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
         json.dumps(metrics, indent=2), "utf-8"
     )
     targets = np.array([labels.index(utt.label) for utt in utterances], dtype=np.int64)
-    acoustic_probs, acoustic = run_graph(acoustic_graph, features, text=False)
+    acoustic_probs, acoustic = run_graph(acoustic_graph, graph_rows, text=False)
     own_ids = [tokenizer.encode(utt.text or "") for utt in utterances]
     _, own_text = run_graph(text_graph, own_ids, text=True)
     pool_ids = [tokenizer.encode(utt.text or "") for utt in texts]
