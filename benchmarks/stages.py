@@ -1,14 +1,15 @@
 """Time per pipeline stage, real-time factor and peak memory, beside two peers.
 
 On the same utterances: every stage of streamser (resampling from 8 kHz mu-law and
-48 kHz PCM, VAD + segmenter, log-mel, Whisper encoder and decoder, acoustic encoder
-pass and head, text, fusion), the whole ``Recognizer.recognize`` call, and
+48 kHz PCM, VAD + segmenter, log-mel, Whisper encoder and decoder, the acoustic graph
+(and the CTranslate2 encoder pass before it, for a graph that reads the whole encoder's
+states), text, fusion), the whole ``Recognizer.recognize`` call, and
 
 - peer (a): plain faster-whisper ``WhisperModel.transcribe`` on the same model, int8,
   beam 1, language given, VAD off, no timestamps: the ASR alone;
 - peer (b): a naive pipeline, one utterance at a time, nothing batched or shared:
-  faster-whisper ``transcribe``, then its own second Whisper model for the acoustic
-  encoder pass, then each ONNX graph in its own session.
+  faster-whisper ``transcribe``, then each ONNX graph in its own session (and a second
+  Whisper model of its own where the acoustic graph reads whole-encoder states).
 """
 
 from __future__ import annotations
@@ -155,9 +156,9 @@ def run(quick: bool = False) -> Section:
         asr_times = timed.reset()
         t[f"ASR encoder ({window_s:g} s window)"] = asr_times.get("encoder", 0.0)
         t["ASR decoder"] = asr_times.get("decoder", 0.0)
-        with stopwatch(t, "acoustic: Whisper encoder, unpadded"):
+        with stopwatch(t, "acoustic: CTranslate2 encoder (whole-encoder graphs)"):
             features = recognizer._acoustic_inputs([mel])
-        with stopwatch(t, "acoustic: emotion head"):
+        with stopwatch(t, "acoustic: graph (its own Whisper layers and the head)"):
             acoustic = recognizer.models.acoustic(features)
         text_outputs: list[Any] = [None]
         if text_models:
