@@ -257,7 +257,8 @@ def run(quick: bool = False) -> Section:
             ),
             "",
             f"Peak RSS of the benchmark process (streamser's models plus peer (b)'s "
-            f"second Whisper and sessions): {rss_streamser:.0f} MiB. Streamser, (a) "
+            f"sessions, and its second Whisper where one is used): "
+            f"{rss_streamser:.0f} MiB. Streamser, (a) "
             "and (b) run interleaved, utterance by utterance.",
         ]
     )
