@@ -104,12 +104,50 @@ def test_features_cache_roundtrip(emodb_tiny: Path, tmp_path: Path) -> None:
     assert not np.allclose(augmented[0][:10], first[0][:10])
 
 
+def test_mulaw_coder_is_g711() -> None:
+    """Bit-exact with the reference coder (Python's audioop, while it exists)."""
+    import warnings
+
+    from training.features_cache import mulaw_encode
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        audioop = pytest.importorskip("audioop")
+    rng = np.random.default_rng(0)
+    audio = np.concatenate(
+        [rng.uniform(-1, 1, 50_000), 1e-3 * rng.uniform(-1, 1, 5_000), [0, 1, -1]]
+    ).astype(np.float32)
+    pcm16 = np.round(audio * 32767).astype("<i2").tobytes()
+    assert mulaw_encode(audio) == audioop.lin2ulaw(pcm16, 2)
+
+
+@pytest.mark.data
+def test_telephone_copy_is_band_limited_speech(emodb_tiny: Path) -> None:
+    from training.datasets import load_audio, load_dataset
+    from training.features_cache import TELEPHONE, augment_audio
+
+    utt = load_dataset(f"emodb:{emodb_tiny}")[0]
+    audio = load_audio(utt.path)
+    phone = augment_audio(audio, utt.utt_id, 1, TELEPHONE)
+    assert abs(phone.shape[0] - audio.shape[0]) <= 16  # resampled there and back
+
+    def share_above_4khz(x: np.ndarray) -> float:
+        power = np.abs(np.fft.rfft(x)) ** 2
+        return float(
+            power[np.fft.rfftfreq(len(x), 1 / 16000) > 4100].sum() / power.sum()
+        )
+
+    assert share_above_4khz(audio) > 1e-3 and share_above_4khz(phone) < 1e-4
+    same = np.corrcoef(audio[: phone.shape[0]], phone[: audio.shape[0]])[0, 1]
+    assert same > 0.9  # the same speech, through the channel
+
+
 @pytest.mark.data
 def test_train_and_evaluate_on_real_clips(emodb_tiny: Path, tmp_path: Path) -> None:
     from training import acoustic
 
     options = acoustic.TrainOptions(epochs=2, batch_size=4, copies=1, seeds=(0,))
-    data = acoustic.load_data([f"emodb:{emodb_tiny}"], "encoder", 1)
+    data = acoustic.load_data([f"emodb:{emodb_tiny}"], "encoder", 1, telephone=True)
     # the states after Whisper base's layers 2 and 3, side by side
     assert data.copies[0][0].shape[1] == 2 * 512
     assert data.labels == ["anger", "happiness", "neutral", "sadness"]
@@ -135,6 +173,8 @@ def test_train_and_evaluate_on_real_clips(emodb_tiny: Path, tmp_path: Path) -> N
     emodb = report["per_corpus"]["emodb"]
     assert emodb["n"] == len(data.y)
     assert sum(map(sum, emodb["confusion"])) == len(data.y)
+    # the held-out speakers scored again through the telephone channel
+    assert report["per_corpus_telephone"]["emodb"]["n"] == len(data.y)
 
 
 @pytest.mark.data

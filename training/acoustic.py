@@ -32,7 +32,7 @@ import numpy.typing as npt
 
 from streamser.labels import CANONICAL_LABELS
 from training.datasets import Utterance, load_dataset, speaker_folds
-from training.features_cache import FRONT_ENDS, load_features
+from training.features_cache import FRONT_ENDS, TELEPHONE, load_features
 from training.metrics import format_confusion, score
 
 _LOGGER = logging.getLogger(__name__)
@@ -102,6 +102,9 @@ class _Data:
     labels: list[str]
     y: npt.NDArray[np.int64]
     copies: list[list[npt.NDArray[np.float32]]] = field(default_factory=list)
+    telephone: list[npt.NDArray[np.float32]] = field(default_factory=list)
+    """Features of each utterance through ``features_cache.TELEPHONE`` (held-out
+    speakers are scored on these too), or empty."""
 
 
 _SHARED: dict[str, Any] = {}
@@ -368,7 +371,7 @@ def _validation_split(
 
 def _run_fold(
     job: tuple[int, Any, Any, str, dict[str, Any], TrainOptions],
-) -> tuple[int, Any, list[int], list[float]]:
+) -> tuple[int, Any, list[int], list[float], Any]:
     import torch
 
     fold, train_idx, test_idx, arch, config, options = job
@@ -376,9 +379,11 @@ def _run_fold(
     data: _Data = _SHARED["data"]
     inputs = _SHARED["summaries"] if _use_summaries(arch, options) else data.copies
     test_feats = [inputs[0][i] for i in test_idx]
+    telephone = _SHARED.get("telephone_inputs")
+    telephone_feats = [telephone[i] for i in test_idx] if telephone else []
     from training.acoustic_models import build_model
 
-    probs, epochs, val_uas = [], [], []
+    probs, telephone_probs, epochs, val_uas = [], [], [], []
     for seed in options.seeds:
         inner_train, val = _validation_split(
             train_idx, options.val_fraction, seed * 1000 + fold
@@ -389,9 +394,12 @@ def _run_fold(
         model = build_model(arch, config)
         model.load_state_dict(state)
         probs.append(predict(model, test_feats))
+        if telephone_feats:
+            telephone_probs.append(predict(model, telephone_feats))
         epochs.append(epoch)
         val_uas.append(val_ua)
-    return fold, np.mean(probs, axis=0), epochs, val_uas
+    telephone_mean = np.mean(telephone_probs, axis=0) if telephone_probs else None
+    return fold, np.mean(probs, axis=0), epochs, val_uas, telephone_mean
 
 
 def cross_validate(
@@ -415,7 +423,9 @@ def cross_validate(
         jobs: folds trained in parallel (processes, one torch thread each).
 
     Returns:
-        JSON-ready dict: per-corpus metrics, chosen epochs, inner validation UA.
+        JSON-ready dict: per-corpus metrics (``per_corpus``; ``per_corpus_telephone``
+        for the held-out speakers' telephone copies when ``data.telephone`` is set),
+        chosen epochs, inner validation UA.
     """
     from tqdm import tqdm
 
@@ -425,9 +435,19 @@ def cross_validate(
     _SHARED["summaries"] = (
         _summaries(data.copies) if _use_summaries(arch, options) else None
     )
+    _SHARED["telephone_inputs"] = (
+        (
+            _summaries([data.telephone])[0]
+            if _use_summaries(arch, options)
+            else data.telephone
+        )
+        if data.telephone
+        else None
+    )
     _SHARED["threads"] = 1  # two threads thrash on a shared 2-core host
     jobs_list = [(i, tr, te, arch, config, options) for i, (tr, te) in enumerate(folds)]
     probs = np.zeros((len(data.y), len(data.labels)), dtype=np.float32)
+    telephone_probs = np.zeros_like(probs)
     epochs: list[int] = []
     val_uas: list[float] = []
     start = time.monotonic()
@@ -442,19 +462,30 @@ def cross_validate(
             )
     else:
         results = [_run_fold(job) for job in tqdm(jobs_list, desc="folds")]
-    for fold, fold_probs, fold_epochs, fold_val in results:
+    for fold, fold_probs, fold_epochs, fold_val, fold_telephone in results:
         probs[folds[fold][1]] = fold_probs
+        if fold_telephone is not None:
+            telephone_probs[folds[fold][1]] = fold_telephone
         epochs += fold_epochs
         val_uas += fold_val
-    predicted = probs.argmax(1)
     report: dict[str, Any] = {
         "protocol": protocol if protocol == "loso" else f"kfold{k}",
         "folds": len(folds),
         "epochs_chosen": epochs,
         "inner_val_ua": float(np.mean(val_uas)),
         "wall_s": round(time.monotonic() - start, 1),
-        "per_corpus": {},
+        "per_corpus": _per_corpus(data, probs.argmax(1)),
     }
+    if data.telephone:
+        report["per_corpus_telephone"] = _per_corpus(data, telephone_probs.argmax(1))
+    return report
+
+
+def _per_corpus(
+    data: _Data, predicted: npt.NDArray[np.int64]
+) -> dict[str, dict[str, Any]]:
+    """Metrics of ``predicted`` (label index per utterance) for each corpus."""
+    out = {}
     for corpus in sorted({u.corpus for u in data.utterances}):
         rows = [i for i, u in enumerate(data.utterances) if u.corpus == corpus]
         s = score(
@@ -462,8 +493,8 @@ def cross_validate(
             [data.labels[predicted[i]] for i in rows],
             labels=data.labels,
         )
-        report["per_corpus"][corpus] = s.to_dict()
-    return report
+        out[corpus] = s.to_dict()
+    return out
 
 
 def fit_final(
@@ -489,8 +520,11 @@ def fit_final(
     return states
 
 
-def load_data(specs: Sequence[str], kind: str, copies: int) -> _Data:
-    """Load corpora, labels (canonical order, those present) and feature copies."""
+def load_data(
+    specs: Sequence[str], kind: str, copies: int, telephone: bool = False
+) -> _Data:
+    """Load corpora, labels (canonical order, those present), feature copies and,
+    with ``telephone``, the telephone-channel copy for evaluation."""
     utts = [u for spec in specs for u in load_dataset(spec)]
     present = {u.label for u in utts}
     labels = [label for label in CANONICAL_LABELS if label in present]
@@ -498,6 +532,8 @@ def load_data(specs: Sequence[str], kind: str, copies: int) -> _Data:
     data = _Data(utts, labels, y)
     for copy in range(copies):
         data.copies.append(load_features(utts, kind, copy))
+    if telephone:
+        data.telephone = load_features(utts, kind, 1, TELEPHONE)
     return data
 
 
@@ -538,6 +574,12 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--jobs", type=int, default=2, help="folds trained in parallel (default 2)"
     )
+    parser.add_argument(
+        "--no-telephone",
+        action="store_true",
+        help="do not also score held-out speakers through a telephone channel "
+        "(8 kHz mu-law)",
+    )
     parser.add_argument("--name", default="emotion-acoustic-v2", help="checkpoint name")
     parser.add_argument(
         "--out", type=Path, default=Path("artifacts/acoustic"), help="output folder"
@@ -562,7 +604,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: bad --config/--train JSON: {err}", file=sys.stderr)
         return 2
     try:
-        data = load_data(args.data, FEATURE_KIND[args.arch], options.copies)
+        data = load_data(
+            args.data,
+            FEATURE_KIND[args.arch],
+            options.copies,
+            telephone=args.protocol != "none" and not args.no_telephone,
+        )
     except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -582,14 +629,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         report["evaluation"] = cross_validate(
             data, args.arch, config, options, args.protocol, args.folds, args.jobs
         )
-        for corpus, s in report["evaluation"]["per_corpus"].items():
-            _LOGGER.info(
-                "%s %s: UA %.1f WA %.1f",
-                args.protocol,
-                corpus,
-                100 * s["ua"],
-                100 * s["wa"],
-            )
+        for channel, key in (
+            ("", "per_corpus"),
+            (" telephone", "per_corpus_telephone"),
+        ):
+            for corpus, s in report["evaluation"].get(key, {}).items():
+                _LOGGER.info(
+                    "%s %s%s: UA %.1f WA %.1f",
+                    args.protocol,
+                    corpus,
+                    channel,
+                    100 * s["ua"],
+                    100 * s["wa"],
+                )
     if args.final:
         chosen = report.get("evaluation", {}).get("epochs_chosen")
         epochs = args.epochs or (int(np.median(chosen)) if chosen else 20)
@@ -608,7 +660,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             "state_dict": states[0],
             "labels": data.labels,
             "front_end": fe.to_dict(),
-            "metrics": report.get("evaluation", {}).get("per_corpus", {}),
+            "metrics": {
+                **report.get("evaluation", {}).get("per_corpus", {}),
+                **{
+                    f"{corpus} telephone": scores
+                    for corpus, scores in report.get("evaluation", {})
+                    .get("per_corpus_telephone", {})
+                    .items()
+                },
+            },
             "data": list(args.data),
             "protocol": report.get("evaluation", {}).get("protocol", "none"),
             "command": command,

@@ -9,8 +9,10 @@ augmentation copy under the cache folder (``STREAMSER_TRAIN_CACHE``, default
 part of the file name, so changed settings never reuse stale features.
 
 Augmented copies (copy index >= 1) are made on the waveform before the front end:
-speed/pitch change by resampling, gain, and additive coloured noise at a random SNR,
-seeded by utterance id and copy index so every run repeats.
+speed/pitch change by resampling, gain, additive coloured noise at a random SNR, and a
+telephone channel (8 kHz G.711 mu-law, decoded by the runtime's own ``AudioDecoder``,
+as a softphone's stream arrives), seeded by utterance id and copy index so every run
+repeats. ``TELEPHONE`` is the telephone channel alone, for evaluation.
 """
 
 from __future__ import annotations
@@ -77,12 +79,54 @@ class AugmentOptions:
         gain_db: gain drawn uniformly from [-gain_db, +gain_db].
         snr_db: (low, high) SNR range of the additive noise, in dB.
         noise_probability: chance that a copy gets noise at all.
+        telephone_probability: chance that a copy then goes through the telephone
+            channel (``telephone_channel``).
     """
 
     speeds: tuple[float, ...] = (0.9, 0.95, 1.0, 1.05, 1.1)
     gain_db: float = 6.0
     snr_db: tuple[float, float] = (8.0, 30.0)
     noise_probability: float = 0.8
+    telephone_probability: float = 0.5
+
+
+TELEPHONE: Final = AugmentOptions(
+    speeds=(1.0,), gain_db=0.0, noise_probability=0.0, telephone_probability=1.0
+)
+"""The telephone channel and nothing else: the held-out copy that measures how a model
+does on a call-center stream."""
+TELEPHONE_RATE_HZ: Final = 8000
+
+
+_MULAW_SEGMENT_ENDS: Final = np.array(
+    [0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF, 0x1FFF], dtype=np.int32
+)
+
+
+def mulaw_encode(audio: npt.NDArray[np.float32]) -> bytes:
+    """G.711 mu-law bytes of float samples in [-1, 1], via 16-bit PCM (the reference
+    coder of Sun's g711.c, as in Python's ``audioop.lin2ulaw``)."""
+    pcm = np.clip(np.round(audio * 32767.0), -32768, 32767).astype(np.int32) >> 2
+    negative = pcm < 0
+    magnitude = np.minimum(np.abs(pcm), 8159) + 33
+    segment = np.searchsorted(_MULAW_SEGMENT_ENDS, magnitude).astype(np.int32)
+    code = (segment << 4) | ((magnitude >> (segment + 1)) & 0x0F)
+    code = np.where(segment >= len(_MULAW_SEGMENT_ENDS), 0x7F, code)  # beyond the top
+    return (code ^ np.where(negative, 0x7F, 0xFF)).astype(np.uint8).tobytes()
+
+
+def telephone_channel(audio: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """``audio`` (16 kHz) as it reaches the runtime from a telephone: resampled to
+    8 kHz, G.711 mu-law coded, and decoded and resampled back by
+    ``streamser.audio.AudioDecoder``."""
+    import soxr
+
+    from streamser.audio import AudioDecoder
+
+    narrow = soxr.resample(audio, features.SAMPLE_RATE_HZ, TELEPHONE_RATE_HZ)
+    decoder = AudioDecoder("mulaw", TELEPHONE_RATE_HZ, 1)
+    coded = mulaw_encode(np.asarray(narrow, dtype=np.float32))
+    return np.concatenate([decoder.decode(coded), decoder.flush()]).astype(np.float32)
 
 
 def default_cache_dir() -> Path:
@@ -148,7 +192,10 @@ def augment_audio(
         rms = float(np.sqrt(np.mean(out**2)) + 1e-9)
         noise = _coloured_noise(rng, out.shape[0])
         out = out + noise * rms / (10.0 ** (snr_db / 20.0))
-    return np.clip(out, -1.0, 1.0).astype(np.float32)
+    out = np.clip(out, -1.0, 1.0).astype(np.float32)
+    if rng.random() < options.telephone_probability:
+        out = telephone_channel(out)
+    return out
 
 
 def _settings_hash(kind: str, copy: int, options: AugmentOptions) -> str:
