@@ -76,7 +76,9 @@ class TrainOptions:
         time_masks: SpecAugment time masks per utterance (each <= 10% of frames).
         feature_masks: SpecAugment feature masks per utterance.
         feature_mask_width: maximal width of a feature mask, in dims.
-        copies: feature copies to sample from (1 = clean only).
+        copies: feature copies to sample from: the clean one and ``copies - 1``
+            augmented ones (``features_cache.augment_audio``; 1 = clean only). The
+            shipped model's 3 keep it right on telephone audio (MODEL_CARD.md).
         mixup: mixup alpha (0 = off).
         seeds: seeds of the ensemble members.
         val_fraction: share of training speakers held out for early stopping.
@@ -90,7 +92,7 @@ class TrainOptions:
     time_masks: int = 0
     feature_masks: int = 0
     feature_mask_width: int = 48
-    copies: int = 1
+    copies: int = 3
     mixup: float = 0.0
     seeds: tuple[int, ...] = (0, 1, 2)
     val_fraction: float = 0.15

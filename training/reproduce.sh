@@ -3,7 +3,8 @@
 # Trains and evaluates (speaker-independently) the acoustic, text and fusion models,
 # exports them with parity checks and cards into artifacts/models, then copies them
 # into streamser/models. The acoustic default alone (first two steps) takes about
-# 7 minutes on a 2-core machine; the text model about 45 more.
+# 12 minutes on a 2-core machine (7 once its features are cached); the text model
+# about 45 more.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data="${1:-${STREAMSER_DATA:-../shared/datasets}}"
