@@ -95,6 +95,26 @@ def test_label_count_unequal_to_output(tmp_path: Path, fixture_models: Path) -> 
         OnnxModel(path)
 
 
+def test_graph_reading_cut_encoder_states_is_refused(
+    tmp_path: Path, fixture_models: Path
+) -> None:
+    """v1's front end (CTranslate2 encoders cut after layers 2 and 3) is gone: such a
+    graph gets a message, not wrong inputs."""
+    onnx = pytest.importorskip("onnx")
+    folder = _copy(fixture_models, tmp_path / "m")
+    path = folder / "emotion-acoustic-v1.onnx"
+    model = onnx.load(str(path))
+    v1 = {"type": "whisper-encoder", "dim": 1024, "whisper": "whisper-base",
+          "encoder_layers": [2, 3]}  # fmt: skip
+    for prop in model.metadata_props:
+        if prop.key == "streamser.features":
+            prop.value = json.dumps(v1)
+    path.write_bytes(model.SerializeToString())
+    (folder / "emotion-acoustic-v1.onnx.json").unlink()
+    with pytest.raises(ModelError, match="need re-exporting"):
+        OnnxModel(path)
+
+
 def test_folder_without_acoustic_model(tmp_path: Path) -> None:
     tmp_path.joinpath("m").mkdir()
     with pytest.raises(ModelError, match="no emotion-acoustic"):
