@@ -104,11 +104,11 @@ def test_features_cache_roundtrip(emodb_tiny: Path, tmp_path: Path) -> None:
     assert not np.allclose(augmented[0][:10], first[0][:10])
 
 
-def test_mulaw_coder_is_g711() -> None:
-    """Bit-exact with the reference coder (Python's audioop, while it exists)."""
+def test_g711_coders_are_the_reference() -> None:
+    """Bit-exact with the reference coders (Python's audioop, while it exists)."""
     import warnings
 
-    from training.features_cache import mulaw_encode
+    from training.features_cache import alaw_encode, mulaw_encode
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -119,17 +119,20 @@ def test_mulaw_coder_is_g711() -> None:
     ).astype(np.float32)
     pcm16 = np.round(audio * 32767).astype("<i2").tobytes()
     assert mulaw_encode(audio) == audioop.lin2ulaw(pcm16, 2)
+    assert alaw_encode(audio) == audioop.lin2alaw(pcm16, 2)
 
 
 @pytest.mark.data
 def test_telephone_copy_is_band_limited_speech(emodb_tiny: Path) -> None:
     from training.datasets import load_audio, load_dataset
-    from training.features_cache import TELEPHONE, augment_audio
+    from training.features_cache import TELEPHONE, augment_audio, telephone_channel
 
     utt = load_dataset(f"emodb:{emodb_tiny}")[0]
     audio = load_audio(utt.path)
     phone = augment_audio(audio, utt.utt_id, 1, TELEPHONE)
     assert abs(phone.shape[0] - audio.shape[0]) <= 16  # resampled there and back
+    alaw = telephone_channel(audio, "alaw")
+    assert alaw.shape == phone.shape and not np.array_equal(alaw, phone)
 
     def share_above_4khz(x: np.ndarray) -> float:
         power = np.abs(np.fft.rfft(x)) ** 2

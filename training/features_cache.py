@@ -10,8 +10,8 @@ part of the file name, so changed settings never reuse stale features.
 
 Augmented copies (copy index >= 1) are made on the waveform before the front end:
 speed/pitch change by resampling, gain, additive coloured noise at a random SNR, and a
-telephone channel (8 kHz G.711 mu-law, decoded by the runtime's own ``AudioDecoder``,
-as a softphone's stream arrives), seeded by utterance id and copy index so every run
+telephone channel (8 kHz G.711 mu-law or A-law, decoded by the runtime's own
+``AudioDecoder``, as a softphone's stream arrives), seeded by utterance id and copy index so every run
 repeats. ``TELEPHONE`` is the telephone channel alone, for evaluation.
 """
 
@@ -81,6 +81,7 @@ class AugmentOptions:
         noise_probability: chance that a copy gets noise at all.
         telephone_probability: chance that a copy then goes through the telephone
             channel (``telephone_channel``).
+        codecs: the G.711 codecs that channel draws from.
     """
 
     speeds: tuple[float, ...] = (0.9, 0.95, 1.0, 1.05, 1.1)
@@ -88,13 +89,18 @@ class AugmentOptions:
     snr_db: tuple[float, float] = (8.0, 30.0)
     noise_probability: float = 0.8
     telephone_probability: float = 0.5
+    codecs: tuple[str, ...] = ("mulaw", "alaw")
 
 
 TELEPHONE: Final = AugmentOptions(
-    speeds=(1.0,), gain_db=0.0, noise_probability=0.0, telephone_probability=1.0
+    speeds=(1.0,),
+    gain_db=0.0,
+    noise_probability=0.0,
+    telephone_probability=1.0,
+    codecs=("mulaw",),
 )
-"""The telephone channel and nothing else: the held-out copy that measures how a model
-does on a call-center stream."""
+"""The mu-law telephone channel and nothing else: the held-out copy that measures how a
+model does on a call-center stream."""
 TELEPHONE_RATE_HZ: Final = 8000
 
 
@@ -115,17 +121,40 @@ def mulaw_encode(audio: npt.NDArray[np.float32]) -> bytes:
     return (code ^ np.where(negative, 0x7F, 0xFF)).astype(np.uint8).tobytes()
 
 
-def telephone_channel(audio: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+_ALAW_SEGMENT_ENDS: Final = np.array(
+    [0x1F, 0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF], dtype=np.int32
+)
+
+
+def alaw_encode(audio: npt.NDArray[np.float32]) -> bytes:
+    """G.711 A-law bytes of float samples in [-1, 1], via 16-bit PCM (the reference
+    coder of Sun's g711.c, as in Python's ``audioop.lin2alaw``)."""
+    pcm = np.clip(np.round(audio * 32767.0), -32768, 32767).astype(np.int32) >> 3
+    negative = pcm < 0
+    magnitude = np.where(negative, -pcm - 1, pcm)
+    segment = np.searchsorted(_ALAW_SEGMENT_ENDS, magnitude).astype(np.int32)
+    shift = np.maximum(segment, 1)
+    code = (segment << 4) | ((magnitude >> shift) & 0x0F)
+    code = np.where(segment >= len(_ALAW_SEGMENT_ENDS), 0x7F, code)  # beyond the top
+    return (code ^ np.where(negative, 0x55, 0xD5)).astype(np.uint8).tobytes()
+
+
+_ENCODERS: Final = {"mulaw": mulaw_encode, "alaw": alaw_encode}
+
+
+def telephone_channel(
+    audio: npt.NDArray[np.float32], codec: str = "mulaw"
+) -> npt.NDArray[np.float32]:
     """``audio`` (16 kHz) as it reaches the runtime from a telephone: resampled to
-    8 kHz, G.711 mu-law coded, and decoded and resampled back by
-    ``streamser.audio.AudioDecoder``."""
+    8 kHz, G.711 coded (``codec``: "mulaw" or "alaw"), and decoded and resampled back
+    by ``streamser.audio.AudioDecoder``."""
     import soxr
 
     from streamser.audio import AudioDecoder
 
     narrow = soxr.resample(audio, features.SAMPLE_RATE_HZ, TELEPHONE_RATE_HZ)
-    decoder = AudioDecoder("mulaw", TELEPHONE_RATE_HZ, 1)
-    coded = mulaw_encode(np.asarray(narrow, dtype=np.float32))
+    decoder = AudioDecoder(codec, TELEPHONE_RATE_HZ, 1)
+    coded = _ENCODERS[codec](np.asarray(narrow, dtype=np.float32))
     return np.concatenate([decoder.decode(coded), decoder.flush()]).astype(np.float32)
 
 
@@ -194,7 +223,7 @@ def augment_audio(
         out = out + noise * rms / (10.0 ** (snr_db / 20.0))
     out = np.clip(out, -1.0, 1.0).astype(np.float32)
     if rng.random() < options.telephone_probability:
-        out = telephone_channel(out)
+        out = telephone_channel(out, str(rng.choice(options.codecs)))
     return out
 
 
