@@ -104,42 +104,20 @@ model does on a call-center stream."""
 TELEPHONE_RATE_HZ: Final = 8000
 
 
-_MULAW_SEGMENT_ENDS: Final = np.array(
-    [0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF, 0x1FFF], dtype=np.int32
-)
+def g711_encode(audio: npt.NDArray[np.float32], codec: str) -> bytes:
+    """G.711 bytes (``codec``: "mulaw" or "alaw") of float samples in [-1, 1], via
+    16-bit PCM, by the reference coder (``audioop``: the standard library before
+    Python 3.13, the audioop-lts port after)."""
+    import warnings
 
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # removed in 3.13
+        import audioop
 
-def mulaw_encode(audio: npt.NDArray[np.float32]) -> bytes:
-    """G.711 mu-law bytes of float samples in [-1, 1], via 16-bit PCM (the reference
-    coder of Sun's g711.c, as in Python's ``audioop.lin2ulaw``)."""
-    pcm = np.clip(np.round(audio * 32767.0), -32768, 32767).astype(np.int32) >> 2
-    negative = pcm < 0
-    magnitude = np.minimum(np.abs(pcm), 8159) + 33
-    segment = np.searchsorted(_MULAW_SEGMENT_ENDS, magnitude).astype(np.int32)
-    code = (segment << 4) | ((magnitude >> (segment + 1)) & 0x0F)
-    code = np.where(segment >= len(_MULAW_SEGMENT_ENDS), 0x7F, code)  # beyond the top
-    return (code ^ np.where(negative, 0x7F, 0xFF)).astype(np.uint8).tobytes()
-
-
-_ALAW_SEGMENT_ENDS: Final = np.array(
-    [0x1F, 0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF], dtype=np.int32
-)
-
-
-def alaw_encode(audio: npt.NDArray[np.float32]) -> bytes:
-    """G.711 A-law bytes of float samples in [-1, 1], via 16-bit PCM (the reference
-    coder of Sun's g711.c, as in Python's ``audioop.lin2alaw``)."""
-    pcm = np.clip(np.round(audio * 32767.0), -32768, 32767).astype(np.int32) >> 3
-    negative = pcm < 0
-    magnitude = np.where(negative, -pcm - 1, pcm)
-    segment = np.searchsorted(_ALAW_SEGMENT_ENDS, magnitude).astype(np.int32)
-    shift = np.maximum(segment, 1)
-    code = (segment << 4) | ((magnitude >> shift) & 0x0F)
-    code = np.where(segment >= len(_ALAW_SEGMENT_ENDS), 0x7F, code)  # beyond the top
-    return (code ^ np.where(negative, 0x55, 0xD5)).astype(np.uint8).tobytes()
-
-
-_ENCODERS: Final = {"mulaw": mulaw_encode, "alaw": alaw_encode}
+    pcm16 = np.clip(np.round(audio * 32767.0), -32768, 32767).astype("<i2").tobytes()
+    return (
+        audioop.lin2ulaw(pcm16, 2) if codec == "mulaw" else audioop.lin2alaw(pcm16, 2)
+    )
 
 
 def telephone_channel(
@@ -154,7 +132,7 @@ def telephone_channel(
 
     narrow = soxr.resample(audio, features.SAMPLE_RATE_HZ, TELEPHONE_RATE_HZ)
     decoder = AudioDecoder(codec, TELEPHONE_RATE_HZ, 1)
-    coded = _ENCODERS[codec](np.asarray(narrow, dtype=np.float32))
+    coded = g711_encode(np.asarray(narrow, dtype=np.float32), codec)
     return np.concatenate([decoder.decode(coded), decoder.flush()]).astype(np.float32)
 
 
