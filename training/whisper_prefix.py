@@ -16,6 +16,7 @@ computes exactly what training saw.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -202,7 +203,10 @@ class WhisperPrefix(nn.Module):
         return torch.cat(outputs, dim=-1), state_lengths
 
 
-def _cache_key(model_bin: Path, layers: Sequence[int]) -> str:
+@functools.lru_cache(maxsize=8)
+def _cache_key(model_bin: Path, layers: tuple[int, ...]) -> str:
+    """Hash of the model's bytes, the layers and ``GRAPH_VERSION`` (the model is
+    hashed once per process: every feature cache lookup asks for it)."""
     digest = hashlib.sha256()
     with model_bin.open("rb") as file:
         for chunk in iter(lambda: file.read(1 << 20), b""):
@@ -262,7 +266,7 @@ def prefix_graph(front_end: FrontEnd, cache_dir: Path) -> Path:
     model_bin = default_whisper_dir() / "model.bin"
     path = (
         cache_dir
-        / f"whisper-prefix-{_cache_key(model_bin, front_end.encoder_layers)}.onnx"
+        / f"whisper-prefix-{_cache_key(model_bin, tuple(front_end.encoder_layers))}.onnx"
     )
     if not path.exists():
         _LOGGER.info("building the Whisper prefix graph %s", path.name)
