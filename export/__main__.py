@@ -25,7 +25,6 @@ from export.to_onnx import (
     default_name,
     export_checkpoint,
     front_end_of,
-    holds_whisper_layers,
     load_checkpoint,
 )
 from export.verify import (
@@ -135,8 +134,9 @@ def _variants(
     fp16: bool,
 ) -> dict[str, Any]:
     results: dict[str, Any] = {}
-    if checkpoint["kind"] == "acoustic" and holds_whisper_layers(
-        front_end_of(checkpoint)
+    if (
+        checkpoint["kind"] == "acoustic"
+        and front_end_of(checkpoint).runs_whisper_layers
     ):
         reason = "the graph's Whisper layers are int8 already"
         chosen = ["int8"] * int8 + ["fp16"] * fp16

@@ -118,12 +118,6 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return checkpoint
 
 
-def holds_whisper_layers(front_end: FrontEnd) -> bool:
-    """Whether the exported graph runs Whisper encoder layers itself: the trained head
-    reads their states, and export joins the prefix graph in front of it."""
-    return front_end.type == LOG_MEL.type and bool(front_end.encoder_layers)
-
-
 def head_input_dim(checkpoint: dict[str, Any]) -> int:
     """Width of the frames the trained module reads (the Whisper states for a front
     end with layers in the graph, else the graph input)."""
@@ -394,8 +388,9 @@ def export_checkpoint(
     module = build_module(checkpoint)
     name = name or default_name(checkpoint)
     onnx_path = Path(out_dir) / f"{name}.onnx"
-    joined = checkpoint["kind"] == "acoustic" and holds_whisper_layers(
-        front_end_of(checkpoint)
+    joined = (
+        checkpoint["kind"] == "acoustic"
+        and front_end_of(checkpoint).runs_whisper_layers
     )
     head_path = onnx_path.with_name(f"{name}.head.onnx") if joined else onnx_path
     result = export_module(module, checkpoint, head_path, name=name)

@@ -362,7 +362,7 @@ def real_batches(
     Falls back to seeded synthetic inputs (with a warning, and said so in the
     description) when the corpora or, for fusion, the acoustic/text graphs are absent.
     """
-    from export.to_onnx import front_end_of, fusion_dims, holds_whisper_layers
+    from export.to_onnx import front_end_of, fusion_dims
     from streamser.models import OnnxModel
     from streamser.whisper_model import default_whisper_dir
 
@@ -380,7 +380,7 @@ def real_batches(
         front_end = front_end_of(checkpoint)
         rows = acoustic_rows(front_end, root, whisper=whisper)
         what = front_end.type
-        if holds_whisper_layers(front_end):
+        if front_end.runs_whisper_layers:
             from training.features_cache import default_cache_dir
             from training.whisper_prefix import prefix_graph
 

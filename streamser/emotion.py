@@ -174,16 +174,16 @@ class EmotionModels:
     ) -> list[EmotionOutput]:
         """Acoustic emotion of a batch of feature sequences (time, dim).
 
-        A graph that runs Whisper layers itself gets one utterance per call: its
-        dynamic int8 quantisation takes the activation scale from the whole input,
-        so batching would make an utterance's result depend on its neighbours.
+        A graph that runs Whisper layers itself gets one utterance per call
+        (``FrontEnd.runs_whisper_layers``): batched, an utterance's result would
+        depend on its neighbours.
         """
         if not features:
             return []
         front_end = self.acoustic_model.info.front_end
         groups = (
             [[row] for row in features]
-            if front_end is not None and front_end.encoder_layers
+            if front_end is not None and front_end.runs_whisper_layers
             else [list(features)]
         )
         labels = self.acoustic_model.info.labels

@@ -53,6 +53,13 @@ class FrontEnd:
         if self.encoder_layers is not None:  # JSON metadata gives a list
             object.__setattr__(self, "encoder_layers", tuple(self.encoder_layers))
 
+    @property
+    def runs_whisper_layers(self) -> bool:
+        """Whether the graph runs Whisper encoder layers itself (int8, dynamically
+        quantised: their activation scale comes from the whole input, so such a graph
+        gets one utterance per call, as training computed it)."""
+        return self.type == "log-mel" and bool(self.encoder_layers)
+
     def to_dict(self) -> dict[str, Any]:
         """The settings as a JSON-ready dict."""
         return asdict(self)

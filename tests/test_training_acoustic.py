@@ -261,6 +261,9 @@ def test_feature_kind_of_each_front_end() -> None:
     assert kind_of(features.WHISPER_LAYERS) == "encoder"  # what its head reads
     assert graph_input_kind(features.WHISPER_LAYERS) == "mel"  # what its graph reads
     assert graph_input_kind(features.WHISPER_ENCODER_TOP) == "encoder-top"
+    assert features.WHISPER_LAYERS.runs_whisper_layers
+    assert not features.LOG_MEL.runs_whisper_layers
+    assert not features.WHISPER_ENCODER_TOP.runs_whisper_layers
     assert kind_of(features.LOG_MEL) == "mel"
     assert kind_of(features.WHISPER_ENCODER_TOP) == "encoder-top"
     assert kind_of(None) == "encoder-top"  # graphs from before FrontEnd

@@ -97,7 +97,7 @@ def run_graph(
     (one row per call for a graph with int8 Whisper layers, as the runtime runs it)."""
     names = ("token_ids", "lengths") if text else ("features", "lengths")
     front_end = model.info.front_end
-    if front_end is not None and front_end.encoder_layers:
+    if front_end is not None and front_end.runs_whisper_layers:
         batch_size = 1
     probs, embeddings = [], []
     for start in range(0, len(rows), batch_size):
