@@ -44,12 +44,19 @@ OUTPUTS: Final[dict[str, tuple[str, ...]]] = {
     "text": ("probs", "embedding"),
     "fusion": ("probs",),
 }
+ADAPTIVE_INPUTS: Final = ("baseline", "baseline_count")
+"""Extra inputs of an acoustic graph that adapts to a stream's speaker."""
+ADAPTIVE_OUTPUTS: Final = ("pooled",)
+"""Extra output of such a graph: the vector the stream's baseline averages."""
 DYNAMIC_AXES: Final[dict[str, dict[str, dict[int, str]]]] = {
     "acoustic": {
         "features": {0: "batch", 1: "time"},
         "lengths": {0: "batch"},
+        "baseline": {0: "batch"},
+        "baseline_count": {0: "batch"},
         "probs": {0: "batch"},
         "embedding": {0: "batch"},
+        "pooled": {0: "batch"},
     },
     "text": {
         "token_ids": {0: "batch", 1: "tokens"},
@@ -137,11 +144,15 @@ def join_prefix(prefix_path: Path, head_path: Path, out_path: Path) -> None:
         head,
         io_map=[("states", "head/features"), ("state_lengths", "head/lengths")],
     )
-    renamed = {f"head/{name}": name for name in OUTPUTS["acoustic"]}
+    renamed = {
+        f"head/{name}": name
+        for name in (*OUTPUTS["acoustic"], *ADAPTIVE_OUTPUTS, *ADAPTIVE_INPUTS)
+    }
     for node in joined.graph.node:
+        node.input[:] = [renamed.get(name, name) for name in node.input]
         node.output[:] = [renamed.get(name, name) for name in node.output]
-    for output in joined.graph.output:
-        output.name = renamed.get(output.name, output.name)
+    for value in (*joined.graph.input, *joined.graph.output):
+        value.name = renamed.get(value.name, value.name)
     del joined.metadata_props[:]
     onnx.save(joined, str(out_path))
 
@@ -219,6 +230,11 @@ def build_module(checkpoint: dict[str, Any]) -> nn.Module:
             member.load_state_dict(state)
             members.append(member)
         module = SoftVotingEnsemble(members, has_embedding=kind != "fusion")
+    if kind == "acoustic":
+        from training.acoustic_models import AdaptiveHead, adaptation_window
+
+        if adaptation_window(module) > 0:
+            module = AdaptiveHead(module)
     return module.eval()
 
 
@@ -230,7 +246,11 @@ def example_inputs(
     if kind == "acoustic":
         features = torch.randn(2, 40, head_input_dim(checkpoint), generator=generator)
         features[1, 25:] = 0.0
-        return features, torch.tensor([40, 25], dtype=torch.int64)
+        lengths = torch.tensor([40, 25], dtype=torch.int64)
+        if not _adaptive(module):
+            return features, lengths
+        baseline = torch.randn(2, 2 * features.shape[2], generator=generator).abs()
+        return features, lengths, baseline, torch.tensor([3.0, 0.0])
     if kind == "text":
         ids = torch.randint(220, 2000, (2, 12), generator=generator, dtype=torch.int64)
         ids[1, 7:] = 0
@@ -241,6 +261,19 @@ def example_inputs(
         torch.randn(2, text_dim, generator=generator),
         torch.tensor([1.0, 0.0]),
     )
+
+
+def _adaptive(module: nn.Module) -> bool:
+    return type(module).__name__ == "AdaptiveHead"
+
+
+def io_names(kind: str, module: nn.Module) -> tuple[list[str], list[str]]:
+    """Input and output names of a module's graph."""
+    inputs, outputs = list(INPUTS[kind]), list(OUTPUTS[kind])
+    if _adaptive(module):
+        inputs += ADAPTIVE_INPUTS
+        outputs += ADAPTIVE_OUTPUTS
+    return inputs, outputs
 
 
 def fusion_dims(module: nn.Module, checkpoint: dict[str, Any]) -> tuple[int, int]:
@@ -288,6 +321,9 @@ def metadata(
     }
     if kind == "acoustic":
         meta["features"] = json.dumps(front_end_of(checkpoint).to_dict())
+        window = int(checkpoint.get("config", {}).get("adaptation_window", 0))
+        if window and checkpoint.get("arch") == "stats":
+            meta["adaptation_window"] = str(window)
     if kind == "text":
         meta["languages"] = json.dumps(list(checkpoint.get("languages") or []))
     return meta
@@ -337,8 +373,8 @@ def export_module(
             module,
             inputs,
             str(onnx_path),
-            input_names=list(INPUTS[kind]),
-            output_names=list(OUTPUTS[kind]),
+            input_names=io_names(kind, module)[0],
+            output_names=io_names(kind, module)[1],
             dynamic_axes=DYNAMIC_AXES[kind],
             opset_version=OPSET,
             do_constant_folding=True,

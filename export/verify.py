@@ -131,10 +131,19 @@ def compare_joined(
     prefix = ort.InferenceSession(str(prefix_path), providers=["CPUExecutionProvider"])
     joined = ort.InferenceSession(str(joined_path), providers=["CPUExecutionProvider"])
     worst = 0.0
+    outputs = [o.name for o in head.get_outputs()]
+    adaptive = adapts(head_path)
     for batch in acoustic_batches(mels):
         states, state_lengths = prefix.run(None, batch)
-        want = head.run(None, {"features": states, "lengths": state_lengths})
-        got = joined.run(["probs", "embedding"], batch)
+        head_batch = {"features": states, "lengths": state_lengths}
+        if adaptive:
+            head_batch = with_baselines(head_batch, states)
+            batch = {
+                **batch,
+                **{k: head_batch[k] for k in ("baseline", "baseline_count")},
+            }
+        want = head.run(outputs, head_batch)
+        got = joined.run(outputs, batch)
         for a, b in zip(want, got, strict=True):
             worst = max(worst, float(np.max(np.abs(a - b))))
     if worst > TOLERANCE:
@@ -146,15 +155,42 @@ def compare_joined(
     return {"max_abs_diff": worst, "inputs": f"{len(mels)} {source}"}
 
 
-def acoustic_batches(rows: list[npt.NDArray[np.float32]]) -> list[Batch]:
-    """One batch per row, plus one zero-padded batch of all rows."""
+def acoustic_batches(
+    rows: list[npt.NDArray[np.float32]], *, adaptive: bool = False
+) -> list[Batch]:
+    """One batch per row, plus one zero-padded batch of all rows; for a graph that
+    adapts to the speaker, with baselines too (``with_baselines``)."""
     batches = []
     for row in rows:
         features, lengths = pad_batch([row], np.float32)
         batches.append({"features": features, "lengths": lengths})
     features, lengths = pad_batch(rows, np.float32)
     batches.append({"features": features, "lengths": lengths})
-    return batches
+    return [with_baselines(b, b["features"]) for b in batches] if adaptive else batches
+
+
+def with_baselines(batch: Batch, frames: npt.NDArray[np.float32]) -> Batch:
+    """``batch`` plus ``baseline`` and ``baseline_count`` inputs: each row's baseline
+    is the pooled vector of the row before it (of ``frames``, the states the head
+    reads, zero-padded as the batch's lengths say), counts cycle 1, 2, 0."""
+    lengths = batch["lengths"]
+    mask = (np.arange(frames.shape[1])[None, :] < lengths[:, None])[..., None]
+    count = np.maximum(lengths, 1)[:, None].astype(np.float64)
+    mean = (frames * mask).sum(1) / count
+    std = np.sqrt((((frames - mean[:, None]) * mask) ** 2).sum(1) / count)
+    pooled = np.concatenate([mean, std], axis=1).astype(np.float32)
+    counts = ((np.arange(len(lengths)) + 1) % 3).astype(np.float32)
+    return {
+        **batch,
+        "baseline": np.roll(pooled, 1, axis=0),
+        "baseline_count": counts,
+    }
+
+
+def adapts(onnx_path: Path) -> bool:
+    """Whether a graph takes a speaker baseline (``baseline`` input)."""
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    return any(i.name == "baseline" for i in session.get_inputs())
 
 
 def text_rows(root: Path, tokenizer: TextTokenizer, count: int = 8) -> list[np.ndarray]:
@@ -218,6 +254,8 @@ def graph_embeddings(onnx_path: Path, batches: list[Batch]) -> npt.NDArray[np.fl
     """The ``embedding`` output of a graph for each single-row batch, stacked."""
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     singles = [batch for batch in batches if next(iter(batch.values())).shape[0] == 1]
+    if any(i.name == "baseline" for i in session.get_inputs()):
+        singles = [with_baselines(b, b["features"]) for b in singles]
     rows = [session.run(["embedding"], batch)[0][0] for batch in singles]
     return np.stack(rows).astype(np.float32)
 
@@ -322,7 +360,7 @@ def _synthetic_batches(
             generator.standard_normal((n, dim)).astype(np.float32)
             for n in (1, 7, 50, 150)
         ]
-        return acoustic_batches(rows)
+        return acoustic_batches(rows, adaptive=_adaptive(module))
     if kind == "text":
         rows = [
             generator.integers(220, 2000, n).astype(np.int64) for n in (0, 1, 5, 40)
@@ -333,6 +371,11 @@ def _synthetic_batches(
         generator.standard_normal((6, acoustic_dim)).astype(np.float32),
         generator.standard_normal((6, text_dim)).astype(np.float32),
     )
+
+
+def _adaptive(module: nn.Module) -> bool:
+    """Whether an exported module takes speaker baselines (``AdaptiveHead``)."""
+    return type(module).__name__ == "AdaptiveHead"
 
 
 def _find_graph(kind: str, out_dir: Path | None, given: Path | None) -> Path | None:
@@ -386,7 +429,7 @@ def real_batches(
 
             rows = prefix_states(prefix_graph(front_end, default_cache_dir()), rows)
             what = f"Whisper layers {list(front_end.encoder_layers or ())} states"
-        return acoustic_batches(rows), (
+        return acoustic_batches(rows, adaptive=_adaptive(module)), (
             f"{len(rows)} real EMO-DB/RAVDESS clips ({what}), "
             f"{min(len(r) for r in rows)}-{max(len(r) for r in rows)} frames, "
             "singly and as one zero-padded batch"

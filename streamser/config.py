@@ -36,11 +36,15 @@ class EmotionOptions:
         model_dir: folder of ``emotion-*.onnx`` graphs; "" for the bundled models.
         device: "auto", "cpu" or "cuda" for onnxruntime.
         num_threads: onnxruntime threads per call.
+        speaker_adaptation: an acoustic model that adapts to each stream's speaker
+            does so (``streamser.adaptation``); switch off for streams that mix
+            speakers.
     """
 
     model_dir: str = ""
     device: str = "auto"
     num_threads: int = 1
+    speaker_adaptation: bool = True
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,7 @@ class Config:
             device=self.emotion.device,
             num_threads=self.emotion.num_threads,
             whisper=self.asr,
+            speaker_adaptation=self.emotion.speaker_adaptation,
         )
 
     def to_toml(self) -> str:

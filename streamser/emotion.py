@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from .adaptation import NO_BASELINE, Baseline
 from .errors import ModelError
 from .models import OnnxModel
 
@@ -68,6 +69,9 @@ class EmotionOutput:
 
     scores: EmotionScores
     embedding: npt.NDArray[np.float32]
+    pooled: npt.NDArray[np.float32] | None = None
+    """For an acoustic graph that adapts to the speaker: the vector the stream's
+    baseline averages (``streamser.adaptation``)."""
 
 
 def _pad(
@@ -95,6 +99,7 @@ class EmotionModels:
         self.acoustic_model = acoustic
         self.text_models = dict(text)
         self.fusion_model = fusion
+        self._pooled_width = _baseline_width(acoustic)
         self._text_width = 0
         if fusion is not None:
             if fusion.info.labels != acoustic.info.labels:
@@ -170,32 +175,65 @@ class EmotionModels:
         return models
 
     def acoustic(
-        self, features: Sequence[npt.NDArray[np.float32]]
+        self,
+        features: Sequence[npt.NDArray[np.float32]],
+        baselines: Sequence[Baseline] | None = None,
     ) -> list[EmotionOutput]:
         """Acoustic emotion of a batch of feature sequences (time, dim).
 
-        A graph that runs Whisper layers itself gets one utterance per call
-        (``FrontEnd.runs_whisper_layers``): batched, an utterance's result would
-        depend on its neighbours.
+        ``baselines`` (one per sequence; default none) are the streams' earlier
+        utterances, for a graph that adapts to the speaker (``streamser.adaptation``);
+        other graphs ignore them. A graph that runs Whisper layers itself gets one
+        utterance per call (``FrontEnd.runs_whisper_layers``): batched, an
+        utterance's result would depend on its neighbours.
         """
         if not features:
             return []
+        given = (
+            list(baselines) if baselines is not None else [NO_BASELINE] * len(features)
+        )
         front_end = self.acoustic_model.info.front_end
+        rows = list(range(len(features)))
         groups = (
-            [[row] for row in features]
+            [[i] for i in rows]
             if front_end is not None and front_end.runs_whisper_layers
-            else [list(features)]
+            else [rows]
         )
         labels = self.acoustic_model.info.labels
+        adapts = self.acoustic_model.info.adaptation_window > 0
         outputs = []
         for group in groups:
-            batch, lengths = _pad(group, np.float32)
-            out = self.acoustic_model.run({"features": batch, "lengths": lengths})
+            batch, lengths = _pad([features[i] for i in group], np.float32)
+            inputs = {"features": batch, "lengths": lengths}
+            if adapts:
+                inputs.update(self._baseline_inputs([given[i] for i in group]))
+            out = self.acoustic_model.run(inputs)
+            pooled = out.get("pooled")
             outputs += [
-                EmotionOutput(EmotionScores.from_probs(labels, p), e.astype(np.float32))
-                for p, e in zip(out["probs"], out["embedding"], strict=True)
+                EmotionOutput(
+                    EmotionScores.from_probs(labels, p),
+                    e.astype(np.float32),
+                    pooled[row].astype(np.float32) if pooled is not None else None,
+                )
+                for row, (p, e) in enumerate(
+                    zip(out["probs"], out["embedding"], strict=True)
+                )
             ]
         return outputs
+
+    def _baseline_inputs(
+        self, baselines: Sequence[Baseline]
+    ) -> dict[str, npt.NDArray[np.float32]]:
+        """The ``baseline`` and ``baseline_count`` inputs; a baseline of another
+        width than the graph's (models reloaded mid-stream) counts as none."""
+        width = self._pooled_width
+        mean = np.zeros((len(baselines), width), dtype=np.float32)
+        count = np.zeros(len(baselines), dtype=np.float32)
+        for row, baseline in enumerate(baselines):
+            if baseline.mean is not None and baseline.mean.shape == (width,):
+                mean[row] = baseline.mean
+                count[row] = baseline.count
+        return {"baseline": mean, "baseline_count": count}
 
     def text_model_for(self, language: str | None) -> OnnxModel | None:
         """The text graph that reads ``language``, if any."""
@@ -237,6 +275,16 @@ class EmotionModels:
         )
         labels = self.fusion_model.info.labels
         return [EmotionScores.from_probs(labels, p) for p in out["probs"]]
+
+
+def _baseline_width(model: OnnxModel) -> int:
+    """Width of an adapting acoustic graph's ``baseline`` input (0: it does not adapt)."""
+    if not model.info.adaptation_window:
+        return 0
+    for item in model.session.get_inputs():
+        if item.name == "baseline" and isinstance(item.shape[-1], int):
+            return int(item.shape[-1])
+    raise ModelError(f"{model.path}: input baseline has no fixed width")
 
 
 def _check_partners(

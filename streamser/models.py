@@ -60,6 +60,9 @@ class ModelInfo:
         front_end: acoustic feature settings (None for text and fusion).
         languages: ISO 639-1 codes a text model reads; empty for any.
         sha256: hash of the ONNX file.
+        adaptation_window: for an acoustic graph that adapts to a stream's speaker,
+            how many earlier utterances its baseline averages
+            (``streamser.adaptation``); 0 when it does not adapt.
         card: the JSON card's contents.
     """
 
@@ -72,6 +75,7 @@ class ModelInfo:
     languages: tuple[str, ...]
     sha256: str
     card: dict[str, Any] = field(default_factory=dict, compare=False)
+    adaptation_window: int = 0
 
 
 def session_options(num_threads: int) -> ort.SessionOptions:
@@ -125,6 +129,14 @@ class OnnxModel:
         self.info = _parse_metadata(path, meta, digest, _read_card(path))
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
+        if self.info.adaptation_window and not (
+            {"baseline", "baseline_count"} <= set(self.input_names)
+            and "pooled" in self.output_names
+        ):
+            raise ModelError(
+                f"{path}: field adaptation_window is set but the graph lacks the "
+                "baseline and baseline_count inputs or the pooled output"
+            )
         probs = self.session.get_outputs()[0]
         width = probs.shape[-1]
         if isinstance(width, int) and width != len(self.info.labels):
@@ -201,6 +213,13 @@ def _parse_metadata(
                 "encoder layers inside the graph)"
             )
     languages = _json_field(path, meta, "languages") if kind == "text" else []
+    window = 0
+    if kind == "acoustic" and META_PREFIX + "adaptation_window" in meta:
+        window = _json_field(path, meta, "adaptation_window")
+        if not isinstance(window, int) or window < 1:
+            raise ModelError(
+                f"{path}: field adaptation_window must be a positive integer"
+            )
     if card:
         if card.get("format_version") != CARD_FORMAT:
             raise ModelError(f"{path}.json: field format_version is not {CARD_FORMAT}")
@@ -221,6 +240,7 @@ def _parse_metadata(
         languages=tuple(languages),
         sha256=digest,
         card=card,
+        adaptation_window=window,
     )
 
 

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from .adaptation import NO_BASELINE, Baseline, SpeakerBaseline
 from .audio import AudioDecoder
 from .emotion import EmotionScores
 from .events import (
@@ -157,12 +158,17 @@ class Engine:
         return self._in_flight >= workers or not self._requests.empty()
 
     async def recognize(
-        self, audio: npt.NDArray[np.float32], language: str | None
+        self,
+        audio: npt.NDArray[np.float32],
+        language: str | None,
+        baseline: Baseline = NO_BASELINE,
     ) -> Recognition:
         """Recognise one utterance, batched with those of other streams."""
         if self._batcher is None or self._batcher.done():
             self._batcher = asyncio.create_task(self._batch_loop(), name="batcher")
-        request = _Request(UtteranceRequest(audio, language), asyncio.Future())
+        request = _Request(
+            UtteranceRequest(audio, language, baseline), asyncio.Future()
+        )
         self._requests.put_nowait(request)
         return await request.result
 
@@ -263,6 +269,7 @@ class _Speculation:
 
     ending: UtteranceEnding
     language: str | None
+    baseline_version: int
     task: asyncio.Task[Recognition]
 
 
@@ -312,6 +319,7 @@ class StreamSession:
         self._open_start = 0
         self._last_done_index = -1
         self._speculation: _Speculation | None = None
+        self._baseline = SpeakerBaseline(engine.recognizer.adaptation_window)
         self.utterances = 0
         self.closed = False
 
@@ -455,10 +463,14 @@ class StreamSession:
         self._drop_speculation()
         if self.engine.busy:
             return
+        baseline = self._baseline.snapshot()
         self._speculation = _Speculation(
             ending,
             self.language,
-            asyncio.create_task(self.engine.recognize(ending.audio, self.language)),
+            baseline.version,
+            asyncio.create_task(
+                self.engine.recognize(ending.audio, self.language, baseline)
+            ),
         )
         self._speculation.task.add_done_callback(_retrieve)
 
@@ -471,16 +483,22 @@ class StreamSession:
             self.engine.metrics.speculations.labels("discarded").inc()
 
     async def _recognition(self, pending: _Pending) -> Recognition:
-        """The speculative result, when it was started with the stream's current language;
-        otherwise a fresh recognition."""
+        """The speculative result, when it was started with the stream's current
+        language and speaker baseline; otherwise a fresh recognition. (Utterances are
+        finished in order, so a fresh one sees every earlier utterance: the labels of
+        a stream do not depend on timing.)"""
         speculation = pending.speculation
+        baseline = self._baseline.snapshot()
         if speculation is not None:
-            if speculation.language == self.language:
+            if (
+                speculation.language == self.language
+                and speculation.baseline_version == baseline.version
+            ):
                 self.engine.metrics.speculations.labels("used").inc()
                 return await speculation.task
             speculation.task.cancel()
             self.engine.metrics.speculations.labels("discarded").inc()
-        return await self.engine.recognize(pending.audio, self.language)
+        return await self.engine.recognize(pending.audio, self.language, baseline)
 
     def _maybe_partial(self) -> None:
         interval = self.engine.options.partial_interval_ms
@@ -513,7 +531,10 @@ class StreamSession:
     ) -> None:
         try:
             scores = await self.engine.run(
-                "partial", self.engine.recognizer.partial, audio
+                "partial",
+                self.engine.recognizer.partial,
+                audio,
+                self._baseline.snapshot(),
             )
         except Exception:
             _LOGGER.exception("Partial emotion failed on stream %s", self.stream_id)
@@ -551,6 +572,7 @@ class StreamSession:
                 )
                 continue
             self._keep_language(recognition)
+            self._baseline.add(recognition.pooled)
             self._emit_utterance(pending, recognition)
 
     def _keep_language(self, recognition: Recognition) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from .adaptation import NO_BASELINE, Baseline
 from .asr import AsrOptions, Transcript, WhisperAsr
 from .emotion import EmotionModels, EmotionOutput, EmotionScores
 from .errors import ConfigError, ModelError
@@ -35,6 +36,8 @@ class RecognizerOptions:
         num_threads: onnxruntime threads per emotion call.
         whisper: Whisper settings (used for ASR and, when the acoustic model reads
             encoder states, for the encoder).
+        speaker_adaptation: let an acoustic model that adapts to a stream's speaker
+            do so (``streamser.adaptation``); off, every utterance is heard alone.
     """
 
     model_dir: Path | None = None
@@ -42,6 +45,7 @@ class RecognizerOptions:
     device: str = "auto"
     num_threads: int = 1
     whisper: AsrOptions = field(default_factory=AsrOptions)
+    speaker_adaptation: bool = True
 
     def __post_init__(self) -> None:
         if self.device not in ("auto", "cpu", "cuda"):
@@ -73,6 +77,8 @@ class Recognition:
     scores: dict[str, float]
     acoustic: EmotionScores
     text: EmotionScores | None
+    pooled: npt.NDArray[np.float32] | None = field(default=None, compare=False)
+    """What the stream's baseline keeps of this utterance (``streamser.adaptation``)."""
 
 
 @dataclass(frozen=True)
@@ -82,10 +88,12 @@ class UtteranceRequest:
     Attributes:
         audio: 16 kHz mono float32 samples.
         language: ISO 639-1 code, or None to detect.
+        baseline: the stream's earlier utterances (``streamser.adaptation``).
     """
 
     audio: npt.NDArray[np.float32]
     language: str | None = None
+    baseline: Baseline = NO_BASELINE
 
 
 class Recognizer:
@@ -137,15 +145,28 @@ class Recognizer:
             )
         return encoder_states(self.asr.encoder, list(mels))
 
+    @property
+    def adaptation_window(self) -> int:
+        """Earlier utterances a stream's baseline keeps (0: no speaker adaptation)."""
+        if not self.options.speaker_adaptation:
+            return 0
+        return self.models.acoustic_model.info.adaptation_window
+
     def acoustic(
-        self, audios: Sequence[npt.NDArray[np.float32]]
+        self,
+        audios: Sequence[npt.NDArray[np.float32]],
+        baselines: Sequence[Baseline] | None = None,
     ) -> list[EmotionOutput]:
         """Acoustic emotion of several utterances in one batch."""
-        return self.models.acoustic(self._acoustic_inputs([log_mel(a) for a in audios]))
+        return self.models.acoustic(
+            self._acoustic_inputs([log_mel(a) for a in audios]), baselines
+        )
 
-    def partial(self, audio: npt.NDArray[np.float32]) -> EmotionScores:
+    def partial(
+        self, audio: npt.NDArray[np.float32], baseline: Baseline = NO_BASELINE
+    ) -> EmotionScores:
         """Acoustic emotion of the speech so far (for ``emotion.partial``)."""
-        return self.acoustic([audio])[0].scores
+        return self.acoustic([audio], [baseline])[0].scores
 
     def transcribe(
         self, audio: npt.NDArray[np.float32], language: str | None
@@ -196,7 +217,9 @@ class Recognizer:
             return []
         mels = [log_mel(r.audio) for r in requests]
         transcripts = self._transcribe(mels, [r.language for r in requests])
-        acoustic = self.models.acoustic(self._acoustic_inputs(mels))
+        acoustic = self.models.acoustic(
+            self._acoustic_inputs(mels), [r.baseline for r in requests]
+        )
         languages = [t.language or None for t in transcripts]
         text = self._text_outputs([t.text for t in transcripts], languages)
         fused = self.models.fuse(acoustic, text)
@@ -210,6 +233,7 @@ class Recognizer:
                 scores=dict(f.scores),
                 acoustic=a.scores,
                 text=x.scores if x is not None else None,
+                pooled=a.pooled,
             )
             for t, a, x, f in zip(transcripts, acoustic, text, fused, strict=True)
         ]

@@ -115,6 +115,27 @@ def test_graph_reading_cut_encoder_states_is_refused(
         OnnxModel(path)
 
 
+@pytest.mark.parametrize(
+    ("window", "message"),
+    [("32", "lacks the baseline"), ("0", "positive integer"), ("x", "is not JSON")],
+)
+def test_adaptation_window_needs_the_baseline_inputs(
+    tmp_path: Path, fixture_models: Path, window: str, message: str
+) -> None:
+    """A graph that declares speaker adaptation must take a baseline and give its
+    pooled vector; the fixture graph does neither."""
+    onnx = pytest.importorskip("onnx")
+    folder = _copy(fixture_models, tmp_path / "m")
+    path = folder / "emotion-acoustic-v1.onnx"
+    model = onnx.load(str(path))
+    entry = model.metadata_props.add()
+    entry.key, entry.value = "streamser.adaptation_window", window
+    path.write_bytes(model.SerializeToString())
+    (folder / "emotion-acoustic-v1.onnx.json").unlink()
+    with pytest.raises(ModelError, match=message):
+        OnnxModel(path)
+
+
 def test_folder_without_acoustic_model(tmp_path: Path) -> None:
     tmp_path.joinpath("m").mkdir()
     with pytest.raises(ModelError, match="no emotion-acoustic"):

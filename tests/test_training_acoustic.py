@@ -56,6 +56,71 @@ def test_forward_contract_and_padding(arch: str) -> None:
     assert torch.allclose(alone, probs[2:3], atol=tol)
 
 
+def test_stats_head_adapts_to_a_baseline() -> None:
+    from training.acoustic import pooled_vectors
+    from training.acoustic_models import AdaptiveHead, adaptation_window
+
+    torch.manual_seed(0)
+    config = {**SMALL["stats"], "adaptation_window": 32}
+    members = [build_model("stats", config).eval() for _ in range(2)]
+    for member in members:
+        member.scaler.set_statistics(torch.randn(512), torch.rand(512) + 0.5)
+        member.pooled_scaler.set_statistics(torch.randn(1024), torch.rand(1024) + 0.5)
+    model = members[0]
+    assert adaptation_window(model) == 32
+    x = torch.randn(3, 30, 512) * 3 + 1
+    lengths = torch.tensor([30, 17, 5], dtype=torch.int64)
+    x = x * (torch.arange(30)[None, :, None] < lengths[:, None, None])
+    plain, _ = model.logits(x, lengths)
+    head = AdaptiveHead(model)
+    baseline = torch.randn(3, 1024).abs()
+    none = torch.zeros(3)
+    # No earlier utterance: exactly the unadapted head, whatever the baseline holds.
+    probs, _, pooled = head(x, lengths, baseline, none)
+    assert torch.allclose(probs, torch.softmax(plain, -1), atol=1e-6)
+    # The pooled output is each row's raw frame mean and std (what training averages).
+    want = pooled_vectors([x[i, : lengths[i]].numpy() for i in range(3)])
+    np.testing.assert_allclose(pooled.numpy(), want, rtol=1e-4, atol=1e-4)
+    # A baseline moves the result, more with more utterances behind it.
+    one, _, _ = head(x, lengths, baseline, torch.ones(3))
+    many, _, _ = head(x, lengths, baseline, torch.full((3,), 30.0))
+    assert (one - probs).abs().max() > 1e-4
+    assert ((many - probs).abs().sum(-1) > (one - probs).abs().sum(-1)).all()
+    # Padding after a row changes nothing; members each map the raw baseline.
+    padded = torch.cat([x, torch.zeros(3, 9, 512)], dim=1)
+    again, _, pooled_again = head(padded, lengths, baseline, torch.ones(3))
+    assert torch.allclose(again, one, atol=1e-5)
+    assert torch.allclose(pooled_again, pooled, atol=1e-4)
+    ensemble = AdaptiveHead(Ensemble(members))
+    mixed, embedding, _ = ensemble(x, lengths, baseline, torch.ones(3))
+    second = torch.softmax(members[1].logits(x, lengths, baseline, torch.ones(3))[0], -1)
+    assert torch.allclose(mixed, (one + second) / 2, atol=1e-6)
+    assert embedding.shape == (3, 32)
+
+
+def test_stream_baselines_follow_each_speaker_in_order() -> None:
+    from training.acoustic import stream_baselines
+    from training.datasets import Utterance
+
+    utts = [
+        Utterance(f"u{i}", None, "neutral", speaker, "emodb")
+        for i, speaker in enumerate("aabbbab")
+    ]
+    pooled = np.arange(len(utts), dtype=np.float32)[:, None] * np.ones((1, 4), np.float32)
+    baselines, counts = stream_baselines(utts, pooled, window=2, seed=3)
+    for speaker in "ab":
+        rows = [i for i, u in enumerate(utts) if u.speaker == speaker]
+        # within a speaker, counts are 0, 1, 2, 2, ... (the window caps them)
+        assert sorted(counts[rows].tolist()) == [min(k, 2) for k in range(len(rows))]
+        first = next(i for i in rows if counts[i] == 0)
+        assert not baselines[first].any()
+        second = next(i for i in rows if counts[i] == 1)
+        np.testing.assert_array_equal(baselines[second], pooled[first])
+    # the same seed gives the same streams
+    again, _ = stream_baselines(utts, pooled, window=2, seed=3)
+    np.testing.assert_array_equal(again, baselines)
+
+
 def test_ensemble_averages_member_probabilities() -> None:
     torch.manual_seed(0)
     members = [build_model("attn", SMALL["attn"]).eval() for _ in range(2)]
@@ -207,7 +272,7 @@ def test_cli_writes_checkpoint(emodb_tiny: Path, tmp_path: Path) -> None:
         ]
     )
     assert code == 0
-    path = tmp_path / "emotion-acoustic-v2.pt"
+    path = tmp_path / "emotion-acoustic-v3.pt"
     checkpoint = torch.load(path, weights_only=False)
     assert checkpoint["kind"] == "acoustic" and checkpoint["arch"] == "attn"
     assert checkpoint["front_end"]["type"] == "log-mel"
@@ -243,6 +308,96 @@ def test_cli_writes_checkpoint(emodb_tiny: Path, tmp_path: Path) -> None:
             want, _ = model(torch.from_numpy(state)[None], torch.tensor([len(state)]))
         got = np.array([out.scores.scores[label] for label in checkpoint["labels"]])
         np.testing.assert_allclose(got, want[0].numpy(), atol=2e-3)  # float16 cache
+
+
+@pytest.mark.data
+def test_adaptive_stats_model_from_training_to_runtime(
+    emodb_tiny: Path, tmp_path: Path
+) -> None:
+    """The default head adapts to the speaker: LOSO reports streams and cold, export
+    adds the baseline inputs and pooled output, and the runtime's adapted scores are
+    the torch model's with the same baseline."""
+    from export.to_onnx import export_checkpoint
+    from streamser import features
+    from streamser.adaptation import SpeakerBaseline
+    from streamser.emotion import EmotionModels
+    from training.acoustic import main
+    from training.acoustic_models import load_checkpoint_model
+    from training.datasets import load_audio, load_dataset
+    from training.features_cache import load_features
+
+    out = tmp_path / "ckpt"
+    code = main(
+        [
+            "--data",
+            f"emodb:{emodb_tiny}",
+            "--protocol",
+            "loso",
+            "--jobs",
+            "1",
+            "--no-telephone",
+            "--final",
+            "--epochs",
+            "2",
+            "--config",
+            '{"hidden": 16, "embedding": 8}',
+            "--train",
+            '{"copies": 1, "seeds": [0], "batch_size": 4, "epochs": 2}',
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    checkpoint = torch.load(out / "emotion-acoustic-v3.pt", weights_only=False)
+    assert checkpoint["arch"] == "stats"
+    assert checkpoint["config"]["adaptation_window"] == 32
+    assert {"emodb", "emodb cold"} <= set(checkpoint["metrics"])
+    onnx_path = export_checkpoint(out / "emotion-acoustic-v3.pt", tmp_path / "models")
+    card = json.loads(onnx_path.with_name(onnx_path.name + ".json").read_text("utf-8"))
+    assert [item["name"] for item in card["inputs"]] == [
+        "features",
+        "lengths",
+        "baseline",
+        "baseline_count",
+    ]
+    assert card["verification"]["max_abs_diff"] < 1e-4
+    assert card["verification"]["joined"]["max_abs_diff"] < 1e-4
+    models = EmotionModels.load(tmp_path / "models", device="cpu")
+    assert models.acoustic_model.info.adaptation_window == 32
+
+    utts = load_dataset(f"emodb:{emodb_tiny}")[:3]
+    mels = [features.log_mel(load_audio(u.path)) for u in utts]
+    states = load_features(utts, "encoder", progress=False)
+    model = load_checkpoint_model(checkpoint)
+    stream = SpeakerBaseline(32)
+    served = []
+    for mel in mels:  # one stream: each utterance against the ones before it
+        out_row = models.acoustic([mel], [stream.snapshot()])[0]
+        stream.add(out_row.pooled)
+        served.append(out_row)
+    assert stream.snapshot().count == 3
+    cold = models.acoustic(mels)
+    assert served[0].scores == cold[0].scores  # nothing before the first
+    history: list[np.ndarray] = []
+    for out_row, state in zip(served, states, strict=True):
+        x, n = torch.from_numpy(state)[None], torch.tensor([len(state)])
+        baseline = (
+            torch.from_numpy(np.mean(history, 0))[None]
+            if history
+            else torch.zeros(1, 2048)
+        )
+        with torch.no_grad():
+            logits, _ = model.logits(x, n, baseline, torch.tensor([float(len(history))]))
+        want = torch.softmax(logits, -1)[0].numpy()
+        got = np.array([out_row.scores.scores[k] for k in checkpoint["labels"]])
+        np.testing.assert_allclose(got, want, atol=2e-3)  # float16 training cache
+        np.testing.assert_allclose(
+            out_row.pooled,
+            np.concatenate([state.mean(0), state.std(0)]),
+            rtol=2e-3,
+            atol=2e-3,
+        )
+        history.append(out_row.pooled)
 
 
 def test_cli_rejects_bad_data(

@@ -52,7 +52,13 @@ DEFAULT_CONFIG: Final[dict[str, dict[str, Any]]] = {
         "pool": 2,
         "dropout": 0.3,
     },
-    "stats": {"hidden": 256, "embedding": 128, "dropout": 0.3},
+    "stats": {
+        "hidden": 256,
+        "embedding": 128,
+        "dropout": 0.3,
+        "adaptation_window": 32,
+        "adaptation_shrink": 2.0,
+    },
     "cnn": {"channels": [32, 64, 96], "embedding": 128, "dropout": 0.3},
     "cnn-lstm": {
         "channels": [32, 64, 96],
@@ -82,6 +88,10 @@ class TrainOptions:
         mixup: mixup alpha (0 = off).
         seeds: seeds of the ensemble members.
         val_fraction: share of training speakers held out for early stopping.
+        history_sizes: for a head that adapts to the speaker, how many other
+            utterances of its speaker a training example's baseline averages (drawn
+            uniformly from these, capped by the window and the speaker's utterances);
+            0 trains the unadapted path a stream's first utterance takes.
     """
 
     epochs: int = 30
@@ -96,6 +106,7 @@ class TrainOptions:
     mixup: float = 0.0
     seeds: tuple[int, ...] = (0, 1, 2)
     val_fraction: float = 0.15
+    history_sizes: tuple[int, ...] = (0, 1, 2, 4, 8, 16, 32)
 
 
 @dataclass
@@ -111,6 +122,107 @@ class _Data:
 
 _SHARED: dict[str, Any] = {}
 """Data shared with forked fold workers (copy-on-write)."""
+_METRIC_ROWS: Final = (
+    ("per_corpus", ""),
+    ("per_corpus_telephone", " telephone"),
+    ("per_corpus_cold", " cold"),
+    ("per_corpus_telephone_cold", " telephone cold"),
+)
+"""Evaluation keys and the suffixes of their checkpoint metric rows."""
+STREAM_ORDER_SEED: Final = 0
+"""Seed of the order in which a held-out speaker's utterances form one stream."""
+
+
+def pooled_vectors(
+    feats: Sequence[npt.NDArray[np.float32]],
+) -> npt.NDArray[np.float32]:
+    """[N, 2D] raw frame mean and standard deviation of each utterance (the
+    adaptation's ``pooled``; summaries give the same as the frames they summarise)."""
+    return np.stack(
+        [
+            np.concatenate([f.mean(0, dtype=np.float64), f.std(0, dtype=np.float64)])
+            for f in feats
+        ]
+    ).astype(np.float32)
+
+
+def stream_baselines(
+    utterances: Sequence[Utterance],
+    pooled: npt.NDArray[np.float32],
+    window: int,
+    seed: int = STREAM_ORDER_SEED,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """Baselines of utterances heard as one stream per speaker, in a seeded order.
+
+    Each utterance's baseline is the mean ``pooled`` vector of the (at most
+    ``window``) utterances of its speaker that came before it in that stream, and its
+    count how many those are: what the runtime feeds the graph for a stream that
+    carries one speaker's utterances.
+
+    Returns:
+        (baselines [N, 2D], counts [N]) in the order of ``utterances``.
+    """
+    baselines = np.zeros_like(pooled)
+    counts = np.zeros(len(utterances), dtype=np.float32)
+    by_speaker: dict[tuple[str, str], list[int]] = {}
+    for i, u in enumerate(utterances):
+        by_speaker.setdefault((u.corpus, u.speaker), []).append(i)
+    rng = np.random.default_rng(seed)
+    for key in sorted(by_speaker):
+        order = rng.permutation(by_speaker[key])
+        for position, i in enumerate(order):
+            history = order[max(0, position - window) : position]
+            if len(history):
+                baselines[i] = pooled[history].mean(0)
+                counts[i] = len(history)
+    return baselines, counts
+
+
+def _sample_baselines(
+    batch: npt.NDArray[np.int64],
+    others: dict[int, npt.NDArray[np.int64]],
+    pooled: list[npt.NDArray[np.float32]],
+    window: int,
+    sizes: Sequence[int],
+    rng: np.random.Generator,
+) -> tuple[Any, Any]:
+    """Training baselines: for each example, the mean pooled vector of a random
+    number (one of ``sizes``, at most ``window``) of other utterances of its speaker,
+    random copies."""
+    import torch
+
+    baselines = np.zeros((len(batch), pooled[0].shape[1]), dtype=np.float32)
+    counts = np.zeros(len(batch), dtype=np.float32)
+    sizes = [min(n, window) for n in sizes]
+    for row, i in enumerate(batch):
+        pool = others[int(i)]
+        n = min(int(rng.choice(sizes)), len(pool))
+        if n:
+            picked = rng.choice(pool, size=n, replace=False)
+            copy = rng.integers(0, len(pooled), size=n)
+            baselines[row] = np.mean(
+                [pooled[c][j] for c, j in zip(copy, picked, strict=True)], 0
+            )
+            counts[row] = n
+    return torch.from_numpy(baselines), torch.from_numpy(counts)
+
+
+def _same_speaker_others(
+    indices: npt.NDArray[np.int64],
+) -> dict[int, npt.NDArray[np.int64]]:
+    """For each index, the other indices of its speaker (within ``indices``)."""
+    data: _Data = _SHARED["data"]
+    groups: dict[tuple[str, str], list[int]] = {}
+    for i in indices:
+        u = data.utterances[int(i)]
+        groups.setdefault((u.corpus, u.speaker), []).append(int(i))
+    members = {key: np.array(v, dtype=np.int64) for key, v in groups.items()}
+    out = {}
+    for i in indices:
+        u = data.utterances[int(i)]
+        group = members[(u.corpus, u.speaker)]
+        out[int(i)] = group[group != i]
+    return out
 
 
 def _batches(
@@ -167,9 +279,13 @@ def _spec_augment(
 
 
 def predict(
-    model: Any, feats: Sequence[npt.NDArray[np.float32]], batch_size: int = 64
+    model: Any,
+    feats: Sequence[npt.NDArray[np.float32]],
+    batch_size: int = 64,
+    baselines: tuple[Any, Any] | None = None,
 ) -> npt.NDArray[np.float32]:
-    """Class probabilities of each utterance (eval mode, no gradients)."""
+    """Class probabilities of each utterance (eval mode, no gradients); with
+    ``baselines`` ((baselines, counts) from ``stream_baselines``), adapted."""
     import torch
 
     model.eval()
@@ -180,7 +296,16 @@ def predict(
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             x, lengths = _pad([feats[i] for i in idx])
-            p, _ = model(x, lengths)
+            if baselines is None:
+                p, _ = model(x, lengths)
+            else:
+                logits, _ = model.logits(
+                    x,
+                    lengths,
+                    torch.from_numpy(baselines[0][idx]),
+                    torch.from_numpy(baselines[1][idx]),
+                )
+                p = torch.softmax(logits, dim=-1)
             for i, row in zip(idx, p.numpy(), strict=True):
                 outs[int(i)] = row
     probs = np.stack([outs[i] for i in range(len(feats))])
@@ -311,6 +436,9 @@ def train_one(
     inputs = _SHARED["summaries"] if _use_summaries(arch, options) else data.copies
     lengths = np.array([c.shape[0] for c in inputs[0]], dtype=np.int64)
     copies = min(options.copies, len(inputs))
+    window = int(config.get("adaptation_window", 0))
+    others = _same_speaker_others(train_idx) if window else {}
+    pooled = _SHARED["pooled"][:copies] if window else []
     best_state, best_epoch, best_ua = None, n_epochs, float("nan")
     val_feats = [inputs[0][i] for i in val_idx] if val_idx is not None else []
     for epoch in range(1, n_epochs + 1):
@@ -320,18 +448,31 @@ def train_one(
             x, lens = _pad([inputs[c][i] for c, i in zip(choice, batch, strict=True)])
             x = _spec_augment(x, lens, options, rng, fill)
             target = torch.from_numpy(data.y[batch])
+            adapt = (
+                _sample_baselines(
+                    batch, others, pooled, window, options.history_sizes, rng
+                )
+                if window
+                else ()
+            )
             if options.mixup > 0:
                 lam = float(rng.beta(options.mixup, options.mixup))
                 perm = torch.from_numpy(rng.permutation(len(batch)))
                 # Mix features of equal-length-sorted batches; lengths take the max.
                 x = lam * x + (1 - lam) * x[perm]
                 lens = torch.maximum(lens, lens[perm])
-                logits, _ = model.logits(x, lens)
+                if adapt:
+                    baseline, count = adapt
+                    adapt = (
+                        lam * baseline + (1 - lam) * baseline[perm],
+                        torch.minimum(count, count[perm]),
+                    )
+                logits, _ = model.logits(x, lens, *adapt)
                 loss = lam * loss_fn(logits, target) + (1 - lam) * loss_fn(
                     logits, target[perm]
                 )
             else:
-                logits, _ = model.logits(x, lens)
+                logits, _ = model.logits(x, lens, *adapt)
                 loss = loss_fn(logits, target)
             optimizer.zero_grad()
             loss.backward()
@@ -373,7 +514,7 @@ def _validation_split(
 
 def _run_fold(
     job: tuple[int, Any, Any, str, dict[str, Any], TrainOptions],
-) -> tuple[int, Any, list[int], list[float], Any]:
+) -> tuple[int, dict[str, Any], list[int], list[float]]:
     import torch
 
     fold, train_idx, test_idx, arch, config, options = job
@@ -385,7 +526,21 @@ def _run_fold(
     telephone_feats = [telephone[i] for i in test_idx] if telephone else []
     from training.acoustic_models import build_model
 
+    window = int(config.get("adaptation_window", 0))
+    test_utts = [data.utterances[i] for i in test_idx]
+    # Each held-out speaker is one stream (seeded order); cold: one stream per utterance.
+    streams = (
+        stream_baselines(test_utts, pooled_vectors(test_feats), window)
+        if window
+        else None
+    )
+    telephone_streams = (
+        stream_baselines(test_utts, pooled_vectors(telephone_feats), window)
+        if window and telephone_feats
+        else None
+    )
     probs, telephone_probs, epochs, val_uas = [], [], [], []
+    cold, telephone_cold = [], []
     for seed in options.seeds:
         inner_train, val = _validation_split(
             train_idx, options.val_fraction, seed * 1000 + fold
@@ -395,13 +550,28 @@ def _run_fold(
         state, epoch, val_ua = train_one(arch, config, inner_train, val, options, seed)
         model = build_model(arch, config)
         model.load_state_dict(state)
-        probs.append(predict(model, test_feats))
+        probs.append(predict(model, test_feats, baselines=streams))
+        cold.append(predict(model, test_feats))
         if telephone_feats:
-            telephone_probs.append(predict(model, telephone_feats))
+            telephone_probs.append(
+                predict(model, telephone_feats, baselines=telephone_streams)
+            )
+            telephone_cold.append(predict(model, telephone_feats))
         epochs.append(epoch)
         val_uas.append(val_ua)
-    telephone_mean = np.mean(telephone_probs, axis=0) if telephone_probs else None
-    return fold, np.mean(probs, axis=0), epochs, val_uas, telephone_mean
+    return (
+        fold,
+        {
+            "stream": np.mean(probs, axis=0),
+            "cold": np.mean(cold, axis=0),
+            "telephone": np.mean(telephone_probs, axis=0) if telephone_probs else None,
+            "telephone_cold": (
+                np.mean(telephone_cold, axis=0) if telephone_cold else None
+            ),
+        },
+        epochs,
+        val_uas,
+    )
 
 
 def cross_validate(
@@ -446,10 +616,13 @@ def cross_validate(
         if data.telephone
         else None
     )
+    _SHARED["pooled"] = _pooled_copies(data, arch, options, config)
     _SHARED["threads"] = 1  # two threads thrash on a shared 2-core host
     jobs_list = [(i, tr, te, arch, config, options) for i, (tr, te) in enumerate(folds)]
-    probs = np.zeros((len(data.y), len(data.labels)), dtype=np.float32)
-    telephone_probs = np.zeros_like(probs)
+    probs = {
+        key: np.zeros((len(data.y), len(data.labels)), dtype=np.float32)
+        for key in ("stream", "cold", "telephone", "telephone_cold")
+    }
     epochs: list[int] = []
     val_uas: list[float] = []
     start = time.monotonic()
@@ -464,10 +637,10 @@ def cross_validate(
             )
     else:
         results = [_run_fold(job) for job in tqdm(jobs_list, desc="folds")]
-    for fold, fold_probs, fold_epochs, fold_val, fold_telephone in results:
-        probs[folds[fold][1]] = fold_probs
-        if fold_telephone is not None:
-            telephone_probs[folds[fold][1]] = fold_telephone
+    for fold, fold_probs, fold_epochs, fold_val in results:
+        for key, value in fold_probs.items():
+            if value is not None:
+                probs[key][folds[fold][1]] = value
         epochs += fold_epochs
         val_uas += fold_val
     report: dict[str, Any] = {
@@ -476,11 +649,31 @@ def cross_validate(
         "epochs_chosen": epochs,
         "inner_val_ua": float(np.mean(val_uas)),
         "wall_s": round(time.monotonic() - start, 1),
-        "per_corpus": _per_corpus(data, probs.argmax(1)),
+        "per_corpus": _per_corpus(data, probs["stream"].argmax(1)),
     }
     if data.telephone:
-        report["per_corpus_telephone"] = _per_corpus(data, telephone_probs.argmax(1))
+        report["per_corpus_telephone"] = _per_corpus(data, probs["telephone"].argmax(1))
+    if config.get("adaptation_window", 0):
+        report["streams"] = (
+            "per_corpus*: each held-out speaker's utterances as one stream (seeded "
+            "order), adapted to the speaker; per_corpus*_cold: every utterance alone"
+        )
+        report["per_corpus_cold"] = _per_corpus(data, probs["cold"].argmax(1))
+        if data.telephone:
+            report["per_corpus_telephone_cold"] = _per_corpus(
+                data, probs["telephone_cold"].argmax(1)
+            )
     return report
+
+
+def _pooled_copies(
+    data: _Data, arch: str, options: TrainOptions, config: dict[str, Any]
+) -> list[npt.NDArray[np.float32]]:
+    """Pooled vectors of every feature copy, when the model adapts (else empty)."""
+    if not config.get("adaptation_window", 0):
+        return []
+    inputs = _SHARED["summaries"] if _use_summaries(arch, options) else data.copies
+    return [pooled_vectors(copy) for copy in inputs]
 
 
 def _per_corpus(
@@ -511,6 +704,7 @@ def fit_final(
     _SHARED["summaries"] = (
         _summaries(data.copies) if _use_summaries(arch, options) else None
     )
+    _SHARED["pooled"] = _pooled_copies(data, arch, options, config)
     torch.set_num_threads(1)
     all_idx = np.arange(len(data.y), dtype=np.int64)
     states = []
@@ -582,7 +776,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         help="do not also score held-out speakers through a telephone channel "
         "(8 kHz mu-law)",
     )
-    parser.add_argument("--name", default="emotion-acoustic-v2", help="checkpoint name")
+    parser.add_argument("--name", default="emotion-acoustic-v3", help="checkpoint name")
     parser.add_argument(
         "--out", type=Path, default=Path("artifacts/acoustic"), help="output folder"
     )
@@ -599,8 +793,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config_over = json.loads(args.config)
         train_over = json.loads(args.train)
-        if "seeds" in train_over:
-            train_over["seeds"] = tuple(train_over["seeds"])
+        for key in ("seeds", "history_sizes"):
+            if key in train_over:
+                train_over[key] = tuple(train_over[key])
         options = replace(TrainOptions(), **train_over)
     except (json.JSONDecodeError, TypeError) as err:
         print(f"error: bad --config/--train JSON: {err}", file=sys.stderr)
@@ -634,6 +829,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for channel, key in (
             ("", "per_corpus"),
             (" telephone", "per_corpus_telephone"),
+            (" cold", "per_corpus_cold"),
+            (" telephone cold", "per_corpus_telephone_cold"),
         ):
             for corpus, s in report["evaluation"].get(key, {}).items():
                 _LOGGER.info(
@@ -663,13 +860,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "labels": data.labels,
             "front_end": fe.to_dict(),
             "metrics": {
-                **report.get("evaluation", {}).get("per_corpus", {}),
-                **{
-                    f"{corpus} telephone": scores
-                    for corpus, scores in report.get("evaluation", {})
-                    .get("per_corpus_telephone", {})
-                    .items()
-                },
+                f"{corpus}{suffix}": scores
+                for key, suffix in _METRIC_ROWS
+                for corpus, scores in report.get("evaluation", {}).get(key, {}).items()
             },
             "data": list(args.data),
             "protocol": report.get("evaluation", {}).get("protocol", "none"),

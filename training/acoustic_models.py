@@ -13,7 +13,8 @@ Architectures (``build_model(arch, config)``):
   blocks, and pooled by attentive statistics (weighted mean and standard deviation).
 - ``stats``: for Whisper encoder states: masked mean and standard deviation over
   time of globally standardised states, then an MLP (the linear baseline's input,
-  with a non-linear classifier).
+  with a non-linear classifier); optionally adapted to the stream's speaker
+  (``StatsHead``, ``AdaptiveHead``).
 - ``cnn``: for log-mel frames. 2-D conv stack over (time, mel) with time pooling,
   then the same attentive statistics pooling.
 - ``cnn-lstm``: the ``cnn`` stack followed by a BiLSTM (packed-free: padded frames
@@ -141,7 +142,18 @@ class EmotionHead(nn.Module):
 
 
 class StatsHead(EmotionHead):
-    """``stats``: masked mean and standard deviation of standardised states, then an MLP."""
+    """``stats``: masked mean and standard deviation of standardised states, then an MLP.
+
+    With ``adaptation_window`` > 0 the head also adapts to the speaker of a stream.
+    ``pooled(features, lengths)`` is an utterance's raw frame mean and standard
+    deviation (no parameters: every ensemble member agrees on it). The runtime keeps
+    the pooled vectors of a stream's last ``adaptation_window`` utterances and passes
+    their mean as ``baseline`` with their number as ``baseline_count``. The head
+    subtracts that baseline, shrunk towards the training population's mean by
+    ``adaptation_shrink`` pseudo-utterances, instead of the population mean alone:
+    the utterance is read relative to how this speaker (and channel) usually sounds.
+    With ``baseline_count`` 0 it is the plain, unadapted head.
+    """
 
     def __init__(
         self,
@@ -150,9 +162,13 @@ class StatsHead(EmotionHead):
         hidden: int = 256,
         embedding: int = 128,
         dropout: float = 0.3,
+        adaptation_window: int = 0,
+        adaptation_shrink: float = 2.0,
     ) -> None:
         """Build the head; arguments are stored in the checkpoint's config."""
         super().__init__()
+        self.adaptation_window = adaptation_window
+        self.adaptation_shrink = adaptation_shrink
         self.scaler = InputScaler(input_dim)
         self.pooled_scaler = InputScaler(2 * input_dim)
         self.input_dropout = nn.Dropout(dropout)
@@ -166,18 +182,84 @@ class StatsHead(EmotionHead):
         self.dropout = nn.Dropout(dropout)
         self.classify = nn.Linear(embedding, n_labels)
 
+    def _standardised(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Raw [mean, std] to the mean and std of the standardised frames."""
+        dim = self.scaler.mean.shape[0]
+        mean, std = pooled[..., :dim], pooled[..., dim:]
+        inv_std = self.scaler.inv_std
+        return torch.cat([(mean - self.scaler.mean) * inv_std, std * inv_std], dim=-1)
+
     def logits(
-        self, features: torch.Tensor, lengths: torch.Tensor
+        self,
+        features: torch.Tensor,
+        lengths: torch.Tensor,
+        baseline: torch.Tensor | None = None,
+        baseline_count: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Unnormalised class scores and the embedding."""
+        """Unnormalised class scores and the embedding (``baseline``: see class doc)."""
         mask = frame_mask(lengths, features.shape[1], features.dtype)
         x = self.scaler(features) * mask
         count = mask.sum(dim=1).clamp_min(1.0)
         mean = x.sum(dim=1) / count
         var = (x * x).sum(dim=1) / count - mean * mean
         pooled = torch.cat([mean, torch.sqrt(var.clamp_min(1e-5))], dim=-1)
-        embedding = self.mlp(self.input_dropout(self.pooled_scaler(pooled)))
+        if baseline is None or baseline_count is None:
+            scaled = self.pooled_scaler(pooled)
+        else:
+            n = baseline_count.to(pooled.dtype).unsqueeze(-1)
+            shrink = self.adaptation_shrink
+            centre = (
+                n * self._standardised(baseline) + shrink * self.pooled_scaler.mean
+            ) / (n + shrink)
+            scaled = (pooled - centre) * self.pooled_scaler.inv_std
+        embedding = self.mlp(self.input_dropout(scaled))
         return self.classify(self.dropout(embedding)), embedding
+
+
+def raw_pooled(features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """[B, 2D] masked mean and standard deviation of raw frames (the adaptation's
+    ``pooled`` output; see ``StatsHead``)."""
+    mask = frame_mask(lengths, features.shape[1], features.dtype)
+    count = mask.sum(dim=1).clamp_min(1.0)
+    mean = (features * mask).sum(dim=1) / count
+    centred = (features - mean.unsqueeze(1)) * mask
+    var = (centred * centred).sum(dim=1) / count
+    return torch.cat([mean, torch.sqrt(var.clamp_min(0.0))], dim=-1)
+
+
+class AdaptiveHead(nn.Module):
+    """The exported contract of a speaker-adapting head or ensemble:
+    (features, lengths, baseline [B,2D], baseline_count [B]) ->
+    (probs, embedding, pooled [B,2D])."""
+
+    def __init__(self, model: nn.Module) -> None:
+        """Wrap a ``StatsHead`` with ``adaptation_window`` > 0 or an ensemble of them."""
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self,
+        features: torch.Tensor,
+        lengths: torch.Tensor,
+        baseline: torch.Tensor,
+        baseline_count: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Adapted probabilities, embedding, and this utterance's pooled vector."""
+        members = getattr(self.model, "members", None) or [self.model]
+        outputs = [
+            m.logits(features, lengths, baseline, baseline_count) for m in members
+        ]
+        probs = torch.stack([torch.softmax(lg, dim=-1) for lg, _ in outputs]).mean(
+            dim=0
+        )
+        embedding = torch.cat([e for _, e in outputs], dim=-1)
+        return probs, embedding, raw_pooled(features, lengths)
+
+
+def adaptation_window(model: nn.Module) -> int:
+    """Utterances of a stream a model adapts to (0: it does not adapt)."""
+    members = getattr(model, "members", None) or [model]
+    return int(getattr(members[0], "adaptation_window", 0))
 
 
 def fit_statistics(model: nn.Module, features: list[torch.Tensor]) -> None:

@@ -10,6 +10,13 @@ text model. Prints one JSON object (``wa``, ``ua``, ``macro_f1``,
 ``per_class_recall``, ``confusion``, ``labels``, ``n``, plus ``per_corpus``);
 ``--plot`` writes a confusion-matrix PNG. A reference label the models cannot output
 still counts, as a miss.
+
+Streams: by default each speaker's utterances are one stream, in a seeded random
+order, as a caller's or a microphone user's utterances reach the daemon; an acoustic
+model that adapts to the speaker (``streamser.adaptation``) then reads each utterance
+against the speaker's earlier ones, and the report adds ``cold``: the acoustic
+model's scores with every utterance heard alone. ``--streams utterance`` makes every
+utterance its own stream.
 """
 
 from __future__ import annotations
@@ -82,6 +89,20 @@ def _label_order(reference: Sequence[str], predicted: Sequence[str]) -> list[str
     )
 
 
+def _streams(utterances: Sequence[Any]) -> list[list[int]]:
+    """Utterance indices grouped into one stream per speaker, each in a seeded random
+    order (the order ``training.acoustic`` scores held-out speakers in)."""
+    import numpy as np
+
+    from training.acoustic import STREAM_ORDER_SEED
+
+    groups: dict[tuple[str, str], list[int]] = {}
+    for i, u in enumerate(utterances):
+        groups.setdefault((u.corpus, u.speaker), []).append(i)
+    rng = np.random.default_rng(STREAM_ORDER_SEED)
+    return [[int(i) for i in rng.permutation(groups[key])] for key in sorted(groups)]
+
+
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m training evaluate", description=__doc__.split("\n")[0]
@@ -105,6 +126,12 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--limit", type=int, default=0, help="first N utterances only (0: all)"
     )
+    parser.add_argument(
+        "--streams",
+        choices=("speaker", "utterance"),
+        default="speaker",
+        help="one stream per speaker (default, seeded order) or per utterance",
+    )
     return parser.parse_args(argv)
 
 
@@ -117,7 +144,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     """
     from tqdm import tqdm
 
-    from streamser.recognizer import Recognizer, RecognizerOptions
+    from streamser.adaptation import SpeakerBaseline
+    from streamser.recognizer import Recognizer, RecognizerOptions, UtteranceRequest
     from training.datasets import load_audio, load_dataset
 
     if not args.models.is_dir():
@@ -130,26 +158,59 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     recognizer = Recognizer(
         RecognizerOptions(model_dir=args.models, asr=asr, device="cpu")
     )
-    reference, predicted, corpora = [], [], []
-    for utt in tqdm(utterances, desc="evaluate", mininterval=5.0):
-        language = None if args.detect_language else utt.language
-        if utt.path is None:
-            if not utt.text:
-                raise ValueError(f"utterance {utt.utt_id} has neither audio nor text")
-            result = recognizer.text_emotion(utt.text, language)
-            if result is None:
-                raise ValueError(
-                    f"no text model for language {language!r} in {args.models}"
-                )
-            label = result.label
-        else:
-            label = recognizer.recognize(load_audio(utt.path), language).label
-        reference.append(utt.label)
-        predicted.append(label)
-        corpora.append(utt.corpus)
+    window = recognizer.adaptation_window if args.streams == "speaker" else 0
+    labels: dict[int, str] = {}
+    cold: dict[int, str] = {}
+    streams = (
+        _streams(utterances)
+        if args.streams == "speaker"
+        else [[i] for i in range(len(utterances))]
+    )
+    progress = tqdm(total=len(utterances), desc="evaluate", mininterval=5.0)
+    for stream in streams:
+        baseline = SpeakerBaseline(window)
+        for i in stream:
+            utt = utterances[i]
+            language = None if args.detect_language else utt.language
+            if utt.path is None:
+                if not utt.text:
+                    raise ValueError(
+                        f"utterance {utt.utt_id} has neither audio nor text"
+                    )
+                result = recognizer.text_emotion(utt.text, language)
+                if result is None:
+                    raise ValueError(
+                        f"no text model for language {language!r} in {args.models}"
+                    )
+                labels[i] = result.label
+            else:
+                audio = load_audio(utt.path)
+                request = UtteranceRequest(audio, language, baseline.snapshot())
+                recognition = recognizer.recognize_batch([request])[0]
+                baseline.add(recognition.pooled)
+                labels[i] = recognition.label
+                if window:
+                    cold[i] = recognizer.acoustic([audio])[0].scores.label
+            progress.update()
+    progress.close()
+    reference = [u.label for u in utterances]
+    predicted = [labels[i] for i in range(len(utterances))]
+    corpora = [u.corpus for u in utterances]
     order = _label_order(reference, predicted)
     overall = score(reference, predicted, labels=order)
     report: dict[str, Any] = overall.to_dict()
+    report["streams"] = args.streams
+    if cold:
+        rows = sorted(cold)
+        report["cold"] = {
+            "what": "the acoustic model with every utterance heard alone "
+            "(no speaker adaptation)",
+            **score(
+                [reference[i] for i in rows],
+                [cold[i] for i in rows],
+                labels=_label_order(reference, list(cold.values())),
+            ).to_dict(),
+        }
     report["per_corpus"] = {}
     for corpus in sorted(set(corpora)):
         rows = [i for i, c in enumerate(corpora) if c == corpus]
