@@ -320,6 +320,7 @@ class StreamSession:
         self._last_done_index = -1
         self._speculation: _Speculation | None = None
         self._baseline = SpeakerBaseline(engine.recognizer.adaptation_window)
+        self._recognizing = False
         self.utterances = 0
         self.closed = False
 
@@ -454,7 +455,8 @@ class StreamSession:
                 )
 
     def _speculate(self, ending: UtteranceEnding) -> None:
-        """Start recognising an utterance that has gone quiet, unless workers are busy.
+        """Start recognising an utterance that has gone quiet, unless workers are busy
+        (or, for a stream adapting to its speaker, an earlier utterance is unfinished).
 
         Most utterances stay quiet until the hangover closes them, and then their
         ``utterance.end`` waits only for what is left of this work. Under load the
@@ -463,6 +465,8 @@ class StreamSession:
         self._drop_speculation()
         if self.engine.busy:
             return
+        if self._baseline.window and self.pending_utterances:
+            return  # an earlier utterance's result will change the baseline
         baseline = self._baseline.snapshot()
         self._speculation = _Speculation(
             ending,
@@ -552,10 +556,16 @@ class StreamSession:
             ),
         )
 
+    @property
+    def pending_utterances(self) -> int:
+        """Closed utterances whose ``utterance.end`` (or error) is not out yet."""
+        return self._queue.qsize() + int(self._recognizing)
+
     async def _work(self) -> None:
         while (pending := await self._queue.get()) is not None:
             self._room.set()
             self.engine.metrics.queue_depth.dec()
+            self._recognizing = True
             try:
                 recognition = await self._recognition(pending)
             except Exception as err:
@@ -571,6 +581,8 @@ class StreamSession:
                     fatal=False,
                 )
                 continue
+            finally:
+                self._recognizing = False
             self._keep_language(recognition)
             self._baseline.add(recognition.pooled)
             self._emit_utterance(pending, recognition)
