@@ -94,8 +94,12 @@ def run_graph(
     model: OnnxModel, rows: Sequence[np.ndarray], *, text: bool, batch_size: int = 32
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
     """(probs, embedding) of an exported acoustic or text graph over variable rows
-    (one row per call for a graph with int8 Whisper layers, as the runtime runs it)."""
+    (one row per call for a graph with int8 Whisper layers, as the runtime runs it;
+    an acoustic graph that adapts to the speaker hears every row alone)."""
     names = ("token_ids", "lengths") if text else ("features", "lengths")
+    width = next(
+        (i.shape[-1] for i in model.session.get_inputs() if i.name == "baseline"), 0
+    )
     front_end = model.info.front_end
     if front_end is not None and front_end.runs_whisper_layers:
         batch_size = 1
@@ -103,7 +107,11 @@ def run_graph(
     for start in range(0, len(rows), batch_size):
         chunk = list(rows[start : start + batch_size])
         values, lengths = _pad(chunk, np.int64 if text else np.float32)
-        out = model.run({names[0]: values, names[1]: lengths})
+        inputs = {names[0]: values, names[1]: lengths}
+        if width:
+            inputs["baseline"] = np.zeros((len(chunk), width), np.float32)
+            inputs["baseline_count"] = np.zeros(len(chunk), np.float32)
+        out = model.run(inputs)
         probs.append(out["probs"])
         embeddings.append(out["embedding"])
     return np.concatenate(probs), np.concatenate(embeddings)
