@@ -52,13 +52,7 @@ DEFAULT_CONFIG: Final[dict[str, dict[str, Any]]] = {
         "pool": 2,
         "dropout": 0.3,
     },
-    "stats": {
-        "hidden": 256,
-        "embedding": 128,
-        "dropout": 0.3,
-        "adaptation_window": 32,
-        "adaptation_shrink": 2.0,
-    },
+    "stats": {"hidden": 256, "embedding": 128, "dropout": 0.3},
     "cnn": {"channels": [32, 64, 96], "embedding": 128, "dropout": 0.3},
     "cnn-lstm": {
         "channels": [32, 64, 96],
@@ -92,6 +86,11 @@ class TrainOptions:
             utterances of its speaker a training example's baseline averages (drawn
             uniformly from these, capped by the window and the speaker's utterances);
             0 trains the unadapted path a stream's first utterance takes.
+        history_mixes: which of the speaker's utterances such a baseline is drawn
+            from, one mix per example: "any", "calm" (calm or neutral ones), "same"
+            (the example's own emotion) or "one" (all in one random emotion). The
+            last three keep the head from taking "sounds like the speaker's recent
+            speech" for "calm" (MODEL_CARD.md, speaker adaptation).
     """
 
     epochs: int = 30
@@ -107,6 +106,7 @@ class TrainOptions:
     seeds: tuple[int, ...] = (0, 1, 2)
     val_fraction: float = 0.15
     history_sizes: tuple[int, ...] = (0, 1, 2, 4, 8, 16, 32)
+    history_mixes: tuple[str, ...] = ("any", "calm", "same", "one")
 
 
 @dataclass
@@ -122,13 +122,31 @@ class _Data:
 
 _SHARED: dict[str, Any] = {}
 """Data shared with forked fold workers (copy-on-write)."""
+_REPORTED: Final = (
+    ("per_corpus", "stream"),
+    ("per_corpus_telephone", "telephone"),
+    ("per_corpus_cold", "cold"),
+    ("per_corpus_telephone_cold", "telephone_cold"),
+    ("per_corpus_history_calm", "history_calm"),
+    ("per_corpus_history_same", "history_same"),
+)
+"""Report keys of a model that adapts to the speaker, and the condition of each."""
+_REPORTED_PLAIN: Final = (
+    ("per_corpus", "cold"),
+    ("per_corpus_telephone", "telephone_cold"),
+)
+"""The same for a model that does not (every utterance is heard alone)."""
 _METRIC_ROWS: Final = (
     ("per_corpus", ""),
     ("per_corpus_telephone", " telephone"),
     ("per_corpus_cold", " cold"),
     ("per_corpus_telephone_cold", " telephone cold"),
+    ("per_corpus_history_calm", " after calm history"),
+    ("per_corpus_history_same", " after same-emotion history"),
 )
 """Evaluation keys and the suffixes of their checkpoint metric rows."""
+HISTORY_PROBE: Final = 8
+"""Earlier utterances in the skewed-history conditions of the evaluation."""
 STREAM_ORDER_SEED: Final = 0
 """Seed of the order in which a held-out speaker's utterances form one stream."""
 
@@ -185,17 +203,32 @@ def _sample_baselines(
     window: int,
     sizes: Sequence[int],
     rng: np.random.Generator,
+    mixes: Sequence[str] = ("any",),
 ) -> tuple[Any, Any]:
     """Training baselines: for each example, the mean pooled vector of a random
     number (one of ``sizes``, at most ``window``) of other utterances of its speaker,
-    random copies."""
+    random copies, drawn as one of ``mixes`` says (``TrainOptions.history_mixes``)."""
     import torch
 
+    data: _Data = _SHARED["data"]
+    calm = _calm_labels(data)
     baselines = np.zeros((len(batch), pooled[0].shape[1]), dtype=np.float32)
     counts = np.zeros(len(batch), dtype=np.float32)
     sizes = [min(n, window) for n in sizes]
     for row, i in enumerate(batch):
         pool = others[int(i)]
+        mix = mixes[int(rng.integers(len(mixes)))]
+        if mix == "calm":
+            narrowed = pool[np.isin(data.y[pool], calm)]
+        elif mix == "same":
+            narrowed = pool[data.y[pool] == data.y[i]]
+        elif mix == "one":
+            narrowed = (
+                pool[data.y[pool] == data.y[rng.choice(pool)]] if len(pool) else pool
+            )
+        else:
+            narrowed = pool
+        pool = narrowed if len(narrowed) else pool
         n = min(int(rng.choice(sizes)), len(pool))
         if n:
             picked = rng.choice(pool, size=n, replace=False)
@@ -450,7 +483,13 @@ def train_one(
             target = torch.from_numpy(data.y[batch])
             adapt = (
                 _sample_baselines(
-                    batch, others, pooled, window, options.history_sizes, rng
+                    batch,
+                    others,
+                    pooled,
+                    window,
+                    options.history_sizes,
+                    rng,
+                    options.history_mixes,
                 )
                 if window
                 else ()
@@ -528,19 +567,34 @@ def _run_fold(
 
     window = int(config.get("adaptation_window", 0))
     test_utts = [data.utterances[i] for i in test_idx]
-    # Each held-out speaker is one stream (seeded order); cold: one stream per utterance.
-    streams = (
-        stream_baselines(test_utts, pooled_vectors(test_feats), window)
-        if window
-        else None
-    )
-    telephone_streams = (
-        stream_baselines(test_utts, pooled_vectors(telephone_feats), window)
-        if window and telephone_feats
-        else None
-    )
-    probs, telephone_probs, epochs, val_uas = [], [], [], []
-    cold, telephone_cold = [], []
+    # Conditions: (key, features, baselines or None for every utterance alone).
+    conditions: list[tuple[str, list[Any], Any]] = [("cold", test_feats, None)]
+    if telephone_feats:
+        conditions.append(("telephone_cold", telephone_feats, None))
+    if window:
+        pooled = pooled_vectors(test_feats)
+        labels = data.y[test_idx]
+        conditions += [
+            # each held-out speaker as one stream, in a seeded order
+            ("stream", test_feats, stream_baselines(test_utts, pooled, window)),
+            # a history of 8 calm/neutral utterances, or of 8 in the same emotion
+            ("history_calm", test_feats, history_baselines(
+                test_utts, pooled, labels, _calm_labels(data), HISTORY_PROBE)),
+            ("history_same", test_feats, history_baselines(
+                test_utts, pooled, labels, None, HISTORY_PROBE)),
+        ]  # fmt: skip
+        if telephone_feats:
+            conditions.append(
+                (
+                    "telephone",
+                    telephone_feats,
+                    stream_baselines(
+                        test_utts, pooled_vectors(telephone_feats), window
+                    ),
+                )
+            )
+    probs: dict[str, list[Any]] = {key: [] for key, _, _ in conditions}
+    epochs, val_uas = [], []
     for seed in options.seeds:
         inner_train, val = _validation_split(
             train_idx, options.val_fraction, seed * 1000 + fold
@@ -550,28 +604,44 @@ def _run_fold(
         state, epoch, val_ua = train_one(arch, config, inner_train, val, options, seed)
         model = build_model(arch, config)
         model.load_state_dict(state)
-        probs.append(predict(model, test_feats, baselines=streams))
-        cold.append(predict(model, test_feats))
-        if telephone_feats:
-            telephone_probs.append(
-                predict(model, telephone_feats, baselines=telephone_streams)
-            )
-            telephone_cold.append(predict(model, telephone_feats))
+        for key, feats, baselines in conditions:
+            probs[key].append(predict(model, feats, baselines=baselines))
         epochs.append(epoch)
         val_uas.append(val_ua)
-    return (
-        fold,
-        {
-            "stream": np.mean(probs, axis=0),
-            "cold": np.mean(cold, axis=0),
-            "telephone": np.mean(telephone_probs, axis=0) if telephone_probs else None,
-            "telephone_cold": (
-                np.mean(telephone_cold, axis=0) if telephone_cold else None
-            ),
-        },
-        epochs,
-        val_uas,
-    )
+    return fold, {k: np.mean(v, axis=0) for k, v in probs.items()}, epochs, val_uas
+
+
+def _calm_labels(data: _Data) -> list[int]:
+    return [data.labels.index(k) for k in ("neutral", "calm") if k in data.labels]
+
+
+def history_baselines(
+    utterances: Sequence[Utterance],
+    pooled: npt.NDArray[np.float32],
+    labels: npt.NDArray[np.int64],
+    keep: Sequence[int] | None,
+    size: int,
+    seed: int = STREAM_ORDER_SEED,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """Baselines from ``size`` other utterances of the same speaker with a label in
+    ``keep`` (None: the utterance's own label): the speaker's stream so far was calm,
+    or was all in the emotion being judged. Fewer when the speaker has fewer."""
+    baselines = np.zeros_like(pooled)
+    counts = np.zeros(len(utterances), dtype=np.float32)
+    rng = np.random.default_rng(seed)
+    speakers = np.array([f"{u.corpus}/{u.speaker}" for u in utterances])
+    for i in range(len(utterances)):
+        wanted = [labels[i]] if keep is None else list(keep)
+        pool = np.flatnonzero(
+            (speakers == speakers[i])
+            & np.isin(labels, wanted)
+            & (np.arange(len(labels)) != i)
+        )
+        if len(pool):
+            picked = rng.choice(pool, size=min(size, len(pool)), replace=False)
+            baselines[i] = pooled[picked].mean(0)
+            counts[i] = len(picked)
+    return baselines, counts
 
 
 def cross_validate(
@@ -619,10 +689,7 @@ def cross_validate(
     _SHARED["pooled"] = _pooled_copies(data, arch, options, config)
     _SHARED["threads"] = 1  # two threads thrash on a shared 2-core host
     jobs_list = [(i, tr, te, arch, config, options) for i, (tr, te) in enumerate(folds)]
-    probs = {
-        key: np.zeros((len(data.y), len(data.labels)), dtype=np.float32)
-        for key in ("stream", "cold", "telephone", "telephone_cold")
-    }
+    probs: dict[str, npt.NDArray[np.float32]] = {}
     epochs: list[int] = []
     val_uas: list[float] = []
     start = time.monotonic()
@@ -639,30 +706,30 @@ def cross_validate(
         results = [_run_fold(job) for job in tqdm(jobs_list, desc="folds")]
     for fold, fold_probs, fold_epochs, fold_val in results:
         for key, value in fold_probs.items():
-            if value is not None:
-                probs[key][folds[fold][1]] = value
+            probs.setdefault(
+                key, np.zeros((len(data.y), len(data.labels)), dtype=np.float32)
+            )[folds[fold][1]] = value
         epochs += fold_epochs
         val_uas += fold_val
+    adaptive = "stream" in probs
     report: dict[str, Any] = {
         "protocol": protocol if protocol == "loso" else f"kfold{k}",
         "folds": len(folds),
         "epochs_chosen": epochs,
         "inner_val_ua": float(np.mean(val_uas)),
         "wall_s": round(time.monotonic() - start, 1),
-        "per_corpus": _per_corpus(data, probs["stream"].argmax(1)),
     }
-    if data.telephone:
-        report["per_corpus_telephone"] = _per_corpus(data, probs["telephone"].argmax(1))
-    if config.get("adaptation_window", 0):
+    if adaptive:
         report["streams"] = (
-            "per_corpus*: each held-out speaker's utterances as one stream (seeded "
-            "order), adapted to the speaker; per_corpus*_cold: every utterance alone"
+            "per_corpus, per_corpus_telephone: each held-out speaker's utterances as "
+            "one stream (seeded order), adapted to the speaker; *_cold: every "
+            f"utterance alone; per_corpus_history_calm / _same: {HISTORY_PROBE} "
+            "earlier utterances of the speaker, all calm or neutral / all in the "
+            "emotion being judged"
         )
-        report["per_corpus_cold"] = _per_corpus(data, probs["cold"].argmax(1))
-        if data.telephone:
-            report["per_corpus_telephone_cold"] = _per_corpus(
-                data, probs["telephone_cold"].argmax(1)
-            )
+    for key, condition in _REPORTED if adaptive else _REPORTED_PLAIN:
+        if condition in probs:
+            report[key] = _per_corpus(data, probs[condition].argmax(1))
     return report
 
 
@@ -776,7 +843,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         help="do not also score held-out speakers through a telephone channel "
         "(8 kHz mu-law)",
     )
-    parser.add_argument("--name", default="emotion-acoustic-v3", help="checkpoint name")
+    parser.add_argument("--name", default="emotion-acoustic-v2", help="checkpoint name")
     parser.add_argument(
         "--out", type=Path, default=Path("artifacts/acoustic"), help="output folder"
     )
@@ -793,7 +860,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config_over = json.loads(args.config)
         train_over = json.loads(args.train)
-        for key in ("seeds", "history_sizes"):
+        for key in ("seeds", "history_sizes", "history_mixes"):
             if key in train_over:
                 train_over[key] = tuple(train_over[key])
         options = replace(TrainOptions(), **train_over)
@@ -831,6 +898,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             (" telephone", "per_corpus_telephone"),
             (" cold", "per_corpus_cold"),
             (" telephone cold", "per_corpus_telephone_cold"),
+            (" after calm history", "per_corpus_history_calm"),
+            (" after same-emotion history", "per_corpus_history_same"),
         ):
             for corpus, s in report["evaluation"].get(key, {}).items():
                 _LOGGER.info(

@@ -144,15 +144,16 @@ class EmotionHead(nn.Module):
 class StatsHead(EmotionHead):
     """``stats``: masked mean and standard deviation of standardised states, then an MLP.
 
-    With ``adaptation_window`` > 0 the head also adapts to the speaker of a stream.
-    ``pooled(features, lengths)`` is an utterance's raw frame mean and standard
-    deviation (no parameters: every ensemble member agrees on it). The runtime keeps
-    the pooled vectors of a stream's last ``adaptation_window`` utterances and passes
-    their mean as ``baseline`` with their number as ``baseline_count``. The head
-    subtracts that baseline, shrunk towards the training population's mean by
-    ``adaptation_shrink`` pseudo-utterances, instead of the population mean alone:
-    the utterance is read relative to how this speaker (and channel) usually sounds.
-    With ``baseline_count`` 0 it is the plain, unadapted head.
+    With ``adaptation_window`` > 0 (opt-in; the shipped model does not) the head also
+    adapts to the speaker of a stream. ``raw_pooled(features, lengths)`` is an
+    utterance's raw frame mean and standard deviation (no parameters: every ensemble
+    member agrees on it). The runtime keeps the pooled vectors of a stream's last
+    ``adaptation_window`` utterances and passes their mean as ``baseline`` with their
+    number as ``baseline_count``. The MLP then reads the utterance twice: centred on
+    the training population's mean, as without adaptation, and centred on that
+    baseline, shrunk towards the population mean by ``adaptation_shrink``
+    pseudo-utterances (how this speaker, on this channel, has sounded so far). With
+    ``baseline_count`` 0 both halves are the unadapted reading.
     """
 
     def __init__(
@@ -173,7 +174,7 @@ class StatsHead(EmotionHead):
         self.pooled_scaler = InputScaler(2 * input_dim)
         self.input_dropout = nn.Dropout(dropout)
         self.mlp = nn.Sequential(
-            nn.Linear(2 * input_dim, hidden),
+            nn.Linear((4 if adaptation_window else 2) * input_dim, hidden),
             nn.GELU(),
             nn.Dropout(dropout),
             nn.Linear(hidden, embedding),
@@ -203,15 +204,17 @@ class StatsHead(EmotionHead):
         mean = x.sum(dim=1) / count
         var = (x * x).sum(dim=1) / count - mean * mean
         pooled = torch.cat([mean, torch.sqrt(var.clamp_min(1e-5))], dim=-1)
-        if baseline is None or baseline_count is None:
-            scaled = self.pooled_scaler(pooled)
-        else:
-            n = baseline_count.to(pooled.dtype).unsqueeze(-1)
-            shrink = self.adaptation_shrink
-            centre = (
-                n * self._standardised(baseline) + shrink * self.pooled_scaler.mean
-            ) / (n + shrink)
-            scaled = (pooled - centre) * self.pooled_scaler.inv_std
+        scaled = self.pooled_scaler(pooled)
+        if self.adaptation_window:
+            relative = scaled
+            if baseline is not None and baseline_count is not None:
+                n = baseline_count.to(pooled.dtype).unsqueeze(-1)
+                shrink = self.adaptation_shrink
+                centre = (
+                    n * self._standardised(baseline) + shrink * self.pooled_scaler.mean
+                ) / (n + shrink)
+                relative = (pooled - centre) * self.pooled_scaler.inv_std
+            scaled = torch.cat([scaled, relative], dim=-1)
         embedding = self.mlp(self.input_dropout(scaled))
         return self.classify(self.dropout(embedding)), embedding
 
