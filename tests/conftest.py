@@ -51,3 +51,53 @@ def shipped_models() -> Path:
     if not list(SHIPPED_MODELS.glob("emotion-acoustic-v*.onnx")):
         pytest.skip("no shipped acoustic model in streamser/models")
     return SHIPPED_MODELS
+
+
+@pytest.fixture(scope="session")
+def emodb_tiny(tmp_path_factory: pytest.TempPathFactory, datasets: Path) -> Path:
+    """Twelve real EMO-DB clips of three speakers and four emotions, original names."""
+    import shutil
+
+    clips = sorted((datasets / "emodb" / "wav").glob("*.wav"))
+    if not clips:
+        pytest.skip("no EMO-DB clips")
+    folder = tmp_path_factory.mktemp("emodb")
+    picked: dict[tuple[str, str], Path] = {}
+    for clip in clips:
+        speaker, emotion = clip.name[:2], clip.name[5]
+        if speaker in ("03", "08", "10") and emotion in "WTNF":
+            picked.setdefault((speaker, emotion), clip)
+    for clip in picked.values():
+        shutil.copy(clip, folder / clip.name)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def adaptive_models(tmp_path_factory: pytest.TempPathFactory, emodb_tiny: Path) -> Path:
+    """A folder with a tiny acoustic graph that adapts to a stream's speaker, trained
+    for two epochs on ``emodb_tiny`` and exported (the shipped model does not adapt)."""
+    pytest.importorskip("torch")
+    from export.to_onnx import export_checkpoint
+    from training.acoustic import main
+
+    out = tmp_path_factory.mktemp("adaptive")
+    code = main(
+        [
+            "--data",
+            f"emodb:{emodb_tiny}",
+            "--protocol",
+            "none",
+            "--final",
+            "--epochs",
+            "2",
+            "--config",
+            '{"hidden": 16, "embedding": 8, "adaptation_window": 32}',
+            "--train",
+            '{"copies": 1, "seeds": [0], "batch_size": 4}',
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    export_checkpoint(out / "emotion-acoustic-v2.pt", out / "models")
+    return out / "models"

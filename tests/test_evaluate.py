@@ -137,3 +137,31 @@ def test_cli_json_on_real_clips_through_the_runtime(
     assert 0.0 <= report["ua"] <= 1.0
     assert report["per_corpus"]["emodb"]["n"] == 6
     assert plot.is_file()
+
+
+@pytest.mark.data
+def test_cli_scores_each_speaker_as_one_stream(
+    emodb_clips: list[Path],
+    adaptive_models: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # With an acoustic model that adapts to a stream's speaker, a speaker's utterances
+    # are one stream by default, and the report adds the same utterances heard alone,
+    # which is what --streams utterance scores.
+    folder = tmp_path / "emodb"
+    folder.mkdir()
+    for clip in emodb_clips[::40][:8]:
+        shutil.copy(clip, folder / clip.name)
+    args = ["--data", f"emodb:{folder}", "--models", str(adaptive_models)]
+    code, out, err = _run([*args, "--json", "--no-asr"], capsys)
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["streams"] == "speaker"
+    assert report["n"] == report["cold"]["n"] == 8
+    code, out, err = _run([*args, "--json", "--no-asr", "--streams", "utterance"], capsys)
+    assert code == 0, err
+    alone = json.loads(out)
+    assert alone["streams"] == "utterance" and "cold" not in alone
+    assert alone["wa"] == report["cold"]["wa"]
+    assert alone["per_class_recall"] == report["cold"]["per_class_recall"]

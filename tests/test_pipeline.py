@@ -56,7 +56,10 @@ async def _run(
     session.open()
     for offset in range(0, audio.size, 3200):  # 200 ms chunks
         session.feed_audio(audio[offset : offset + 3200])
-        while engine.busy:  # a lightly loaded host: workers free for each chunk
+        # A lightly loaded host feeding at about real time: each utterance is
+        # recognised before the next one ends (a stream adapting to its speaker
+        # speculates only then).
+        while engine.busy or session.pending_utterances:
             await asyncio.sleep(0.005)
     await session.close()
     engine.close()
@@ -110,3 +113,28 @@ async def test_speech_resuming_discards_the_speculation(
     _assert_same(_ends(speculative), _ends(plain))
     assert _count(metrics, "discarded") >= 1
     assert _count(metrics, "used") == len(_ends(plain))
+
+
+async def test_a_stream_adapts_to_its_speaker(
+    recognizer: Recognizer, adaptive_models: Path, emodb_clips: list[Path]
+) -> None:
+    """An acoustic graph that adapts to the speaker reads a stream's utterances against
+    the earlier ones: the first is heard alone, later ones differ from hearing them
+    alone, speculation still gives the same events, and switching adaptation off hears
+    every one alone."""
+    options = dataclasses.replace(recognizer.options, model_dir=adaptive_models)
+    adapting = Recognizer(options)
+    alone = Recognizer(dataclasses.replace(options, speaker_adaptation=False))
+    assert adapting.adaptation_window == 32 and alone.adaptation_window == 0
+    assert recognizer.adaptation_window == 0  # the shipped model does not adapt
+    audio = _speech(emodb_clips[:3], pause_s=1.0)
+    adapted, metrics = await _run(adapting, audio, early_end_ms=90)
+    plain, _ = await _run(adapting, audio, early_end_ms=0)
+    cold, _ = await _run(alone, audio, early_end_ms=90)
+    adapted_ends, cold_ends = _ends(adapted), _ends(cold)
+    assert len(adapted_ends) == len(cold_ends) == 3
+    _assert_same(adapted_ends, _ends(plain))
+    assert _count(metrics, "used") == 3
+    assert adapted_ends[0]["scores"] == pytest.approx(cold_ends[0]["scores"], abs=1e-4)
+    for a, c in zip(adapted_ends[1:], cold_ends[1:], strict=True):
+        assert max(abs(a["scores"][k] - c["scores"][k]) for k in a["scores"]) > 1e-4
