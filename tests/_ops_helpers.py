@@ -24,9 +24,10 @@ from typing import Any
 
 import numpy as np
 import soundfile as sf
-from _server_helpers import free_port
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
+
+from _server_helpers import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "tests" / "data" / "models"

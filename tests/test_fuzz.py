@@ -14,8 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _ops_helpers import FAST, REPO, check_events, metric, pcm16, read_clip, run_stream
-from _ops_helpers import running as serving
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from websockets.asyncio.client import connect
@@ -29,6 +27,9 @@ from streamser.audio import (
     AudioDecoder,
 )
 from streamser.errors import ProtocolError
+
+from _ops_helpers import FAST, REPO, check_events, metric, pcm16, read_clip, run_stream
+from _ops_helpers import running as serving
 
 _FRAME_BYTES = {"pcm_s16le": 2, "pcm_f32le": 4, "mulaw": 1, "alaw": 1}
 

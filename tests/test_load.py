@@ -13,6 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
 from _ops_helpers import (
     FAST,
     check_events,
@@ -25,8 +28,6 @@ from _ops_helpers import (
     slow_socket,
     speech,
 )
-from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
 
 STREAMS = 16
 CLIPS_PER_STREAM = 20  # 2 s clips + 1 s pauses: 60 s of audio per stream

@@ -17,6 +17,11 @@ import time
 from pathlib import Path
 
 import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from streamser.server import ServerOptions
+
 from _ops_helpers import (
     FAST,
     MODELS,
@@ -34,10 +39,6 @@ from _ops_helpers import (
     spawn,
     speech,
 )
-from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
-
-from streamser.server import ServerOptions
 
 UNIT = REPO / "systemd" / "streamser.service"
 DEMO = REPO / "streamser" / "assets" / "demo.wav"

@@ -16,6 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
 from _ops_helpers import (
     FAST,
     MODELS,
@@ -29,8 +32,6 @@ from _ops_helpers import (
     running,
     slow_socket,
 )
-from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 DEMO = REPO / "streamser" / "assets" / "demo.wav"
 TOKENS = ("s3cret-token-alpha", "s3cret-token-beta")
