@@ -73,9 +73,12 @@ def emodb_tiny(tmp_path_factory: pytest.TempPathFactory, datasets: Path) -> Path
 
 
 @pytest.fixture(scope="session")
-def adaptive_models(tmp_path_factory: pytest.TempPathFactory, emodb_tiny: Path) -> Path:
-    """A folder with a tiny acoustic graph that adapts to a stream's speaker, trained
-    for two epochs on ``emodb_tiny`` and exported (the shipped model does not adapt)."""
+def adaptive_training(
+    tmp_path_factory: pytest.TempPathFactory, emodb_tiny: Path
+) -> Path:
+    """A tiny acoustic model that adapts to a stream's speaker (the shipped one does
+    not), trained for two epochs on ``emodb_tiny`` with a LOSO evaluation: the folder
+    holds its checkpoint ``emotion-acoustic-v2.pt`` and ``models/`` with its graph."""
     pytest.importorskip("torch")
     from export.to_onnx import export_checkpoint
     from training.acoustic import main
@@ -86,18 +89,27 @@ def adaptive_models(tmp_path_factory: pytest.TempPathFactory, emodb_tiny: Path) 
             "--data",
             f"emodb:{emodb_tiny}",
             "--protocol",
-            "none",
+            "loso",
+            "--jobs",
+            "1",
+            "--no-telephone",
             "--final",
             "--epochs",
             "2",
             "--config",
             '{"hidden": 16, "embedding": 8, "adaptation_window": 32}',
             "--train",
-            '{"copies": 1, "seeds": [0], "batch_size": 4}',
+            '{"copies": 1, "seeds": [0], "batch_size": 4, "epochs": 2}',
             "--out",
             str(out),
         ]
     )
     assert code == 0
     export_checkpoint(out / "emotion-acoustic-v2.pt", out / "models")
-    return out / "models"
+    return out
+
+
+@pytest.fixture(scope="session")
+def adaptive_models(adaptive_training: Path) -> Path:
+    """The models folder of ``adaptive_training``."""
+    return adaptive_training / "models"

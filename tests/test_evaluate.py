@@ -159,7 +159,9 @@ def test_cli_scores_each_speaker_as_one_stream(
     report = json.loads(out)
     assert report["streams"] == "speaker"
     assert report["n"] == report["cold"]["n"] == 8
-    code, out, err = _run([*args, "--json", "--no-asr", "--streams", "utterance"], capsys)
+    code, out, err = _run(
+        [*args, "--json", "--no-asr", "--streams", "utterance"], capsys
+    )
     assert code == 0, err
     alone = json.loads(out)
     assert alone["streams"] == "utterance" and "cold" not in alone

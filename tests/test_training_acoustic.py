@@ -93,7 +93,9 @@ def test_stats_head_adapts_to_a_baseline() -> None:
     assert torch.allclose(pooled_again, pooled, atol=1e-4)
     ensemble = AdaptiveHead(Ensemble(members))
     mixed, embedding, _ = ensemble(x, lengths, baseline, torch.ones(3))
-    second = torch.softmax(members[1].logits(x, lengths, baseline, torch.ones(3))[0], -1)
+    second = torch.softmax(
+        members[1].logits(x, lengths, baseline, torch.ones(3))[0], -1
+    )
     assert torch.allclose(mixed, (one + second) / 2, atol=1e-6)
     assert embedding.shape == (3, 32)
 
@@ -106,7 +108,9 @@ def test_stream_baselines_follow_each_speaker_in_order() -> None:
         Utterance(f"u{i}", None, "neutral", speaker, "emodb")
         for i, speaker in enumerate("aabbbab")
     ]
-    pooled = np.arange(len(utts), dtype=np.float32)[:, None] * np.ones((1, 4), np.float32)
+    pooled = np.arange(len(utts), dtype=np.float32)[:, None] * np.ones(
+        (1, 4), np.float32
+    )
     baselines, counts = stream_baselines(utts, pooled, window=2, seed=3)
     for speaker in "ab":
         rows = [i for i, u in enumerate(utts) if u.speaker == speaker]
@@ -293,43 +297,19 @@ def test_cli_writes_checkpoint(emodb_tiny: Path, tmp_path: Path) -> None:
 
 @pytest.mark.data
 def test_adaptive_stats_model_from_training_to_runtime(
-    emodb_tiny: Path, tmp_path: Path
+    adaptive_training: Path, emodb_tiny: Path
 ) -> None:
     """A head trained to adapt to the speaker (opt-in): LOSO reports streams, cold and
-    skewed histories, export
-    adds the baseline inputs and pooled output, and the runtime's adapted scores are
-    the torch model's with the same baseline."""
-    from export.to_onnx import export_checkpoint
+    skewed histories, export adds the baseline inputs and pooled output, and the
+    runtime's adapted scores are the torch model's with the same baseline."""
     from streamser import features
     from streamser.adaptation import SpeakerBaseline
     from streamser.emotion import EmotionModels
-    from training.acoustic import main
     from training.acoustic_models import load_checkpoint_model
     from training.datasets import load_audio, load_dataset
     from training.features_cache import load_features
 
-    out = tmp_path / "ckpt"
-    code = main(
-        [
-            "--data",
-            f"emodb:{emodb_tiny}",
-            "--protocol",
-            "loso",
-            "--jobs",
-            "1",
-            "--no-telephone",
-            "--final",
-            "--epochs",
-            "2",
-            "--config",
-            '{"hidden": 16, "embedding": 8, "adaptation_window": 32}',
-            "--train",
-            '{"copies": 1, "seeds": [0], "batch_size": 4, "epochs": 2}',
-            "--out",
-            str(out),
-        ]
-    )
-    assert code == 0
+    out = adaptive_training
     checkpoint = torch.load(out / "emotion-acoustic-v2.pt", weights_only=False)
     assert checkpoint["arch"] == "stats"
     assert checkpoint["config"]["adaptation_window"] == 32
@@ -339,7 +319,7 @@ def test_adaptive_stats_model_from_training_to_runtime(
         "emodb after calm history",
         "emodb after same-emotion history",
     } <= set(checkpoint["metrics"])
-    onnx_path = export_checkpoint(out / "emotion-acoustic-v2.pt", tmp_path / "models")
+    onnx_path = out / "models" / "emotion-acoustic-v2.onnx"
     card = json.loads(onnx_path.with_name(onnx_path.name + ".json").read_text("utf-8"))
     assert [item["name"] for item in card["inputs"]] == [
         "features",
@@ -349,7 +329,7 @@ def test_adaptive_stats_model_from_training_to_runtime(
     ]
     assert card["verification"]["max_abs_diff"] < 1e-4
     assert card["verification"]["joined"]["max_abs_diff"] < 1e-4
-    models = EmotionModels.load(tmp_path / "models", device="cpu")
+    models = EmotionModels.load(out / "models", device="cpu")
     assert models.acoustic_model.info.adaptation_window == 32
 
     utts = load_dataset(f"emodb:{emodb_tiny}")[:3]
@@ -374,7 +354,9 @@ def test_adaptive_stats_model_from_training_to_runtime(
             else torch.zeros(1, 2048)
         )
         with torch.no_grad():
-            logits, _ = model.logits(x, n, baseline, torch.tensor([float(len(history))]))
+            logits, _ = model.logits(
+                x, n, baseline, torch.tensor([float(len(history))])
+            )
         want = torch.softmax(logits, -1)[0].numpy()
         got = np.array([out_row.scores.scores[k] for k in checkpoint["labels"]])
         np.testing.assert_allclose(got, want, atol=2e-3)  # float16 training cache
