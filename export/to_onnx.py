@@ -247,7 +247,7 @@ def example_inputs(
         features = torch.randn(2, 40, head_input_dim(checkpoint), generator=generator)
         features[1, 25:] = 0.0
         lengths = torch.tensor([40, 25], dtype=torch.int64)
-        if not _adaptive(module):
+        if not adapts(module):
             return features, lengths
         baseline = torch.randn(2, 2 * features.shape[2], generator=generator).abs()
         return features, lengths, baseline, torch.tensor([3.0, 0.0])
@@ -263,14 +263,17 @@ def example_inputs(
     )
 
 
-def _adaptive(module: nn.Module) -> bool:
-    return type(module).__name__ == "AdaptiveHead"
+def adapts(module: nn.Module) -> bool:
+    """Whether a built module takes speaker baselines (an acoustic ``AdaptiveHead``)."""
+    from training.acoustic_models import AdaptiveHead
+
+    return isinstance(module, AdaptiveHead)
 
 
 def io_names(kind: str, module: nn.Module) -> tuple[list[str], list[str]]:
     """Input and output names of a module's graph."""
     inputs, outputs = list(INPUTS[kind]), list(OUTPUTS[kind])
-    if _adaptive(module):
+    if adapts(module):
         inputs += ADAPTIVE_INPUTS
         outputs += ADAPTIVE_OUTPUTS
     return inputs, outputs

@@ -351,7 +351,7 @@ def variant_change(
 def _synthetic_batches(
     kind: str, checkpoint: dict[str, Any], module: nn.Module
 ) -> list[Batch]:
-    from export.to_onnx import fusion_dims, head_input_dim
+    from export.to_onnx import adapts, fusion_dims, head_input_dim
 
     generator = np.random.default_rng(0)
     if kind == "acoustic":
@@ -360,7 +360,7 @@ def _synthetic_batches(
             generator.standard_normal((n, dim)).astype(np.float32)
             for n in (1, 7, 50, 150)
         ]
-        return acoustic_batches(rows, adaptive=_adaptive(module))
+        return acoustic_batches(rows, adaptive=adapts(module))
     if kind == "text":
         rows = [
             generator.integers(220, 2000, n).astype(np.int64) for n in (0, 1, 5, 40)
@@ -371,11 +371,6 @@ def _synthetic_batches(
         generator.standard_normal((6, acoustic_dim)).astype(np.float32),
         generator.standard_normal((6, text_dim)).astype(np.float32),
     )
-
-
-def _adaptive(module: nn.Module) -> bool:
-    """Whether an exported module takes speaker baselines (``AdaptiveHead``)."""
-    return type(module).__name__ == "AdaptiveHead"
 
 
 def _find_graph(kind: str, out_dir: Path | None, given: Path | None) -> Path | None:
@@ -405,7 +400,7 @@ def real_batches(
     Falls back to seeded synthetic inputs (with a warning, and said so in the
     description) when the corpora or, for fusion, the acoustic/text graphs are absent.
     """
-    from export.to_onnx import front_end_of, fusion_dims
+    from export.to_onnx import adapts, front_end_of, fusion_dims
     from streamser.models import OnnxModel
     from streamser.whisper_model import default_whisper_dir
 
@@ -429,7 +424,7 @@ def real_batches(
 
             rows = prefix_states(prefix_graph(front_end, default_cache_dir()), rows)
             what = f"Whisper layers {list(front_end.encoder_layers or ())} states"
-        return acoustic_batches(rows, adaptive=_adaptive(module)), (
+        return acoustic_batches(rows, adaptive=adapts(module)), (
             f"{len(rows)} real EMO-DB/RAVDESS clips ({what}), "
             f"{min(len(r) for r in rows)}-{max(len(r) for r in rows)} frames, "
             "singly and as one zero-padded batch"
