@@ -182,18 +182,27 @@ def stream_baselines(
     """
     baselines = np.zeros_like(pooled)
     counts = np.zeros(len(utterances), dtype=np.float32)
+    for order in speaker_streams(utterances, seed):
+        for position, i in enumerate(order):
+            history = order[max(0, position - window) : position]
+            if history:
+                baselines[i] = pooled[history].mean(0)
+                counts[i] = len(history)
+    return baselines, counts
+
+
+def speaker_streams(
+    utterances: Sequence[Utterance], seed: int = STREAM_ORDER_SEED
+) -> list[list[int]]:
+    """Utterance indices as one stream per speaker (speakers sorted), each in a seeded
+    random order: how held-out speakers are scored here and in ``training.evaluate``."""
     by_speaker: dict[tuple[str, str], list[int]] = {}
     for i, u in enumerate(utterances):
         by_speaker.setdefault((u.corpus, u.speaker), []).append(i)
     rng = np.random.default_rng(seed)
-    for key in sorted(by_speaker):
-        order = rng.permutation(by_speaker[key])
-        for position, i in enumerate(order):
-            history = order[max(0, position - window) : position]
-            if len(history):
-                baselines[i] = pooled[history].mean(0)
-                counts[i] = len(history)
-    return baselines, counts
+    return [
+        [int(i) for i in rng.permutation(by_speaker[key])] for key in sorted(by_speaker)
+    ]
 
 
 def _sample_baselines(

@@ -89,20 +89,6 @@ def _label_order(reference: Sequence[str], predicted: Sequence[str]) -> list[str
     )
 
 
-def _streams(utterances: Sequence[Any]) -> list[list[int]]:
-    """Utterance indices grouped into one stream per speaker, each in a seeded random
-    order (the order ``training.acoustic`` scores held-out speakers in)."""
-    import numpy as np
-
-    from training.acoustic import STREAM_ORDER_SEED
-
-    groups: dict[tuple[str, str], list[int]] = {}
-    for i, u in enumerate(utterances):
-        groups.setdefault((u.corpus, u.speaker), []).append(i)
-    rng = np.random.default_rng(STREAM_ORDER_SEED)
-    return [[int(i) for i in rng.permutation(groups[key])] for key in sorted(groups)]
-
-
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m training evaluate", description=__doc__.split("\n")[0]
@@ -146,6 +132,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
 
     from streamser.adaptation import SpeakerBaseline
     from streamser.recognizer import Recognizer, RecognizerOptions, UtteranceRequest
+    from training.acoustic import speaker_streams
     from training.datasets import load_audio, load_dataset
 
     if not args.models.is_dir():
@@ -162,7 +149,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     labels: dict[int, str] = {}
     cold: dict[int, str] = {}
     streams = (
-        _streams(utterances)
+        speaker_streams(utterances)
         if args.streams == "speaker"
         else [[i] for i in range(len(utterances))]
     )
