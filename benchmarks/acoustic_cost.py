@@ -24,8 +24,8 @@ SECONDS: Final = 4.0
 
 def run(quick: bool = False) -> Section:
     """Time the acoustic path of 4 s utterances on one thread."""
-    from streamser.emotion import EmotionModels
-    from streamser.features import encoder_states, log_mel
+    from streamser.recognition.emotion import EmotionModels
+    from streamser.recognition.features import encoder_states, log_mel
 
     models, models_note = model_dir()
     emotion = EmotionModels.load(models, device="cpu", num_threads=1)
@@ -34,7 +34,7 @@ def run(quick: bool = False) -> Section:
     if front_end is not None and front_end.type == "whisper-encoder":
         import ctranslate2
 
-        from streamser.whisper_model import default_whisper_dir
+        from streamser.recognition.whisper_model import default_whisper_dir
 
         whisper = ctranslate2.models.Whisper(
             str(default_whisper_dir()), compute_type="int8", intra_threads=1

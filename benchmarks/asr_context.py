@@ -5,7 +5,7 @@ encoder. This measures word error rate on RAVDESS (two fixed English sentences) 
 EMO-DB (German; clips cut at 2 s, so scored against the best-matching prefix of the
 sentence) for several windows, beside plain faster-whisper ``transcribe``. The emotion
 models do not depend on this window: the acoustic model reads its own unpadded encoder
-pass (``streamser.features.encoder_states``).
+pass (``streamser.recognition.features.encoder_states``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from streamser.asr import WhisperAsr
+from streamser.recognition.asr import WhisperAsr
 
 from .common import (
     Clip,

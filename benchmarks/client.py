@@ -27,10 +27,9 @@ import numpy.typing as npt
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from streamser.audio import SAMPLE_RATE_HZ
+
 from .common import REPO, Clip, process_peak_rss_mb, speech_end_sample
-
-SAMPLE_RATE_HZ = 16000
-
 
 # -- server ---------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ import logging
 
 import numpy as np
 
-from streamser.segmenter import SegmenterOptions
+from streamser.audio.segmenter import SegmenterOptions
 
 from .client import play, programme, serve
 from .common import (

@@ -16,13 +16,13 @@ from typing import Final
 
 import numpy as np
 
-from streamser.segmenter import (
+from streamser.audio.segmenter import (
     Segmenter,
     SegmenterOptions,
     UtteranceEnded,
     UtteranceEnding,
 )
-from streamser.vad import VadOptions, make_vad
+from streamser.audio.vad import VadOptions, make_vad
 
 from .common import (
     Section,

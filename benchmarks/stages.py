@@ -53,7 +53,7 @@ def _wire(audio: npt.NDArray[np.float32], rate: int, encoding: str) -> list[byte
 
 
 def _decode(chunks: Sequence[bytes], rate: int, encoding: str) -> None:
-    from streamser.audio import AudioDecoder
+    from streamser.audio.decode import AudioDecoder
 
     decoder = AudioDecoder(encoding, rate, 1)
     for chunk in chunks:
@@ -62,8 +62,8 @@ def _decode(chunks: Sequence[bytes], rate: int, encoding: str) -> None:
 
 
 def _segment(audio: npt.NDArray[np.float32]) -> int:
-    from streamser.segmenter import Segmenter, SegmenterOptions, UtteranceEnded
-    from streamser.vad import VadOptions, make_vad
+    from streamser.audio.segmenter import Segmenter, SegmenterOptions, UtteranceEnded
+    from streamser.audio.vad import VadOptions, make_vad
 
     segmenter = Segmenter(make_vad(VadOptions()), SegmenterOptions())
     step = 16 * CHUNK_MS
@@ -84,7 +84,7 @@ class NaivePipeline:
         reads the whole encoder's states)."""
         import ctranslate2
 
-        from streamser.emotion import EmotionModels
+        from streamser.recognition.emotion import EmotionModels
 
         self.asr_model = asr_model
         self.models = EmotionModels.load(models, device="cpu", num_threads=1)
@@ -99,7 +99,7 @@ class NaivePipeline:
         self, audio: npt.NDArray[np.float32], language: str, tokenizer: Any
     ) -> str:
         """Transcribe, then acoustic, text and fusion, each in its own call."""
-        from streamser.features import encoder_states, log_mel
+        from streamser.recognition.features import encoder_states, log_mel
 
         text = faster_whisper_transcribe(self.asr_model, audio, language)
         inputs = [log_mel(audio)]
@@ -115,9 +115,13 @@ class NaivePipeline:
 
 def run(quick: bool = False) -> Section:
     """Measure stages and peers on the same utterances."""
-    from streamser.emotion import EmotionOutput, EmotionScores
-    from streamser.features import log_mel
-    from streamser.recognizer import Recognizer, RecognizerOptions, UtteranceRequest
+    from streamser.recognition.emotion import EmotionOutput, EmotionScores
+    from streamser.recognition.features import log_mel
+    from streamser.recognition.recognizer import (
+        Recognizer,
+        RecognizerOptions,
+        UtteranceRequest,
+    )
 
     clips = ravdess_clips(2 if quick else 40, seed=1) + emodb_clips(
         1 if quick else 16, seed=1

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from streamser.asr import AsrOptions, Transcript, WhisperAsr
-from streamser.features import log_mel
+from streamser.recognition.asr import AsrOptions, Transcript, WhisperAsr
+from streamser.recognition.features import log_mel
 
 
 class TimedWhisper:

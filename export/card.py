@@ -1,6 +1,6 @@
 """The JSON card beside each graph (``NAME.onnx.json``): contract, provenance, metrics.
 
-``streamser.models.OnnxModel`` checks the card's format version, sha256 and labels
+``streamser.recognition.models.OnnxModel`` checks the card's format version, sha256 and labels
 against the graph; the rest is for people (data, protocol, metrics, licence, the
 command that reproduces the model).
 """
@@ -17,7 +17,7 @@ from typing import Any, Final
 
 import onnx
 
-from streamser.models import CARD_FORMAT, META_PREFIX, sha256_file
+from streamser.recognition.models import CARD_FORMAT, META_PREFIX, sha256_file
 
 _LOGGER = logging.getLogger(__name__)
 

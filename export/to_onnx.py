@@ -24,9 +24,9 @@ import onnx
 import torch
 from torch import nn
 
-from streamser.features import LOG_MEL, WHISPER_ENCODER_TOP, FrontEnd
 from streamser.labels import CANONICAL_LABELS
-from streamser.models import META_PREFIX
+from streamser.recognition.features import LOG_MEL, WHISPER_ENCODER_TOP, FrontEnd
+from streamser.recognition.models import META_PREFIX
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -421,7 +421,7 @@ def export_checkpoint(
     """
     from export import card as card_module
     from export import verify as verify_module
-    from streamser.models import OnnxModel
+    from streamser.recognition.models import OnnxModel
 
     checkpoint = load_checkpoint(checkpoint_path)
     module = build_module(checkpoint)

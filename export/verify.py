@@ -1,10 +1,10 @@
 """Check an exported graph against its torch model on real inputs.
 
 Acoustic graphs get features of real EMO-DB and RAVDESS clips computed through
-``streamser.features`` (several lengths, one zero-padded batch); where the graph runs
+``streamser.recognition.features`` (several lengths, one zero-padded batch); where the graph runs
 Whisper's first encoder layers itself, the trained head is checked on the states of
 the prefix graph, and the joined graph against prefix-then-head on log-mel frames; text graphs get real
-ShEMO transcripts through ``streamser.features.TextTokenizer`` (an empty one too);
+ShEMO transcripts through ``streamser.recognition.features.TextTokenizer`` (an empty one too);
 fusion graphs get embeddings from the real acoustic and text graphs. Fails above
 ``TOLERANCE`` max abs difference in fp32, and runs ``onnx.checker``.
 """
@@ -25,7 +25,12 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from streamser.features import FrontEnd, TextTokenizer, encoder_states, log_mel
+from streamser.recognition.features import (
+    FrontEnd,
+    TextTokenizer,
+    encoder_states,
+    log_mel,
+)
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -90,7 +95,7 @@ def acoustic_rows(
     if whisper is None:
         import ctranslate2
 
-        from streamser.whisper_model import default_whisper_dir
+        from streamser.recognition.whisper_model import default_whisper_dir
 
         whisper = ctranslate2.models.Whisper(
             str(default_whisper_dir()), compute_type="int8"
@@ -374,7 +379,7 @@ def _synthetic_batches(
 
 
 def _find_graph(kind: str, out_dir: Path | None, given: Path | None) -> Path | None:
-    from streamser.models import bundled_model_dir
+    from streamser.recognition.models import bundled_model_dir
 
     if given is not None:
         return given
@@ -401,8 +406,8 @@ def real_batches(
     description) when the corpora or, for fusion, the acoustic/text graphs are absent.
     """
     from export.to_onnx import adapts, front_end_of, fusion_dims
-    from streamser.models import OnnxModel
-    from streamser.whisper_model import default_whisper_dir
+    from streamser.recognition.models import OnnxModel
+    from streamser.recognition.whisper_model import default_whisper_dir
 
     kind = checkpoint["kind"]
     root = data_root()
@@ -479,7 +484,7 @@ def labelled_batches(
     optimistic; the change between fp32 and a variant is what is measured.
     """
     from export.to_onnx import front_end_of
-    from streamser.whisper_model import default_whisper_dir
+    from streamser.recognition.whisper_model import default_whisper_dir
     from training.datasets import load_dataset
 
     root = data_root()

@@ -6,16 +6,16 @@ ASR (faster-whisper) and ONNX emotion models; the results are events (PROTOCOL.m
 
 from importlib import metadata
 
-from .emotion import EmotionScores
-from .errors import (
+from streamser.errors import (
     AudioSourceError,
     ConfigError,
     ModelError,
     ProtocolError,
     StreamserError,
 )
-from .labels import CANONICAL_LABELS
-from .recognizer import Recognition, Recognizer, RecognizerOptions
+from streamser.labels import CANONICAL_LABELS
+from streamser.recognition.emotion import EmotionScores
+from streamser.recognition.recognizer import Recognition, Recognizer, RecognizerOptions
 
 try:
     __version__ = metadata.version("streamser")

@@ -16,8 +16,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .config import Config, load_config
-from .errors import StreamserError
+from streamser.audio import SAMPLE_RATE_HZ
+from streamser.config import Config, load_config
+from streamser.errors import StreamserError
 
 _LOGGER = logging.getLogger("streamser")
 
@@ -196,7 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _devices() -> int:
-    from .sources import list_input_devices
+    from streamser.audio.sources import list_input_devices
 
     try:
         for line in list_input_devices():
@@ -208,7 +209,7 @@ def _devices() -> int:
 
 
 def _models(config: Config) -> int:
-    from .recognizer import Recognizer
+    from streamser.recognition.recognizer import Recognizer
 
     recognizer = Recognizer(config.recognizer_options())
     for model in recognizer.models.all_models:
@@ -244,11 +245,11 @@ def _models(config: Config) -> int:
 
 def _build(config: Config) -> tuple[Any, Any, Any]:
     """Load models and wire the engine and hub (shared by serve and listen)."""
-    from .hub import EventHub
-    from .metrics import Metrics
-    from .pipeline import Engine
-    from .recognizer import Recognizer
-    from .sinks import JsonlSink
+    from streamser.metrics import Metrics
+    from streamser.pipeline import Engine
+    from streamser.recognition.recognizer import Recognizer
+    from streamser.serve.hub import EventHub
+    from streamser.sinks.jsonl import JsonlSink
 
     metrics = Metrics()
     started = time.perf_counter()
@@ -265,8 +266,8 @@ def _build(config: Config) -> tuple[Any, Any, Any]:
 
 async def _serve(config: Config, reload: Callable[[], Config] | None = None) -> int:
     """Serve until SIGTERM/SIGINT (drain, exit 0); SIGHUP reloads via ``reload``."""
-    from .server import StreamServer
-    from .systemd import Notifier
+    from streamser.serve.server import StreamServer
+    from streamser.serve.systemd import Notifier
 
     # Handlers first: a signal during the (blocking) model load is handled after it,
     # instead of SIGHUP's default action killing the process.
@@ -343,7 +344,7 @@ async def _reload(reload: Callable[[], Config], server: Any, notifier: Any) -> N
     The old models keep serving while the new ones load (in a thread) and whenever
     anything about the new ones is wrong; streams are never interrupted.
     """
-    from .recognizer import Recognizer
+    from streamser.recognition.recognizer import Recognizer
 
     engine = server.engine
     _LOGGER.info("SIGHUP: reloading configuration and models")
@@ -400,10 +401,10 @@ def _human_line(envelope: Any) -> str | None:
 async def _run(
     config: Config, files: list[Path], jsonl: bool, realtime: bool, language: str | None
 ) -> int:
-    from .audio import read_audio_file
-    from .messages import StartMessage
-    from .pipeline import StreamSession
-    from .sinks import stdout_sink
+    from streamser.audio.decode import read_audio_file
+    from streamser.messages import StartMessage
+    from streamser.pipeline import StreamSession
+    from streamser.sinks.jsonl import stdout_sink
 
     audios = {}
     failed = False
@@ -429,7 +430,7 @@ async def _run(
 
     async def play(path: Path, audio: Any) -> None:
         start = StartMessage(
-            sample_rate=16000,
+            sample_rate=SAMPLE_RATE_HZ,
             encoding="pcm_f32le",
             language=language,
             stream_id=path.name,
@@ -441,7 +442,7 @@ async def _run(
         for offset in range(0, audio.shape[0], chunk):
             session.feed_audio(audio[offset : offset + chunk])
             if realtime:
-                due = began + (offset + chunk) / 16000
+                due = began + (offset + chunk) / SAMPLE_RATE_HZ
                 await asyncio.sleep(max(0.0, due - time.monotonic()))
             else:
                 await session.wait_for_room()
@@ -456,14 +457,14 @@ async def _run(
 
 
 async def _listen(config: Config, args: argparse.Namespace) -> int:
-    from .messages import StartMessage
-    from .pipeline import StreamSession
-    from .server import StreamServer
-    from .sources import demo_clip, microphone_chunks
+    from streamser.audio.sources import demo_clip, microphone_chunks
+    from streamser.messages import StartMessage
+    from streamser.pipeline import StreamSession
+    from streamser.serve.server import StreamServer
 
     demo = args.demo
     if not demo:
-        from .sources import check_microphone
+        from streamser.audio.sources import check_microphone
 
         try:
             check_microphone(args.device)
@@ -482,7 +483,7 @@ async def _listen(config: Config, args: argparse.Namespace) -> int:
 
     engine.sinks.append(show)
     start = StartMessage(
-        sample_rate=16000, encoding="pcm_f32le", language=args.language
+        sample_rate=SAMPLE_RATE_HZ, encoding="pcm_f32le", language=args.language
     )
     session = StreamSession(engine, start, "demo" if demo else "microphone")
     session.open()

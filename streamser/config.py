@@ -16,14 +16,14 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .asr import AsrOptions
-from .errors import ConfigError
-from .hub import HubOptions
-from .pipeline import PipelineOptions
-from .recognizer import RecognizerOptions
-from .segmenter import SegmenterOptions
-from .server import ServerOptions
-from .vad import VadOptions
+from streamser.audio.segmenter import SegmenterOptions
+from streamser.audio.vad import VadOptions
+from streamser.errors import ConfigError
+from streamser.pipeline import PipelineOptions
+from streamser.recognition.asr import AsrOptions
+from streamser.recognition.recognizer import RecognizerOptions
+from streamser.serve.handshake import ServerOptions
+from streamser.serve.hub import HubOptions
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class EmotionOptions:
         device: "auto", "cpu" or "cuda" for onnxruntime.
         num_threads: onnxruntime threads per call.
         speaker_adaptation: an acoustic model that adapts to each stream's speaker
-            does so (``streamser.adaptation``); switch off for streams that mix
+            does so (``streamser.recognition.adaptation``); switch off for streams that mix
             speakers.
     """
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Final
 
-from streamser.audio import TARGET_SAMPLE_RATE_HZ
+from streamser.audio import SAMPLE_RATE_HZ
 from streamser.errors import ProtocolError
 from streamser.messages import load_json
 
@@ -34,8 +34,8 @@ def samples_to_seconds(samples: int) -> float:
 
     Rounds half up in integers, so the result does not depend on float quirks.
     """
-    half = TARGET_SAMPLE_RATE_HZ // 2
-    return ((samples * 1000 + half) // TARGET_SAMPLE_RATE_HZ) / 1000
+    half = SAMPLE_RATE_HZ // 2
+    return ((samples * 1000 + half) // SAMPLE_RATE_HZ) / 1000
 
 
 # -- field readers: raw JSON value -> typed value, or ProtocolError("malformed_event")

@@ -10,13 +10,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from streamser.audio import (
+from streamser.audio import SAMPLE_RATE_HZ
+from streamser.audio.decode import (
     ENCODINGS,
     MAX_CHANNELS,
     MAX_SAMPLE_RATE_HZ,
     MIN_CHANNELS,
     MIN_SAMPLE_RATE_HZ,
-    TARGET_SAMPLE_RATE_HZ,
 )
 from streamser.errors import ProtocolError
 
@@ -30,7 +30,7 @@ _LANGUAGE_RE: Final = re.compile(r"[a-z]{2}")
 class StartMessage:
     """The client's first message on ``/v1/stream``."""
 
-    sample_rate: int = TARGET_SAMPLE_RATE_HZ
+    sample_rate: int = SAMPLE_RATE_HZ
     """Input sample rate in Hz, 8000 to 48000."""
     encoding: str = "pcm_s16le"
     """One of ``ENCODINGS``."""
@@ -88,7 +88,7 @@ def parse_start(text: str | bytes) -> StartMessage:
         "unexpected_message",
         f"the first message must be of type 'start', not {kind!r:.40}",
     )
-    rate = data.get("sample_rate", TARGET_SAMPLE_RATE_HZ)
+    rate = data.get("sample_rate", SAMPLE_RATE_HZ)
     _require(
         _is_int(rate) and MIN_SAMPLE_RATE_HZ <= rate <= MAX_SAMPLE_RATE_HZ,
         "unsupported_sample_rate",

@@ -22,10 +22,17 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from .adaptation import NO_BASELINE, Baseline, SpeakerBaseline
-from .audio import AudioDecoder
-from .emotion import EmotionScores
-from .events import (
+from streamser.audio import SAMPLE_RATE_HZ
+from streamser.audio.decode import AudioDecoder
+from streamser.audio.segmenter import (
+    Segmenter,
+    SegmenterOptions,
+    SegmentEvent,
+    SpeechStarted,
+    UtteranceEnding,
+)
+from streamser.audio.vad import VadOptions, make_vad
+from streamser.events import (
     EmotionPartial,
     Envelope,
     ErrorEvent,
@@ -38,18 +45,11 @@ from .events import (
     UtteranceEnd,
     samples_to_seconds,
 )
-from .features import SAMPLE_RATE_HZ
-from .messages import StartMessage
-from .metrics import Metrics
-from .recognizer import Recognition, Recognizer, UtteranceRequest
-from .segmenter import (
-    Segmenter,
-    SegmenterOptions,
-    SegmentEvent,
-    SpeechStarted,
-    UtteranceEnding,
-)
-from .vad import VadOptions, make_vad
+from streamser.messages import StartMessage
+from streamser.metrics import Metrics
+from streamser.recognition.adaptation import NO_BASELINE, Baseline, SpeakerBaseline
+from streamser.recognition.emotion import EmotionScores
+from streamser.recognition.recognizer import Recognition, Recognizer, UtteranceRequest
 
 _LOGGER = logging.getLogger(__name__)
 _T = TypeVar("_T")

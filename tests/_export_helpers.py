@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from streamser.features import LOG_MEL, log_mel
+from streamser.recognition.features import LOG_MEL, log_mel
 
 _REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("STREAMSER_DATA", _REPO_ROOT.parent / "shared" / "datasets"))

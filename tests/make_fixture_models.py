@@ -15,8 +15,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from streamser.features import WHISPER_ENCODER_TOP
 from streamser.labels import CANONICAL_LABELS
+from streamser.recognition.features import WHISPER_ENCODER_TOP
 
 OUT = Path(__file__).parent / "data" / "models"
 OPSET = 17
@@ -37,25 +37,55 @@ def _masked_mean(inp: str, lengths: str, nodes: list, inits: list, prefix: str) 
     ]
     nodes += [
         helper.make_node("Shape", [inp], [f"{prefix}_shape"]),
-        helper.make_node("Gather", [f"{prefix}_shape", f"{prefix}_step"], [f"{prefix}_T"], axis=0),
-        helper.make_node("Range", [f"{prefix}_zero", f"{prefix}_T", f"{prefix}_step"], [f"{prefix}_ar"]),
+        helper.make_node(
+            "Gather", [f"{prefix}_shape", f"{prefix}_step"], [f"{prefix}_T"], axis=0
+        ),
+        helper.make_node(
+            "Range",
+            [f"{prefix}_zero", f"{prefix}_T", f"{prefix}_step"],
+            [f"{prefix}_ar"],
+        ),
         helper.make_node("Unsqueeze", [lengths, f"{prefix}_one"], [f"{prefix}_len2"]),
-        helper.make_node("Less", [f"{prefix}_ar", f"{prefix}_len2"], [f"{prefix}_maskb"]),
-        helper.make_node("Cast", [f"{prefix}_maskb"], [f"{prefix}_mask"], to=TensorProto.FLOAT),
-        helper.make_node("Unsqueeze", [f"{prefix}_mask", f"{prefix}_m1"], [f"{prefix}_mask3"]),
+        helper.make_node(
+            "Less", [f"{prefix}_ar", f"{prefix}_len2"], [f"{prefix}_maskb"]
+        ),
+        helper.make_node(
+            "Cast", [f"{prefix}_maskb"], [f"{prefix}_mask"], to=TensorProto.FLOAT
+        ),
+        helper.make_node(
+            "Unsqueeze", [f"{prefix}_mask", f"{prefix}_m1"], [f"{prefix}_mask3"]
+        ),
         helper.make_node("Mul", [inp, f"{prefix}_mask3"], [f"{prefix}_masked"]),
-        helper.make_node("ReduceSum", [f"{prefix}_masked", f"{prefix}_one"], [f"{prefix}_sum"], keepdims=0),
-        helper.make_node("ReduceSum", [f"{prefix}_mask", f"{prefix}_one"], [f"{prefix}_cnt"], keepdims=1),
+        helper.make_node(
+            "ReduceSum",
+            [f"{prefix}_masked", f"{prefix}_one"],
+            [f"{prefix}_sum"],
+            keepdims=0,
+        ),
+        helper.make_node(
+            "ReduceSum",
+            [f"{prefix}_mask", f"{prefix}_one"],
+            [f"{prefix}_cnt"],
+            keepdims=1,
+        ),
         helper.make_node("Max", [f"{prefix}_cnt", f"{prefix}_eps"], [f"{prefix}_cntc"]),
-        helper.make_node("Div", [f"{prefix}_sum", f"{prefix}_cntc"], [f"{prefix}_mean"]),
+        helper.make_node(
+            "Div", [f"{prefix}_sum", f"{prefix}_cntc"], [f"{prefix}_mean"]
+        ),
     ]
     return f"{prefix}_mean"
 
 
-def _head(x: str, dim: int, labels: int, nodes: list, inits: list, rng: np.random.Generator) -> None:
+def _head(
+    x: str, dim: int, labels: int, nodes: list, inits: list, rng: np.random.Generator
+) -> None:
     inits += [
-        numpy_helper.from_array(rng.normal(0, 0.1, (dim, EMBED)).astype(np.float32), "w1"),
-        numpy_helper.from_array(rng.normal(0, 0.5, (EMBED, labels)).astype(np.float32), "w2"),
+        numpy_helper.from_array(
+            rng.normal(0, 0.1, (dim, EMBED)).astype(np.float32), "w1"
+        ),
+        numpy_helper.from_array(
+            rng.normal(0, 0.5, (EMBED, labels)).astype(np.float32), "w2"
+        ),
     ]
     nodes += [
         helper.make_node("MatMul", [x, "w1"], ["h"]),
@@ -145,17 +175,31 @@ def write_faulty(out: Path, max_frames: int = FAULTY_MAX_FRAMES) -> None:
         nodes,
         "acoustic_faulty",
         [
-            helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", "time", WHISPER_ENCODER_TOP.dim]),
+            helper.make_tensor_value_info(
+                "features",
+                TensorProto.FLOAT,
+                ["batch", "time", WHISPER_ENCODER_TOP.dim],
+            ),
             helper.make_tensor_value_info("lengths", TensorProto.INT64, ["batch"]),
         ],
         [
-            helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["batch", len(labels)]),
-            helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", EMBED]),
+            helper.make_tensor_value_info(
+                "probs", TensorProto.FLOAT, ["batch", len(labels)]
+            ),
+            helper.make_tensor_value_info(
+                "embedding", TensorProto.FLOAT, ["batch", EMBED]
+            ),
         ],
         inits,
     )
-    _save(graph, "emotion-acoustic-v1", "acoustic", labels,
-          {"streamser.features": json.dumps(WHISPER_ENCODER_TOP.to_dict())}, out)
+    _save(
+        graph,
+        "emotion-acoustic-v1",
+        "acoustic",
+        labels,
+        {"streamser.features": json.dumps(WHISPER_ENCODER_TOP.to_dict())},
+        out,
+    )
 
 
 def write_set(out: Path, version: str, seed: int) -> None:
@@ -172,20 +216,37 @@ def write_set(out: Path, version: str, seed: int) -> None:
         nodes,
         "acoustic",
         [
-            helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", "time", WHISPER_ENCODER_TOP.dim]),
+            helper.make_tensor_value_info(
+                "features",
+                TensorProto.FLOAT,
+                ["batch", "time", WHISPER_ENCODER_TOP.dim],
+            ),
             helper.make_tensor_value_info("lengths", TensorProto.INT64, ["batch"]),
         ],
         [
-            helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["batch", len(labels)]),
-            helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", EMBED]),
+            helper.make_tensor_value_info(
+                "probs", TensorProto.FLOAT, ["batch", len(labels)]
+            ),
+            helper.make_tensor_value_info(
+                "embedding", TensorProto.FLOAT, ["batch", EMBED]
+            ),
         ],
         inits,
     )
-    _save(graph, "emotion-acoustic-v1", "acoustic", labels,
-          {"streamser.features": json.dumps(WHISPER_ENCODER_TOP.to_dict())}, out, version)
+    _save(
+        graph,
+        "emotion-acoustic-v1",
+        "acoustic",
+        labels,
+        {"streamser.features": json.dumps(WHISPER_ENCODER_TOP.to_dict())},
+        out,
+        version,
+    )
     # text: embedding lookup, masked mean
     nodes, inits = [], []
-    inits.append(numpy_helper.from_array(rng.normal(0, 1, (1024, 4)).astype(np.float32), "emb"))
+    inits.append(
+        numpy_helper.from_array(rng.normal(0, 1, (1024, 4)).astype(np.float32), "emb")
+    )
     inits.append(numpy_helper.from_array(np.array(1024, np.int64), "rows"))
     nodes.append(helper.make_node("Mod", ["token_ids", "rows"], ["row_ids"]))
     nodes.append(helper.make_node("Gather", ["emb", "row_ids"], ["tok"], axis=0))
@@ -195,34 +256,58 @@ def write_set(out: Path, version: str, seed: int) -> None:
         nodes,
         "text",
         [
-            helper.make_tensor_value_info("token_ids", TensorProto.INT64, ["batch", "tokens"]),
+            helper.make_tensor_value_info(
+                "token_ids", TensorProto.INT64, ["batch", "tokens"]
+            ),
             helper.make_tensor_value_info("lengths", TensorProto.INT64, ["batch"]),
         ],
         [
-            helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["batch", len(TEXT_LABELS)]),
-            helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", EMBED]),
+            helper.make_tensor_value_info(
+                "probs", TensorProto.FLOAT, ["batch", len(TEXT_LABELS)]
+            ),
+            helper.make_tensor_value_info(
+                "embedding", TensorProto.FLOAT, ["batch", EMBED]
+            ),
         ],
         inits,
     )
-    _save(graph, "emotion-text-fa-v1", "text", TEXT_LABELS, {"streamser.languages": json.dumps(["fa"])}, out, version)
+    _save(
+        graph,
+        "emotion-text-fa-v1",
+        "text",
+        TEXT_LABELS,
+        {"streamser.languages": json.dumps(["fa"])},
+        out,
+        version,
+    )
     # fusion: concat(acoustic, text * present) -> head
     nodes, inits = [], []
     inits.append(numpy_helper.from_array(np.array([1], np.int64), "one"))
     nodes += [
         helper.make_node("Unsqueeze", ["text_present", "one"], ["present2"]),
         helper.make_node("Mul", ["text_embedding", "present2"], ["text_masked"]),
-        helper.make_node("Concat", ["acoustic_embedding", "text_masked"], ["both"], axis=1),
+        helper.make_node(
+            "Concat", ["acoustic_embedding", "text_masked"], ["both"], axis=1
+        ),
     ]
     _head("both", 2 * EMBED, len(labels), nodes, inits, rng)
     graph = helper.make_graph(
         [n for n in nodes],
         "fusion",
         [
-            helper.make_tensor_value_info("acoustic_embedding", TensorProto.FLOAT, ["batch", EMBED]),
-            helper.make_tensor_value_info("text_embedding", TensorProto.FLOAT, ["batch", EMBED]),
+            helper.make_tensor_value_info(
+                "acoustic_embedding", TensorProto.FLOAT, ["batch", EMBED]
+            ),
+            helper.make_tensor_value_info(
+                "text_embedding", TensorProto.FLOAT, ["batch", EMBED]
+            ),
             helper.make_tensor_value_info("text_present", TensorProto.FLOAT, ["batch"]),
         ],
-        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["batch", len(labels)])],
+        [
+            helper.make_tensor_value_info(
+                "probs", TensorProto.FLOAT, ["batch", len(labels)]
+            )
+        ],
         inits,
     )
     _save(graph, "emotion-fusion-v1", "fusion", labels, {}, out, version)

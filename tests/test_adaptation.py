@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from streamser.adaptation import NO_BASELINE, SpeakerBaseline
+from streamser.recognition.adaptation import NO_BASELINE, SpeakerBaseline
 
 
 def test_baseline_is_the_mean_of_the_last_window_utterances() -> None:

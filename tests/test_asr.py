@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from streamser.asr import AsrOptions, WhisperAsr
 from streamser.errors import ConfigError, ModelError
-from streamser.features import log_mel
-from streamser.whisper_model import default_whisper_dir
+from streamser.recognition.asr import AsrOptions, WhisperAsr
+from streamser.recognition.features import log_mel
+from streamser.recognition.whisper_model import default_whisper_dir
 
 
 @pytest.fixture(scope="module")

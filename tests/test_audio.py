@@ -1,4 +1,4 @@
-"""Tests of streamser.audio: wire decoding, resampling across chunks, file reading."""
+"""Tests of streamser.audio.decode: wire decoding, resampling across chunks, file reading."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 import soundfile
 import soxr
 
-from streamser.audio import (
+from streamser.audio.decode import (
     ALAW_TABLE,
     ENCODINGS,
     MULAW_TABLE,

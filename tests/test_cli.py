@@ -21,7 +21,9 @@ def streamser(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[s
     )
 
 
-@pytest.mark.parametrize("command", ["serve", "run", "listen", "models", "config", "devices"])
+@pytest.mark.parametrize(
+    "command", ["serve", "run", "listen", "models", "config", "devices"]
+)
 def test_every_command_has_help(command: str) -> None:
     result = streamser(command, "--help")
     assert result.returncode == 0
@@ -61,7 +63,11 @@ def test_run_on_unreadable_and_missing_files(tmp_path: Path) -> None:
     garbage = tmp_path / "garbage.wav"
     garbage.write_bytes(b"RIFF\x00\x00not really a wave file" * 10)
     result = streamser(
-        "run", str(garbage), str(tmp_path / "absent.flac"), "--model-dir", str(FIXTURE_MODELS)
+        "run",
+        str(garbage),
+        str(tmp_path / "absent.flac"),
+        "--model-dir",
+        str(FIXTURE_MODELS),
     )
     assert result.returncode == 1
     assert "garbage.wav" in result.stderr and "absent.flac" in result.stderr
@@ -84,7 +90,9 @@ def test_run_on_the_demo_clip_prints_json_lines() -> None:
 def test_models_lists_the_shipped_graphs_and_their_front_end() -> None:
     result = streamser("models", "--no-asr")
     assert result.returncode == 0, result.stderr
-    assert "emotion-acoustic-v2" in result.stdout and "emotion-text-fa-v1" in result.stdout
+    assert (
+        "emotion-acoustic-v2" in result.stdout and "emotion-text-fa-v1" in result.stdout
+    )
     assert (
         "features: log-mel, whisper-base encoder layers 2+3 in the graph (dim 80)"
         in result.stdout

@@ -55,7 +55,9 @@ def test_round_trip_through_toml(tmp_path: Path) -> None:
         ("[server\n", "not valid TOML"),
     ],
 )
-def test_bad_settings_are_config_errors(tmp_path: Path, text: str, fragment: str) -> None:
+def test_bad_settings_are_config_errors(
+    tmp_path: Path, text: str, fragment: str
+) -> None:
     path = tmp_path / "bad.toml"
     path.write_text(text)
     with pytest.raises(ConfigError, match=fragment.replace("[", r"\[")):

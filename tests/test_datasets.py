@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import soundfile
 
+from streamser.audio import SAMPLE_RATE_HZ
 from streamser.errors import AudioSourceError
-from streamser.features import SAMPLE_RATE_HZ
 from streamser.labels import CANONICAL_LABELS
 from training.datasets import (
     KINDS,

@@ -18,8 +18,8 @@ onnx = pytest.importorskip("onnx")
 from export.to_onnx import OPSET, export_checkpoint  # noqa: E402
 from export.verify import VerificationError, compare, real_batches  # noqa: E402
 from streamser.errors import ModelError  # noqa: E402
-from streamser.features import LOG_MEL  # noqa: E402
-from streamser.models import OnnxModel, sha256_file  # noqa: E402
+from streamser.recognition.features import LOG_MEL  # noqa: E402
+from streamser.recognition.models import OnnxModel, sha256_file  # noqa: E402
 
 from _export_helpers import EMODB as _EMODB  # noqa: E402
 from _export_helpers import LABELS as _LABELS  # noqa: E402

@@ -125,7 +125,7 @@ def _run(args: list[str], env: dict[str, str] | None = None) -> str:
 @needs_data
 def test_fusion_trains_evaluates_and_exports(tmp_path: Path) -> None:
     from export.to_onnx import export_checkpoint
-    from streamser.models import OnnxModel
+    from streamser.recognition.models import OnnxModel
 
     graphs = tmp_path / "graphs"
     train_tiny_acoustic(tmp_path / "acoustic.pt")

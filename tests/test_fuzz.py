@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from streamser.audio import (
+from streamser.audio.decode import (
     ENCODINGS,
     MAX_CHANNELS,
     MAX_SAMPLE_RATE_HZ,

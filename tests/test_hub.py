@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from streamser.events import EventSequencer, SpeechStart, StreamEnd
-from streamser.hub import EventHub, HubOptions
 from streamser.metrics import Metrics
+from streamser.serve.hub import EventHub, HubOptions
 
 
 async def test_filters_replay_and_eviction() -> None:
@@ -15,7 +15,9 @@ async def test_filters_replay_and_eviction() -> None:
     published = []
     for i in range(3):
         for stream in ("a", "b"):
-            envelope = sequencer.stamp(stream, SpeechStart(utterance_id=i, start=float(i)))
+            envelope = sequencer.stamp(
+                stream, SpeechStart(utterance_id=i, start=float(i))
+            )
             published.append(envelope)
             hub.publish(envelope)
     # 6 events into a queue of 3: the unfiltered subscriber is evicted, not awaited

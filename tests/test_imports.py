@@ -11,14 +11,18 @@ from conftest import REPO
 def test_runtime_never_imports_torch() -> None:
     code = (
         "import sys\n"
-        "import streamser, streamser.cli, streamser.pipeline, streamser.server\n"
-        "import streamser.recognizer, streamser.sources, streamser.config\n"
+        "import streamser, streamser.cli, streamser.pipeline, streamser.serve.server\n"
+        "import streamser.recognition.recognizer, streamser.audio.sources, streamser.config\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
         "('torch', 'onnx', 'training', 'export', 'sklearn', 'librosa'))\n"
         "print(','.join(bad))\n"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == ""

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamser.emotion import EmotionModels
 from streamser.errors import ModelError
-from streamser.models import OnnxModel
+from streamser.recognition.emotion import EmotionModels
+from streamser.recognition.models import OnnxModel
 
 
 def _copy(src: Path, dst: Path) -> Path:

@@ -20,7 +20,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from streamser.server import ServerOptions
+from streamser.serve.server import ServerOptions
 
 from _ops_helpers import (
     FAST,
@@ -180,7 +180,7 @@ def test_notify_ready_after_load_status_watchdog_and_stopping(tmp_path: Path) ->
 async def test_watchdog_pings_stop_while_the_event_loop_is_blocked(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from streamser.systemd import Notifier
+    from streamser.serve.systemd import Notifier
 
     notify = NotifySocket(tmp_path / "notify.sock")
     monkeypatch.setenv("NOTIFY_SOCKET", str(notify.path))
@@ -536,7 +536,7 @@ async def test_full_disk_sink_is_reported_and_recognition_goes_on(
 
 
 async def test_cuda_without_a_gpu_warns_and_serves_on_cpu(tmp_path: Path) -> None:
-    from streamser.asr import cuda_available
+    from streamser.recognition.asr import cuda_available
 
     if cuda_available():
         pytest.skip("this host has a CUDA GPU: the fallback cannot be observed")

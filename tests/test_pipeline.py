@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from streamser.audio.segmenter import SegmenterOptions
 from streamser.config import Config
 from streamser.messages import StartMessage
 from streamser.metrics import Metrics
 from streamser.pipeline import Engine, StreamSession
-from streamser.recognizer import Recognizer
-from streamser.segmenter import SegmenterOptions
+from streamser.recognition.recognizer import Recognizer
 
 pytestmark = pytest.mark.data
 

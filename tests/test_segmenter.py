@@ -1,4 +1,4 @@
-"""Tests of streamser.segmenter: utterances from VAD frames, for any chunking."""
+"""Tests of streamser.audio.segmenter: utterances from VAD frames, for any chunking."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy.typing as npt
 import pytest
 import soundfile
 
-from streamser.segmenter import (
+from streamser.audio.segmenter import (
     Segmenter,
     SegmenterOptions,
     SegmentEvent,
@@ -18,7 +18,7 @@ from streamser.segmenter import (
     UtteranceEnded,
     UtteranceEnding,
 )
-from streamser.vad import SileroVad, VadOptions, WebRtcVad
+from streamser.audio.vad import SileroVad, VadOptions, WebRtcVad
 
 DATA = Path(
     os.environ.get("STREAMSER_DATA", Path(__file__).parents[2] / "shared/datasets")

@@ -9,7 +9,7 @@ import pytest
 
 from streamser.events import Envelope, ErrorEvent, EventSequencer, SpeechStart
 from streamser.metrics import Metrics
-from streamser.sinks import JsonlSink
+from streamser.sinks.jsonl import JsonlSink
 
 
 def test_appends_one_line_per_event(tmp_path: Path) -> None:
@@ -19,7 +19,9 @@ def test_appends_one_line_per_event(tmp_path: Path) -> None:
         sink(sequencer.stamp("s", SpeechStart(utterance_id=i, start=0.5 * i)))
     sink.close()
     lines = (tmp_path / "events.jsonl").read_text().splitlines()
-    assert [Envelope.from_dict(json.loads(line)).body.utterance_id for line in lines] == [0, 1, 2]
+    assert [
+        Envelope.from_dict(json.loads(line)).body.utterance_id for line in lines
+    ] == [0, 1, 2]
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
@@ -27,7 +29,9 @@ def test_disk_full_is_reported_once_and_counted() -> None:
     sequencer = EventSequencer()
     metrics = Metrics()
     reported: list[tuple[str, object]] = []
-    sink = JsonlSink(Path("/dev/full"), metrics, lambda sid, body: reported.append((sid, body)))
+    sink = JsonlSink(
+        Path("/dev/full"), metrics, lambda sid, body: reported.append((sid, body))
+    )
     for i in range(3):
         sink(sequencer.stamp("call-1", SpeechStart(utterance_id=i, start=0.0)))
     assert len(reported) == 1

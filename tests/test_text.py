@@ -15,9 +15,9 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
 
 from export.to_onnx import export_checkpoint  # noqa: E402
-from streamser.features import TextTokenizer  # noqa: E402
-from streamser.models import OnnxModel  # noqa: E402
-from streamser.whisper_model import default_whisper_dir  # noqa: E402
+from streamser.recognition.features import TextTokenizer  # noqa: E402
+from streamser.recognition.models import OnnxModel  # noqa: E402
+from streamser.recognition.whisper_model import default_whisper_dir  # noqa: E402
 from training.text_models import ARCHS, WHISPER_VOCAB_SIZE, build_model  # noqa: E402
 
 pytestmark = pytest.mark.train

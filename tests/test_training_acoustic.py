@@ -138,7 +138,7 @@ def test_ensemble_averages_member_probabilities() -> None:
 
 @pytest.mark.data
 def test_features_cache_roundtrip(emodb_tiny: Path, tmp_path: Path) -> None:
-    from streamser import features
+    from streamser.recognition import features
     from training.datasets import load_audio, load_dataset
     from training.features_cache import load_features
 
@@ -156,7 +156,7 @@ def test_features_cache_roundtrip(emodb_tiny: Path, tmp_path: Path) -> None:
 
 def test_g711_coding_round_trips_through_the_runtime_decoder() -> None:
     """What training codes, the runtime's decoder reads back at G.711 quality."""
-    from streamser.audio import AudioDecoder
+    from streamser.audio.decode import AudioDecoder
     from training.features_cache import g711_encode
 
     rng = np.random.default_rng(0)
@@ -271,8 +271,8 @@ def test_cli_writes_checkpoint(emodb_tiny: Path, tmp_path: Path) -> None:
     # Export joins the Whisper prefix graph in front of the head: the runtime feeds
     # log-mel frames and gets what the head gives on the cached training features.
     from export.to_onnx import export_checkpoint
-    from streamser import features
-    from streamser.emotion import EmotionModels
+    from streamser.recognition import features
+    from streamser.recognition.emotion import EmotionModels
     from training.datasets import load_audio, load_dataset
     from training.features_cache import load_features
 
@@ -302,9 +302,9 @@ def test_adaptive_stats_model_from_training_to_runtime(
     """A head trained to adapt to the speaker (opt-in): LOSO reports streams, cold and
     skewed histories, export adds the baseline inputs and pooled output, and the
     runtime's adapted scores are the torch model's with the same baseline."""
-    from streamser import features
-    from streamser.adaptation import SpeakerBaseline
-    from streamser.emotion import EmotionModels
+    from streamser.recognition import features
+    from streamser.recognition.adaptation import SpeakerBaseline
+    from streamser.recognition.emotion import EmotionModels
     from training.acoustic_models import load_checkpoint_model
     from training.datasets import load_audio, load_dataset
     from training.features_cache import load_features
@@ -379,7 +379,7 @@ def test_cli_rejects_bad_data(
 
 
 def test_feature_kind_of_each_front_end() -> None:
-    from streamser import features
+    from streamser.recognition import features
     from training.features_cache import graph_input_kind, kind_of
 
     assert kind_of(features.WHISPER_LAYERS) == "encoder"  # what its head reads

@@ -1,4 +1,4 @@
-"""Tests of streamser.vad: options, webrtcvad and streaming Silero."""
+"""Tests of streamser.audio.vad: options, webrtcvad and streaming Silero."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import soundfile
 from faster_whisper.vad import get_vad_model
 
-from streamser.vad import (
+from streamser.audio.vad import (
     SileroVad,
     Vad,
     VadOptions,

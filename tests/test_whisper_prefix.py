@@ -10,8 +10,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
 
-from streamser import features  # noqa: E402
-from streamser.whisper_model import default_whisper_dir  # noqa: E402
+from streamser.recognition import features  # noqa: E402
+from streamser.recognition.whisper_model import default_whisper_dir  # noqa: E402
 from training.whisper_prefix import (  # noqa: E402
     PrefixRunner,
     WhisperPrefix,

@@ -4,7 +4,7 @@
 [--protocol loso|kfold] [--final] --out artifacts/acoustic [--json]``
 
 Features come from ``training.features_cache`` (computed through
-``streamser.features`` exactly as the runtime does: Whisper-base int8 encoder states
+``streamser.recognition.features`` exactly as the runtime does: Whisper-base int8 encoder states
 of the unpadded utterance for ``attn``, Whisper log-mel for ``cnn``/``cnn-lstm``),
 clean plus seeded augmented copies. Each outer fold holds out speakers; inside it an
 inner speaker-grouped validation split of the training speakers picks the epoch

@@ -1,4 +1,4 @@
-"""PyTorch acoustic emotion models with the ONNX I/O contract of ``streamser.models``.
+"""PyTorch acoustic emotion models with the ONNX I/O contract of ``streamser.recognition.models``.
 
 Every model maps ``features`` float32 [batch, time, dim] (zero-padded rows) and
 ``lengths`` int64 [batch] to ``(probs [batch, labels], embedding [batch, E])``.

@@ -3,7 +3,7 @@
 ``python -m training evaluate --data KIND:PATH --models DIR --json [--plot FILE]
 [--no-asr]``
 
-Audio utterances go through ``streamser.recognizer.Recognizer`` (not the torch
+Audio utterances go through ``streamser.recognition.recognizer.Recognizer`` (not the torch
 models), so the score is that of the label the daemon itself would emit (ASR, text and
 fusion included; ``--no-asr`` for acoustic only). Transcript-only data is scored on the
 text model. Prints one JSON object (``wa``, ``ua``, ``macro_f1``,
@@ -13,7 +13,7 @@ still counts, as a miss.
 
 Streams: by default each speaker's utterances are one stream, in a seeded random
 order, as a caller's or a microphone user's utterances reach the daemon; an acoustic
-model that adapts to the speaker (``streamser.adaptation``) then reads each utterance
+model that adapts to the speaker (``streamser.recognition.adaptation``) then reads each utterance
 against the speaker's earlier ones, and the report adds ``cold``: the acoustic
 model's scores with every utterance heard alone. ``--streams utterance`` makes every
 utterance its own stream.
@@ -130,8 +130,12 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     """
     from tqdm import tqdm
 
-    from streamser.adaptation import SpeakerBaseline
-    from streamser.recognizer import Recognizer, RecognizerOptions, UtteranceRequest
+    from streamser.recognition.adaptation import SpeakerBaseline
+    from streamser.recognition.recognizer import (
+        Recognizer,
+        RecognizerOptions,
+        UtteranceRequest,
+    )
     from training.acoustic import speaker_streams
     from training.datasets import load_audio, load_dataset
 

@@ -1,6 +1,6 @@
 """Cached front-end features (Whisper encoder states, log-mel) of corpus utterances.
 
-Training computes its inputs as the runtime does (``streamser.features.log_mel``, then
+Training computes its inputs as the runtime does (``streamser.recognition.features.log_mel``, then
 for "encoder" the int8 Whisper-base prefix graph of ``training.whisper_prefix``, which
 export joins in front of the trained head, on the unpadded utterance), once per clip,
 and keeps them in one ``.npz`` per corpus, feature kind and
@@ -30,7 +30,8 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from streamser import features
+from streamser.audio import SAMPLE_RATE_HZ
+from streamser.recognition import features
 from training.datasets import Utterance, load_audio
 
 _LOGGER = logging.getLogger(__name__)
@@ -125,12 +126,12 @@ def telephone_channel(
 ) -> npt.NDArray[np.float32]:
     """``audio`` (16 kHz) as it reaches the runtime from a telephone: resampled to
     8 kHz, G.711 coded (``codec``: "mulaw" or "alaw"), and decoded and resampled back
-    by ``streamser.audio.AudioDecoder``."""
+    by ``streamser.audio.decode.AudioDecoder``."""
     import soxr
 
-    from streamser.audio import AudioDecoder
+    from streamser.audio.decode import AudioDecoder
 
-    narrow = soxr.resample(audio, features.SAMPLE_RATE_HZ, TELEPHONE_RATE_HZ)
+    narrow = soxr.resample(audio, SAMPLE_RATE_HZ, TELEPHONE_RATE_HZ)
     decoder = AudioDecoder(codec, TELEPHONE_RATE_HZ, 1)
     coded = g711_encode(np.asarray(narrow, dtype=np.float32), codec)
     return np.concatenate([decoder.decode(coded), decoder.flush()]).astype(np.float32)
@@ -189,9 +190,7 @@ def augment_audio(
     out = audio
     if abs(speed - 1.0) > 1e-6:
         # Playing 16 kHz samples resampled from 16k*speed changes tempo and pitch.
-        out = soxr.resample(
-            out, features.SAMPLE_RATE_HZ * speed, features.SAMPLE_RATE_HZ
-        )
+        out = soxr.resample(out, SAMPLE_RATE_HZ * speed, SAMPLE_RATE_HZ)
     gain = 10.0 ** (rng.uniform(-options.gain_db, options.gain_db) / 20.0)
     out = out * gain
     if rng.random() < options.noise_probability:
@@ -240,7 +239,7 @@ def _runner(kind: str) -> Any:
         else:
             import ctranslate2
 
-            from streamser.whisper_model import default_whisper_dir
+            from streamser.recognition.whisper_model import default_whisper_dir
 
             _RUNNERS[kind] = ctranslate2.models.Whisper(
                 str(default_whisper_dir()), compute_type="int8", intra_threads=2

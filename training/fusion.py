@@ -37,9 +37,9 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
-from streamser.features import TextTokenizer
-from streamser.models import OnnxModel
-from streamser.whisper_model import default_whisper_dir
+from streamser.recognition.features import TextTokenizer
+from streamser.recognition.models import OnnxModel
+from streamser.recognition.whisper_model import default_whisper_dir
 from training.datasets import Utterance, load_dataset, speaker_folds
 from training.fusion_models import build_model
 from training.metrics import score

@@ -1,6 +1,6 @@
 """``python -m training text``: transcript emotion model on Whisper token ids.
 
-Transcripts become token ids through ``streamser.features.TextTokenizer`` (the Whisper
+Transcripts become token ids through ``streamser.recognition.features.TextTokenizer`` (the Whisper
 tokenizer the runtime re-tokenises ASR output with). Evaluation is speaker-grouped
 k-fold (``--protocol kfold5``) or LOSO; inside each outer fold, one speaker-grouped
 inner split of the training speakers picks the epoch (early stopping) and compares
@@ -28,8 +28,8 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
-from streamser.features import TextTokenizer
-from streamser.whisper_model import default_whisper_dir
+from streamser.recognition.features import TextTokenizer
+from streamser.recognition.whisper_model import default_whisper_dir
 from training.datasets import Utterance, load_dataset, speaker_folds
 from training.metrics import Scores, score
 from training.text_models import NGRAM_PRIME as _PRIME

@@ -2,7 +2,7 @@
 
 Every model maps raw Whisper token ids to a compact vocabulary seen in training (a
 constant lookup table inside the graph: unseen ids become ``UNK``), so the graph
-takes exactly what ``streamser.features.TextTokenizer`` produces. ``forward(token_ids
+takes exactly what ``streamser.recognition.features.TextTokenizer`` produces. ``forward(token_ids
 [B, T] int64, lengths [B] int64) -> (probs [B, C], embedding [B, E])``; positions at
 or beyond ``lengths`` are ignored. A row of length 0 (empty transcript) gives uniform
 probabilities and a zero embedding.

@@ -1,7 +1,7 @@
 """Whisper's encoder, cut after its first layers, as an int8 ONNX graph.
 
 The shipped acoustic model reads the states after layers 2 and 3 of Whisper base's six
-encoder layers (``streamser.features.WHISPER_LAYERS``). CTranslate2 returns only an
+encoder layers (``streamser.recognition.features.WHISPER_LAYERS``). CTranslate2 returns only an
 encoder's final states, so getting two depths from it took two encoder passes; here the
 encoder's first layers are rebuilt in torch from the weights in faster-whisper's
 ``model.bin``, exported to ONNX with every depth wanted as one output, and their
@@ -32,7 +32,7 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
-from streamser.features import FrontEnd
+from streamser.recognition.features import FrontEnd
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -259,7 +259,7 @@ def export_prefix(model_bin: Path, layers: Sequence[int], out_path: Path) -> Pat
 def prefix_graph(front_end: FrontEnd, cache_dir: Path) -> Path:
     """The int8 prefix graph of ``front_end`` (its ``encoder_layers`` of the bundled
     Whisper), written once into ``cache_dir`` and reused while model and code agree."""
-    from streamser.whisper_model import default_whisper_dir
+    from streamser.recognition.whisper_model import default_whisper_dir
 
     if not front_end.encoder_layers:
         raise ValueError(f"front end {front_end} names no encoder layers")

@@ -13,8 +13,8 @@ import numpy.typing as npt
 import soundfile
 import soxr
 
+from streamser.audio import SAMPLE_RATE_HZ
 from streamser.errors import AudioSourceError
-from streamser.features import SAMPLE_RATE_HZ
 from streamser.labels import canonical_label
 
 _LOGGER = logging.getLogger(__name__)

@@ -15,12 +15,13 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from .adaptation import NO_BASELINE, Baseline
-from .asr import AsrOptions, Transcript, WhisperAsr
-from .emotion import EmotionModels, EmotionOutput, EmotionScores
-from .errors import ConfigError, ModelError
-from .features import TextTokenizer, encoder_states, log_mel
-from .models import bundled_model_dir
+from streamser.audio import SAMPLE_RATE_HZ
+from streamser.errors import ConfigError, ModelError
+from streamser.recognition.adaptation import NO_BASELINE, Baseline
+from streamser.recognition.asr import AsrOptions, Transcript, WhisperAsr
+from streamser.recognition.emotion import EmotionModels, EmotionOutput, EmotionScores
+from streamser.recognition.features import TextTokenizer, encoder_states, log_mel
+from streamser.recognition.models import bundled_model_dir
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ class RecognizerOptions:
         whisper: Whisper settings (used for ASR and, when the acoustic model reads
             encoder states, for the encoder).
         speaker_adaptation: let an acoustic model that adapts to a stream's speaker
-            do so (``streamser.adaptation``); off, every utterance is heard alone.
+            do so (``streamser.recognition.adaptation``); off, every utterance is heard alone.
     """
 
     model_dir: Path | None = None
@@ -78,7 +79,7 @@ class Recognition:
     acoustic: EmotionScores
     text: EmotionScores | None
     pooled: npt.NDArray[np.float32] | None = field(default=None, compare=False)
-    """What the stream's baseline keeps of this utterance (``streamser.adaptation``)."""
+    """What the stream's baseline keeps of this utterance (``streamser.recognition.adaptation``)."""
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ class UtteranceRequest:
     Attributes:
         audio: 16 kHz mono float32 samples.
         language: ISO 639-1 code, or None to detect.
-        baseline: the stream's earlier utterances (``streamser.adaptation``).
+        baseline: the stream's earlier utterances (``streamser.recognition.adaptation``).
     """
 
     audio: npt.NDArray[np.float32]
@@ -241,6 +242,6 @@ class Recognizer:
     def warm_up(self) -> None:
         """Run every model once so the first real utterance is not slow."""
         rng = np.random.default_rng(0)
-        audio = (0.01 * rng.standard_normal(16000)).astype(np.float32)
+        audio = (0.01 * rng.standard_normal(SAMPLE_RATE_HZ)).astype(np.float32)
         self.recognize(audio, None if self.options.asr else "en")
         _LOGGER.debug("Models warmed up")

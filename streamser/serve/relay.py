@@ -16,7 +16,7 @@ import logging
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from .hub import Subscription
+from streamser.serve.hub import Subscription
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -22,14 +22,14 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from . import handshake
-from .errors import ProtocolError
-from .events import Envelope, ErrorEvent
-from .handshake import ServerOptions, read_tokens
-from .hub import EventHub, Subscription
-from .messages import parse_control, parse_start
-from .pipeline import Engine, StreamSession
-from .relay import close_reading, relay_events
+from streamser.errors import ProtocolError
+from streamser.events import Envelope, ErrorEvent
+from streamser.messages import parse_control, parse_start
+from streamser.pipeline import Engine, StreamSession
+from streamser.serve import handshake
+from streamser.serve.handshake import ServerOptions, read_tokens
+from streamser.serve.hub import EventHub, Subscription
+from streamser.serve.relay import close_reading, relay_events
 
 __all__ = ["ServerOptions", "StreamServer", "read_tokens"]
 

@@ -19,7 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Final
 
-from .errors import ModelError
+from streamser.errors import ModelError
 
 _LOGGER = logging.getLogger(__name__)
 

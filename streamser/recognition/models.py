@@ -19,9 +19,9 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
-from .errors import ModelError
-from .features import FrontEnd
-from .labels import CANONICAL_LABELS
+from streamser.errors import ModelError
+from streamser.labels import CANONICAL_LABELS
+from streamser.recognition.features import FrontEnd
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class ModelInfo:
         sha256: hash of the ONNX file.
         adaptation_window: for an acoustic graph that adapts to a stream's speaker,
             how many earlier utterances its baseline averages
-            (``streamser.adaptation``); 0 when it does not adapt.
+            (``streamser.recognition.adaptation``); 0 when it does not adapt.
         card: the JSON card's contents.
     """
 

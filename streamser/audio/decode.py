@@ -17,12 +17,11 @@ import numpy.typing as npt
 import soundfile
 import soxr
 
+from streamser.audio import SAMPLE_RATE_HZ
 from streamser.errors import AudioSourceError, ProtocolError
 
 _LOGGER = logging.getLogger(__name__)
 
-TARGET_SAMPLE_RATE_HZ: Final = 16000
-"""The one sample rate of every stage after decoding."""
 ENCODINGS: Final = ("pcm_s16le", "pcm_f32le", "mulaw", "alaw")
 """Wire encodings of PROTOCOL.md."""
 MIN_SAMPLE_RATE_HZ: Final = 8000
@@ -139,11 +138,11 @@ class AudioDecoder:
         self._resampler = self._new_resampler()
 
     def _new_resampler(self) -> soxr.ResampleStream | None:
-        if self.sample_rate_hz == TARGET_SAMPLE_RATE_HZ:
+        if self.sample_rate_hz == SAMPLE_RATE_HZ:
             return None
         return soxr.ResampleStream(
             self.sample_rate_hz,
-            TARGET_SAMPLE_RATE_HZ,
+            SAMPLE_RATE_HZ,
             1,
             dtype="float32",
             quality=_RESAMPLE_QUALITY,
@@ -252,11 +251,9 @@ def read_audio_file(path: str | os.PathLike[str]) -> npt.NDArray[np.float32]:
         raise AudioSourceError(f"{name}: the file contains no audio")
     mono = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1)
     mono = _sanitize(np.ascontiguousarray(mono, dtype=np.float32))
-    if sample_rate != TARGET_SAMPLE_RATE_HZ:
+    if sample_rate != SAMPLE_RATE_HZ:
         mono = np.asarray(
-            soxr.resample(
-                mono, sample_rate, TARGET_SAMPLE_RATE_HZ, quality=_RESAMPLE_QUALITY
-            ),
+            soxr.resample(mono, sample_rate, SAMPLE_RATE_HZ, quality=_RESAMPLE_QUALITY),
             dtype=np.float32,
         )
     _LOGGER.debug(

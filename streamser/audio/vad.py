@@ -20,9 +20,10 @@ import webrtcvad
 if TYPE_CHECKING:
     import onnxruntime
 
+from streamser.audio import SAMPLE_RATE_HZ
+
 _LOGGER = logging.getLogger(__name__)
 
-SAMPLE_RATE_HZ: Final = 16000
 VAD_KINDS: Final = ("webrtc", "silero")
 WEBRTC_FRAME_MS: Final = (10, 20, 30)
 """Frame durations webrtcvad accepts."""

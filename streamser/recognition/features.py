@@ -18,7 +18,6 @@ import numpy as np
 import numpy.typing as npt
 from faster_whisper.feature_extractor import FeatureExtractor
 
-SAMPLE_RATE_HZ: Final = 16000
 HOP_SAMPLES: Final = 160
 N_MELS: Final = 80
 MAX_MEL_FRAMES: Final = 3000

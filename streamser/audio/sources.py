@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .audio import AudioDecoder, read_audio_file
-from .errors import AudioSourceError
+from streamser.audio.decode import AudioDecoder, read_audio_file
+from streamser.errors import AudioSourceError
 
 _LOGGER = logging.getLogger(__name__)
 

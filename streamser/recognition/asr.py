@@ -2,7 +2,7 @@
 
 One ``WhisperAsr`` is shared by every stream: CTranslate2 runs concurrent calls from
 several threads (``num_workers``). Its encoder also serves the acoustic emotion model
-(``streamser.features.encoder_states``), so one copy of Whisper is loaded in all.
+(``streamser.recognition.features.encoder_states``), so one copy of Whisper is loaded in all.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from .errors import ConfigError, ModelError
-from .features import MAX_MEL_FRAMES, N_MELS, log_mel
-from .whisper_model import cache_dir, default_whisper_dir
+from streamser.errors import ConfigError, ModelError
+from streamser.recognition.features import MAX_MEL_FRAMES, N_MELS, log_mel
+from streamser.recognition.whisper_model import cache_dir, default_whisper_dir
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from .events import Envelope
-from .metrics import Metrics
+from streamser.events import Envelope
+from streamser.metrics import Metrics
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -25,7 +25,8 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from streamser.vad import Vad
+from streamser.audio import SAMPLE_RATE_HZ
+from streamser.audio.vad import Vad
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -179,7 +180,7 @@ class _Timeline:
     """The retained tail of a stream's audio, addressed by absolute sample index."""
 
     def __init__(self) -> None:
-        self._data = np.zeros(16000, dtype=np.float32)
+        self._data = np.zeros(SAMPLE_RATE_HZ, dtype=np.float32)
         self._head = 0
         self._tail = 0
         self.start = 0

@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .adaptation import NO_BASELINE, Baseline
-from .errors import ModelError
-from .models import OnnxModel
+from streamser.errors import ModelError
+from streamser.recognition.adaptation import NO_BASELINE, Baseline
+from streamser.recognition.models import OnnxModel
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class EmotionOutput:
     embedding: npt.NDArray[np.float32]
     pooled: npt.NDArray[np.float32] | None = None
     """For an acoustic graph that adapts to the speaker: the vector the stream's
-    baseline averages (``streamser.adaptation``)."""
+    baseline averages (``streamser.recognition.adaptation``)."""
 
 
 def _pad(
@@ -182,7 +182,7 @@ class EmotionModels:
         """Acoustic emotion of a batch of feature sequences (time, dim).
 
         ``baselines`` (one per sequence; default none) are the streams' earlier
-        utterances, for a graph that adapts to the speaker (``streamser.adaptation``);
+        utterances, for a graph that adapts to the speaker (``streamser.recognition.adaptation``);
         other graphs ignore them. A graph that runs Whisper layers itself gets one
         utterance per call (``FrontEnd.runs_whisper_layers``): batched, an
         utterance's result would depend on its neighbours.

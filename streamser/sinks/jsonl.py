@@ -9,8 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-from .events import Envelope, ErrorEvent
-from .metrics import Metrics
+from streamser.events import Envelope, ErrorEvent
+from streamser.metrics import Metrics
 
 _LOGGER = logging.getLogger(__name__)
 

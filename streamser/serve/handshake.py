@@ -18,8 +18,8 @@ from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from .errors import ConfigError
-from .events import EVENT_TYPES
+from streamser.errors import ConfigError
+from streamser.events import EVENT_TYPES
 
 RETRY_AFTER_S = 5
 """What ``Retry-After`` tells a client refused for load or shutdown."""
