@@ -157,6 +157,7 @@ def run(quick: bool = False) -> Section:
             mel = log_mel(audio)
         timed.reset()
         transcript = recognizer._transcribe([mel], [clip.language])[0]
+        assert transcript is not None  # ASR is on here
         asr_times = timed.reset()
         t[f"ASR encoder ({window_s:g} s window)"] = asr_times.get("encoder", 0.0)
         t["ASR decoder"] = asr_times.get("decoder", 0.0)

@@ -27,6 +27,19 @@ _LOGGER = logging.getLogger(__name__)
 MODALITIES: Final = ("acoustic", "text")
 """Keys of ``utterance.end``'s ``modalities``, always present (null when unused)."""
 _COMMON_FIELDS: Final = ("type", "id", "stream_id", "seq", "time")
+ASR_OK: Final = "ok"
+ASR_OFF: Final = "off"
+ASR_SKIPPED_OVERLOAD: Final = "skipped_overload"
+ASR_SKIPPED_SHUTDOWN: Final = "skipped_shutdown"
+ASR_REJECTED: Final = "rejected"
+ASR_STATES: Final = (
+    ASR_OK,
+    ASR_OFF,
+    ASR_SKIPPED_OVERLOAD,
+    ASR_SKIPPED_SHUTDOWN,
+    ASR_REJECTED,
+)
+"""Values of ``utterance.end``'s ``asr``: whether and why not it has a transcript."""
 
 
 def samples_to_seconds(samples: int) -> float:
@@ -266,6 +279,12 @@ class UtteranceEnd(_Event):
     """"acoustic" and "text", each that model's scores or None when not used."""
     latency_ms: float = 0.0
     """Milliseconds from the end of speech to this event."""
+    asr: str = ASR_OK
+    """Whether ``transcript`` was made (``ASR_STATES``): "ok"; "off" (the server runs
+    without ASR); "skipped_overload" or "skipped_shutdown" (skipped so that the
+    emotion is not late: under overload, or to finish a drain in time); "rejected"
+    (Whisper's output looked like a loop or noise). ``transcript`` is None unless
+    "ok"."""
 
     def to_dict(self) -> dict[str, Any]:
         """Returns the fields as JSON values; both modalities always present."""

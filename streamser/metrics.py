@@ -44,6 +44,12 @@ class Metrics:
             "Utterances shed because recognition lagged",
             registry=r,
         )
+        self.skipped_asr = Counter(
+            "streamser_skipped_asr",
+            "Utterances recognised without ASR to keep up (reason: overload, shutdown)",
+            ["reason"],
+            registry=r,
+        )
         self.audio_seconds = Counter(
             "streamser_audio_seconds", "Seconds of audio received", registry=r
         )

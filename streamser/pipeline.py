@@ -10,13 +10,14 @@ worker task, which runs recognition in the executor so the loop never blocks.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import numpy as np
@@ -33,6 +34,10 @@ from streamser.audio.segmenter import (
 )
 from streamser.audio.vad import VadOptions, make_vad
 from streamser.events import (
+    ASR_OFF,
+    ASR_OK,
+    ASR_SKIPPED_OVERLOAD,
+    ASR_SKIPPED_SHUTDOWN,
     EmotionPartial,
     Envelope,
     ErrorEvent,
@@ -63,8 +68,14 @@ class PipelineOptions:
         partial_interval_ms: stream audio between two ``emotion.partial`` events of
             one utterance; 0 turns partials off.
         partial_window_ms: the most recent speech a partial looks at.
-        max_pending_utterances: utterances a stream may queue for recognition; more
-            are shed with an ``overloaded`` error event (counted, never silent).
+        max_pending_utterances: utterances a stream may queue for recognition before
+            its source is paused (the server stops reading its socket: backpressure);
+            a stream that cannot be paused and gets 4 times as far behind sheds with
+            an ``overloaded`` error event (counted, logged as a bug).
+        asr_max_lag_ms: an utterance whose transcription has not started this long
+            after its audio arrived is recognised without ASR (its emotion is never
+            late; ``utterance.end`` says ``"asr": "skipped_overload"``). Audio that
+            arrives faster than real time counts as arriving at its real-time pace.
         workers: recognition calls that may run at once; 0 for one per core.
         max_batch: utterances of concurrent streams recognised in one call.
         batch_wait_ms: how long the first utterance of a batch waits for others;
@@ -74,6 +85,7 @@ class PipelineOptions:
     partial_interval_ms: int = 1000
     partial_window_ms: int = 4000
     max_pending_utterances: int = 8
+    asr_max_lag_ms: int = 2000
     workers: int = 0
     max_batch: int = 8
     batch_wait_ms: int = 10
@@ -85,6 +97,13 @@ class PipelineOptions:
             raise ValueError("max_pending_utterances >= 2 and workers >= 0")
         if self.max_batch < 1 or self.batch_wait_ms < 0:
             raise ValueError("max_batch >= 1 and batch_wait_ms >= 0")
+        if self.asr_max_lag_ms < 0:
+            raise ValueError("asr_max_lag_ms >= 0")
+
+    @property
+    def shed_limit(self) -> int:
+        """Queued utterances beyond which a stream that cannot be paused sheds."""
+        return 4 * self.max_pending_utterances
 
 
 class Engine:
@@ -108,9 +127,15 @@ class Engine:
         self.sinks: list[Callable[[Envelope], None]] = []
         workers = options.workers or (os.cpu_count() or 1)
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="recognize")
+        # Utterances whose transcription was skipped run here, beside the workers,
+        # so their emotion does not wait behind transcriptions.
+        self._acoustic_executor = ThreadPoolExecutor(1, thread_name_prefix="acoustic")
         self._outbox: deque[Envelope] = deque()
         self._in_flight = 0
-        self._requests: asyncio.Queue[_Request] = asyncio.Queue()
+        self._waiting: deque[_Request] = deque()
+        self._wake = asyncio.Event()
+        self._free_slots = workers
+        self._asr_cutoff: float | None = None
         self._batcher: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
 
@@ -138,11 +163,13 @@ class Engine:
         """Run blocking ``func`` in the recognition executor, timing it as ``stage``."""
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
-        self._in_flight += 1
+        acoustic_only = stage == "acoustic"
+        executor = self._acoustic_executor if acoustic_only else self._executor
+        self._in_flight += not acoustic_only
         try:
-            return await loop.run_in_executor(self._executor, func, *args)
+            return await loop.run_in_executor(executor, func, *args)
         finally:
-            self._in_flight -= 1
+            self._in_flight -= not acoustic_only
             self.metrics.stage_seconds.labels(stage).observe(
                 time.perf_counter() - started
             )
@@ -155,75 +182,141 @@ class Engine:
         the workers belong to the utterances whose ``utterance.end`` is owed.
         """
         workers = self.options.workers or (os.cpu_count() or 1)
-        return self._in_flight >= workers or not self._requests.empty()
+        return self._in_flight >= workers or bool(self._waiting)
+
+    def stop_asr_at(self, when: float) -> None:
+        """From ``time.monotonic()`` ``when`` on, start no transcription (shutdown):
+        what waits then is recognised without ASR (``skipped_shutdown``)."""
+        self._asr_cutoff = when
+        self._wake.set()
 
     async def recognize(
         self,
         audio: npt.NDArray[np.float32],
         language: str | None,
         baseline: Baseline = NO_BASELINE,
-    ) -> Recognition:
-        """Recognise one utterance, batched with those of other streams."""
+        arrived: float | None = None,
+    ) -> Recognized:
+        """Recognise one utterance, batched with those of other streams.
+
+        Args:
+            audio: the utterance, 16 kHz mono.
+            language: its language, or None to detect.
+            baseline: the stream's speaker baseline.
+            arrived: ``time.monotonic()`` at which its audio arrived (default: now);
+                its transcription is skipped if it cannot start within
+                ``asr_max_lag_ms`` of that.
+        """
         if self._batcher is None or self._batcher.done():
             self._batcher = asyncio.create_task(self._batch_loop(), name="batcher")
+        arrived = time.monotonic() if arrived is None else arrived
         request = _Request(
-            UtteranceRequest(audio, language, baseline), asyncio.Future()
+            UtteranceRequest(audio, language, baseline),
+            asyncio.get_running_loop().create_future(),
+            due=arrived + self.options.asr_max_lag_ms / 1000,
         )
-        self._requests.put_nowait(request)
+        self._waiting.append(request)
+        self._wake.set()
         return await request.result
 
     async def _batch_loop(self) -> None:
-        """Gather requests into batches; run up to ``workers`` batches at once."""
-        slots = asyncio.Semaphore(self.options.workers or (os.cpu_count() or 1))
-        while True:
-            batch = [await self._requests.get()]
-            deadline = time.monotonic() + self.options.batch_wait_ms / 1000
-            while len(batch) < self.options.max_batch:
-                if not self._requests.empty():
-                    batch.append(self._requests.get_nowait())
-                    continue
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                try:
-                    batch.append(
-                        await asyncio.wait_for(self._requests.get(), remaining)
-                    )
-                except TimeoutError:
-                    break
-            await slots.acquire()
-            # A speculative request abandoned while it waited is not worth running.
-            batch = [r for r in batch if not r.result.done()]
-            if not batch:
-                slots.release()
-                continue
-            task = asyncio.create_task(self._run_batch(batch, slots))
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
+        """Gather requests into batches; run up to ``workers`` batches at once.
 
-    async def _run_batch(self, batch: list[_Request], slots: asyncio.Semaphore) -> None:
+        A request that waits past its ``due`` time (or past the shutdown cutoff) is
+        taken out and recognised without ASR at once, so the emotion of every
+        utterance keeps up even when transcription cannot.
+        """
+        while True:
+            self._skip_overdue()
+            if self._waiting and self._free_slots > 0:
+                await self._gather()
+                self._skip_overdue()
+                count = min(len(self._waiting), self.options.max_batch)
+                batch = [self._waiting.popleft() for _ in range(count)]
+                # A speculative request abandoned while it waited is not worth running.
+                batch = [r for r in batch if not r.result.done()]
+                if batch:
+                    self._free_slots -= 1
+                    self._spawn(self._run_batch(batch))
+                continue
+            self._wake.clear()
+            timeout = None
+            if self._waiting and self._transcribing:
+                timeout = max(0.0, min(r.due for r in self._waiting) - time.monotonic())
+                if self._asr_cutoff is not None:
+                    timeout = min(
+                        timeout, max(0.0, self._asr_cutoff - time.monotonic())
+                    )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    @property
+    def _transcribing(self) -> bool:
+        return self.recognizer.asr is not None and self.recognizer.options.asr
+
+    async def _gather(self) -> None:
+        """Give other streams ``batch_wait_ms`` to join a batch that is not full."""
+        deadline = time.monotonic() + self.options.batch_wait_ms / 1000
+        while len(self._waiting) < self.options.max_batch:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), remaining)
+
+    def _skip_overdue(self) -> None:
+        """Send the waiting requests whose transcription is overdue to the acoustic
+        lane (acoustic and text models only)."""
+        if not self._waiting or not self._transcribing:
+            return
+        now = time.monotonic()
+        shutdown = self._asr_cutoff is not None and now >= self._asr_cutoff
+        overdue = [r for r in self._waiting if shutdown or now >= r.due]
+        if not overdue:
+            return
+        self._waiting = deque(r for r in self._waiting if r not in overdue)
+        reason = ASR_SKIPPED_SHUTDOWN if shutdown else ASR_SKIPPED_OVERLOAD
+        batch = []
+        for request in overdue:
+            if request.result.done():
+                continue
+            request.skipped = reason
+            request.request = replace(request.request, transcribe=False)
+            batch.append(request)
+        if batch:
+            self.metrics.skipped_asr.labels(reason).inc(len(batch))
+            self._spawn(self._recognize_batch(batch, "acoustic"))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def _run_batch(self, batch: list[_Request]) -> None:
         try:
             self.metrics.batch_size.observe(len(batch))
-            await self._recognize_batch(batch)
+            await self._recognize_batch(batch, "recognize")
         finally:
-            slots.release()
+            self._free_slots += 1
+            self._wake.set()
 
-    async def _recognize_batch(self, batch: list[_Request]) -> None:
+    async def _recognize_batch(self, batch: list[_Request], stage: str) -> None:
         try:
             results = await self.run(
-                "recognize", self.recognizer.recognize_batch, [r.request for r in batch]
+                stage, self.recognizer.recognize_batch, [r.request for r in batch]
             )
         except Exception as err:
             if len(batch) > 1:
                 # One bad utterance must not fail the others: retry them one by one.
                 for request in batch:
-                    await self._recognize_batch([request])
+                    await self._recognize_batch([request], stage)
             elif not batch[0].result.done():
                 batch[0].result.set_exception(err)
             return
         for request, result in zip(batch, results, strict=True):
             if not request.result.done():
-                request.result.set_result(result)
+                request.result.set_result(Recognized(result, request.asr_state(result)))
 
     def replace(
         self,
@@ -251,16 +344,34 @@ class Engine:
             old.shutdown(wait=False)
 
     def close(self) -> None:
-        """Stop the batcher and the executor (after the streams have finished)."""
+        """Stop the batcher and the executors (after the streams have finished)."""
         if self._batcher is not None:
             self._batcher.cancel()
         self._executor.shutdown(wait=True, cancel_futures=True)
+        self._acoustic_executor.shutdown(wait=True, cancel_futures=True)
 
 
-@dataclass
+@dataclass(frozen=True)
+class Recognized:
+    """An utterance's recognition and whether (or why not) it was transcribed."""
+
+    recognition: Recognition
+    asr: str
+    """``utterance.end``'s ``asr``: one of ``events.ASR_STATES``."""
+
+
+@dataclass(eq=False)
 class _Request:
     request: UtteranceRequest
-    result: asyncio.Future[Recognition]
+    result: asyncio.Future[Recognized]
+    due: float
+    """``time.monotonic()`` after which its transcription is skipped."""
+    skipped: str | None = None
+
+    def asr_state(self, recognition: Recognition) -> str:
+        if self.skipped is not None:
+            return self.skipped
+        return ASR_OK if recognition.transcribed else ASR_OFF
 
 
 @dataclass
@@ -270,7 +381,7 @@ class _Speculation:
     ending: UtteranceEnding
     language: str | None
     baseline_version: int
-    task: asyncio.Task[Recognition]
+    task: asyncio.Task[Recognized]
 
 
 @dataclass
@@ -283,7 +394,7 @@ class _Pending:
     speculation: _Speculation | None = None
 
 
-def _retrieve(task: asyncio.Task[Recognition]) -> None:
+def _retrieve(task: asyncio.Task[Recognized]) -> None:
     """Mark a discarded speculation's failure as seen (it is not reported)."""
     if not task.cancelled():
         task.exception()
@@ -308,9 +419,8 @@ class StreamSession:
         self._segmenter = Segmenter(
             make_vad(engine.vad_options), engine.segmenter_options
         )
-        self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue(
-            engine.options.max_pending_utterances
-        )
+        self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
+        self._opened_at = time.monotonic()
         self._worker: asyncio.Task[None] | None = None
         self._room = asyncio.Event()
         self._partial: asyncio.Task[None] | None = None
@@ -326,6 +436,7 @@ class StreamSession:
 
     def open(self) -> None:
         """Emit ``stream.start`` and start the recognition worker."""
+        self._opened_at = time.monotonic()
         self.engine.metrics.streams.inc()
         self.engine.metrics.active_streams.inc()
         self.engine.emit(
@@ -363,13 +474,20 @@ class StreamSession:
         self._handle(self._segmenter.push(audio))
         self._maybe_partial()
 
-    async def wait_for_room(self) -> None:
-        """Wait until recognition has room for two more utterances.
+    @property
+    def backlogged(self) -> bool:
+        """Whether the source should pause: ``max_pending_utterances`` minus one wait
+        for recognition (one more may close from audio already taken in)."""
+        limit = self.engine.options.max_pending_utterances
+        return self._queue.qsize() >= limit - 1
 
-        Sources that can wait (files) call this between chunks, so nothing is shed;
-        live sources do not wait, and an overloaded stream sheds (counted) instead.
+    async def wait_for_room(self) -> None:
+        """Wait until the stream is no longer ``backlogged`` (backpressure).
+
+        Sources that can pause (files, WebSocket clients, whose socket is then not
+        read) call this between chunks, so nothing is shed.
         """
-        while self._queue.maxsize - self._queue.qsize() < 2 and self._queue.maxsize > 1:
+        while self.backlogged and not self.closed:
             self._room.clear()
             await self._room.wait()
 
@@ -440,19 +558,27 @@ class StreamSession:
                 pending.speculation, self._speculation = self._speculation, None
             else:
                 self._drop_speculation()
-            try:
-                self._queue.put_nowait(pending)
-                self.engine.metrics.queue_depth.inc()
-            except asyncio.QueueFull:
+            if self._queue.qsize() >= self.engine.options.shed_limit:
+                # The source did not pause (it cannot, or does not wait for room):
+                # the last resort, and a bug when it happens.
                 if pending.speculation is not None:
                     pending.speculation.task.cancel()
                 self.engine.metrics.dropped_utterances.inc()
+                _LOGGER.error(
+                    "Stream %s: utterance %d shed, %d utterances behind",
+                    self.stream_id,
+                    result.utterance_index,
+                    self._queue.qsize(),
+                )
                 self.error(
                     "overloaded",
                     f"utterance {result.utterance_index} dropped: recognition is "
                     f"{self._queue.qsize()} utterances behind",
                     fatal=False,
                 )
+                continue
+            self._queue.put_nowait(pending)
+            self.engine.metrics.queue_depth.inc()
 
     def _speculate(self, ending: UtteranceEnding) -> None:
         """Start recognising an utterance that has gone quiet, unless workers are busy
@@ -473,7 +599,12 @@ class StreamSession:
             self.language,
             baseline.version,
             asyncio.create_task(
-                self.engine.recognize(ending.audio, self.language, baseline)
+                self.engine.recognize(
+                    ending.audio,
+                    self.language,
+                    baseline,
+                    self._arrival(ending.end_sample, time.monotonic()),
+                )
             ),
         )
         self._speculation.task.add_done_callback(_retrieve)
@@ -486,7 +617,13 @@ class StreamSession:
             self._speculation = None
             self.engine.metrics.speculations.labels("discarded").inc()
 
-    async def _recognition(self, pending: _Pending) -> Recognition:
+    def _arrival(self, end_sample: int, closed_at: float) -> float:
+        """When an utterance ending at ``end_sample`` and closed at ``closed_at``
+        arrived: then, or at its real-time pace if the audio came faster (a fast
+        upload is never late; it gets backpressure instead)."""
+        return max(closed_at, self._opened_at + end_sample / SAMPLE_RATE_HZ)
+
+    async def _recognition(self, pending: _Pending) -> Recognized:
         """The speculative result, when it was started with the stream's current
         language and speaker baseline; otherwise a fresh recognition. (Utterances are
         finished in order, so a fresh one sees every earlier utterance: the labels of
@@ -502,7 +639,12 @@ class StreamSession:
                 return await speculation.task
             speculation.task.cancel()
             self.engine.metrics.speculations.labels("discarded").inc()
-        return await self.engine.recognize(pending.audio, self.language, baseline)
+        return await self.engine.recognize(
+            pending.audio,
+            self.language,
+            baseline,
+            self._arrival(pending.end_sample, pending.closed_at),
+        )
 
     def _maybe_partial(self) -> None:
         interval = self.engine.options.partial_interval_ms
@@ -567,7 +709,7 @@ class StreamSession:
             self.engine.metrics.queue_depth.dec()
             self._recognizing = True
             try:
-                recognition = await self._recognition(pending)
+                recognized = await self._recognition(pending)
             except Exception as err:
                 _LOGGER.exception(
                     "Recognition failed on stream %s utterance %d",
@@ -583,9 +725,10 @@ class StreamSession:
                 continue
             finally:
                 self._recognizing = False
+            recognition = recognized.recognition
             self._keep_language(recognition)
             self._baseline.add(recognition.pooled)
-            self._emit_utterance(pending, recognition)
+            self._emit_utterance(pending, recognition, recognized.asr)
 
     def _keep_language(self, recognition: Recognition) -> None:
         threshold = self.engine.recognizer.options.whisper.language_confidence
@@ -600,7 +743,9 @@ class StreamSession:
                 "Stream %s language fixed to %s", self.stream_id, self.language
             )
 
-    def _emit_utterance(self, pending: _Pending, recognition: Recognition) -> None:
+    def _emit_utterance(
+        self, pending: _Pending, recognition: Recognition, asr: str
+    ) -> None:
         self._last_done_index = pending.index
         latency_s = time.monotonic() - pending.closed_at
         self.engine.metrics.latency.observe(latency_s)
@@ -612,11 +757,7 @@ class StreamSession:
                 utterance_id=pending.index,
                 start=samples_to_seconds(pending.start_sample),
                 end=samples_to_seconds(pending.end_sample),
-                transcript=(
-                    recognition.transcript
-                    if self.engine.recognizer.options.asr
-                    else None
-                ),
+                transcript=recognition.transcript if asr == ASR_OK else None,
                 language=recognition.language,
                 label=recognition.label,
                 confidence=round(recognition.confidence, 6),
@@ -626,5 +767,6 @@ class StreamSession:
                     "text": _modality(recognition.text),
                 },
                 latency_ms=round(latency_s * 1000.0, 1),
+                asr=asr,
             ),
         )

@@ -110,7 +110,9 @@ def test_utterance_end_wire_shape() -> None:
         "scores",
         "modalities",
         "latency_ms",
+        "asr",
     }
+    assert data["asr"] == "ok"
     # Both modalities are always present, even when the body names neither.
     bare = UtteranceEnd(0, 0.0, 1.0, "", None, "calm", 1.0, {"calm": 1.0}, {})
     assert bare.to_dict()["modalities"] == {"acoustic": None, "text": None}

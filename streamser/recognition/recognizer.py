@@ -80,6 +80,8 @@ class Recognition:
     text: EmotionScores | None
     pooled: npt.NDArray[np.float32] | None = field(default=None, compare=False)
     """What the stream's baseline keeps of this utterance (``streamser.recognition.adaptation``)."""
+    transcribed: bool = True
+    """Whether ASR ran on it (False with ASR off or when the request skipped it)."""
 
 
 @dataclass(frozen=True)
@@ -90,11 +92,14 @@ class UtteranceRequest:
         audio: 16 kHz mono float32 samples.
         language: ISO 639-1 code, or None to detect.
         baseline: the stream's earlier utterances (``streamser.recognition.adaptation``).
+        transcribe: run ASR on it; False to get its emotion without a transcript
+            (the pipeline's way to keep up under overload).
     """
 
     audio: npt.NDArray[np.float32]
     language: str | None = None
     baseline: Baseline = NO_BASELINE
+    transcribe: bool = True
 
 
 class Recognizer:
@@ -169,18 +174,26 @@ class Recognizer:
         """Acoustic emotion of the speech so far (for ``emotion.partial``)."""
         return self.acoustic([audio], [baseline])[0].scores
 
-    def transcribe(
-        self, audio: npt.NDArray[np.float32], language: str | None
-    ) -> Transcript:
-        """Transcript of one utterance; empty when ASR is off."""
-        return self._transcribe([log_mel(audio)], [language])[0]
-
     def _transcribe(
-        self, mels: Sequence[npt.NDArray[np.float32]], languages: Sequence[str | None]
-    ) -> list[Transcript]:
+        self,
+        mels: Sequence[npt.NDArray[np.float32]],
+        languages: Sequence[str | None],
+        wanted: Sequence[bool] | None = None,
+    ) -> list[Transcript | None]:
+        """Transcripts of the ``wanted`` utterances (all by default); None for the
+        others, and for all when ASR is off."""
         if self.asr is None or not self.options.asr:
-            return [Transcript("", language or "", 0.0) for language in languages]
-        return self.asr.transcribe_batch(mels, languages)
+            return [None] * len(mels)
+        wanted = [True] * len(mels) if wanted is None else list(wanted)
+        chosen = [i for i, want in enumerate(wanted) if want]
+        results: list[Transcript | None] = [None] * len(mels)
+        if chosen:
+            transcripts = self.asr.transcribe_batch(
+                [mels[i] for i in chosen], [languages[i] for i in chosen]
+            )
+            for i, transcript in zip(chosen, transcripts, strict=True):
+                results[i] = transcript
+        return results
 
     def text_emotion(self, text: str, language: str | None) -> EmotionScores | None:
         """Emotion of a transcript alone; None when no text model reads ``language``."""
@@ -217,7 +230,13 @@ class Recognizer:
         if not requests:
             return []
         mels = [log_mel(r.audio) for r in requests]
-        transcripts = self._transcribe(mels, [r.language for r in requests])
+        made = self._transcribe(
+            mels, [r.language for r in requests], [r.transcribe for r in requests]
+        )
+        transcripts = [
+            t if t is not None else Transcript("", r.language or "", 0.0)
+            for t, r in zip(made, requests, strict=True)
+        ]
         acoustic = self.models.acoustic(
             self._acoustic_inputs(mels), [r.baseline for r in requests]
         )
@@ -235,8 +254,11 @@ class Recognizer:
                 acoustic=a.scores,
                 text=x.scores if x is not None else None,
                 pooled=a.pooled,
+                transcribed=m is not None,
             )
-            for t, a, x, f in zip(transcripts, acoustic, text, fused, strict=True)
+            for t, m, a, x, f in zip(
+                transcripts, made, acoustic, text, fused, strict=True
+            )
         ]
 
     def warm_up(self) -> None:

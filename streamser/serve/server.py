@@ -14,6 +14,7 @@ import contextlib
 import http
 import logging
 import ssl
+import time
 import uuid
 from urllib.parse import parse_qs, urlsplit
 
@@ -165,7 +166,9 @@ class StreamServer:
         Every open stream ends as if its client had sent ``stop``: pending
         utterances are recognised and their events go to the client, the
         subscribers and the sinks before ``stream.end``. Bounded by
-        ``drain_timeout_s``; what is still running then is cut off.
+        ``drain_timeout_s``: after half of it, utterances still waiting are
+        recognised without ASR (``skipped_shutdown``), so every one is delivered in
+        time; what is still running at the deadline is cut off.
         """
         self.draining = True
         self.engine.metrics.draining.set(1)
@@ -178,6 +181,7 @@ class StreamServer:
         self._drain_started.set()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.options.drain_timeout_s
+        self.engine.stop_asr_at(time.monotonic() + self.options.drain_timeout_s / 2)
         if handlers:
             _, late = await asyncio.wait(handlers, timeout=self.options.drain_timeout_s)
             if late:
@@ -409,6 +413,10 @@ class StreamServer:
                         session.feed(message)
                     except ProtocolError as err:
                         session.error(err.code, str(err), fatal=err.fatal)
+                    if session.backlogged:
+                        # Backpressure: the socket is not read until recognition
+                        # catches up, so a fast sender slows down and loses nothing.
+                        await session.wait_for_room()
                     if session.audio_seconds > self.options.max_stream_s:
                         session.error(
                             "stream_too_long",
