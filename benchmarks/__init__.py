@@ -1,6 +1,7 @@
-"""streamser's benchmark suite: ``python -m benchmarks [--quick] [--no-append]``.
+"""streamser's benchmark suite: ``python -m benchmarks [--quick] [--no-write]``.
 
 Each module measures one thing and returns a ``Section``; ``__main__`` runs them and
-appends the results to BENCHMARKS.md with the command, commit and host. See
-BENCHMARKS.md for what each part measures and the targets.
+puts each part's results, with the command, commit and host, in its subsection of
+BENCHMARKS.md's "Latest runs" (replacing that part's previous run). See BENCHMARKS.md
+for what each part measures and the targets.
 """

@@ -1,7 +1,13 @@
-"""``python -m benchmarks [--quick] [--no-append] [--parts ...]``: run the suite.
+"""``python -m benchmarks [--quick] [--no-write] [--parts ...]``: run the suite.
 
-Results go to stdout and, unless ``--no-append``, to the end of BENCHMARKS.md with the
-exact command, git commit, date, host (CPU, cores, RAM, GPU) and the machine's load.
+Results go to stdout and into the "## Latest runs" section of BENCHMARKS.md (or
+``--output``): each part that ran replaces its own subsection there, headed
+``### <title> (`benchmarks/<part>.py`)`` and giving the date, the exact command, the
+git commit, the machine (CPU, cores, RAM, GPU) and its load. Parts that did not run
+keep their subsection; older runs live in the file's git history. ``--no-write`` (old
+name ``--no-append``) writes nothing; a ``--quick`` run writes only to an explicit
+``--output``, so its meaningless numbers never replace real ones. What is written
+names no absolute path (see ``common.scrub_paths``) and no other process's arguments.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ import argparse
 import datetime
 import json
 import logging
+import re
 import shlex
 import sys
 import time
@@ -24,6 +31,7 @@ from .common import (
     gpu_memory_used_mb,
     host_description,
     load_average,
+    scrub_paths,
 )
 
 _LOGGER = logging.getLogger("benchmarks")
@@ -53,10 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="a seconds-long smoke run (tiny subsets; numbers not meaningful)",
+        help="a seconds-long smoke run (tiny subsets; numbers not meaningful); "
+        "writes a results file only when --output names one",
     )
     parser.add_argument(
-        "--no-append", action="store_true", help="do not append to BENCHMARKS.md"
+        "--no-write",
+        "--no-append",
+        dest="no_write",
+        action="store_true",
+        help="leave the results file alone (stdout and --json only)",
     )
     parser.add_argument(
         "--parts",
@@ -66,10 +79,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="which parts to run (default: all)",
     )
     parser.add_argument(
-        "--output", type=Path, default=REPO / "BENCHMARKS.md", help="results file"
+        "--output",
+        type=Path,
+        help="results file whose latest-run subsections are replaced "
+        "(default: BENCHMARKS.md; none for --quick)",
     )
     parser.add_argument("--json", type=Path, help="also write the raw numbers here")
     return parser
+
+
+LATEST_RUNS = "## Latest runs"
+LATEST_RUNS_INTRO = (
+    "Written by `python -m benchmarks`: each part it runs replaces its own subsection "
+    "below. Older runs are in the git history of this file."
+)
+_PART_HEADING = re.compile(r"^### .*\(`benchmarks/(\w+)\.py`\)\s*$")
 
 
 def report(
@@ -81,27 +105,113 @@ def report(
     quick: bool,
     commit: str | None = None,
 ) -> str:
-    """The markdown block appended to BENCHMARKS.md."""
+    """One ``### <title> (`benchmarks/<part>.py`)`` subsection per part that ran.
+
+    Each subsection stands alone (date, command, commit, machine, load, then the
+    part's tables), so that it can replace that part's previous one. ``seconds`` is
+    the run's wall time, used for a section that does not record its own.
+    """
     host = host_description()
     load_before, load_after, busy = load
-    lines = [
-        f"## Run {started:%Y-%m-%d %H:%M} UTC{' (quick smoke run)' if quick else ''}",
-        "",
-        f"- command: `{command}`",
-        f"- git commit at start: {commit or git_commit()}",
-        f"- host: {host['cpu']}, {host['cores']} cores, {host['ram']} RAM, GPU: "
+    run = (
+        f"- run: {started:%Y-%m-%d %H:%M} UTC"
+        + (" (quick smoke run)" if quick else "")
+        + f", `{command}`, git commit at start: {commit or git_commit()}"
+    )
+    details = [
+        f"- machine: {host['cpu']}, {host['cores']} cores, {host['ram']} RAM, GPU: "
         f"{host['gpu']}; {host['os']}, Python {host['python']}",
-        f"- load average (1/5/15 min) before: {load_before}; after: {load_after}",
-        "- other busy processes at start: "
-        + ("; ".join(f"`{b}`" for b in busy) if busy else "none"),
-        f"- wall time: {seconds / 60:.1f} min",
+        f"- load average (1/5/15 min) before: {load_before}; after: {load_after}; "
+        "other busy programs at start: " + ("; ".join(busy) if busy else "none"),
     ]
     gpu = gpu_memory_used_mb()
     if gpu is not None:
-        lines.append(f"- GPU memory in use at the end: {gpu:.0f} MiB")
+        details.append(f"- GPU memory in use at the end: {gpu:.0f} MiB")
+    blocks = []
     for section in sections:
-        lines += ["", f"### {section.title} (`{section.script}`)", "", section.body]
-    return "\n".join(lines) + "\n"
+        took = seconds if section.seconds is None else section.seconds
+        blocks.append(
+            "\n".join(
+                [
+                    f"### {section.title} (`{section.script}`)",
+                    "",
+                    f"{run}, {took / 60:.1f} min",
+                    *details,
+                    "",
+                    section.body.strip(),
+                ]
+            )
+        )
+    return scrub_paths("\n\n".join(blocks) + "\n")
+
+
+def _blocks(lines: Sequence[str]) -> tuple[list[str], list[tuple[str, list[str]]]]:
+    """Split lines into the text before the first ``### `` heading and the
+    subsections, each keyed by its part (or by its heading when it names none)."""
+    intro: list[str] = []
+    blocks: list[tuple[str, list[str]]] = []
+    fenced = False
+    for line in lines:
+        if line.startswith("```"):
+            fenced = not fenced
+        if line.startswith("### ") and not fenced:
+            match = _PART_HEADING.match(line)
+            blocks.append((match.group(1) if match else line, [line]))
+        elif blocks:
+            blocks[-1][1].append(line)
+        else:
+            intro.append(line)
+    return intro, blocks
+
+
+def _trimmed(lines: Sequence[str]) -> list[str]:
+    """Lines without leading and trailing blank ones."""
+    kept = list(lines)
+    while kept and not kept[0].strip():
+        kept.pop(0)
+    while kept and not kept[-1].strip():
+        kept.pop()
+    return kept
+
+
+def merge_latest_runs(document: str, subsections: str) -> str:
+    """``document`` with ``subsections`` (``report``'s text) in its "## Latest runs"
+    section: each replaces the subsection of the same part, or is added; the others
+    stay; subsections are kept in the order of ``PARTS``. The section is added at
+    the end of the document when it has none."""
+    lines = document.splitlines()
+    try:
+        start = next(i for i, line in enumerate(lines) if line.strip() == LATEST_RUNS)
+    except StopIteration:
+        lines = [*_trimmed(lines), "", LATEST_RUNS, "", LATEST_RUNS_INTRO]
+        start = len(lines) - 3
+    end = next(
+        (i for i in range(start + 1, len(lines)) if lines[i].startswith(("# ", "## "))),
+        len(lines),
+    )
+    intro, old = _blocks(lines[start + 1 : end])
+    merged = dict(old)
+    merged.update(_blocks(subsections.splitlines())[1])
+    order = sorted(
+        merged, key=lambda part: PARTS.index(part) if part in PARTS else len(PARTS)
+    )
+    body = [LATEST_RUNS, ""]
+    if _trimmed(intro):
+        body += [*_trimmed(intro), ""]
+    for part in order:
+        body += [*_trimmed(merged[part]), ""]
+    after = _trimmed(lines[end:])
+    return "\n".join([*lines[:start], *body, *after]).rstrip() + "\n"
+
+
+def write_latest_runs(path: Path, subsections: str) -> None:
+    """Merge ``subsections`` into the results file at ``path`` (created if absent)."""
+    document = (
+        path.read_text(encoding="utf-8")
+        if path.exists()
+        else "# streamser benchmarks\n"
+    )
+    path.write_text(merge_latest_runs(document, subsections), encoding="utf-8")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -117,6 +227,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = "python -m benchmarks " + shlex.join(
         sys.argv[1:] if argv is None else list(argv)
     )
+    output = args.output
+    if output is None and not args.quick:
+        output = REPO / "BENCHMARKS.md"
     started = datetime.datetime.now(datetime.UTC)
     load_before, busy, commit = load_average(), busy_processes(), git_commit()
     clock = time.monotonic()
@@ -129,7 +242,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except FileNotFoundError as err:
             print(f"benchmarks: {err}", file=sys.stderr)
             return 2
-        _LOGGER.info("%s took %.0f s", part, time.monotonic() - part_clock)
+        section.seconds = time.monotonic() - part_clock
+        _LOGGER.info("%s took %.0f s", part, section.seconds)
         sections.append(section)
         print(f"\n### {section.title}\n\n{section.body}\n", flush=True)
     text = report(
@@ -141,10 +255,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.quick,
         commit,
     )
-    if not args.no_append:
-        with args.output.open("a", encoding="utf-8") as handle:
-            handle.write("\n" + text)
-        _LOGGER.info("appended to %s", args.output)
+    if output is not None and not args.no_write:
+        write_latest_runs(output, text)
+        _LOGGER.info("latest runs of %s written to %s", ", ".join(args.parts), output)
     if args.json:
         args.json.write_text(
             json.dumps({s.script: s.data for s in sections}, indent=1, default=str)

@@ -221,10 +221,15 @@ def load_average() -> str:
 
 
 def busy_processes(min_cpu: float = 20.0) -> list[str]:
-    """Other processes using the CPU now (ps), to record what the run shared it with."""
+    """Other programs using the CPU now (ps), to record what the run shared it with.
+
+    Each entry is a program name with its summed CPU% and process count, e.g.
+    ``python 174.2% (7 processes)``: no arguments and no paths, which could name
+    files of the machine the run happened on.
+    """
     try:
         out = subprocess.run(
-            ["ps", "-eo", "pcpu,pid,args", "--sort=-pcpu", "--no-headers"],
+            ["ps", "-eo", "pcpu,pid,comm", "--sort=-pcpu", "--no-headers"],
             capture_output=True,
             text=True,
             timeout=10,
@@ -232,12 +237,58 @@ def busy_processes(min_cpu: float = 20.0) -> list[str]:
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return []
-    busy = []
+    cpu_by_program: dict[str, list[float]] = {}
     for line in out.splitlines():
-        cpu, pid, args = line.strip().split(None, 2)
-        if float(cpu) >= min_cpu and int(pid) != os.getpid() and "ps -eo" not in args:
-            busy.append(f"{cpu}% {args[:90]}")
-    return busy
+        fields = line.strip().split(None, 2)
+        if len(fields) < 3:
+            continue
+        cpu, pid, program = float(fields[0]), int(fields[1]), fields[2].strip()
+        if cpu < min_cpu or pid == os.getpid() or program == "ps":
+            continue
+        program = program.split("/", 1)[0] or program  # kworker/0:1 -> kworker
+        cpu_by_program.setdefault(program, []).append(cpu)
+    ranked = sorted(cpu_by_program.items(), key=lambda item: -sum(item[1]))
+    return [
+        f"{program} {sum(cpus):.1f}%"
+        + (f" ({len(cpus)} processes)" if len(cpus) > 1 else "")
+        for program, cpus in ranked
+    ]
+
+
+_ABSOLUTE_PATH: Final = re.compile(r"(?<![\w./~-])/(?=[\w.])[^\s`'\",;:)\]|]*")
+
+
+def portable_path(path: str) -> str:
+    """A path fit to publish: relative to the repository when inside it, else
+    ``$STREAMSER_DATA/...`` for a corpus file (a path through a ``datasets`` folder),
+    else just the file name. Relative paths are returned unchanged."""
+    if not path.startswith("/"):
+        return path
+    absolute = Path(path)
+    with contextlib.suppress(ValueError):
+        return str(absolute.relative_to(REPO)) or "."
+    parts = absolute.parts
+    if "datasets" in parts:
+        after = parts[len(parts) - parts[::-1].index("datasets") :]
+        return "/".join(("$STREAMSER_DATA", *after))
+    return absolute.name or path
+
+
+def scrub_paths(text: str) -> str:
+    """``text`` with every absolute file path made portable (``portable_path``).
+
+    Only paths whose first component exists at the file-system root (``/home``,
+    ``/tmp``, ...) count, so URL paths such as ``/v1/stream`` are left alone.
+    """
+
+    def replace(match: re.Match[str]) -> str:
+        path = match.group(0)
+        top = path.split("/")[1]
+        if not top or not Path("/", top).exists():
+            return path
+        return portable_path(path)
+
+    return _ABSOLUTE_PATH.sub(replace, text)
 
 
 def gpu_description() -> str:
@@ -350,9 +401,16 @@ class Section:
         script: the module that produced it (named in BENCHMARKS.md).
         body: markdown (tables and notes).
         data: the numbers behind the tables, for JSON output and tests.
+        seconds: how long the part ran (set by ``__main__``).
     """
 
     title: str
     script: str
     body: str
     data: dict[str, Any]
+    seconds: float | None = None
+
+    @property
+    def part(self) -> str:
+        """The part's name: its script's file name without ``.py`` (``stages``)."""
+        return Path(self.script).stem

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import subprocess
 import tomllib
 from importlib import metadata as importlib_metadata
@@ -22,6 +23,10 @@ from streamser.recognition.models import CARD_FORMAT, META_PREFIX, sha256_file
 _LOGGER = logging.getLogger(__name__)
 
 _REPO_ROOT: Final = Path(__file__).resolve().parent.parent
+_EXACT_FIELDS: Final = frozenset(
+    {"format_version", "name", "kind", "version", "labels"}
+)
+"""Card fields that the runtime checks against the graph: never rewritten."""
 
 CORPUS_LICENCES: Final[dict[str, str]] = {
     "ravdess": "RAVDESS: CC BY-NC-SA 4.0 (Livingstone & Russo 2018)",
@@ -68,6 +73,50 @@ def git_commit() -> str:
     except (OSError, subprocess.SubprocessError):
         return ""
     return commit + ("-dirty" if dirty else "")
+
+
+_ABSOLUTE_PATH: Final = re.compile(r"(?<![\w./~-])/(?=[\w.])[^\s`'\",;:)\]|]*")
+
+
+def portable_path(path: str) -> str:
+    """An absolute path as a card may publish it: relative to the repository when
+    inside it, ``../...`` when beside it (the corpora's documented place is
+    ``../shared/datasets``), ``$STREAMSER_DATA/...`` for another corpus path (one
+    through a ``datasets`` folder), else the file name. Relative paths are kept."""
+    if not path.startswith("/"):
+        return path
+    absolute = Path(path)
+    for base, prefix in ((_REPO_ROOT, ""), (_REPO_ROOT.parent, "../")):
+        try:
+            return prefix + (str(absolute.relative_to(base)) or ".")
+        except ValueError:
+            pass
+    parts = absolute.parts
+    if "datasets" in parts:
+        after = parts[len(parts) - parts[::-1].index("datasets") :]
+        return "/".join(("$STREAMSER_DATA", *after))
+    return absolute.name or path
+
+
+def portable(value: Any) -> Any:
+    """``value`` (a card or part of one) with every absolute file path in its strings
+    made portable (``portable_path``), so that a card names no folder of the machine
+    that trained or exported the model (``--data emodb:/abs/emodb``, ``--out /abs``).
+    Only paths whose first component exists at the file-system root count, so URL
+    paths such as ``/v1/stream`` stay."""
+    if isinstance(value, str):
+
+        def replace(match: re.Match[str]) -> str:
+            found = match.group(0)
+            top = found.split("/")[1]
+            return portable_path(found) if top and Path("/", top).exists() else found
+
+        return _ABSOLUTE_PATH.sub(replace, value)
+    if isinstance(value, dict):
+        return {key: portable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [portable(item) for item in value]
+    return value
 
 
 def corpora_of(data: Any) -> list[str]:
@@ -186,7 +235,11 @@ def build_card(
             "export": export_command,
         },
     }
-    return card
+    # Provenance (data specs, commands, notes) may hold the trainer's absolute paths.
+    return {
+        key: value if key in _EXACT_FIELDS else portable(value)
+        for key, value in card.items()
+    }
 
 
 def write_card(onnx_path: Path, card: dict[str, Any]) -> Path:

@@ -13,11 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.__main__ import report
+from benchmarks.__main__ import merge_latest_runs, report
 from benchmarks.common import (
     Section,
+    busy_processes,
     edit_distance,
     markdown_table,
+    portable_path,
+    scrub_paths,
     speech_end_sample,
     word_errors,
 )
@@ -70,6 +73,63 @@ def test_report_names_command_commit_and_host() -> None:
     assert "git commit at start:" in text and "cores" in text and "GPU:" in text
     assert "### T (`benchmarks/x.py`)" in text
     assert "| 1 | 2.500 |" in text
+
+
+def _latest(part: str, title: str, table: str, command: str) -> str:
+    section = Section(title, f"benchmarks/{part}.py", table, {}, 60.0)
+    return report(
+        [section],
+        command,
+        datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC),
+        60.0,
+        ("1.00 / 1.00 / 1.00", "1.00 / 1.00 / 1.00", []),
+        False,
+        "abc1234",
+    )
+
+
+def test_a_run_replaces_the_latest_run_of_the_parts_it_ran() -> None:
+    document = "# streamser benchmarks\n\nSummary.\n"
+    first = merge_latest_runs(
+        document,
+        _latest("stages", "Stages", "| old stages |", "python -m benchmarks")
+        + "\n"
+        + _latest("latency", "Latency", "| old latency |", "python -m benchmarks"),
+    )
+    assert first.startswith(document)
+    assert "## Latest runs" in first and "git history" in first
+    second = merge_latest_runs(
+        first,
+        _latest("stages", "Stages", "| new stages |", "python -m benchmarks --parts x"),
+    )
+    assert "| new stages |" in second and "| old stages |" not in second
+    assert "| old latency |" in second  # parts that did not run keep their section
+    assert second.count("### Stages (`benchmarks/stages.py`)") == 1
+    assert second.count("## Latest runs") == 1
+    # Sections stay in the suite's order, and merging is stable.
+    assert second.index("benchmarks/stages.py") < second.index("benchmarks/latency.py")
+    assert merge_latest_runs(second, "") == second
+
+
+def test_written_results_name_no_absolute_path_or_process_arguments(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "bench.json"
+    text = _latest(
+        "stages",
+        "Stages",
+        f"| {REPO / 'streamser'} |",
+        f"python -m benchmarks --json {out}",
+    )
+    assert "--json bench.json`" in text and "| streamser |" in text
+    assert str(tmp_path) not in text and str(REPO) not in text
+    data = f"emodb:{REPO.parent}/shared/datasets/emodb"
+    assert scrub_paths(data) == "emodb:$STREAMSER_DATA/emodb"
+    assert (
+        scrub_paths("over `/v1/stream`, 1/5/15 min") == "over `/v1/stream`, 1/5/15 min"
+    )
+    assert portable_path("tests/data/models") == "tests/data/models"
+    assert all("/" not in busy for busy in busy_processes(min_cpu=0.0))
 
 
 @pytest.mark.data

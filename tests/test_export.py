@@ -48,6 +48,26 @@ def acoustic_export(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pat
     return checkpoint, onnx_path
 
 
+def test_card_provenance_names_no_absolute_path() -> None:
+    from export.card import portable
+
+    corpus = f"{_REPO_ROOT.parent}/shared/datasets/shemo-text/shemo_text.jsonl"
+    card = portable(
+        {
+            "data": [f"shemo-text:{corpus}"],
+            "command": {
+                "export": f"python -m export {_REPO_ROOT}/artifacts/a.pt --out /tmp/x/m"
+            },
+            "notes": "served over /v1/stream, 1/5/15",
+        }
+    )
+    assert card == {
+        "data": ["shemo-text:../shared/datasets/shemo-text/shemo_text.jsonl"],
+        "command": {"export": "python -m export artifacts/a.pt --out m"},
+        "notes": "served over /v1/stream, 1/5/15",
+    }
+
+
 @pytest.mark.data
 @needs_data
 def test_acoustic_export_parity_metadata_and_card(
