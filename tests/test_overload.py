@@ -1,0 +1,153 @@
+"""Nothing is lost under load: overdue transcriptions are skipped, never utterances;
+a shutdown stops ASR instead of cutting streams off; a fast sender gets backpressure
+(real Whisper, shipped graphs, real EMO-DB speech, a real WebSocket client)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import soundfile as sf
+from websockets.asyncio.client import connect
+
+from streamser.config import Config
+from streamser.messages import StartMessage
+from streamser.metrics import Metrics
+from streamser.pipeline import Engine, PipelineOptions, StreamSession
+from streamser.recognition.recognizer import Recognizer
+from streamser.serve.handshake import ServerOptions
+from streamser.serve.hub import EventHub
+from streamser.serve.server import StreamServer
+
+pytestmark = pytest.mark.data
+
+CHUNK = 3200  # 200 ms
+
+
+@pytest.fixture(scope="module")
+def recognizer(shipped_models: Path) -> Recognizer:
+    options = dataclasses.replace(
+        Config().recognizer_options(), model_dir=shipped_models
+    )
+    loaded = Recognizer(options)
+    loaded.warm_up()
+    return loaded
+
+
+def _call(clips: list[Path], pause_s: float = 0.8) -> np.ndarray:
+    parts = [np.zeros(8000, np.float32)]
+    for clip in clips:
+        audio, rate = sf.read(clip, dtype="float32")
+        assert rate == 16000
+        parts += [audio, np.zeros(int(pause_s * 16000), np.float32)]
+    return np.concatenate(parts)
+
+
+def _engine(recognizer: Recognizer, **options: Any) -> tuple[Engine, list[Any]]:
+    config = Config()
+    pipeline = dataclasses.replace(config.pipeline, **options)
+    engine = Engine(recognizer, pipeline, config.vad, config.segmenter, Metrics())
+    events: list[Any] = []
+    engine.sinks.append(lambda envelope: events.append(envelope.body))
+    return engine, events
+
+
+def _of(events: list[Any], kind: str) -> list[Any]:
+    return [e for e in events if e.TYPE == kind]
+
+
+async def test_overdue_transcription_is_skipped_not_the_utterance(
+    recognizer: Recognizer, emodb_clips: list[Path]
+) -> None:
+    """With no time to wait for ASR (asr_max_lag_ms = 0), a live stream still gets
+    every utterance, labelled, without transcripts, saying why."""
+    clips = emodb_clips[:3]
+    engine, events = _engine(recognizer, asr_max_lag_ms=0)
+    session = StreamSession(engine, StartMessage(language="de"), "live")
+    session.open()
+    audio = _call(clips)
+    started = time.monotonic()
+    for offset in range(0, audio.size, CHUNK):
+        # A live call: each chunk arrives once it has been spoken.
+        due = started + (offset + CHUNK) / 16000
+        await asyncio.sleep(max(0.0, due - time.monotonic()))
+        session.feed_audio(audio[offset : offset + CHUNK])
+    await asyncio.wait_for(session.close(), 60)
+    engine.close()
+    ends = _of(events, "utterance.end")
+    assert len(ends) == len(clips)
+    assert not _of(events, "error")
+    labels = set(recognizer.models.acoustic_model.info.labels)
+    for end in ends:
+        assert end.asr == "skipped_overload"
+        assert end.transcript is None
+        assert end.label in labels
+        assert end.modalities["acoustic"] is not None
+    assert engine.metrics.skipped_asr.labels("skipped_overload")._value.get() >= 3
+
+
+async def test_shutdown_cutoff_recognises_without_asr(
+    recognizer: Recognizer, emodb_clips: list[Path]
+) -> None:
+    """After the drain's ASR cutoff, waiting utterances are still delivered."""
+    clips = emodb_clips[3:7]
+    engine, events = _engine(recognizer)
+    engine.stop_asr_at(time.monotonic())
+    session = StreamSession(engine, StartMessage(language="de"), "draining")
+    session.open()
+    audio = _call(clips)
+    for offset in range(0, audio.size, CHUNK):
+        session.feed_audio(audio[offset : offset + CHUNK])
+        await asyncio.wait_for(session.wait_for_room(), 60)
+    await asyncio.wait_for(session.close(), 60)
+    engine.close()
+    ends = _of(events, "utterance.end")
+    assert len(ends) == len(clips)
+    assert {e.asr for e in ends} == {"skipped_shutdown"}
+    assert all(e.transcript is None for e in ends)
+    assert not _of(events, "error")
+
+
+async def test_fast_upload_gets_backpressure_and_loses_nothing(
+    recognizer: Recognizer, emodb_clips: list[Path]
+) -> None:
+    """A client that sends a whole call as fast as it can, and reads only after
+    ``stop``, gets every utterance transcribed: the server stops reading it while
+    its queue is full (two pending utterances here) instead of shedding."""
+    clips = emodb_clips[7:17]
+    engine, _ = _engine(recognizer, max_pending_utterances=2)
+    server = StreamServer(
+        ServerOptions(port=0), engine, EventHub(Config().hub, engine.metrics)
+    )
+    await server.start()
+    audio = (_call(clips, pause_s=0.7) * 32767).astype("<i2")
+    received: list[dict[str, Any]] = []
+    try:
+        async with connect(f"ws://127.0.0.1:{server.port}/v1/stream") as ws:
+            start = {"type": "start", "sample_rate": 16000, "encoding": "pcm_s16le"}
+            await ws.send(json.dumps({**start, "language": "de"}))
+            for offset in range(0, audio.size, 16000):  # 1 s messages, no pacing
+                await asyncio.wait_for(
+                    ws.send(audio[offset : offset + 16000].tobytes()), 60
+                )
+            await ws.send(json.dumps({"type": "stop"}))
+            while True:
+                event = json.loads(await asyncio.wait_for(ws.recv(), 120))
+                received.append(event)
+                if event["type"] == "stream.end":
+                    break
+    finally:
+        await asyncio.wait_for(server.drain(), 60)
+        engine.close()
+    ends = [e for e in received if e["type"] == "utterance.end"]
+    assert len(ends) == len(clips)
+    assert [e for e in received if e["type"] == "error"] == []
+    assert {e["asr"] for e in ends} == {"ok"}
+    assert all(e["transcript"] for e in ends)
+    assert engine.metrics.dropped_utterances._value.get() == 0
