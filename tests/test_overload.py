@@ -19,7 +19,7 @@ from websockets.asyncio.client import connect
 from streamser.config import Config
 from streamser.messages import StartMessage
 from streamser.metrics import Metrics
-from streamser.pipeline import Engine, PipelineOptions, StreamSession
+from streamser.pipeline import Engine, StreamSession
 from streamser.recognition.recognizer import Recognizer
 from streamser.serve.handshake import ServerOptions
 from streamser.serve.hub import EventHub
@@ -59,7 +59,7 @@ def _engine(recognizer: Recognizer, **options: Any) -> tuple[Engine, list[Any]]:
 
 
 def _of(events: list[Any], kind: str) -> list[Any]:
-    return [e for e in events if e.TYPE == kind]
+    return [e for e in events if kind == e.TYPE]
 
 
 async def test_overdue_transcription_is_skipped_not_the_utterance(
