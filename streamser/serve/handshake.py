@@ -35,8 +35,15 @@ class ServerOptions:
         token_file: file of bearer tokens, one per line ("" for no authentication).
         tls_cert: PEM certificate file, to serve wss:// ("" for plain ws://).
         tls_key: PEM private key file for ``tls_cert``.
-        max_streams: audio streams open at once, server-wide.
+        max_streams: audio streams open at once, server-wide (started streams:
+            a connection that has not sent ``start`` takes no slot).
         max_streams_per_client: audio streams open at once from one address.
+        start_timeout_s: how long a ``/v1/stream`` connection may take to send
+            ``start`` before it is closed (1008).
+        max_pending_per_client: connections from one address that may wait to
+            send ``start``; another one closes the oldest of them (1008).
+        allow_anonymous: serve beyond loopback without ``token_file`` (otherwise
+            that is refused at startup).
         max_message_bytes: largest binary audio message accepted.
         max_stream_s: longest stream, in seconds of audio.
         drain_timeout_s: on shutdown, how long in-flight utterances may take.
@@ -55,6 +62,9 @@ class ServerOptions:
     max_stream_s: float = 4 * 3600.0
     drain_timeout_s: float = 20.0
     max_client_queue_events: int = 10000
+    start_timeout_s: float = 5.0
+    max_pending_per_client: int = 8
+    allow_anonymous: bool = False
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -65,12 +75,15 @@ class ServerOptions:
                 self.max_streams_per_client,
                 self.max_message_bytes,
                 self.max_client_queue_events,
+                self.max_pending_per_client,
             )
             < 1
         ):
             raise ConfigError("server limits must be >= 1")
-        if self.max_stream_s <= 0 or self.drain_timeout_s <= 0:
-            raise ConfigError("server.max_stream_s and drain_timeout_s must be > 0")
+        if min(self.max_stream_s, self.drain_timeout_s, self.start_timeout_s) <= 0:
+            raise ConfigError(
+                "server.max_stream_s, drain_timeout_s and start_timeout_s must be > 0"
+            )
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ConfigError("server.tls_cert and server.tls_key go together")
 

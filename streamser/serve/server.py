@@ -23,9 +23,9 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from streamser.errors import ProtocolError
+from streamser.errors import ConfigError, ProtocolError
 from streamser.events import Envelope, ErrorEvent
-from streamser.messages import parse_control, parse_start
+from streamser.messages import StartMessage, parse_control, parse_start
 from streamser.pipeline import Engine, StreamSession
 from streamser.serve import handshake
 from streamser.serve.handshake import ServerOptions, read_tokens
@@ -36,11 +36,11 @@ __all__ = ["ServerOptions", "StreamServer", "read_tokens"]
 
 _LOGGER = logging.getLogger(__name__)
 
-_START_TIMEOUT_S = 30.0
 _CLOSE_NORMAL = 1000
 _CLOSE_GOING_AWAY = 1001
 _CLOSE_UNSUPPORTED = 1003
 _CLOSE_POLICY = 1008
+_CLOSE_TRY_LATER = 1013
 
 
 class StreamServer:
@@ -67,6 +67,8 @@ class StreamServer:
         self._clients: dict[str, asyncio.Queue[Envelope | None]] = {}
         self._client_connections: dict[str, ServerConnection] = {}
         self._per_address: dict[str, int] = {}
+        self._pending: dict[str, list[ServerConnection]] = {}
+        self._closing: set[asyncio.Task[None]] = set()
         self._stream_handlers: set[asyncio.Task[None]] = set()
         self._subscriptions: set[Subscription] = set()
         self._connections: set[ServerConnection] = set()
@@ -108,11 +110,25 @@ class StreamServer:
     # -- lifecycle --------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Bind the port and start accepting connections."""
+        """Bind the port and start accepting connections.
+
+        Raises:
+            ConfigError: the address is beyond loopback, there are no tokens and
+                ``allow_anonymous`` is off.
+            OSError: the port cannot be bound (in use, no permission).
+        """
         if not handshake.is_loopback(self.options.host) and not self.tokens:
+            where = self.options.host or "every address"
+            if not self.options.allow_anonymous:
+                raise ConfigError(
+                    f"refusing to listen on {where} without tokens: set "
+                    "server.token_file, or server.allow_anonymous = true to let "
+                    "anyone who can reach it connect"
+                )
             _LOGGER.warning(
-                "Listening on %s without tokens: anyone who can reach it may connect",
-                self.options.host or "every address",
+                "Listening on %s without tokens (allow_anonymous): anyone who can "
+                "reach it may connect",
+                where,
             )
         self._server = await serve(
             self._handle,
@@ -240,11 +256,9 @@ class StreamServer:
             if error:
                 return connection.respond(http.HTTPStatus.BAD_REQUEST, error + "\n")
             return None
-        if len(self._stream_handlers) >= self.options.max_streams:
+        if len(self._sessions) >= self.options.max_streams:
             self.engine.metrics.refused.labels("max_streams").inc()
-            _LOGGER.warning(
-                "Refused a stream: %d streams open", len(self._stream_handlers)
-            )
+            _LOGGER.warning("Refused a stream: %d streams open", len(self._sessions))
             return handshake.try_later(connection, "server at its stream limit\n")
         client = handshake.address(connection)
         if self._per_address.get(client, 0) >= self.options.max_streams_per_client:
@@ -263,18 +277,7 @@ class StreamServer:
             if path == "/v1/events":
                 await self._serve_subscriber(connection)
                 return
-            task = asyncio.current_task()
-            assert task is not None
-            client = handshake.address(connection)
-            self._stream_handlers.add(task)
-            self._per_address[client] = self._per_address.get(client, 0) + 1
-            try:
-                await self._serve_stream(connection)
-            finally:
-                self._stream_handlers.discard(task)
-                self._per_address[client] -= 1
-                if not self._per_address[client]:
-                    del self._per_address[client]
+            await self._serve_stream(connection)
         finally:
             self._connections.discard(connection)
             gauge.dec()
@@ -302,7 +305,7 @@ class StreamServer:
     async def _serve_stream(self, connection: ServerConnection) -> None:
         client = handshake.address(connection)
         connection_id = uuid.uuid4().hex[:12]
-        first = await self._first_message(connection)
+        first = await self._wait_for_start(connection, client)
         if first is None:
             code = _CLOSE_GOING_AWAY if self.draining else _CLOSE_POLICY
             with contextlib.suppress(ConnectionClosed):
@@ -323,9 +326,48 @@ class StreamServer:
                     f"stream {stream_id!r} is already open",
                     fatal=True,
                 )
+            self._check_slots(client)
         except ProtocolError as err:
             await self._refuse(connection, connection_id, err)
             return
+        task = asyncio.current_task()
+        assert task is not None
+        self._stream_handlers.add(task)
+        self._per_address[client] = self._per_address.get(client, 0) + 1
+        try:
+            await self._serve_session(connection, client, start, stream_id)
+        finally:
+            self._stream_handlers.discard(task)
+            self._per_address[client] -= 1
+            if not self._per_address[client]:
+                del self._per_address[client]
+
+    def _check_slots(self, client: str) -> None:
+        """Whether a started stream still fits: the handshake checked the limits,
+        but other connections may have started since.
+
+        Raises:
+            ProtocolError: ``server_busy`` (fatal).
+        """
+        if len(self._sessions) >= self.options.max_streams:
+            reason = "max_streams"
+        elif self._per_address.get(client, 0) >= self.options.max_streams_per_client:
+            reason = "max_streams_per_client"
+        else:
+            return
+        self.engine.metrics.refused.labels(reason).inc()
+        _LOGGER.warning("Refused a start from %s: %s reached", client, reason)
+        raise ProtocolError(
+            "server_busy", f"the server is at its {reason} limit", fatal=True
+        )
+
+    async def _serve_session(
+        self,
+        connection: ServerConnection,
+        client: str,
+        start: StartMessage,
+        stream_id: str,
+    ) -> None:
         queue: asyncio.Queue[Envelope | None] = asyncio.Queue()
         self._clients[stream_id] = queue
         self._client_connections[stream_id] = connection
@@ -358,18 +400,54 @@ class StreamServer:
         }.get(outcome, (_CLOSE_NORMAL, ""))
         await close_reading(connection, code, reason)
 
+    async def _wait_for_start(
+        self, connection: ServerConnection, client: str
+    ) -> str | bytes | None:
+        """The first message; None on timeout, disconnect, shutdown, or when newer
+        connections from the same address push this one out.
+
+        Connections that have not sent ``start`` take no stream slot; each address
+        may keep ``max_pending_per_client`` of them, and another one closes the
+        oldest, so idle connections never lock real calls out.
+        """
+        pending = self._pending.setdefault(client, [])
+        pending.append(connection)
+        if len(pending) > self.options.max_pending_per_client:
+            oldest = pending.pop(0)
+            self.engine.metrics.refused.labels("idle_before_start").inc()
+            _LOGGER.info("Closing an idle connection from %s: newer ones wait", client)
+            self._spawn_close(oldest)
+        try:
+            return await self._first_message(connection)
+        finally:
+            if connection in pending:
+                pending.remove(connection)
+            if not pending:
+                self._pending.pop(client, None)
+
+    def _spawn_close(self, connection: ServerConnection) -> None:
+        async def close() -> None:
+            with contextlib.suppress(ConnectionClosed):
+                await connection.close(_CLOSE_POLICY, "no start message")
+
+        task = asyncio.create_task(close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
     async def _first_message(self, connection: ServerConnection) -> str | bytes | None:
         """The start message; None on timeout, disconnect or shutdown."""
         recv = asyncio.ensure_future(connection.recv())
         drain = asyncio.ensure_future(self._drain_started.wait())
+        closed = asyncio.ensure_future(connection.wait_closed())
         try:
             await asyncio.wait(
-                {recv, drain},
-                timeout=_START_TIMEOUT_S,
+                {recv, drain, closed},
+                timeout=self.options.start_timeout_s,
                 return_when=asyncio.FIRST_COMPLETED,
             )
         finally:
             drain.cancel()
+            closed.cancel()
             if not recv.done():
                 recv.cancel()  # safe: websockets loses no data on a cancelled recv
         if recv.cancelled() or not recv.done() or recv.exception() is not None:
@@ -460,6 +538,8 @@ class StreamServer:
         )
         self.engine.sequencer.forget(stream_id)
         code = _CLOSE_UNSUPPORTED if err.code in _UNSUPPORTED else _CLOSE_POLICY
+        if err.code == "server_busy":
+            code = _CLOSE_TRY_LATER
         with contextlib.suppress(ConnectionClosed):
             await connection.send(envelope.to_json())
         await close_reading(connection, code, err.code)
