@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import re
 import types
 import warnings
 from pathlib import Path
@@ -16,8 +17,10 @@ import soxr
 from streamser.audio.decode import (
     ALAW_TABLE,
     ENCODINGS,
+    FILE_FORMATS,
     MULAW_TABLE,
     AudioDecoder,
+    read_audio_bytes,
     read_audio_file,
 )
 from streamser.errors import AudioSourceError, ProtocolError
@@ -247,3 +250,38 @@ def test_read_audio_file_rejects_other_formats_and_no_audio(tmp_path: Path) -> N
     soundfile.write(silent, np.zeros(0, np.float32), 16000)
     with pytest.raises(AudioSourceError, match="no audio"):
         read_audio_file(silent)
+
+
+@pytest.mark.skipif(
+    "MP3" not in soundfile.available_formats(), reason="libsndfile without MP3"
+)
+def test_read_audio_file_reads_mp3(tmp_path: Path) -> None:
+    assert "MP3" in FILE_FORMATS
+    path = tmp_path / "clip.mp3"
+    soundfile.write(path, _tone(1.0, 22050), 22050, format="MP3")
+    audio = read_audio_file(path)
+    assert audio.dtype == np.float32 and audio.ndim == 1
+    # MP3 adds encoder delay and padding: compare length loosely, and the level
+    assert audio.shape[0] == pytest.approx(16000, rel=0.1)
+    tone_rms = float(np.sqrt(np.mean(_tone(1.0, 16000) ** 2)))
+    assert float(np.sqrt(np.mean(audio[2000:-2000] ** 2))) == pytest.approx(
+        tone_rms, rel=0.1
+    )
+
+
+def test_read_audio_bytes_equals_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "clip.flac"
+    soundfile.write(path, _tone(0.5, 44100), 44100, format="FLAC")
+    np.testing.assert_array_equal(
+        read_audio_bytes(path.read_bytes(), "standard input"), read_audio_file(path)
+    )
+    with pytest.raises(AudioSourceError, match="standard input: the file is empty"):
+        read_audio_bytes(b"", "standard input")
+    with pytest.raises(AudioSourceError, match="standard input: cannot read audio"):
+        read_audio_bytes(b"not audio" * 20, "standard input")
+
+
+def test_missing_file_says_file_not_found(tmp_path: Path) -> None:
+    path = tmp_path / "nope.wav"
+    with pytest.raises(AudioSourceError, match=re.escape(f"file not found: {path}")):
+        read_audio_file(path)

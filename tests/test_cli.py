@@ -2,23 +2,48 @@
 
 from __future__ import annotations
 
+import io
+import json
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import soundfile as sf
 
 from conftest import FIXTURE_MODELS, REPO
 
+DEMO = REPO / "streamser" / "assets" / "demo.wav"
+FAST = ("--model-dir", str(FIXTURE_MODELS), "--no-asr")
 
-def streamser(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+
+def streamser(
+    *args: str, timeout: float = 300, stdin: bytes | None = None
+) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
         [sys.executable, "-m", "streamser", *args],
         cwd=REPO,
         capture_output=True,
-        text=True,
+        input=stdin,
         timeout=timeout,
     )
+    return subprocess.CompletedProcess(
+        result.args,
+        result.returncode,
+        result.stdout.decode(errors="replace"),
+        result.stderr.decode(errors="replace"),
+    )
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A loopback port another socket listens on."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        yield taken.getsockname()[1]
 
 
 @pytest.mark.parametrize(
@@ -75,10 +100,7 @@ def test_run_on_unreadable_and_missing_files(tmp_path: Path) -> None:
 
 
 def test_run_on_the_demo_clip_prints_json_lines() -> None:
-    import json
-
-    demo = REPO / "streamser" / "assets" / "demo.wav"
-    result = streamser("run", str(demo), "--jsonl", "--model-dir", str(FIXTURE_MODELS))
+    result = streamser("run", str(DEMO), "--jsonl", "--model-dir", str(FIXTURE_MODELS))
     assert result.returncode == 0, result.stderr
     events = [json.loads(line) for line in result.stdout.splitlines()]
     ends = [e for e in events if e["type"] == "utterance.end"]
@@ -98,3 +120,54 @@ def test_models_lists_the_shipped_graphs_and_their_front_end() -> None:
         in result.stdout
     )
     assert result.stdout.count("load: ok") == 2
+
+
+@pytest.mark.parametrize("command", [["listen", "--demo"], ["serve"]])
+def test_a_taken_port_is_one_clear_error(command: list[str], taken_port: int) -> None:
+    result = streamser(*command, "--port", str(taken_port), *FAST, timeout=120)
+    assert result.returncode == 1, result.stderr
+    errors = [line for line in result.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1, result.stderr
+    assert errors[0].endswith(
+        f"Cannot listen on 127.0.0.1:{taken_port}: Address already in use"
+    )
+    assert "Traceback" not in result.stderr and "Ready" not in result.stderr
+
+
+def test_run_missing_file_says_file_not_found(tmp_path: Path) -> None:
+    result = streamser("run", "nope.wav", *FAST)
+    assert result.returncode == 1
+    assert "file not found: nope.wav" in result.stderr
+    assert "System error" not in result.stderr
+
+
+def test_language_is_a_flag_of_run_and_listen_only() -> None:
+    for command in ("run", "listen"):
+        assert "--language" in streamser(command, "--help").stdout
+    for command in ("serve", "models", "config"):
+        result = streamser(command, "--language", "de")
+        assert result.returncode == 2
+        assert "unrecognized arguments: --language" in result.stderr
+
+
+def test_run_prints_streams_in_the_order_given_and_reads_mp3_from_stdin() -> None:
+    # The demo clip's first utterance as MP3 on standard input, after the whole
+    # clip: the short stream ends first but is printed second.
+    audio, rate = sf.read(DEMO, dtype="float32")
+    mp3 = io.BytesIO()
+    sf.write(mp3, audio[: int(5.8 * rate)], rate, format="MP3")
+    result = streamser("run", str(DEMO), "-", "--jsonl", *FAST, stdin=mp3.getvalue())
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    streams = [e["stream_id"] for e in events]
+    first = streams.count("demo.wav")
+    assert streams == ["demo.wav"] * first + ["stdin"] * (len(streams) - first)
+    ends = {
+        stream: [e for e in events if e["stream_id"] == stream]
+        for stream in ("demo.wav", "stdin")
+    }
+    assert [e["type"] for e in ends["demo.wav"]].count("utterance.end") == 3
+    assert [e["type"] for e in ends["stdin"]].count("utterance.end") == 1
+    assert events[-1]["type"] == "stream.end" and events[-1]["stream_id"] == "stdin"
+    # the stdin stream finished first: its events have the smaller ids
+    assert ends["stdin"][-1]["id"] < ends["demo.wav"][-1]["id"]

@@ -3,11 +3,13 @@
 Everything downstream (VAD, segmenter, features) sees one format: 16 kHz, mono,
 float32 in [-1, 1]. ``AudioDecoder`` converts a live stream chunk by chunk, keeping the
 resampler state across chunks, so a stream cut into any chunk sizes decodes to the same
-samples; ``read_audio_file`` does the same for a whole file at once.
+samples; ``read_audio_file`` and ``read_audio_bytes`` do the same for a whole file at
+once.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 from typing import Final
@@ -28,8 +30,14 @@ MIN_SAMPLE_RATE_HZ: Final = 8000
 MAX_SAMPLE_RATE_HZ: Final = 48000
 MIN_CHANNELS: Final = 1
 MAX_CHANNELS: Final = 8
-FILE_FORMATS: Final = ("WAV", "WAVEX", "RF64", "FLAC", "OGG")
-"""libsndfile container formats ``read_audio_file`` accepts (WAV, FLAC, OGG)."""
+FILE_FORMATS: Final = ("WAV", "WAVEX", "RF64", "FLAC", "OGG") + (
+    ("MP3",) if "MP3" in soundfile.available_formats() else ()
+)
+"""libsndfile container formats ``read_audio_file`` accepts (WAV, FLAC, OGG, and MP3
+where libsndfile reads it: 1.1 and later)."""
+_ACCEPTED: Final = (
+    "WAV, FLAC, OGG or MP3" if "MP3" in FILE_FORMATS else "WAV, FLAC or OGG"
+)
 
 _BYTES_PER_SAMPLE: Final = {"pcm_s16le": 2, "pcm_f32le": 4, "mulaw": 1, "alaw": 1}
 _RESAMPLE_QUALITY: Final = "HQ"
@@ -211,7 +219,7 @@ class AudioDecoder:
 
 
 def read_audio_file(path: str | os.PathLike[str]) -> npt.NDArray[np.float32]:
-    """Reads a WAV, FLAC or OGG file as 16 kHz mono float32.
+    """Reads a WAV, FLAC, OGG or MP3 file as 16 kHz mono float32.
 
     Args:
         path: the audio file.
@@ -224,32 +232,55 @@ def read_audio_file(path: str | os.PathLike[str]) -> npt.NDArray[np.float32]:
             the message names the file and the reason.
     """
     name = os.fspath(path)
-    if os.path.isdir(name):
-        raise AudioSourceError(f"{name}: is a directory, not an audio file")
-    if os.path.isfile(name) and os.path.getsize(name) == 0:
+    try:
+        with open(name, "rb") as handle:
+            data = handle.read()
+    except FileNotFoundError as err:
+        raise AudioSourceError(f"file not found: {name}") from err
+    except IsADirectoryError as err:
+        raise AudioSourceError(f"{name}: is a directory, not an audio file") from err
+    except OSError as err:
+        raise AudioSourceError(f"{name}: cannot read ({err.strerror})") from err
+    return read_audio_bytes(data, name)
+
+
+def read_audio_bytes(data: bytes, name: str) -> npt.NDArray[np.float32]:
+    """Decodes a whole WAV, FLAC, OGG or MP3 file held in memory (``streamser run -``).
+
+    Args:
+        data: the encoded file, as read from disk or standard input.
+        name: what error messages call it (a path, or "standard input").
+
+    Returns:
+        The audio, downmixed by the channel mean and resampled to 16 kHz.
+
+    Raises:
+        AudioSourceError: ``data`` is empty, in another format or holds no audio; the
+            message names ``name`` and the reason.
+    """
+    if not data:
         raise AudioSourceError(f"{name}: the file is empty")
     try:
-        info = soundfile.info(name)
-        if info.format not in FILE_FORMATS:
-            raise AudioSourceError(
-                f"{name}: unsupported audio format {info.format} "
-                f"({info.format_info}); use WAV, FLAC or OGG"
-            )
-        data, sample_rate = soundfile.read(name, dtype="float32", always_2d=True)
+        with soundfile.SoundFile(io.BytesIO(data)) as sound:
+            if sound.format not in FILE_FORMATS:
+                raise AudioSourceError(
+                    f"{name}: unsupported audio format {sound.format} "
+                    f"({sound.format_info}); use {_ACCEPTED}"
+                )
+            audio = sound.read(dtype="float32", always_2d=True)
+            sample_rate = sound.samplerate
     except AudioSourceError:
         raise
-    except FileNotFoundError as err:
-        raise AudioSourceError(f"{name}: no such file") from err
-    except (soundfile.SoundFileError, OSError, RuntimeError, ValueError) as err:
+    except (soundfile.SoundFileError, RuntimeError, ValueError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         if isinstance(err, soundfile.LibsndfileError):
             reason = err.error_string
         raise AudioSourceError(
-            f"{name}: cannot read audio ({reason}); use WAV, FLAC or OGG"
+            f"{name}: cannot read audio ({reason}); use {_ACCEPTED}"
         ) from err
-    if data.shape[0] == 0:
+    if audio.shape[0] == 0:
         raise AudioSourceError(f"{name}: the file contains no audio")
-    mono = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1)
+    mono = audio[:, 0] if audio.shape[1] == 1 else audio.mean(axis=1)
     mono = _sanitize(np.ascontiguousarray(mono, dtype=np.float32))
     if sample_rate != SAMPLE_RATE_HZ:
         mono = np.asarray(
@@ -260,7 +291,7 @@ def read_audio_file(path: str | os.PathLike[str]) -> npt.NDArray[np.float32]:
         "Read %s: %d Hz, %d channel(s), %.2f s",
         name,
         sample_rate,
-        data.shape[1],
-        data.shape[0] / sample_rate,
+        audio.shape[1],
+        audio.shape[0] / sample_rate,
     )
     return mono

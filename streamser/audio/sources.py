@@ -1,4 +1,15 @@
-"""Audio sources besides WebSocket clients: the microphone and the bundled demo clip.
+"""Where a stream's audio comes from: the ``AudioSource`` protocol and its sources.
+
+A source yields 16 kHz mono float32 chunks; ``drive`` feeds one into a
+``StreamSession`` (``streamser run`` and ``streamser listen``). The sources: an audio
+file or standard input (``ClipSource``, played in real time or as fast as recognition
+keeps up), the microphone (``MicrophoneSource``) and the bundled demo clip.
+
+WebSocket clients are not an ``AudioSource``: their socket carries wire-encoded bytes
+interleaved with ``flush`` and ``stop`` commands and per-message errors, and the server
+applies backpressure by not reading the socket, so ``serve.server`` feeds the session
+bytes (``StreamSession.feed``) itself; forcing that through float32 chunks would lose
+the commands and the per-message error events.
 
 The microphone needs sounddevice and the PortAudio library (Debian: ``libportaudio2``);
 only ``streamser listen`` and ``streamser devices`` import it.
@@ -7,21 +18,195 @@ only ``streamser listen`` and ``streamser devices`` import it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator
+import sys
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, BinaryIO, Final, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from streamser.audio.decode import AudioDecoder, read_audio_file
+from streamser.audio import SAMPLE_RATE_HZ
+from streamser.audio.decode import AudioDecoder, read_audio_bytes, read_audio_file
 from streamser.errors import AudioSourceError
+
+if TYPE_CHECKING:  # the pipeline uses audio/, not the other way round
+    from streamser.pipeline import StreamSession
 
 _LOGGER = logging.getLogger(__name__)
 
-_BLOCK_S = 0.05
+_BLOCK_S: Final = 0.05
+CHUNK_SAMPLES: Final = SAMPLE_RATE_HZ // 10
+"""Samples per chunk a ``ClipSource`` yields (100 ms)."""
+
+
+class AudioSource(Protocol):
+    """Something that yields 16 kHz mono float32 chunks, then ends (or never does).
+
+    Attributes:
+        name: the stream id its events carry.
+        live: paced by a clock (a microphone, real-time playback): it must never be
+            held back, so an overloaded stream sheds instead. A source that is not
+            live waits for recognition between chunks (backpressure), losing nothing.
+    """
+
+    name: str
+    live: bool
+
+    def __aiter__(self) -> AsyncIterator[npt.NDArray[np.float32]]:
+        """The chunks, in order."""
+        ...
+
+
+async def drive(
+    source: AudioSource, session: StreamSession, stop: asyncio.Event | None = None
+) -> None:
+    """Feed ``source`` into ``session`` from ``stream.start`` to ``stream.end``.
+
+    Opens the session, feeds every chunk (waiting for room between chunks when the
+    source is not live), and closes it, finishing its pending utterances, when the
+    source ends, when ``stop`` is set or when this coroutine is cancelled.
+
+    Args:
+        source: where the audio comes from.
+        session: a stream session not opened yet.
+        stop: ends the stream early when set (SIGINT in ``streamser listen``).
+
+    Raises:
+        AudioSourceError: the source failed (the session is still closed).
+    """
+    session.open()
+    try:
+        feeding = asyncio.create_task(_feed(source, session))
+        waiting: asyncio.Future[Any] = (
+            asyncio.ensure_future(stop.wait())
+            if stop is not None
+            else asyncio.get_running_loop().create_future()
+        )
+        try:
+            await asyncio.wait({feeding, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiting.cancel()
+            if not feeding.done():
+                feeding.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await feeding
+        if not feeding.cancelled():
+            feeding.result()  # re-raise what the source raised
+    finally:
+        await session.close()
+
+
+async def _feed(source: AudioSource, session: StreamSession) -> None:
+    async for chunk in source:
+        session.feed_audio(chunk)
+        if not source.live:
+            await session.wait_for_room()
+            await asyncio.sleep(0)  # let the other streams of ``run`` move too
+
+
+class ClipSource:
+    """Audio held in memory (a file, standard input, the demo clip), in 100 ms chunks.
+
+    Played in real time (``live``), or as fast as recognition keeps up.
+    """
+
+    def __init__(
+        self, audio: npt.NDArray[np.float32], name: str, *, realtime: bool
+    ) -> None:
+        """Wrap decoded audio.
+
+        Args:
+            audio: 16 kHz mono float32.
+            name: the stream id.
+            realtime: pace the chunks by the clock.
+        """
+        self.audio = audio
+        self.name = name
+        self.live = realtime
+
+    def __aiter__(self) -> AsyncIterator[npt.NDArray[np.float32]]:
+        """The chunks, each yielded when due when playing in real time."""
+        return self._chunks()
+
+    async def _chunks(self) -> AsyncIterator[npt.NDArray[np.float32]]:
+        began = time.monotonic()
+        for offset in range(0, self.audio.shape[0], CHUNK_SAMPLES):
+            yield self.audio[offset : offset + CHUNK_SAMPLES]
+            if self.live:
+                due = began + (offset + CHUNK_SAMPLES) / SAMPLE_RATE_HZ
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
+
+
+def file_source(path: Path, name: str, *, realtime: bool) -> ClipSource:
+    """A WAV, FLAC, OGG or MP3 file, read and decoded now.
+
+    Raises:
+        AudioSourceError: the file is missing, unreadable or not audio.
+    """
+    return ClipSource(read_audio_file(path), name, realtime=realtime)
+
+
+def stdin_source(
+    name: str, *, realtime: bool, stream: BinaryIO | None = None
+) -> ClipSource:
+    """A whole audio file piped to standard input (``streamser run -``), read now.
+
+    Args:
+        name: the stream id.
+        realtime: pace the chunks by the clock.
+        stream: where to read (default: the process's standard input).
+
+    Raises:
+        AudioSourceError: nothing on standard input, or not audio.
+    """
+    data = (stream if stream is not None else sys.stdin.buffer).read()
+    return ClipSource(read_audio_bytes(data, "standard input"), name, realtime=realtime)
+
+
+def open_clips(
+    paths: Sequence[Path], *, realtime: bool
+) -> tuple[list[ClipSource], list[AudioSourceError]]:
+    """Read every file now (``-``: standard input), named for ``streamser run``.
+
+    A source is named by its file name ("stdin" for ``-``); a name given before gets
+    ``#2``, ``#3``..., so stream ids differ.
+
+    Args:
+        paths: audio files, in order; ``-`` at most once.
+        realtime: pace the chunks by the clock.
+
+    Returns:
+        The sources of the files that could be read, in order, and an error for each
+        one that could not (missing, unreadable, not audio).
+    """
+    sources: list[ClipSource] = []
+    errors: list[AudioSourceError] = []
+    seen: Counter[str] = Counter()
+    for path in paths:
+        stdin = str(path) == "-"
+        name = "stdin" if stdin else path.name
+        seen[name] += 1
+        if seen[name] > 1:
+            name = f"{name}#{seen[name]}"
+        try:
+            if stdin:
+                sources.append(stdin_source(name, realtime=realtime))
+            else:
+                sources.append(file_source(path, name, realtime=realtime))
+        except AudioSourceError as err:
+            errors.append(err)
+    return sources, errors
+
+
+def demo_source() -> ClipSource:
+    """The bundled demo clip, played in real time (``streamser listen --demo``)."""
+    return ClipSource(demo_clip(), "demo", realtime=True)
 
 
 def _sounddevice() -> Any:
@@ -70,51 +255,57 @@ def check_microphone(device: str | None) -> None:
         ) from err
 
 
-async def microphone_chunks(
-    device: str | None, stop: asyncio.Event
-) -> AsyncIterator[npt.NDArray[np.float32]]:
-    """Yield 16 kHz mono float32 blocks from the microphone until ``stop`` is set."""
-    sd = _sounddevice()
-    info = sd.query_devices(_device(device), kind="input")
-    rate = int(info["default_samplerate"])
-    decoder = AudioDecoder("pcm_f32le", rate, 1)
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=200)
+class MicrophoneSource:
+    """An input device through PortAudio, resampled to 16 kHz; live, never ends."""
 
-    def callback(data: Any, frames: int, time: Any, status: Any) -> None:
-        if status:
-            _LOGGER.debug("Microphone status: %s", status)
-        payload = bytes(data)
+    def __init__(self, device: str | None, name: str = "microphone") -> None:
+        """Choose the device (opened when iterated).
 
-        def put() -> None:
-            if queue.full():
-                _LOGGER.warning("Microphone audio dropped: processing fell behind")
-                return
-            queue.put_nowait(payload)
+        Args:
+            device: input device name or index; None for the default.
+            name: the stream id.
+        """
+        self.device = device
+        self.name = name
+        self.live = True
 
-        loop.call_soon_threadsafe(put)
+    def __aiter__(self) -> AsyncIterator[npt.NDArray[np.float32]]:
+        """Blocks of 50 ms from the device, until the iteration is cancelled."""
+        return self._chunks()
 
-    stream = sd.RawInputStream(
-        samplerate=rate,
-        blocksize=int(rate * _BLOCK_S),
-        device=_device(device),
-        channels=1,
-        dtype="float32",
-        callback=callback,
-    )
-    with stream:
-        _LOGGER.info("Recording from %s at %d Hz", info["name"], rate)
-        while not stop.is_set():
-            getter = asyncio.ensure_future(queue.get())
-            stopper = asyncio.ensure_future(stop.wait())
-            done, _ = await asyncio.wait(
-                {getter, stopper}, return_when=asyncio.FIRST_COMPLETED
-            )
-            stopper.cancel()
-            if getter not in done:
-                getter.cancel()
-                break
-            yield decoder.decode(getter.result())
+    async def _chunks(self) -> AsyncIterator[npt.NDArray[np.float32]]:
+        sd = _sounddevice()
+        info = sd.query_devices(_device(self.device), kind="input")
+        rate = int(info["default_samplerate"])
+        decoder = AudioDecoder("pcm_f32le", rate, 1)
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=200)
+
+        def callback(data: Any, frames: int, time: Any, status: Any) -> None:
+            if status:
+                _LOGGER.debug("Microphone status: %s", status)
+            payload = bytes(data)
+
+            def put() -> None:
+                if queue.full():
+                    _LOGGER.warning("Microphone audio dropped: processing fell behind")
+                    return
+                queue.put_nowait(payload)
+
+            loop.call_soon_threadsafe(put)
+
+        stream = sd.RawInputStream(
+            samplerate=rate,
+            blocksize=int(rate * _BLOCK_S),
+            device=_device(self.device),
+            channels=1,
+            dtype="float32",
+            callback=callback,
+        )
+        with stream:
+            _LOGGER.info("Recording from %s at %d Hz", info["name"], rate)
+            while True:
+                yield decoder.decode(await queue.get())
 
 
 def demo_clip_path() -> Path:

@@ -1,0 +1,396 @@
+"""The service lifecycle: build, warm up, serve, reload (SIGHUP), drain, sd_notify.
+
+``Daemon`` is what one process serves with: the warm models in an ``Engine``, the
+``EventHub`` and the sinks, and the ``StreamServer`` once bound. ``serve`` (the
+``streamser serve`` daemon), ``listen`` (a live source plus ``/v1/events``) and
+``run_sources`` (files, standard input) are the three ways the CLI drives it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from streamser.audio import SAMPLE_RATE_HZ
+from streamser.audio.sources import AudioSource, drive
+from streamser.config import Config
+from streamser.errors import StreamserError
+from streamser.events import Envelope, StreamEnd
+from streamser.messages import StartMessage
+from streamser.metrics import Metrics
+from streamser.pipeline import Engine, StreamSession
+from streamser.recognition.recognizer import Recognizer
+from streamser.serve.hub import EventHub
+from streamser.serve.server import StreamServer
+from streamser.serve.systemd import Notifier
+from streamser.sinks.jsonl import JsonlSink
+
+_LOGGER = logging.getLogger(__name__)
+
+EventSink = Callable[[Envelope], None]
+"""Where events go: called once per event, in ``id`` order."""
+
+
+class Daemon:
+    """Warm models wired into an engine, an event hub and the sinks; one per process.
+
+    Use from one event loop. ``build`` loads; ``start_server`` binds; ``drain`` ends
+    the streams; ``close`` releases the executor and the sinks.
+    """
+
+    def __init__(
+        self, config: Config, engine: Engine, hub: EventHub, jsonl: JsonlSink | None
+    ) -> None:
+        """Hold built parts; use ``build`` to make them from a ``Config``."""
+        self.config = config
+        self.engine = engine
+        self.hub = hub
+        self.jsonl = jsonl
+        self.server: StreamServer | None = None
+
+    @classmethod
+    def build(cls, config: Config) -> Daemon:
+        """Load and warm up every model, then wire the engine, hub and JSONL sink.
+
+        Blocks for as long as the models take to load.
+
+        Raises:
+            ModelError: a model is missing or breaks its contract.
+            ConfigError: a setting the models need is wrong.
+        """
+        metrics = Metrics()
+        started = time.perf_counter()
+        recognizer = _load(config)
+        metrics.models_loaded.set(1)
+        _LOGGER.info("Models loaded and warm in %.1f s", time.perf_counter() - started)
+        engine = Engine(
+            recognizer, config.pipeline, config.vad, config.segmenter, metrics
+        )
+        jsonl = None
+        if config.output.jsonl:
+            jsonl = JsonlSink(Path(config.output.jsonl), metrics, engine.emit)
+            engine.sinks.append(jsonl)
+        daemon = cls(config, engine, EventHub(config.hub, metrics), jsonl)
+        daemon.show_models()
+        return daemon
+
+    def show_models(self) -> None:
+        """Export the models in use as ``streamser_model_info``."""
+        metrics = self.engine.metrics
+        metrics.model_info.clear()
+        for model in self.engine.recognizer.models.all_models:
+            info = model.info
+            metrics.model_info.labels(
+                info.kind, info.name, info.version, info.sha256[:12]
+            ).set(1)
+
+    async def start_server(self) -> StreamServer:
+        """Bind ``config.server``'s address and accept connections.
+
+        Raises:
+            ConfigError: unreadable token file, certificate or key.
+            StreamserError: the address cannot be bound ("Cannot listen on
+                127.0.0.1:8765: Address already in use").
+        """
+        server = StreamServer(self.config.server, self.engine, self.hub)
+        try:
+            await server.start()
+        except OSError as err:
+            host, port = self.config.server.host, self.config.server.port
+            where = f"[{host}]" if ":" in host else host or "*"
+            raise StreamserError(
+                f"Cannot listen on {where}:{port}: {_reason(err)}"
+            ) from err
+        self.server = server
+        return server
+
+    async def drain(self) -> None:
+        """Finish the server's streams and close it (no-op before ``start_server``)."""
+        if self.server is not None:
+            await self.server.drain()
+
+    def close(self) -> None:
+        """Stop the recognition executor and close the JSONL file."""
+        self.engine.close()
+        if self.jsonl is not None:
+            self.jsonl.close()
+
+    async def reload(
+        self, load_config: Callable[[], Config], notifier: Notifier
+    ) -> None:
+        """SIGHUP: load the new configuration and models, then swap them in.
+
+        The old models keep serving while the new ones load (in a thread) and
+        whenever anything about the new ones is wrong; streams are never interrupted.
+        """
+        engine = self.engine
+        _LOGGER.info("SIGHUP: reloading configuration and models")
+        notifier.notify("RELOADING=1\nSTATUS=reloading models")
+        try:
+            config = load_config()
+            started = time.perf_counter()
+            recognizer = await asyncio.to_thread(_load, config)
+            if self.server is not None:
+                self.server.reload(config.server)
+        except StreamserError as err:
+            engine.metrics.reloads.labels("failed").inc()
+            _LOGGER.error("Reload rejected, still serving the old models: %s", err)
+        except Exception as err:  # anything a broken model may raise: keep serving
+            engine.metrics.reloads.labels("failed").inc()
+            _LOGGER.error(
+                "Reload rejected, still serving the old models: %s: %s",
+                type(err).__name__,
+                err,
+            )
+        else:
+            engine.replace(recognizer, config.vad, config.segmenter, config.pipeline)
+            self.show_models()
+            engine.metrics.reloads.labels("ok").inc()
+            _LOGGER.info(
+                "Reloaded in %.1f s; new utterances use %s",
+                time.perf_counter() - started,
+                ", ".join(
+                    f"{m['name']} v{m['version']}" for m in recognizer.model_versions()
+                ),
+            )
+        port = self.server.port if self.server is not None else self.config.server.port
+        notifier.notify(f"READY=1\nSTATUS=serving on port {port}")
+
+
+def _load(config: Config) -> Recognizer:
+    """Load the models of ``config`` and run each once, so the first stream is fast."""
+    recognizer = Recognizer(config.recognizer_options())
+    recognizer.warm_up()
+    return recognizer
+
+
+def describe_models(config: Config) -> list[str]:
+    """Load the models of ``config`` (``streamser models``) and describe each.
+
+    Returns:
+        Lines of text: name, version, kind, hash, file, labels, front end, metrics
+        and "load: ok" per emotion model, then the Whisper model.
+
+    Raises:
+        StreamserError: a model is missing or breaks its contract.
+    """
+    recognizer = Recognizer(config.recognizer_options())
+    lines = []
+    for model in recognizer.models.all_models:
+        info = model.info
+        lines.append(
+            f"{info.name}  v{info.version}  {info.kind}  sha256 {info.sha256[:12]}"
+        )
+        lines.append(f"  file: {model.path}")
+        lines.append(f"  labels: {', '.join(info.labels)}")
+        if info.languages:
+            lines.append(f"  languages: {', '.join(info.languages)}")
+        if (front_end := info.front_end) is not None:
+            layers = "+".join(map(str, front_end.encoder_layers or ()))
+            depth = (
+                f", {front_end.whisper} encoder layers {layers} in the graph"
+                if layers
+                else ""
+            )
+            lines.append(f"  features: {front_end.type}{depth} (dim {front_end.dim})")
+        if metrics := info.card.get("metrics", {}):
+            lines.append(f"  metrics: {json.dumps(metrics, ensure_ascii=False)[:400]}")
+        lines.append("  load: ok")
+    if (asr := recognizer.asr) is not None:
+        lines.append(f"{asr.name}  {asr.device}/{asr.compute_type}")
+        lines.append(f"  folder: {asr.model_path}")
+        lines.append(f"  transcription: {'on' if config.asr.enabled else 'off'}")
+    return lines
+
+
+def _reason(err: OSError) -> str:
+    """ "Address already in use", without asyncio's "error while attempting..."."""
+    if isinstance(err, socket.gaierror) or not err.errno:
+        return err.strerror or str(err)
+    return os.strerror(err.errno)
+
+
+def _start_message(name: str, language: str | None) -> StartMessage:
+    return StartMessage(
+        sample_rate=SAMPLE_RATE_HZ,
+        encoding="pcm_f32le",
+        language=language,
+        stream_id=name,
+    )
+
+
+async def serve(config: Config, reload: Callable[[], Config] | None = None) -> None:
+    """The daemon: load, warm up, serve until SIGTERM or SIGINT, then drain.
+
+    Tells systemd ``STATUS=loading models``, ``READY=1`` once serving, ``WATCHDOG=1``
+    from the event loop and ``STOPPING=1`` on the way out. SIGHUP reloads the
+    configuration and the models through ``reload`` (ignored when None).
+
+    Args:
+        config: the settings.
+        reload: reads the configuration again (the same files and flags).
+
+    Raises:
+        StreamserError: a model, a setting or the port failed at startup.
+    """
+    # Handlers first: a signal during the (blocking) model load is handled after it,
+    # instead of SIGHUP's default action killing the process.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    notifier = Notifier()
+    serving: list[Daemon] = []
+    reloading: list[asyncio.Task[None]] = []
+
+    def on_hangup() -> None:
+        if reload is None or not serving or stop.is_set():
+            _LOGGER.warning("SIGHUP ignored: not serving yet, or stopping")
+        elif reloading and not reloading[-1].done():
+            _LOGGER.warning("SIGHUP ignored: a reload is already running")
+        else:
+            reloading[:] = [asyncio.create_task(serving[0].reload(reload, notifier))]
+
+    loop.add_signal_handler(signal.SIGHUP, on_hangup)
+    notifier.status("loading models")
+    daemon = Daemon.build(config)
+    try:
+        await asyncio.sleep(0.05)  # run the handlers of signals that came while loading
+        if stop.is_set():
+            _LOGGER.info("Stopped before serving")
+            return
+        server = await daemon.start_server()
+        serving.append(daemon)
+        _LOGGER.info("Ready")
+        notifier.ready(f"serving on port {server.port}")
+        watchdog = asyncio.create_task(notifier.watchdog_loop())
+        await stop.wait()
+        _LOGGER.info("Stopping: draining streams")
+        notifier.stopping()
+        loop.remove_signal_handler(signal.SIGHUP)
+        for task in reloading:
+            task.cancel()
+        await daemon.drain()
+        watchdog.cancel()
+    finally:
+        daemon.close()
+    _LOGGER.info("Stopped")
+
+
+async def listen(
+    config: Config, source: AudioSource, language: str | None, sink: EventSink
+) -> None:
+    """One live stream from ``source`` to ``sink``, also served on ``/v1/events``.
+
+    Runs until the source ends or SIGTERM/SIGINT, then finishes the stream's
+    utterances and drains the server.
+
+    Args:
+        config: the settings (``server`` says where ``/v1/events`` listens).
+        source: the microphone or the demo clip.
+        language: ISO 639-1 code of the speech; None to detect it.
+        sink: gets every event.
+
+    Raises:
+        StreamserError: a model or a setting failed, or the port cannot be bound.
+    """
+    daemon = Daemon.build(config)
+    try:
+        await daemon.start_server()
+        daemon.engine.sinks.append(sink)
+        session = StreamSession(
+            daemon.engine, _start_message(source.name, language), source.name
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        _LOGGER.info("Listening... (Ctrl+C to stop)")
+        try:
+            await drive(source, session, stop)
+        finally:
+            await daemon.drain()
+    finally:
+        daemon.close()
+
+
+async def run_sources(
+    config: Config,
+    sources: Sequence[AudioSource],
+    language: str | None,
+    sink: EventSink,
+) -> None:
+    """Recognise each source as its own stream, all at once, then return.
+
+    ``sink`` gets the streams one after another in the order of ``sources`` (a
+    stream's events wait until every stream before it has ended), whatever order
+    they finish in. The JSONL file of ``config.output`` gets them as they come.
+
+    Args:
+        config: the settings.
+        sources: files or standard input; their names must differ.
+        language: ISO 639-1 code of the speech; None to detect it per stream.
+        sink: gets every event, stream by stream.
+
+    Raises:
+        ValueError: two sources have the same name.
+        StreamserError: a model or a setting failed.
+    """
+    names = [source.name for source in sources]
+    if len(set(names)) != len(names):
+        raise ValueError(f"stream names must differ: {names}")
+    daemon = Daemon.build(config)
+    daemon.engine.sinks.append(StreamOrder(names, sink))
+    try:
+        await asyncio.gather(
+            *(
+                drive(
+                    s,
+                    StreamSession(
+                        daemon.engine, _start_message(s.name, language), s.name
+                    ),
+                )
+                for s in sources
+            )
+        )
+    finally:
+        daemon.close()
+
+
+class StreamOrder:
+    """A sink passing events on stream by stream, in a fixed order of streams.
+
+    The events of the first stream that has not ended pass at once; those of later
+    streams are held until every stream before them has ended (``stream.end``).
+    Events of streams not in the order pass at once.
+    """
+
+    def __init__(self, stream_ids: Sequence[str], sink: EventSink) -> None:
+        """Order ``sink``'s events by ``stream_ids``."""
+        self._order = list(stream_ids)
+        self._held: dict[str, list[Envelope]] = {sid: [] for sid in stream_ids}
+        self._ended: set[str] = set()
+        self._sink = sink
+
+    def __call__(self, envelope: Envelope) -> None:
+        """Pass ``envelope`` on, or hold it until its stream's turn."""
+        stream_id = envelope.stream_id
+        if stream_id not in self._held or stream_id == self._order[0]:
+            self._sink(envelope)
+        else:
+            self._held[stream_id].append(envelope)
+        if isinstance(envelope.body, StreamEnd) and stream_id in self._held:
+            self._ended.add(stream_id)
+        while self._order and self._order[0] in self._ended:
+            del self._held[self._order.pop(0)]
+            if self._order:
+                for held in self._held[self._order[0]]:
+                    self._sink(held)
+                self._held[self._order[0]].clear()
