@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from streamser.events import EventSequencer, SpeechStart, StreamEnd
 from streamser.metrics import Metrics
 from streamser.serve.hub import EventHub, HubOptions
@@ -11,6 +13,8 @@ async def test_filters_replay_and_eviction() -> None:
     hub = EventHub(HubOptions(retention_events=100, subscriber_queue=3), Metrics())
     sequencer = EventSequencer()
     everyone = hub.subscribe()
+    everyone.sending_since = time.monotonic() - 5  # its relay is stuck: not reading
+    reader = hub.subscribe()  # reads, but the burst comes before its relay runs
     only_a = hub.subscribe(stream_ids=["a"], types=["speech.start"])
     published = []
     for i in range(3):
@@ -20,8 +24,10 @@ async def test_filters_replay_and_eviction() -> None:
             )
             published.append(envelope)
             hub.publish(envelope)
-    # 6 events into a queue of 3: the unfiltered subscriber is evicted, not awaited
+    # 6 events for a queue of 3: the stuck subscriber is evicted, not awaited; the
+    # one that reads keeps every event of the burst (decided per subscriber)
     assert everyone.evicted.is_set()
+    assert not reader.evicted.is_set() and reader.queue.qsize() == 6
     assert only_a.queue.qsize() == 3 and not only_a.evicted.is_set()
     got = [only_a.queue.get_nowait() for _ in range(3)]
     assert [e.stream_id for e in got] == ["a", "a", "a"]
@@ -43,3 +49,14 @@ async def test_retention_is_bounded() -> None:
         hub.publish(sequencer.stamp("s", SpeechStart(utterance_id=i, start=0.0)))
     late = hub.subscribe(after=0)
     assert late.queue.qsize() == 5
+
+
+async def test_a_reader_is_evicted_only_ten_queues_behind() -> None:
+    hub = EventHub(HubOptions(subscriber_queue=2), Metrics())
+    sequencer = EventSequencer()
+    reader = hub.subscribe()
+    for i in range(20):
+        hub.publish(sequencer.stamp("s", SpeechStart(utterance_id=i, start=0.0)))
+    assert not reader.evicted.is_set() and reader.queue.qsize() == 20
+    hub.publish(sequencer.stamp("s", SpeechStart(utterance_id=20, start=0.0)))
+    assert reader.evicted.is_set()

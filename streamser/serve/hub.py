@@ -1,15 +1,20 @@
 """Fan-out of events to subscribers, with a bounded retention ring for ``after=`` replay.
 
-Each subscriber has its own bounded queue; the hub never waits for one. A subscriber
-whose queue is full is evicted (the server closes it with 1013) and may resume with
-``after=<last id>``, which replays what the ring still holds, so nothing is lost while
-it is retained (websockets' broadcast guide: per-client queues, no backpressure).
+Each subscriber has its own queue; the hub never waits for one. Whether one is
+evicted is decided by its own progress: one that is more than ``subscriber_queue``
+events behind while its relay has been stuck sending for a second, one whose send
+has been stuck for ``subscriber_stall_s``, or one ten times ``subscriber_queue``
+behind. A subscriber that reads keeps up through a burst. An evicted one is closed
+with 1013 and may resume with ``after=<last id>``, which replays what the ring still
+holds, so nothing is lost while it is retained (websockets' broadcast guide:
+per-client queues, no backpressure).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -19,6 +24,9 @@ from streamser.metrics import Metrics
 
 _LOGGER = logging.getLogger(__name__)
 
+_STUCK_S = 1.0
+"""A subscriber whose send has blocked this long is not reading."""
+
 
 @dataclass(frozen=True)
 class HubOptions:
@@ -26,15 +34,23 @@ class HubOptions:
 
     Attributes:
         retention_events: events kept for ``after=`` replay.
-        subscriber_queue: events a subscriber may fall behind before eviction.
+        subscriber_queue: events a subscriber that is not reading may fall behind
+            before eviction (one that reads may fall ten times as far behind in a
+            burst).
+        subscriber_stall_s: how long one send to a subscriber may block before it
+            is evicted (below the WebSocket keepalive's 20 s, so the subscriber
+            gets 1013 and its ``after=`` hint, not a keepalive timeout).
     """
 
     retention_events: int = 10000
     subscriber_queue: int = 1000
+    subscriber_stall_s: float = 10.0
 
     def __post_init__(self) -> None:
         if self.retention_events < 1 or self.subscriber_queue < 1:
             raise ValueError("hub retention_events and subscriber_queue must be >= 1")
+        if self.subscriber_stall_s <= 0:
+            raise ValueError("hub subscriber_stall_s must be > 0")
 
 
 @dataclass(eq=False)
@@ -45,6 +61,13 @@ class Subscription:
     types: frozenset[str]
     queue: asyncio.Queue[Envelope]
     evicted: asyncio.Event = field(default_factory=asyncio.Event)
+    sending_since: float | None = None
+    """``time.monotonic()`` when the send in progress began; None when idle."""
+
+    def stalled(self, seconds: float) -> bool:
+        """Whether a send has been blocked for ``seconds`` or more."""
+        since = self.sending_since
+        return since is not None and time.monotonic() - since >= seconds
 
     def wants(self, envelope: Envelope) -> bool:
         """Whether the filters let ``envelope`` through."""
@@ -69,10 +92,13 @@ class EventHub:
         for sub in list(self._subscribers):
             if not sub.wants(envelope):
                 continue
-            try:
-                sub.queue.put_nowait(envelope)
-            except asyncio.QueueFull:
-                self._evict(sub)
+            behind = sub.queue.qsize()
+            if behind >= self.options.subscriber_queue and (
+                sub.stalled(_STUCK_S) or behind >= 10 * self.options.subscriber_queue
+            ):
+                self.evict(sub)
+                continue
+            sub.queue.put_nowait(envelope)
 
     def subscribe(
         self,
@@ -84,14 +110,12 @@ class EventHub:
         sub = Subscription(
             stream_ids=frozenset(stream_ids),
             types=frozenset(types),
-            queue=asyncio.Queue(self.options.subscriber_queue),
+            queue=asyncio.Queue(),
         )
         if after is not None:
-            backlog = [e for e in self._ring if e.id > after and sub.wants(e)]
-            # The replay may be longer than the live queue: size the queue to hold it.
-            sub.queue = asyncio.Queue(self.options.subscriber_queue + len(backlog))
-            for envelope in backlog:
-                sub.queue.put_nowait(envelope)
+            for envelope in self._ring:
+                if envelope.id > after and sub.wants(envelope):
+                    sub.queue.put_nowait(envelope)
         self._subscribers.add(sub)
         self.metrics.subscribers.set(len(self._subscribers))
         return sub
@@ -105,7 +129,10 @@ class EventHub:
         """The id of the oldest retained event."""
         return self._ring[0].id if self._ring else None
 
-    def _evict(self, sub: Subscription) -> None:
+    def evict(self, sub: Subscription) -> None:
+        """Drop a subscriber that does not keep up (its relay closes it with 1013)."""
+        if sub.evicted.is_set():
+            return
         _LOGGER.warning(
             "Evicting a subscriber that fell %d events behind", sub.queue.qsize()
         )

@@ -1,10 +1,12 @@
 """Relaying hub events to one /v1/events subscriber, with eviction and shutdown;
 closing a connection whose client may still be sending.
 
-The hub never waits for a subscriber: it queues, and evicts one whose queue is full.
-This relay sends what is queued; on eviction it closes with 1013 and names the last
-event it sent, so the client can resume with ``after=``; at shutdown it sends what
-is left, then closes with 1001.
+The hub never waits for a subscriber: it queues, and evicts one that does not keep
+up. This relay sends what is queued and evicts its subscriber itself when one send
+blocks for ``hub.subscriber_stall_s`` (before the keepalive would close it with
+1011); on eviction it closes with 1013 and names the last event it sent, so the
+client can resume with ``after=``; at shutdown it sends what is left, then closes
+with 1001.
 """
 
 from __future__ import annotations
@@ -12,11 +14,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from streamser.serve.hub import Subscription
+from streamser.serve.hub import EventHub, Subscription
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -26,6 +29,7 @@ _CLOSE_TRY_LATER = 1013
 
 async def relay_events(
     connection: ServerConnection,
+    hub: EventHub,
     sub: Subscription,
     streams_done: asyncio.Event,
     client: str,
@@ -35,6 +39,7 @@ async def relay_events(
 
     Args:
         connection: the subscriber's WebSocket.
+        hub: the hub that evicts it.
         sub: its hub subscription (the caller subscribes and unsubscribes).
         streams_done: set during shutdown once every stream has ended.
         client: the client's address, for logs.
@@ -59,12 +64,18 @@ async def relay_events(
             sender = asyncio.ensure_future(
                 _send_started(connection, envelope.to_json(), started)
             )
+            sub.sending_since = time.monotonic()
             await asyncio.wait(
-                {sender, evicted, closed}, return_when=asyncio.FIRST_COMPLETED
+                {sender, evicted, closed},
+                timeout=hub.options.subscriber_stall_s,
+                return_when=asyncio.FIRST_COMPLETED,
             )
+            sub.sending_since = None
             if started.is_set():
                 last_id = envelope.id
             if not sender.done():
+                if not evicted.done() and not closed.done():
+                    hub.evict(sub)  # its send is stuck: it does not read
                 sender.cancel()
                 break
             sender.result()

@@ -294,7 +294,9 @@ class StreamServer:
         client = handshake.address(connection)
         _LOGGER.info("Subscriber connected from %s", client)
         try:
-            await relay_events(connection, sub, self._streams_done, client, after)
+            await relay_events(
+                connection, self.hub, sub, self._streams_done, client, after
+            )
         finally:
             self._subscriptions.discard(sub)
             self.hub.unsubscribe(sub)

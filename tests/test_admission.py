@@ -1,0 +1,230 @@
+"""Who gets in: idle connections never lock real calls out, a bind beyond loopback
+needs tokens, a subscriber that stops reading gets 1013 with its resume point
+(a real server in process, the shipped acoustic graph, real WebSocket clients)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from streamser.audio.sources import demo_clip
+from streamser.config import Config
+from streamser.errors import ConfigError
+from streamser.metrics import Metrics
+from streamser.pipeline import Engine
+from streamser.recognition.recognizer import Recognizer
+from streamser.serve.handshake import ServerOptions
+from streamser.serve.hub import EventHub, HubOptions
+from streamser.serve.server import StreamServer
+
+from conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def recognizer() -> Recognizer:
+    options = dataclasses.replace(Config().recognizer_options(), asr=False)
+    return Recognizer(options)
+
+
+@contextlib.asynccontextmanager
+async def _serving(
+    recognizer: Recognizer, options: ServerOptions, hub: HubOptions | None = None
+) -> AsyncIterator[StreamServer]:
+    config = Config()
+    engine = Engine(
+        recognizer, config.pipeline, config.vad, config.segmenter, Metrics()
+    )
+    server = StreamServer(options, engine, EventHub(hub or config.hub, engine.metrics))
+    await server.start()
+    try:
+        yield server
+    finally:
+        await asyncio.wait_for(server.drain(), 60)
+        engine.close()
+
+
+async def _call(port: int, local: str = "127.0.0.1") -> list[dict[str, object]]:
+    """A short real call: the demo clip, then stop; its events."""
+    pcm = (demo_clip()[: 16000 * 4] * 32767).astype("<i2").tobytes()
+    async with connect(
+        f"ws://127.0.0.1:{port}/v1/stream", open_timeout=10, local_addr=(local, 0)
+    ) as ws:
+        await ws.send(json.dumps({"type": "start"}))
+        for offset in range(0, len(pcm), 32000):
+            await ws.send(pcm[offset : offset + 32000])
+        await ws.send(json.dumps({"type": "stop"}))
+        events = []
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                events.append(json.loads(await asyncio.wait_for(ws.recv(), 30)))
+    return events
+
+
+async def test_idle_connections_do_not_lock_out_a_real_call(
+    recognizer: Recognizer,
+) -> None:
+    """64 connections from 8 loopback addresses that never send ``start`` (more
+    than ``max_streams``): a real call from one of those addresses still starts."""
+    options = ServerOptions(port=0, max_streams=16, max_streams_per_client=4)
+    async with _serving(recognizer, options) as server:
+        url = f"ws://127.0.0.1:{server.port}/v1/stream"
+        idle: list[ClientConnection] = []
+        for i in range(64):
+            local = f"127.0.0.{2 + i % 8}"
+            idle.append(await connect(url, open_timeout=10, local_addr=(local, 0)))
+        events = await asyncio.wait_for(_call(server.port, "127.0.0.2"), 60)
+        assert events[0]["type"] == "stream.start"
+        assert events[-1]["type"] == "stream.end"
+        assert not [e for e in events if e["type"] == "error"]
+        # each address kept its newest 8 waiting connections; the rest were closed
+        closed = [ws for ws in idle if ws.close_code is not None]
+        for ws in idle:
+            with contextlib.suppress(ConnectionClosed, TimeoutError):
+                await asyncio.wait_for(ws.recv(), 0.01)
+        closed = [ws for ws in idle if ws.close_code is not None]
+        assert len(closed) >= 64 - 8 * options.max_pending_per_client
+        assert {ws.close_code for ws in closed} == {1008}
+        for ws in idle:
+            await ws.close()
+
+
+async def test_a_connection_without_start_is_closed_after_the_timeout(
+    recognizer: Recognizer,
+) -> None:
+    options = ServerOptions(port=0, start_timeout_s=0.5)
+    async with _serving(recognizer, options) as server:
+        ws = await connect(f"ws://127.0.0.1:{server.port}/v1/stream", open_timeout=10)
+        with contextlib.suppress(ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 10)
+        assert ws.close_code == 1008
+        assert ws.close_reason == "no start message"
+
+
+async def test_a_start_beyond_max_streams_is_refused_with_server_busy(
+    recognizer: Recognizer,
+) -> None:
+    """Handshakes are not counted, so two may pass for the last slot; the second
+    ``start`` gets a fatal ``server_busy`` and 1013."""
+    options = ServerOptions(port=0, max_streams=1)
+    async with _serving(recognizer, options) as server:
+        url = f"ws://127.0.0.1:{server.port}/v1/stream"
+        async with (
+            connect(url, open_timeout=10) as first,
+            connect(url, open_timeout=10) as second,
+        ):
+            await first.send(json.dumps({"type": "start"}))
+            started = json.loads(await asyncio.wait_for(first.recv(), 10))
+            assert started["type"] == "stream.start"
+            await second.send(json.dumps({"type": "start"}))
+            refused = json.loads(await asyncio.wait_for(second.recv(), 10))
+            assert (refused["type"], refused["code"], refused["fatal"]) == (
+                "error",
+                "server_busy",
+                True,
+            )
+            with contextlib.suppress(ConnectionClosed):
+                await asyncio.wait_for(second.recv(), 10)
+            assert second.close_code == 1013
+
+
+async def test_bind_beyond_loopback_without_tokens_is_refused(
+    recognizer: Recognizer,
+) -> None:
+    config = Config()
+    engine = Engine(
+        recognizer, config.pipeline, config.vad, config.segmenter, Metrics()
+    )
+    hub = EventHub(config.hub, engine.metrics)
+    try:
+        refused = StreamServer(ServerOptions(host="0.0.0.0", port=0), engine, hub)
+        with pytest.raises(ConfigError, match="allow_anonymous"):
+            await refused.start()
+        allowed = StreamServer(
+            ServerOptions(host="0.0.0.0", port=0, allow_anonymous=True), engine, hub
+        )
+        await allowed.start()
+        await asyncio.wait_for(allowed.drain(), 30)
+    finally:
+        engine.close()
+
+
+def test_serve_on_every_address_without_tokens_exits_with_a_clear_line(
+    tmp_path: Path,
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "streamser", "serve", "--host", "0.0.0.0"]
+        + ["--port", "0", "--no-asr"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if "ERROR" in line]
+    assert len(errors) == 1, result.stderr
+    assert "refusing to listen on 0.0.0.0 without tokens" in errors[0]
+    assert "Traceback" not in result.stderr
+
+
+async def test_a_subscriber_that_stops_reading_gets_1013_before_the_keepalive(
+    recognizer: Recognizer,
+) -> None:
+    """Its send blocks; after ``subscriber_stall_s`` (1 s here) it is evicted with
+    1013 and the last event id it was sent, though its queue is far from full."""
+    hub = HubOptions(subscriber_queue=10000, subscriber_stall_s=1.0)
+    async with _serving(recognizer, ServerOptions(port=0), hub) as server:
+        base = f"ws://127.0.0.1:{server.port}"
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # backs up soon
+        sock.settimeout(10)
+        sock.connect(("127.0.0.1", server.port))
+        sock.setblocking(False)
+        stuck = await connect(
+            f"{base}/v1/events", sock=sock, open_timeout=10, max_queue=1, max_size=None
+        )
+        reader = await connect(f"{base}/v1/events", open_timeout=10)
+        transport = stuck.transport
+        transport.pause_reading()  # the client stops reading its socket
+        async with connect(f"{base}/v1/stream", open_timeout=10) as producer:
+            await producer.send(json.dumps({"type": "start"}))
+            for i in range(4000):  # cheap non-fatal errors: a flood of events
+                await producer.send(json.dumps({"type": f"junk-{i}"}))
+                if i % 200 == 0:
+                    await asyncio.sleep(0.05)
+            await producer.send(json.dumps({"type": "stop"}))
+            with contextlib.suppress(ConnectionClosed):
+                while True:
+                    await asyncio.wait_for(producer.recv(), 30)
+        for _ in range(100):
+            if server.engine.metrics.evicted_subscribers._value.get():
+                break
+            await asyncio.sleep(0.1)
+        assert server.engine.metrics.evicted_subscribers._value.get() == 1
+        # the reader got everything and is still connected
+        got = 0
+        with contextlib.suppress(TimeoutError):
+            while True:
+                json.loads(await asyncio.wait_for(reader.recv(), 2))
+                got += 1
+        assert got == 4002 and reader.close_code is None
+        transport.resume_reading()
+        ids = []
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                ids.append(json.loads(await asyncio.wait_for(stuck.recv(), 30))["id"])
+        assert stuck.close_code == 1013
+        assert stuck.close_reason == f"fell behind; resume with after={ids[-1]}"
+        await reader.close()
+    assert np.all(np.diff(ids) > 0)
