@@ -37,7 +37,6 @@ from training.text_models import UNK, WHISPER_VOCAB_SIZE, build_model
 
 _LOGGER = logging.getLogger(__name__)
 
-PRETRAINED_EMBEDDINGS: Final = "whisper-base-decoder"
 _CT2_DTYPES: Final = {
     0: np.float32,
     1: np.int8,

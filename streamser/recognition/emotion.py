@@ -53,10 +53,6 @@ class EmotionScores:
         scores = {label: float(v) for label, v in zip(labels, values, strict=True)}
         return cls(label=labels[int(np.argmax(values))], scores=scores)
 
-    def to_dict(self) -> dict[str, Any]:
-        """``{label, scores}`` as in PROTOCOL.md's ``modalities``."""
-        return {"label": self.label, "scores": dict(self.scores)}
-
 
 @dataclass(frozen=True)
 class EmotionOutput:

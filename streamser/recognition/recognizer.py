@@ -169,12 +169,6 @@ class Recognizer:
         """Acoustic emotion of the speech so far (for ``emotion.partial``)."""
         return self.acoustic([audio], [baseline])[0].scores
 
-    def transcribe(
-        self, audio: npt.NDArray[np.float32], language: str | None
-    ) -> Transcript:
-        """Transcript of one utterance; empty when ASR is off."""
-        return self._transcribe([log_mel(audio)], [language])[0]
-
     def _transcribe(
         self, mels: Sequence[npt.NDArray[np.float32]], languages: Sequence[str | None]
     ) -> list[Transcript]:
