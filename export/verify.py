@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -30,6 +29,7 @@ from streamser.recognition.features import (
     TextTokenizer,
     encoder_states,
     log_mel,
+    pad_batch,
 )
 
 _LOGGER = logging.getLogger(__name__)
@@ -50,19 +50,6 @@ def data_root() -> Path | None:
     value = os.environ.get("STREAMSER_DATA")
     root = Path(value) if value else _REPO_ROOT.parent / "shared" / "datasets"
     return root if root.is_dir() else None
-
-
-def pad_batch(
-    rows: Sequence[npt.NDArray[Any]], dtype: Any
-) -> tuple[np.ndarray, np.ndarray]:
-    """Zero-pad variable-length rows (axis 0) into one batch; returns (batch, lengths)."""
-    lengths = np.asarray([row.shape[0] for row in rows], dtype=np.int64)
-    width = int(lengths.max()) if len(rows) else 0
-    tail = rows[0].shape[1:]
-    batch = np.zeros((len(rows), width, *tail), dtype=dtype)
-    for index, row in enumerate(rows):
-        batch[index, : row.shape[0]] = row
-    return batch, lengths
 
 
 def _clip_paths(root: Path) -> list[Path]:
@@ -167,9 +154,9 @@ def acoustic_batches(
     adapts to the speaker, with baselines too (``with_baselines``)."""
     batches = []
     for row in rows:
-        features, lengths = pad_batch([row], np.float32)
+        features, lengths = pad_batch([row], np.float32, min_width=0)
         batches.append({"features": features, "lengths": lengths})
-    features, lengths = pad_batch(rows, np.float32)
+    features, lengths = pad_batch(rows, np.float32, min_width=0)
     batches.append({"features": features, "lengths": lengths})
     return [with_baselines(b, b["features"]) for b in batches] if adaptive else batches
 
@@ -218,9 +205,9 @@ def text_batches(rows: list[np.ndarray]) -> list[Batch]:
     """One batch per row (the empty one as shape [1, 0]) and one padded batch."""
     batches = []
     for row in rows:
-        ids, lengths = pad_batch([row], np.int64)
+        ids, lengths = pad_batch([row], np.int64, min_width=0)
         batches.append({"token_ids": ids, "lengths": lengths})
-    ids, lengths = pad_batch(rows, np.int64)
+    ids, lengths = pad_batch(rows, np.int64, min_width=0)
     batches.append({"token_ids": ids, "lengths": lengths})
     return batches
 
@@ -512,7 +499,9 @@ def labelled_batches(
         )
     batches = []
     for start in range(0, len(rows), batch_size):
-        values, lengths = pad_batch(rows[start : start + batch_size], dtype)
+        values, lengths = pad_batch(
+            rows[start : start + batch_size], dtype, min_width=0
+        )
         batches.append({names[0]: values, names[1]: lengths})
     return batches, [u.label for u in utterances], source
 
