@@ -20,15 +20,10 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from streamser.errors import ModelError
-from streamser.recognition import contract as _contract
 from streamser.recognition.contract import FORMAT_VERSION, ModelContract
 from streamser.recognition.features import FrontEnd
 
 _LOGGER = logging.getLogger(__name__)
-
-# Still imported by export, until it writes through ModelContract.
-CARD_FORMAT = FORMAT_VERSION
-META_PREFIX = _contract.META_PREFIX
 
 
 def bundled_model_dir() -> Path:
