@@ -1,23 +1,20 @@
 """Export trained checkpoints to ONNX graphs that streamser serves, with cards.
 
-``python -m export CHECKPOINT... --out DIR`` rebuilds each torch model from its
-checkpoint, exports it (``to_onnx``), checks it against torch on real inputs
-(``verify``) and writes its card (``card``). Imports torch and onnx; never imported by
-the runtime.
+``python -m export CHECKPOINT... --out DIR`` reads each checkpoint (``checkpoint``),
+rebuilds and exports its torch model (``to_onnx``), checks it against torch on real
+inputs (``verify``) and writes its card (``card``). Imports torch and onnx; never
+imported by the runtime. Training imports only ``whisper_prefix`` from here (the graph
+its encoder features are computed with).
 """
 
-from export.to_onnx import (
-    OPSET,
-    ExportResult,
-    build_module,
-    export_checkpoint,
-    load_checkpoint,
-)
+from export.checkpoint import Checkpoint, VerificationError, build_module
+from export.to_onnx import OPSET, ExportResult, export_checkpoint
 
 __all__ = [
     "OPSET",
+    "Checkpoint",
     "ExportResult",
+    "VerificationError",
     "build_module",
     "export_checkpoint",
-    "load_checkpoint",
 ]

@@ -9,6 +9,7 @@ against the fp32 graph recorded in the card; they are not shipped by default.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import shlex
@@ -18,24 +19,18 @@ from typing import Any
 
 import onnx
 
-from export.card import build_card, write_card
-from export.to_onnx import (
-    KINDS,
-    build_module,
-    default_name,
-    export_checkpoint,
-    front_end_of,
-    load_checkpoint,
-)
+from export.card import build_card, graph_contract, write_card
+from export.checkpoint import Checkpoint, VerificationError, build_module
+from export.to_onnx import export_checkpoint
 from export.verify import (
     Batch,
-    VerificationError,
     accuracy_change,
     labelled_batches,
     real_batches,
     variant_change,
 )
 from streamser.errors import ModelError
+from streamser.recognition.contract import KINDS
 
 _LOGGER = logging.getLogger("export")
 
@@ -75,13 +70,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _copy_metadata(source: Path, target: Path, variant: str) -> None:
-    reference = onnx.load(str(source))
+    """The source graph's contract, marked as ``variant``, into the target graph."""
+    contract = dataclasses.replace(graph_contract(source), variant=variant)
     model = onnx.load(str(target))
     del model.metadata_props[:]
-    for entry in reference.metadata_props:
-        model.metadata_props.add().CopyFrom(entry)
-    extra = model.metadata_props.add()
-    extra.key, extra.value = "streamser.variant", variant
+    for key, value in contract.to_metadata().items():
+        model.metadata_props.add(key=key, value=value)
     onnx.checker.check_model(model)
     onnx.save(model, str(target))
 
@@ -128,16 +122,13 @@ def _sort_nodes(graph: onnx.GraphProto) -> None:
 def _variants(
     onnx_path: Path,
     batches: list[Batch],
-    checkpoint: dict[str, Any],
+    checkpoint: Checkpoint,
     *,
     int8: bool,
     fp16: bool,
 ) -> dict[str, Any]:
     results: dict[str, Any] = {}
-    if (
-        checkpoint["kind"] == "acoustic"
-        and front_end_of(checkpoint).runs_whisper_layers
-    ):
+    if checkpoint.runs_whisper_layers:
         reason = "the graph's Whisper layers are int8 already"
         chosen = ["int8"] * int8 + ["fp16"] * fp16
         return {variant: {"skipped": reason} for variant in chosen}
@@ -154,7 +145,7 @@ def _variants(
             if labelled is not None:
                 rows, truth, source = labelled
                 results[variant] |= accuracy_change(
-                    onnx_path, target, rows, truth, list(checkpoint["labels"])
+                    onnx_path, target, rows, truth, list(checkpoint.labels)
                 )
                 results[variant]["accuracy_data"] = source
             results[variant]["file"] = f"variants/{target.name}"
@@ -176,11 +167,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     command = "python -m export " + shlex.join(sys.argv[1:] if argv is None else argv)
     try:
-        checkpoints = [(path, load_checkpoint(path)) for path in args.checkpoints]
+        checkpoints = [(path, Checkpoint.load(path)) for path in args.checkpoints]
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    checkpoints.sort(key=lambda item: KINDS.index(item[1]["kind"]))
+    checkpoints.sort(key=lambda item: KINDS.index(item[1].kind))
     references = {
         key: value
         for key, value in (("acoustic", args.acoustic_model), ("text", args.text_model))
@@ -188,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     status = 0
     for path, checkpoint in checkpoints:
-        name = args.name or default_name(checkpoint)
+        name = args.name or checkpoint.default_name()
         try:
             onnx_path = export_checkpoint(
                 path,

@@ -18,7 +18,9 @@ from typing import Any, Final
 
 import onnx
 
-from streamser.recognition.models import CARD_FORMAT, META_PREFIX, sha256_file
+from export.checkpoint import Checkpoint
+from streamser.recognition.contract import FORMAT_VERSION, ModelContract
+from streamser.recognition.models import sha256_file
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -173,19 +175,20 @@ def graph_io(onnx_path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]
     return inputs, outputs, opset
 
 
-def graph_metadata(onnx_path: Path) -> dict[str, str]:
-    """The streamser ``metadata_props`` of a graph, without the key prefix."""
+def graph_contract(onnx_path: Path) -> ModelContract:
+    """The contract in a graph's ``metadata_props``.
+
+    Raises:
+        streamser.errors.ModelError: it is missing or malformed.
+    """
     model = onnx.load(str(onnx_path), load_external_data=False)
-    return {
-        entry.key[len(META_PREFIX) :]: entry.value
-        for entry in model.metadata_props
-        if entry.key.startswith(META_PREFIX)
-    }
+    props = {entry.key: entry.value for entry in model.metadata_props}
+    return ModelContract.from_metadata(props, onnx_path)
 
 
 def build_card(
     onnx_path: Path,
-    checkpoint: dict[str, Any],
+    checkpoint: Checkpoint,
     *,
     export_command: str,
     verification: dict[str, Any] | None = None,
@@ -200,38 +203,39 @@ def build_card(
         verification: torch-vs-onnxruntime parity results.
         variants: optional fp16/int8 variants and their measured change.
     """
-    meta = graph_metadata(onnx_path)
+    contract = graph_contract(onnx_path)
     inputs, outputs, opset = graph_io(onnx_path)
+    front_end = contract.front_end if contract.kind == "acoustic" else None
     card: dict[str, Any] = {
-        "format_version": CARD_FORMAT,
-        "name": meta["name"],
-        "kind": meta["kind"],
-        "version": meta["version"],
-        "labels": json.loads(meta["labels"]),
-        "sample_rate": int(meta["sample_rate"]),
-        "features": json.loads(meta["features"]) if "features" in meta else None,
-        "languages": json.loads(meta["languages"]) if "languages" in meta else None,
-        "embedding_dim": int(meta.get("embedding_dim", "0")),
+        "format_version": FORMAT_VERSION,
+        "name": contract.name,
+        "kind": contract.kind,
+        "version": contract.version,
+        "labels": list(contract.labels),
+        "sample_rate": contract.sample_rate_hz,
+        "features": front_end.to_dict() if front_end is not None else None,
+        "languages": list(contract.languages) if contract.kind == "text" else None,
+        "embedding_dim": contract.embedding_dim,
         "inputs": inputs,
         "outputs": outputs,
         "opset": opset,
         "sha256": sha256_file(onnx_path),
         "size_bytes": onnx_path.stat().st_size,
-        "arch": checkpoint.get("arch"),
-        "config": checkpoint.get("config"),
-        "ensemble_size": len(checkpoint.get("ensemble") or []) or 1,
-        "data": checkpoint.get("data"),
-        "protocol": checkpoint.get("protocol"),
-        "metrics": checkpoint.get("metrics"),
-        "notes": checkpoint.get("notes"),
-        "fused_with": checkpoint.get("inputs"),
+        "arch": checkpoint.arch,
+        "config": checkpoint.config,
+        "ensemble_size": len(checkpoint.ensemble) or 1,
+        "data": checkpoint.data,
+        "protocol": checkpoint.protocol,
+        "metrics": checkpoint.metrics,
+        "notes": checkpoint.notes,
+        "fused_with": checkpoint.inputs,
         "verification": verification,
         "variants": variants,
         "streamser_version": streamser_version(),
         "git_commit": git_commit(),
-        "licence": licence_for(checkpoint.get("data")),
+        "licence": licence_for(checkpoint.data),
         "command": {
-            "train": checkpoint.get("command"),
+            "train": checkpoint.command,
             "export": export_command,
         },
     }

@@ -1,38 +1,36 @@
 """Checkpoint -> ONNX graph with streamser's metadata contract (as piper's export_onnx).
 
-A checkpoint is a ``torch.save``d dict: ``kind`` (acoustic, text or fusion), ``arch``,
-``config``, ``state_dict``, ``labels`` (output order), and, as applicable,
-``front_end`` (acoustic: ``FrontEnd.to_dict()``), ``languages`` (text), ``metrics``,
-``data``, ``protocol``, ``command``, ``version`` and ``ensemble`` (a list of member
-state dicts, or of dicts with ``state_dict`` and optional ``arch``/``config``, averaged
-by soft voting). The graph's inputs and outputs follow the contract in
-``streamser/models.py`` and HELPERS.md, with dynamic batch and time axes.
+A checkpoint (``export.checkpoint.Checkpoint``) is rebuilt as its torch module and
+exported with the input and output names of ``INPUTS``/``OUTPUTS`` (plus the baseline
+inputs and pooled output of a graph that adapts to the speaker), dynamic batch and
+time axes, and the contract of ``streamser.recognition.contract.ModelContract`` in its
+``metadata_props``. An acoustic head trained on Whisper layer states is joined behind
+the Whisper prefix graph (``export.whisper_prefix``), so the shipped graph reads
+log-mel frames.
 """
 
 from __future__ import annotations
 
-import importlib
-import json
 import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
-import numpy as np
 import onnx
 import torch
 from torch import nn
 
-from streamser.labels import CANONICAL_LABELS
-from streamser.recognition.features import LOG_MEL, WHISPER_ENCODER_TOP, FrontEnd
-from streamser.recognition.models import META_PREFIX
+from export import card as card_module
+from export import verify as verify_module
+from export.checkpoint import Checkpoint, adapts, build_module, fusion_dims
+from export.whisper_prefix import prefix_graph
+from streamser.recognition.contract import ModelContract
+from streamser.recognition.models import OnnxModel
 
 _LOGGER = logging.getLogger(__name__)
 
 OPSET: Final = 17
-FORMAT: Final = "1"
-KINDS: Final = ("acoustic", "text", "fusion")
 
 INPUTS: Final[dict[str, tuple[str, ...]]] = {
     "acoustic": ("features", "lengths"),
@@ -71,12 +69,6 @@ DYNAMIC_AXES: Final[dict[str, dict[str, dict[int, str]]]] = {
         "probs": {0: "batch"},
     },
 }
-_BUILDERS: Final[dict[str, str]] = {
-    "acoustic": "training.acoustic_models",
-    "text": "training.text_models",
-    "fusion": "training.fusion_models",
-}
-_REQUIRED: Final = ("kind", "arch", "config", "state_dict", "labels")
 
 
 @dataclass(frozen=True)
@@ -96,45 +88,9 @@ class ExportResult:
     embedding_dim: int
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read and check a training checkpoint.
-
-    Raises:
-        ValueError: missing file, not a checkpoint dict, missing keys, unknown kind or
-            non-canonical labels.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"checkpoint {path} not found")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # torch raises pickle/zip errors of many types
-        raise ValueError(f"checkpoint {path} is not readable: {err}") from err
-    if not isinstance(checkpoint, dict):
-        raise ValueError(f"checkpoint {path} is not a dict")
-    missing = [key for key in _REQUIRED if key not in checkpoint]
-    if missing:
-        raise ValueError(f"checkpoint {path} lacks {missing}")
-    if checkpoint["kind"] not in KINDS:
-        raise ValueError(
-            f"checkpoint {path}: kind {checkpoint['kind']!r} not in {KINDS}"
-        )
-    labels = list(checkpoint["labels"])
-    if not labels or any(label not in CANONICAL_LABELS for label in labels):
-        raise ValueError(f"checkpoint {path}: labels must be canonical: {labels}")
-    return checkpoint
-
-
-def head_input_dim(checkpoint: dict[str, Any]) -> int:
-    """Width of the frames the trained module reads (the Whisper states for a front
-    end with layers in the graph, else the graph input)."""
-    dim = checkpoint.get("config", {}).get("input_dim")
-    return int(dim) if dim else front_end_of(checkpoint).dim
-
-
 def join_prefix(prefix_path: Path, head_path: Path, out_path: Path) -> None:
     """Write one graph: the Whisper prefix (log-mel ``features`` and ``lengths`` in,
-    ``training.whisper_prefix``), its states feeding the head's inputs, and the head's
+    ``export.whisper_prefix``), its states feeding the head's inputs, and the head's
     outputs under their own names."""
     prefix = onnx.load(str(prefix_path))
     head = onnx.compose.add_prefix(onnx.load(str(head_path)), "head/")
@@ -157,101 +113,21 @@ def join_prefix(prefix_path: Path, head_path: Path, out_path: Path) -> None:
     onnx.save(joined, str(out_path))
 
 
-def front_end_of(checkpoint: dict[str, Any]) -> FrontEnd:
-    """The acoustic front end a checkpoint was trained on.
-
-    Accepts a ``FrontEnd``, its dict, or the type name ("whisper-encoder", "log-mel";
-    none: the whole encoder's final states, as in the first checkpoints).
-    """
-    value = checkpoint.get("front_end")
-    if isinstance(value, FrontEnd):
-        return value
-    if isinstance(value, dict):
-        return FrontEnd.from_dict(value)
-    if value in (None, WHISPER_ENCODER_TOP.type):
-        return WHISPER_ENCODER_TOP
-    if value == LOG_MEL.type:
-        return LOG_MEL
-    raise ValueError(f"unknown front end {value!r}")
-
-
-class SoftVotingEnsemble(nn.Module):
-    """Averages member probabilities; the embedding is the members' concatenated.
-
-    Members are independently trained, so their embeddings live in different spaces:
-    concatenating keeps each intact for a downstream fusion model.
-    """
-
-    def __init__(self, members: list[nn.Module], *, has_embedding: bool) -> None:
-        super().__init__()
-        self.members = nn.ModuleList(members)
-        self.has_embedding = has_embedding
-
-    def forward(self, *inputs: torch.Tensor) -> Any:  # noqa: D102
-        outputs = [member(*inputs) for member in self.members]
-        if not self.has_embedding:
-            return torch.stack(outputs).mean(dim=0)
-        probs = torch.stack([out[0] for out in outputs]).mean(dim=0)
-        embedding = torch.cat([out[1] for out in outputs], dim=-1)
-        return probs, embedding
-
-
-def _builder(checkpoint: dict[str, Any]) -> Any:
-    """``build_model(arch, config)`` of the checkpoint's kind, or ``builder`` if named.
-
-    ``builder`` ("package.module:function") lets a checkpoint name its own builder.
-    """
-    spec = checkpoint.get("builder") or f"{_BUILDERS[checkpoint['kind']]}:build_model"
-    module_name, _, function = spec.partition(":")
-    return getattr(importlib.import_module(module_name), function or "build_model")
-
-
-def build_module(checkpoint: dict[str, Any]) -> nn.Module:
-    """Rebuild the torch module of a checkpoint (ensembles included), in eval mode."""
-    kind = checkpoint["kind"]
-    build = _builder(checkpoint)
-    members_spec = checkpoint.get("ensemble") or []
-    if not members_spec:
-        module = build(checkpoint["arch"], checkpoint["config"])
-        module.load_state_dict(checkpoint["state_dict"])
-    else:
-        members = []
-        for spec in members_spec:
-            state = spec.get("state_dict", spec) if isinstance(spec, dict) else spec
-            arch = (
-                spec.get("arch", checkpoint["arch"]) if isinstance(spec, dict) else None
-            )
-            config = (
-                spec.get("config", checkpoint["config"])
-                if isinstance(spec, dict)
-                else None
-            )
-            member = build(arch or checkpoint["arch"], config or checkpoint["config"])
-            member.load_state_dict(state)
-            members.append(member)
-        module = SoftVotingEnsemble(members, has_embedding=kind != "fusion")
-    if kind == "acoustic":
-        from training.acoustic_models import AdaptiveHead, adaptation_window
-
-        if adaptation_window(module) > 0:
-            module = AdaptiveHead(module)
-    return module.eval()
-
-
 def example_inputs(
-    kind: str, module: nn.Module, checkpoint: dict[str, Any]
+    module: nn.Module, checkpoint: Checkpoint
 ) -> tuple[torch.Tensor, ...]:
     """Seeded tracing inputs of the right shapes (two rows, the second padded)."""
     generator = torch.Generator().manual_seed(0)
-    if kind == "acoustic":
-        features = torch.randn(2, 40, head_input_dim(checkpoint), generator=generator)
+    if checkpoint.kind == "acoustic":
+        dim = checkpoint.head_input_dim
+        features = torch.randn(2, 40, dim, generator=generator)
         features[1, 25:] = 0.0
         lengths = torch.tensor([40, 25], dtype=torch.int64)
         if not adapts(module):
             return features, lengths
         baseline = torch.randn(2, 2 * features.shape[2], generator=generator).abs()
         return features, lengths, baseline, torch.tensor([3.0, 0.0])
-    if kind == "text":
+    if checkpoint.kind == "text":
         ids = torch.randint(220, 2000, (2, 12), generator=generator, dtype=torch.int64)
         ids[1, 7:] = 0
         return ids, torch.tensor([12, 7], dtype=torch.int64)
@@ -263,13 +139,6 @@ def example_inputs(
     )
 
 
-def adapts(module: nn.Module) -> bool:
-    """Whether a built module takes speaker baselines (an acoustic ``AdaptiveHead``)."""
-    from training.acoustic_models import AdaptiveHead
-
-    return isinstance(module, AdaptiveHead)
-
-
 def io_names(kind: str, module: nn.Module) -> tuple[list[str], list[str]]:
     """Input and output names of a module's graph."""
     inputs, outputs = list(INPUTS[kind]), list(OUTPUTS[kind])
@@ -279,66 +148,13 @@ def io_names(kind: str, module: nn.Module) -> tuple[list[str], list[str]]:
     return inputs, outputs
 
 
-def fusion_dims(module: nn.Module, checkpoint: dict[str, Any]) -> tuple[int, int]:
-    """Acoustic and text embedding widths a fusion model expects."""
-    inner = module.members[0] if isinstance(module, SoftVotingEnsemble) else module
-    config = checkpoint["config"]
-    acoustic_dim = getattr(inner, "acoustic_dim", None) or config["acoustic_dim"]
-    text_dim = getattr(inner, "text_dim", None) or config["text_dim"]
-    return int(acoustic_dim), int(text_dim)
-
-
-def default_name(checkpoint: dict[str, Any]) -> str:
-    """``emotion-KIND[-LANG]-vN`` from the checkpoint."""
-    if checkpoint.get("name"):
-        return str(checkpoint["name"])
-    kind = checkpoint["kind"]
-    version = str(checkpoint.get("version", "1"))
-    languages = list(checkpoint.get("languages") or [])
-    if kind == "text" and len(languages) == 1:
-        return f"emotion-text-{languages[0]}-v{version}"
-    return f"emotion-{kind}-v{version}"
-
-
-def version_of(name: str, checkpoint: dict[str, Any]) -> str:
-    """Model version: the checkpoint's, else the ``-vN`` suffix of the name."""
-    if checkpoint.get("version"):
-        return str(checkpoint["version"])
-    suffix = name.rsplit("-v", 1)
-    return suffix[1] if len(suffix) == 2 and suffix[1].isdigit() else "1"
-
-
-def metadata(
-    name: str, checkpoint: dict[str, Any], embedding_dim: int
-) -> dict[str, str]:
-    """The ``metadata_props`` contract of the graph (keys without the prefix)."""
-    kind = checkpoint["kind"]
-    meta = {
-        "format": FORMAT,
-        "name": name,
-        "kind": kind,
-        "version": version_of(name, checkpoint),
-        "labels": json.dumps(list(checkpoint["labels"])),
-        "sample_rate": "16000",
-        "embedding_dim": str(embedding_dim),
-    }
-    if kind == "acoustic":
-        meta["features"] = json.dumps(front_end_of(checkpoint).to_dict())
-        window = int(checkpoint.get("config", {}).get("adaptation_window", 0))
-        if window and checkpoint.get("arch") == "stats":
-            meta["adaptation_window"] = str(window)
-    if kind == "text":
-        meta["languages"] = json.dumps(list(checkpoint.get("languages") or []))
-    return meta
-
-
-def write_metadata(onnx_path: Path, meta: dict[str, str]) -> None:
-    """Put ``meta`` into the graph's ``metadata_props`` and run ``onnx.checker``."""
+def write_metadata(onnx_path: Path, contract: ModelContract) -> None:
+    """Put the contract into the graph's ``metadata_props`` and run ``onnx.checker``."""
     model = onnx.load(str(onnx_path))
     del model.metadata_props[:]
-    for key, value in meta.items():
+    for key, value in contract.to_metadata().items():
         entry = model.metadata_props.add()
-        entry.key = META_PREFIX + key
+        entry.key = key
         entry.value = value
     model.producer_name = "streamser-export"
     onnx.checker.check_model(model, full_check=True)
@@ -347,24 +163,24 @@ def write_metadata(onnx_path: Path, meta: dict[str, str]) -> None:
 
 def export_module(
     module: nn.Module,
-    checkpoint: dict[str, Any],
+    checkpoint: Checkpoint,
     onnx_path: Path,
     *,
     name: str,
 ) -> ExportResult:
     """Export a built module with the contract's names, axes and metadata."""
-    kind = checkpoint["kind"]
+    kind = checkpoint.kind
     torch.manual_seed(0)
     module = module.eval()
-    inputs = example_inputs(kind, module, checkpoint)
+    inputs = example_inputs(module, checkpoint)
     with torch.no_grad():
         outputs = module(*inputs)
     embedding_dim = int(outputs[1].shape[-1]) if kind != "fusion" else 0
     probs = outputs[0] if kind != "fusion" else outputs
-    if probs.shape[-1] != len(checkpoint["labels"]):
+    if probs.shape[-1] != len(checkpoint.labels):
         raise ValueError(
             f"{name}: model has {probs.shape[-1]} outputs but the checkpoint lists "
-            f"{len(checkpoint['labels'])} labels"
+            f"{len(checkpoint.labels)} labels"
         )
     onnx_path.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad(), warnings.catch_warnings():
@@ -383,7 +199,7 @@ def export_module(
             do_constant_folding=True,
             dynamo=False,  # the torch.export path needs onnxscript and mis-handles masks
         )
-    write_metadata(onnx_path, metadata(name, checkpoint, embedding_dim))
+    write_metadata(onnx_path, checkpoint.contract(name, embedding_dim))
     _LOGGER.info("exported %s (%s) to %s", name, kind, onnx_path)
     return ExportResult(
         onnx_path=onnx_path, name=name, kind=kind, embedding_dim=embedding_dim
@@ -416,21 +232,14 @@ def export_checkpoint(
 
     Raises:
         ValueError: bad checkpoint.
-        export.verify.VerificationError: the graph disagrees with torch.
+        export.checkpoint.VerificationError: the graph disagrees with torch.
         streamser.errors.ModelError: the runtime loader rejects the result.
     """
-    from export import card as card_module
-    from export import verify as verify_module
-    from streamser.recognition.models import OnnxModel
-
-    checkpoint = load_checkpoint(checkpoint_path)
+    checkpoint = Checkpoint.load(checkpoint_path)
     module = build_module(checkpoint)
-    name = name or default_name(checkpoint)
+    name = name or checkpoint.default_name()
     onnx_path = Path(out_dir) / f"{name}.onnx"
-    joined = (
-        checkpoint["kind"] == "acoustic"
-        and front_end_of(checkpoint).runs_whisper_layers
-    )
+    joined = checkpoint.runs_whisper_layers
     head_path = onnx_path.with_name(f"{name}.head.onnx") if joined else onnx_path
     result = export_module(module, checkpoint, head_path, name=name)
     verification = None
@@ -442,14 +251,14 @@ def export_checkpoint(
         verification["inputs"] = source
     if joined:
         from training.features_cache import default_cache_dir
-        from training.whisper_prefix import prefix_graph
 
-        prefix_path = prefix_graph(front_end_of(checkpoint), default_cache_dir())
+        front_end = checkpoint.acoustic_front_end
+        prefix_path = prefix_graph(front_end, default_cache_dir())
         join_prefix(prefix_path, head_path, onnx_path)
-        write_metadata(onnx_path, metadata(name, checkpoint, result.embedding_dim))
+        write_metadata(onnx_path, checkpoint.contract(name, result.embedding_dim))
         if verification is not None:
             verification["joined"] = verify_module.compare_joined(
-                onnx_path, prefix_path, head_path, front_end_of(checkpoint)
+                onnx_path, prefix_path, head_path, front_end
             )
         head_path.unlink()
     command = export_command or f"python -m export {checkpoint_path} --out {out_dir}"
@@ -459,8 +268,3 @@ def export_checkpoint(
     card_module.write_card(onnx_path, card)
     OnnxModel(onnx_path, device="cpu")  # the runtime's own contract check
     return onnx_path
-
-
-def to_numpy(value: torch.Tensor) -> np.ndarray:
-    """Detached float/int array of a tensor."""
-    return value.detach().cpu().numpy()

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -25,11 +24,14 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from export.checkpoint import Checkpoint, VerificationError, adapts, fusion_dims
+from export.whisper_prefix import PrefixRunner, prefix_graph
 from streamser.recognition.features import (
     FrontEnd,
     TextTokenizer,
     encoder_states,
     log_mel,
+    pad_batch,
 )
 
 _LOGGER = logging.getLogger(__name__)
@@ -41,28 +43,11 @@ _SHEMO_TEXT: Final = "shemo-text/shemo_text.jsonl"
 Batch = dict[str, npt.NDArray[Any]]
 
 
-class VerificationError(RuntimeError):
-    """The ONNX graph disagrees with its torch model (or fails onnx.checker)."""
-
-
 def data_root() -> Path | None:
     """The corpora folder: ``STREAMSER_DATA``, else ``../shared/datasets``; None if absent."""
     value = os.environ.get("STREAMSER_DATA")
     root = Path(value) if value else _REPO_ROOT.parent / "shared" / "datasets"
     return root if root.is_dir() else None
-
-
-def pad_batch(
-    rows: Sequence[npt.NDArray[Any]], dtype: Any
-) -> tuple[np.ndarray, np.ndarray]:
-    """Zero-pad variable-length rows (axis 0) into one batch; returns (batch, lengths)."""
-    lengths = np.asarray([row.shape[0] for row in rows], dtype=np.int64)
-    width = int(lengths.max()) if len(rows) else 0
-    tail = rows[0].shape[1:]
-    batch = np.zeros((len(rows), width, *tail), dtype=dtype)
-    for index, row in enumerate(rows):
-        batch[index, : row.shape[0]] = row
-    return batch, lengths
 
 
 def _clip_paths(root: Path) -> list[Path]:
@@ -107,8 +92,6 @@ def prefix_states(
     prefix_path: Path, mels: list[npt.NDArray[np.float32]]
 ) -> list[npt.NDArray[np.float32]]:
     """The Whisper prefix graph's states of each log-mel array (the head's inputs)."""
-    from training.whisper_prefix import PrefixRunner
-
     runner = PrefixRunner(prefix_path)
     return [runner.states(mel) for mel in mels]
 
@@ -137,7 +120,7 @@ def compare_joined(
     joined = ort.InferenceSession(str(joined_path), providers=["CPUExecutionProvider"])
     worst = 0.0
     outputs = [o.name for o in head.get_outputs()]
-    adaptive = adapts(head_path)
+    adaptive = _takes_baseline(head_path)
     for batch in acoustic_batches(mels):
         states, state_lengths = prefix.run(None, batch)
         head_batch = {"features": states, "lengths": state_lengths}
@@ -167,9 +150,9 @@ def acoustic_batches(
     adapts to the speaker, with baselines too (``with_baselines``)."""
     batches = []
     for row in rows:
-        features, lengths = pad_batch([row], np.float32)
+        features, lengths = pad_batch([row], np.float32, min_width=0)
         batches.append({"features": features, "lengths": lengths})
-    features, lengths = pad_batch(rows, np.float32)
+    features, lengths = pad_batch(rows, np.float32, min_width=0)
     batches.append({"features": features, "lengths": lengths})
     return [with_baselines(b, b["features"]) for b in batches] if adaptive else batches
 
@@ -192,7 +175,7 @@ def with_baselines(batch: Batch, frames: npt.NDArray[np.float32]) -> Batch:
     }
 
 
-def adapts(onnx_path: Path) -> bool:
+def _takes_baseline(onnx_path: Path) -> bool:
     """Whether a graph takes a speaker baseline (``baseline`` input)."""
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     return any(i.name == "baseline" for i in session.get_inputs())
@@ -218,9 +201,9 @@ def text_batches(rows: list[np.ndarray]) -> list[Batch]:
     """One batch per row (the empty one as shape [1, 0]) and one padded batch."""
     batches = []
     for row in rows:
-        ids, lengths = pad_batch([row], np.int64)
+        ids, lengths = pad_batch([row], np.int64, min_width=0)
         batches.append({"token_ids": ids, "lengths": lengths})
-    ids, lengths = pad_batch(rows, np.int64)
+    ids, lengths = pad_batch(rows, np.int64, min_width=0)
     batches.append({"token_ids": ids, "lengths": lengths})
     return batches
 
@@ -353,14 +336,11 @@ def variant_change(
     }
 
 
-def _synthetic_batches(
-    kind: str, checkpoint: dict[str, Any], module: nn.Module
-) -> list[Batch]:
-    from export.to_onnx import adapts, fusion_dims, head_input_dim
-
+def _synthetic_batches(checkpoint: Checkpoint, module: nn.Module) -> list[Batch]:
     generator = np.random.default_rng(0)
+    kind = checkpoint.kind
     if kind == "acoustic":
-        dim = head_input_dim(checkpoint)
+        dim = checkpoint.head_input_dim
         rows = [
             generator.standard_normal((n, dim)).astype(np.float32)
             for n in (1, 7, 50, 150)
@@ -393,7 +373,7 @@ def _find_graph(kind: str, out_dir: Path | None, given: Path | None) -> Path | N
 
 
 def real_batches(
-    checkpoint: dict[str, Any],
+    checkpoint: Checkpoint,
     module: nn.Module,
     *,
     out_dir: Path | None = None,
@@ -405,27 +385,23 @@ def real_batches(
     Falls back to seeded synthetic inputs (with a warning, and said so in the
     description) when the corpora or, for fusion, the acoustic/text graphs are absent.
     """
-    from export.to_onnx import adapts, front_end_of, fusion_dims
     from streamser.recognition.models import OnnxModel
     from streamser.recognition.whisper_model import default_whisper_dir
 
-    kind = checkpoint["kind"]
+    kind = checkpoint.kind
     root = data_root()
     if root is None:
         _LOGGER.warning(
             "corpora not found (STREAMSER_DATA); verifying on synthetic inputs"
         )
-        return _synthetic_batches(
-            kind, checkpoint, module
-        ), "synthetic (corpora absent)"
+        return _synthetic_batches(checkpoint, module), "synthetic (corpora absent)"
     tokenizer = TextTokenizer(str(default_whisper_dir() / "tokenizer.json"))
     if kind == "acoustic":
-        front_end = front_end_of(checkpoint)
+        front_end = checkpoint.acoustic_front_end
         rows = acoustic_rows(front_end, root, whisper=whisper)
         what = front_end.type
         if front_end.runs_whisper_layers:
             from training.features_cache import default_cache_dir
-            from training.whisper_prefix import prefix_graph
 
             rows = prefix_states(prefix_graph(front_end, default_cache_dir()), rows)
             what = f"Whisper layers {list(front_end.encoder_layers or ())} states"
@@ -470,11 +446,11 @@ def real_batches(
     _LOGGER.warning(
         "no matching acoustic/text graphs; verifying fusion on synthetic embeddings"
     )
-    return _synthetic_batches(kind, checkpoint, module), "synthetic embeddings"
+    return _synthetic_batches(checkpoint, module), "synthetic embeddings"
 
 
 def labelled_batches(
-    checkpoint: dict[str, Any], *, batch_size: int = 32
+    checkpoint: Checkpoint, *, batch_size: int = 32
 ) -> tuple[list[Batch], list[str], str] | None:
     """Real labelled inputs for measuring a variant's accuracy change, or None.
 
@@ -483,21 +459,20 @@ def labelled_batches(
     dropped. These are training data of a shipped model, so absolute accuracy is
     optimistic; the change between fp32 and a variant is what is measured.
     """
-    from export.to_onnx import front_end_of
     from streamser.recognition.whisper_model import default_whisper_dir
     from training.datasets import load_dataset
 
     root = data_root()
-    if root is None or checkpoint["kind"] == "fusion":
+    if root is None or checkpoint.kind == "fusion":
         return None
-    labels = list(checkpoint["labels"])
-    if checkpoint["kind"] == "acoustic":
+    labels = list(checkpoint.labels)
+    if checkpoint.kind == "acoustic":
         from training.features_cache import kind_of, load_features
 
         utterances = [
             u for u in load_dataset(f"emodb:{root / 'emodb'}") if u.label in labels
         ]
-        kind = kind_of(front_end_of(checkpoint))
+        kind = kind_of(checkpoint.acoustic_front_end)
         rows = load_features(utterances, kind=kind, copy=0, progress=False)
         names, dtype, source = ("features", "lengths"), np.float32, "EMO-DB, all clips"
     else:
@@ -512,7 +487,9 @@ def labelled_batches(
         )
     batches = []
     for start in range(0, len(rows), batch_size):
-        values, lengths = pad_batch(rows[start : start + batch_size], dtype)
+        values, lengths = pad_batch(
+            rows[start : start + batch_size], dtype, min_width=0
+        )
         batches.append({names[0]: values, names[1]: lengths})
     return batches, [u.label for u in utterances], source
 

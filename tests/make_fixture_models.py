@@ -16,6 +16,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from streamser.labels import CANONICAL_LABELS
+from streamser.recognition.contract import ModelContract
 from streamser.recognition.features import WHISPER_ENCODER_TOP
 
 OUT = Path(__file__).parent / "data" / "models"
@@ -95,38 +96,35 @@ def _head(
     ]
 
 
-def _save(
-    graph: onnx.GraphProto,
-    name: str,
-    kind: str,
-    labels: list[str],
-    extra: dict,
-    out: Path = OUT,
-    version: str = "1",
-) -> None:
+def _contract(name: str, kind: str, version: str, labels: list[str]) -> ModelContract:
+    """A fixture's metadata: the acoustic graph reads Whisper encoder states, the
+    text graph Persian transcripts; every embedding is ``EMBED`` wide."""
+    return ModelContract(
+        name=name,
+        kind=kind,
+        version=version,
+        labels=tuple(labels),
+        embedding_dim=EMBED,
+        front_end=WHISPER_ENCODER_TOP if kind == "acoustic" else None,
+        languages=("fa",) if kind == "text" else (),
+    )
+
+
+def _save(graph: onnx.GraphProto, contract: ModelContract, out: Path = OUT) -> None:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
     model.ir_version = 8
-    meta = {
-        "streamser.format": "1",
-        "streamser.name": name,
-        "streamser.kind": kind,
-        "streamser.version": version,
-        "streamser.labels": json.dumps(labels),
-        "streamser.sample_rate": "16000",
-        "streamser.embedding_dim": str(EMBED),
-        **extra,
-    }
-    for key, value in meta.items():
+    for key, value in contract.to_metadata().items():
         model.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
     onnx.checker.check_model(model)
+    name = contract.name
     path = out / f"{name}.onnx"
     path.write_bytes(model.SerializeToString())
     card = {
-        "format_version": 1,
+        "format_version": contract.format_version,
         "name": name,
-        "kind": kind,
-        "version": version,
-        "labels": labels,
+        "kind": contract.kind,
+        "version": contract.version,
+        "labels": list(contract.labels),
         "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
         "training_data": "none: seeded random weights (test fixture)",
         "metrics": {},
@@ -192,14 +190,7 @@ def write_faulty(out: Path, max_frames: int = FAULTY_MAX_FRAMES) -> None:
         ],
         inits,
     )
-    _save(
-        graph,
-        "emotion-acoustic-v1",
-        "acoustic",
-        labels,
-        {"streamser.features": json.dumps(WHISPER_ENCODER_TOP.to_dict())},
-        out,
-    )
+    _save(graph, _contract("emotion-acoustic-v1", "acoustic", "1", labels), out)
 
 
 def write_set(out: Path, version: str, seed: int) -> None:
@@ -233,15 +224,7 @@ def write_set(out: Path, version: str, seed: int) -> None:
         ],
         inits,
     )
-    _save(
-        graph,
-        "emotion-acoustic-v1",
-        "acoustic",
-        labels,
-        {"streamser.features": json.dumps(WHISPER_ENCODER_TOP.to_dict())},
-        out,
-        version,
-    )
+    _save(graph, _contract("emotion-acoustic-v1", "acoustic", version, labels), out)
     # text: embedding lookup, masked mean
     nodes, inits = [], []
     inits.append(
@@ -271,15 +254,7 @@ def write_set(out: Path, version: str, seed: int) -> None:
         ],
         inits,
     )
-    _save(
-        graph,
-        "emotion-text-fa-v1",
-        "text",
-        TEXT_LABELS,
-        {"streamser.languages": json.dumps(["fa"])},
-        out,
-        version,
-    )
+    _save(graph, _contract("emotion-text-fa-v1", "text", version, TEXT_LABELS), out)
     # fusion: concat(acoustic, text * present) -> head
     nodes, inits = [], []
     inits.append(numpy_helper.from_array(np.array([1], np.int64), "one"))
@@ -310,7 +285,7 @@ def write_set(out: Path, version: str, seed: int) -> None:
         ],
         inits,
     )
-    _save(graph, "emotion-fusion-v1", "fusion", labels, {}, out, version)
+    _save(graph, _contract("emotion-fusion-v1", "fusion", version, labels), out)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -15,8 +16,9 @@ import pytest
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
+from export.checkpoint import Checkpoint, VerificationError  # noqa: E402
 from export.to_onnx import OPSET, export_checkpoint  # noqa: E402
-from export.verify import VerificationError, compare, real_batches  # noqa: E402
+from export.verify import compare, real_batches  # noqa: E402
 from streamser.errors import ModelError  # noqa: E402
 from streamser.recognition.features import LOG_MEL  # noqa: E402
 from streamser.recognition.models import OnnxModel, sha256_file  # noqa: E402
@@ -102,21 +104,23 @@ def test_acoustic_export_parity_metadata_and_card(
 @pytest.mark.data
 @needs_data
 def test_verify_fails_on_a_different_model(acoustic_export: tuple[Path, Path]) -> None:
-    from export.to_onnx import build_module, load_checkpoint
+    from export.checkpoint import Checkpoint, build_module
 
     checkpoint_path, onnx_path = acoustic_export
-    checkpoint = load_checkpoint(checkpoint_path)
+    checkpoint = Checkpoint.load(checkpoint_path)
     batches, _ = real_batches(checkpoint, build_module(checkpoint))
     torch.manual_seed(1)
-    other = build_module({**checkpoint, "state_dict": _reinitialised(checkpoint)})
+    other = build_module(
+        dataclasses.replace(checkpoint, state_dict=_reinitialised(checkpoint))
+    )
     with pytest.raises(VerificationError, match="differs from torch"):
         compare(onnx_path, other, batches)
 
 
-def _reinitialised(checkpoint: dict) -> dict:
+def _reinitialised(checkpoint: Checkpoint) -> dict:
     from training.acoustic_models import build_model
 
-    return build_model(checkpoint["arch"], checkpoint["config"]).state_dict()
+    return build_model(checkpoint.arch, checkpoint.config).state_dict()
 
 
 def _copy(onnx_path: Path, folder: Path) -> Path:
@@ -160,15 +164,12 @@ def test_wrong_card_hash_raises_model_error(
 def test_label_count_mismatch_raises_model_error(
     acoustic_export: tuple[Path, Path], tmp_path: Path
 ) -> None:
+    from export.card import graph_contract
     from export.to_onnx import write_metadata
 
     target = _copy(acoustic_export[1], tmp_path / "labels")
-    meta = {
-        p.key.removeprefix("streamser."): p.value
-        for p in onnx.load(str(target)).metadata_props
-    }
-    meta["labels"] = json.dumps(_LABELS[:3])
-    write_metadata(target, meta)
+    contract = graph_contract(target)
+    write_metadata(target, dataclasses.replace(contract, labels=tuple(_LABELS[:3])))
     target.with_name(target.name + ".json").unlink()  # no card: the graph alone
     with pytest.raises(ModelError, match="labels"):
         OnnxModel(target, device="cpu")
@@ -230,3 +231,70 @@ def test_cli_rejects_missing_checkpoint(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "not found" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _shipped_checkpoint(card: dict) -> Checkpoint:
+    """A weightless checkpoint with what a shipped graph's card records of it."""
+    return Checkpoint.from_dict(
+        {
+            "kind": card["kind"],
+            "arch": card["arch"],
+            "config": card["config"],
+            "state_dict": {},
+            "labels": card["labels"],
+            "front_end": card["features"],
+            "languages": card["languages"],
+            "name": card["name"],
+        }
+    )
+
+
+@pytest.mark.parametrize("name", ["emotion-acoustic-v2", "emotion-text-fa-v1"])
+def test_export_writes_the_shipped_graphs_metadata(name: str) -> None:
+    """What export would write for a shipped model is, byte for byte, its metadata."""
+    from streamser.recognition.models import bundled_model_dir
+
+    onnx_path = bundled_model_dir() / f"{name}.onnx"
+    card = json.loads(onnx_path.with_name(onnx_path.name + ".json").read_text("utf-8"))
+    contract = _shipped_checkpoint(card).contract(name, card["embedding_dim"])
+    props = onnx.load(str(onnx_path), load_external_data=False).metadata_props
+    assert list(contract.to_metadata().items()) == [(p.key, p.value) for p in props]
+
+
+def test_checkpoint_round_trips_and_rejects_bad_ones(tmp_path: Path) -> None:
+    data = {
+        "kind": "acoustic",
+        "arch": "stats",
+        "config": {"input_dim": 1024, "adaptation_window": 32},
+        "state_dict": {"w": torch.ones(2)},
+        "labels": ["anger", "neutral"],
+        "front_end": LOG_MEL.to_dict(),
+        "metrics": {"ua": 0.5},
+        "final_epochs": 7,
+    }
+    checkpoint = Checkpoint.from_dict(data)
+    assert checkpoint.front_end == LOG_MEL
+    assert checkpoint.head_input_dim == 1024
+    assert checkpoint.extra == {"final_epochs": 7}
+    assert checkpoint.default_name() == "emotion-acoustic-v1"
+    assert checkpoint.contract("emotion-acoustic-v4", 16).version == "4"
+    assert checkpoint.contract("emotion-acoustic-v4", 16).adaptation_window == 32
+    checkpoint.save(tmp_path / "c.pt")
+    loaded = Checkpoint.load(tmp_path / "c.pt")
+    assert loaded.to_dict().keys() == checkpoint.to_dict().keys()
+    assert loaded.front_end == LOG_MEL and loaded.extra == {"final_epochs": 7}
+    # the first checkpoints named no front end: the encoder's final states
+    legacy = Checkpoint.from_dict({k: v for k, v in data.items() if k != "front_end"})
+    assert legacy.front_end is not None and legacy.front_end.type == "whisper-encoder"
+    for bad, message in (
+        ({"labels": ["rage"]}, "canonical"),
+        ({"kind": "video"}, "kind"),
+        ({"front_end": "mfcc"}, "front end"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            Checkpoint.from_dict(data | bad)
+    with pytest.raises(ValueError, match="lacks"):
+        Checkpoint.from_dict({"kind": "text"})
+    torch.save([1, 2], tmp_path / "list.pt")
+    with pytest.raises(ValueError, match="not a dict"):
+        Checkpoint.load(tmp_path / "list.pt")

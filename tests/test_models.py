@@ -154,3 +154,45 @@ def test_fusion_refuses_an_acoustic_graph_it_was_not_fit_to(
     card_path.write_text(json.dumps(card))
     with pytest.raises(ModelError, match="retrain fusion"):
         EmotionModels.load(folder)
+
+
+def _old_runtime_pad(rows: list, dtype: type) -> tuple:
+    """``emotion._pad`` as it was (also ``training.fusion._pad``, ``text._batch``)."""
+    lengths = np.asarray([row.shape[0] for row in rows], dtype=np.int64)
+    width = max(1, int(lengths.max(initial=0)))
+    batch = np.zeros((len(rows), width, *rows[0].shape[1:]), dtype=dtype)
+    for i, row in enumerate(rows):
+        batch[i, : row.shape[0]] = row
+    return batch, lengths
+
+
+def _old_verify_pad(rows: list, dtype: type) -> tuple:
+    """``export.verify.pad_batch`` as it was; ``training.acoustic._pad`` too, whose
+    rows are never empty (``log_mel`` gives at least 2 frames), so min_width 1 there
+    changes nothing."""
+    lengths = np.asarray([row.shape[0] for row in rows], dtype=np.int64)
+    width = int(lengths.max()) if len(rows) else 0
+    batch = np.zeros((len(rows), width, *rows[0].shape[1:]), dtype=dtype)
+    for index, row in enumerate(rows):
+        batch[index, : row.shape[0]] = row
+    return batch, lengths
+
+
+@pytest.mark.parametrize("empty", [False, True])
+def test_pad_batch_matches_the_four_it_replaced(empty: bool) -> None:
+    from streamser.recognition.features import pad_batch
+
+    rng = np.random.default_rng(0)
+    lengths = [0, 0] if empty else [5, 0, 17, 1]
+    frames = [rng.standard_normal((n, 80)).astype(np.float32) for n in lengths]
+    tokens = [rng.integers(0, 50000, n).astype(np.int64) for n in lengths]
+    for rows, dtype in ((frames, np.float32), (tokens, np.int64)):
+        for got, want in (
+            (pad_batch(rows, dtype), _old_runtime_pad(rows, dtype)),
+            (pad_batch(rows, dtype, min_width=0), _old_verify_pad(rows, dtype)),
+        ):
+            assert got[0].dtype == want[0].dtype and got[1].dtype == np.int64
+            np.testing.assert_array_equal(got[0], want[0])
+            np.testing.assert_array_equal(got[1], want[1])
+    assert pad_batch(tokens, np.int64)[0].shape == (len(lengths), 1 if empty else 17)
+    assert pad_batch(tokens, np.int64, min_width=0)[0].shape[1] == (0 if empty else 17)

@@ -31,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streamser.labels import CANONICAL_LABELS
+from streamser.recognition.features import pad_batch
 from training.datasets import Utterance, load_dataset, speaker_folds
 from training.features_cache import FRONT_ENDS, TELEPHONE, load_features
 from training.metrics import format_confusion, score
@@ -286,15 +287,11 @@ def _batches(
 
 
 def _pad(arrays: Sequence[npt.NDArray[np.float32]]) -> tuple[Any, Any]:
+    """``pad_batch`` as torch tensors (features and lengths)."""
     import torch
 
-    lengths = np.array([a.shape[0] for a in arrays], dtype=np.int64)
-    out = np.zeros(
-        (len(arrays), int(lengths.max()), arrays[0].shape[1]), dtype=np.float32
-    )
-    for i, a in enumerate(arrays):
-        out[i, : a.shape[0]] = a
-    return torch.from_numpy(out), torch.from_numpy(lengths)
+    features, lengths = pad_batch(arrays, np.float32)
+    return torch.from_numpy(features), torch.from_numpy(lengths)
 
 
 def _spec_augment(

@@ -265,30 +265,6 @@ def adaptation_window(model: nn.Module) -> int:
     return int(getattr(members[0], "adaptation_window", 0))
 
 
-def fit_statistics(model: nn.Module, features: list[torch.Tensor]) -> None:
-    """Set a model's input (and pooled, for ``stats``) scalers from training utterances.
-
-    Args:
-        model: a freshly built model.
-        features: the training utterances' frames, each [T, D].
-    """
-    scaler = getattr(model, "scaler", None)
-    if scaler is None:
-        return
-    frames = torch.cat(features)
-    scaler.set_statistics(frames.mean(0), frames.std(0))
-    pooled_scaler = getattr(model, "pooled_scaler", None)
-    if pooled_scaler is not None:
-        with torch.no_grad():
-            pooled = torch.stack(
-                [
-                    torch.cat([s.mean(0), s.std(0)])
-                    for s in (scaler(f) for f in features)
-                ]
-            )
-        pooled_scaler.set_statistics(pooled.mean(0), pooled.std(0))
-
-
 class AttentionHead(EmotionHead):
     """``attn``: head on Whisper encoder states (see module docstring)."""
 

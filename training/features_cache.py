@@ -1,7 +1,7 @@
 """Cached front-end features (Whisper encoder states, log-mel) of corpus utterances.
 
 Training computes its inputs as the runtime does (``streamser.recognition.features.log_mel``, then
-for "encoder" the int8 Whisper-base prefix graph of ``training.whisper_prefix``, which
+for "encoder" the int8 Whisper-base prefix graph of ``export.whisper_prefix``, which
 export joins in front of the trained head, on the unpadded utterance), once per clip,
 and keeps them in one ``.npz`` per corpus, feature kind and
 augmentation copy under the cache folder (``STREAMSER_TRAIN_CACHE``, default
@@ -223,7 +223,7 @@ _RUNNERS: dict[str, Any] = {}
 
 def prefix_graph_path() -> Path:
     """The int8 Whisper prefix graph of the "encoder" kind (built once, cached)."""
-    from training.whisper_prefix import prefix_graph
+    from export.whisper_prefix import prefix_graph
 
     return prefix_graph(FRONT_ENDS["encoder"], default_cache_dir())
 
@@ -233,7 +233,7 @@ def _runner(kind: str) -> Any:
     onnxruntime ("encoder") or the runtime's int8 CTranslate2 Whisper ("encoder-top")."""
     if kind not in _RUNNERS:
         if kind == "encoder":
-            from training.whisper_prefix import PrefixRunner
+            from export.whisper_prefix import PrefixRunner
 
             _RUNNERS[kind] = PrefixRunner(prefix_graph_path())
         else:

@@ -37,7 +37,7 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
-from streamser.recognition.features import TextTokenizer
+from streamser.recognition.features import TextTokenizer, pad_batch
 from streamser.recognition.models import OnnxModel
 from streamser.recognition.whisper_model import default_whisper_dir
 from training.datasets import Utterance, load_dataset, speaker_folds
@@ -82,14 +82,6 @@ class Embeddings:
     """Labels of the pool transcripts."""
 
 
-def _pad(rows: Sequence[np.ndarray], dtype: Any) -> tuple[np.ndarray, np.ndarray]:
-    lengths = np.array([len(row) for row in rows], dtype=np.int64)
-    batch = np.zeros((len(rows), max(1, int(lengths.max())), *rows[0].shape[1:]), dtype)
-    for i, row in enumerate(rows):
-        batch[i, : len(row)] = row
-    return batch, lengths
-
-
 def run_graph(
     model: OnnxModel, rows: Sequence[np.ndarray], *, text: bool, batch_size: int = 32
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
@@ -106,7 +98,7 @@ def run_graph(
     probs, embeddings = [], []
     for start in range(0, len(rows), batch_size):
         chunk = list(rows[start : start + batch_size])
-        values, lengths = _pad(chunk, np.int64 if text else np.float32)
+        values, lengths = pad_batch(chunk, np.int64 if text else np.float32)
         inputs = {names[0]: values, names[1]: lengths}
         if width:
             inputs["baseline"] = np.zeros((len(chunk), width), np.float32)
@@ -126,7 +118,7 @@ def run_module(
     with torch.no_grad():
         for start in range(0, len(rows), batch_size):
             chunk = list(rows[start : start + batch_size])
-            values, lengths = _pad(chunk, np.int64 if text else np.float32)
+            values, lengths = pad_batch(chunk, np.int64 if text else np.float32)
             p, e = module(torch.from_numpy(values), torch.from_numpy(lengths))
             probs.append(p.numpy())
             embeddings.append(e.numpy())
@@ -161,7 +153,7 @@ def train_acoustic_fold(
         order = rng.permutation(train)
         for start in range(0, len(order), 32):
             index = order[start : start + 32]
-            values, lengths = _pad([features[i] for i in index], np.float32)
+            values, lengths = pad_batch([features[i] for i in index], np.float32)
             logits, _ = model.logits(
                 torch.from_numpy(values), torch.from_numpy(lengths)
             )

@@ -28,7 +28,7 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
-from streamser.recognition.features import TextTokenizer
+from streamser.recognition.features import TextTokenizer, pad_batch
 from streamser.recognition.whisper_model import default_whisper_dir
 from training.datasets import Utterance, load_dataset, speaker_folds
 from training.metrics import Scores, score
@@ -37,7 +37,6 @@ from training.text_models import UNK, WHISPER_VOCAB_SIZE, build_model
 
 _LOGGER = logging.getLogger(__name__)
 
-PRETRAINED_EMBEDDINGS: Final = "whisper-base-decoder"
 _CT2_DTYPES: Final = {
     0: np.float32,
     1: np.int8,
@@ -184,11 +183,7 @@ def vocabulary_of(ids: Sequence[np.ndarray]) -> list[int]:
 def _batch(
     ids: Sequence[np.ndarray], index: np.ndarray
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    rows = [ids[i] for i in index]
-    lengths = np.array([len(row) for row in rows], dtype=np.int64)
-    batch = np.zeros((len(rows), max(1, int(lengths.max()))), dtype=np.int64)
-    for i, row in enumerate(rows):
-        batch[i, : len(row)] = row
+    batch, lengths = pad_batch([ids[i] for i in index], np.int64)
     return torch.from_numpy(batch), torch.from_numpy(lengths)
 
 

@@ -11,13 +11,13 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from streamser.errors import ModelError
 from streamser.recognition.adaptation import NO_BASELINE, Baseline
+from streamser.recognition.features import pad_batch
 from streamser.recognition.models import OnnxModel
 
 _LOGGER = logging.getLogger(__name__)
@@ -53,10 +53,6 @@ class EmotionScores:
         scores = {label: float(v) for label, v in zip(labels, values, strict=True)}
         return cls(label=labels[int(np.argmax(values))], scores=scores)
 
-    def to_dict(self) -> dict[str, Any]:
-        """``{label, scores}`` as in PROTOCOL.md's ``modalities``."""
-        return {"label": self.label, "scores": dict(self.scores)}
-
 
 @dataclass(frozen=True)
 class EmotionOutput:
@@ -72,18 +68,6 @@ class EmotionOutput:
     pooled: npt.NDArray[np.float32] | None = None
     """For an acoustic graph that adapts to the speaker: the vector the stream's
     baseline averages (``streamser.recognition.adaptation``)."""
-
-
-def _pad(
-    rows: Sequence[npt.NDArray[Any]], dtype: type
-) -> tuple[npt.NDArray[Any], npt.NDArray[np.int64]]:
-    """Stack variable-length rows into a zero-padded batch plus lengths."""
-    lengths = np.asarray([row.shape[0] for row in rows], dtype=np.int64)
-    width = max(1, int(lengths.max(initial=0)))
-    batch = np.zeros((len(rows), width, *rows[0].shape[1:]), dtype=dtype)
-    for i, row in enumerate(rows):
-        batch[i, : row.shape[0]] = row
-    return batch, lengths
 
 
 class EmotionModels:
@@ -203,7 +187,7 @@ class EmotionModels:
         adapts = self.acoustic_model.info.adaptation_window > 0
         outputs = []
         for group in groups:
-            batch, lengths = _pad([features[i] for i in group], np.float32)
+            batch, lengths = pad_batch([features[i] for i in group], np.float32)
             inputs = {"features": batch, "lengths": lengths}
             if adapts:
                 inputs.update(self._baseline_inputs([given[i] for i in group]))
@@ -246,7 +230,7 @@ class EmotionModels:
         model = self.text_model_for(language)
         if model is None or not token_ids:
             return None
-        batch, lengths = _pad(token_ids, np.int64)
+        batch, lengths = pad_batch(token_ids, np.int64)
         out = model.run({"token_ids": batch, "lengths": lengths})
         return [
             EmotionOutput(EmotionScores.from_probs(model.info.labels, p), e)

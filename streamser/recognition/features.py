@@ -11,6 +11,7 @@ unpadded utterance (about 1/20 of the cost of faster-whisper's 30 s window).
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Final
 
@@ -77,7 +78,7 @@ WHISPER_LAYERS: Final = FrontEnd(
     type="log-mel", dim=N_MELS, whisper="whisper-base", encoder_layers=(2, 3)
 )
 """The shipped front end: log-mel frames in; the graph runs Whisper base's first three
-encoder layers (int8, ``training.whisper_prefix``) and reads the states after layers 2
+encoder layers (int8, ``export.whisper_prefix``) and reads the states after layers 2
 and 3 (measured best for emotion on held-out speakers; see MODEL_CARD.md)."""
 WHISPER_ENCODER_TOP: Final = FrontEnd(type="whisper-encoder", dim=512)
 """The whole encoder's final states, computed by the runtime's Whisper (CTranslate2)."""
@@ -131,6 +132,31 @@ def encoder_states(
         output = whisper.encode(ctranslate2.StorageView.from_array(batch), to_cpu=True)
         states.append(np.asarray(output, dtype=np.float32)[0])
     return states
+
+
+def pad_batch(
+    rows: Sequence[npt.NDArray[Any]], dtype: npt.DTypeLike, *, min_width: int = 1
+) -> tuple[npt.NDArray[Any], npt.NDArray[np.int64]]:
+    """Zero-pad variable-length rows into one batch, as every graph reads them.
+
+    Args:
+        rows: arrays of shape (length, ...), the trailing shape equal across rows
+            (feature frames, or token ids); at least one.
+        dtype: dtype of the batch.
+        min_width: the least padded length. The default 1 keeps a batch of empty
+            rows (an empty transcript) one column wide; 0 gives shape (n, 0), as
+            ``export.verify`` feeds a graph to check it copes with that too.
+
+    Returns:
+        The batch, shape (len(rows), max(min_width, longest), ...), and the rows'
+        lengths (int64).
+    """
+    lengths = np.asarray([row.shape[0] for row in rows], dtype=np.int64)
+    width = max(min_width, int(lengths.max(initial=0)))
+    batch = np.zeros((len(rows), width, *rows[0].shape[1:]), dtype=dtype)
+    for index, row in enumerate(rows):
+        batch[index, : row.shape[0]] = row
+    return batch, lengths
 
 
 MAX_TEXT_TOKENS: Final = 128

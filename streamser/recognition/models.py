@@ -1,8 +1,9 @@
 """Loading the ONNX emotion models and checking each against its contract.
 
 A model is ``NAME.onnx`` plus a card ``NAME.onnx.json``. The graph carries its contract
-in ONNX ``metadata_props`` (keys below), so the ONNX file alone is enough to serve it;
-the card adds provenance and metrics and must agree with the graph (sha256, labels).
+in ONNX ``metadata_props`` (``streamser.recognition.contract``), so the ONNX file alone
+is enough to serve it; the card adds provenance and metrics and must agree with the
+graph (format version, sha256, labels).
 """
 
 from __future__ import annotations
@@ -13,24 +14,16 @@ import logging
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
-import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
 from streamser.errors import ModelError
-from streamser.labels import CANONICAL_LABELS
+from streamser.recognition.contract import FORMAT_VERSION, ModelContract
 from streamser.recognition.features import FrontEnd
 
 _LOGGER = logging.getLogger(__name__)
-
-CARD_FORMAT: Final = 1
-KINDS: Final = ("acoustic", "text", "fusion")
-META_PREFIX: Final = "streamser."
-"""Metadata keys: format, name, kind, version, labels (JSON list in output order),
-sample_rate, features (JSON object, acoustic), languages (JSON list, text: empty means
-any), embedding_dim."""
 
 
 def bundled_model_dir() -> Path:
@@ -49,33 +42,58 @@ def sha256_file(path: Path) -> str:
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """What a graph's metadata declares.
+    """A loaded graph's contract, with its hash and card.
 
-    Attributes:
-        name: e.g. ``emotion-acoustic-v1``.
-        kind: acoustic, text or fusion.
-        version: model version string.
-        labels: labels in output order.
-        sample_rate_hz: audio sample rate the features assume.
-        front_end: acoustic feature settings (None for text and fusion).
-        languages: ISO 639-1 codes a text model reads; empty for any.
-        sha256: hash of the ONNX file.
-        adaptation_window: for an acoustic graph that adapts to a stream's speaker,
-            how many earlier utterances its baseline averages
-            (``streamser.recognition.adaptation``); 0 when it does not adapt.
-        card: the JSON card's contents.
+    The contract's fields are readable here too (``info.labels``...).
     """
 
-    name: str
-    kind: str
-    version: str
-    labels: tuple[str, ...]
-    sample_rate_hz: int
-    front_end: FrontEnd | None
-    languages: tuple[str, ...]
+    contract: ModelContract
+    """What the graph's metadata declares."""
     sha256: str
+    """Hash of the ONNX file."""
     card: dict[str, Any] = field(default_factory=dict, compare=False)
-    adaptation_window: int = 0
+    """The JSON card's contents (empty without a card)."""
+
+    @property
+    def name(self) -> str:
+        """E.g. ``emotion-acoustic-v2``."""
+        return self.contract.name
+
+    @property
+    def kind(self) -> str:
+        """acoustic, text or fusion."""
+        return self.contract.kind
+
+    @property
+    def version(self) -> str:
+        """Model version string."""
+        return self.contract.version
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """Labels in output order."""
+        return self.contract.labels
+
+    @property
+    def sample_rate_hz(self) -> int:
+        """Audio sample rate the features assume."""
+        return self.contract.sample_rate_hz
+
+    @property
+    def front_end(self) -> FrontEnd | None:
+        """Acoustic feature settings (None for text and fusion)."""
+        return self.contract.front_end
+
+    @property
+    def languages(self) -> tuple[str, ...]:
+        """ISO 639-1 codes a text model reads; empty for any."""
+        return self.contract.languages
+
+    @property
+    def adaptation_window(self) -> int:
+        """For an acoustic graph that adapts to a stream's speaker, how many earlier
+        utterances its baseline averages; 0 when it does not adapt."""
+        return self.contract.adaptation_window
 
 
 def session_options(num_threads: int) -> ort.SessionOptions:
@@ -126,7 +144,10 @@ class OnnxModel:
         except Exception as err:  # onnxruntime raises its own untyped errors
             raise ModelError(f"{path}: not a loadable ONNX graph ({err})") from err
         meta = self.session.get_modelmeta().custom_metadata_map
-        self.info = _parse_metadata(path, meta, digest, _read_card(path))
+        contract = ModelContract.from_metadata(meta, path)
+        card = _read_card(path)
+        _check_card(path, card, contract, digest)
+        self.info = ModelInfo(contract, digest, card)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
         if self.info.adaptation_window and not (
@@ -164,88 +185,18 @@ def _read_card(path: Path) -> dict[str, Any]:
     return card
 
 
-def _field(path: Path, meta: dict[str, str], key: str) -> str:
-    try:
-        return meta[META_PREFIX + key]
-    except KeyError:
+def _check_card(
+    path: Path, card: dict[str, Any], contract: ModelContract, digest: str
+) -> None:
+    """The card (if any) must be of this format and belong to this very graph."""
+    if not card:
+        return
+    if card.get("format_version") != FORMAT_VERSION:
+        raise ModelError(f"{path}.json: field format_version is not {FORMAT_VERSION}")
+    if card.get("sha256") != digest:
         raise ModelError(
-            f"{path}: metadata field {META_PREFIX + key} missing"
-        ) from None
-
-
-def _json_field(path: Path, meta: dict[str, str], key: str) -> Any:
-    try:
-        return json.loads(_field(path, meta, key))
-    except ValueError as err:
-        raise ModelError(
-            f"{path}: metadata field {META_PREFIX}{key} is not JSON"
-        ) from err
-
-
-def _parse_metadata(
-    path: Path, meta: dict[str, str], digest: str, card: dict[str, Any]
-) -> ModelInfo:
-    if _field(path, meta, "format") != str(CARD_FORMAT):
-        raise ModelError(f"{path}: field format is not {CARD_FORMAT}")
-    kind = _field(path, meta, "kind")
-    if kind not in KINDS:
-        raise ModelError(f"{path}: field kind {kind!r} is not one of {KINDS}")
-    labels = _json_field(path, meta, "labels")
-    if (
-        not isinstance(labels, list)
-        or not labels
-        or any(label not in CANONICAL_LABELS for label in labels)
-    ):
-        raise ModelError(f"{path}: field labels must list canonical labels: {labels!r}")
-    front_end = None
-    if kind == "acoustic":
-        try:
-            front_end = FrontEnd.from_dict(_json_field(path, meta, "features"))
-        except (TypeError, ValueError) as err:
-            raise ModelError(f"{path}: field features: {err}") from err
-        if front_end.type not in ("log-mel", "whisper-encoder") or (
-            front_end.type == "whisper-encoder" and front_end.encoder_layers
-        ):
-            raise ModelError(
-                f"{path}: field features: front end {front_end.type!r} with encoder "
-                f"layers {front_end.encoder_layers} is not one this runtime computes "
-                "(graphs that read cut encoder states need re-exporting with the "
-                "encoder layers inside the graph)"
-            )
-    languages = _json_field(path, meta, "languages") if kind == "text" else []
-    window = 0
-    if kind == "acoustic" and META_PREFIX + "adaptation_window" in meta:
-        window = _json_field(path, meta, "adaptation_window")
-        if not isinstance(window, int) or window < 1:
-            raise ModelError(
-                f"{path}: field adaptation_window must be a positive integer"
-            )
-    if card:
-        if card.get("format_version") != CARD_FORMAT:
-            raise ModelError(f"{path}.json: field format_version is not {CARD_FORMAT}")
-        if card.get("sha256") != digest:
-            raise ModelError(
-                f"{path}.json: field sha256 does not match the ONNX file "
-                "(the card belongs to another build)"
-            )
-        if card.get("labels") != labels:
-            raise ModelError(f"{path}.json: field labels differs from the graph's")
-    return ModelInfo(
-        name=_field(path, meta, "name"),
-        kind=kind,
-        version=_field(path, meta, "version"),
-        labels=tuple(labels),
-        sample_rate_hz=int(_field(path, meta, "sample_rate")),
-        front_end=front_end,
-        languages=tuple(languages),
-        sha256=digest,
-        card=card,
-        adaptation_window=window,
-    )
-
-
-def softmax(logits: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    """Row-wise softmax."""
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    exp = np.exp(shifted)
-    return (exp / exp.sum(axis=-1, keepdims=True)).astype(np.float32)
+            f"{path}.json: field sha256 does not match the ONNX file "
+            "(the card belongs to another build)"
+        )
+    if card.get("labels") != list(contract.labels):
+        raise ModelError(f"{path}.json: field labels differs from the graph's")

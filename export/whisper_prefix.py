@@ -11,7 +11,8 @@ int8 convolutions are slower in onnxruntime). One pass of that graph gives all d
 Training computes its features with this graph through onnxruntime
 (``training.features_cache``), and export joins the same graph in front of the trained
 head (``export.to_onnx``), so the shipped acoustic graph reads log-mel frames and
-computes exactly what training saw.
+computes exactly what training saw. It lives in export (it writes a graph) and imports
+only streamser: the one export module training imports.
 """
 
 from __future__ import annotations

@@ -1,0 +1,217 @@
+"""The contract an emotion graph carries in its ONNX ``metadata_props``.
+
+``export`` writes it (``ModelContract.to_metadata``) and the runtime reads it back
+(``ModelContract.from_metadata``), so the two cannot disagree about keys or encodings.
+Every key is ``streamser.`` plus a field name; values are strings, lists and objects
+as JSON (``json.dumps`` defaults). The graph alone is enough to serve it; the card
+beside it (``NAME.onnx.json``, same ``FORMAT_VERSION``) adds provenance and metrics.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from streamser.audio import SAMPLE_RATE_HZ
+from streamser.errors import ModelError
+from streamser.labels import CANONICAL_LABELS
+from streamser.recognition.features import FrontEnd
+
+FORMAT_VERSION: Final = 1
+"""Version of the metadata contract and of the card (their ``format`` and
+``format_version`` fields); bump it when a key changes meaning."""
+KINDS: Final = ("acoustic", "text", "fusion")
+META_PREFIX: Final = "streamser."
+FRONT_END_TYPES: Final = ("log-mel", "whisper-encoder")
+"""Front ends this runtime computes (``streamser.recognition.features``)."""
+
+
+@dataclass(frozen=True)
+class ModelContract:
+    """What a graph declares about itself: enough to feed it and read its outputs.
+
+    Keys, in the order written: ``format``, ``name``, ``kind``, ``version``,
+    ``labels``, ``sample_rate``, ``embedding_dim``, then ``features`` and
+    ``adaptation_window`` (acoustic) or ``languages`` (text), then ``variant``.
+    """
+
+    name: str
+    """Model name, ``emotion-{acoustic,text,fusion}[-LANG]-vN``."""
+    kind: str
+    """One of ``KINDS``: what the graph reads (features, token ids, embeddings)."""
+    version: str
+    """Model version string."""
+    labels: tuple[str, ...]
+    """Canonical labels in the order of the ``probs`` output."""
+    embedding_dim: int
+    """Width of the ``embedding`` output (what fusion reads; 0 when there is none)."""
+    sample_rate_hz: int = SAMPLE_RATE_HZ
+    """Audio sample rate the features assume."""
+    front_end: FrontEnd | None = None
+    """Acoustic only: the feature settings the graph reads (``features``)."""
+    languages: tuple[str, ...] = ()
+    """Text only: ISO 639-1 codes of the transcripts it reads; empty for any."""
+    adaptation_window: int = 0
+    """Acoustic only: for a graph that adapts to a stream's speaker, how many earlier
+    utterances its baseline averages (``streamser.recognition.adaptation``); 0 when
+    it does not adapt (and the key is absent)."""
+    variant: str = ""
+    """A quantised or fp16 copy ("int8", "fp16") of the graph named; "" for the
+    graph itself (and the key is absent)."""
+    format_version: int = FORMAT_VERSION
+    """Version of this contract (``format``)."""
+
+    def __post_init__(self) -> None:
+        # Lists (from JSON or a checkpoint) become tuples, so contracts compare.
+        object.__setattr__(self, "labels", tuple(self.labels))
+        object.__setattr__(self, "languages", tuple(self.languages))
+        if self.kind not in KINDS:
+            raise ValueError(f"kind {self.kind!r} is not one of {KINDS}")
+        if self.kind == "acoustic" and self.front_end is None:
+            raise ValueError("an acoustic contract needs its front end")
+
+    def to_metadata(self) -> dict[str, str]:
+        """The graph's ``metadata_props``, keys with ``META_PREFIX``."""
+        meta = {
+            "format": str(self.format_version),
+            "name": self.name,
+            "kind": self.kind,
+            "version": self.version,
+            "labels": json.dumps(list(self.labels)),
+            "sample_rate": str(self.sample_rate_hz),
+            "embedding_dim": str(self.embedding_dim),
+        }
+        if self.kind == "acoustic" and self.front_end is not None:
+            meta["features"] = json.dumps(self.front_end.to_dict())
+        if self.kind == "acoustic" and self.adaptation_window:
+            meta["adaptation_window"] = str(self.adaptation_window)
+        if self.kind == "text":
+            meta["languages"] = json.dumps(list(self.languages))
+        if self.variant:
+            meta["variant"] = self.variant
+        return {META_PREFIX + key: value for key, value in meta.items()}
+
+    @classmethod
+    def from_metadata(cls, props: Mapping[str, str], path: Path | str) -> ModelContract:
+        """Read and check a graph's ``metadata_props`` (other keys are ignored).
+
+        Args:
+            props: the metadata, keys with ``META_PREFIX``.
+            path: the graph's file, named in errors.
+
+        Raises:
+            ModelError: a field is missing, malformed or not one this runtime serves;
+                the message names the file and the field.
+        """
+        reader = _Reader(props, str(path))
+        if reader.text("format") != str(FORMAT_VERSION):
+            raise ModelError(f"{path}: field format is not {FORMAT_VERSION}")
+        kind = reader.text("kind")
+        if kind not in KINDS:
+            raise ModelError(f"{path}: field kind {kind!r} is not one of {KINDS}")
+        labels = reader.json("labels")
+        if (
+            not isinstance(labels, list)
+            or not labels
+            or any(label not in CANONICAL_LABELS for label in labels)
+        ):
+            raise ModelError(
+                f"{path}: field labels must list canonical labels: {labels!r}"
+            )
+        sample_rate_hz = reader.integer("sample_rate")
+        if sample_rate_hz != SAMPLE_RATE_HZ:
+            raise ModelError(
+                f"{path}: field sample_rate is {sample_rate_hz}, not the runtime's "
+                f"{SAMPLE_RATE_HZ}"
+            )
+        front_end = _front_end(reader) if kind == "acoustic" else None
+        languages: list[str] = []
+        if kind == "text":
+            languages = reader.json("languages")
+            if not isinstance(languages, list) or not all(
+                isinstance(code, str) for code in languages
+            ):
+                raise ModelError(f"{path}: field languages must list language codes")
+        window = 0
+        if kind == "acoustic" and reader.has("adaptation_window"):
+            window = reader.json("adaptation_window")
+            if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+                raise ModelError(
+                    f"{path}: field adaptation_window must be a positive integer"
+                )
+        embedding_dim = reader.integer("embedding_dim")
+        if embedding_dim < 0:
+            raise ModelError(f"{path}: field embedding_dim is negative")
+        return cls(
+            name=reader.text("name"),
+            kind=kind,
+            version=reader.text("version"),
+            labels=tuple(labels),
+            embedding_dim=embedding_dim,
+            sample_rate_hz=sample_rate_hz,
+            front_end=front_end,
+            languages=tuple(languages),
+            adaptation_window=window,
+            variant=reader.text("variant") if reader.has("variant") else "",
+        )
+
+
+class _Reader:
+    """Typed access to prefixed metadata fields, errors naming file and field."""
+
+    def __init__(self, props: Mapping[str, str], path: str) -> None:
+        self._props = props
+        self.path = path
+
+    def has(self, key: str) -> bool:
+        return META_PREFIX + key in self._props
+
+    def text(self, key: str) -> str:
+        try:
+            return self._props[META_PREFIX + key]
+        except KeyError:
+            raise ModelError(
+                f"{self.path}: metadata field {META_PREFIX + key} missing"
+            ) from None
+
+    def json(self, key: str) -> Any:
+        try:
+            return json.loads(self.text(key))
+        except ValueError as err:
+            raise ModelError(
+                f"{self.path}: metadata field {META_PREFIX}{key} is not JSON"
+            ) from err
+
+    def integer(self, key: str) -> int:
+        value = self.text(key)
+        try:
+            return int(value)
+        except ValueError:
+            raise ModelError(
+                f"{self.path}: field {key} is not an integer: {value!r}"
+            ) from None
+
+
+def _front_end(reader: _Reader) -> FrontEnd:
+    """The acoustic ``features`` field, checked against what this runtime computes."""
+    path = reader.path
+    settings = reader.json("features")
+    if not isinstance(settings, dict):
+        raise ModelError(f"{path}: field features is not a JSON object")
+    try:
+        front_end = FrontEnd.from_dict(settings)
+    except (TypeError, ValueError) as err:
+        raise ModelError(f"{path}: field features: {err}") from err
+    if front_end.type not in FRONT_END_TYPES or (
+        front_end.type == "whisper-encoder" and front_end.encoder_layers
+    ):
+        raise ModelError(
+            f"{path}: field features: front end {front_end.type!r} with encoder "
+            f"layers {front_end.encoder_layers} is not one this runtime computes "
+            "(graphs that read cut encoder states need re-exporting with the "
+            "encoder layers inside the graph)"
+        )
+    return front_end
