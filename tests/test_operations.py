@@ -108,11 +108,12 @@ def test_unit_is_notify_with_watchdog_hardening_and_a_long_stop() -> None:
 
 def test_notify_ready_after_load_status_watchdog_and_stopping(tmp_path: Path) -> None:
     notify = NotifySocket(tmp_path / "notify.sock")
-    process, port, log_path = spawn(
+    served = spawn(
         FAST,
         tmp_path,
         {"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "1000000"},
     )
+    process, port, log_path = served.process, served.port, served.log_path
     import urllib.request
 
     def healthz() -> int | None:
@@ -321,7 +322,8 @@ async def test_drain_is_bounded_when_a_client_stops_reading(tmp_path: Path) -> N
 
 
 def test_signals_while_loading_models_are_handled_after(tmp_path: Path) -> None:
-    process, _, log_path = spawn(FAST, tmp_path)
+    served = spawn(FAST, tmp_path)
+    process, log_path = served.process, served.log_path
     try:
         deadline = time.monotonic() + 120
         while "Emotion model" not in log_path.read_text():

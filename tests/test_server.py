@@ -17,9 +17,9 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from benchmarks.serving import ServedDaemon
+
 from _server_helpers import (
-    REPO,
-    ServerProcess,
     check_stream_events,
     collect,
     encode,
@@ -27,7 +27,7 @@ from _server_helpers import (
     speech_with_pauses,
     stream_audio,
 )
-from conftest import FIXTURE_MODELS, SHIPPED_MODELS
+from conftest import FIXTURE_MODELS, REPO, SHIPPED_MODELS
 
 pytestmark = [
     pytest.mark.data,
@@ -44,7 +44,7 @@ def _model_dir() -> Path:
 @pytest.fixture(scope="module")
 def server(
     tmp_path_factory: pytest.TempPathFactory, datasets: Path
-) -> Iterator[ServerProcess]:
+) -> Iterator[ServedDaemon]:
     tmp = tmp_path_factory.mktemp("serve")
     with serve(
         ["--model-dir", str(_model_dir()), "--jsonl-log", str(tmp / "events.jsonl")],
@@ -69,7 +69,7 @@ ENCODINGS = [
 
 @pytest.mark.parametrize(("encoding", "rate", "channels", "frame_bytes"), ENCODINGS)
 async def test_every_encoding_gives_transcribed_emotions(
-    server: ServerProcess,
+    server: ServedDaemon,
     emodb_clips: list[Path],
     encoding: str,
     rate: int,
@@ -115,7 +115,7 @@ async def test_every_encoding_gives_transcribed_emotions(
 
 
 async def test_streams_at_once_reach_a_subscriber_and_replay_after(
-    server: ServerProcess, emodb_clips: list[Path]
+    server: ServedDaemon, emodb_clips: list[Path]
 ) -> None:
     # a subscriber filtered to our streams, connected before they start
     names = [f"multi-{i}" for i in range(3)]
@@ -149,7 +149,7 @@ async def test_streams_at_once_reach_a_subscriber_and_replay_after(
 
 
 async def test_bad_start_messages_are_refused_with_an_error(
-    server: ServerProcess,
+    server: ServedDaemon,
 ) -> None:
     cases = [
         (b"\x00\x01", "unexpected_binary", 1003),
@@ -177,7 +177,7 @@ async def test_bad_start_messages_are_refused_with_an_error(
 
 
 async def test_bad_frames_are_errors_and_the_stream_goes_on(
-    server: ServerProcess, emodb_clips: list[Path]
+    server: ServedDaemon, emodb_clips: list[Path]
 ) -> None:
     audio = encode(speech_with_pauses([emodb_clips[5]]), 16000, "pcm_s16le")
     async with connect(f"{server.url}/v1/stream", max_size=None) as ws:
@@ -202,7 +202,7 @@ async def test_bad_frames_are_errors_and_the_stream_goes_on(
 
 
 async def test_client_vanishing_mid_utterance_loses_nothing(
-    server: ServerProcess, emodb_clips: list[Path]
+    server: ServedDaemon, emodb_clips: list[Path]
 ) -> None:
     audio = speech_with_pauses([emodb_clips[7], emodb_clips[8]])
     cut = int(16000 * 5.0)  # 1 s into the second clip's speech
@@ -223,9 +223,9 @@ async def test_client_vanishing_mid_utterance_loses_nothing(
     assert server.http("/healthz")[0] == 200
 
 
-def test_health_metrics_and_unknown_paths(server: ServerProcess) -> None:
-    assert server.http("/healthz") == (200, "ok\n")
-    status, text = server.http("/metrics")
+def test_health_metrics_and_unknown_paths(server: ServedDaemon) -> None:
+    assert server.http("/healthz")[:2] == (200, "ok\n")
+    status, text, _ = server.http("/metrics")
     assert status == 200
     assert "streamser_utterances_total" in text
     assert "streamser_end_of_speech_latency_seconds_bucket" in text
@@ -234,7 +234,7 @@ def test_health_metrics_and_unknown_paths(server: ServerProcess) -> None:
 
 
 async def test_run_jsonl_matches_serve(
-    server: ServerProcess, emodb_clips: list[Path], tmp_path: Path
+    server: ServedDaemon, emodb_clips: list[Path], tmp_path: Path
 ) -> None:
     import soundfile as sf
 
