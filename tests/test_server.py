@@ -168,7 +168,7 @@ async def test_bad_start_messages_are_refused_with_an_error(
     ]
     for first, code, close_code in cases:
         async with connect(f"{server.url}/v1/stream") as ws:
-            await ws.send(first)
+            await asyncio.wait_for(ws.send(first), 10)
             event = json.loads(await asyncio.wait_for(ws.recv(), 10))
             assert event["type"] == "error" and event["code"] == code and event["fatal"]
             with pytest.raises(ConnectionClosed):
@@ -180,15 +180,19 @@ async def test_bad_frames_are_errors_and_the_stream_goes_on(
     server: ServedDaemon, emodb_clips: list[Path]
 ) -> None:
     audio = encode(speech_with_pauses([emodb_clips[5]]), 16000, "pcm_s16le")
-    async with connect(f"{server.url}/v1/stream", max_size=None) as ws:
-        await ws.send(json.dumps({"type": "start", "language": "de"}))
-        await ws.send(b"\x01\x02\x03")  # not whole samples
-        await ws.send(b"\x00" * (2 << 20))  # over the 1 MiB message limit
-        await ws.send("garbage control")
-        await ws.send(json.dumps({"type": "dance"}))
-        await ws.send(audio)
-        await ws.send(json.dumps({"type": "stop"}))
-        events = [json.loads(m) async for m in ws]
+
+    async def converse() -> list[dict]:
+        async with connect(f"{server.url}/v1/stream", max_size=None) as ws:
+            await ws.send(json.dumps({"type": "start", "language": "de"}))
+            await ws.send(b"\x01\x02\x03")  # not whole samples
+            await ws.send(b"\x00" * (2 << 20))  # over the 1 MiB message limit
+            await ws.send("garbage control")
+            await ws.send(json.dumps({"type": "dance"}))
+            await ws.send(audio)
+            await ws.send(json.dumps({"type": "stop"}))
+            return [json.loads(m) async for m in ws]
+
+    events = await asyncio.wait_for(converse(), 300)
     check_stream_events(events)
     codes = [e["code"] for e in events if e["type"] == "error"]
     assert codes == [
@@ -208,11 +212,10 @@ async def test_client_vanishing_mid_utterance_loses_nothing(
     cut = int(16000 * 5.0)  # 1 s into the second clip's speech
     payload = encode(audio[:cut], 16000, "pcm_s16le")
     async with connect(f"{server.url}/v1/events?stream_id=vanish") as subscriber:
-        ws = await connect(f"{server.url}/v1/stream")
-        await ws.send(
-            json.dumps({"type": "start", "stream_id": "vanish", "language": "de"})
-        )
-        await ws.send(payload)
+        ws = await connect(f"{server.url}/v1/stream", open_timeout=30)
+        start = {"type": "start", "stream_id": "vanish", "language": "de"}
+        await asyncio.wait_for(ws.send(json.dumps(start)), 30)
+        await asyncio.wait_for(ws.send(payload), 30)
         await asyncio.sleep(1.0)  # let the bytes reach the server before vanishing
         ws.transport.abort()  # no close frame: the client just disappears
         events = []
