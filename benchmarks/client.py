@@ -11,9 +11,6 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -29,15 +26,10 @@ from websockets.exceptions import ConnectionClosed
 
 from streamser.audio import SAMPLE_RATE_HZ
 
-from .common import REPO, Clip, process_peak_rss_mb, speech_end_sample
+from .common import Clip, process_peak_rss_mb, speech_end_sample
+from .serving import ServedDaemon
 
 # -- server ---------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _toml(settings: Mapping[str, Mapping[str, Any]]) -> str:
@@ -55,18 +47,8 @@ def _toml(settings: Mapping[str, Mapping[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-@dataclass
-class Server:
+class Server(ServedDaemon):
     """A running ``streamser serve``."""
-
-    process: subprocess.Popen[bytes]
-    port: int
-    log_path: Path
-
-    @property
-    def url(self) -> str:
-        """The WebSocket base URL."""
-        return f"ws://127.0.0.1:{self.port}"
 
     def metrics(self) -> dict[str, float]:
         """The server's Prometheus samples (name with labels -> value)."""
@@ -106,54 +88,10 @@ def serve(settings: Mapping[str, Mapping[str, Any]]) -> Iterator[Server]:
     folder = Path(tempfile.mkdtemp(prefix="streamser-bench-"))
     config = folder / "streamser.toml"
     config.write_text(_toml(settings))
-    port = _free_port()
-    log_path = folder / "serve.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "streamser",
-                "serve",
-                "--config",
-                str(config),
-                "--port",
-                str(port),
-            ],
-            cwd=REPO,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
-        )
-        server = Server(process, port, log_path)
-        try:
-            deadline = time.monotonic() + 180
-            while True:
-                if process.poll() is not None:
-                    raise RuntimeError(
-                        f"streamser serve exited {process.returncode}: "
-                        f"{log_path.read_text(errors='replace')[-2000:]}"
-                    )
-                with (
-                    contextlib.suppress(OSError),
-                    urllib.request.urlopen(
-                        f"http://127.0.0.1:{port}/healthz", timeout=5
-                    ) as response,
-                ):
-                    if response.status == 200:
-                        break
-                if time.monotonic() > deadline:
-                    raise RuntimeError("streamser serve not healthy within 180 s")
-                time.sleep(0.3)
-            yield server
-        finally:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(60)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+    with Server.serve(
+        ["--config", str(config)], folder, ready_timeout_s=180, poll_timeout_s=5
+    ) as server:
+        yield server
 
 
 # -- clients --------------------------------------------------------------------------

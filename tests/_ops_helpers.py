@@ -7,16 +7,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import re
-import signal
 import socket
 import ssl
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,9 +21,8 @@ import soundfile as sf
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from _server_helpers import free_port
+from benchmarks.serving import REPO, ServedDaemon
 
-REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "tests" / "data" / "models"
 MODELS_V2 = REPO / "tests" / "data" / "models-v2"
 MODELS_FAULTY = REPO / "tests" / "data" / "models-faulty"
@@ -37,82 +30,24 @@ FAST = ["--no-asr", "--model-dir", str(MODELS)]
 """Flags for a quick server: fixture graphs, no transcription."""
 
 
-@dataclass
-class Served:
+class Served(ServedDaemon):
     """A running ``streamser serve``."""
-
-    process: subprocess.Popen[str]
-    port: int
-    log_path: Path
-    ssl_context: ssl.SSLContext | None = None
-
-    @property
-    def url(self) -> str:
-        return f"{'wss' if self.ssl_context else 'ws'}://127.0.0.1:{self.port}"
-
-    def http(
-        self, path: str, headers: dict[str, str] | None = None, timeout: float = 10
-    ) -> tuple[int, str, dict[str, str]]:
-        scheme = "https" if self.ssl_context else "http"
-        request = urllib.request.Request(
-            f"{scheme}://127.0.0.1:{self.port}{path}", headers=headers or {}
-        )
-        try:
-            with urllib.request.urlopen(
-                request, timeout=timeout, context=self.ssl_context
-            ) as response:
-                return response.status, response.read().decode(), dict(response.headers)
-        except urllib.error.HTTPError as err:
-            return err.code, err.read().decode(), dict(err.headers)
 
     def metrics(self, headers: dict[str, str] | None = None) -> str:
         status, text, _ = self.http("/metrics", headers)
         assert status == 200, (status, text)
         return text
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
 
-    def wait_log(self, pattern: str, timeout: float = 120, count: int = 1) -> str:
-        """Wait until ``pattern`` (a regex) occurs ``count`` times in the log."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            text = self.log()
-            if len(re.findall(pattern, text)) >= count:
-                return text
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.2)
-        raise AssertionError(f"{pattern!r} not in the log:\n{self.log()[-4000:]}")
-
-    def signal(self, sig: int) -> None:
-        self.process.send_signal(sig)
-
-    def wait(self, timeout: float) -> int:
-        return self.process.wait(timeout)
+THREADS = {"OMP_NUM_THREADS": "1"}
+"""The environment of every test server: one OpenMP thread."""
 
 
 def spawn(
     args: list[str], tmp: Path, env: dict[str, str] | None = None, port: int = 0
-) -> tuple[subprocess.Popen[str], int, Path]:
+) -> Served:
     """Start ``streamser serve`` without waiting for it."""
-    port = port or free_port()
-    log_path = tmp / f"serve-{port}.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "streamser", "serve", "--port", str(port), *args],
-            cwd=REPO,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env={
-                **os.environ,
-                "PYTHONPATH": str(REPO),
-                "OMP_NUM_THREADS": "1",
-                **(env or {}),
-            },
-        )
-    return process, port, log_path
+    return Served.spawn(args, tmp, env={**THREADS, **(env or {})}, port=port)
 
 
 @contextlib.contextmanager
@@ -124,30 +59,15 @@ def running(
     ready_timeout: float = 240,
 ) -> Iterator[Served]:
     """Start ``streamser serve``, wait for /healthz 200, stop it (SIGTERM) after."""
-    process, port, log_path = spawn(args, tmp, env)
-    served = Served(process, port, log_path, ssl_context)
-    try:
-        deadline = time.monotonic() + ready_timeout
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(
-                    f"server exited {process.returncode}:\n{served.log()}"
-                )
-            with contextlib.suppress(OSError):
-                if served.http("/healthz", timeout=2)[0] == 200:
-                    break
-            time.sleep(0.3)
-        else:
-            raise RuntimeError(f"server not healthy in time:\n{served.log()}")
+    with Served.serve(
+        args,
+        tmp,
+        env={**THREADS, **(env or {})},
+        ssl_context=ssl_context,
+        ready_timeout_s=ready_timeout,
+        poll_timeout_s=2,
+    ) as served:
         yield served
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
 
 
 def metric(text: str, name: str, **labels: str) -> float:

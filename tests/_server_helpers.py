@@ -5,13 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,79 +16,18 @@ import soxr
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class ServerProcess:
-    process: subprocess.Popen[str]
-    port: int
-    log_path: Path
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-    def http(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{self.port}{path}", headers=headers or {}
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                return response.status, response.read().decode()
-        except urllib.error.HTTPError as err:
-            return err.code, err.read().decode()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+from benchmarks.serving import ServedDaemon
 
 
 @contextlib.contextmanager
 def serve(
     args: list[str], tmp: Path, env: dict[str, str] | None = None
-) -> Iterator[ServerProcess]:
-    """Start ``streamser serve`` and wait until /healthz says 200."""
-    port = free_port()
-    log_path = tmp / f"serve-{port}.log"
-    log = log_path.open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamser", "serve", "--port", str(port), *args],
-        cwd=REPO,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
-    )
-    server = ServerProcess(process, port, log_path)
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(
-                    f"server exited {process.returncode}:\n{server.log()}"
-                )
-            with contextlib.suppress(OSError):
-                if server.http("/healthz")[0] == 200:
-                    break
-            time.sleep(0.3)
-        else:
-            raise RuntimeError(f"server not healthy in time:\n{server.log()}")
+) -> Iterator[ServedDaemon]:
+    """Start ``streamser serve``, wait until /healthz says 200, stop it after."""
+    with ServedDaemon.serve(
+        args, tmp, env=env, ready_timeout_s=180, poll_timeout_s=10
+    ) as server:
         yield server
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        log.close()
 
 
 def encode(audio: np.ndarray, rate: int, encoding: str, channels: int = 1) -> bytes:
@@ -144,30 +76,36 @@ async def stream_audio(
     frame_bytes: int,
     headers: dict[str, str] | None = None,
     stop: bool = True,
+    timeout_s: float = 300,
 ) -> StreamResult:
-    """Send a start message, audio in the given chunk sizes (whole frames), then stop."""
+    """Send a start message, audio in the given chunk sizes (whole frames), then stop;
+    the whole conversation within ``timeout_s``."""
     result = StreamResult()
-    async with connect(
-        f"{url}/v1/stream", additional_headers=headers, max_size=None
-    ) as ws:
-        await ws.send(json.dumps({"type": "start", **start}))
 
-        async def reader() -> None:
-            with contextlib.suppress(ConnectionClosed):
-                async for message in ws:
-                    result.events.append(json.loads(message))
+    async def converse() -> None:
+        async with connect(
+            f"{url}/v1/stream", additional_headers=headers, max_size=None
+        ) as ws:
+            await ws.send(json.dumps({"type": "start", **start}))
 
-        task = asyncio.create_task(reader())
-        offset = 0
-        while offset < len(payload):
-            size = max(frame_bytes, next(chunk_sizes) // frame_bytes * frame_bytes)
-            await ws.send(payload[offset : offset + size])
-            offset += size
-            await asyncio.sleep(0)
-        if stop:
-            await ws.send(json.dumps({"type": "stop"}))
-        await asyncio.wait_for(task, 300)
-        result.close_code = ws.close_code
+            async def reader() -> None:
+                with contextlib.suppress(ConnectionClosed):
+                    async for message in ws:
+                        result.events.append(json.loads(message))
+
+            task = asyncio.create_task(reader())
+            offset = 0
+            while offset < len(payload):
+                size = max(frame_bytes, next(chunk_sizes) // frame_bytes * frame_bytes)
+                await ws.send(payload[offset : offset + size])
+                offset += size
+                await asyncio.sleep(0)
+            if stop:
+                await ws.send(json.dumps({"type": "stop"}))
+            await task
+            result.close_code = ws.close_code
+
+    await asyncio.wait_for(converse(), timeout_s)
     return result
 
 
@@ -176,15 +114,15 @@ async def collect(
 ) -> list[dict[str, Any]]:
     """Subscribe to /v1/events and collect events until one with id >= until."""
     events: list[dict[str, Any]] = []
-    async with connect(f"{url}/v1/events{query}", max_size=None) as ws:
 
-        async def read() -> None:
+    async def read() -> None:
+        async with connect(f"{url}/v1/events{query}", max_size=None) as ws:
             async for message in ws:
                 events.append(json.loads(message))
                 if events[-1]["id"] >= until:
                     return
 
-        await asyncio.wait_for(read(), timeout_s)
+    await asyncio.wait_for(read(), timeout_s)
     return events
 
 

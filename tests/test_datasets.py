@@ -592,7 +592,9 @@ def test_loso_folds() -> None:
     ]
 
 
+@pytest.mark.train
 def test_kfold_reproducible() -> None:
+    pytest.importorskip("sklearn")
     utterances = _synthetic(speakers=20, per_speaker=4)
     first = speaker_folds(utterances, "kfold", k=5, seed=3)
     again = speaker_folds(utterances, "kfold", k=5, seed=3)
@@ -618,9 +620,11 @@ def test_fold_errors() -> None:
 
 
 @pytest.mark.data
+@pytest.mark.train
 @needs_emodb
 @needs_ravdess
 def test_folds_on_real_corpora() -> None:
+    pytest.importorskip("sklearn")
     emodb = load_dataset(f"emodb:{EMODB}")
     loso = speaker_folds(emodb, "loso")
     assert len(loso) == 8
@@ -639,8 +643,10 @@ def test_folds_on_real_corpora() -> None:
 
 
 @pytest.mark.data
+@pytest.mark.train
 @needs_shemo_text
 def test_kfold_on_shemo_text() -> None:
+    pytest.importorskip("sklearn")
     utterances = load_dataset(f"shemo-text:{SHEMO_TEXT}")
     folds = speaker_folds(utterances, "kfold", k=5, seed=0)
     assert len(folds) == 5

@@ -231,7 +231,7 @@ def test_sequencer_is_thread_safe() -> None:
     barrier = threading.Barrier(8)
 
     def worker(stream_id: str) -> None:
-        barrier.wait()
+        barrier.wait(timeout=30)
         results[stream_id] = [
             sequencer.stamp(stream_id if i % 2 else "shared", SpeechStart(i, 0.0))
             for i in range(per_thread)

@@ -147,12 +147,16 @@ async def test_slow_subscriber_is_evicted_with_1013_and_resumes_after(
         # a busy stream: thousands of events (bad control messages are cheap
         # non-fatal errors), read by its own client
         async with connect(f"{server.url}/v1/stream", max_size=None) as producer:
-            await producer.send(json.dumps({"type": "start", "stream_id": "busy"}))
-            for i in range(6000):
-                await producer.send(json.dumps({"type": f"junk-{i}"}))
-                if i % 100 == 0:
-                    await asyncio.sleep(0)
-            await producer.send(json.dumps({"type": "stop"}))
+
+            async def produce() -> None:
+                await producer.send(json.dumps({"type": "start", "stream_id": "busy"}))
+                for i in range(6000):
+                    await producer.send(json.dumps({"type": f"junk-{i}"}))
+                    if i % 100 == 0:
+                        await asyncio.sleep(0)
+                await producer.send(json.dumps({"type": "stop"}))
+
+            await asyncio.wait_for(produce(), 120)
             own = []
             with contextlib.suppress(ConnectionClosed):
                 while True:

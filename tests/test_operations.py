@@ -106,13 +106,21 @@ def test_unit_is_notify_with_watchdog_hardening_and_a_long_stop() -> None:
     assert service["MemoryMax"]
 
 
+@pytest.mark.slow
 def test_notify_ready_after_load_status_watchdog_and_stopping(tmp_path: Path) -> None:
     notify = NotifySocket(tmp_path / "notify.sock")
-    process, port, log_path = spawn(
+    # a 2 s watchdog: pings every second, and a loop may stall for up to a second
+    # under load before a ping is late
+    watchdog_s = 2.0
+    served = spawn(
         FAST,
         tmp_path,
-        {"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "1000000"},
+        {
+            "NOTIFY_SOCKET": str(notify.path),
+            "WATCHDOG_USEC": str(int(watchdog_s * 1e6)),
+        },
     )
+    process, port, log_path = served.process, served.port, served.log_path
     import urllib.request
 
     def healthz() -> int | None:
@@ -145,13 +153,13 @@ def test_notify_ready_after_load_status_watchdog_and_stopping(tmp_path: Path) ->
         assert f"STATUS=serving on port {port}" in ready
         # WATCHDOG=1 every WATCHDOG_USEC/2 from the event loop
         pings: list[float] = []
-        until = time.monotonic() + 3.5
+        until = time.monotonic() + 3.5 * watchdog_s
         while time.monotonic() < until:
             message = notify.receive(0.5)
             if message == "WATCHDOG=1":
                 pings.append(time.monotonic())
         assert len(pings) >= 4, pings
-        assert max(b - a for a, b in itertools_pairwise(pings)) < 1.0
+        assert max(b - a for a, b in itertools_pairwise(pings)) < watchdog_s
         # SIGHUP: RELOADING=1, then READY=1 again once the models are swapped
         process.send_signal(signal.SIGHUP)
         reload_messages = []
@@ -212,7 +220,8 @@ async def test_watchdog_pings_stop_while_the_event_loop_is_blocked(
     gaps = [b - a for a, b in itertools_pairwise(arrivals)]
     assert len(arrivals) >= 8, arrivals
     # pings every ~0.1 s, none while the loop was blocked
-    assert not [t for t in arrivals if blocked + 0.05 < t < blocked + 0.95]
+    # (a ping sent just before the block may reach the listener thread late)
+    assert not [t for t in arrivals if blocked + 0.25 < t < blocked + 0.95]
     assert max(gaps) >= 0.9 and sorted(gaps)[len(gaps) // 2] < 0.3
 
 
@@ -224,6 +233,7 @@ def itertools_pairwise(values: list[float]) -> list[tuple[float, float]]:
 
 
 @pytest.mark.data
+@pytest.mark.slow
 async def test_sigterm_finishes_in_flight_utterances_then_closes_1001(
     tmp_path: Path, emodb_clips: list[Path]
 ) -> None:
@@ -240,12 +250,20 @@ async def test_sigterm_finishes_in_flight_utterances_then_closes_1001(
     # the last clip is still being spoken at SIGTERM: no trailing silence
     audio = speech(clips)[: -16000 - 8000]
     with running([*FAST, "--jsonl-log", str(jsonl)], tmp_path, env) as server:
-        subscriber = await connect(f"{server.url}/v1/events?stream_id=drain")
-        stream = await connect(f"{server.url}/v1/stream", max_size=None)
-        await stream.send(json.dumps({"type": "start", "stream_id": "drain"}))
-        payload = pcm16(audio)
-        for offset in range(0, len(payload), 32000):
-            await stream.send(payload[offset : offset + 32000])
+        subscriber = await connect(
+            f"{server.url}/v1/events?stream_id=drain", open_timeout=30
+        )
+        stream = await connect(
+            f"{server.url}/v1/stream", max_size=None, open_timeout=30
+        )
+
+        async def send_all() -> None:
+            await stream.send(json.dumps({"type": "start", "stream_id": "drain"}))
+            payload = pcm16(audio)
+            for offset in range(0, len(payload), 32000):
+                await stream.send(payload[offset : offset + 32000])
+
+        await asyncio.wait_for(send_all(), 300)
         events: list[dict] = []
         last_start = (len(clips) - 1) * 3.0 + 1.0  # seconds, from speech()
         while not any(
@@ -256,21 +274,27 @@ async def test_sigterm_finishes_in_flight_utterances_then_closes_1001(
         server.signal(signal.SIGTERM)
         signalled = time.monotonic()
         # while draining: unhealthy, no new streams (503 + Retry-After)
+        unhealthy_by = time.monotonic() + 30
         status, _, _ = await asyncio.to_thread(server.http, "/healthz")
         while status != 503:
+            assert time.monotonic() < unhealthy_by, f"/healthz still {status}"
             status, _, _ = await asyncio.to_thread(server.http, "/healthz")
         status, _, headers = await asyncio.to_thread(server.http, "/v1/stream")
         assert status == 503 and int(headers["Retry-After"]) > 0
-        with contextlib.suppress(ConnectionClosed):
-            async for message in stream:
-                events.append(json.loads(message))
+
+        async def rest_of_stream() -> None:
+            with contextlib.suppress(ConnectionClosed):
+                async for message in stream:
+                    events.append(json.loads(message))
+
+        await asyncio.wait_for(rest_of_stream(), 90 + 30)
         assert stream.close_code == 1001
         seen = []
         with contextlib.suppress(ConnectionClosed):
             while True:
                 seen.append(json.loads(await asyncio.wait_for(subscriber.recv(), 60)))
         assert subscriber.close_code == 1001
-        assert server.wait(60) == 0
+        assert await asyncio.to_thread(server.wait, 60) == 0
         took = time.monotonic() - signalled
     check_events(events)
     starts = {e["utterance_id"] for e in events if e["type"] == "speech.start"}
@@ -284,11 +308,12 @@ async def test_sigterm_finishes_in_flight_utterances_then_closes_1001(
     assert [e["id"] for e in logged if e["stream_id"] == "drain"] == [
         e["id"] for e in events
     ]
-    assert took < 90 + 10
+    assert took < 90 + 30  # the drain deadline, and room for a loaded machine
     log = server.log()
     assert "Draining 1 stream(s)" in log and "Stopped" in log
 
 
+@pytest.mark.slow
 async def test_drain_is_bounded_when_a_client_stops_reading(tmp_path: Path) -> None:
     env = {"STREAMSER_SERVER_DRAIN_TIMEOUT_S": "3"}
     with running(FAST, tmp_path, env) as server:
@@ -298,16 +323,21 @@ async def test_drain_is_bounded_when_a_client_stops_reading(tmp_path: Path) -> N
             max_queue=1,
             open_timeout=20,
         )
-        await ws.send(json.dumps({"type": "start", "stream_id": "deaf"}))
-        # each message is an error event the client never reads; the kernel buffers
-        # megabytes on loopback, so go on until the server's queue for it grows
-        for i in range(200):
-            for j in range(500):
-                await ws.send(json.dumps({"type": f"junk-{i}-{j}-{'x' * 40}"}))
-            behind = await asyncio.to_thread(server.metrics)
-            if metric(behind, "streamser_client_queue_events") >= 100:
-                break
-        else:
+
+        async def fall_behind() -> bool:
+            await ws.send(json.dumps({"type": "start", "stream_id": "deaf"}))
+            # each message is an error event the client never reads; the kernel
+            # buffers megabytes on loopback, so go on until the server's queue for
+            # it grows
+            for i in range(200):
+                for j in range(500):
+                    await ws.send(json.dumps({"type": f"junk-{i}-{j}-{'x' * 40}"}))
+                behind = await asyncio.to_thread(server.metrics)
+                if metric(behind, "streamser_client_queue_events") >= 100:
+                    return True
+            return False
+
+        if not await asyncio.wait_for(fall_behind(), 180):
             pytest.fail("the server never fell behind the deaf client")
         began = time.monotonic()
         server.signal(signal.SIGTERM)
@@ -315,13 +345,15 @@ async def test_drain_is_bounded_when_a_client_stops_reading(tmp_path: Path) -> N
         took = time.monotonic() - began
         log = server.log()
     ws.transport.abort()
-    assert took < 3 + 1 + 5 + 3, took
+    # the drain deadline, a second to notice, 5 s to close, and room for load
+    assert took < 3 + 1 + 5 + 10, took
     assert "1 stream(s) did not finish within 3 s" in log
     assert "Dropping 1 connection(s)" in log
 
 
 def test_signals_while_loading_models_are_handled_after(tmp_path: Path) -> None:
-    process, _, log_path = spawn(FAST, tmp_path)
+    served = spawn(FAST, tmp_path)
+    process, log_path = served.process, served.log_path
     try:
         deadline = time.monotonic() + 120
         while "Emotion model" not in log_path.read_text():
@@ -344,7 +376,7 @@ def test_sigterm_when_idle_exits_zero_quickly(tmp_path: Path) -> None:
         began = time.monotonic()
         server.signal(signal.SIGTERM)
         assert server.wait(30) == 0
-        assert time.monotonic() - began < 10
+        assert time.monotonic() - began < 20  # idle: immediate, but CI may be loaded
 
 
 # -- SIGHUP -------------------------------------------------------------------------
@@ -363,6 +395,7 @@ def _copy_models(source: Path, target: Path) -> None:
 
 
 @pytest.mark.data
+@pytest.mark.slow
 async def test_sighup_reloads_models_and_rejects_bad_ones_without_dropping_streams(
     tmp_path: Path, emodb_clips: list[Path]
 ) -> None:
@@ -374,17 +407,25 @@ async def test_sighup_reloads_models_and_rejects_bad_ones_without_dropping_strea
     args = ["--no-asr", "--model-dir", str(models), "--config", str(config)]
 
     async def utterance(ws) -> dict:  # type: ignore[no-untyped-def]
-        await ws.send(clip)
-        await ws.send(json.dumps({"type": "flush"}))
+        async def send() -> None:
+            await ws.send(clip)
+            await ws.send(json.dumps({"type": "flush"}))
+
+        await asyncio.wait_for(send(), 60)
         while True:
             event = json.loads(await asyncio.wait_for(ws.recv(), 120))
             if event["type"] in ("utterance.end", "error"):
                 return event
 
     async def open_stream(url: str) -> tuple[object, dict]:
-        ws = await connect(f"{url}/v1/stream", max_size=None)
-        await ws.send(json.dumps({"type": "start"}))
+        ws = await connect(f"{url}/v1/stream", max_size=None, open_timeout=30)
+        await asyncio.wait_for(ws.send(json.dumps({"type": "start"})), 30)
         return ws, json.loads(await asyncio.wait_for(ws.recv(), 30))
+
+    async def stop(ws) -> None:  # type: ignore[no-untyped-def]
+        await ws.send(json.dumps({"type": "stop"}))
+        async for _ in ws:
+            pass
 
     def versions(start: dict) -> set[str]:
         return {m["version"] for m in start["models"] if m["kind"] != "asr"}
@@ -428,9 +469,7 @@ async def test_sighup_reloads_models_and_rejects_bad_ones_without_dropping_strea
         assert metric(text, "streamser_model_info", kind="acoustic", version="2") == 1
         assert metric(text, "streamser_models_loaded") == 1
         for ws in (long_lived, fresh, third):
-            await ws.send(json.dumps({"type": "stop"}))  # type: ignore[attr-defined]
-            async for _ in ws:  # type: ignore[attr-defined]
-                pass
+            await asyncio.wait_for(stop(ws), 60)
             assert ws.close_code == 1000  # type: ignore[attr-defined]
 
 

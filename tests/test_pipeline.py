@@ -53,16 +53,22 @@ async def _run(
     events: list[dict[str, Any]] = []
     engine.sinks.append(lambda envelope: events.append(envelope.to_dict()))
     session = StreamSession(engine, StartMessage(language="de"), "s1")
-    session.open()
-    for offset in range(0, audio.size, 3200):  # 200 ms chunks
-        session.feed_audio(audio[offset : offset + 3200])
-        # A lightly loaded host feeding at about real time: each utterance is
-        # recognised before the next one ends (a stream adapting to its speaker
-        # speculates only then).
-        while engine.busy or session.pending_utterances:
-            await asyncio.sleep(0.005)
-    await session.close()
-    engine.close()
+
+    async def play() -> None:
+        session.open()
+        for offset in range(0, audio.size, 3200):  # 200 ms chunks
+            session.feed_audio(audio[offset : offset + 3200])
+            # A lightly loaded host feeding at about real time: each utterance is
+            # recognised before the next one ends (a stream adapting to its speaker
+            # speculates only then).
+            while engine.busy or session.pending_utterances:
+                await asyncio.sleep(0.005)
+        await session.close()
+
+    try:
+        await asyncio.wait_for(play(), 600)
+    finally:
+        engine.close()
     return events, metrics
 
 

@@ -241,7 +241,7 @@ async def _open(url: str, local: str) -> object:
     ws = await connect(
         f"{url}/v1/stream", open_timeout=20, local_addr=(local, 0), max_size=None
     )
-    await ws.send(json.dumps({"type": "start"}))
+    await asyncio.wait_for(ws.send(json.dumps({"type": "start"})), 20)
     event = json.loads(await asyncio.wait_for(ws.recv(), 20))
     assert event["type"] == "stream.start"
     return ws
@@ -271,7 +271,7 @@ async def test_stream_limits_refuse_at_the_handshake_with_retry_after(
         == 1
     )
     for ws in [*mine, other]:
-        await ws.close()  # type: ignore[attr-defined]
+        await asyncio.wait_for(ws.close(), 30)  # type: ignore[attr-defined]
     # the slots free up once the streams have ended
     for _ in range(100):
         if metric(limited.metrics(), "streamser_active_streams") == 0:
@@ -283,11 +283,15 @@ async def test_stream_limits_refuse_at_the_handshake_with_retry_after(
 
 async def test_oversized_message_is_a_non_fatal_error(limited: Served) -> None:
     async with connect(f"{limited.url}/v1/stream", max_size=None) as ws:
-        await ws.send(json.dumps({"type": "start"}))
-        await ws.send(b"\x00" * 5000)  # over max_message_bytes (4096)
-        for offset in range(0, 64000, 4000):
-            await ws.send(_demo_pcm(4.0)[offset : offset + 4000])
-        await ws.send(json.dumps({"type": "stop"}))
+
+        async def send() -> None:
+            await ws.send(json.dumps({"type": "start"}))
+            await ws.send(b"\x00" * 5000)  # over max_message_bytes (4096)
+            for offset in range(0, 64000, 4000):
+                await ws.send(_demo_pcm(4.0)[offset : offset + 4000])
+            await ws.send(json.dumps({"type": "stop"}))
+
+        await asyncio.wait_for(send(), 60)
         events = [json.loads(m) async for m in asyncio_timeout_iter(ws, 60)]
         assert ws.close_code == 1000
     check_events(events)
@@ -325,14 +329,17 @@ async def test_a_client_that_never_reads_is_dropped_and_its_stream_ends(
             max_queue=1,
             open_timeout=20,
         )
-        await ws.send(json.dumps({"type": "start", "stream_id": "deaf"}))
-        sent = 0
-        with pytest.raises(ConnectionClosed):
+
+        async def flood() -> None:
+            await ws.send(json.dumps({"type": "start", "stream_id": "deaf"}))
             # every junk message is an error event the client never reads
-            for sent in range(200000):  # noqa: B007
+            for sent in range(200000):
                 await ws.send(json.dumps({"type": f"junk-{sent}-{'x' * 40}"}))
                 if sent % 500 == 0:
                     await asyncio.sleep(0.01)
+
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(flood(), 180)
         ws.transport.abort()
         ends = [json.loads(await asyncio.wait_for(subscriber.recv(), 30)) for _ in "se"]
     assert [e["type"] for e in ends] == ["stream.start", "stream.end"]
@@ -349,7 +356,8 @@ async def test_stream_ids_never_reach_the_file_system(limited: Served) -> None:
     before = sorted(p.name for p in folder.rglob("*"))
     for stream_id in ("../../etc/x", "/tmp/x", "a/b", "..\\..\\x", "x\x00y"):
         async with connect(f"{limited.url}/v1/stream") as ws:
-            await ws.send(json.dumps({"type": "start", "stream_id": stream_id}))
+            start = json.dumps({"type": "start", "stream_id": stream_id})
+            await asyncio.wait_for(ws.send(start), 10)
             event = json.loads(await asyncio.wait_for(ws.recv(), 10))
             assert event["type"] == "error" and event["code"] == "invalid_stream_id"
             assert event["fatal"] is True
@@ -362,7 +370,7 @@ async def test_stream_ids_never_reach_the_file_system(limited: Served) -> None:
     assert sorted(p.name for p in folder.rglob("*")) == before
     assert limited.http("/healthz")[0] == 200
     # and in the code: no path, open() or file name is built from a stream id
-    for source in (REPO / "streamser").glob("*.py"):
+    for source in (REPO / "streamser").rglob("*.py"):
         for number, line in enumerate(source.read_text().splitlines(), 1):
             if "stream_id" in line:
                 assert not re.search(r"\bPath\(|\bopen\(|os\.path|mkdir", line), (

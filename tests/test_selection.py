@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.train
 pytest.importorskip("sklearn")
 
 from training.datasets import Utterance  # noqa: E402

@@ -17,9 +17,9 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from benchmarks.serving import ServedDaemon
+
 from _server_helpers import (
-    REPO,
-    ServerProcess,
     check_stream_events,
     collect,
     encode,
@@ -27,7 +27,7 @@ from _server_helpers import (
     speech_with_pauses,
     stream_audio,
 )
-from conftest import FIXTURE_MODELS, SHIPPED_MODELS
+from conftest import FIXTURE_MODELS, REPO, SHIPPED_MODELS
 
 pytestmark = [
     pytest.mark.data,
@@ -44,7 +44,7 @@ def _model_dir() -> Path:
 @pytest.fixture(scope="module")
 def server(
     tmp_path_factory: pytest.TempPathFactory, datasets: Path
-) -> Iterator[ServerProcess]:
+) -> Iterator[ServedDaemon]:
     tmp = tmp_path_factory.mktemp("serve")
     with serve(
         ["--model-dir", str(_model_dir()), "--jsonl-log", str(tmp / "events.jsonl")],
@@ -69,7 +69,7 @@ ENCODINGS = [
 
 @pytest.mark.parametrize(("encoding", "rate", "channels", "frame_bytes"), ENCODINGS)
 async def test_every_encoding_gives_transcribed_emotions(
-    server: ServerProcess,
+    server: ServedDaemon,
     emodb_clips: list[Path],
     encoding: str,
     rate: int,
@@ -115,7 +115,7 @@ async def test_every_encoding_gives_transcribed_emotions(
 
 
 async def test_streams_at_once_reach_a_subscriber_and_replay_after(
-    server: ServerProcess, emodb_clips: list[Path]
+    server: ServedDaemon, emodb_clips: list[Path]
 ) -> None:
     # a subscriber filtered to our streams, connected before they start
     names = [f"multi-{i}" for i in range(3)]
@@ -149,7 +149,7 @@ async def test_streams_at_once_reach_a_subscriber_and_replay_after(
 
 
 async def test_bad_start_messages_are_refused_with_an_error(
-    server: ServerProcess,
+    server: ServedDaemon,
 ) -> None:
     cases = [
         (b"\x00\x01", "unexpected_binary", 1003),
@@ -168,7 +168,7 @@ async def test_bad_start_messages_are_refused_with_an_error(
     ]
     for first, code, close_code in cases:
         async with connect(f"{server.url}/v1/stream") as ws:
-            await ws.send(first)
+            await asyncio.wait_for(ws.send(first), 10)
             event = json.loads(await asyncio.wait_for(ws.recv(), 10))
             assert event["type"] == "error" and event["code"] == code and event["fatal"]
             with pytest.raises(ConnectionClosed):
@@ -177,18 +177,22 @@ async def test_bad_start_messages_are_refused_with_an_error(
 
 
 async def test_bad_frames_are_errors_and_the_stream_goes_on(
-    server: ServerProcess, emodb_clips: list[Path]
+    server: ServedDaemon, emodb_clips: list[Path]
 ) -> None:
     audio = encode(speech_with_pauses([emodb_clips[5]]), 16000, "pcm_s16le")
-    async with connect(f"{server.url}/v1/stream", max_size=None) as ws:
-        await ws.send(json.dumps({"type": "start", "language": "de"}))
-        await ws.send(b"\x01\x02\x03")  # not whole samples
-        await ws.send(b"\x00" * (2 << 20))  # over the 1 MiB message limit
-        await ws.send("garbage control")
-        await ws.send(json.dumps({"type": "dance"}))
-        await ws.send(audio)
-        await ws.send(json.dumps({"type": "stop"}))
-        events = [json.loads(m) async for m in ws]
+
+    async def converse() -> list[dict]:
+        async with connect(f"{server.url}/v1/stream", max_size=None) as ws:
+            await ws.send(json.dumps({"type": "start", "language": "de"}))
+            await ws.send(b"\x01\x02\x03")  # not whole samples
+            await ws.send(b"\x00" * (2 << 20))  # over the 1 MiB message limit
+            await ws.send("garbage control")
+            await ws.send(json.dumps({"type": "dance"}))
+            await ws.send(audio)
+            await ws.send(json.dumps({"type": "stop"}))
+            return [json.loads(m) async for m in ws]
+
+    events = await asyncio.wait_for(converse(), 300)
     check_stream_events(events)
     codes = [e["code"] for e in events if e["type"] == "error"]
     assert codes == [
@@ -202,17 +206,16 @@ async def test_bad_frames_are_errors_and_the_stream_goes_on(
 
 
 async def test_client_vanishing_mid_utterance_loses_nothing(
-    server: ServerProcess, emodb_clips: list[Path]
+    server: ServedDaemon, emodb_clips: list[Path]
 ) -> None:
     audio = speech_with_pauses([emodb_clips[7], emodb_clips[8]])
     cut = int(16000 * 5.0)  # 1 s into the second clip's speech
     payload = encode(audio[:cut], 16000, "pcm_s16le")
     async with connect(f"{server.url}/v1/events?stream_id=vanish") as subscriber:
-        ws = await connect(f"{server.url}/v1/stream")
-        await ws.send(
-            json.dumps({"type": "start", "stream_id": "vanish", "language": "de"})
-        )
-        await ws.send(payload)
+        ws = await connect(f"{server.url}/v1/stream", open_timeout=30)
+        start = {"type": "start", "stream_id": "vanish", "language": "de"}
+        await asyncio.wait_for(ws.send(json.dumps(start)), 30)
+        await asyncio.wait_for(ws.send(payload), 30)
         await asyncio.sleep(1.0)  # let the bytes reach the server before vanishing
         ws.transport.abort()  # no close frame: the client just disappears
         events = []
@@ -223,9 +226,9 @@ async def test_client_vanishing_mid_utterance_loses_nothing(
     assert server.http("/healthz")[0] == 200
 
 
-def test_health_metrics_and_unknown_paths(server: ServerProcess) -> None:
-    assert server.http("/healthz") == (200, "ok\n")
-    status, text = server.http("/metrics")
+def test_health_metrics_and_unknown_paths(server: ServedDaemon) -> None:
+    assert server.http("/healthz")[:2] == (200, "ok\n")
+    status, text, _ = server.http("/metrics")
     assert status == 200
     assert "streamser_utterances_total" in text
     assert "streamser_end_of_speech_latency_seconds_bucket" in text
@@ -234,7 +237,7 @@ def test_health_metrics_and_unknown_paths(server: ServerProcess) -> None:
 
 
 async def test_run_jsonl_matches_serve(
-    server: ServerProcess, emodb_clips: list[Path], tmp_path: Path
+    server: ServedDaemon, emodb_clips: list[Path], tmp_path: Path
 ) -> None:
     import soundfile as sf
 

@@ -145,13 +145,6 @@ def authorised(tokens: tuple[bytes, ...], request: Request) -> bool:
     return any(matches) and bool(offered)
 
 
-def text_response(
-    connection: ServerConnection, status: http.HTTPStatus, text: str
-) -> Response:
-    """A short plain-text HTTP response."""
-    return connection.respond(status, text)
-
-
 def unauthorised(connection: ServerConnection) -> Response:
     """401 with a Bearer challenge."""
     response = connection.respond(http.HTTPStatus.UNAUTHORIZED, "unauthorized\n")
