@@ -66,11 +66,6 @@ def test_unwritable_path_does_not_raise(
     assert not path.exists() and blocker.read_text() == "x"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="jsonl.py: a path unwritable at start sets the failure spell before any "
-    "stream exists, so no stream is ever sent sink_write_failed",
-)
 def test_unwritable_path_is_reported_on_the_first_stream(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
@@ -84,3 +79,17 @@ def test_unwritable_path_is_reported_on_the_first_stream(tmp_path: Path) -> None
     assert [sid for sid, _ in reported] == ["call-1"]
     body = reported[0][1]
     assert isinstance(body, ErrorEvent) and body.code == "sink_write_failed"
+
+
+def test_every_stream_of_an_outage_is_told_once(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    reported: list[str] = []
+    sink = JsonlSink(
+        blocker / "events.jsonl", Metrics(), lambda sid, body: reported.append(sid)
+    )
+    sequencer = EventSequencer()
+    for i in range(3):
+        for stream in ("call-1", "call-2", "call-3"):
+            sink(sequencer.stamp(stream, SpeechStart(utterance_id=i, start=0.0)))
+    assert reported == ["call-1", "call-2", "call-3"]

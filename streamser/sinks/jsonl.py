@@ -18,9 +18,10 @@ _LOGGER = logging.getLogger(__name__)
 class JsonlSink:
     """Appends every event as one JSON line to a file, flushed per event.
 
-    A failing write (disk full, file unwritable) is logged, counted and reported once
-    per failure spell as an ``error`` event on the stream concerned; recognition goes
-    on and writing resumes when the file accepts data again.
+    A failing write (disk full, file unwritable) is counted, logged once per failure
+    spell, and reported as an ``error`` event once per spell on every stream whose
+    events are not written; recognition goes on and writing resumes when the file
+    accepts data again.
     """
 
     def __init__(
@@ -37,6 +38,7 @@ class JsonlSink:
         self.metrics = metrics
         self._report = report
         self._failing = False
+        self._reported: set[str] = set()
         self._handle: TextIO | None = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -57,22 +59,26 @@ class JsonlSink:
         if self._failing:
             _LOGGER.info("JSONL sink %s writable again", self.path)
             self._failing = False
+            self._reported.clear()
 
     def _fail(self, envelope: Envelope | None, err: OSError) -> None:
         self.metrics.sink_failures.inc()
-        if self._failing:
-            return
-        self._failing = True
-        _LOGGER.error("Cannot write events to %s: %s", self.path, err.strerror or err)
-        if envelope is not None and not isinstance(envelope.body, ErrorEvent):
-            self._report(
-                envelope.stream_id,
-                ErrorEvent(
-                    code="sink_write_failed",
-                    message=f"event log not written: {err.strerror or err}",
-                    fatal=False,
-                ),
+        if not self._failing:
+            self._failing = True
+            _LOGGER.error(
+                "Cannot write events to %s: %s", self.path, err.strerror or err
             )
+        if envelope is None or envelope.stream_id in self._reported:
+            return
+        self._reported.add(envelope.stream_id)  # before: the report comes back here
+        self._report(
+            envelope.stream_id,
+            ErrorEvent(
+                code="sink_write_failed",
+                message=f"event log not written: {err.strerror or err}",
+                fatal=False,
+            ),
+        )
 
     def close(self) -> None:
         """Close the file."""
