@@ -84,6 +84,10 @@ def _optional_str(name: str, value: Any) -> str | None:
     return None if value is None else _str(name, value)
 
 
+def _optional_float(name: str, value: Any) -> float | None:
+    return None if value is None else _float(name, value)
+
+
 def _bool(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise _malformed(name, "true or false", value)
@@ -181,6 +185,10 @@ _READERS: Final[dict[str, _Reader]] = {
     "dict[str, float]": _scores,
     "tuple[ModelInfo, ...]": _models,
     "dict[str, ModalityScores | None]": _modalities,
+    "float | None": _optional_float,
+    "ModalityScores | None": lambda name, value: (
+        None if value is None else ModalityScores.from_dict(value)
+    ),
 }
 """Reader of each field annotation used by the events (they are strings here)."""
 
@@ -233,6 +241,8 @@ class SpeechStart(_Event):
     """Index of the utterance in its stream, from 0."""
     start: float
     """Seconds of stream audio where the utterance (with its pre-speech pad) begins."""
+    channel: int = 0
+    """The audio channel it was heard on (0 unless channels are kept separate)."""
 
 
 @dataclass(frozen=True)
@@ -250,6 +260,12 @@ class EmotionPartial(_Event):
     """Most probable label."""
     scores: dict[str, float]
     """Label to probability (acoustic model only), summing to 1."""
+    channel: int = 0
+    """The audio channel it was heard on (0 unless channels are kept separate)."""
+    arousal: float | None = None
+    """Activation in [-1, 1] (calm to excited); None when no model gives it."""
+    valence: float | None = None
+    """Pleasantness in [-1, 1] (negative to positive); None when no model gives it."""
 
 
 @dataclass(frozen=True)
@@ -285,6 +301,15 @@ class UtteranceEnd(_Event):
     emotion is not late: under overload, or to finish a drain in time); "rejected"
     (Whisper's output looked like a loop or noise). ``transcript`` is None unless
     "ok"."""
+    channel: int = 0
+    """The audio channel it was heard on (0 unless channels are kept separate)."""
+    arousal: float | None = None
+    """Activation in [-1, 1] (calm to excited); None when no model gives it."""
+    valence: float | None = None
+    """Pleasantness in [-1, 1] (negative to positive); None when no model gives it."""
+    sentiment: ModalityScores | None = None
+    """Sentiment of the transcript (negative, neutral, positive) from the text model
+    of its language; None when no text model ran."""
 
     def to_dict(self) -> dict[str, Any]:
         """Returns the fields as JSON values; both modalities always present."""

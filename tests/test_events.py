@@ -111,6 +111,10 @@ def test_utterance_end_wire_shape() -> None:
         "modalities",
         "latency_ms",
         "asr",
+        "channel",
+        "arousal",
+        "valence",
+        "sentiment",
     }
     assert data["asr"] == "ok"
     # Both modalities are always present, even when the body names neither.
