@@ -152,6 +152,7 @@ class StreamOutcome:
         errors: other error events (code: message).
         max_lag_s: how late the client sent a chunk at worst (its own overload).
         transcripts: (clip, transcript) pairs.
+        transcribed: utterance.end events that carry a transcript (``asr`` "ok").
     """
 
     client_latency_s: list[float] = field(default_factory=list)
@@ -162,6 +163,7 @@ class StreamOutcome:
     errors: list[str] = field(default_factory=list)
     max_lag_s: float = 0.0
     transcripts: list[tuple[Clip, str]] = field(default_factory=list)
+    transcribed: int = 0
 
 
 async def play(
@@ -220,6 +222,7 @@ def _score(
     outcome: StreamOutcome,
 ) -> None:
     utterances = [(t, e) for t, e in received if e["type"] == "utterance.end"]
+    outcome.transcribed = sum(e.get("asr") == "ok" for _, e in utterances)
     for _, event in received:
         if event["type"] == "error":
             if event["code"] == "overloaded":

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Final
 
-from .capacity import SERVER_LIMITS, _plans, _step
+from .capacity import GAP_S, SERVER_LIMITS, SPARSE, Pool, _plans, _step
 from .client import serve
 from .common import Section, markdown_table, model_dir, ravdess_clips
 
@@ -40,10 +40,10 @@ SETTINGS: Final[tuple[tuple[str, dict[str, dict[str, Any]]], ...]] = (
 def run(quick: bool = False, streams: int = 8) -> Section:
     """Run every setting under ``streams`` concurrent streams of ~15 s."""
     models, models_note = model_dir()
-    pool = ravdess_clips(8 if quick else 40, seed=4)
-    audios = [c.audio() for c in pool]
+    clips = ravdess_clips(8 if quick else 40, seed=4)
+    pool = Pool(clips, [c.audio() for c in clips], "en", GAP_S[SPARSE])
     count = 1 if quick else streams
-    plans = _plans(count, 4.0 if quick else 15.0, pool, audios)
+    plans = _plans(count, 4.0 if quick else 15.0, pool)
     chosen = SETTINGS[:1] if quick else SETTINGS
     rows = []
     data: dict[str, Any] = {"streams": count, "models": models_note}

@@ -172,7 +172,7 @@ def test_quick_run_measures_every_part(datasets: Path, tmp_path: Path) -> None:
     assert all(v >= 0 for v in stages["stages_ms"].values())
     latency = data["benchmarks/latency.py"]["RAVDESS"]
     assert latency["missed"] == 0 and math.isfinite(latency["server_p50_ms"])
-    capacity = data["benchmarks/capacity.py"]["streamser, ASR off"]
+    capacity = data["benchmarks/capacity.py"]["streamser, ASR off, dense"]
     assert capacity["steps"] and capacity["steps"][0]["utterances"] > 0
     tuning = data["benchmarks/tuning.py"]["defaults"]
     assert math.isfinite(tuning["client_p50_ms"])
