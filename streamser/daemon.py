@@ -306,7 +306,10 @@ async def listen(
         await daemon.start_server()
         daemon.engine.sinks.append(sink)
         session = StreamSession(
-            daemon.engine, _start_message(source.name, language), source.name
+            daemon.engine,
+            _start_message(source.name, language),
+            source.name,
+            live=source.live,
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -354,7 +357,10 @@ async def run_sources(
                 drive(
                     s,
                     StreamSession(
-                        daemon.engine, _start_message(s.name, language), s.name
+                        daemon.engine,
+                        _start_message(s.name, language),
+                        s.name,
+                        live=s.live,
                     ),
                 )
                 for s in sources
