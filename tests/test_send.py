@@ -9,6 +9,7 @@ import io
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -263,3 +264,15 @@ def test_methods_other_than_get_get_405(server: Served, path: str, body: bytes) 
     finally:
         connection.close()
     assert server.http(path)[0] in (200, 426)  # GET still works
+
+
+def test_realtime_paces_the_audio(server: Served, tmp_path: Path) -> None:
+    audio, rate = sf.read(DEMO, dtype="float32")
+    short = tmp_path / "short.wav"
+    sf.write(short, audio[: 3 * rate], rate)
+    began = time.monotonic()
+    sent = send(str(short), "--jsonl", "--realtime", "--url", server.url)
+    elapsed = time.monotonic() - began
+    assert sent.returncode == 0, sent.stderr
+    assert elapsed >= 3.0
+    assert events_of(sent.stdout)[-1]["audio_seconds"] == 3.0
