@@ -420,8 +420,8 @@ class StreamSession:
             engine: the shared models and executors.
             start: the stream's start message.
             stream_id: the stream's id.
-            live: the audio comes at its real-time pace (a client, a microphone):
-                ``latency_ms`` counts from the close of the utterance. For audio
+            live: the audio comes at its real-time pace or from a WebSocket
+                client: ``latency_ms`` counts from the close of the utterance. For audio
                 played as fast as recognition keeps up (``streamser run``), it counts
                 from when the stream's worker takes the utterance, so it measures
                 the recognition, not the wait behind earlier utterances.
