@@ -1,14 +1,14 @@
 """The ``streamser`` command: argparse, logging and dispatch (serve, run, listen, ...).
 
 What the commands do lives below: ``daemon`` (build, serve, reload, drain),
-``audio.sources`` (files, standard input, microphone, demo clip).
+``audio.sources`` (files, standard input, microphone, demo clip), ``client``
+(``send``) and ``console`` (log handler, event lines).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import sys
@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from streamser import __version__, daemon
+from streamser import __version__, client, daemon
 from streamser.audio.sources import (
     AudioSource,
     MicrophoneSource,
@@ -26,8 +26,9 @@ from streamser.audio.sources import (
     open_clips,
 )
 from streamser.config import Config, load_config
+from streamser.console import event_line, setup_logging
 from streamser.errors import StreamserError
-from streamser.events import Envelope, ErrorEvent, UtteranceEnd
+from streamser.events import Envelope
 from streamser.sinks.jsonl import stdout_sink
 
 _LOGGER = logging.getLogger("streamser")
@@ -36,37 +37,6 @@ EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1
 EXIT_USAGE: Final = 2
 EXIT_INTERRUPTED: Final = 130
-
-
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
-
-
-def setup_logging(debug: bool, log_format: str) -> None:
-    """Configure logging on stderr: text (no timestamps under systemd) or JSON lines."""
-    handler = logging.StreamHandler(sys.stderr)
-    if log_format == "json":
-        handler.setFormatter(_JsonFormatter())
-    elif os.environ.get("JOURNAL_STREAM"):
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    else:
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-        )
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if debug else logging.INFO)
-    for noisy in ("websockets", "faster_whisper", "numba"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 # -- argument parsing ---------------------------------------------------------------
@@ -96,6 +66,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 _COMMAND_HELP: Final = {
     "serve": "run the WebSocket daemon (PROTOCOL.md)",
     "run": "recognise audio files; one stream per file",
+    "send": "stream audio files to a running daemon; one stream per file",
     "listen": "microphone to a live terminal view",
     "models": "list the models in use and check they load",
     "config": "print the effective configuration (TOML)",
@@ -126,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--jsonl", action="store_true", help="print events as JSON lines")
     run.add_argument("--realtime", action="store_true", help="play at real-time pace")
+    _send_arguments(command["send"])
     listen.add_argument(
         "--device", help="input device name or index (see 'streamser devices')"
     )
@@ -135,11 +107,27 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="play the bundled demo clip (also the fallback without a microphone)",
     )
-    for live in (run, listen):  # the only commands that open streams themselves
+    for live in (run, listen, command["send"]):  # the commands that open streams
         live.add_argument(
             "--language", help="ISO 639-1 code of the speech (default: detect)"
         )
     return parser
+
+
+def _send_arguments(send: argparse.ArgumentParser) -> None:
+    add = send.add_argument
+    add("files", nargs="+", help="WAV, FLAC, OGG or MP3 files; - reads standard input")
+    add("--url", default=client.DEFAULT_URL, help="the daemon (default: %(default)s)")
+    add("--realtime", action="store_true", help="send at real-time pace")
+    add(
+        "--channels",
+        choices=client.CHANNEL_MODES,
+        default="downmix",
+        help="mix channels to mono, or keep each apart (default: downmix)",
+    )
+    add("--jsonl", action="store_true", help="print events as JSON lines")
+    add("--token-file", help="file holding the bearer token (first token line)")
+    add("--debug", action="store_true", help="log at DEBUG level")
 
 
 def _config_from(args: argparse.Namespace) -> Config:
@@ -166,14 +154,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     flag = vars(args).get  # devices has neither --debug nor --log-format
     setup_logging(flag("debug", False), flag("log_format", "text"))
     try:
-        if args.command == "devices":
-            return _devices()
+        if args.command in ("devices", "send"):  # neither loads a configuration
+            return _devices() if args.command == "devices" else _send(args)
         return _COMMANDS[args.command](_config_from(args), args)
     except StreamserError as err:
         _LOGGER.error("%s", err)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader of our output left (| head)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILURE
 
 
 # -- commands -----------------------------------------------------------------------
@@ -222,19 +213,25 @@ def _listen(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _send(args: argparse.Namespace) -> int:
+    token = client.read_token(args.token_file) if args.token_file else None
+    options = client.SendOptions(
+        args.url, args.realtime, args.channels, args.language, token
+    )
+
+    def show(name: str, text: str, envelope: Envelope | None) -> None:
+        line = text if args.jsonl else envelope and event_line(envelope, name)
+        if line:
+            print(line, flush=True)
+
+    ok = asyncio.run(client.send_files(args.files, options, show))
+    return EXIT_OK if ok else EXIT_FAILURE
+
+
 def _show(envelope: Envelope) -> None:
     """Print an utterance or an error as one line of the live view."""
-    body = envelope.body
-    if isinstance(body, ErrorEvent):
-        print(f"{envelope.stream_id}  error {body.code}: {body.message}", flush=True)
-    elif isinstance(body, UtteranceEnd):
-        bar = "#" * round(body.confidence * 20)
-        text = f'  "{body.transcript}"' if body.transcript else ""
-        print(
-            f"{envelope.stream_id}  {body.start:7.2f}-{body.end:7.2f}s  "
-            f"{body.label:<10} {body.confidence:5.2f} {bar:<20}{text}",
-            flush=True,
-        )
+    if line := event_line(envelope):
+        print(line, flush=True)
 
 
 _COMMANDS: Final[dict[str, Callable[[Config, argparse.Namespace], int]]] = {

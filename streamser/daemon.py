@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import signal
@@ -21,6 +20,7 @@ from pathlib import Path
 from streamser.audio import SAMPLE_RATE_HZ
 from streamser.audio.sources import AudioSource, drive
 from streamser.config import Config
+from streamser.console import metric_lines
 from streamser.errors import StreamserError
 from streamser.events import Envelope, StreamEnd
 from streamser.messages import StartMessage
@@ -201,7 +201,7 @@ def describe_models(config: Config) -> list[str]:
             )
             lines.append(f"  features: {front_end.type}{depth} (dim {front_end.dim})")
         if metrics := info.card.get("metrics", {}):
-            lines.append(f"  metrics: {json.dumps(metrics, ensure_ascii=False)[:400]}")
+            lines.extend(metric_lines(metrics))
         lines.append("  load: ok")
     if (asr := recognizer.asr) is not None:
         lines.append(f"{asr.name}  {asr.device}/{asr.compute_type}")
@@ -306,7 +306,10 @@ async def listen(
         await daemon.start_server()
         daemon.engine.sinks.append(sink)
         session = StreamSession(
-            daemon.engine, _start_message(source.name, language), source.name
+            daemon.engine,
+            _start_message(source.name, language),
+            source.name,
+            live=source.live,
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -354,7 +357,10 @@ async def run_sources(
                 drive(
                     s,
                     StreamSession(
-                        daemon.engine, _start_message(s.name, language), s.name
+                        daemon.engine,
+                        _start_message(s.name, language),
+                        s.name,
+                        live=s.live,
                     ),
                 )
                 for s in sources

@@ -392,6 +392,8 @@ class _Pending:
     audio: npt.NDArray[np.float32]
     closed_at: float
     speculation: _Speculation | None = None
+    taken_at: float | None = None
+    """When the stream's worker took it (None while it waits)."""
 
 
 def _retrieve(task: asyncio.Task[Recognized]) -> None:
@@ -409,9 +411,23 @@ def _modality(scores: EmotionScores | None) -> ModalityScores | None:
 class StreamSession:
     """One audio stream from start to ``stream.end``. Use from the loop thread only."""
 
-    def __init__(self, engine: Engine, start: StartMessage, stream_id: str) -> None:
-        """Set up decoding and segmentation; call ``open`` to announce the stream."""
+    def __init__(
+        self, engine: Engine, start: StartMessage, stream_id: str, *, live: bool = True
+    ) -> None:
+        """Set up decoding and segmentation; call ``open`` to announce the stream.
+
+        Args:
+            engine: the shared models and executors.
+            start: the stream's start message.
+            stream_id: the stream's id.
+            live: the audio comes at its real-time pace or from a WebSocket
+                client: ``latency_ms`` counts from the close of the utterance. For audio
+                played as fast as recognition keeps up (``streamser run``), it counts
+                from when the stream's worker takes the utterance, so it measures
+                the recognition, not the wait behind earlier utterances.
+        """
         self.engine = engine
+        self.live = live
         self.start = start
         self.stream_id = stream_id
         self.language = start.language
@@ -709,6 +725,7 @@ class StreamSession:
             self.engine.metrics.queue_depth.dec()
             self._recognizing = True
             try:
+                pending.taken_at = time.monotonic()
                 recognized = await self._recognition(pending)
             except Exception as err:
                 _LOGGER.exception(
@@ -747,7 +764,10 @@ class StreamSession:
         self, pending: _Pending, recognition: Recognition, asr: str
     ) -> None:
         self._last_done_index = pending.index
-        latency_s = time.monotonic() - pending.closed_at
+        since = pending.closed_at
+        if not self.live and pending.taken_at is not None:
+            since = max(since, pending.taken_at)  # the recognition, not the queue
+        latency_s = time.monotonic() - since
         self.engine.metrics.latency.observe(latency_s)
         self.engine.metrics.utterances.inc()
         self.utterances += 1

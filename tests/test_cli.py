@@ -47,7 +47,7 @@ def taken_port() -> Iterator[int]:
 
 
 @pytest.mark.parametrize(
-    "command", ["serve", "run", "listen", "models", "config", "devices"]
+    "command", ["serve", "run", "send", "listen", "models", "config", "devices"]
 )
 def test_every_command_has_help(command: str) -> None:
     result = streamser(command, "--help")
@@ -120,6 +120,24 @@ def test_models_lists_the_shipped_graphs_and_their_front_end() -> None:
         in result.stdout
     )
     assert result.stdout.count("load: ok") == 2
+    # the card's metrics, whole: one line per family, numbers to 3 decimals
+    card = json.loads(
+        (REPO / "streamser/models/emotion-acoustic-v2.onnx.json").read_text()
+    )
+    emodb = card["metrics"]["emodb"]
+    lines = result.stdout.splitlines()
+    assert "  metrics:" in lines
+    assert (
+        f"    emodb: wa {round(emodb['wa'], 3)}, ua {round(emodb['ua'], 3)}, "
+        f"macro_f1 {round(emodb['macro_f1'], 3)}, confusion [9x9 matrix], "
+        f"labels [{', '.join(emodb['labels'])}], n {emodb['n']}"
+    ) in lines
+    recall = ", ".join(
+        f"{label} {round(value, 3)}"
+        for label, value in emodb["per_class_recall"].items()
+    )
+    assert f"    emodb / per_class_recall: {recall}" in lines
+    assert all(len(line) < 400 for line in lines)
 
 
 @pytest.mark.parametrize("command", [["listen", "--demo"], ["serve"]])

@@ -19,6 +19,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from streamser.serve.handshake import RefusalLog
+
 from _ops_helpers import (
     FAST,
     MODELS,
@@ -123,6 +125,40 @@ def test_tokens_are_never_logged_and_tokens_bound_wide_do_not_warn(
     for token in TOKENS:
         assert token not in log
         assert token[:8] not in log
+
+
+def test_refused_tokens_warn_once_a_minute_per_address(tmp_path: Path) -> None:
+    token_file = tmp_path / "tokens"
+    token_file.write_text(f"{TOKENS[0]}\n")
+    env = {"STREAMSER_SERVER_TOKEN_FILE": str(token_file)}
+    with running([*FAST, "--debug"], tmp_path, env) as server:
+        for attempt in range(5):
+            path = ("/metrics", "/v1/stream", "/v1/events")[attempt % 3]
+            assert server.http(path, {"Authorization": "Bearer wrong"})[0] == 401
+        log = server.wait_log(r"DEBUG streamser\.serve\.server: Refused", count=4)
+        text = server.metrics({"Authorization": f"Bearer {TOKENS[0]}"})
+    refusals = [line for line in log.splitlines() if "missing or wrong token" in line]
+    warnings = [line for line in refusals if " WARNING " in line]
+    assert len(refusals) == 5
+    assert len(warnings) == 1, refusals
+    assert warnings[0].endswith(
+        "Refused /metrics from 127.0.0.1: missing or wrong token"
+    )
+    assert (
+        metric(text, "streamser_refused_connections_total", reason="unauthorized") == 5
+    )
+
+
+def test_refusal_log_counts_what_it_keeps_at_debug() -> None:
+    refusals = RefusalLog(interval_s=60.0, max_addresses=2)
+    assert refusals.refused("10.0.0.1", now=0.0) == 0  # a warning, none before
+    assert [refusals.refused("10.0.0.1", now=t) for t in (1, 2, 59)] == [None] * 3
+    assert refusals.refused("10.0.0.2", now=30.0) == 0  # per address
+    assert refusals.refused("10.0.0.1", now=60.0) == 3  # a minute on: 3 kept back
+    assert refusals.refused("10.0.0.1", now=61.0) is None
+    # at most max_addresses are remembered: a third one forgets the oldest
+    assert refusals.refused("10.0.0.3", now=62.0) == 0
+    assert refusals.refused("10.0.0.2", now=63.0) == 0
 
 
 def test_no_token_on_the_command_line() -> None:

@@ -9,9 +9,11 @@ from __future__ import annotations
 import hmac
 import http
 import ipaddress
+import logging
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import ServerConnection
@@ -21,8 +23,14 @@ from websockets.http11 import Request, Response
 from streamser.errors import ConfigError
 from streamser.events import EVENT_TYPES
 
+_LOGGER = logging.getLogger(__name__)
+
 RETRY_AFTER_S = 5
 """What ``Retry-After`` tells a client refused for load or shutdown."""
+REFUSAL_WARNING_INTERVAL_S: Final = 60.0
+"""At most one WARNING per client address this often for refused tokens."""
+_MAX_REQUEST_LINE_BYTES: Final = 8192
+"""websockets' own limit on an HTTP line."""
 
 
 @dataclass(frozen=True)
@@ -198,3 +206,103 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False  # a host name, or "" for every address
+
+
+class RefusalLog:
+    """Rate-limits the log lines of refused tokens, per client address.
+
+    A client retrying with a wrong token would otherwise write a WARNING per try:
+    the first refusal per address in ``interval_s`` is a WARNING that counts the
+    refusals logged at DEBUG since the previous one; the rest are DEBUG. (The
+    metric counts every refusal.) At most ``max_addresses`` addresses are
+    remembered. Not thread-safe: use it from the event loop.
+    """
+
+    def __init__(
+        self,
+        interval_s: float = REFUSAL_WARNING_INTERVAL_S,
+        max_addresses: int = 4096,
+    ) -> None:
+        """Start with no address seen."""
+        self.interval_s = interval_s
+        self.max_addresses = max_addresses
+        self._warned: dict[str, tuple[float, int]] = {}
+
+    def refused(self, address: str, now: float) -> int | None:
+        """Note a refusal from ``address`` at ``now`` (``time.monotonic()``).
+
+        Returns:
+            None to log it at DEBUG; else log it at WARNING, with this number of
+            refusals from the address logged at DEBUG since its last WARNING.
+        """
+        warned_at, suppressed = self._warned.get(address, (None, 0))
+        if warned_at is not None and now - warned_at < self.interval_s:
+            self._warned[address] = (warned_at, suppressed + 1)
+            return None
+        self._warned.pop(address, None)
+        if len(self._warned) >= self.max_addresses:
+            self._forget(now)
+        self._warned[address] = (now, 0)
+        return suppressed
+
+    def _forget(self, now: float) -> None:
+        """Drop the addresses past their interval; then the oldest, if still full."""
+        for key, (warned_at, _) in list(self._warned.items()):
+            if now - warned_at >= self.interval_s:
+                del self._warned[key]
+        while len(self._warned) >= self.max_addresses:
+            del self._warned[next(iter(self._warned))]
+
+
+class HttpConnection(ServerConnection):
+    """A ``ServerConnection`` that answers any HTTP method but GET with 405.
+
+    websockets reads GET requests only: it closes the connection without a word on
+    some others (a POST with a body) and hands the rest to ``process_request`` as
+    if they were GET. This one reads the request line first and answers
+    ``405 Method Not Allowed`` with ``Allow: GET`` to every other method.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """As ``ServerConnection``."""
+        super().__init__(*args, **kwargs)
+        self._head = b""
+        self._head_checked = False
+
+    def data_received(self, data: bytes) -> None:
+        """Hold the bytes until the request line is complete, then check it."""
+        if self._head_checked:
+            super().data_received(data)
+            return
+        self._head += data
+        line, complete, _ = self._head.partition(b"\n")
+        if not complete and len(self._head) < _MAX_REQUEST_LINE_BYTES:
+            return
+        self._head_checked = True
+        head, self._head = self._head, b""
+        method = line.split(b" ", 1)[0]
+        if complete and method != b"GET":
+            self._refuse_method(method)
+            return
+        super().data_received(head)
+
+    def eof_received(self) -> None:
+        """Pass on what is held, then the end of the stream."""
+        if not self._head_checked:
+            self._head_checked = True
+            if self._head:
+                super().data_received(self._head)
+        super().eof_received()
+
+    def _refuse_method(self, method: bytes) -> None:
+        _LOGGER.debug(
+            "Refused an HTTP %s from %s: method not allowed",
+            method[:16].decode("ascii", "replace"),
+            address(self),
+        )
+        response = self.protocol.reject(
+            http.HTTPStatus.METHOD_NOT_ALLOWED, "method not allowed: use GET\n"
+        )
+        response.headers["Allow"] = "GET"
+        self.transport.write(response.serialize())
+        self.transport.close()

@@ -130,10 +130,14 @@ class StreamServer:
                 "reach it may connect",
                 where,
             )
+        # Refused tokens are logged at most once a minute per address (a client
+        # retrying with a wrong token must not flood the log).
+        self._refusals = handshake.RefusalLog()
         self._server = await serve(
             self._handle,
             self.options.host or None,
             self.options.port,
+            create_connection=handshake.HttpConnection,
             process_request=self._process_request,
             ssl=self.ssl_context,
             max_size=max(4 * self.options.max_message_bytes, 1 << 16),
@@ -240,11 +244,21 @@ class StreamServer:
             return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
         if not handshake.authorised(self.tokens, request):
             self.engine.metrics.refused.labels("unauthorized").inc()
-            _LOGGER.warning(
-                "Refused %s from %s: missing or wrong token",
-                path,
-                handshake.address(connection),
-            )
+            client = handshake.address(connection)
+            suppressed = self._refusals.refused(client, time.monotonic())
+            if suppressed is None:
+                _LOGGER.debug(
+                    "Refused %s from %s: missing or wrong token", path, client
+                )
+            else:
+                _LOGGER.warning(
+                    "Refused %s from %s: missing or wrong token%s",
+                    path,
+                    client,
+                    f" ({suppressed} more since the last warning, logged at DEBUG)"
+                    if suppressed
+                    else "",
+                )
             return handshake.unauthorised(connection)
         if path == "/metrics":
             return handshake.metrics_response(self.engine.metrics.render())
