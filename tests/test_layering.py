@@ -32,6 +32,8 @@ LAYERS = (
     "sinks",
     "serve",
     "config",
+    "console",
+    "client",
     "daemon",
     "cli",
 )

@@ -198,11 +198,15 @@ def test_unreadable_token_file_fails_at_start_in_one_line(tmp_path: Path) -> Non
 def test_binds_loopback_by_default_and_warns_wide_without_tokens(
     tmp_path: Path,
 ) -> None:
+    """Loopback by default; beyond loopback without tokens only when the operator
+    opts out explicitly, and then with a warning (refused otherwise:
+    tests/test_admission.py)."""
     with running(FAST, tmp_path) as server:
         log = server.log()
         assert f"Listening on ws://127.0.0.1:{server.port}" in log
         assert "WARNING" not in log
-    with running([*FAST, "--host", "0.0.0.0"], tmp_path) as server:
+    env = {"STREAMSER_SERVER_ALLOW_ANONYMOUS": "true"}
+    with running([*FAST, "--host", "0.0.0.0"], tmp_path, env) as server:
         warnings = [line for line in server.log().splitlines() if "WARNING" in line]
     assert len(warnings) == 1 and "without tokens" in warnings[0]
 

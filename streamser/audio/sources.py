@@ -26,7 +26,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Final, Protocol
+from typing import Any, BinaryIO, Final, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -35,9 +35,6 @@ from streamser.audio import SAMPLE_RATE_HZ
 from streamser.audio.decode import AudioDecoder, read_audio_bytes, read_audio_file
 from streamser.errors import AudioSourceError
 
-if TYPE_CHECKING:  # the pipeline uses audio/, not the other way round
-    from streamser.pipeline import StreamSession
-
 _LOGGER = logging.getLogger(__name__)
 
 _BLOCK_S: Final = 0.05
@@ -45,14 +42,32 @@ CHUNK_SAMPLES: Final = SAMPLE_RATE_HZ // 10
 """Samples per chunk a ``ClipSource`` yields (100 ms)."""
 
 
+class Session(Protocol):
+    """What ``drive`` needs of a stream session (``pipeline.StreamSession``; the
+    pipeline uses audio/, not the other way round)."""
+
+    def open(self) -> None:
+        """Announce the stream."""
+
+    def feed_audio(self, audio: npt.NDArray[np.float32]) -> None:
+        """Segment 16 kHz mono audio."""
+
+    async def wait_for_room(self) -> None:
+        """Wait until recognition has room (backpressure)."""
+
+    async def close(self) -> None:
+        """Finish the pending utterances and end the stream."""
+
+
 class AudioSource(Protocol):
     """Something that yields 16 kHz mono float32 chunks, then ends (or never does).
 
     Attributes:
         name: the stream id its events carry.
-        live: paced by a clock (a microphone, real-time playback): it must never be
-            held back, so an overloaded stream sheds instead. A source that is not
-            live waits for recognition between chunks (backpressure), losing nothing.
+        live: paced by a clock (a microphone, real-time playback): it is never held
+            back; under overload its utterances lose their transcripts, not their
+            emotion. A source that is not live waits for recognition between chunks
+            (backpressure), losing nothing.
     """
 
     name: str
@@ -64,7 +79,7 @@ class AudioSource(Protocol):
 
 
 async def drive(
-    source: AudioSource, session: StreamSession, stop: asyncio.Event | None = None
+    source: AudioSource, session: Session, stop: asyncio.Event | None = None
 ) -> None:
     """Feed ``source`` into ``session`` from ``stream.start`` to ``stream.end``.
 
@@ -102,7 +117,7 @@ async def drive(
         await session.close()
 
 
-async def _feed(source: AudioSource, session: StreamSession) -> None:
+async def _feed(source: AudioSource, session: Session) -> None:
     async for chunk in source:
         session.feed_audio(chunk)
         if not source.live:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -91,8 +92,20 @@ class JsonlSink:
 def stdout_sink(stream: TextIO = sys.stdout) -> Callable[[Envelope], None]:
     """A sink printing each event as a JSON line (``streamser run --jsonl``)."""
 
+    closed = False
+
     def write(envelope: Envelope) -> None:
-        stream.write(envelope.to_json() + "\n")
-        stream.flush()
+        nonlocal closed
+        if closed:
+            return
+        try:
+            stream.write(envelope.to_json() + "\n")
+            stream.flush()
+        except BrokenPipeError:  # ``streamser run --jsonl | head``: the reader left
+            closed = True
+            _LOGGER.info("Standard output closed; no more events are printed")
+            with contextlib.suppress(OSError, ValueError):
+                # so the interpreter's own flush at exit does not fail again
+                os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
 
     return write
