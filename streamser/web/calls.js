@@ -186,6 +186,18 @@ export class CallStore {
     return call;
   }
 
+  /** The server restarted: calls it had open will never end; mark them ended. */
+  serverRestarted() {
+    for (const call of this.calls.values()) {
+      if (call.live) {
+        call.live = false;
+        call.errors.push({ code: "server_restarted", message: "the server restarted during this call" });
+        call.version += 1;
+      }
+    }
+    this.version += 1;
+  }
+
   prune() {
     const ended = [...this.calls.values()].filter((c) => !c.live);
     for (const call of ended.slice(0, Math.max(0, ended.length - MAX_ENDED_CALLS))) {

@@ -16,12 +16,14 @@ const RESUME_REASON = /after=(\d+)/;
 export class EventConnection {
   /**
    * @param {{token: string | null, onEvent: (event: object) => void,
-   *          onState: (state: string, detail?: string) => void}} options
+   *          onState: (state: string, detail?: string) => void,
+   *          onRestart: () => void}} options
    */
-  constructor({ token, onEvent, onState }) {
+  constructor({ token, onEvent, onState, onRestart }) {
     this.token = token;
     this.onEvent = onEvent;
     this.onState = onState;
+    this.onRestart = onRestart;
     this.lastId = 0; // the highest event id handed to onEvent
     this.resumeAfter = 0; // what the next connection asks for
     this.delayMs = FIRST_DELAY_MS;
@@ -45,6 +47,7 @@ export class EventConnection {
     this.timer = null;
     const secure = location.protocol === "https:";
     const socket = new WebSocket(this.url(secure ? "wss:" : "ws:"));
+    const askedAfter = this.resumeAfter;
     let opened = false;
     this.socket = socket;
     socket.addEventListener("open", () => {
@@ -52,14 +55,16 @@ export class EventConnection {
       this.delayMs = FIRST_DELAY_MS;
       this.onState("live");
     });
-    socket.addEventListener("message", (message) => this.receive(message.data));
+    socket.addEventListener("message", (message) => {
+      if (socket === this.socket) this.receive(message.data, askedAfter);
+    });
     socket.addEventListener("close", (close) => {
-      this.socket = null;
+      if (socket === this.socket) this.socket = null;
       this.closed(close.code, close.reason, opened);
     });
   }
 
-  receive(text) {
+  receive(text, askedAfter) {
     let event;
     try {
       event = JSON.parse(text);
@@ -67,6 +72,19 @@ export class EventConnection {
       return; // not an event; the protocol never sends one
     }
     if (typeof event !== "object" || event === null || !Number.isInteger(event.id)) {
+      return;
+    }
+    if (event.id <= askedAfter) {
+      // This socket asked for ids above askedAfter, and one server's ids only
+      // grow: the server restarted and counts from 1 again. Start over from its
+      // first retained event. (A restarted server that already passed
+      // askedAfter before the page reconnected is not detected.)
+      this.lastId = 0;
+      this.resumeAfter = 0;
+      const socket = this.socket;
+      this.socket = null;
+      socket.close();
+      this.onRestart();
       return;
     }
     // A resume may replay events this page already has: ids increase strictly.

@@ -412,8 +412,12 @@ function main() {
   const params = new URLSearchParams(location.search);
   const wanted = /^#call=(.+)$/.exec(location.hash);
   if (wanted) {
-    page.selected = decodeURIComponent(wanted[1]);
-    page.followLatest = false;
+    try {
+      page.selected = decodeURIComponent(wanted[1]);
+      page.followLatest = false;
+    } catch {
+      // a malformed link: follow the latest call instead
+    }
   }
   const connection = new EventConnection({
     token: params.get("token"),
@@ -421,6 +425,10 @@ function main() {
       if (store.apply(event)) schedule();
     },
     onState: showState,
+    onRestart: () => {
+      store.serverRestarted();
+      schedule();
+    },
   });
   document.body.dataset.ready = "true";
   connection.start();
