@@ -396,6 +396,55 @@ async def test_reconnect_shows_no_gap(
     assert after(urls[2]) == last_sent[1]  # a plain drop: the last id seen
 
 
+@pytest.mark.data
+async def test_page_follows_a_restarted_server(
+    tmp_path: Path, emodb_clips: list[Path]
+) -> None:
+    """The daemon restarts on the same port (its event ids start again at 1): the
+    page notices, replays the new server from after=0 and shows its calls."""
+    pcm = _mono(_clips(emodb_clips, "N", 2))
+    for name in ("first", "second"):
+        (tmp_path / name).mkdir()
+    first = ServedDaemon.spawn(["--no-asr"], tmp_path / "first")
+    second: ServedDaemon | None = None
+    try:
+        await asyncio.to_thread(first.wait_healthy, 180)
+        async with open_page(f"http://127.0.0.1:{first.port}/") as (page, errors):
+            await page.wait_for_selector('#connection[data-state="live"]')
+            start = {"sample_rate": SAMPLE_RATE, "encoding": "pcm_s16le"}
+            await stream_live(
+                first.url, pcm, {**start, "stream_id": "before"}, lambda event: None
+            )
+            await page.wait_for_selector('#call-list li.ended[data-stream-id="before"]')
+            await asyncio.to_thread(first.stop)
+            await page.wait_for_selector('#connection:not([data-state="live"])')
+            second = ServedDaemon.spawn(
+                ["--no-asr"], tmp_path / "second", port=first.port
+            )
+            await asyncio.to_thread(second.wait_healthy, 180)
+            await page.wait_for_selector(
+                '#connection[data-state="live"]', timeout=30000
+            )
+            events = await stream_live(
+                second.url, pcm, {**start, "stream_id": "after"}, lambda event: None
+            )
+            assert events[0]["id"] == 1  # a new server: ids start again
+            await page.wait_for_selector('#call-list li.ended[data-stream-id="after"]')
+            await page.click('#call-list li[data-stream-id="after"] button')
+            ends = [e for e in events if e["type"] == "utterance.end"]
+            assert ends
+            for event in ends:
+                await page.wait_for_selector(_line(event), state="attached")
+            assert await page.locator("#call-view li.line").count() == len(ends)
+            # Only the failed connections while no server ran were reported.
+            unexpected = [e for e in errors if "ERR_CONNECTION_REFUSED" not in e]
+            assert unexpected == []
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+
+
 # -- alerts ----------------------------------------------------------------------
 
 
@@ -426,7 +475,20 @@ async def test_alert_is_shown(server: ServedDaemon, emodb_clips: list[Path]) -> 
                 )
                 watcher.expect(f'#call-view li.alert[data-rule="{event["rule"]}"]')
 
-        await stream_live(server.url, pcm, start, on_event)
+        async def subscribe() -> None:
+            # Alerts as subscribers (and so the page) get them.
+            query = f"/v1/events?stream_id={stream_id}"
+            async with connect(f"{server.url}{query}", max_size=None) as ws:
+                async for message in ws:
+                    event = json.loads(message)
+                    on_event(event)
+                    if event["type"] == "stream.end":
+                        return
+
+        subscriber = asyncio.create_task(subscribe())
+        await asyncio.sleep(0.5)  # subscribed before the stream starts
+        await stream_live(server.url, pcm, start, lambda event: None)
+        await asyncio.wait_for(subscriber, 30)
         assert alerts, "six anger clips raised no call.alert"
         delays = await watcher.delays()
         assert max(delays) <= SHOWN_WITHIN_S, delays
