@@ -227,7 +227,7 @@ def test_page_and_files_are_served(server: ServedDaemon) -> None:
     assert headers["Content-Type"] == "text/html; charset=utf-8"
     assert headers["Cache-Control"] == "no-cache"
     assert headers["Referrer-Policy"] == "no-referrer"
-    assert "/static/dashboard.js" in body
+    assert "static/dashboard.js" in body
     for name, kind in (
         ("dashboard.js", "text/javascript"),
         ("calls.js", "text/javascript"),

@@ -31,11 +31,15 @@ export class EventConnection {
     this.timer = null;
   }
 
-  /** The /v1/events URL on this page's own host and port. */
+  /** The /v1/events URL beside this page (same host, port and path prefix). */
   url(scheme) {
+    const url = new URL("v1/events", location.href);
     const query = new URLSearchParams({ after: String(this.resumeAfter) });
     if (this.token) query.set("token", this.token);
-    return `${scheme}//${location.host}/v1/events?${query}`;
+    url.protocol = scheme;
+    url.search = query.toString();
+    url.hash = "";
+    return url.toString();
   }
 
   start() {

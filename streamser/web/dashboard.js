@@ -65,17 +65,45 @@ function signed(value) {
 
 // -- call list -------------------------------------------------------------------
 
+const listItems = new Map(); // stream id -> {item, button, drawn}
+
+/** The call list; items are kept and redrawn only when their call changed, so a
+ * click is never lost to a redraw. */
 function renderList() {
   const list = document.getElementById("call-list");
   const calls = store.list();
   document.getElementById("no-calls").hidden = calls.length > 0;
+  for (const id of listItems.keys()) {
+    if (!store.calls.has(id)) listItems.delete(id);
+  }
   const items = calls.map((call) => {
-    const classes = ["call", call.live ? "live" : "ended"];
-    if (call.streamId === page.selected) classes.push("selected");
-    if (call.alerts.length) classes.push("alerted");
-    const button = h(
-      "button",
-      { type: "button" },
+    let entry = listItems.get(call.streamId);
+    if (!entry || entry.call !== call) {
+      const button = h("button", { type: "button" });
+      button.addEventListener("click", () => select(call.streamId, true));
+      entry = { call, button, item: h("li", { "data-stream-id": call.streamId }, button) };
+      listItems.set(call.streamId, entry);
+    }
+    const drawn = `${call.version}:${call.streamId === page.selected}`;
+    if (entry.drawn !== drawn) {
+      entry.drawn = drawn;
+      drawListItem(call, entry);
+    }
+    return entry.item;
+  });
+  const current = [...list.children];
+  if (current.length !== items.length || items.some((item, i) => item !== current[i])) {
+    list.replaceChildren(...items);
+  }
+}
+
+function drawListItem(call, { item, button }) {
+  const classes = ["call", call.live ? "live" : "ended"];
+  if (call.streamId === page.selected) classes.push("selected");
+  if (call.alerts.length) classes.push("alerted");
+  item.className = classes.join(" ");
+  button.replaceChildren(
+    ...[
       h("span", { class: "call-title" }, call.title()),
       h("span", { class: "call-status" }, call.live ? "live" : "ended"),
       call.currentLabel
@@ -97,15 +125,8 @@ function renderList() {
         { class: "call-meta" },
         `${wallClock(call.startTime)} · ${clock(call.audioSeconds ?? call.position)}`,
       ),
-    );
-    button.addEventListener("click", () => select(call.streamId, true));
-    return h(
-      "li",
-      { class: classes.join(" "), "data-stream-id": call.streamId },
-      button,
-    );
-  });
-  list.replaceChildren(...items);
+    ].filter(Boolean),
+  );
 }
 
 function select(streamId, byUser) {
@@ -128,7 +149,9 @@ function renderCall(call) {
   const transcriptBox = view.querySelector(".transcript");
   const atBottom =
     !transcriptBox ||
+    page.drawnCall !== call ||
     transcriptBox.scrollTop + transcriptBox.clientHeight >= transcriptBox.scrollHeight - 8;
+  const scrollTop = transcriptBox ? transcriptBox.scrollTop : 0;
   const metadata = Object.entries(call.metadata)
     .filter(([, value]) => typeof value !== "object" || value === null)
     .map(([key, value]) => `${key}: ${value}`)
@@ -158,7 +181,8 @@ function renderCall(call) {
   ];
   view.replaceChildren(...parts.filter(Boolean));
   const box = view.querySelector(".transcript");
-  if (atBottom && box) box.scrollTop = box.scrollHeight;
+  // Follow new lines unless the reader scrolled up.
+  if (box) box.scrollTop = atBottom ? box.scrollHeight : scrollTop;
 }
 
 function renderAlerts(call) {
