@@ -302,6 +302,16 @@ async def test_live_two_channel_call(
         )
         lines = await page.locator("#call-view li.line").count()
         assert lines == len(ends)
+        # What the server adds once channels are kept apart and analytics run.
+        channels = {e.get("channel", 0) for e in ends}
+        if summaries := [e for e in events if e["type"] == "call.summary"]:
+            rows = page.locator("#call-view section.summary tbody tr")
+            assert await rows.count() == len(summaries[-1]["channels"])
+            channels |= {c["channel"] for c in summaries[-1]["channels"]}
+        names = await page.locator("#call-view .timeline .channel-name").count()
+        assert names == len(channels)
+        if any(e.get("arousal") is not None for e in ends):
+            assert await page.locator("#call-view polyline.arousal").count() >= 1
         assert events[-1]["type"] == "stream.end"
         assert errors == []
     assert screenshot.stat().st_size > 10000
