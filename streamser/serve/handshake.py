@@ -6,12 +6,16 @@ a connection is accepted, so a refused client never reaches the pipeline.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import hmac
 import http
 import ipaddress
 import logging
+import re
 import ssl
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
@@ -24,6 +28,18 @@ from streamser.errors import ConfigError
 from streamser.events import EVENT_TYPES
 
 _LOGGER = logging.getLogger(__name__)
+
+_DASHBOARD_TYPES = {
+    "html": "text/html; charset=utf-8",
+    "js": "text/javascript; charset=utf-8",
+    "css": "text/css; charset=utf-8",
+    "svg": "image/svg+xml",
+}
+_STATIC_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*\.(html|js|css|svg)")
+_DASHBOARD_POLICY = (
+    "default-src 'self'; connect-src 'self'; img-src 'self' data:; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
 
 RETRY_AFTER_S = 5
 """What ``Retry-After`` tells a client refused for load or shutdown."""
@@ -176,6 +192,62 @@ def metrics_response(body: bytes) -> Response:
         ]
     )
     return Response(200, "OK", headers, body)
+
+
+def is_dashboard(path: str) -> bool:
+    """Whether ``path`` (without query) belongs to the dashboard: ``/`` or
+    ``/static/<file>``."""
+    return path == "/" or path.startswith("/static/")
+
+
+@functools.cache
+def _dashboard_file(name: str) -> tuple[bytes, str, str] | None:
+    """A file of ``streamser/web/``: body, Content-Type and ETag; None if absent.
+
+    Cached: the files ship in the package and do not change while it runs.
+    """
+    match = _STATIC_NAME.fullmatch(name)
+    if match is None:
+        return None
+    resource = resources.files("streamser").joinpath("web", name)
+    try:
+        body = resource.read_bytes()
+    except OSError:
+        return None
+    etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+    return body, _DASHBOARD_TYPES[match.group(1)], etag
+
+
+def dashboard_response(
+    connection: ServerConnection, request: Request, path: str
+) -> Response:
+    """The dashboard's page (``/``) or one of its files (``/static/<file>``).
+
+    Every load revalidates (``no-cache`` with an ETag, so an upgraded server is
+    never hidden behind a stale copy); ``no-referrer`` because the page's own URL
+    may carry ``?token=``.
+    """
+    name = "index.html" if path == "/" else path.removeprefix("/static/")
+    found = _dashboard_file(name)
+    if found is None:
+        return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
+    body, content_type, etag = found
+    if request.headers.get("If-None-Match") == etag:
+        status, body = http.HTTPStatus.NOT_MODIFIED, b""
+    else:
+        status = http.HTTPStatus.OK
+    headers = Headers(
+        [
+            ("Content-Type", content_type),
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", "no-cache"),
+            ("ETag", etag),
+            ("X-Content-Type-Options", "nosniff"),
+            ("Referrer-Policy", "no-referrer"),
+            ("Content-Security-Policy", _DASHBOARD_POLICY),
+        ]
+    )
+    return Response(status.value, status.phrase, headers, body)
 
 
 def subscription_error(path: str) -> str:

@@ -240,6 +240,10 @@ class StreamServer:
                 http.HTTPStatus.OK if healthy else http.HTTPStatus.SERVICE_UNAVAILABLE
             )
             return connection.respond(status, "ok\n" if healthy else "unavailable\n")
+        if handshake.is_dashboard(path):
+            # Public like /healthz: the page holds no data, and must load to say
+            # that a token is missing; its /v1/events socket carries the token.
+            return handshake.dashboard_response(connection, request, path)
         if path not in ("/metrics", "/v1/stream", "/v1/events"):
             return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
         if not handshake.authorised(self.tokens, request):
