@@ -153,7 +153,7 @@ svg text{font:11px system-ui,sans-serif;fill:#444}
 """
 
 _WIDTH: Final = 1000
-_LEFT: Final = 110
+_LEFT: Final = 120
 _ROW: Final = 26
 
 
@@ -244,7 +244,9 @@ def _timeline(call: CallRecord) -> str:
     tick = 0.0
     while tick <= duration + 1e-9:
         x = _LEFT + tick * scale
-        parts.append(f'<text x="{x:.1f}" y="{axis}">{tick:g}s</text>')
+        parts.append(
+            f'<text x="{x:.1f}" y="{axis}" text-anchor="middle">{tick:g}s</text>'
+        )
         tick += step
     parts.append("</svg>")
     return "".join(parts)
@@ -259,15 +261,18 @@ def _tick_step(duration: float) -> float:
 
 def _legend(call: CallRecord) -> str:
     labels = sorted({u.label for u in call.utterances}, key=_label_order)
-    return (
-        '<p class="legend">'
-        + "".join(
-            f'<span><span class="chip" style="background:{label_colour(label)}">'
-            f"{_esc(label)}</span></span>"
-            for label in labels
-        )
-        + "</p>"
+    chips = "".join(
+        f'<span><span class="chip" style="background:{label_colour(label)}">'
+        f"{_esc(label)}</span></span>"
+        for label in labels
     )
+    if any(u.arousal is not None or u.valence is not None for u in call.utterances):
+        chips += (
+            '<span style="color:#ff7f0e">&#9473; arousal</span>'
+            '<span style="color:#2ca02c">&#9473; valence</span>'
+            '<span class="meta">(a/v rows: -1 to 1)</span>'
+        )
+    return f'<p class="legend">{chips}</p>'
 
 
 def _label_order(label: str) -> tuple[int, str]:
@@ -314,12 +319,10 @@ def _alerts(call: CallRecord) -> str:
     if not alerts:
         return "<p>No alerts.</p>"
     return "".join(
-        f'<div class="alert"><b>{_esc(a.rule)}</b> '
-        f"({'call' if a.channel is None else 'channel ' + _esc(_name(call, a.channel))})"
-        f": {_esc(a.message)}"
+        f'<div class="alert"><b>{_esc(a.rule)}</b>: {_esc(a.message)}'
         + (
-            f' <span class="meta">utterances {_esc(", ".join(map(str, a.utterance_ids)))}'
-            "</span>"
+            f' <span class="meta">(utterances '
+            f"{_esc(', '.join(map(str, a.utterance_ids)))})</span>"
             if a.utterance_ids
             else ""
         )

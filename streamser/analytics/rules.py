@@ -338,7 +338,7 @@ class _LabelRunWatch:
                 utterance_ids=tuple(u.utterance_id for u in hits),
                 message=(
                     f"{rule.label} on {_who(event.channel, name)}: {len(hits)} of "
-                    f"its last {len(recent)} utterances"
+                    f"the last {len(recent)} utterances"
                 ),
             )
         ]
