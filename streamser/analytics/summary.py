@@ -87,6 +87,8 @@ class CallAnalytics:
         self._channels = [_Channel(i, name) for i, name in enumerate(names or [None])]
         self._watches = [rule.watch() for rule in rules]
         self._position_s = 0.0
+        self._speech_end_s = 0.0
+        """The latest end of speech on any channel (0 before any)."""
         self.alerts: list[CallAlert] = []
         """Every alert raised so far, in order."""
 
@@ -108,6 +110,7 @@ class CallAnalytics:
         channel.spoken.append(
             _Spoken(event.start, event.end, event.label, event.arousal, event.valence)
         )
+        self._speech_end_s = max(self._speech_end_s, event.end)
         raised = [a for w in self._watches for a in w.utterance(event, channel.name)]
         self.alerts += raised
         return raised + self._tick()
@@ -119,6 +122,7 @@ class CallAnalytics:
         start = record.open.pop(utterance_id, None)
         if start is not None:
             record.unrecognised.append((start, max(start, end_s)))
+            self._speech_end_s = max(self._speech_end_s, end_s)
         return self._tick()
 
     def advance(self, position_s: float) -> list[CallAlert]:
@@ -135,8 +139,7 @@ class CallAnalytics:
     def _silent_since(self) -> float | None:
         if any(channel.open for channel in self._channels):
             return None
-        ends = [end for c in self._channels for _, end in c.intervals(0.0)]
-        return max(ends, default=0.0)
+        return self._speech_end_s
 
     def summary(self, duration_s: float | None = None) -> CallSummary:
         """The ``call.summary`` of the stream so far.
