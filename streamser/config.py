@@ -16,12 +16,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from streamser.analytics.rules import (
-    AnalyticsOptions,
-    Rule,
-    parse_rules,
-    rules_to_toml,
-)
+from streamser.analytics.loading import parse_rules, rules_to_toml
+from streamser.analytics.rules import AnalyticsOptions, Rule
 from streamser.audio.segmenter import SegmenterOptions
 from streamser.audio.vad import VadOptions
 from streamser.errors import ConfigError

@@ -1,5 +1,6 @@
 """Per-call analytics (sans-I/O): summaries, alert rules and offline call reports."""
 
+from streamser.analytics.loading import parse_rules
 from streamser.analytics.rules import (
     DEFAULT_RULES,
     AnalyticsOptions,
@@ -7,7 +8,6 @@ from streamser.analytics.rules import (
     Rule,
     SilenceRule,
     TrendRule,
-    parse_rules,
 )
 from streamser.analytics.summary import CallAnalytics
 
