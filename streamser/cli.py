@@ -23,7 +23,6 @@ from streamser.audio.sources import (
     check_microphone,
     demo_source,
     list_input_devices,
-    open_clips,
 )
 from streamser.config import Config, load_config
 from streamser.console import event_line, setup_logging
@@ -97,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--jsonl", action="store_true", help="print events as JSON lines")
     run.add_argument("--realtime", action="store_true", help="play at real-time pace")
+    run.add_argument("--channels", choices=daemon.CHANNEL_MODES, help="default downmix")
+    run.add_argument("--report", type=Path, help="write an HTML call report here")
+    run.add_argument("--csv", type=Path, help="write one CSV row per utterance here")
     _send_arguments(command["send"])
     listen.add_argument(
         "--device", help="input device name or index (see 'streamser devices')"
@@ -192,13 +194,10 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
 
 
 def _run(config: Config, args: argparse.Namespace) -> int:
-    sources, errors = open_clips(args.files, realtime=args.realtime)
-    for err in errors:
-        _LOGGER.error("%s", err)
-    if sources:
-        sink = stdout_sink() if args.jsonl else _show
-        asyncio.run(daemon.run_sources(config, sources, args.language, sink))
-    return EXIT_FAILURE if errors else EXIT_OK
+    sink, mode = (stdout_sink() if args.jsonl else _show), args.channels or "downmix"
+    run = daemon.RunOptions(args.language, args.realtime, mode, args.report, args.csv)
+    ok = asyncio.run(daemon.run_files(config, args.files, run, sink))
+    return EXIT_OK if ok else EXIT_FAILURE
 
 
 def _listen(config: Config, args: argparse.Namespace) -> int:

@@ -12,10 +12,12 @@ import tomllib
 import types
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from streamser.analytics.loading import parse_rules, rules_to_toml
+from streamser.analytics.rules import AnalyticsOptions, Rule
 from streamser.audio.segmenter import SegmenterOptions
 from streamser.audio.vad import VadOptions
 from streamser.errors import ConfigError
@@ -70,6 +72,7 @@ class Config:
     asr: AsrOptions = field(default_factory=AsrOptions)
     emotion: EmotionOptions = field(default_factory=EmotionOptions)
     output: OutputOptions = field(default_factory=OutputOptions)
+    analytics: AnalyticsOptions = field(default_factory=AnalyticsOptions)
 
     def recognizer_options(self) -> RecognizerOptions:
         """What the recogniser loads."""
@@ -89,8 +92,13 @@ class Config:
             lines.append(f"[{section.name}]")
             for item in fields(getattr(self, section.name)):
                 value = getattr(getattr(self, section.name), item.name)
+                if section.name == "analytics" and item.name == "rules":
+                    continue  # tables, after the section's own keys
                 lines.append(f"{item.name} = {_toml_value(value)}")
             lines.append("")
+        lines += rules_to_toml(self.analytics.rules)
+        if not self.analytics.rules:
+            lines.insert(lines.index("[analytics]") + 1, "rules = []")
         return "\n".join(lines)
 
 
@@ -161,6 +169,20 @@ def _section(cls: type[Any], values: Mapping[str, Any], name: str) -> Any:
         raise ConfigError(f"[{name}]: {err}") from err
 
 
+def _rules(values: dict[str, Any]) -> tuple[Rule, ...] | None:
+    """Takes ``rules`` out of the ``[analytics]`` values and checks them; None when
+    the configuration names none (the defaults apply)."""
+    if "rules" not in values:
+        return None
+    raw = values.pop("rules")
+    if isinstance(raw, str):
+        raise ConfigError(
+            "analytics.rules: must be [[analytics.rules]] tables in the TOML file "
+            "(not a string, nor an environment variable)"
+        )
+    return parse_rules(raw)
+
+
 def load_config(
     path: Path | None = None,
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
@@ -210,8 +232,11 @@ def load_config(
         data.setdefault(name, {}).update(
             {k: v for k, v in values.items() if v is not None}
         )
+    rules = _rules(data.get("analytics", {}))
     hints = typing.get_type_hints(Config)
     built = {name: _section(hints[name], data.get(name, {}), name) for name in sections}
+    if rules is not None:
+        built["analytics"] = replace(built["analytics"], rules=rules)
     config = Config(**built)
     if _LOGGER.isEnabledFor(logging.DEBUG):
         _LOGGER.debug("Effective configuration:\n%s", config.to_toml())

@@ -13,17 +13,26 @@ import logging
 import os
 import signal
 import socket
+import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+from streamser.analytics.report import CallRecorder, write_csv, write_html
 from streamser.audio import SAMPLE_RATE_HZ
-from streamser.audio.sources import AudioSource, drive
+from streamser.audio.sources import (
+    AudioSource,
+    ClipSource,
+    ProgressBar,
+    drive,
+    open_clips,
+)
 from streamser.config import Config
 from streamser.console import metric_lines
 from streamser.errors import StreamserError
 from streamser.events import Envelope, StreamEnd
-from streamser.messages import StartMessage
+from streamser.messages import CHANNEL_MODES, StartMessage
 from streamser.metrics import Metrics
 from streamser.pipeline import Engine, StreamSession
 from streamser.recognition.recognizer import Recognizer
@@ -71,7 +80,12 @@ class Daemon:
         metrics.models_loaded.set(1)
         _LOGGER.info("Models loaded and warm in %.1f s", time.perf_counter() - started)
         engine = Engine(
-            recognizer, config.pipeline, config.vad, config.segmenter, metrics
+            recognizer,
+            config.pipeline,
+            config.vad,
+            config.segmenter,
+            metrics,
+            config.analytics,
         )
         jsonl = None
         if config.output.jsonl:
@@ -150,7 +164,13 @@ class Daemon:
                 err,
             )
         else:
-            engine.replace(recognizer, config.vad, config.segmenter, config.pipeline)
+            engine.replace(
+                recognizer,
+                config.vad,
+                config.segmenter,
+                config.pipeline,
+                config.analytics,
+            )
             self.show_models()
             engine.metrics.reloads.labels("ok").inc()
             _LOGGER.info(
@@ -217,12 +237,22 @@ def _reason(err: OSError) -> str:
     return os.strerror(err.errno)
 
 
-def _start_message(name: str, language: str | None) -> StartMessage:
+def _start_message(
+    name: str,
+    language: str | None,
+    channels: int = 1,
+    channel_names: Sequence[str] = (),
+) -> StartMessage:
+    """The start a local source's stream would have sent: 16 kHz float32, its
+    channels kept apart when there are several."""
     return StartMessage(
         sample_rate=SAMPLE_RATE_HZ,
         encoding="pcm_f32le",
+        channels=channels,
         language=language,
         stream_id=name,
+        metadata={"channels": list(channel_names)} if channel_names else {},
+        channel_mode="separate" if channels > 1 else "downmix",
     )
 
 
@@ -324,50 +354,154 @@ async def listen(
         daemon.close()
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """How ``streamser run`` reads its files and what it writes besides events.
+
+    Attributes:
+        language: ISO 639-1 code of the speech; None to detect it per stream.
+        realtime: play the files at real-time pace.
+        channel_mode: "downmix" (one signal per file) or "separate" (each channel of
+            a file recognised apart, with ``channel`` on its events).
+        report: write the HTML call report here (None: no report).
+        csv: write one CSV row per utterance here (None: no CSV).
+        channel_names: names of the channels kept apart (``metadata.channels``);
+            empty for none.
+        progress: show a progress bar on standard error; None: when standard error
+            is a terminal.
+    """
+
+    language: str | None = None
+    realtime: bool = False
+    channel_mode: str = "downmix"
+    report: Path | None = None
+    csv: Path | None = None
+    channel_names: tuple[str, ...] = ()
+    progress: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.channel_mode not in CHANNEL_MODES:
+            raise ValueError(
+                f"channel_mode must be one of {', '.join(CHANNEL_MODES)}, "
+                f"not {self.channel_mode!r}"
+            )
+
+
+async def run_files(
+    config: Config, files: Sequence[Path], options: RunOptions, sink: EventSink
+) -> bool:
+    """``streamser run``: read the files (``-``: standard input), recognise each as
+    a stream (``run_sources``), write the reports.
+
+    Returns:
+        True when every file could be read; each one that could not is logged, and
+        the others are still recognised.
+
+    Raises:
+        StreamserError: a model or a setting failed, or a report cannot be written.
+    """
+    for path in (options.report, options.csv):
+        if path is not None and not path.parent.is_dir():
+            raise StreamserError(f"cannot write {path}: no folder {path.parent}")
+    sources, errors = open_clips(
+        files, realtime=options.realtime, separate=options.channel_mode == "separate"
+    )
+    for err in errors:
+        _LOGGER.error("%s", err)
+    if sources:
+        await run_sources(config, sources, options.language, sink, options)
+    return not errors
+
+
 async def run_sources(
     config: Config,
     sources: Sequence[AudioSource],
     language: str | None,
     sink: EventSink,
+    outputs: RunOptions | None = None,
 ) -> None:
     """Recognise each source as its own stream, all at once, then return.
 
     ``sink`` gets the streams one after another in the order of ``sources`` (a
     stream's events wait until every stream before it has ended), whatever order
     they finish in. The JSONL file of ``config.output`` gets them as they come.
+    A source whose chunks have several columns (``ClipSource`` of a file read with
+    its channels apart) is one stream with its channels kept apart.
 
     Args:
         config: the settings.
         sources: files or standard input; their names must differ.
         language: ISO 639-1 code of the speech; None to detect it per stream.
         sink: gets every event, stream by stream.
+        outputs: its channel names, reports and progress bar are used (the reports
+            are written once every stream has ended).
 
     Raises:
         ValueError: two sources have the same name.
-        StreamserError: a model or a setting failed.
+        StreamserError: a model or a setting failed, or a report cannot be written.
     """
+    outputs = outputs or RunOptions()
     names = [source.name for source in sources]
     if len(set(names)) != len(names):
         raise ValueError(f"stream names must differ: {names}")
     daemon = Daemon.build(config)
-    daemon.engine.sinks.append(StreamOrder(names, sink))
-    try:
-        await asyncio.gather(
-            *(
-                drive(
-                    s,
-                    StreamSession(
-                        daemon.engine,
-                        _start_message(s.name, language),
-                        s.name,
-                        live=s.live,
-                    ),
-                )
-                for s in sources
-            )
+    bar = _progress_bar(sources, outputs)
+    ordered = StreamOrder(names, sink if bar is None else _around(bar, sink))
+    daemon.engine.sinks.append(ordered)
+    recorder = CallRecorder()
+    if outputs.report is not None or outputs.csv is not None:
+        daemon.engine.sinks.append(recorder)
+
+    def session(source: AudioSource) -> StreamSession:
+        channels = source.channels if isinstance(source, ClipSource) else 1
+        start = _start_message(
+            source.name,
+            language,
+            channels,
+            outputs.channel_names if channels > 1 else (),
         )
+        return StreamSession(daemon.engine, start, source.name, live=source.live)
+
+    progress = bar.advance if bar is not None else None
+    try:
+        await asyncio.gather(*(drive(s, session(s), None, progress) for s in sources))
     finally:
+        if bar is not None:
+            bar.clear()
         daemon.close()
+    calls = [recorder.calls[name] for name in names if name in recorder.calls]
+    for path, write in ((outputs.csv, write_csv), (outputs.report, write_html)):
+        if path is None:
+            continue
+        try:
+            write(path, calls)
+        except OSError as err:
+            raise StreamserError(f"cannot write {path}: {err.strerror}") from err
+        _LOGGER.info("Wrote %s (%d stream(s))", path, len(calls))
+
+
+def _progress_bar(
+    sources: Sequence[AudioSource], outputs: RunOptions
+) -> ProgressBar | None:
+    """A bar over the clips' audio, when asked for or standard error is a terminal."""
+    show = outputs.progress
+    if show is None:
+        show = sys.stderr.isatty()
+    clips = [s for s in sources if isinstance(s, ClipSource)]
+    if not show or not clips:
+        return None
+    return ProgressBar(sum(c.samples for c in clips), sys.stderr)
+
+
+def _around(bar: ProgressBar, sink: EventSink) -> EventSink:
+    """``sink``, with the bar erased while it prints and drawn again after."""
+
+    def show(envelope: Envelope) -> None:
+        bar.clear()
+        sink(envelope)
+        bar.draw()
+
+    return show
 
 
 class StreamOrder:

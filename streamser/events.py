@@ -104,6 +104,24 @@ def _scores(name: str, value: Any) -> dict[str, float]:
     return {str(k): _float(f"{name}.{k}", v) for k, v in _object(name, value).items()}
 
 
+def _counts(name: str, value: Any) -> dict[str, int]:
+    return {str(k): _int(f"{name}.{k}", v) for k, v in _object(name, value).items()}
+
+
+def _optional_int(name: str, value: Any) -> int | None:
+    return None if value is None else _int(name, value)
+
+
+def _list(name: str, value: Any) -> list[Any]:
+    if not isinstance(value, list):
+        raise _malformed(name, "a list", value)
+    return value
+
+
+def _ints(name: str, value: Any) -> tuple[int, ...]:
+    return tuple(_int(f"{name}[]", item) for item in _list(name, value))
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     """A model in use, as named in ``stream.start``."""
@@ -148,6 +166,52 @@ class ModalityScores:
         )
 
 
+@dataclass(frozen=True)
+class ChannelSummary:
+    """One channel's part of ``call.summary``."""
+
+    channel: int
+    """The channel, from 0 (0 for a downmixed stream)."""
+    name: str | None
+    """Its name from the start message's ``metadata.channels``, or None."""
+    utterances: int
+    """``utterance.end`` events of the channel."""
+    label_counts: dict[str, int]
+    """Label to the number of the channel's utterances with that label."""
+    label_seconds: dict[str, float]
+    """Label to the seconds of speech of the channel's utterances with that label."""
+    talk_seconds: float
+    """Seconds of speech (utterance start to end) on the channel."""
+    mean_arousal: float | None
+    """Mean ``arousal`` of its utterances; None when none carries one."""
+    mean_valence: float | None
+    """Mean ``valence`` of its utterances; None when none carries one."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Returns the JSON object."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> ChannelSummary:
+        """Reads the JSON object; raises ProtocolError("malformed_event")."""
+        obj = _object("channels[]", data)
+        for key in (f.name for f in fields(cls)):
+            if key not in obj:
+                raise ProtocolError(
+                    "malformed_event", f"call.summary channel without field {key!r}"
+                )
+        return cls(
+            channel=_int("channel", obj["channel"]),
+            name=_optional_str("name", obj["name"]),
+            utterances=_int("utterances", obj["utterances"]),
+            label_counts=_counts("label_counts", obj["label_counts"]),
+            label_seconds=_scores("label_seconds", obj["label_seconds"]),
+            talk_seconds=_float("talk_seconds", obj["talk_seconds"]),
+            mean_arousal=_optional_float("mean_arousal", obj["mean_arousal"]),
+            mean_valence=_optional_float("mean_valence", obj["mean_valence"]),
+        )
+
+
 _Reader = Callable[[str, Any], Any]
 
 
@@ -165,8 +229,18 @@ def _modalities(name: str, value: Any) -> dict[str, ModalityScores | None]:
     }
 
 
+def _channel_summaries(name: str, value: Any) -> tuple[ChannelSummary, ...]:
+    return tuple(ChannelSummary.from_dict(item) for item in _list(name, value))
+
+
+def _alerts(name: str, value: Any) -> tuple[CallAlert, ...]:
+    return tuple(
+        CallAlert._read(_object(f"{name}[]", item)) for item in _list(name, value)
+    )
+
+
 def _json_value(value: Any) -> Any:
-    if isinstance(value, ModelInfo | ModalityScores):
+    if isinstance(value, ModelInfo | ModalityScores | ChannelSummary | CallAlert):
         return value.to_dict()
     if isinstance(value, tuple):
         return [_json_value(item) for item in value]
@@ -189,6 +263,10 @@ _READERS: Final[dict[str, _Reader]] = {
     "ModalityScores | None": lambda name, value: (
         None if value is None else ModalityScores.from_dict(value)
     ),
+    "int | None": _optional_int,
+    "tuple[int, ...]": _ints,
+    "tuple[ChannelSummary, ...]": _channel_summaries,
+    "tuple[CallAlert, ...]": _alerts,
 }
 """Reader of each field annotation used by the events (they are strings here)."""
 
@@ -353,8 +431,48 @@ class ErrorEvent(_Event):
         return cls(error.code, str(error), error.fatal)
 
 
+@dataclass(frozen=True)
+class CallAlert(_Event):
+    """``call.alert``: an analytics rule fired (``streamser.analytics``)."""
+
+    TYPE: ClassVar[str] = "call.alert"
+    rule: str
+    """The rule's name, from the configuration."""
+    channel: int | None
+    """The channel it is about; None for the whole call (a silence)."""
+    utterance_ids: tuple[int, ...]
+    """The utterances that made it fire (none for a silence)."""
+    message: str
+    """What happened, for people."""
+
+
+@dataclass(frozen=True)
+class CallSummary(_Event):
+    """``call.summary``: the stream so far, per channel; sent before ``stream.end``
+    and when the client asks (``{"type": "summary"}``)."""
+
+    TYPE: ClassVar[str] = "call.summary"
+    duration_s: float
+    """Seconds of stream audio received."""
+    overlap_seconds: float
+    """Seconds during which two or more channels were speaking."""
+    longest_silence_s: float
+    """Longest stretch of stream audio during which no channel was speaking."""
+    channels: tuple[ChannelSummary, ...]
+    """One summary per channel, in channel order."""
+    alerts: tuple[CallAlert, ...]
+    """Every ``call.alert`` raised on the stream so far, in order."""
+
+
 Event = (
-    StreamStart | SpeechStart | EmotionPartial | UtteranceEnd | StreamEnd | ErrorEvent
+    StreamStart
+    | SpeechStart
+    | EmotionPartial
+    | UtteranceEnd
+    | StreamEnd
+    | ErrorEvent
+    | CallAlert
+    | CallSummary
 )
 """Any event body."""
 EVENT_TYPES: Final[dict[str, type[Event]]] = {
@@ -366,6 +484,8 @@ EVENT_TYPES: Final[dict[str, type[Event]]] = {
         UtteranceEnd,
         StreamEnd,
         ErrorEvent,
+        CallAlert,
+        CallSummary,
     )
 }
 """Event class by wire type."""

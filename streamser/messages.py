@@ -24,6 +24,9 @@ MAX_METADATA_BYTES: Final = 4096
 """Largest accepted ``metadata`` object, as compact UTF-8 JSON."""
 _STREAM_ID_RE: Final = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _LANGUAGE_RE: Final = re.compile(r"[a-z]{2}")
+CHANNEL_MODES: Final = ("downmix", "separate")
+"""Values of ``start``'s ``channel_mode``: mix the channels into one signal (the
+default), or keep each apart, with its own utterances (one speaker per channel)."""
 
 
 @dataclass(frozen=True)
@@ -35,13 +38,29 @@ class StartMessage:
     encoding: str = "pcm_s16le"
     """One of ``ENCODINGS``."""
     channels: int = 1
-    """Interleaved channels, downmixed to mono."""
+    """Interleaved channels, downmixed to mono unless ``channel_mode`` is
+    "separate"."""
     language: str | None = None
     """ISO 639-1 code, or None to detect it."""
     stream_id: str | None = None
     """The client's id for the stream, or None to have one generated."""
     metadata: dict[str, Any] = field(default_factory=dict)
-    """Echoed in ``stream.start``."""
+    """Echoed in ``stream.start``; ``channels``, a list of strings, names them."""
+    channel_mode: str = "downmix"
+    """One of ``CHANNEL_MODES``; "separate" needs 2 or more ``channels``."""
+
+    @property
+    def separate(self) -> bool:
+        """Whether each channel is segmented and recognised on its own."""
+        return self.channel_mode == "separate"
+
+    def channel_name(self, channel: int) -> str | None:
+        """The name ``metadata.channels`` gives ``channel``, or None."""
+        names = self.metadata.get("channels")
+        if isinstance(names, list) and 0 <= channel < len(names):
+            name = names[channel]
+            return name if isinstance(name, str) else None
+        return None
 
 
 def load_json(text: str | bytes, code: str, *, fatal: bool) -> dict[str, Any]:
@@ -78,8 +97,8 @@ def parse_start(text: str | bytes) -> StartMessage:
     Raises:
         ProtocolError: (fatal) ``malformed_json``, ``unexpected_message``,
             ``unsupported_encoding``, ``unsupported_sample_rate``,
-            ``unsupported_channels``, ``invalid_language``, ``invalid_stream_id``
-            or ``invalid_metadata``.
+            ``unsupported_channels``, ``invalid_channel_mode``,
+            ``invalid_language``, ``invalid_stream_id`` or ``invalid_metadata``.
     """
     data = load_json(text, "malformed_json", fatal=True)
     kind = data.get("type")
@@ -107,6 +126,19 @@ def parse_start(text: str | bytes) -> StartMessage:
         "unsupported_channels",
         f"channels must be an integer from {MIN_CHANNELS} to {MAX_CHANNELS}, "
         f"got {channels!r:.40}",
+    )
+    channel_mode = data.get("channel_mode", "downmix")
+    _require(
+        channel_mode in CHANNEL_MODES,
+        "invalid_channel_mode",
+        f"channel_mode must be one of {', '.join(CHANNEL_MODES)}, "
+        f"got {channel_mode!r:.40}",
+    )
+    _require(
+        channel_mode != "separate" or channels >= 2,
+        "invalid_channel_mode",
+        f"channel_mode 'separate' needs channels from 2 to {MAX_CHANNELS}, "
+        f"got {channels}",
     )
     language = data.get("language")
     _require(
@@ -141,10 +173,12 @@ def parse_start(text: str | bytes) -> StartMessage:
         "invalid_metadata",
         f"metadata is {size} bytes of JSON, more than {MAX_METADATA_BYTES}",
     )
-    return StartMessage(rate, encoding, channels, language, stream_id, metadata)
+    return StartMessage(
+        rate, encoding, channels, language, stream_id, metadata, channel_mode
+    )
 
 
-CONTROL_TYPES: Final = ("flush", "stop")
+CONTROL_TYPES: Final = ("flush", "stop", "summary")
 """Text messages a client may send after ``start``."""
 
 
@@ -155,7 +189,7 @@ def parse_control(text: str | bytes) -> str:
         text: the message.
 
     Returns:
-        "flush" or "stop".
+        "flush", "stop" or "summary" (send a ``call.summary`` of the stream so far).
 
     Raises:
         ProtocolError: (non-fatal) ``malformed_json`` or ``unexpected_message``.
@@ -165,7 +199,8 @@ def parse_control(text: str | bytes) -> str:
     if message_type not in CONTROL_TYPES:
         raise ProtocolError(
             "unexpected_message",
-            f"expected a message of type 'flush' or 'stop', got {message_type!r:.40}",
+            "expected a message of type 'flush', 'stop' or 'summary', "
+            f"got {message_type!r:.40}",
             fatal=False,
         )
     result: str = message_type

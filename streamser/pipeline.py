@@ -23,6 +23,8 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from streamser.analytics.rules import AnalyticsOptions
+from streamser.analytics.summary import CallAnalytics
 from streamser.audio import SAMPLE_RATE_HZ
 from streamser.audio.decode import AudioDecoder
 from streamser.audio.segmenter import (
@@ -38,6 +40,7 @@ from streamser.events import (
     ASR_OK,
     ASR_SKIPPED_OVERLOAD,
     ASR_SKIPPED_SHUTDOWN,
+    CallAlert,
     EmotionPartial,
     Envelope,
     ErrorEvent,
@@ -116,9 +119,13 @@ class Engine:
         vad: VadOptions,
         segmenter: SegmenterOptions,
         metrics: Metrics,
+        analytics: AnalyticsOptions | None = None,
     ) -> None:
         """Wrap a loaded recogniser; ``sinks`` get every event in ``id`` order."""
         self.recognizer = recognizer
+        self.analytics_options = (
+            analytics if analytics is not None else (AnalyticsOptions())
+        )
         self.options = options
         self.vad_options = vad
         self.segmenter_options = segmenter
@@ -324,6 +331,7 @@ class Engine:
         vad: VadOptions,
         segmenter: SegmenterOptions,
         options: PipelineOptions,
+        analytics: AnalyticsOptions | None = None,
     ) -> None:
         """Swap in reloaded models and settings (SIGHUP) without touching streams.
 
@@ -337,6 +345,8 @@ class Engine:
         self.vad_options = vad
         self.segmenter_options = segmenter
         self.options = options
+        if analytics is not None:
+            self.analytics_options = analytics
         workers = options.workers or (os.cpu_count() or 1)
         if workers != old_workers:
             old = self._executor
@@ -386,7 +396,8 @@ class _Speculation:
 
 @dataclass
 class _Pending:
-    index: int
+    lane: _Lane
+    utterance_id: int
     start_sample: int
     end_sample: int
     audio: npt.NDArray[np.float32]
@@ -408,8 +419,39 @@ def _modality(scores: EmotionScores | None) -> ModalityScores | None:
     return ModalityScores(label=scores.label, scores=dict(scores.scores))
 
 
+class _Lane:
+    """One channel of a stream: its own segmenter, speaker baseline, speculation and
+    partials. A stream has one lane, or one per channel when they are kept apart.
+    Used from the loop thread only."""
+
+    def __init__(
+        self, channel: int, segmenter: Segmenter, baseline: SpeakerBaseline
+    ) -> None:
+        self.channel = channel
+        self.segmenter = segmenter
+        self.baseline = baseline
+        self.speculation: _Speculation | None = None
+        self.partial: asyncio.Task[None] | None = None
+        self.next_partial_sample = 0
+        self.open_id: int | None = None
+        """The stream-wide ``utterance_id`` of the lane's active utterance."""
+        self.open_start = 0
+        self.last_done_id = -1
+        self.ids: dict[int, int] = {}
+        """The segmenter's utterance index to the stream-wide ``utterance_id``."""
+
+
 class StreamSession:
-    """One audio stream from start to ``stream.end``. Use from the loop thread only."""
+    """One audio stream from start to ``stream.end``. Use from the loop thread only.
+
+    A stream whose start says ``channel_mode: "separate"`` has one lane per channel
+    (``_Lane``: segmenter, speaker baseline, speculation, partials); otherwise one
+    lane of the downmixed audio. Lanes share the recognition queue and worker, the
+    stream's language and its analytics. ``utterance_id`` counts the utterances of
+    all lanes together, in the order they were confirmed (``speech.start``); audio
+    is fed to the lanes one VAD frame at a time, so that order does not depend on
+    how the audio was chunked.
+    """
 
     def __init__(
         self, engine: Engine, start: StartMessage, stream_id: str, *, live: bool = True
@@ -431,22 +473,29 @@ class StreamSession:
         self.start = start
         self.stream_id = stream_id
         self.language = start.language
-        self._decoder = AudioDecoder(start.encoding, start.sample_rate, start.channels)
-        self._segmenter = Segmenter(
-            make_vad(engine.vad_options), engine.segmenter_options
+        self._decoder = AudioDecoder(
+            start.encoding, start.sample_rate, start.channels, separate=start.separate
         )
+        window = engine.recognizer.adaptation_window
+        self._lanes = [
+            _Lane(
+                channel,
+                Segmenter(make_vad(engine.vad_options), engine.segmenter_options),
+                SpeakerBaseline(window),
+            )
+            for channel in range(self._decoder.lanes)
+        ]
+        self._frame_samples = self._lanes[0].segmenter.vad.frame_samples
+        self._next_utterance_id = 0
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
         self._opened_at = time.monotonic()
         self._worker: asyncio.Task[None] | None = None
         self._room = asyncio.Event()
-        self._partial: asyncio.Task[None] | None = None
-        self._next_partial_sample = 0
-        self._open_index: int | None = None
-        self._open_start = 0
-        self._last_done_index = -1
-        self._speculation: _Speculation | None = None
-        self._baseline = SpeakerBaseline(engine.recognizer.adaptation_window)
         self._recognizing = False
+        self._analytics = CallAnalytics(
+            engine.analytics_options.rules,
+            [start.channel_name(lane.channel) for lane in self._lanes],
+        )
         self.utterances = 0
         self.closed = False
 
@@ -472,9 +521,14 @@ class StreamSession:
         )
 
     @property
+    def channels(self) -> int:
+        """Lanes of the stream: its channels when kept apart, otherwise 1."""
+        return len(self._lanes)
+
+    @property
     def audio_seconds(self) -> float:
         """Seconds of 16 kHz audio received so far."""
-        return self._segmenter.samples_seen / SAMPLE_RATE_HZ
+        return self._lanes[0].segmenter.samples_seen / SAMPLE_RATE_HZ
 
     def feed(self, payload: bytes) -> None:
         """Decode and segment one binary message.
@@ -482,13 +536,43 @@ class StreamSession:
         Raises:
             ProtocolError: the payload is not whole samples (nothing is consumed).
         """
-        self.feed_audio(self._decoder.decode(payload))
+        self.feed_audio(self._decoder.decode_lanes(payload))
 
     def feed_audio(self, audio: npt.NDArray[np.float32]) -> None:
-        """Segment 16 kHz mono audio."""
-        self.engine.metrics.audio_seconds.inc(audio.shape[0] / SAMPLE_RATE_HZ)
-        self._handle(self._segmenter.push(audio))
-        self._maybe_partial()
+        """Segment 16 kHz audio: 1-D for a stream of one lane, or one column per lane.
+
+        Raises:
+            ValueError: ``audio`` has another number of columns than the stream has
+                lanes.
+        """
+        lanes = audio.reshape(-1, 1) if audio.ndim == 1 else audio
+        if lanes.ndim != 2 or lanes.shape[1] != len(self._lanes):
+            raise ValueError(
+                f"audio of shape {audio.shape} for a stream of {len(self._lanes)} "
+                "lane(s)"
+            )
+        self.engine.metrics.audio_seconds.inc(lanes.shape[0] / SAMPLE_RATE_HZ)
+        self._push(lanes)
+        for lane in self._lanes:
+            self._maybe_partial(lane)
+        self._send(self._analytics.advance(self.audio_seconds))
+
+    def _push(self, lanes: npt.NDArray[np.float32]) -> None:
+        """Segment every lane; with several, one VAD frame at a time, lane after
+        lane, so events come in the order of the frames that caused them."""
+        if len(self._lanes) == 1:
+            lane = self._lanes[0]
+            self._handle(lane, lane.segmenter.push(lanes[:, 0]))
+            return
+        offset, total = 0, lanes.shape[0]
+        while offset < total:
+            seen = self._lanes[0].segmenter.samples_seen
+            step = min(total - offset, self._frame_samples - seen % self._frame_samples)
+            part = lanes[offset : offset + step]
+            for lane in self._lanes:
+                column = np.ascontiguousarray(part[:, lane.channel])
+                self._handle(lane, lane.segmenter.push(column))
+            offset += step
 
     @property
     def backlogged(self) -> bool:
@@ -508,24 +592,35 @@ class StreamSession:
             await self._room.wait()
 
     def flush(self) -> None:
-        """End the current utterance now (the client's ``flush``)."""
-        self._handle(self._segmenter.flush())
+        """End the current utterance of every lane now (the client's ``flush``)."""
+        for lane in self._lanes:
+            self._handle(lane, lane.segmenter.flush())
+
+    def summarize(self) -> None:
+        """Emit a ``call.summary`` of the stream so far (the client's ``summary``)."""
+        self.engine.emit(self.stream_id, self._analytics.summary(self.audio_seconds))
 
     async def close(self) -> None:
-        """Finish every pending utterance, then emit ``stream.end``."""
+        """Finish every pending utterance, then emit ``call.summary`` (unless turned
+        off) and ``stream.end``."""
         if self.closed:
             return
         self.closed = True
-        tail = self._decoder.flush()
-        if tail.size:
-            self._handle(self._segmenter.push(tail))
-        self._handle(self._segmenter.flush())
-        self._drop_speculation()
+        tail = self._decoder.flush_lanes()
+        if tail.shape[0]:
+            self._push(tail)
+        for lane in self._lanes:
+            self._handle(lane, lane.segmenter.flush())
+            self._drop_speculation(lane)
         await self._queue.put(None)
         if self._worker is not None:
             await self._worker
-        if self._partial is not None:
-            await self._partial
+        for lane in self._lanes:
+            if lane.partial is not None:
+                await lane.partial
+        self._send(self._analytics.advance(self.audio_seconds))
+        if self.engine.analytics_options.summary:
+            self.summarize()
         self.engine.emit(
             self.stream_id,
             StreamEnd(
@@ -542,38 +637,58 @@ class StreamSession:
             self.stream_id, ErrorEvent(code=code, message=message, fatal=fatal)
         )
 
-    def _handle(self, results: list[SegmentEvent]) -> None:
+    def _emit(self, body: SpeechStart | EmotionPartial | UtteranceEnd) -> None:
+        """Emit an utterance event, then the alerts it raises."""
+        self.engine.emit(self.stream_id, body)
+        self._send(self._analytics.observe(body))
+
+    def _send(self, alerts: list[CallAlert]) -> None:
+        for alert in alerts:
+            self.engine.emit(self.stream_id, alert)
+
+    def _utterance_id(self, lane: _Lane, index: int) -> int:
+        """The stream-wide id of the lane's utterance ``index``, given on first
+        sight (its ``SpeechStarted``)."""
+        if index not in lane.ids:
+            lane.ids[index] = self._next_utterance_id
+            self._next_utterance_id += 1
+        return lane.ids[index]
+
+    def _handle(self, lane: _Lane, results: list[SegmentEvent]) -> None:
         for result in results:
+            utterance_id = self._utterance_id(lane, result.utterance_index)
             if isinstance(result, UtteranceEnding):
-                self._speculate(result)
+                self._speculate(lane, result)
                 continue
             if isinstance(result, SpeechStarted):
-                self._open_index = result.utterance_index
-                self._open_start = result.start_sample
-                self._next_partial_sample = (
+                lane.open_id = utterance_id
+                lane.open_start = result.start_sample
+                lane.next_partial_sample = (
                     result.start_sample
                     + self.engine.options.partial_interval_ms * SAMPLE_RATE_HZ // 1000
                 )
-                self.engine.emit(
-                    self.stream_id,
+                self._emit(
                     SpeechStart(
-                        utterance_id=result.utterance_index,
+                        utterance_id=utterance_id,
                         start=samples_to_seconds(result.start_sample),
-                    ),
+                        channel=lane.channel,
+                    )
                 )
                 continue
-            self._open_index = None
+            lane.open_id = None
+            del lane.ids[result.utterance_index]
             pending = _Pending(
-                index=result.utterance_index,
+                lane=lane,
+                utterance_id=utterance_id,
                 start_sample=result.start_sample,
                 end_sample=result.end_sample,
                 audio=result.audio,
                 closed_at=time.monotonic(),
             )
-            if self._speculation and self._speculation.ending.matches(result):
-                pending.speculation, self._speculation = self._speculation, None
+            if lane.speculation and lane.speculation.ending.matches(result):
+                pending.speculation, lane.speculation = lane.speculation, None
             else:
-                self._drop_speculation()
+                self._drop_speculation(lane)
             if self._queue.qsize() >= self.engine.options.shed_limit:
                 # The source did not pause (it cannot, or does not wait for room):
                 # the last resort, and a bug when it happens.
@@ -583,20 +698,27 @@ class StreamSession:
                 _LOGGER.error(
                     "Stream %s: utterance %d shed, %d utterances behind",
                     self.stream_id,
-                    result.utterance_index,
+                    utterance_id,
                     self._queue.qsize(),
                 )
                 self.error(
                     "overloaded",
-                    f"utterance {result.utterance_index} dropped: recognition is "
+                    f"utterance {utterance_id} dropped: recognition is "
                     f"{self._queue.qsize()} utterances behind",
                     fatal=False,
+                )
+                self._send(
+                    self._analytics.abandon(
+                        lane.channel,
+                        utterance_id,
+                        samples_to_seconds(result.end_sample),
+                    )
                 )
                 continue
             self._queue.put_nowait(pending)
             self.engine.metrics.queue_depth.inc()
 
-    def _speculate(self, ending: UtteranceEnding) -> None:
+    def _speculate(self, lane: _Lane, ending: UtteranceEnding) -> None:
         """Start recognising an utterance that has gone quiet, unless workers are busy
         (or, for a stream adapting to its speaker, an earlier utterance is unfinished).
 
@@ -604,13 +726,13 @@ class StreamSession:
         ``utterance.end`` waits only for what is left of this work. Under load the
         workers belong to closed utterances, so nothing is started then.
         """
-        self._drop_speculation()
+        self._drop_speculation(lane)
         if self.engine.busy:
             return
-        if self._baseline.window and self.pending_utterances:
+        if lane.baseline.window and self.pending_utterances:
             return  # an earlier utterance's result will change the baseline
-        baseline = self._baseline.snapshot()
-        self._speculation = _Speculation(
+        baseline = lane.baseline.snapshot()
+        lane.speculation = _Speculation(
             ending,
             self.language,
             baseline.version,
@@ -623,14 +745,14 @@ class StreamSession:
                 )
             ),
         )
-        self._speculation.task.add_done_callback(_retrieve)
+        lane.speculation.task.add_done_callback(_retrieve)
 
-    def _drop_speculation(self) -> None:
-        """Abandon the open speculation: speech resumed or the utterance ended
+    def _drop_speculation(self, lane: _Lane) -> None:
+        """Abandon the lane's open speculation: speech resumed or the utterance ended
         otherwise (flush, max length, end of stream)."""
-        if self._speculation is not None:
-            self._speculation.task.cancel()
-            self._speculation = None
+        if lane.speculation is not None:
+            lane.speculation.task.cancel()
+            lane.speculation = None
             self.engine.metrics.speculations.labels("discarded").inc()
 
     def _arrival(self, end_sample: int, closed_at: float) -> float:
@@ -641,11 +763,11 @@ class StreamSession:
 
     async def _recognition(self, pending: _Pending) -> Recognized:
         """The speculative result, when it was started with the stream's current
-        language and speaker baseline; otherwise a fresh recognition. (Utterances are
-        finished in order, so a fresh one sees every earlier utterance: the labels of
-        a stream do not depend on timing.)"""
+        language and the lane's speaker baseline; otherwise a fresh recognition.
+        (Utterances are finished in order, so a fresh one sees every earlier
+        utterance: the labels of a stream do not depend on timing.)"""
         speculation = pending.speculation
-        baseline = self._baseline.snapshot()
+        baseline = pending.lane.baseline.snapshot()
         if speculation is not None:
             if (
                 speculation.language == self.language
@@ -662,31 +784,33 @@ class StreamSession:
             self._arrival(pending.end_sample, pending.closed_at),
         )
 
-    def _maybe_partial(self) -> None:
+    def _maybe_partial(self, lane: _Lane) -> None:
         interval = self.engine.options.partial_interval_ms
-        if not interval or self._open_index is None or not self._segmenter.active:
+        segmenter = lane.segmenter
+        if not interval or lane.open_id is None or not segmenter.active:
             return
-        if self._segmenter.samples_seen < self._next_partial_sample:
+        if segmenter.samples_seen < lane.next_partial_sample:
             return
-        if self._partial is not None and not self._partial.done():
-            return  # one partial at a time per stream: skip rather than queue
-        self._next_partial_sample = self._segmenter.samples_seen + (
+        if lane.partial is not None and not lane.partial.done():
+            return  # one partial at a time per lane: skip rather than queue
+        lane.next_partial_sample = segmenter.samples_seen + (
             interval * SAMPLE_RATE_HZ // 1000
         )
         if self.engine.busy:
             self.engine.metrics.skipped_partials.inc()
             return
         window = self.engine.options.partial_window_ms * SAMPLE_RATE_HZ // 1000
-        audio = self._segmenter.active_audio()[-window:]
-        self._partial = asyncio.create_task(
+        audio = segmenter.active_audio()[-window:]
+        lane.partial = asyncio.create_task(
             self._emit_partial(
-                self._open_index, self._open_start, self._segmenter.samples_seen, audio
+                lane, lane.open_id, lane.open_start, segmenter.samples_seen, audio
             )
         )
 
     async def _emit_partial(
         self,
-        index: int,
+        lane: _Lane,
+        utterance_id: int,
         start_sample: int,
         end_sample: int,
         audio: npt.NDArray[np.float32],
@@ -696,22 +820,22 @@ class StreamSession:
                 "partial",
                 self.engine.recognizer.partial,
                 audio,
-                self._baseline.snapshot(),
+                lane.baseline.snapshot(),
             )
         except Exception:
             _LOGGER.exception("Partial emotion failed on stream %s", self.stream_id)
             return
-        if index <= self._last_done_index:
+        if utterance_id <= lane.last_done_id:
             return  # its utterance.end is already out and says more
-        self.engine.emit(
-            self.stream_id,
+        self._emit(
             EmotionPartial(
-                utterance_id=index,
+                utterance_id=utterance_id,
                 start=samples_to_seconds(start_sample),
                 end=samples_to_seconds(end_sample),
                 label=scores.label,
                 scores=dict(scores.scores),
-            ),
+                channel=lane.channel,
+            )
         )
 
     @property
@@ -731,20 +855,27 @@ class StreamSession:
                 _LOGGER.exception(
                     "Recognition failed on stream %s utterance %d",
                     self.stream_id,
-                    pending.index,
+                    pending.utterance_id,
                 )
-                self._last_done_index = pending.index
+                pending.lane.last_done_id = pending.utterance_id
                 self.error(
                     "recognition_failed",
-                    f"utterance {pending.index}: {type(err).__name__}",
+                    f"utterance {pending.utterance_id}: {type(err).__name__}",
                     fatal=False,
+                )
+                self._send(
+                    self._analytics.abandon(
+                        pending.lane.channel,
+                        pending.utterance_id,
+                        samples_to_seconds(pending.end_sample),
+                    )
                 )
                 continue
             finally:
                 self._recognizing = False
             recognition = recognized.recognition
             self._keep_language(recognition)
-            self._baseline.add(recognition.pooled)
+            pending.lane.baseline.add(recognition.pooled)
             self._emit_utterance(pending, recognition, recognized.asr)
 
     def _keep_language(self, recognition: Recognition) -> None:
@@ -763,7 +894,7 @@ class StreamSession:
     def _emit_utterance(
         self, pending: _Pending, recognition: Recognition, asr: str
     ) -> None:
-        self._last_done_index = pending.index
+        pending.lane.last_done_id = pending.utterance_id
         since = pending.closed_at
         if not self.live and pending.taken_at is not None:
             since = max(since, pending.taken_at)  # the recognition, not the queue
@@ -771,10 +902,9 @@ class StreamSession:
         self.engine.metrics.latency.observe(latency_s)
         self.engine.metrics.utterances.inc()
         self.utterances += 1
-        self.engine.emit(
-            self.stream_id,
+        self._emit(
             UtteranceEnd(
-                utterance_id=pending.index,
+                utterance_id=pending.utterance_id,
                 start=samples_to_seconds(pending.start_sample),
                 end=samples_to_seconds(pending.end_sample),
                 transcript=recognition.transcript if asr == ASR_OK else None,
@@ -788,5 +918,6 @@ class StreamSession:
                 },
                 latency_ms=round(latency_s * 1000.0, 1),
                 asr=asr,
-            ),
+                channel=pending.lane.channel,
+            )
         )

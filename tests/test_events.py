@@ -14,6 +14,9 @@ from hypothesis import strategies as st
 from streamser.errors import ProtocolError
 from streamser.events import (
     EVENT_TYPES,
+    CallAlert,
+    CallSummary,
+    ChannelSummary,
     EmotionPartial,
     Envelope,
     ErrorEvent,
@@ -58,6 +61,21 @@ EXAMPLES: list[Event] = [
     UtteranceEnd(0, 0.0, 1.0, None, None, "neutral", 1.0, {"neutral": 1.0}),
     StreamEnd(5, 12.345),
     ErrorEvent("partial_sample", "3 bytes is not whole samples", False),
+    SpeechStart(4, 2.0, channel=1),
+    CallAlert("sustained_anger", 0, (1, 3), "anger on channel 0 (agent)"),
+    CallAlert("long_silence", None, (), "no one has spoken for 10 s"),
+    CallSummary(
+        62.5,
+        1.25,
+        10.5,
+        (
+            ChannelSummary(
+                0, "agent", 2, {"anger": 2}, {"anger": 4.5}, 4.5, None, None
+            ),
+            ChannelSummary(1, None, 0, {}, {}, 0.0, 0.25, -0.5),
+        ),
+        (CallAlert("sustained_anger", 0, (1, 3), "anger on channel 0"),),
+    ),
 ]
 """One of each event type (plus variants), as the pipeline would build them."""
 
@@ -71,6 +89,8 @@ def test_examples_cover_every_type() -> None:
         "utterance.end",
         "stream.end",
         "error",
+        "call.alert",
+        "call.summary",
     }
 
 
@@ -315,6 +335,13 @@ def test_parse_start_reads_every_field() -> None:
         ('{"type": "start", "channels": 0}', "unsupported_channels"),
         ('{"type": "start", "channels": 9}', "unsupported_channels"),
         ('{"type": "start", "channels": null}', "unsupported_channels"),
+        ('{"type": "start", "channel_mode": "split"}', "invalid_channel_mode"),
+        ('{"type": "start", "channel_mode": null}', "invalid_channel_mode"),
+        ('{"type": "start", "channel_mode": "separate"}', "invalid_channel_mode"),
+        (
+            '{"type": "start", "channels": 1, "channel_mode": "separate"}',
+            "invalid_channel_mode",
+        ),
         ('{"type": "start", "language": "DE"}', "invalid_language"),
         ('{"type": "start", "language": "deu"}', "invalid_language"),
         ('{"type": "start", "language": ""}', "invalid_language"),
@@ -350,8 +377,22 @@ def test_metadata_limit_is_4096_bytes_of_utf8_json() -> None:
         parse_start(too_big)
 
 
+def test_parse_start_reads_the_channel_mode_and_names() -> None:
+    message = parse_start(
+        '{"type": "start", "channels": 2, "channel_mode": "separate", '
+        '"metadata": {"channels": ["agent", "customer"]}}'
+    )
+    assert message.separate and message.channel_mode == "separate"
+    assert [message.channel_name(i) for i in range(3)] == ["agent", "customer", None]
+    assert not parse_start('{"type": "start", "channels": 2}').separate
+    assert parse_start('{"type": "start", "channels": 8, "channel_mode": "separate"}')
+    odd = parse_start('{"type": "start", "metadata": {"channels": [7, "b"]}}')
+    assert [odd.channel_name(0), odd.channel_name(1)] == [None, "b"]
+
+
 def test_parse_control() -> None:
     assert parse_control('{"type": "flush"}') == "flush"
+    assert parse_control('{"type": "summary"}') == "summary"
     assert parse_control(b'{"type": "stop", "reason": "done"}') == "stop"
     for text, code in [
         ('{"type": "start"}', "unexpected_message"),
@@ -380,6 +421,7 @@ _start_like = st.fixed_dictionaries(
         "sample_rate": st.integers(0, 100000) | _json_values,
         "encoding": st.sampled_from(["pcm_s16le", "mulaw", "opus"]) | _json_values,
         "channels": st.integers(-1, 10) | _json_values,
+        "channel_mode": st.sampled_from(["downmix", "separate"]) | _json_values,
         "language": st.sampled_from([None, "de", "EN"]) | _json_values,
         "stream_id": st.text(max_size=140) | _json_values,
         "metadata": _json_values,

@@ -35,7 +35,7 @@ _FRAME_BYTES = {"pcm_s16le": 2, "pcm_f32le": 4, "mulaw": 1, "alaw": 1}
 
 
 def _check_audio(audio: np.ndarray) -> None:
-    assert audio.dtype == np.float32 and audio.ndim == 1
+    assert audio.dtype == np.float32 and audio.ndim in (1, 2)
     assert np.isfinite(audio).all()
     assert audio.size == 0 or float(np.abs(audio).max()) <= 1.0
 
@@ -49,12 +49,13 @@ def _check_audio(audio: np.ndarray) -> None:
     ),
     channels=st.integers(-1, MAX_CHANNELS + 2),
     chunks=st.lists(st.binary(max_size=3000), max_size=6),
+    separate=st.booleans(),
 )
 def test_decoder_takes_any_bytes(
-    encoding: str, rate: int, channels: int, chunks: list[bytes]
+    encoding: str, rate: int, channels: int, chunks: list[bytes], separate: bool
 ) -> None:
     try:
-        decoder = AudioDecoder(encoding, rate, channels)
+        decoder = AudioDecoder(encoding, rate, channels, separate=separate)
     except ProtocolError as err:
         assert err.fatal
         assert err.code in (
@@ -66,20 +67,23 @@ def test_decoder_takes_any_bytes(
     frame = _FRAME_BYTES[encoding] * channels
     frames_in = 0
     samples_out = 0
+    lanes = channels if separate else 1
     for chunk in chunks:
         try:
-            audio = decoder.decode(chunk)
+            audio = decoder.decode_lanes(chunk)
         except ProtocolError as err:
             assert err.code == "partial_sample" and not err.fatal
             assert len(chunk) % frame
             continue
         assert len(chunk) % frame == 0
         frames_in += len(chunk) // frame
+        assert audio.ndim == 2 and audio.shape[1] == lanes
         _check_audio(audio)
-        samples_out += audio.size
-    tail = decoder.flush()
+        samples_out += audio.shape[0]
+    tail = decoder.flush_lanes()
+    assert tail.ndim == 2 and tail.shape[1] == lanes
     _check_audio(tail)
-    samples_out += tail.size
+    samples_out += tail.shape[0]
     expected = frames_in * 16000 / rate
     assert abs(samples_out - expected) <= 0.01 * expected + 64, (samples_out, expected)
 
@@ -135,7 +139,8 @@ def _comparable(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _random_text(rng: random.Random) -> str:
     choice = rng.random()
     if choice < 0.3:
-        return json.dumps({"type": rng.choice(["flush", "start", "dance", "stop "])})
+        kinds = ["flush", "start", "dance", "stop ", "summary"]
+        return json.dumps({"type": rng.choice(kinds)})
     if choice < 0.5:
         return json.dumps(
             {
@@ -143,6 +148,7 @@ def _random_text(rng: random.Random) -> str:
                 "sample_rate": rng.choice([0, 8000, 16000, 1e9, "x", None]),
                 "encoding": rng.choice(["pcm_s16le", "mulaw", "mp3", 7]),
                 "channels": rng.randint(-2, 12),
+                "channel_mode": rng.choice(["downmix", "separate", "x", None, 2]),
                 "stream_id": rng.choice([None, "../x", "ok", "a" * 200]),
                 "metadata": rng.choice([{}, [], "x", {"k": "v" * 100}]),
             }

@@ -27,6 +27,7 @@ LAYERS = (
     "recognition",
     "messages",
     "events",
+    "analytics",
     "metrics",
     "pipeline",
     "sinks",

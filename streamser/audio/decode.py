@@ -1,10 +1,11 @@
-"""Decode PROTOCOL.md audio encodings and files into 16 kHz mono float32.
+"""Decode PROTOCOL.md audio encodings and files into 16 kHz float32.
 
 Everything downstream (VAD, segmenter, features) sees one format: 16 kHz, mono,
 float32 in [-1, 1]. ``AudioDecoder`` converts a live stream chunk by chunk, keeping the
 resampler state across chunks, so a stream cut into any chunk sizes decodes to the same
 samples; ``read_audio_file`` and ``read_audio_bytes`` do the same for a whole file at
-once.
+once. Channels are downmixed by their mean, or kept apart (``separate``: one mono
+signal per channel, for calls recorded with one speaker per channel).
 """
 
 from __future__ import annotations
@@ -92,18 +93,30 @@ class AudioDecoder:
     Attributes:
         encoding: one of ``ENCODINGS``.
         sample_rate_hz: the client's sample rate.
-        channels: interleaved channels per frame (downmixed by their mean).
+        channels: interleaved channels per frame.
+        lanes: signals out: 1 (the channels downmixed by their mean) or
+            ``channels`` (kept apart).
         samples_in: frames (samples per channel) decoded so far.
-        samples_out: 16 kHz samples returned so far (``decode`` and ``flush``).
+        samples_out: 16 kHz samples (per lane) returned so far (``decode`` and
+            ``flush``).
     """
 
-    def __init__(self, encoding: str, sample_rate_hz: int, channels: int) -> None:
+    def __init__(
+        self,
+        encoding: str,
+        sample_rate_hz: int,
+        channels: int,
+        *,
+        separate: bool = False,
+    ) -> None:
         """Checks the stream format and prepares the resampler.
 
         Args:
             encoding: one of ``ENCODINGS``.
             sample_rate_hz: input rate, ``MIN_SAMPLE_RATE_HZ`` to ``MAX_SAMPLE_RATE_HZ``.
             channels: ``MIN_CHANNELS`` to ``MAX_CHANNELS``.
+            separate: keep the channels apart (``decode_lanes``) instead of
+                downmixing them.
 
         Raises:
             ProtocolError: ``unsupported_encoding``, ``unsupported_sample_rate`` or
@@ -140,6 +153,7 @@ class AudioDecoder:
         self.encoding = encoding
         self.sample_rate_hz = sample_rate_hz
         self.channels = channels
+        self.lanes = channels if separate else 1
         self.samples_in = 0
         self.samples_out = 0
         self._frame_bytes = _BYTES_PER_SAMPLE[encoding] * channels
@@ -151,7 +165,7 @@ class AudioDecoder:
         return soxr.ResampleStream(
             self.sample_rate_hz,
             SAMPLE_RATE_HZ,
-            1,
+            self.lanes,
             dtype="float32",
             quality=_RESAMPLE_QUALITY,
         )
@@ -169,7 +183,7 @@ class AudioDecoder:
         return audio.reshape(-1, self.channels)
 
     def decode(self, payload: bytes) -> npt.NDArray[np.float32]:
-        """Decodes one binary message.
+        """Decodes one binary message to the downmixed signal.
 
         Args:
             payload: whole frames of interleaved samples in the stream's encoding.
@@ -177,6 +191,22 @@ class AudioDecoder:
         Returns:
             The 16 kHz mono samples this chunk yields (the resampler may hold a few
             back until later chunks or ``flush``).
+
+        Raises:
+            ProtocolError: ``partial_sample`` (non-fatal) when ``payload`` is not a
+                whole number of frames; the decoder state is left untouched.
+            ValueError: the decoder keeps channels apart (use ``decode_lanes``).
+        """
+        return self._mono(self.decode_lanes(payload))
+
+    def decode_lanes(self, payload: bytes) -> npt.NDArray[np.float32]:
+        """Decodes one binary message to one signal per lane.
+
+        Args:
+            payload: whole frames of interleaved samples in the stream's encoding.
+
+        Returns:
+            The 16 kHz samples this chunk yields, shape (samples, ``lanes``).
 
         Raises:
             ProtocolError: ``partial_sample`` (non-fatal) when ``payload`` is not a
@@ -191,45 +221,75 @@ class AudioDecoder:
             )
         frames = self._to_float(payload)
         self.samples_in += frames.shape[0]
-        mono = frames[:, 0] if self.channels == 1 else frames.mean(axis=1)
-        mono = np.ascontiguousarray(mono, dtype=np.float32)
+        if self.lanes == self.channels:
+            lanes = frames
+        else:
+            lanes = frames.mean(axis=1, keepdims=True)
+        lanes = np.ascontiguousarray(lanes, dtype=np.float32)
         if self._resampler is not None:
-            if mono.size == 0:
-                return np.zeros(0, dtype=np.float32)
-            mono = np.asarray(self._resampler.resample_chunk(mono), dtype=np.float32)
-        self.samples_out += mono.shape[0]
-        return mono
+            if lanes.shape[0] == 0:
+                return np.zeros((0, self.lanes), dtype=np.float32)
+            resampled = self._resampler.resample_chunk(self._soxr_shape(lanes))
+            lanes = np.asarray(resampled, dtype=np.float32).reshape(-1, self.lanes)
+        self.samples_out += lanes.shape[0]
+        return lanes
 
     def flush(self) -> npt.NDArray[np.float32]:
-        """Drains the resampler at the end of the stream.
+        """Drains the resampler at the end of the stream (downmixed signal).
 
         Returns:
             The last 16 kHz samples (empty when no resampling is needed). The decoder
             then starts afresh: a later ``decode`` begins a new resampler state.
+
+        Raises:
+            ValueError: the decoder keeps channels apart (use ``flush_lanes``).
+        """
+        return self._mono(self.flush_lanes())
+
+    def flush_lanes(self) -> npt.NDArray[np.float32]:
+        """Drains the resampler at the end of the stream, one signal per lane.
+
+        Returns:
+            The last 16 kHz samples, shape (samples, ``lanes``); no samples when no
+            resampling is needed. The decoder then starts afresh.
         """
         if self._resampler is None:
-            return np.zeros(0, dtype=np.float32)
+            return np.zeros((0, self.lanes), dtype=np.float32)
+        empty = self._soxr_shape(np.zeros((0, self.lanes), dtype=np.float32))
         tail = np.asarray(
-            self._resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True),
-            dtype=np.float32,
-        )
+            self._resampler.resample_chunk(empty, last=True), dtype=np.float32
+        ).reshape(-1, self.lanes)
         self._resampler = self._new_resampler()
         self.samples_out += tail.shape[0]
         return tail
 
+    def _soxr_shape(self, lanes: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """soxr takes 1-D arrays for one channel, (samples, channels) for more."""
+        return np.ascontiguousarray(lanes[:, 0]) if self.lanes == 1 else lanes
 
-def read_audio_file(path: str | os.PathLike[str]) -> npt.NDArray[np.float32]:
-    """Reads a WAV, FLAC, OGG or MP3 file as 16 kHz mono float32.
+    def _mono(self, lanes: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        if self.lanes != 1:
+            raise ValueError("this decoder keeps channels apart: use the *_lanes form")
+        return np.ascontiguousarray(lanes[:, 0])
+
+
+def read_audio_file(
+    path: str | os.PathLike[str], *, separate: bool = False
+) -> npt.NDArray[np.float32]:
+    """Reads a WAV, FLAC, OGG or MP3 file as 16 kHz float32.
 
     Args:
         path: the audio file.
+        separate: keep the channels apart.
 
     Returns:
-        The whole file, downmixed by the channel mean and resampled to 16 kHz.
+        The whole file, resampled to 16 kHz: downmixed by the channel mean, shape
+        (samples,); or with ``separate``, shape (samples, channels).
 
     Raises:
-        AudioSourceError: the file is missing, unreadable, in another format or empty;
-            the message names the file and the reason.
+        AudioSourceError: the file is missing, unreadable, in another format, empty
+            or (``separate``) has more than ``MAX_CHANNELS`` channels; the message
+            names the file and the reason.
     """
     name = os.fspath(path)
     try:
@@ -241,22 +301,27 @@ def read_audio_file(path: str | os.PathLike[str]) -> npt.NDArray[np.float32]:
         raise AudioSourceError(f"{name}: is a directory, not an audio file") from err
     except OSError as err:
         raise AudioSourceError(f"{name}: cannot read ({err.strerror})") from err
-    return read_audio_bytes(data, name)
+    return read_audio_bytes(data, name, separate=separate)
 
 
-def read_audio_bytes(data: bytes, name: str) -> npt.NDArray[np.float32]:
+def read_audio_bytes(
+    data: bytes, name: str, *, separate: bool = False
+) -> npt.NDArray[np.float32]:
     """Decodes a whole WAV, FLAC, OGG or MP3 file held in memory (``streamser run -``).
 
     Args:
         data: the encoded file, as read from disk or standard input.
         name: what error messages call it (a path, or "standard input").
+        separate: keep the channels apart.
 
     Returns:
-        The audio, downmixed by the channel mean and resampled to 16 kHz.
+        The audio, resampled to 16 kHz: downmixed by the channel mean, shape
+        (samples,); or with ``separate``, shape (samples, channels).
 
     Raises:
-        AudioSourceError: ``data`` is empty, in another format or holds no audio; the
-            message names ``name`` and the reason.
+        AudioSourceError: ``data`` is empty, in another format, holds no audio or
+            (``separate``) more than ``MAX_CHANNELS`` channels; the message names
+            ``name`` and the reason.
     """
     if not data:
         raise AudioSourceError(f"{name}: the file is empty")
@@ -280,12 +345,10 @@ def read_audio_bytes(data: bytes, name: str) -> npt.NDArray[np.float32]:
         ) from err
     if audio.shape[0] == 0:
         raise AudioSourceError(f"{name}: the file contains no audio")
-    mono = audio[:, 0] if audio.shape[1] == 1 else audio.mean(axis=1)
-    mono = _sanitize(np.ascontiguousarray(mono, dtype=np.float32))
-    if sample_rate != SAMPLE_RATE_HZ:
-        mono = np.asarray(
-            soxr.resample(mono, sample_rate, SAMPLE_RATE_HZ, quality=_RESAMPLE_QUALITY),
-            dtype=np.float32,
+    if separate and audio.shape[1] > MAX_CHANNELS:
+        raise AudioSourceError(
+            f"{name}: {audio.shape[1]} channels; at most {MAX_CHANNELS} can be kept "
+            "apart"
         )
     _LOGGER.debug(
         "Read %s: %d Hz, %d channel(s), %.2f s",
@@ -294,4 +357,19 @@ def read_audio_bytes(data: bytes, name: str) -> npt.NDArray[np.float32]:
         audio.shape[1],
         audio.shape[0] / sample_rate,
     )
+    if separate:
+        lanes = _sanitize(np.ascontiguousarray(audio, dtype=np.float32))
+        if sample_rate == SAMPLE_RATE_HZ:
+            return lanes
+        resampled = soxr.resample(
+            lanes, sample_rate, SAMPLE_RATE_HZ, quality=_RESAMPLE_QUALITY
+        )
+        return np.asarray(resampled, dtype=np.float32).reshape(-1, lanes.shape[1])
+    mono = audio[:, 0] if audio.shape[1] == 1 else audio.mean(axis=1)
+    mono = _sanitize(np.ascontiguousarray(mono, dtype=np.float32))
+    if sample_rate != SAMPLE_RATE_HZ:
+        mono = np.asarray(
+            soxr.resample(mono, sample_rate, SAMPLE_RATE_HZ, quality=_RESAMPLE_QUALITY),
+            dtype=np.float32,
+        )
     return mono

@@ -1,9 +1,11 @@
 """Where a stream's audio comes from: the ``AudioSource`` protocol and its sources.
 
-A source yields 16 kHz mono float32 chunks; ``drive`` feeds one into a
-``StreamSession`` (``streamser run`` and ``streamser listen``). The sources: an audio
-file or standard input (``ClipSource``, played in real time or as fast as recognition
-keeps up), the microphone (``MicrophoneSource``) and the bundled demo clip.
+A source yields 16 kHz float32 chunks (mono, or one column per channel when a file's
+channels are kept apart); ``drive`` feeds one into a ``StreamSession`` (``streamser
+run`` and ``streamser listen``). The sources: an audio file or standard input
+(``ClipSource``, played in real time or as fast as recognition keeps up), the
+microphone (``MicrophoneSource``) and the bundled demo clip. ``ProgressBar`` shows how
+far ``streamser run`` has got, on a terminal.
 
 WebSocket clients are not an ``AudioSource``: their socket carries wire-encoded bytes
 interleaved with ``flush`` and ``stop`` commands and per-message errors, and the server
@@ -23,10 +25,10 @@ import logging
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, BinaryIO, Final, Protocol
+from typing import Any, BinaryIO, Final, Protocol, TextIO
 
 import numpy as np
 import numpy.typing as npt
@@ -79,7 +81,10 @@ class AudioSource(Protocol):
 
 
 async def drive(
-    source: AudioSource, session: Session, stop: asyncio.Event | None = None
+    source: AudioSource,
+    session: Session,
+    stop: asyncio.Event | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> None:
     """Feed ``source`` into ``session`` from ``stream.start`` to ``stream.end``.
 
@@ -91,13 +96,14 @@ async def drive(
         source: where the audio comes from.
         session: a stream session not opened yet.
         stop: ends the stream early when set (SIGINT in ``streamser listen``).
+        progress: called with the number of samples of each chunk fed.
 
     Raises:
         AudioSourceError: the source failed (the session is still closed).
     """
     session.open()
     try:
-        feeding = asyncio.create_task(_feed(source, session))
+        feeding = asyncio.create_task(_feed(source, session, progress))
         waiting: asyncio.Future[Any] = (
             asyncio.ensure_future(stop.wait())
             if stop is not None
@@ -117,9 +123,15 @@ async def drive(
         await session.close()
 
 
-async def _feed(source: AudioSource, session: Session) -> None:
+async def _feed(
+    source: AudioSource,
+    session: Session,
+    progress: Callable[[int], None] | None,
+) -> None:
     async for chunk in source:
         session.feed_audio(chunk)
+        if progress is not None:
+            progress(chunk.shape[0])
         if not source.live:
             await session.wait_for_room()
             await asyncio.sleep(0)  # let the other streams of ``run`` move too
@@ -137,13 +149,23 @@ class ClipSource:
         """Wrap decoded audio.
 
         Args:
-            audio: 16 kHz mono float32.
+            audio: 16 kHz float32, mono (1-D) or one column per channel.
             name: the stream id.
             realtime: pace the chunks by the clock.
         """
         self.audio = audio
         self.name = name
         self.live = realtime
+
+    @property
+    def channels(self) -> int:
+        """Channels kept apart in the chunks (1 for mono)."""
+        return 1 if self.audio.ndim == 1 else int(self.audio.shape[1])
+
+    @property
+    def samples(self) -> int:
+        """Length of the clip in 16 kHz samples."""
+        return int(self.audio.shape[0])
 
     def __aiter__(self) -> AsyncIterator[npt.NDArray[np.float32]]:
         """The chunks, each yielded when due when playing in real time."""
@@ -158,17 +180,31 @@ class ClipSource:
                 await asyncio.sleep(max(0.0, due - time.monotonic()))
 
 
-def file_source(path: Path, name: str, *, realtime: bool) -> ClipSource:
+def file_source(
+    path: Path, name: str, *, realtime: bool, separate: bool = False
+) -> ClipSource:
     """A WAV, FLAC, OGG or MP3 file, read and decoded now.
+
+    Args:
+        path: the file.
+        name: the stream id.
+        realtime: pace the chunks by the clock.
+        separate: keep its channels apart (mono when it has one).
 
     Raises:
         AudioSourceError: the file is missing, unreadable or not audio.
     """
-    return ClipSource(read_audio_file(path), name, realtime=realtime)
+    return ClipSource(
+        _squeeze(read_audio_file(path, separate=separate)), name, realtime=realtime
+    )
 
 
 def stdin_source(
-    name: str, *, realtime: bool, stream: BinaryIO | None = None
+    name: str,
+    *,
+    realtime: bool,
+    stream: BinaryIO | None = None,
+    separate: bool = False,
 ) -> ClipSource:
     """A whole audio file piped to standard input (``streamser run -``), read now.
 
@@ -176,16 +212,23 @@ def stdin_source(
         name: the stream id.
         realtime: pace the chunks by the clock.
         stream: where to read (default: the process's standard input).
+        separate: keep its channels apart (mono when it has one).
 
     Raises:
         AudioSourceError: nothing on standard input, or not audio.
     """
     data = (stream if stream is not None else sys.stdin.buffer).read()
-    return ClipSource(read_audio_bytes(data, "standard input"), name, realtime=realtime)
+    audio = read_audio_bytes(data, "standard input", separate=separate)
+    return ClipSource(_squeeze(audio), name, realtime=realtime)
+
+
+def _squeeze(audio: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """One channel kept apart is plain mono."""
+    return audio[:, 0].copy() if audio.ndim == 2 and audio.shape[1] == 1 else audio
 
 
 def open_clips(
-    paths: Sequence[Path], *, realtime: bool
+    paths: Sequence[Path], *, realtime: bool, separate: bool = False
 ) -> tuple[list[ClipSource], list[AudioSourceError]]:
     """Read every file now (``-``: standard input), named for ``streamser run``.
 
@@ -195,6 +238,7 @@ def open_clips(
     Args:
         paths: audio files, in order; ``-`` at most once.
         realtime: pace the chunks by the clock.
+        separate: keep each file's channels apart (``run --channels separate``).
 
     Returns:
         The sources of the files that could be read, in order, and an error for each
@@ -211,12 +255,65 @@ def open_clips(
             name = f"{name}#{seen[name]}"
         try:
             if stdin:
-                sources.append(stdin_source(name, realtime=realtime))
+                sources.append(stdin_source(name, realtime=realtime, separate=separate))
             else:
-                sources.append(file_source(path, name, realtime=realtime))
+                sources.append(
+                    file_source(path, name, realtime=realtime, separate=separate)
+                )
         except AudioSourceError as err:
             errors.append(err)
     return sources, errors
+
+
+class ProgressBar:
+    """A one-line text progress bar on a terminal (``streamser run`` on long files).
+
+    Redrawn at most every ``interval_s``; ``clear`` removes it so other output can be
+    printed, and the next update draws it again.
+    """
+
+    WIDTH: Final = 30
+
+    def __init__(
+        self, total_samples: int, stream: TextIO, interval_s: float = 0.2
+    ) -> None:
+        """A bar for ``total_samples`` of 16 kHz audio, drawn on ``stream``."""
+        self.total_samples = max(1, total_samples)
+        self.done_samples = 0
+        self._stream = stream
+        self._interval_s = interval_s
+        self._drawn_at = -interval_s
+        self._shown = False
+
+    def advance(self, samples: int) -> None:
+        """Count ``samples`` more as done; redraw when due."""
+        self.done_samples = min(self.total_samples, self.done_samples + samples)
+        now = time.monotonic()
+        if now - self._drawn_at >= self._interval_s or (
+            self.done_samples == self.total_samples
+        ):
+            self._drawn_at = now
+            self.draw()
+
+    def draw(self) -> None:
+        """Draw the bar in place of the current line."""
+        fraction = self.done_samples / self.total_samples
+        filled = round(fraction * self.WIDTH)
+        bar = "#" * filled + "-" * (self.WIDTH - filled)
+        self._stream.write(
+            f"\r[{bar}] {fraction * 100:3.0f}%  "
+            f"{self.done_samples / SAMPLE_RATE_HZ:.1f}/"
+            f"{self.total_samples / SAMPLE_RATE_HZ:.1f} s"
+        )
+        self._stream.flush()
+        self._shown = True
+
+    def clear(self) -> None:
+        """Erase the bar (before other output on the terminal, and at the end)."""
+        if self._shown:
+            self._stream.write("\r\x1b[K")
+            self._stream.flush()
+            self._shown = False
 
 
 def demo_source() -> ClipSource:

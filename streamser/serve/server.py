@@ -530,6 +530,8 @@ class StreamServer:
                     continue
                 if command == "flush":
                     session.flush()
+                elif command == "summary":
+                    session.summarize()
                 elif command == "stop":
                     return "stop"
         except ConnectionClosed:

@@ -1,0 +1,193 @@
+"""A call's running analytics: its events in, ``call.alert`` and ``call.summary`` out.
+
+Sans-I/O: ``CallAnalytics`` sees the stream's events (``observe``) and its position
+in stream audio (``advance``), and returns the alerts to send; it never sends
+anything itself, so synthetic event sequences test it without a server.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from streamser.analytics.rules import CallState, Rule
+from streamser.events import (
+    CallAlert,
+    CallSummary,
+    ChannelSummary,
+    Event,
+    SpeechStart,
+    UtteranceEnd,
+)
+
+
+@dataclass(frozen=True)
+class _Spoken:
+    """One recognised utterance, as the summary needs it."""
+
+    start_s: float
+    end_s: float
+    label: str
+    arousal: float | None
+    valence: float | None
+
+
+class _Channel:
+    def __init__(self, channel: int, name: str | None) -> None:
+        self.channel = channel
+        self.name = name
+        self.spoken: list[_Spoken] = []
+        self.open: dict[int, float] = {}
+        """utterance_id to start (s) of utterances without their utterance.end."""
+        self.unrecognised: list[tuple[float, float]] = []
+        """Speech of utterances that will get no utterance.end."""
+
+    def intervals(self, position_s: float) -> list[tuple[float, float]]:
+        """Speech on this channel: utterances, and open ones up to now."""
+        spans = [(u.start_s, u.end_s) for u in self.spoken] + self.unrecognised
+        spans += [(start, max(start, position_s)) for start in self.open.values()]
+        return spans
+
+    def summary(self) -> ChannelSummary:
+        counts = Counter(u.label for u in self.spoken)
+        seconds: dict[str, float] = {}
+        for u in self.spoken:
+            seconds[u.label] = seconds.get(u.label, 0.0) + (u.end_s - u.start_s)
+        return ChannelSummary(
+            channel=self.channel,
+            name=self.name,
+            utterances=len(self.spoken),
+            label_counts=dict(sorted(counts.items())),
+            label_seconds={k: round(v, 3) for k, v in sorted(seconds.items())},
+            talk_seconds=round(sum(u.end_s - u.start_s for u in self.spoken), 3),
+            mean_arousal=_mean([u.arousal for u in self.spoken]),
+            mean_valence=_mean([u.valence for u in self.spoken]),
+        )
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return round(sum(known) / len(known), 6) if known else None
+
+
+class CallAnalytics:
+    """The analytics of one stream: per-channel tallies, rule state, alerts raised.
+
+    One per stream; not thread-safe.
+    """
+
+    def __init__(self, rules: Sequence[Rule], names: Sequence[str | None]) -> None:
+        """Start a call.
+
+        Args:
+            rules: the alert rules.
+            names: one entry per channel: its name, or None.
+        """
+        self._channels = [_Channel(i, name) for i, name in enumerate(names or [None])]
+        self._watches = [rule.watch() for rule in rules]
+        self._position_s = 0.0
+        self._speech_end_s = 0.0
+        """The latest end of speech on any channel (0 before any)."""
+        self.alerts: list[CallAlert] = []
+        """Every alert raised so far, in order."""
+
+    def _channel(self, channel: int) -> _Channel:
+        while len(self._channels) <= channel:
+            self._channels.append(_Channel(len(self._channels), None))
+        return self._channels[channel]
+
+    def observe(self, event: Event) -> list[CallAlert]:
+        """Take one of the stream's events (others than speech.start and utterance.end
+        are ignored); returns the alerts it raises."""
+        if isinstance(event, SpeechStart):
+            self._channel(event.channel).open[event.utterance_id] = event.start
+            return self._tick()
+        if not isinstance(event, UtteranceEnd):
+            return []
+        channel = self._channel(event.channel)
+        channel.open.pop(event.utterance_id, None)
+        channel.spoken.append(
+            _Spoken(event.start, event.end, event.label, event.arousal, event.valence)
+        )
+        self._speech_end_s = max(self._speech_end_s, event.end)
+        raised = [a for w in self._watches for a in w.utterance(event, channel.name)]
+        self.alerts += raised
+        return raised + self._tick()
+
+    def abandon(self, channel: int, utterance_id: int, end_s: float) -> list[CallAlert]:
+        """An utterance that will get no ``utterance.end`` (its recognition failed or
+        it was shed) ended at ``end_s``: it was speech, but counts in no tally."""
+        record = self._channel(channel)
+        start = record.open.pop(utterance_id, None)
+        if start is not None:
+            record.unrecognised.append((start, max(start, end_s)))
+            self._speech_end_s = max(self._speech_end_s, end_s)
+        return self._tick()
+
+    def advance(self, position_s: float) -> list[CallAlert]:
+        """The stream has ``position_s`` seconds of audio; returns alerts raised."""
+        self._position_s = max(self._position_s, position_s)
+        return self._tick()
+
+    def _tick(self) -> list[CallAlert]:
+        state = CallState(self._position_s, self._silent_since())
+        raised = [alert for watch in self._watches for alert in watch.tick(state)]
+        self.alerts += raised
+        return raised
+
+    def _silent_since(self) -> float | None:
+        if any(channel.open for channel in self._channels):
+            return None
+        return self._speech_end_s
+
+    def summary(self, duration_s: float | None = None) -> CallSummary:
+        """The ``call.summary`` of the stream so far.
+
+        Args:
+            duration_s: seconds of stream audio (default: the latest ``advance``).
+        """
+        duration = self._position_s if duration_s is None else duration_s
+        spans = [c.intervals(duration) for c in self._channels]
+        return CallSummary(
+            duration_s=round(duration, 3),
+            overlap_seconds=round(overlap_seconds(spans), 3),
+            longest_silence_s=round(longest_silence(spans, duration), 3),
+            channels=tuple(c.summary() for c in self._channels),
+            alerts=tuple(self.alerts),
+        )
+
+
+def overlap_seconds(channels: Sequence[Sequence[tuple[float, float]]]) -> float:
+    """Seconds during which two or more channels speak.
+
+    Args:
+        channels: per channel, its speech as (start, end) spans (not overlapping
+            each other within a channel).
+    """
+    edges = sorted(
+        (t, step)
+        for spans in channels
+        for start, end in spans
+        if end > start
+        for t, step in ((start, 1), (end, -1))
+    )
+    total, speaking, previous = 0.0, 0, 0.0
+    for t, step in edges:
+        if speaking >= 2:
+            total += t - previous
+        speaking += step
+        previous = t
+    return total
+
+
+def longest_silence(
+    channels: Sequence[Sequence[tuple[float, float]]], duration_s: float
+) -> float:
+    """Longest stretch of ``[0, duration_s]`` in which no channel speaks."""
+    spans = sorted(span for spans in channels for span in spans)
+    longest, covered = 0.0, 0.0
+    for start, end in spans:
+        longest = max(longest, min(start, duration_s) - covered)
+        covered = max(covered, end)
+    return max(longest, duration_s - covered, 0.0)
