@@ -25,6 +25,7 @@ _LOGGER = logging.getLogger(__name__)
 
 _CLOSE_GOING_AWAY = 1001
 _CLOSE_TRY_LATER = 1013
+_EVICTED_CLOSE_TIMEOUT_S = 60.0
 
 
 async def relay_events(
@@ -83,6 +84,9 @@ async def relay_events(
             _LOGGER.warning(
                 "Subscriber from %s evicted after event %d", client, last_id
             )
+            # The close frame waits behind what the subscriber has not read yet:
+            # give it time to read on and learn where to resume.
+            connection.close_timeout = _EVICTED_CLOSE_TIMEOUT_S
             await connection.close(
                 _CLOSE_TRY_LATER, f"fell behind; resume with after={last_id}"
             )
