@@ -69,9 +69,9 @@ BATCH_DEFAULTS: Final[dict[str, tuple[int, int]]] = {
 8 per call, 10 ms wait (BENCHMARKS.md: 8 per call saved 13% of the per-utterance
 time; under load batches stay near 1 and a shorter or no wait was within noise). One
 core: batching off, as it does not pay there: on one Whisper thread 8 RAVDESS
-utterances in one call took 1635 ms each against 1561 ms one at a time (``python -m
-benchmarks --parts gpu`` without a GPU, on a loaded 2-core host), and a batch also
-waits for its members. CUDA: a GPU's cost per
+utterances in one call took 1647 ms each against 1570 ms one at a time, 5% more
+(``python -m benchmarks --parts gpu`` without a GPU, on a loaded 2-core host), and a
+batch also waits for its members. CUDA: a GPU's cost per
 call hardly grows with the batch, so batches are large and the wait a little longer;
 provisional until ``python -m benchmarks --parts gpu`` has run on a GPU (its batch
 sweep and capacity steps are what these numbers are to be chosen from)."""
