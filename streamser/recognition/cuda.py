@@ -130,7 +130,9 @@ def onnx_providers(device: str) -> list[str]:
     """onnxruntime execution providers for ``device`` ("auto", "cpu" or "cuda").
 
     "auto" takes CUDA only when onnxruntime has the provider and a GPU is present;
-    "cuda" takes it whenever onnxruntime has it. The CPU provider comes last, so a
+    "cuda" takes it whenever onnxruntime has it. Without the provider, a warning
+    (once) says why: "cuda" was asked for, or onnxruntime-gpu is installed but
+    shadowed by the CPU wheel. The CPU provider comes last, so a
     node without a CUDA kernel still runs. The CUDA libraries are preloaded first.
     """
     import onnxruntime as ort
@@ -141,9 +143,19 @@ def onnx_providers(device: str) -> list[str]:
     if has_provider and (device == "cuda" or cuda_device_count() > 0):
         preload_cuda_libraries()
         return [CUDA_PROVIDER, CPU_PROVIDER]
-    if device == "cuda":
-        _LOGGER.warning(
-            "CUDA requested but onnxruntime has no CUDA provider; using CPU (%s)",
-            onnxruntime_conflict() or "pip install 'streamser[gpu]'",
-        )
+    if not has_provider:
+        conflict = onnxruntime_conflict()
+        if device == "cuda" or conflict:
+            _warn_once(
+                "CUDA requested but onnxruntime has no CUDA provider; using CPU (%s)"
+                if device == "cuda"
+                else "onnxruntime runs on CPU: %s",
+                conflict or "pip install 'streamser[gpu]'",
+            )
     return [CPU_PROVIDER]
+
+
+@functools.cache
+def _warn_once(message: str, detail: str) -> None:
+    """One warning per process, not one per model loaded."""
+    _LOGGER.warning(message, detail)
