@@ -11,6 +11,9 @@
 #                     make one elsewhere with: pip download '.[gpu,dev]' -d DIR
 #   VENV=DIR          the virtual environment (default: a new one under /tmp)
 #   SKIP_INSTALL=1    use VENV as it is (already installed by an earlier call)
+#   SYSTEM_SITE=1     create VENV with --system-site-packages, so that CUDA wheels
+#                     already on the machine are reused and only what is missing is
+#                     installed (for a machine that cannot reach a package index)
 #   STREAMSER_DATA    the corpora (default ../shared/datasets)
 # Time: install 2-4 min (about 2 GB of CUDA wheels), tests about 1 min, benchmark
 # under 8 min; each step has its own timeout so that the outputs always come back.
@@ -26,7 +29,9 @@ step() { echo "== $* ($(date -u +%H:%M:%S))" | tee -a "$out/steps.txt"; }
 
 if [ "${SKIP_INSTALL:-0}" != 1 ]; then
     step "install into $venv"
-    "$python" -m venv "$venv" || exit 1
+    venv_args=()
+    [ "${SYSTEM_SITE:-0}" = 1 ] && venv_args+=(--system-site-packages)
+    "$python" -m venv "${venv_args[@]}" "$venv" || exit 1
     pip=("$venv/bin/pip" install -q)
     [ -n "${WHEELS:-}" ] && pip+=(--no-index --find-links "$WHEELS")
     timeout 420 "${pip[@]}" '.[gpu,dev]' >"$out/install.txt" 2>&1 \
