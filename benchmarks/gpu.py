@@ -72,6 +72,8 @@ CHUNK_MS: Final = 100
 BATCH_SIZES: Final = (1, 8, 16, 32, 64)
 SWEEP_UTTERANCES: Final = 64
 JSON_PATH: Final = REPO / "artifacts" / "gpu-benchmark.json"
+_DEVICE = "cuda"
+"""Where the GPU path runs; a smoke test of this module sets "cpu"."""
 TITLE: Final = "GPU: placement, batching, latency, capacity at p95 <= 1 s, memory"
 
 
@@ -258,7 +260,7 @@ def _gpu(quick: bool) -> tuple[str, dict[str, Any]]:
     audios = [c.audio() for c in clips]
     recognizer = Recognizer(
         RecognizerOptions(
-            model_dir=models, device="cuda", whisper=AsrOptions(device="cuda")
+            model_dir=models, device=_DEVICE, whisper=AsrOptions(device=_DEVICE)
         )
     )
     recognizer.warm_up()
@@ -284,8 +286,8 @@ def _gpu(quick: bool) -> tuple[str, dict[str, Any]]:
         DENSE: Pool(dense, [c.audio() for c in dense], "de", GAP_S[DENSE]),
     }
     settings = {
-        "emotion": {"model_dir": str(models), "device": "cuda"},
-        "asr": {"device": "cuda"},
+        "emotion": {"model_dir": str(models), "device": _DEVICE},
+        "asr": {"device": _DEVICE},
         "server": dict(SERVER_LIMITS),
     }
     with serve(settings) as server:
@@ -383,7 +385,7 @@ def _gpu(quick: bool) -> tuple[str, dict[str, Any]]:
                     s["missed"],
                     s["errors"],
                     s["mean_batch"],
-                    s["gpu_memory_mb"],
+                    "n/a" if s["gpu_memory_mb"] is None else s["gpu_memory_mb"],
                 ]
                 for s in steps
             ],
