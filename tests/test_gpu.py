@@ -146,3 +146,11 @@ def test_models_command_says_where_each_model_runs(shipped_models: Path) -> None
     runs_on = [line for line in lines if line.startswith("  runs on: ")]
     assert "  runs on: CPU" in runs_on
     assert any(line.startswith("  runs on: CTranslate2 cpu (") for line in runs_on)
+
+
+def test_the_gpu_benchmark_says_why_its_gpu_parts_are_absent() -> None:
+    from benchmarks.gpu import cuda_status
+
+    usable, line = cuda_status()
+    assert usable == (_REASON is None)
+    assert "CTranslate2 CUDA devices: " in line and "onnxruntime providers: " in line
