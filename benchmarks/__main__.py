@@ -43,7 +43,9 @@ PARTS = (
     "latency",
     "capacity",
     "tuning",
+    "gpu",
 )
+DEFAULT_PARTS = tuple(part for part in PARTS if part != "gpu")
 
 
 def _runner(part: str) -> Callable[[bool], Section]:
@@ -75,8 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--parts",
         nargs="+",
         choices=PARTS,
-        default=list(PARTS),
-        help="which parts to run (default: all)",
+        default=list(DEFAULT_PARTS),
+        help="which parts to run (default: all but gpu, so that a run on a host "
+        "without a GPU never replaces the GPU section)",
     )
     parser.add_argument(
         "--output",

@@ -1,6 +1,6 @@
 """What the command line shows on the terminal: its log handler (text or JSON
 lines), the live view's event lines (``streamser run``, ``listen`` and ``send``) and
-a model card's metrics (``streamser models``)."""
+a model card's metrics and the provider a model runs on (``streamser models``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from streamser.events import Envelope, ErrorEvent, UtteranceEnd
@@ -64,6 +64,23 @@ def event_line(envelope: Envelope, name: str | None = None) -> str | None:
             f"{body.label:<10} {body.confidence:5.2f} {bar:<20}{text}"
         )
     return None
+
+
+def provider_line(providers: Sequence[str]) -> str:
+    """Where an onnxruntime session runs: its first provider, and the fallback.
+
+    Args:
+        providers: the session's ``get_providers()``, in priority order.
+
+    Returns:
+        "CUDA (CPU for nodes without a CUDA kernel)", "CPU", or the provider names.
+    """
+    names = [p.removesuffix("ExecutionProvider") for p in providers]
+    if not names:
+        return "none"
+    if names[0] == "CUDA" and "CPU" in names[1:]:
+        return "CUDA (CPU for nodes without a CUDA kernel)"
+    return ", ".join(names)
 
 
 def _value(value: Any) -> str:

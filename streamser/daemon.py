@@ -29,12 +29,13 @@ from streamser.audio.sources import (
     open_clips,
 )
 from streamser.config import Config
-from streamser.console import metric_lines
+from streamser.console import metric_lines, provider_line
 from streamser.errors import StreamserError
 from streamser.events import Envelope, StreamEnd
 from streamser.messages import CHANNEL_MODES, StartMessage
 from streamser.metrics import Metrics
 from streamser.pipeline import Engine, StreamSession
+from streamser.recognition.cuda import onnxruntime_conflict
 from streamser.recognition.recognizer import Recognizer
 from streamser.serve.hub import EventHub
 from streamser.serve.server import StreamServer
@@ -195,8 +196,9 @@ def describe_models(config: Config) -> list[str]:
     """Load the models of ``config`` (``streamser models``) and describe each.
 
     Returns:
-        Lines of text: name, version, kind, hash, file, labels, front end, metrics
-        and "load: ok" per emotion model, then the Whisper model.
+        Lines of text: name, version, kind, hash, file, labels, front end, metrics,
+        the onnxruntime providers it runs on and "load: ok" per emotion model, then
+        the Whisper model and its CTranslate2 device.
 
     Raises:
         StreamserError: a model is missing or breaks its contract.
@@ -222,9 +224,13 @@ def describe_models(config: Config) -> list[str]:
             lines.append(f"  features: {front_end.type}{depth} (dim {front_end.dim})")
         if metrics := info.card.get("metrics", {}):
             lines.extend(metric_lines(metrics))
+        lines.append(f"  runs on: {provider_line(model.session.get_providers())}")
         lines.append("  load: ok")
+    if (conflict := onnxruntime_conflict()) is not None:
+        lines.append(f"note: {conflict}")
     if (asr := recognizer.asr) is not None:
         lines.append(f"{asr.name}  {asr.device}/{asr.compute_type}")
+        lines.append(f"  runs on: CTranslate2 {asr.device} ({asr.compute_type})")
         lines.append(f"  folder: {asr.model_path}")
         lines.append(f"  transcription: {'on' if config.asr.enabled else 'off'}")
     return lines

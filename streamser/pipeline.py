@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -63,6 +63,23 @@ _LOGGER = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 
+BATCH_DEFAULTS: Final[dict[str, tuple[int, int]]] = {
+    "cpu": (8, 10),
+    "cpu-1": (1, 0),
+    "cuda": (32, 20),
+}
+"""``(max_batch, batch_wait_ms)`` by where Whisper runs. CPU with two or more cores:
+8 per call, 10 ms wait (BENCHMARKS.md: 8 per call saved 13% of the per-utterance
+time; under load batches stay near 1 and a shorter or no wait was within noise). One
+core: batching off, as it does not pay there: on one Whisper thread 8 RAVDESS
+utterances in one call took 1647 ms each against 1570 ms one at a time, 5% more
+(``python -m benchmarks --parts gpu`` without a GPU, on a loaded 2-core host), and a
+batch also waits for its members. CUDA: a GPU's cost per
+call hardly grows with the batch, so batches are large and the wait a little longer;
+provisional until ``python -m benchmarks --parts gpu`` has run on a GPU (its batch
+sweep and capacity steps are what these numbers are to be chosen from)."""
+
+
 @dataclass(frozen=True)
 class PipelineOptions:
     """How streams are processed.
@@ -79,10 +96,14 @@ class PipelineOptions:
             after its audio arrived is recognised without ASR (its emotion is never
             late; ``utterance.end`` says ``"asr": "skipped_overload"``). Audio that
             arrives faster than real time counts as arriving at its real-time pace.
-        workers: recognition calls that may run at once; 0 for one per core.
-        max_batch: utterances of concurrent streams recognised in one call.
+        workers: recognition calls that may run at once; 0 for the device's
+            default: one per core on CPU, Whisper's ``asr.num_workers`` on CUDA (so
+            that utterances gather into large batches rather than many small ones).
+        max_batch: utterances of concurrent streams recognised in one call; 0 for
+            the device's default (``BATCH_DEFAULTS``).
         batch_wait_ms: how long the first utterance of a batch waits for others;
-            short, so that batching never costs a lone stream its latency.
+            short, so that batching never costs a lone stream its latency; -1 for
+            the device's default (``BATCH_DEFAULTS``).
     """
 
     partial_interval_ms: int = 1000
@@ -90,18 +111,42 @@ class PipelineOptions:
     max_pending_utterances: int = 8
     asr_max_lag_ms: int = 2000
     workers: int = 0
-    max_batch: int = 8
-    batch_wait_ms: int = 10
+    max_batch: int = 0
+    batch_wait_ms: int = -1
 
     def __post_init__(self) -> None:
         if self.partial_interval_ms < 0 or self.partial_window_ms < 100:
             raise ValueError("partial_interval_ms >= 0 and partial_window_ms >= 100")
         if self.max_pending_utterances < 2 or self.workers < 0:
             raise ValueError("max_pending_utterances >= 2 and workers >= 0")
-        if self.max_batch < 1 or self.batch_wait_ms < 0:
-            raise ValueError("max_batch >= 1 and batch_wait_ms >= 0")
+        if self.max_batch < 0 or self.batch_wait_ms < -1:
+            raise ValueError(
+                "max_batch >= 1 (0: by device) and batch_wait_ms >= 0 (-1: by device)"
+            )
         if self.asr_max_lag_ms < 0:
             raise ValueError("asr_max_lag_ms >= 0")
+
+    def for_device(
+        self, device: str, cores: int | None = None, asr_workers: int = 2
+    ) -> PipelineOptions:
+        """These options with every "by device" setting (0 or -1) made concrete.
+
+        Args:
+            device: where Whisper runs, "cpu" or "cuda".
+            cores: CPU cores (default ``os.cpu_count()``).
+            asr_workers: Whisper's ``asr.num_workers``, the CUDA default of
+                ``workers``.
+        """
+        cores = cores or os.cpu_count() or 1
+        key = "cuda" if device == "cuda" else ("cpu" if cores > 1 else "cpu-1")
+        max_batch, wait_ms = BATCH_DEFAULTS[key]
+        workers = self.workers or (asr_workers if device == "cuda" else cores)
+        return replace(
+            self,
+            workers=workers,
+            max_batch=self.max_batch or max_batch,
+            batch_wait_ms=wait_ms if self.batch_wait_ms < 0 else self.batch_wait_ms,
+        )
 
     @property
     def shed_limit(self) -> int:
@@ -121,18 +166,23 @@ class Engine:
         metrics: Metrics,
         analytics: AnalyticsOptions | None = None,
     ) -> None:
-        """Wrap a loaded recogniser; ``sinks`` get every event in ``id`` order."""
+        """Wrap a loaded recogniser; ``sinks`` get every event in ``id`` order.
+
+        Settings left to the device (``PipelineOptions.for_device``) follow where
+        the recogniser's Whisper runs.
+        """
         self.recognizer = recognizer
         self.analytics_options = (
             analytics if analytics is not None else (AnalyticsOptions())
         )
+        options = _for_recognizer(options, recognizer)
         self.options = options
         self.vad_options = vad
         self.segmenter_options = segmenter
         self.metrics = metrics
         self.sequencer = EventSequencer()
         self.sinks: list[Callable[[Envelope], None]] = []
-        workers = options.workers or (os.cpu_count() or 1)
+        workers = options.workers
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="recognize")
         # Utterances whose transcription was skipped run here, beside the workers,
         # so their emotion does not wait behind transcriptions.
@@ -188,8 +238,7 @@ class Engine:
         Partials are skipped then (and counted): they are a preview, and under load
         the workers belong to the utterances whose ``utterance.end`` is owed.
         """
-        workers = self.options.workers or (os.cpu_count() or 1)
-        return self._in_flight >= workers or bool(self._waiting)
+        return self._in_flight >= self.options.workers or bool(self._waiting)
 
     def stop_asr_at(self, when: float) -> None:
         """From ``time.monotonic()`` ``when`` on, start no transcription (shutdown):
@@ -340,14 +389,16 @@ class Engine:
         the old recogniser. A changed worker count gets a new executor; the old one
         finishes what it holds in the background.
         """
-        old_workers = self.options.workers or (os.cpu_count() or 1)
+        old_workers = self.options.workers
+        options = _for_recognizer(options, recognizer)
         self.recognizer = recognizer
         self.vad_options = vad
         self.segmenter_options = segmenter
         self.options = options
         if analytics is not None:
             self.analytics_options = analytics
-        workers = options.workers or (os.cpu_count() or 1)
+        workers = options.workers
+        self._free_slots += workers - old_workers
         if workers != old_workers:
             old = self._executor
             self._executor = ThreadPoolExecutor(workers, thread_name_prefix="recognize")
@@ -359,6 +410,16 @@ class Engine:
             self._batcher.cancel()
         self._executor.shutdown(wait=True, cancel_futures=True)
         self._acoustic_executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _for_recognizer(
+    options: PipelineOptions, recognizer: Recognizer
+) -> PipelineOptions:
+    """``options`` made concrete for where ``recognizer``'s Whisper runs."""
+    asr = recognizer.asr
+    device = asr.device if asr is not None else "cpu"
+    workers = asr.options.num_workers if asr is not None else 2
+    return options.for_device(device, asr_workers=workers)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streamser.errors import ConfigError, ModelError
+from streamser.recognition.cuda import cuda_device_count, preload_cuda_libraries
 from streamser.recognition.features import MAX_MEL_FRAMES, N_MELS, log_mel
 from streamser.recognition.whisper_model import cache_dir, default_whisper_dir
 
@@ -99,12 +100,7 @@ class Transcript:
 
 def cuda_available() -> bool:
     """Whether CTranslate2 sees a CUDA device."""
-    import ctranslate2
-
-    try:
-        return bool(ctranslate2.get_cuda_device_count() > 0)
-    except Exception:  # a broken driver raises from deep inside CTranslate2
-        return False
+    return cuda_device_count() > 0
 
 
 class WhisperAsr:
@@ -130,6 +126,8 @@ class WhisperAsr:
             compute = options.compute_type
             if compute == "auto":
                 compute = "float16" if attempt == "cuda" else "int8"
+            if attempt == "cuda":
+                preload_cuda_libraries()
             try:
                 self.model = WhisperModel(
                     self.model_path,

@@ -21,6 +21,7 @@ import onnxruntime as ort
 
 from streamser.errors import ModelError
 from streamser.recognition.contract import FORMAT_VERSION, ModelContract
+from streamser.recognition.cuda import onnx_providers
 from streamser.recognition.features import FrontEnd
 
 _LOGGER = logging.getLogger(__name__)
@@ -107,15 +108,9 @@ def session_options(num_threads: int) -> ort.SessionOptions:
 
 
 def providers(device: str) -> list[str]:
-    """Execution providers for ``device`` ("auto", "cpu" or "cuda"), CPU last."""
-    available = ort.get_available_providers()
-    if device in ("auto", "cuda") and "CUDAExecutionProvider" in available:
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    if device == "cuda":
-        _LOGGER.warning(
-            "CUDA requested but onnxruntime has no CUDA provider; using CPU"
-        )
-    return ["CPUExecutionProvider"]
+    """Execution providers for ``device`` ("auto", "cpu" or "cuda"), CPU last
+    (``streamser.recognition.cuda.onnx_providers``)."""
+    return onnx_providers(device)
 
 
 class OnnxModel:
