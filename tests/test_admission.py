@@ -181,9 +181,10 @@ def test_serve_on_every_address_without_tokens_exits_with_a_clear_line(
 async def test_a_subscriber_that_stops_reading_gets_1013_before_the_keepalive(
     recognizer: Recognizer,
 ) -> None:
-    """Its send blocks; after ``subscriber_stall_s`` (1 s here) it is evicted with
+    """It leaves pings unanswered and its sends block; within ``subscriber_stall_s``
+    (3 s here) it is evicted with
     1013 and the last event id it was sent, though its queue is far from full."""
-    hub = HubOptions(subscriber_queue=10000, subscriber_stall_s=1.0)
+    hub = HubOptions(subscriber_queue=10000, subscriber_stall_s=3.0)
     options = ServerOptions(port=0, max_client_queue_events=100000)
     async with _serving(recognizer, options, hub) as server:
         base = f"ws://127.0.0.1:{server.port}"

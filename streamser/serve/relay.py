@@ -3,10 +3,12 @@ closing a connection whose client may still be sending.
 
 The hub never waits for a subscriber: it queues, and evicts one that does not keep
 up. This relay sends what is queued and evicts its subscriber itself when one send
-blocks for ``hub.subscriber_stall_s`` (before the keepalive would close it with
-1011); on eviction it closes with 1013 and names the last event it sent, so the
-client can resume with ``after=``; at shutdown it sends what is left, then closes
-with 1001.
+blocks for ``hub.subscriber_stall_s``, or when the subscriber leaves a ping of its
+own unanswered that long (a client that stops reading its socket: the kernel buffers
+may hold megabytes of events before a send blocks). Both come before the WebSocket
+keepalive would close it with 1011. On eviction it closes with 1013 and names the
+last event it sent, so the client can resume with ``after=``; at shutdown it sends
+what is left, then closes with 1001.
 """
 
 from __future__ import annotations
@@ -51,6 +53,10 @@ async def relay_events(
     closed = asyncio.ensure_future(connection.wait_closed())
     done = asyncio.ensure_future(streams_done.wait())
     stops = {evicted, closed, done}
+    watch = asyncio.ensure_future(
+        _evict_when_deaf(connection, hub, sub, hub.options.subscriber_stall_s)
+    )
+    stops.add(watch)
     try:
         while not sub.evicted.is_set():
             getter = asyncio.ensure_future(sub.queue.get())
@@ -99,6 +105,25 @@ async def relay_events(
     finally:
         for waiter in stops:
             waiter.cancel()
+
+
+async def _evict_when_deaf(
+    connection: ServerConnection, hub: EventHub, sub: Subscription, stall_s: float
+) -> None:
+    """Ping every ``stall_s / 2``; evict ``sub`` when a pong takes ``stall_s``."""
+    while True:
+        await asyncio.sleep(stall_s / 2)
+        try:
+            async with asyncio.timeout(stall_s):
+                pong = await connection.ping()
+                await pong
+        except TimeoutError:
+            if not sub.evicted.is_set():
+                _LOGGER.info("A subscriber left a ping unanswered for %.0f s", stall_s)
+                hub.evict(sub)
+            return
+        except ConnectionClosed:
+            return
 
 
 async def _send_started(
