@@ -61,6 +61,11 @@ class AsrOptions:
             decoded again (temperature fallback) and rejected if no decoding passes
             (on noise Whisper-base scored -2 to -3.3, on RAVDESS and EMO-DB speech
             above -0.3).
+        log_prob_low_threshold: when no decoding passes, the most probable one that
+            is not a bare loop is kept if it scores at least this (faster-whisper's
+            option of that name): on utterances cut off mid-word, whose words Whisper
+            is less sure of, right partial sentences scored -1.0 to -1.2, invented
+            ones -1.2 to -1.7.
         compression_ratio_threshold: text that zlib compresses more than this (a
             repetition loop) is decoded again, as is text with an n-gram three or more
             times in a row.
@@ -84,6 +89,7 @@ class AsrOptions:
     audio_context_s: float = 15.0
     no_speech_threshold: float = 0.6
     log_prob_threshold: float = -1.0
+    log_prob_low_threshold: float = -1.25
     compression_ratio_threshold: float = 2.4
     temperature_step: float = 0.2
     max_temperature: float = 1.0
@@ -106,6 +112,10 @@ class AsrOptions:
         if not 0.0 < self.temperature_step <= 1.0 or self.max_temperature < 0.0:
             raise ConfigError(
                 "asr.temperature_step must be in (0, 1], asr.max_temperature >= 0"
+            )
+        if self.log_prob_low_threshold > self.log_prob_threshold:
+            raise ConfigError(
+                "asr.log_prob_low_threshold must be <= asr.log_prob_threshold"
             )
         if self.best_of < 1 or self.compression_ratio_threshold <= 1.0:
             raise ConfigError(
@@ -348,7 +358,11 @@ class WhisperAsr:
             failing = [i for i in failing if tries[i][-1].needs_fallback]
         transcripts = []
         for attempts, (code, prob) in zip(tries, resolved, strict=True):
-            text = _choose(attempts, self.options.compression_ratio_threshold)
+            text = _choose(
+                attempts,
+                self.options.compression_ratio_threshold,
+                self.options.log_prob_low_threshold,
+            )
             transcripts.append(
                 Transcript(
                     text=text or "",
@@ -429,30 +443,31 @@ class _Decoding:
         return not self.passed and not self.silent
 
 
-def _choose(attempts: Sequence[_Decoding], max_compression: float) -> str | None:
+def _choose(
+    attempts: Sequence[_Decoding], max_compression: float, min_log_prob: float
+) -> str | None:
     """The transcript of an utterance's decodings, or None to reject it.
 
-    The first that passed every check wins. Failing that, a confident decoding whose
-    loop is cut (``cut_repeated_ngrams``) is kept if the cut leaves most of its
-    words: "by the door door door door" becomes "by the door", while a bare loop
-    ("door door door ...") is rejected, as is anything unsure, silent or wordless.
+    The first that passed every check wins. Failing that, the most probable of those
+    that are not silence and score at least ``min_log_prob``, its loop cut
+    (``cut_repeated_ngrams``) if the cut leaves most of its words: "by the door door
+    door door" becomes "by the door", while a bare loop ("door door door ...") is
+    rejected, as is anything wordless.
     """
     for attempt in attempts:
         if attempt.passed:
             return attempt.text
-    if any(a.silent for a in attempts):
-        return None
-    rescued: list[tuple[float, str]] = []
+    kept: list[tuple[float, str]] = []
     for attempt in attempts:
-        if not attempt.confident:
+        if attempt.silent or attempt.avg_logprob < min_log_prob:
             continue
         cut = cut_repeated_ngrams(attempt.text)
         if _NO_WORDS.match(cut) or 2 * len(cut.split()) < len(attempt.text.split()):
             continue
         if compression_ratio(cut) > max_compression:
             continue
-        rescued.append((attempt.avg_logprob, cut))
-    return max(rescued)[1] if rescued else None
+        kept.append((attempt.avg_logprob, cut))
+    return max(kept)[1] if kept else None
 
 
 def compression_ratio(text: str) -> float:
