@@ -192,3 +192,19 @@ def test_telephone_audio_gets_clean_transcripts(
             path.name,
             text,
         )
+
+
+def test_fallback_decodes_the_failing_rows_of_a_batch() -> None:
+    """The encoder output of a batch's failing rows, sliced, equals theirs alone."""
+    import ctranslate2
+
+    from streamser.recognition.asr import WhisperAsr
+
+    asr = WhisperAsr(AsrOptions(device="cpu", num_threads=1))
+    rng = np.random.default_rng(2)
+    batch = rng.standard_normal((3, 80, 200)).astype(np.float32)
+    encoded = asr.encoder.encode(ctranslate2.StorageView.from_array(batch))
+    rows = asr._subset(encoded, batch, [2, 0])
+    alone = asr.encoder.encode(ctranslate2.StorageView.from_array(batch[[2, 0]]))
+    np.testing.assert_allclose(np.asarray(rows), np.asarray(alone), atol=1e-3)
+    assert asr._subset(encoded, batch, [0, 1, 2]) is encoded
