@@ -38,6 +38,7 @@ from streamser.audio.vad import VadOptions, make_vad
 from streamser.events import (
     ASR_OFF,
     ASR_OK,
+    ASR_REJECTED,
     ASR_SKIPPED_OVERLOAD,
     ASR_SKIPPED_SHUTDOWN,
     CallAlert,
@@ -442,7 +443,9 @@ class _Request:
     def asr_state(self, recognition: Recognition) -> str:
         if self.skipped is not None:
             return self.skipped
-        return ASR_OK if recognition.transcribed else ASR_OFF
+        if not recognition.transcribed:
+            return ASR_OFF
+        return ASR_REJECTED if recognition.rejected else ASR_OK
 
 
 @dataclass

@@ -66,6 +66,7 @@ def test_no_text_on_noise(asr: WhisperAsr) -> None:
         [log_mel(n) for n in noises], [None] * len(noises)
     )
     assert [t.text for t in transcripts] == [""] * len(noises)
+    assert all(t.rejected for t in transcripts)
 
 
 @pytest.mark.data

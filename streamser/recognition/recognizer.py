@@ -60,7 +60,7 @@ class Recognition:
     """Everything recognised in one utterance.
 
     Attributes:
-        transcript: the words ("" with ASR off or nothing said).
+        transcript: the words ("" with ASR off or when ``rejected``).
         language: the transcript's language (None with ASR off).
         language_probability: confidence of a detected language (1.0 when given).
         label: the final emotion.
@@ -82,6 +82,9 @@ class Recognition:
     """What the stream's baseline keeps of this utterance (``streamser.recognition.adaptation``)."""
     transcribed: bool = True
     """Whether ASR ran on it (False with ASR off or when the request skipped it)."""
+    rejected: bool = False
+    """ASR ran but gave no words that passed its checks (non-speech, noise, a loop);
+    ``transcript`` is then ""."""
 
 
 @dataclass(frozen=True)
@@ -255,6 +258,7 @@ class Recognizer:
                 text=x.scores if x is not None else None,
                 pooled=a.pooled,
                 transcribed=m is not None,
+                rejected=m is not None and m.rejected,
             )
             for t, m, a, x, f in zip(
                 transcripts, made, acoustic, text, fused, strict=True
