@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import time
 from collections import deque
@@ -304,6 +305,8 @@ class Engine:
                     timeout = min(
                         timeout, max(0.0, self._asr_cutoff - time.monotonic())
                     )
+            if timeout is not None and math.isinf(timeout):
+                timeout = None  # only streams that are never late wait
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
@@ -822,7 +825,11 @@ class StreamSession:
     def _arrival(self, end_sample: int, closed_at: float) -> float:
         """When an utterance ending at ``end_sample`` and closed at ``closed_at``
         arrived: then, or at its real-time pace if the audio came faster (a fast
-        upload is never late; it gets backpressure instead)."""
+        upload is never late; it gets backpressure instead). A source that is not
+        live (a file played as fast as possible) waits for recognition instead, so
+        its utterances are never late: infinity."""
+        if not self.live:
+            return math.inf
         return max(closed_at, self._opened_at + end_sample / SAMPLE_RATE_HZ)
 
     async def _recognition(self, pending: _Pending) -> Recognized:
