@@ -358,7 +358,7 @@ class UtteranceEnd(_Event):
     end: float
     """Seconds of stream audio where it ends."""
     transcript: str | None
-    """What was said ("" when nothing was recognised, None when ASR is off)."""
+    """What was said; None unless ``asr`` is "ok" (never "")."""
     language: str | None
     """Language of the transcript (ISO 639-1), None when unknown."""
     label: str

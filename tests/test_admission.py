@@ -193,8 +193,13 @@ async def test_a_subscriber_that_stops_reading_gets_1013_before_the_keepalive(
         sock.settimeout(10)
         sock.connect(("127.0.0.1", server.port))
         sock.setblocking(False)
-        stuck = await connect(
-            f"{base}/v1/events", sock=sock, open_timeout=10, max_queue=1, max_size=None
+        stuck = await connect(  # its own keepalive off: it reads nothing, pongs neither
+            f"{base}/v1/events",
+            sock=sock,
+            open_timeout=10,
+            max_queue=1,
+            max_size=None,
+            ping_interval=None,
         )
         reader = await connect(f"{base}/v1/events", open_timeout=10)
         transport = stuck.transport

@@ -91,8 +91,11 @@ async def relay_events(
                 "Subscriber from %s evicted after event %d", client, last_id
             )
             # The close frame waits behind what the subscriber has not read yet:
-            # give it time to read on and learn where to resume.
+            # give it time to read on and learn where to resume, without the
+            # keepalive failing the connection (1011) meanwhile.
             connection.close_timeout = _EVICTED_CLOSE_TIMEOUT_S
+            if connection.keepalive_task is not None:
+                connection.keepalive_task.cancel()
             await connection.close(
                 _CLOSE_TRY_LATER, f"fell behind; resume with after={last_id}"
             )
