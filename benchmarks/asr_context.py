@@ -168,11 +168,8 @@ def run(quick: bool = False) -> Section:
             ),
         ]
     )
-    examples = [
-        f"- {name}: {ex}"
-        for name, tally in tallies.items()
-        for ex in tally.examples[:1]
-    ]
-    if examples:
-        body += "\n\nFirst wrong transcript per setting:\n" + "\n".join(examples)
+    # The first wrong transcript of each setting goes to the JSON only.
+    data["first_wrong"] = {
+        name: tally.examples[0] for name, tally in tallies.items() if tally.examples
+    }
     return Section("ASR window vs quality", "benchmarks/asr_context.py", body, data)
