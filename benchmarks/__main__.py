@@ -43,6 +43,7 @@ PARTS = (
     "latency",
     "capacity",
     "tuning",
+    "redis",
 )
 
 
