@@ -8,6 +8,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -22,7 +25,13 @@ from websockets.exceptions import ConnectionClosed
 
 from benchmarks.redis import RedisServer, redis_server_binary
 from benchmarks.serving import REPO, ServedDaemon, free_port
-from streamser.events import EventSequencer, SpeechStart, StreamEnd
+from streamser.events import (
+    EventSequencer,
+    ModalityScores,
+    SpeechStart,
+    StreamEnd,
+    UtteranceEnd,
+)
 from streamser.metrics import Metrics
 from streamser.serve.hub import HubOptions
 from streamser.serve.redis_hub import RedisHub
@@ -194,6 +203,63 @@ async def test_redis_hub_replays_filters_and_goes_live(
         await hub.close()
         for sink in sinks:
             await sink.close()
+
+
+# -- deploy/consumer.py ----------------------------------------------------------------
+
+
+def _utterance(i: int) -> UtteranceEnd:
+    scores = {"anger": 0.25, "neutral": 0.75}
+    return UtteranceEnd(
+        utterance_id=i,
+        start=float(i),
+        end=i + 0.5,
+        transcript=f"words {i}",
+        language="en",
+        label="neutral",
+        confidence=0.75,
+        scores=scores,
+        modalities={"acoustic": ModalityScores("neutral", scores), "text": None},
+    )
+
+
+async def test_consumer_example_stores_each_utterance_once(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    sink = RedisSink(RedisSinkOptions(url=redis_server.url), Metrics())
+    await sink.start()
+    sequencer = EventSequencer(origin="host-a:1")
+    events = [sequencer.stamp("call-1", SpeechStart(0, 0.0))]
+    events += [sequencer.stamp("call-1", _utterance(i)) for i in range(3)]
+    events.append(sequencer.stamp("call-1", StreamEnd(3, 3.0)))
+    for envelope in [*events, events[2]]:  # one written twice, as after a lost reply
+        sink(envelope)
+    await wait_for(lambda: sink.buffered == 0, 10, "written")
+    await sink.close()
+    db = tmp_path / "calls.sqlite"
+    command = [
+        sys.executable,
+        str(REPO / "deploy" / "consumer.py"),
+        "--redis-url",
+        redis_server.url,
+        "--db",
+        str(db),
+        "--once",
+    ]
+    for _ in range(2):  # a second run finds nothing new
+        run = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0, run.stderr
+    with contextlib.closing(sqlite3.connect(db)) as connection:
+        rows = connection.execute(
+            "SELECT origin, event_id, stream_id, utterance_id, label, transcript "
+            "FROM utterances ORDER BY utterance_id"
+        ).fetchall()
+    assert rows == [
+        ("host-a:1", events[i + 1].id, "call-1", i, "neutral", f"words {i}")
+        for i in range(3)
+    ]
+    with contextlib.closing(redis.Redis.from_url(redis_server.url)) as client:
+        assert client.xpending(STREAM, "sqlite")["pending"] == 0
 
 
 # -- two daemons, one Redis -----------------------------------------------------------
