@@ -7,7 +7,11 @@ approximate ``MAXLEN`` trimming), in ``id`` order. While Redis is unreachable th
 events wait in the buffer and go out in order once it answers again; only when the
 buffer is full is the oldest event dropped (counted, and logged once per outage). A
 batch whose reply was lost with the connection is written again, so an event may be
-in the stream twice (at least once); ``(origin, id)`` tells the copies apart.
+in the stream twice, or would be: after a failed write, the sink first looks for its
+own newest entry at the end of the stream (each sink marks its entries with a
+``writer`` field unique to the process) and does not write again what is there. An
+event is in the stream twice only if that look finds nothing within
+``_VERIFY_ENTRIES``; ``(origin, id)`` tells the copies apart.
 """
 
 from __future__ import annotations
@@ -15,8 +19,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import logging
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -36,6 +42,10 @@ _LOGGER = logging.getLogger(__name__)
 
 EVENT_FIELD: Final = "event"
 """The stream entry field holding the event's JSON."""
+WRITER_FIELD: Final = "writer"
+"""The stream entry field naming the sink (one per process) that wrote it."""
+_VERIFY_ENTRIES: Final = 20_000
+"""After a failed write, how far back the sink looks for what it did write."""
 _BATCH: Final = 512
 """Events per pipeline round trip."""
 _RETRY_S: Final = (0.1, 0.2, 0.5, 1.0)
@@ -158,10 +168,14 @@ class RedisSink:
         self.options = options
         self._metrics = _RedisMetrics(metrics)
         self._on_written = on_written
-        self._buffer: deque[tuple[int, float, str]] = deque()
+        self._buffer: deque[tuple[int, float, int, str]] = deque()
+        """(buffer number, perf_counter when emitted, event id, JSON)."""
+        self.writer = uuid.uuid4().hex[:16]
+        """This sink's ``writer`` field."""
+        self._verify = False
         self._numbers = itertools.count()
         self._wake = asyncio.Event()
-        self._client: aioredis.Redis | None = None
+        self._client: Any = None
         self._task: asyncio.Task[None] | None = None
         self._down_since: float | None = None
         self._dropped_in_outage = 0
@@ -187,7 +201,7 @@ class RedisSink:
                 )
             self._dropped_in_outage += 1
         self._buffer.append(
-            (next(self._numbers), time.perf_counter(), envelope.to_json())
+            (next(self._numbers), time.perf_counter(), envelope.id, envelope.to_json())
         )
         self._metrics.buffered.set(len(self._buffer))
         self._wake.set()
@@ -240,10 +254,17 @@ class RedisSink:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            batch = list(itertools.islice(self._buffer, _BATCH))
             try:
+                if self._verify:
+                    await self._drop_written()
+                    self._verify = False
+                    if not self._buffer:
+                        self._up(0)
+                        continue
+                batch = list(itertools.islice(self._buffer, _BATCH))
                 await self._write(batch)
             except (RedisError, OSError, TimeoutError) as err:
+                self._verify = True  # the batch may have been written, or part of it
                 self._down(err)
                 await asyncio.sleep(_RETRY_S[min(failures, len(_RETRY_S) - 1)])
                 failures += 1
@@ -255,20 +276,57 @@ class RedisSink:
                 self._buffer.popleft()  # those dropped meanwhile are gone already
             self._metrics.buffered.set(len(self._buffer))
             self._metrics.written.inc(len(batch))
-            latencies = [done - queued for _, queued, _ in batch]
+            latencies = [done - queued for _, queued, _, _ in batch]
             for seconds in latencies:
                 self._metrics.write_seconds.observe(seconds)
             if self._on_written is not None:
                 self._on_written(latencies)
             self._up(len(batch))
 
-    async def _write(self, batch: list[tuple[int, float, str]]) -> None:
+    async def _drop_written(self) -> None:
+        """Forget buffered events a failed write did get into the stream."""
+        assert self._client is not None
+        newest = await self._newest_written()
+        if newest is None:
+            return
+        dropped = 0
+        while self._buffer and self._buffer[0][2] <= newest:
+            self._buffer.popleft()
+            dropped += 1
+        self._metrics.buffered.set(len(self._buffer))
+        if dropped:
+            self._metrics.written.inc(dropped)
+            _LOGGER.info(
+                "%d event(s) of the failed write had reached Redis; not writing "
+                "them again",
+                dropped,
+            )
+
+    async def _newest_written(self) -> int | None:
+        """The id of this sink's newest event at the end of the stream, if any."""
+        assert self._client is not None
+        high, scanned = "+", 0
+        while scanned < _VERIFY_ENTRIES:
+            entries = await self._client.xrevrange(
+                self.options.stream, max=high, min="-", count=500
+            )
+            for _, entry in entries:
+                if entry.get(WRITER_FIELD) == self.writer:
+                    with contextlib.suppress(TypeError, ValueError, KeyError):
+                        return int(json.loads(entry[EVENT_FIELD])["id"])
+            if len(entries) < 500:
+                return None
+            high = f"({entries[-1][0]}"
+            scanned += len(entries)
+        return None
+
+    async def _write(self, batch: list[tuple[int, float, int, str]]) -> None:
         assert self._client is not None
         pipe = self._client.pipeline(transaction=False)
-        for _, _, text in batch:
+        for _, _, _, text in batch:
             pipe.xadd(
                 self.options.stream,
-                {EVENT_FIELD: text},
+                {EVENT_FIELD: text, WRITER_FIELD: self.writer},
                 maxlen=self.options.maxlen,
                 approximate=True,
             )
