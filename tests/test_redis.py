@@ -25,6 +25,8 @@ from websockets.exceptions import ConnectionClosed
 
 from benchmarks.redis import RedisServer, redis_server_binary
 from benchmarks.serving import REPO, ServedDaemon, free_port
+from streamser.config import load_config
+from streamser.errors import ConfigError
 from streamser.events import (
     EventSequencer,
     ModalityScores,
@@ -37,7 +39,7 @@ from streamser.serve.hub import HubOptions
 from streamser.serve.redis_hub import RedisHub
 from streamser.sinks.redis import RedisSink, RedisSinkOptions
 
-pytestmark = pytest.mark.skipif(
+needs_redis = pytest.mark.skipif(
     redis_server_binary() is None,
     reason="redis-server is not installed (Debian: apt-get install redis-server)",
 )
@@ -84,9 +86,41 @@ async def wait_for(condition: Any, timeout_s: float, what: str) -> None:
         await asyncio.sleep(0.05)
 
 
+# -- configuration ------------------------------------------------------------------
+
+
+def test_sinks_redis_section_file_environment_and_output(tmp_path: Path) -> None:
+    path = tmp_path / "streamser.toml"
+    path.write_text(
+        '[hub]\nbackend = "redis"\norigin = "stt-1"\n'
+        '[sinks.redis]\nurl = "redis://10.0.0.5:6379/0"\nmaxlen = 5000\n'
+    )
+    env = {"STREAMSER_SINKS_REDIS_REQUIRED": "yes", "STREAMSER_SINKS_REDIS_MAXLEN": "7"}
+    config = load_config(path, environ=env)
+    redis_options = config.sinks.redis
+    assert (redis_options.url, redis_options.maxlen) == ("redis://10.0.0.5:6379/0", 7)
+    assert redis_options.required and redis_options.stream == "streamser:events"
+    assert (config.hub.backend, config.hub.origin) == ("redis", "stt-1")
+    text = config.to_toml()
+    assert '[sinks.redis]\nurl = "redis://10.0.0.5:6379/0"' in text
+    assert "[sinks]" not in text  # a section of sub-sections only
+    path.write_text(text)
+    assert load_config(path, environ={}).sinks.redis == redis_options
+    for bad, message in (
+        ({"STREAMSER_HUB_BACKEND": "redis"}, "set sinks.redis.url"),
+        ({"STREAMSER_HUB_BACKEND": "kafka"}, "memory"),
+        ({"STREAMSER_SINKS_REDIS_URL": "http://x"}, "redis://"),
+        ({"STREAMSER_SINKS_REDIS_MAXLEN": "0"}, ">= 1"),
+        ({"STREAMSER_SINKS_REDIS_COLOUR": "red"}, "unknown setting"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            load_config(None, environ=bad)
+
+
 # -- the sink -------------------------------------------------------------------------
 
 
+@needs_redis
 async def test_sink_holds_events_through_an_outage_and_flushes_in_order(
     redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -125,6 +159,7 @@ async def test_sink_holds_events_through_an_outage_and_flushes_in_order(
     )
 
 
+@needs_redis
 async def test_a_full_buffer_drops_the_oldest_and_says_so(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -155,6 +190,7 @@ async def test_a_full_buffer_drops_the_oldest_and_says_so(
 # -- the Redis-backed hub -------------------------------------------------------------
 
 
+@needs_redis
 async def test_redis_hub_replays_filters_and_goes_live(
     redis_server: RedisServer,
 ) -> None:
@@ -225,6 +261,7 @@ def _utterance(i: int) -> UtteranceEnd:
     )
 
 
+@needs_redis
 async def test_consumer_example_stores_each_utterance_once(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:
@@ -324,6 +361,7 @@ async def _subscriber(url: str, query: str) -> AsyncIterator[list[dict[str, Any]
             await task
 
 
+@needs_redis
 @pytest.mark.slow
 async def test_two_daemons_one_redis_through_an_outage_and_a_restart(
     redis_server: RedisServer, tmp_path: Path
@@ -407,6 +445,7 @@ async def _outage(server: RedisServer, after_s: float, for_s: float) -> None:
     await asyncio.to_thread(server.start)
 
 
+@needs_redis
 @pytest.mark.slow
 def test_required_redis_holds_readiness(tmp_path: Path) -> None:
     port = free_port()
