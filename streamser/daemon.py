@@ -220,6 +220,10 @@ class Daemon:
         else:
             engine.replace(recognizer, config.vad, config.segmenter, config.pipeline)
             self.show_models()
+            if (config.sinks, config.hub) != (self.config.sinks, self.config.hub):
+                _LOGGER.warning(
+                    "[sinks.redis], [hub] changed: take effect after a restart"
+                )
             engine.metrics.reloads.labels("ok").inc()
             _LOGGER.info(
                 "Reloaded in %.1f s; new utterances use %s",
