@@ -475,3 +475,42 @@ def test_required_redis_holds_readiness(tmp_path: Path) -> None:
         assert "did not answer within 1 s and sinks.redis.required is on" in late.log()
     finally:
         late.stop()
+
+
+@needs_redis
+@pytest.mark.slow
+async def test_an_evicted_subscriber_resumes_from_its_redis_cursor(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    env = _daemon_env(
+        redis_server.url,
+        STREAMSER_HUB_BACKEND="redis",
+        STREAMSER_HUB_SUBSCRIBER_QUEUE="1",
+    )
+    sequencer = EventSequencer(origin="elsewhere:1")
+    burst = [sequencer.stamp("call-x", SpeechStart(i, 0.0)) for i in range(20)]
+    with _serve(tmp_path, env) as daemon:
+        async with connect(f"{daemon.url}/v1/events", max_size=None) as ws:
+            await asyncio.sleep(1.5)  # the hub is past its first XREAD
+            # 20 events in one transaction reach the hub in one read: with
+            # hub.subscriber_queue = 1 this subscriber is 10 queues behind at once
+            with contextlib.closing(redis.Redis.from_url(redis_server.url)) as r:
+                before = r.xrevrange(STREAM, count=1)
+                pipe = r.pipeline(transaction=True)
+                for envelope in burst:
+                    pipe.xadd(STREAM, {"event": envelope.to_json()})
+                pipe.execute()
+            got = []
+            with contextlib.suppress(ConnectionClosed):
+                while True:
+                    got.append(json.loads(await asyncio.wait_for(ws.recv(), 30)))
+        assert ws.close_code == 1013
+        hint = ws.close_reason.removeprefix("fell behind; resume with after=")
+        expected = (
+            got[-1]["cursor"] if got else (before[0][0].decode() if before else "0-0")
+        )
+        assert hint == expected
+        query = f"?after={hint}&stream_id=call-x"
+        async with _subscriber(daemon.url, query) as resumed:
+            await wait_for(lambda: len(got) + len(resumed) >= 20, 30, "the rest")
+        assert [e["id"] for e in got + resumed] == [e.id for e in burst]
