@@ -13,7 +13,6 @@ of the memory hub (``hub.offer``); a replaying subscriber is paced by its own qu
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 import time
@@ -34,6 +33,7 @@ from streamser.sinks.redis import (
     connect,
     decode_entry,
     entry_key,
+    stop,
     where,
 )
 
@@ -85,6 +85,7 @@ class RedisHub:
         self._client: Any = None
         self._down_since: float | None = None
         self._unreadable = 0
+        self._closed = False
 
     # -- the Hub interface ----------------------------------------------------------
 
@@ -186,23 +187,19 @@ class RedisHub:
 
     async def close(self) -> None:
         """Stop reading and replaying."""
+        self._closed = True  # redis-py may swallow a cancellation inside a read
         for sub in list(self._subscribers):
             if sub.replay is not None:
                 sub.replay.cancel()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop(self._task, self._client)
             self._task = None
-        if self._client is not None:
-            with contextlib.suppress(RedisError, OSError):
-                await self._client.aclose()
 
     # -- reading ----------------------------------------------------------------------
 
     async def _read(self) -> None:
         failures = 0
-        while True:
+        while not self._closed:
             try:
                 reply = await self._client.xread(
                     {self.redis.stream: self._position},
@@ -210,6 +207,8 @@ class RedisHub:
                     block=_BLOCK_MS,
                 )
             except (RedisError, OSError, TimeoutError) as err:
+                if self._closed:
+                    return  # close() ended the read
                 self._down(err)
                 await asyncio.sleep(min(0.1 * 2**failures, 1.0))
                 failures += 1
@@ -241,7 +240,7 @@ class RedisHub:
         """Send ``sub`` the retained entries after its ``after``, then go live."""
         low = sub.resume_from
         failures = 0
-        while not sub.evicted.is_set():
+        while not sub.evicted.is_set() and not self._closed:
             while sub.queue.qsize() >= self.options.subscriber_queue:
                 if sub.evicted.is_set():
                     return

@@ -173,6 +173,7 @@ class RedisSink:
         self.writer = uuid.uuid4().hex[:16]
         """This sink's ``writer`` field."""
         self._verify = False
+        self._closed = False
         self._numbers = itertools.count()
         self._wake = asyncio.Event()
         self._client: Any = None
@@ -233,23 +234,19 @@ class RedisSink:
         deadline = time.monotonic() + timeout_s
         while self._buffer and time.monotonic() < deadline and not self._task.done():
             await asyncio.sleep(0.02)
+        self._closed = True  # redis-py may swallow a cancellation inside a read
         if self._buffer:
             _LOGGER.error(
                 "%d event(s) not written to Redis at %s before shutdown",
                 len(self._buffer),
                 where(self.options.url),
             )
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        if self._client is not None:
-            with contextlib.suppress(RedisError, OSError):
-                await self._client.aclose()
+        await stop(self._task, self._client)
         self._task = None
 
     async def _run(self) -> None:
         failures = 0
-        while True:
+        while not self._closed:
             if not self._buffer:
                 self._wake.clear()
                 await self._wake.wait()
@@ -265,6 +262,8 @@ class RedisSink:
                 await self._write(batch)
             except (RedisError, OSError, TimeoutError) as err:
                 self._verify = True  # the batch may have been written, or part of it
+                if self._closed:
+                    return  # close() ended the write
                 self._down(err)
                 await asyncio.sleep(_RETRY_S[min(failures, len(_RETRY_S) - 1)])
                 failures += 1
@@ -366,6 +365,26 @@ class RedisSink:
         )
         self._down_since = None
         self._dropped_in_outage = 0
+
+
+async def stop(task: asyncio.Task[None], client: Any) -> None:
+    """Cancel ``task`` and close ``client``, never waiting more than a few seconds.
+
+    A task cancelled inside a redis-py read may go on waiting for the reply; closing
+    the client's connections ends that wait.
+    """
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=1)
+    with contextlib.suppress(RedisError, OSError, TimeoutError):
+        await asyncio.wait_for(client.aclose(), 2)
+    if not done:
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            await asyncio.wait_for(
+                client.connection_pool.disconnect(inuse_connections=True), 2
+            )
+        done, _ = await asyncio.wait({task}, timeout=2)
+    if not done:
+        _LOGGER.warning("Redis task %s did not stop; leaving it", task.get_name())
 
 
 def _reason(err: BaseException) -> str:
