@@ -44,6 +44,7 @@ PARTS = (
     "capacity",
     "tuning",
     "gpu",
+    "redis",
 )
 DEFAULT_PARTS = tuple(part for part in PARTS if part != "gpu")
 

@@ -12,7 +12,7 @@ import tomllib
 import types
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from streamser.recognition.asr import AsrOptions
 from streamser.recognition.recognizer import RecognizerOptions
 from streamser.serve.handshake import ServerOptions
 from streamser.serve.hub import HubOptions
+from streamser.sinks.redis import RedisSinkOptions
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -61,6 +62,17 @@ class OutputOptions:
 
 
 @dataclass(frozen=True)
+class SinksOptions:
+    """Event sinks that need settings of their own, one sub-section each.
+
+    Attributes:
+        redis: ``[sinks.redis]``, appending every event to a Redis stream.
+    """
+
+    redis: RedisSinkOptions = field(default_factory=RedisSinkOptions)
+
+
+@dataclass(frozen=True)
 class Config:
     """Every setting of streamser."""
 
@@ -73,6 +85,14 @@ class Config:
     emotion: EmotionOptions = field(default_factory=EmotionOptions)
     output: OutputOptions = field(default_factory=OutputOptions)
     analytics: AnalyticsOptions = field(default_factory=AnalyticsOptions)
+    sinks: SinksOptions = field(default_factory=SinksOptions)
+
+    def __post_init__(self) -> None:
+        if self.hub.backend == "redis" and not self.sinks.redis.url:
+            raise ConfigError(
+                '[hub] backend = "redis" reads the stream [sinks.redis] writes: '
+                "set sinks.redis.url"
+            )
 
     def recognizer_options(self) -> RecognizerOptions:
         """What the recogniser loads."""
@@ -89,17 +109,32 @@ class Config:
         """The effective configuration as TOML."""
         lines: list[str] = []
         for section in fields(self):
-            lines.append(f"[{section.name}]")
-            for item in fields(getattr(self, section.name)):
-                value = getattr(getattr(self, section.name), item.name)
-                if section.name == "analytics" and item.name == "rules":
-                    continue  # tables, after the section's own keys
-                lines.append(f"{item.name} = {_toml_value(value)}")
+            if section.name != "analytics":
+                _toml_section(section.name, getattr(self, section.name), lines)
+                continue
+            lines.append("[analytics]")
+            for item in fields(self.analytics):
+                if item.name != "rules":  # tables, after every section's own keys
+                    value = getattr(self.analytics, item.name)
+                    lines.append(f"{item.name} = {_toml_value(value)}")
+            if not self.analytics.rules:
+                lines.append("rules = []")
             lines.append("")
         lines += rules_to_toml(self.analytics.rules)
-        if not self.analytics.rules:
-            lines.insert(lines.index("[analytics]") + 1, "rules = []")
         return "\n".join(lines)
+
+
+def _toml_section(name: str, options: Any, lines: list[str]) -> None:
+    """Append ``[name]`` and its settings, then its sub-sections (``[sinks.redis]``)."""
+    nested = [f for f in fields(options) if is_dataclass(getattr(options, f.name))]
+    plain = [f for f in fields(options) if f not in nested]
+    if plain or not nested:
+        lines.append(f"[{name}]")
+        for item in plain:
+            lines.append(f"{item.name} = {_toml_value(getattr(options, item.name))}")
+        lines.append("")
+    for item in nested:
+        _toml_section(f"{name}.{item.name}", getattr(options, item.name), lines)
 
 
 def _toml_value(value: Any) -> str:
@@ -152,6 +187,17 @@ def _coerce(raw: Any, kind: Any, where: str) -> Any:
 def _section(cls: type[Any], values: Mapping[str, Any], name: str) -> Any:
     hints = typing.get_type_hints(cls)
     known = {f.name for f in fields(cls)}
+    values = dict(values)
+    for sub in [key for key in known if is_dataclass(hints[key])]:
+        # [sinks.redis] arrives as sinks = {redis = {...}}; the environment's
+        # STREAMSER_SINKS_REDIS_URL as sinks = {redis_url = ...}
+        given = values.get(sub, {})
+        if not isinstance(given, dict):
+            raise ConfigError(f"{name}.{sub} must be a [{name}.{sub}] section")
+        merged = dict(given)
+        for key in [k for k in values if k.startswith(f"{sub}_")]:
+            merged[key[len(sub) + 1 :]] = values.pop(key)
+        values[sub] = _section(hints[sub], merged, f"{name}.{sub}")
     unknown = set(values) - known
     if unknown:
         raise ConfigError(
@@ -159,7 +205,8 @@ def _section(cls: type[Any], values: Mapping[str, Any], name: str) -> Any:
             f"known: {', '.join(sorted(known))}"
         )
     kwargs = {
-        key: _coerce(raw, hints[key], f"{name}.{key}") for key, raw in values.items()
+        key: raw if is_dataclass(raw) else _coerce(raw, hints[key], f"{name}.{key}")
+        for key, raw in values.items()
     }
     try:
         return cls(**kwargs)
@@ -237,7 +284,10 @@ def load_config(
     built = {name: _section(hints[name], data.get(name, {}), name) for name in sections}
     if rules is not None:
         built["analytics"] = replace(built["analytics"], rules=rules)
-    config = Config(**built)
+    try:
+        config = Config(**built)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
     if _LOGGER.isEnabledFor(logging.DEBUG):
         _LOGGER.debug("Effective configuration:\n%s", config.to_toml())
     return config

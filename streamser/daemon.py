@@ -1,7 +1,8 @@
 """The service lifecycle: build, warm up, serve, reload (SIGHUP), drain, sd_notify.
 
 ``Daemon`` is what one process serves with: the warm models in an ``Engine``, the
-``EventHub`` and the sinks, and the ``StreamServer`` once bound. ``serve`` (the
+event hub (in memory, or reading Redis) and the sinks (JSONL, Redis), and the
+``StreamServer`` once bound. ``serve`` (the
 ``streamser serve`` daemon), ``listen`` (a live source plus ``/v1/events``) and
 ``run_sources`` (files, standard input) are the three ways the CLI drives it.
 """
@@ -31,16 +32,18 @@ from streamser.audio.sources import (
 from streamser.config import Config
 from streamser.console import metric_lines, provider_line
 from streamser.errors import StreamserError
-from streamser.events import Envelope, StreamEnd
+from streamser.events import Envelope, StreamEnd, default_origin
 from streamser.messages import CHANNEL_MODES, StartMessage
 from streamser.metrics import Metrics
 from streamser.pipeline import Engine, StreamSession
 from streamser.recognition.cuda import onnxruntime_conflict
 from streamser.recognition.recognizer import Recognizer
-from streamser.serve.hub import EventHub
+from streamser.serve.hub import EventHub, Hub
+from streamser.serve.redis_hub import RedisHub
 from streamser.serve.server import StreamServer
 from streamser.serve.systemd import Notifier
 from streamser.sinks.jsonl import JsonlSink
+from streamser.sinks.redis import RedisSink, where
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -51,19 +54,27 @@ EventSink = Callable[[Envelope], None]
 class Daemon:
     """Warm models wired into an engine, an event hub and the sinks; one per process.
 
-    Use from one event loop. ``build`` loads; ``start_server`` binds; ``drain`` ends
-    the streams; ``close`` releases the executor and the sinks.
+    Use from one event loop. ``build`` loads; ``start_io`` starts the hub and the
+    Redis sink (``start_server`` does it too) and binds; ``drain`` ends the streams;
+    ``close_io`` flushes the Redis sink; ``close`` releases the executor and files.
     """
 
     def __init__(
-        self, config: Config, engine: Engine, hub: EventHub, jsonl: JsonlSink | None
+        self,
+        config: Config,
+        engine: Engine,
+        hub: Hub,
+        jsonl: JsonlSink | None,
+        redis: RedisSink | None = None,
     ) -> None:
         """Hold built parts; use ``build`` to make them from a ``Config``."""
         self.config = config
         self.engine = engine
         self.hub = hub
         self.jsonl = jsonl
+        self.redis = redis
         self.server: StreamServer | None = None
+        self._io_started = False
 
     @classmethod
     def build(cls, config: Config) -> Daemon:
@@ -88,11 +99,23 @@ class Daemon:
             metrics,
             config.analytics,
         )
+        engine.sequencer.origin = config.hub.origin or default_origin(
+            config.server.port
+        )
         jsonl = None
         if config.output.jsonl:
             jsonl = JsonlSink(Path(config.output.jsonl), metrics, engine.emit)
             engine.sinks.append(jsonl)
-        daemon = cls(config, engine, EventHub(config.hub, metrics), jsonl)
+        redis = None
+        if config.sinks.redis.url:
+            redis = RedisSink(config.sinks.redis, metrics)
+            engine.sinks.append(redis)
+        hub: Hub = (
+            RedisHub(config.hub, metrics, config.sinks.redis)
+            if config.hub.backend == "redis"
+            else EventHub(config.hub, metrics)
+        )
+        daemon = cls(config, engine, hub, jsonl, redis)
         daemon.show_models()
         return daemon
 
@@ -114,6 +137,7 @@ class Daemon:
             StreamserError: the address cannot be bound ("Cannot listen on
                 127.0.0.1:8765: Address already in use").
         """
+        await self.start_io()
         server = StreamServer(self.config.server, self.engine, self.hub)
         try:
             await server.start()
@@ -125,6 +149,50 @@ class Daemon:
             ) from err
         self.server = server
         return server
+
+    async def start_io(self) -> None:
+        """Start the hub and the Redis sink's writer (once)."""
+        if self._io_started:
+            return
+        self._io_started = True
+        if self.redis is not None:
+            await self.redis.start()
+        await self.hub.start()
+
+    async def wait_for_redis(self) -> None:
+        """With ``sinks.redis.required``, hold readiness until Redis answers.
+
+        ``/healthz`` says 503 meanwhile.
+
+        Raises:
+            StreamserError: Redis did not answer within ``startup_timeout_s``.
+        """
+        if self.redis is None or not self.config.sinks.redis.required:
+            return
+        options = self.config.sinks.redis
+        if self.server is not None:
+            self.server.ready = False
+        if not self.redis.connected.is_set():
+            _LOGGER.info(
+                "Waiting up to %.0f s for Redis at %s (sinks.redis.required)",
+                options.startup_timeout_s,
+                where(options.url),
+            )
+        if not await self.redis.wait_ready(options.startup_timeout_s):
+            raise StreamserError(
+                f"Redis at {where(options.url)} did not answer within "
+                f"{options.startup_timeout_s:g} s and sinks.redis.required is on"
+            )
+        if self.server is not None:
+            self.server.ready = True
+
+    async def close_io(self) -> None:
+        """Stop the hub and flush the Redis sink (up to 5 s)."""
+        if self._io_started:
+            self._io_started = False
+            await self.hub.close()
+            if self.redis is not None:
+                await self.redis.close()
 
     async def drain(self) -> None:
         """Finish the server's streams and close it (no-op before ``start_server``)."""
@@ -173,6 +241,10 @@ class Daemon:
                 config.analytics,
             )
             self.show_models()
+            if (config.sinks, config.hub) != (self.config.sinks, self.config.hub):
+                _LOGGER.warning(
+                    "[sinks.redis], [hub] changed: take effect after a restart"
+                )
             engine.metrics.reloads.labels("ok").inc()
             _LOGGER.info(
                 "Reloaded in %.1f s; new utterances use %s",
@@ -303,6 +375,11 @@ async def serve(config: Config, reload: Callable[[], Config] | None = None) -> N
             _LOGGER.info("Stopped before serving")
             return
         server = await daemon.start_server()
+        try:
+            await daemon.wait_for_redis()
+        except StreamserError:
+            await daemon.drain()
+            raise
         serving.append(daemon)
         _LOGGER.info("Ready")
         notifier.ready(f"serving on port {server.port}")
@@ -316,6 +393,7 @@ async def serve(config: Config, reload: Callable[[], Config] | None = None) -> N
         await daemon.drain()
         watchdog.cancel()
     finally:
+        await daemon.close_io()
         daemon.close()
     _LOGGER.info("Stopped")
 
@@ -357,6 +435,7 @@ async def listen(
         finally:
             await daemon.drain()
     finally:
+        await daemon.close_io()
         daemon.close()
 
 
@@ -470,10 +549,12 @@ async def run_sources(
 
     progress = bar.advance if bar is not None else None
     try:
+        await daemon.start_io()
         await asyncio.gather(*(drive(s, session(s), None, progress) for s in sources))
     finally:
         if bar is not None:
             bar.clear()
+        await daemon.close_io()
         daemon.close()
     calls = [recorder.calls[name] for name in names if name in recorder.calls]
     for path, write in ((outputs.csv, write_csv), (outputs.report, write_html)):

@@ -1,7 +1,8 @@
 """PROTOCOL.md version 1 in code: events, their JSON form, and client messages.
 
 One frozen dataclass per event type holds the type-specific fields; ``Envelope`` adds
-the common ones (``type``, ``id``, ``stream_id``, ``seq``, ``time``) in one place, and
+the common ones (``type``, ``id``, ``origin``, ``stream_id``, ``seq``, ``time``) in one
+place, and
 ``EventSequencer`` stamps them. Client messages live in ``messages.py``. Positions inside the runtime are sample indices at
 16 kHz; this is the only module that turns them into the seconds of the protocol
 (``samples_to_seconds``).
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import socket
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -26,7 +28,7 @@ _LOGGER = logging.getLogger(__name__)
 
 MODALITIES: Final = ("acoustic", "text")
 """Keys of ``utterance.end``'s ``modalities``, always present (null when unused)."""
-_COMMON_FIELDS: Final = ("type", "id", "stream_id", "seq", "time")
+_COMMON_FIELDS: Final = ("type", "id", "stream_id", "seq", "time", "origin")
 ASR_OK: Final = "ok"
 ASR_OFF: Final = "off"
 ASR_SKIPPED_OVERLOAD: Final = "skipped_overload"
@@ -528,6 +530,9 @@ class Envelope:
     """Server wall clock, RFC 3339 UTC with milliseconds."""
     body: Event
     """The type-specific part."""
+    origin: str = ""
+    """The daemon that stamped it (``[hub] origin``): (origin, id) is unique across
+    daemons for as long as each runs."""
 
     @property
     def type(self) -> str:
@@ -542,6 +547,7 @@ class Envelope:
             "stream_id": self.stream_id,
             "seq": self.seq,
             "time": self.time,
+            "origin": self.origin,
             **self.body.to_dict(),
         }
 
@@ -568,6 +574,7 @@ class Envelope:
             seq=_int("seq", data["seq"]),
             time=_str("time", data["time"]),
             body=body,
+            origin=_str("origin", data["origin"]),
         )
 
     @classmethod
@@ -582,6 +589,12 @@ def rfc3339_now() -> str:
     return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
 
 
+def default_origin(port: int | None = None) -> str:
+    """The host name, with ``:port`` when given (several daemons on one host)."""
+    host = socket.gethostname() or "localhost"
+    return host if port is None else f"{host}:{port}"
+
+
 class EventSequencer:
     """Stamps event bodies with the server-wide ``id`` and per-stream ``seq``.
 
@@ -589,14 +602,20 @@ class EventSequencer:
     """
 
     def __init__(
-        self, clock: Callable[[], str] = rfc3339_now, first_id: int = 1
+        self,
+        clock: Callable[[], str] = rfc3339_now,
+        first_id: int = 1,
+        origin: str = "",
     ) -> None:
         """Starts the counters.
 
         Args:
             clock: returns the ``time`` field (RFC 3339 text).
             first_id: the ``id`` of the first event.
+            origin: the ``origin`` field; "" for ``default_origin()``.
         """
+        self.origin = origin or default_origin()
+        """Stamped on every event; set it before the first one."""
         self._clock = clock
         self._lock = threading.Lock()
         self._next_id = first_id
@@ -610,7 +629,7 @@ class EventSequencer:
             seq = self._next_seq.get(stream_id, 0)
             self._next_seq[stream_id] = seq + 1
             time = self._clock()
-        return Envelope(event_id, stream_id, seq, time, body)
+        return Envelope(event_id, stream_id, seq, time, body, self.origin)
 
     def forget(self, stream_id: str) -> None:
         """Drops a finished stream's seq counter (a reused id starts again at 0)."""

@@ -28,6 +28,7 @@ from streamser.events import (
     StreamEnd,
     StreamStart,
     UtteranceEnd,
+    default_origin,
     event_from_dict,
     rfc3339_now,
     samples_to_seconds,
@@ -117,6 +118,7 @@ def test_utterance_end_wire_shape() -> None:
     assert set(data) == {
         "type",
         "id",
+        "origin",
         "stream_id",
         "seq",
         "time",
@@ -246,6 +248,15 @@ def test_sequencer_ids_and_seqs() -> None:
     again = sequencer.stamp("a", StreamEnd(0, 0.0))
     assert (again.id, again.seq) == (7, 0)
     assert again.time == "2026-11-21T23:01:02.345Z"
+
+
+def test_origin_names_the_daemon() -> None:
+    assert EventSequencer().stamp("s", StreamEnd(0, 0.0)).origin == default_origin()
+    named = EventSequencer(origin="host-b:8765").stamp("s", StreamEnd(0, 0.0))
+    data = named.to_dict()
+    assert data["origin"] == "host-b:8765"
+    assert Envelope.from_dict(data) == named
+    assert default_origin(8765) == f"{default_origin()}:8765"
 
 
 def test_sequencer_is_thread_safe() -> None:

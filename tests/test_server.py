@@ -273,7 +273,7 @@ async def test_run_jsonl_matches_serve(
     offline = [json.loads(line) for line in run.stdout.splitlines()]
 
     def comparable(events: list[dict]) -> list[dict]:
-        drop = {"id", "time", "latency_ms", "sample_rate", "encoding"}
+        drop = {"id", "time", "latency_ms", "sample_rate", "encoding", "origin"}
         out = []
         for event in events:
             if event["type"] == "emotion.partial":

@@ -8,6 +8,10 @@ behind. A subscriber that reads keeps up through a burst. An evicted one is clos
 with 1013 and may resume with ``after=<last id>``, which replays what the ring still
 holds, so nothing is lost while it is retained (websockets' broadcast guide:
 per-client queues, no backpressure).
+
+``Hub`` is what the server needs of a hub; ``EventHub`` (memory, this daemon's
+events) and ``redis_hub.RedisHub`` (every daemon's events, from a Redis stream)
+implement it.
 """
 
 from __future__ import annotations
@@ -18,9 +22,11 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from streamser.events import Envelope
 from streamser.metrics import Metrics
+from streamser.serve import handshake
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -40,13 +46,24 @@ class HubOptions:
         subscriber_stall_s: how long one send to a subscriber may block before it
             is evicted (below the WebSocket keepalive's 20 s, so the subscriber
             gets 1013 and its ``after=`` hint, not a keepalive timeout).
+        backend: "memory" (this daemon's events, retained here) or "redis" (every
+            daemon's events, read from the ``[sinks.redis]`` stream; ``after=``
+            takes Redis entry ids and ``retention_events`` does not apply).
+        origin: the name stamped on this daemon's events as ``origin``; "" for
+            the host name and port.
     """
 
     retention_events: int = 10000
     subscriber_queue: int = 1000
     subscriber_stall_s: float = 10.0
+    backend: str = "memory"
+    origin: str = ""
 
     def __post_init__(self) -> None:
+        if self.backend not in ("memory", "redis"):
+            raise ValueError(
+                f'hub backend must be "memory" or "redis", got {self.backend!r}'
+            )
         if self.retention_events < 1 or self.subscriber_queue < 1:
             raise ValueError("hub retention_events and subscriber_queue must be >= 1")
         if self.subscriber_stall_s <= 0:
@@ -63,6 +80,8 @@ class Subscription:
     evicted: asyncio.Event = field(default_factory=asyncio.Event)
     sending_since: float | None = None
     """``time.monotonic()`` when the send in progress began; None when idle."""
+    resume_from: str = "0"
+    """The ``after=`` to resume with before any event has been sent."""
 
     def stalled(self, seconds: float) -> bool:
         """Whether a send has been blocked for ``seconds`` or more."""
@@ -74,6 +93,59 @@ class Subscription:
         if self.stream_ids and envelope.stream_id not in self.stream_ids:
             return False
         return not self.types or envelope.body.TYPE in self.types
+
+
+class Hub(Protocol):
+    """What the server needs of a hub (use from the event loop only)."""
+
+    options: HubOptions
+
+    def publish(self, envelope: Envelope) -> None:
+        """Hand over one of this daemon's events."""
+
+    def subscribe(
+        self,
+        stream_ids: Iterable[str] = (),
+        types: Iterable[str] = (),
+        after: int | str | None = None,
+    ) -> Subscription:
+        """Register a subscriber; with ``after``, replay what is retained after it."""
+        ...
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        """Forget a subscriber."""
+
+    def evict(self, sub: Subscription) -> None:
+        """Drop a subscriber that does not keep up (its relay closes it with 1013)."""
+
+    def cursor(self, envelope: Envelope) -> str:
+        """The ``after=`` value that resumes after ``envelope``."""
+        ...
+
+    def query_error(self, path: str) -> str:
+        """Why a /v1/events request path is invalid for this hub, or ""."""
+        ...
+
+    async def start(self) -> None:
+        """Begin (connect, start tasks)."""
+
+    async def close(self) -> None:
+        """Stop its tasks and connections."""
+
+
+def offer(hub: Hub, sub: Subscription, envelope: Envelope) -> bool:
+    """Queue ``envelope`` for ``sub`` unless that evicts it; whether it was queued.
+
+    A subscriber ``subscriber_queue`` events behind whose send is stuck, or ten
+    times that behind, is evicted instead.
+    """
+    behind = sub.queue.qsize()
+    limit = hub.options.subscriber_queue
+    if behind >= limit and (sub.stalled(_STUCK_S) or behind >= 10 * limit):
+        hub.evict(sub)
+        return False
+    sub.queue.put_nowait(envelope)
+    return True
 
 
 class EventHub:
@@ -90,29 +162,28 @@ class EventHub:
         """Retain ``envelope`` and queue it for every matching subscriber."""
         self._ring.append(envelope)
         for sub in list(self._subscribers):
-            if not sub.wants(envelope):
-                continue
-            behind = sub.queue.qsize()
-            if behind >= self.options.subscriber_queue and (
-                sub.stalled(_STUCK_S) or behind >= 10 * self.options.subscriber_queue
-            ):
-                self.evict(sub)
-                continue
-            sub.queue.put_nowait(envelope)
+            if sub.wants(envelope):
+                offer(self, sub, envelope)
 
     def subscribe(
         self,
         stream_ids: Iterable[str] = (),
         types: Iterable[str] = (),
-        after: int | None = None,
+        after: int | str | None = None,
     ) -> Subscription:
-        """Register a subscriber; with ``after`` it first gets retained events > after."""
+        """Register a subscriber; with ``after`` it first gets retained events > after.
+
+        Raises:
+            ValueError: ``after`` is not a non-negative integer.
+        """
         sub = Subscription(
             stream_ids=frozenset(stream_ids),
             types=frozenset(types),
             queue=asyncio.Queue(),
         )
         if after is not None:
+            after = int(after)
+            sub.resume_from = str(after)
             for envelope in self._ring:
                 if envelope.id > after and sub.wants(envelope):
                     sub.queue.put_nowait(envelope)
@@ -124,6 +195,20 @@ class EventHub:
         """Forget a subscriber."""
         self._subscribers.discard(sub)
         self.metrics.subscribers.set(len(self._subscribers))
+
+    def cursor(self, envelope: Envelope) -> str:
+        """The event's ``id``: ``after=<id>`` resumes after it."""
+        return str(envelope.id)
+
+    def query_error(self, path: str) -> str:
+        """Why a /v1/events request path is invalid, or ""."""
+        return handshake.subscription_error(path)
+
+    async def start(self) -> None:
+        """Nothing to start."""
+
+    async def close(self) -> None:
+        """Nothing to stop."""
 
     def oldest_id(self) -> int | None:
         """The id of the oldest retained event."""

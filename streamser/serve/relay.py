@@ -21,7 +21,7 @@ import time
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from streamser.serve.hub import EventHub, Subscription
+from streamser.serve.hub import Hub, Subscription
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -32,11 +32,11 @@ _EVICTED_CLOSE_TIMEOUT_S = 60.0
 
 async def relay_events(
     connection: ServerConnection,
-    hub: EventHub,
+    hub: Hub,
     sub: Subscription,
     streams_done: asyncio.Event,
     client: str,
-    after: int | None = None,
+    after: int | str | None = None,
 ) -> None:
     """Send ``sub``'s events until the client leaves, is evicted or the server stops.
 
@@ -48,7 +48,7 @@ async def relay_events(
         client: the client's address, for logs.
         after: the ``after=`` the client asked for (what it has already seen).
     """
-    last_id = after or 0
+    last_id = sub.resume_from
     evicted = asyncio.ensure_future(sub.evicted.wait())
     closed = asyncio.ensure_future(connection.wait_closed())
     done = asyncio.ensure_future(streams_done.wait())
@@ -79,7 +79,7 @@ async def relay_events(
             )
             sub.sending_since = None
             if started.is_set():
-                last_id = envelope.id
+                last_id = hub.cursor(envelope)
             if not sender.done():
                 if not evicted.done() and not closed.done():
                     hub.evict(sub)  # its send is stuck: it does not read
@@ -88,7 +88,7 @@ async def relay_events(
             sender.result()
         if sub.evicted.is_set():
             _LOGGER.warning(
-                "Subscriber from %s evicted after event %d", client, last_id
+                "Subscriber from %s evicted after event %s", client, last_id
             )
             # The close frame waits behind what the subscriber has not read yet:
             # give it time to read on and learn where to resume, without the
@@ -111,7 +111,7 @@ async def relay_events(
 
 
 async def _evict_when_deaf(
-    connection: ServerConnection, hub: EventHub, sub: Subscription, stall_s: float
+    connection: ServerConnection, hub: Hub, sub: Subscription, stall_s: float
 ) -> None:
     """Ping every ``stall_s / 2``; evict ``sub`` when a pong takes ``stall_s``."""
     while True:

@@ -29,7 +29,7 @@ from streamser.messages import StartMessage, parse_control, parse_start
 from streamser.pipeline import Engine, StreamSession
 from streamser.serve import handshake
 from streamser.serve.handshake import ServerOptions, read_tokens
-from streamser.serve.hub import EventHub, Subscription
+from streamser.serve.hub import Hub, Subscription
 from streamser.serve.relay import close_reading, relay_events
 
 __all__ = ["ServerOptions", "StreamServer", "read_tokens"]
@@ -44,9 +44,9 @@ _CLOSE_TRY_LATER = 1013
 
 
 class StreamServer:
-    """Serves the protocol over an ``Engine`` and an ``EventHub``."""
+    """Serves the protocol over an ``Engine`` and a ``Hub`` (memory or Redis)."""
 
-    def __init__(self, options: ServerOptions, engine: Engine, hub: EventHub) -> None:
+    def __init__(self, options: ServerOptions, engine: Engine, hub: Hub) -> None:
         """Prepare (tokens and TLS are read here, so errors surface at startup).
 
         Raises:
@@ -270,7 +270,7 @@ class StreamServer:
             self.engine.metrics.refused.labels("draining").inc()
             return handshake.try_later(connection, "server shutting down\n")
         if path == "/v1/events":
-            error = handshake.subscription_error(request.path)
+            error = self.hub.query_error(request.path)
             if error:
                 return connection.respond(http.HTTPStatus.BAD_REQUEST, error + "\n")
             return None
@@ -306,7 +306,7 @@ class StreamServer:
         assert connection.request is not None
         query = parse_qs(urlsplit(connection.request.path).query)
         types = [t for value in query.get("types", []) for t in value.split(",") if t]
-        after = int(query["after"][0]) if "after" in query else None
+        after = query["after"][0] if "after" in query else None
         sub = self.hub.subscribe(query.get("stream_id", []), types, after)
         self._subscriptions.add(sub)
         client = handshake.address(connection)
