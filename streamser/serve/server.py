@@ -41,6 +41,9 @@ _CLOSE_GOING_AWAY = 1001
 _CLOSE_UNSUPPORTED = 1003
 _CLOSE_POLICY = 1008
 _CLOSE_TRY_LATER = 1013
+_IDLE_BEFORE_START_S = 1.0
+_PENDING_HARD_FACTOR = 8
+"""A connection that has not sent ``start`` this long may make room for another."""
 
 
 class StreamServer:
@@ -67,7 +70,7 @@ class StreamServer:
         self._clients: dict[str, asyncio.Queue[Envelope | None]] = {}
         self._client_connections: dict[str, ServerConnection] = {}
         self._per_address: dict[str, int] = {}
-        self._pending: dict[str, list[ServerConnection]] = {}
+        self._pending: dict[str, list[tuple[ServerConnection, float]]] = {}
         self._closing: set[asyncio.Task[None]] = set()
         self._stream_handlers: set[asyncio.Task[None]] = set()
         self._subscriptions: set[Subscription] = set()
@@ -279,6 +282,13 @@ class StreamServer:
             _LOGGER.warning("Refused a stream: %d streams open", len(self._sessions))
             return handshake.try_later(connection, "server at its stream limit\n")
         client = handshake.address(connection)
+        waiting = len(self._pending.get(client, ()))
+        if waiting >= _PENDING_HARD_FACTOR * self.options.max_pending_per_client:
+            self.engine.metrics.refused.labels("max_pending_per_client").inc()
+            _LOGGER.warning(
+                "Refused a stream: %d waiting to start from %s", waiting, client
+            )
+            return handshake.try_later(connection, "too many connections waiting\n")
         if self._per_address.get(client, 0) >= self.options.max_streams_per_client:
             self.engine.metrics.refused.labels("max_streams_per_client").inc()
             _LOGGER.warning("Refused a stream: too many from %s", client)
@@ -426,24 +436,36 @@ class StreamServer:
         """The first message; None on timeout, disconnect, shutdown, or when newer
         connections from the same address push this one out.
 
-        Connections that have not sent ``start`` take no stream slot; each address
-        may keep ``max_pending_per_client`` of them, and another one closes the
-        oldest, so idle connections never lock real calls out.
+        Connections that have not sent ``start`` take no stream slot. Beyond
+        ``max_pending_per_client`` of them from one address, a new one closes the
+        oldest that has been idle for ``_IDLE_BEFORE_START_S`` (so idle connections
+        never lock real calls out, while a burst of real calls from one gateway,
+        each sending ``start`` at once, is never cut). Beyond eight times as many,
+        the handshake answers 503 (``_process_request``).
         """
         pending = self._pending.setdefault(client, [])
-        pending.append(connection)
-        if len(pending) > self.options.max_pending_per_client:
-            oldest = pending.pop(0)
-            self.engine.metrics.refused.labels("idle_before_start").inc()
-            _LOGGER.info("Closing an idle connection from %s: newer ones wait", client)
-            self._spawn_close(oldest)
+        now = time.monotonic()
+        limit = self.options.max_pending_per_client
+        if len(pending) >= limit:
+            idle = [c for c, since in pending if now - since >= _IDLE_BEFORE_START_S]
+            if idle:
+                self._close_idle(client, idle[0])
+        entry = (connection, now)
+        pending.append(entry)
         try:
             return await self._first_message(connection)
         finally:
-            if connection in pending:
-                pending.remove(connection)
+            if entry in pending:
+                pending.remove(entry)
             if not pending:
                 self._pending.pop(client, None)
+
+    def _close_idle(self, client: str, connection: ServerConnection) -> None:
+        pending = self._pending.get(client, [])
+        pending[:] = [entry for entry in pending if entry[0] is not connection]
+        self.engine.metrics.refused.labels("idle_before_start").inc()
+        _LOGGER.info("Closing an idle connection from %s: newer ones wait", client)
+        self._spawn_close(connection)
 
     def _spawn_close(self, connection: ServerConnection) -> None:
         async def close() -> None:
