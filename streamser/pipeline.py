@@ -400,6 +400,11 @@ def _retrieve(task: asyncio.Task[Recognized]) -> None:
         task.exception()
 
 
+def _rounded(value: float | None) -> float | None:
+    """An arousal or valence value for an event (None stays None)."""
+    return None if value is None else round(value, 6)
+
+
 def _modality(scores: EmotionScores | None) -> ModalityScores | None:
     if scores is None:
         return None
@@ -695,6 +700,8 @@ class StreamSession:
                 end=samples_to_seconds(end_sample),
                 label=scores.label,
                 scores=dict(scores.scores),
+                arousal=_rounded(scores.arousal),
+                valence=_rounded(scores.valence),
             ),
         )
 
@@ -768,5 +775,7 @@ class StreamSession:
                 },
                 latency_ms=round(latency_s * 1000.0, 1),
                 asr=asr,
+                arousal=_rounded(recognition.arousal),
+                valence=_rounded(recognition.valence),
             ),
         )

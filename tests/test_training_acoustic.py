@@ -140,6 +140,7 @@ def test_ensemble_averages_member_probabilities() -> None:
 def test_features_cache_roundtrip(emodb_tiny: Path, tmp_path: Path) -> None:
     from streamser.recognition import features
     from training.datasets import load_audio, load_dataset
+    from training.daemon_path import daemon_audio, daemon_utterances, main_utterance
     from training.features_cache import load_features
 
     utts = load_dataset(f"emodb:{emodb_tiny}")[:3]
@@ -148,8 +149,16 @@ def test_features_cache_roundtrip(emodb_tiny: Path, tmp_path: Path) -> None:
     assert len(list(tmp_path.glob("emodb-mel-c0-*.npz"))) == 1
     for a, b, utt in zip(first, again, utts, strict=True):
         np.testing.assert_array_equal(a, b)
-        direct = features.log_mel(load_audio(utt.path))
+        # the default view: the longest utterance the daemon's segmenter cuts
+        cut = main_utterance(daemon_utterances(daemon_audio(utt.path)))
+        assert cut is not None
+        direct = features.log_mel(cut)
         np.testing.assert_allclose(a, direct, atol=2e-3)  # float16 storage
+    whole = load_features(utts, "mel", cache_dir=tmp_path, progress=False, view="clip")
+    assert len(list(tmp_path.glob("emodb-mel-c0-*.npz"))) == 2
+    for a, utt in zip(whole, utts, strict=True):
+        direct = features.log_mel(load_audio(utt.path))
+        np.testing.assert_allclose(a, direct, atol=2e-3)
     augmented = load_features(utts, "mel", copy=1, cache_dir=tmp_path, progress=False)
     assert not np.allclose(augmented[0][:10], first[0][:10])
 
@@ -257,7 +266,7 @@ def test_cli_writes_checkpoint(emodb_tiny: Path, tmp_path: Path) -> None:
         ]
     )
     assert code == 0
-    path = tmp_path / "emotion-acoustic-v2.pt"
+    path = tmp_path / "emotion-acoustic-v3.pt"
     checkpoint = torch.load(path, weights_only=False)
     assert checkpoint["kind"] == "acoustic" and checkpoint["arch"] == "attn"
     assert checkpoint["front_end"]["type"] == "log-mel"
@@ -287,7 +296,7 @@ def test_cli_writes_checkpoint(emodb_tiny: Path, tmp_path: Path) -> None:
     utts = load_dataset(f"emodb:{emodb_tiny}")[:3]
     mels = [features.log_mel(load_audio(u.path)) for u in utts]
     served = models.acoustic(mels)  # one zero-padded batch of three lengths
-    states = load_features(utts, "encoder", progress=False)
+    states = load_features(utts, "encoder", progress=False, view="clip")
     for out, state in zip(served, states, strict=True):
         with torch.no_grad():
             want, _ = model(torch.from_numpy(state)[None], torch.tensor([len(state)]))
@@ -310,7 +319,7 @@ def test_adaptive_stats_model_from_training_to_runtime(
     from training.features_cache import load_features
 
     out = adaptive_training
-    checkpoint = torch.load(out / "emotion-acoustic-v2.pt", weights_only=False)
+    checkpoint = torch.load(out / "emotion-acoustic-v3.pt", weights_only=False)
     assert checkpoint["arch"] == "stats"
     assert checkpoint["config"]["adaptation_window"] == 32
     assert {
@@ -319,7 +328,7 @@ def test_adaptive_stats_model_from_training_to_runtime(
         "emodb after calm history",
         "emodb after same-emotion history",
     } <= set(checkpoint["metrics"])
-    onnx_path = out / "models" / "emotion-acoustic-v2.onnx"
+    onnx_path = out / "models" / "emotion-acoustic-v3.onnx"
     card = json.loads(onnx_path.with_name(onnx_path.name + ".json").read_text("utf-8"))
     assert [item["name"] for item in card["inputs"]] == [
         "features",
@@ -334,7 +343,7 @@ def test_adaptive_stats_model_from_training_to_runtime(
 
     utts = load_dataset(f"emodb:{emodb_tiny}")[:3]
     mels = [features.log_mel(load_audio(u.path)) for u in utts]
-    states = load_features(utts, "encoder", progress=False)
+    states = load_features(utts, "encoder", progress=False, view="clip")
     model = load_checkpoint_model(checkpoint)
     stream = SpeakerBaseline(32)
     served = []

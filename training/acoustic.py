@@ -894,7 +894,9 @@ def held_out_report(
     for corpus in sorted(set(corpora.tolist())):
         rows = np.flatnonzero(corpora == corpus)
         others = np.flatnonzero(corpora != corpus)
-        t = fit_temperature(probs[others], data.y[others])
+        # one corpus alone: no other corpora to fit on, so its own rows
+        fit_rows = others if len(others) else rows
+        t = fit_temperature(probs[fit_rows], data.y[fit_rows])
         reference = [data.labels[data.y[i]] for i in rows]
         own = probs[rows].argmax(1)
         own_labels = [data.labels[i] for i in own]
