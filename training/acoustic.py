@@ -928,6 +928,42 @@ def held_out_report(
     return out
 
 
+def pooled_temperature(
+    paths: Sequence[Path],
+    data: _Data,
+    own: npt.NDArray[np.float32] | None = None,
+) -> dict[str, Any]:
+    """The temperature fit on the out-of-fold predictions in ``paths`` (and this
+    run's, ``own``), all rows pooled.
+
+    Raises:
+        ValueError: a file is missing, or its labels or utterances differ from
+            ``data``'s.
+    """
+    ids = [u.utt_id for u in data.utterances]
+    probs, ys = [], []
+    for path in paths:
+        if not path.is_file():
+            raise ValueError(f"--calibrate-with: {path} not found")
+        with np.load(path, allow_pickle=False) as oof:
+            if [str(k) for k in oof["labels"]] != data.labels or [
+                str(i) for i in oof["ids"]
+            ] != ids:
+                raise ValueError(
+                    f"--calibrate-with: {path} is of other labels or utterances"
+                )
+            probs.append(oof["probs"])
+            ys.append(oof["y"])
+    if own is not None:
+        probs.append(own)
+        ys.append(data.y)
+    temperature = fit_temperature(np.concatenate(probs), np.concatenate(ys))
+    return {
+        "temperature": temperature,
+        "fit_on": [p.name for p in paths] + (["this run"] if own is not None else []),
+    }
+
+
 def _folded_ece(probs: npt.NDArray[Any], correct: npt.NDArray[np.bool_]) -> float:
     """ECE of the top label's probability against correctness with calm and
     boredom read as neutral."""
@@ -1099,6 +1135,15 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         help="temperature baked into the exported graph (default: fit on the "
         "evaluation's out-of-fold predictions, else 1)",
     )
+    parser.add_argument(
+        "--calibrate-with",
+        action="append",
+        type=Path,
+        default=[],
+        help="out-of-fold predictions (oof-*.npz of earlier runs on the same data "
+        "and labels, e.g. --protocol loco) that the temperature is fit on too, so "
+        "it serves unseen speakers and unseen corpora alike (repeatable)",
+    )
     parser.add_argument("--name", default="emotion-acoustic-v3", help="checkpoint name")
     parser.add_argument(
         "--out", type=Path, default=Path("artifacts/acoustic"), help="output folder"
@@ -1181,6 +1226,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             ids=np.array([u.utt_id for u in data.utterances]),
             labels=np.array(data.labels),
         )
+    if args.calibrate_with:
+        report["calibration"] = pooled_temperature(
+            args.calibrate_with, data, oof["probs"] if oof is not None else None
+        )
     if args.final:
         chosen = report.get("evaluation", {}).get("epochs_chosen")
         epochs = args.epochs or (int(np.median(chosen)) if chosen else 20)
@@ -1212,6 +1261,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "temperature": (
                 args.temperature
                 if args.temperature is not None
+                else report["calibration"]["temperature"]
+                if "calibration" in report
                 else report.get("evaluation", {}).get("temperature", 1.0)
             ),
             "label_mode": args.labels,
