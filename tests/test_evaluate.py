@@ -179,6 +179,7 @@ def test_evaluate_labels_are_those_of_streamser_run(
     # `streamser run --no-asr --jsonl` does, so both give the same label to every
     # utterance of the same clips (one stream per clip).
     from streamser.recognition.adaptation import SpeakerBaseline
+    from streamser.recognition.models import OnnxModel
     from streamser.recognition.recognizer import Recognizer, RecognizerOptions
     from training.evaluate import daemon_clip
 
@@ -203,10 +204,19 @@ def test_evaluate_labels_are_those_of_streamser_run(
     )
     assert done.returncode == 0, done.stderr[-2000:]
     ran: dict[str, list[str]] = {clip.name: [] for clip in clips}
+    affect_declared = bool(
+        OnnxModel(
+            next(shipped_models.glob("emotion-acoustic-v*.onnx")), device="cpu"
+        ).info.affect
+    )
     for line in done.stdout.splitlines():
         event = json.loads(line)
         if event["type"] == "utterance.end":
             ran[event["stream_id"]].append(event["label"])
+        if event["type"] in ("utterance.end", "emotion.partial") and affect_declared:
+            # a graph with an affect output fills arousal and valence on both
+            assert -1.0 <= event["arousal"] <= 1.0
+            assert -1.0 <= event["valence"] <= 1.0
     recognizer = Recognizer(
         RecognizerOptions(model_dir=shipped_models, asr=False, device="cpu")
     )

@@ -139,8 +139,8 @@ def test_ensemble_averages_member_probabilities() -> None:
 @pytest.mark.data
 def test_features_cache_roundtrip(emodb_tiny: Path, tmp_path: Path) -> None:
     from streamser.recognition import features
-    from training.datasets import load_audio, load_dataset
     from training.daemon_path import daemon_audio, daemon_utterances, main_utterance
+    from training.datasets import load_audio, load_dataset
     from training.features_cache import load_features
 
     utts = load_dataset(f"emodb:{emodb_tiny}")[:3]
@@ -406,3 +406,58 @@ def test_feature_kind_of_each_front_end() -> None:
     assert kind_of(from_metadata) == "encoder"
     with pytest.raises(ValueError, match="front end"):
         kind_of(features.FrontEnd(type="log-mel", encoder_layers=(4,)))
+
+
+def test_calibrated_head_scales_by_temperature_and_reads_affect() -> None:
+    from training.acoustic_models import CalibratedHead, Ensemble, build_model
+
+    torch.manual_seed(0)
+    config = {"n_labels": 3, "input_dim": 8, "hidden": 8, "embedding": 4}
+    members = [build_model("stats", {**config, "affect": True}) for _ in range(2)]
+    x, lengths = torch.randn(2, 5, 8), torch.tensor([5, 3])
+    plain = CalibratedHead(Ensemble(members).eval(), 1.0, affect=True).eval()
+    sharp = CalibratedHead(Ensemble(members).eval(), 0.5, affect=True).eval()
+    with torch.no_grad():
+        p1, emb, affect = plain(x, lengths)
+        p2, _, _ = sharp(x, lengths)
+        mean = torch.stack(
+            [torch.softmax(m.logits(x, lengths)[0], -1) for m in members]
+        )
+    torch.testing.assert_close(p1, mean.mean(0))
+    want = torch.softmax(torch.log(mean.mean(0)) / 0.5, dim=-1)
+    torch.testing.assert_close(p2, want)
+    assert affect.shape == (2, 2) and bool((affect.abs() <= 1).all())
+    assert emb.shape == (2, 8)
+
+
+def test_temperature_fit_and_ece() -> None:
+    from training.acoustic import (
+        calibrate,
+        expected_calibration_error,
+        fit_temperature,
+    )
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 400)
+    logits = rng.standard_normal((400, 3))
+    logits[np.arange(400), y] += 1.0
+    true = calibrate(np.exp(logits), 1.0)
+    # the same model made over-confident: the fit undoes it
+    sharp = calibrate(true, 0.4)
+    assert 2.0 < fit_temperature(sharp.astype(np.float32), y) < 3.0
+    assert expected_calibration_error(
+        calibrate(sharp, fit_temperature(sharp.astype(np.float32), y)), y
+    ) < expected_calibration_error(sharp, y)
+
+
+def test_masked_loss_ignores_labels_a_corpus_lacks() -> None:
+    from training.acoustic import _loss
+
+    logits = torch.tensor([[2.0, 0.0, 5.0]])
+    target = torch.tensor([0])
+    weights = torch.ones(3)
+    allowed = torch.tensor([[True, True, False]])
+    masked = _loss(logits, target, weights, 0.0, allowed)
+    want = -torch.log_softmax(torch.tensor([2.0, 0.0]), 0)[0]
+    torch.testing.assert_close(masked, want)
+    assert _loss(logits, target, weights, 0.0, None) > masked
