@@ -1,7 +1,17 @@
 """Train and evaluate the acoustic emotion model speaker-independently.
 
 ``python -m training acoustic --data emodb:PATH --data ravdess:PATH [--arch attn]
-[--protocol loso|kfold] [--final] --out artifacts/acoustic [--json]``
+[--protocol loso|kfold|loco] [--labels fold|union|mask] [--calibrate-with OOF.npz]
+[--final] --out artifacts/acoustic [--json]``
+
+Features are of the utterance the daemon's VAD and segmenter cut from each clip
+(``--view daemon``, the default; ``training.daemon_path``). ``loco`` holds out one
+corpus at a time. Held-out reports give, per corpus, UA/WA over the model's labels
+and restricted to the corpus's own, the predicted-label distribution, ECE before and
+after temperature scaling, and arousal/valence agreement for a head with
+``{"affect": true}``; out-of-fold predictions are saved as ``oof-PROTOCOL.npz``. The
+final checkpoint carries the temperature (fit on this run's and ``--calibrate-with``'s
+out-of-fold predictions) that export bakes into the graph.
 
 Features come from ``training.features_cache`` (computed through
 ``streamser.recognition.features`` exactly as the runtime does: Whisper-base int8 encoder states
