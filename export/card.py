@@ -33,6 +33,10 @@ _EXACT_FIELDS: Final = frozenset(
 CORPUS_LICENCES: Final[dict[str, str]] = {
     "ravdess": "RAVDESS: CC BY-NC-SA 4.0 (Livingstone & Russo 2018)",
     "emodb": "EMO-DB: academic research corpus (Burkhardt et al. 2005)",
+    "ased": (
+        "ASED: no licence stated by its authors, research use (Retta et al., "
+        "ACM TALLIP 2023)"
+    ),
     "shemo": (
         "ShEMO transcripts: academic research corpus, use under its authors' terms "
         "(Mohamad Nezami et al. 2019)"
@@ -229,6 +233,14 @@ def build_card(
         "metrics": checkpoint.metrics,
         "notes": checkpoint.notes,
         "fused_with": checkpoint.inputs,
+        "calibration": (
+            {"temperature": checkpoint.extra["temperature"], "in_graph": True}
+            if checkpoint.extra.get("temperature") is not None
+            else None
+        ),
+        "label_mode": checkpoint.extra.get("label_mode"),
+        "view": checkpoint.extra.get("view"),
+        "held_out": checkpoint.extra.get("held_out"),
         "verification": verification,
         "variants": variants,
         "streamser_version": streamser_version(),

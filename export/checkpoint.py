@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from streamser.labels import CANONICAL_LABELS
-from streamser.recognition.contract import KINDS, ModelContract
+from streamser.recognition.contract import AFFECT_DIMENSIONS, KINDS, ModelContract
 from streamser.recognition.features import LOG_MEL, WHISPER_ENCODER_TOP, FrontEnd
 
 _REQUIRED: Final = ("kind", "arch", "config", "state_dict", "labels")
@@ -245,6 +245,11 @@ class Checkpoint:
             front_end=self.front_end if self.kind == "acoustic" else None,
             languages=self.languages if self.kind == "text" else (),
             adaptation_window=window if self.arch == "stats" else 0,
+            affect=(
+                AFFECT_DIMENSIONS
+                if self.kind == "acoustic" and self.config.get("affect")
+                else ()
+            ),
         )
 
 
@@ -296,10 +301,18 @@ def build_module(checkpoint: Checkpoint) -> nn.Module:
             members.append(member)
         module = SoftVotingEnsemble(members, has_embedding=checkpoint.kind != "fusion")
     if checkpoint.kind == "acoustic":
-        from training.acoustic_models import AdaptiveHead, adaptation_window
+        from training.acoustic_models import (
+            AdaptiveHead,
+            CalibratedHead,
+            adaptation_window,
+        )
 
+        temperature = checkpoint.extra.get("temperature")
+        affect = bool(checkpoint.config.get("affect"))
         if adaptation_window(module) > 0:
             module = AdaptiveHead(module)
+        elif temperature is not None or affect:
+            module = CalibratedHead(module, float(temperature or 1.0), affect)
     return module.eval()
 
 

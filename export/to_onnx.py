@@ -46,6 +46,8 @@ ADAPTIVE_INPUTS: Final = ("baseline", "baseline_count")
 """Extra inputs of an acoustic graph that adapts to a stream's speaker."""
 ADAPTIVE_OUTPUTS: Final = ("pooled",)
 """Extra output of such a graph: the vector the stream's baseline averages."""
+AFFECT_OUTPUTS: Final = ("affect",)
+"""Extra output of an acoustic graph with affect: [batch, 2] arousal, valence."""
 DYNAMIC_AXES: Final[dict[str, dict[str, dict[int, str]]]] = {
     "acoustic": {
         "features": {0: "batch", 1: "time"},
@@ -55,6 +57,7 @@ DYNAMIC_AXES: Final[dict[str, dict[str, dict[int, str]]]] = {
         "probs": {0: "batch"},
         "embedding": {0: "batch"},
         "pooled": {0: "batch"},
+        "affect": {0: "batch"},
     },
     "text": {
         "token_ids": {0: "batch", 1: "tokens"},
@@ -102,7 +105,12 @@ def join_prefix(prefix_path: Path, head_path: Path, out_path: Path) -> None:
     )
     renamed = {
         f"head/{name}": name
-        for name in (*OUTPUTS["acoustic"], *ADAPTIVE_OUTPUTS, *ADAPTIVE_INPUTS)
+        for name in (
+            *OUTPUTS["acoustic"],
+            *ADAPTIVE_OUTPUTS,
+            *AFFECT_OUTPUTS,
+            *ADAPTIVE_INPUTS,
+        )
     }
     for node in joined.graph.node:
         node.input[:] = [renamed.get(name, name) for name in node.input]
@@ -145,6 +153,8 @@ def io_names(kind: str, module: nn.Module) -> tuple[list[str], list[str]]:
     if adapts(module):
         inputs += ADAPTIVE_INPUTS
         outputs += ADAPTIVE_OUTPUTS
+    if getattr(module, "affect", False) is True:
+        outputs += AFFECT_OUTPUTS
     return inputs, outputs
 
 

@@ -42,12 +42,21 @@ class EmotionOptions:
         speaker_adaptation: an acoustic model that adapts to each stream's speaker
             does so (``streamser.recognition.adaptation``); switch off for streams that mix
             speakers.
+        min_confidence: an utterance whose top (calibrated) probability is below
+            this gets the label "uncertain", its scores unchanged; 0 (default) is off.
     """
 
     model_dir: str = ""
     device: str = "auto"
     num_threads: int = 1
     speaker_adaptation: bool = True
+    min_confidence: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.min_confidence <= 1.0:
+            raise ValueError(
+                f"min_confidence must be in [0, 1], not {self.min_confidence}"
+            )
 
 
 @dataclass(frozen=True)
@@ -103,6 +112,7 @@ class Config:
             num_threads=self.emotion.num_threads,
             whisper=self.asr,
             speaker_adaptation=self.emotion.speaker_adaptation,
+            min_confidence=self.emotion.min_confidence,
         )
 
     def to_toml(self) -> str:

@@ -480,6 +480,11 @@ def _retrieve(task: asyncio.Task[Recognized]) -> None:
         task.exception()
 
 
+def _rounded(value: float | None) -> float | None:
+    """An arousal or valence value for an event (None stays None)."""
+    return None if value is None else round(value, 6)
+
+
 def _modality(scores: EmotionScores | None) -> ModalityScores | None:
     if scores is None:
         return None
@@ -906,7 +911,9 @@ class StreamSession:
                 label=scores.label,
                 scores=dict(scores.scores),
                 channel=lane.channel,
-            )
+                arousal=_rounded(scores.arousal),
+                valence=_rounded(scores.valence),
+            ),
         )
 
     @property
@@ -990,5 +997,7 @@ class StreamSession:
                 latency_ms=round(latency_s * 1000.0, 1),
                 asr=asr,
                 channel=pending.lane.channel,
-            )
+                arousal=_rounded(recognition.arousal),
+                valence=_rounded(recognition.valence),
+            ),
         )

@@ -113,7 +113,7 @@ def test_models_lists_the_shipped_graphs_and_their_front_end() -> None:
     result = streamser("models", "--no-asr")
     assert result.returncode == 0, result.stderr
     assert (
-        "emotion-acoustic-v2" in result.stdout and "emotion-text-fa-v1" in result.stdout
+        "emotion-acoustic-v3" in result.stdout and "emotion-text-fa-v1" in result.stdout
     )
     assert (
         "features: log-mel, whisper-base encoder layers 2+3 in the graph (dim 80)"

@@ -48,7 +48,7 @@ def test_shipped_metadata_order_is_the_written_order(path: Path) -> None:
 
 def test_shipped_graphs_are_all_covered() -> None:
     names = {p.name for p in _GRAPHS}
-    assert {"emotion-acoustic-v2.onnx", "emotion-text-fa-v1.onnx"} <= names
+    assert {"emotion-acoustic-v3.onnx", "emotion-text-fa-v1.onnx"} <= names
     assert {p.parent.name for p in _GRAPHS} >= {"models", "models-v2"}
 
 
@@ -65,8 +65,11 @@ def _acoustic() -> ModelContract:
 
 
 def test_optional_fields_round_trip() -> None:
-    contract = dataclasses.replace(_acoustic(), variant="int8")
+    contract = dataclasses.replace(
+        _acoustic(), variant="int8", affect=("arousal", "valence")
+    )
     meta = contract.to_metadata()
+    assert meta["streamser.affect"] == '["arousal", "valence"]'
     assert meta["streamser.adaptation_window"] == "32"
     assert meta["streamser.variant"] == "int8"
     assert ModelContract.from_metadata(meta, "x.onnx") == contract
@@ -91,6 +94,10 @@ def test_optional_fields_round_trip() -> None:
         ("features", "[1]", "field features"),
         ("adaptation_window", "0", "field adaptation_window"),
         ("adaptation_window", "true", "field adaptation_window"),
+        ("affect", '["mood"]', "field affect"),
+        ("affect", "[]", "field affect"),
+        ("affect", '["arousal", "arousal"]', "field affect"),
+        ("affect", '"arousal"', "field affect"),
     ],
 )
 def test_bad_field_names_file_and_field(key: str, value: str, message: str) -> None:
@@ -120,3 +127,10 @@ def test_bad_arguments_raise_value_error() -> None:
         ModelContract("m", "video", "1", ("anger",), 0)
     with pytest.raises(ValueError, match="front end"):
         ModelContract("m", "acoustic", "1", ("anger",), 0)
+
+
+def test_graphs_without_affect_still_load() -> None:
+    """``affect`` is optional: metadata written before it reads as no affect."""
+    meta = _acoustic().to_metadata()
+    assert "streamser.affect" not in meta
+    assert ModelContract.from_metadata(meta, "m.onnx").affect == ()

@@ -113,6 +113,38 @@ def test_emodb_original_names_match_manifest() -> None:
 
 
 @pytest.mark.data
+@_needs(DATA / "ased" / "manifest.csv")
+def test_ased() -> None:
+    utterances = load_dataset(f"ased:{DATA / 'ased'}")
+    assert len(utterances) == 2108
+    assert len({utt.speaker for utt in utterances}) == 53
+    assert {utt.label for utt in utterances} == {
+        "anger", "fear", "happiness", "neutral", "sadness",
+    }  # fmt: skip
+    for utt in utterances:
+        # its sentences leak the label: never passed on as text
+        assert utt.text is None and utt.language == "am" and utt.corpus == "ased"
+        assert utt.path is not None and utt.path.is_file()
+    assert len(_by_id(utterances)) == 2108
+
+
+def test_ased_rejects_bad_rows(tmp_path: Path) -> None:
+    (tmp_path / "manifest.csv").write_text("path,speaker,emotion\nx.flac,01,anger\n")
+    with pytest.raises(ValueError, match="line 2: audio file"):
+        load_dataset(f"ased:{tmp_path}")
+    (tmp_path / "x.flac").write_bytes(b"")
+    (tmp_path / "manifest.csv").write_text("path,speaker,emotion\nx.flac,01,calm\n")
+    with pytest.raises(ValueError, match="not one of ASED's"):
+        load_dataset(f"ased:{tmp_path}")
+    (tmp_path / "manifest.csv").write_text("path,emotion\nx.flac,anger\n")
+    with pytest.raises(ValueError, match="lacks columns speaker"):
+        load_dataset(f"ased:{tmp_path}")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no manifest"):
+        load_dataset(f"ased:{tmp_path / 'empty'}")
+
+
+@pytest.mark.data
 @needs_ravdess
 def test_ravdess() -> None:
     utterances = load_dataset(f"ravdess:{RAVDESS}")
@@ -590,6 +622,27 @@ def test_loso_folds() -> None:
     assert [{utterances[i].speaker for i in test} for _, test in folds] == [
         {f"synthetic:{s:02d}"} for s in range(6)
     ]
+
+
+def test_loco_folds_hold_out_one_corpus_each() -> None:
+    first = _synthetic(speakers=3, per_speaker=2)
+    second = [
+        Utterance(
+            utt_id=f"other:{i}", path=None, label="anger", speaker=f"other:{i % 2}",
+            corpus="other",
+        )
+        for i in range(4)
+    ]  # fmt: skip
+    both = first + second
+    folds = speaker_folds(both, "loco")
+    assert len(folds) == 2
+    _check_disjoint(both, folds)
+    assert [{both[i].corpus for i in test} for _, test in folds] == [
+        {"other"},
+        {"synthetic"},
+    ]
+    with pytest.raises(ValueError, match="at least 2 corpora"):
+        speaker_folds(first, "loco")
 
 
 @pytest.mark.train

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -146,15 +148,15 @@ def test_cli_scores_each_speaker_as_one_stream(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    # With an acoustic model that adapts to a stream's speaker, a speaker's utterances
-    # are one stream by default, and the report adds the same utterances heard alone,
-    # which is what --streams utterance scores.
+    # With an acoustic model that adapts to a stream's speaker and --streams speaker,
+    # a speaker's utterances are one stream, and the report adds the same utterances
+    # heard alone, which is what the default (one stream per clip) scores.
     folder = tmp_path / "emodb"
     folder.mkdir()
     for clip in emodb_clips[::40][:8]:
         shutil.copy(clip, folder / clip.name)
     args = ["--data", f"emodb:{folder}", "--models", str(adaptive_models)]
-    code, out, err = _run([*args, "--json", "--no-asr"], capsys)
+    code, out, err = _run([*args, "--json", "--no-asr", "--streams", "speaker"], capsys)
     assert code == 0, err
     report = json.loads(out)
     assert report["streams"] == "speaker"
@@ -164,6 +166,63 @@ def test_cli_scores_each_speaker_as_one_stream(
     )
     assert code == 0, err
     alone = json.loads(out)
-    assert alone["streams"] == "utterance" and "cold" not in alone
+    assert alone["streams"] == "clip" and "cold" not in alone
     assert alone["wa"] == report["cold"]["wa"]
     assert alone["per_class_recall"] == report["cold"]["per_class_recall"]
+
+
+@pytest.mark.data
+def test_evaluate_labels_are_those_of_streamser_run(
+    datasets: Path, shipped_models: Path
+) -> None:
+    # The drift check: `training evaluate` cuts and recognises each clip as
+    # `streamser run --no-asr --jsonl` does, so both give the same label to every
+    # utterance of the same clips (one stream per clip).
+    from streamser.recognition.adaptation import SpeakerBaseline
+    from streamser.recognition.models import OnnxModel
+    from streamser.recognition.recognizer import Recognizer, RecognizerOptions
+    from training.evaluate import daemon_clip
+
+    clips = sorted((datasets / "ravdess" / "Actor_03").glob("*.flac"))[::15][:3]
+    clips += sorted((datasets / "emodb" / "wav").glob("*.wav"))[::150][:2]
+    clips += sorted((datasets / "ased").glob("*.flac"))[::700][:2]
+    if len(clips) < 3:
+        pytest.skip("too few corpus clips for the drift check")
+    command = [
+        sys.executable,
+        "-m",
+        "streamser",
+        "run",
+        "--no-asr",
+        "--jsonl",
+        "--model-dir",
+        str(shipped_models),
+        *map(str, clips),
+    ]
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    ran: dict[str, list[str]] = {clip.name: [] for clip in clips}
+    affect_declared = bool(
+        OnnxModel(
+            next(shipped_models.glob("emotion-acoustic-v*.onnx")), device="cpu"
+        ).info.affect
+    )
+    for line in done.stdout.splitlines():
+        event = json.loads(line)
+        if event["type"] == "utterance.end":
+            ran[event["stream_id"]].append(event["label"])
+        if event["type"] in ("utterance.end", "emotion.partial") and affect_declared:
+            # a graph with an affect output fills arousal and valence on both
+            assert -1.0 <= event["arousal"] <= 1.0
+            assert -1.0 <= event["valence"] <= 1.0
+    recognizer = Recognizer(
+        RecognizerOptions(model_dir=shipped_models, asr=False, device="cpu")
+    )
+    evaluated = {
+        clip.name: daemon_clip(recognizer, clip, None, SpeakerBaseline(0)).labels
+        for clip in clips
+    }
+    assert evaluated == ran
+    assert sum(len(labels) for labels in ran.values()) >= len(clips) - 1

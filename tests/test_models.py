@@ -136,6 +136,36 @@ def test_adaptation_window_needs_the_baseline_inputs(
         OnnxModel(path)
 
 
+def test_declared_affect_needs_the_affect_output(
+    tmp_path: Path, fixture_models: Path
+) -> None:
+    """A graph that declares arousal and valence must have the ``affect`` output."""
+    onnx = pytest.importorskip("onnx")
+    folder = _copy(fixture_models, tmp_path / "m")
+    path = folder / "emotion-acoustic-v1.onnx"
+    model = onnx.load(str(path))
+    entry = model.metadata_props.add()
+    entry.key, entry.value = "streamser.affect", '["arousal", "valence"]'
+    path.write_bytes(model.SerializeToString())
+    (folder / "emotion-acoustic-v1.onnx.json").unlink()
+    with pytest.raises(ModelError, match="no affect output"):
+        OnnxModel(path)
+
+
+def test_min_confidence_labels_uncertain_and_keeps_scores() -> None:
+    from streamser.recognition.emotion import UNCERTAIN, EmotionScores
+
+    scores = EmotionScores.from_probs(
+        ("anger", "neutral", "sadness"), np.array([0.5, 0.3, 0.2], np.float32)
+    )
+    assert scores.uncertain_below(0.0) is scores
+    assert scores.uncertain_below(0.45).label == "anger"
+    doubtful = scores.uncertain_below(0.6)
+    assert doubtful.label == UNCERTAIN
+    assert doubtful.scores == scores.scores
+    assert doubtful.confidence == pytest.approx(0.5)
+
+
 def test_folder_without_acoustic_model(tmp_path: Path) -> None:
     tmp_path.joinpath("m").mkdir()
     with pytest.raises(ModelError, match="no emotion-acoustic"):
@@ -196,3 +226,33 @@ def test_pad_batch_matches_the_four_it_replaced(empty: bool) -> None:
             np.testing.assert_array_equal(got[1], want[1])
     assert pad_batch(tokens, np.int64)[0].shape == (len(lengths), 1 if empty else 17)
     assert pad_batch(tokens, np.int64, min_width=0)[0].shape[1] == (0 if empty else 17)
+
+
+def test_min_confidence_setting_reaches_the_recognizer(fixture_models: Path) -> None:
+    """``[emotion] min_confidence``: out of [0, 1] is refused; above every
+    probability, each utterance is "uncertain" with its scores unchanged."""
+    from dataclasses import replace
+
+    from streamser.config import load_config
+    from streamser.errors import ConfigError
+    from streamser.recognition.recognizer import Recognizer
+
+    with pytest.raises(ConfigError, match="min_confidence"):
+        load_config(overrides={"emotion": {"min_confidence": 1.5}}, environ={})
+    config = load_config(
+        overrides={
+            "emotion": {"min_confidence": 0.999, "model_dir": str(fixture_models)},
+            "asr": {"enabled": False},
+        },
+        environ={},
+    )
+    recognizer = Recognizer(config.recognizer_options())
+    audio = 0.1 * np.sin(np.arange(16000) * 0.05).astype(np.float32)
+    recognition = recognizer.recognize(audio, "en")
+    assert recognition.label == "uncertain"
+    plain = Recognizer(
+        replace(config.recognizer_options(), min_confidence=0.0)
+    ).recognize(audio, "en")
+    assert plain.label != "uncertain" and recognition.scores == plain.scores
+    assert recognition.confidence == pytest.approx(max(recognition.scores.values()))
+    assert recognizer.partial(audio).label == "uncertain"

@@ -139,6 +139,7 @@ def test_ensemble_averages_member_probabilities() -> None:
 @pytest.mark.data
 def test_features_cache_roundtrip(emodb_tiny: Path, tmp_path: Path) -> None:
     from streamser.recognition import features
+    from training.daemon_path import daemon_audio, daemon_utterances, main_utterance
     from training.datasets import load_audio, load_dataset
     from training.features_cache import load_features
 
@@ -148,8 +149,16 @@ def test_features_cache_roundtrip(emodb_tiny: Path, tmp_path: Path) -> None:
     assert len(list(tmp_path.glob("emodb-mel-c0-*.npz"))) == 1
     for a, b, utt in zip(first, again, utts, strict=True):
         np.testing.assert_array_equal(a, b)
-        direct = features.log_mel(load_audio(utt.path))
+        # the default view: the longest utterance the daemon's segmenter cuts
+        cut = main_utterance(daemon_utterances(daemon_audio(utt.path)))
+        assert cut is not None
+        direct = features.log_mel(cut)
         np.testing.assert_allclose(a, direct, atol=2e-3)  # float16 storage
+    whole = load_features(utts, "mel", cache_dir=tmp_path, progress=False, view="clip")
+    assert len(list(tmp_path.glob("emodb-mel-c0-*.npz"))) == 2
+    for a, utt in zip(whole, utts, strict=True):
+        direct = features.log_mel(load_audio(utt.path))
+        np.testing.assert_allclose(a, direct, atol=2e-3)
     augmented = load_features(utts, "mel", copy=1, cache_dir=tmp_path, progress=False)
     assert not np.allclose(augmented[0][:10], first[0][:10])
 
@@ -257,7 +266,7 @@ def test_cli_writes_checkpoint(emodb_tiny: Path, tmp_path: Path) -> None:
         ]
     )
     assert code == 0
-    path = tmp_path / "emotion-acoustic-v2.pt"
+    path = tmp_path / "emotion-acoustic-v3.pt"
     checkpoint = torch.load(path, weights_only=False)
     assert checkpoint["kind"] == "acoustic" and checkpoint["arch"] == "attn"
     assert checkpoint["front_end"]["type"] == "log-mel"
@@ -287,7 +296,7 @@ def test_cli_writes_checkpoint(emodb_tiny: Path, tmp_path: Path) -> None:
     utts = load_dataset(f"emodb:{emodb_tiny}")[:3]
     mels = [features.log_mel(load_audio(u.path)) for u in utts]
     served = models.acoustic(mels)  # one zero-padded batch of three lengths
-    states = load_features(utts, "encoder", progress=False)
+    states = load_features(utts, "encoder", progress=False, view="clip")
     for out, state in zip(served, states, strict=True):
         with torch.no_grad():
             want, _ = model(torch.from_numpy(state)[None], torch.tensor([len(state)]))
@@ -310,7 +319,7 @@ def test_adaptive_stats_model_from_training_to_runtime(
     from training.features_cache import load_features
 
     out = adaptive_training
-    checkpoint = torch.load(out / "emotion-acoustic-v2.pt", weights_only=False)
+    checkpoint = torch.load(out / "emotion-acoustic-v3.pt", weights_only=False)
     assert checkpoint["arch"] == "stats"
     assert checkpoint["config"]["adaptation_window"] == 32
     assert {
@@ -319,7 +328,7 @@ def test_adaptive_stats_model_from_training_to_runtime(
         "emodb after calm history",
         "emodb after same-emotion history",
     } <= set(checkpoint["metrics"])
-    onnx_path = out / "models" / "emotion-acoustic-v2.onnx"
+    onnx_path = out / "models" / "emotion-acoustic-v3.onnx"
     card = json.loads(onnx_path.with_name(onnx_path.name + ".json").read_text("utf-8"))
     assert [item["name"] for item in card["inputs"]] == [
         "features",
@@ -334,7 +343,7 @@ def test_adaptive_stats_model_from_training_to_runtime(
 
     utts = load_dataset(f"emodb:{emodb_tiny}")[:3]
     mels = [features.log_mel(load_audio(u.path)) for u in utts]
-    states = load_features(utts, "encoder", progress=False)
+    states = load_features(utts, "encoder", progress=False, view="clip")
     model = load_checkpoint_model(checkpoint)
     stream = SpeakerBaseline(32)
     served = []
@@ -397,3 +406,58 @@ def test_feature_kind_of_each_front_end() -> None:
     assert kind_of(from_metadata) == "encoder"
     with pytest.raises(ValueError, match="front end"):
         kind_of(features.FrontEnd(type="log-mel", encoder_layers=(4,)))
+
+
+def test_calibrated_head_scales_by_temperature_and_reads_affect() -> None:
+    from training.acoustic_models import CalibratedHead, Ensemble, build_model
+
+    torch.manual_seed(0)
+    config = {"n_labels": 3, "input_dim": 8, "hidden": 8, "embedding": 4}
+    members = [build_model("stats", {**config, "affect": True}) for _ in range(2)]
+    x, lengths = torch.randn(2, 5, 8), torch.tensor([5, 3])
+    plain = CalibratedHead(Ensemble(members).eval(), 1.0, affect=True).eval()
+    sharp = CalibratedHead(Ensemble(members).eval(), 0.5, affect=True).eval()
+    with torch.no_grad():
+        p1, emb, affect = plain(x, lengths)
+        p2, _, _ = sharp(x, lengths)
+        mean = torch.stack(
+            [torch.softmax(m.logits(x, lengths)[0], -1) for m in members]
+        )
+    torch.testing.assert_close(p1, mean.mean(0))
+    want = torch.softmax(torch.log(mean.mean(0)) / 0.5, dim=-1)
+    torch.testing.assert_close(p2, want)
+    assert affect.shape == (2, 2) and bool((affect.abs() <= 1).all())
+    assert emb.shape == (2, 8)
+
+
+def test_temperature_fit_and_ece() -> None:
+    from training.acoustic import (
+        calibrate,
+        expected_calibration_error,
+        fit_temperature,
+    )
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 400)
+    logits = rng.standard_normal((400, 3))
+    logits[np.arange(400), y] += 1.0
+    true = calibrate(np.exp(logits), 1.0)
+    # the same model made over-confident: the fit undoes it
+    sharp = calibrate(true, 0.4)
+    assert 2.0 < fit_temperature(sharp.astype(np.float32), y) < 3.0
+    assert expected_calibration_error(
+        calibrate(sharp, fit_temperature(sharp.astype(np.float32), y)), y
+    ) < expected_calibration_error(sharp, y)
+
+
+def test_masked_loss_ignores_labels_a_corpus_lacks() -> None:
+    from training.acoustic import _loss
+
+    logits = torch.tensor([[2.0, 0.0, 5.0]])
+    target = torch.tensor([0])
+    weights = torch.ones(3)
+    allowed = torch.tensor([[True, True, False]])
+    masked = _loss(logits, target, weights, 0.0, allowed)
+    want = -torch.log_softmax(torch.tensor([2.0, 0.0]), 0)[0]
+    torch.testing.assert_close(masked, want)
+    assert _loss(logits, target, weights, 0.0, None) > masked

@@ -1,7 +1,17 @@
 """Train and evaluate the acoustic emotion model speaker-independently.
 
 ``python -m training acoustic --data emodb:PATH --data ravdess:PATH [--arch attn]
-[--protocol loso|kfold] [--final] --out artifacts/acoustic [--json]``
+[--protocol loso|kfold|loco] [--labels fold|union|mask] [--calibrate-with OOF.npz]
+[--final] --out artifacts/acoustic [--json]``
+
+Features are of the utterance the daemon's VAD and segmenter cut from each clip
+(``--view daemon``, the default; ``training.daemon_path``). ``loco`` holds out one
+corpus at a time. Held-out reports give, per corpus, UA/WA over the model's labels
+and restricted to the corpus's own, the predicted-label distribution, ECE before and
+after temperature scaling, and arousal/valence agreement for a head with
+``{"affect": true}``; out-of-fold predictions are saved as ``oof-PROTOCOL.npz``. The
+final checkpoint carries the temperature (fit on this run's and ``--calibrate-with``'s
+out-of-fold predictions) that export bakes into the graph.
 
 Features come from ``training.features_cache`` (computed through
 ``streamser.recognition.features`` exactly as the runtime does: Whisper-base int8 encoder states
@@ -33,7 +43,7 @@ import numpy.typing as npt
 from streamser.labels import CANONICAL_LABELS
 from streamser.recognition.features import pad_batch
 from training.datasets import Utterance, load_dataset, speaker_folds
-from training.features_cache import FRONT_ENDS, TELEPHONE, load_features
+from training.features_cache import FRONT_ENDS, TELEPHONE, VIEWS, load_features
 from training.metrics import format_confusion, score
 
 _LOGGER = logging.getLogger(__name__)
@@ -108,6 +118,11 @@ class TrainOptions:
     val_fraction: float = 0.15
     history_sizes: tuple[int, ...] = (0, 1, 2, 4, 8, 16, 32)
     history_mixes: tuple[str, ...] = ("any", "calm", "same", "one")
+    affect_weight: float = 1.0
+    """Weight of the (arousal, valence) regression loss of a head with ``affect``."""
+    balance: str = "none"
+    """"corpus": draw every corpus equally often in an epoch (sampling with
+    replacement, weights 1 / corpus size); "none": every utterance once."""
 
 
 @dataclass
@@ -119,6 +134,11 @@ class _Data:
     telephone: list[npt.NDArray[np.float32]] = field(default_factory=list)
     """Features of each utterance through ``features_cache.TELEPHONE`` (held-out
     speakers are scored on these too), or empty."""
+    allowed: Any = None
+    """[N, L] bool: the labels the utterance's corpus has (``--labels mask``: the
+    loss normalises over those only), or None."""
+    corpus_labels: dict[str, list[str]] = field(default_factory=dict)
+    """Each corpus's own labels (after folding)."""
 
 
 _SHARED: dict[str, Any] = {}
@@ -273,9 +293,14 @@ def _batches(
     lengths: npt.NDArray[np.int64],
     size: int,
     rng: np.random.Generator,
+    weights: npt.NDArray[np.float64] | None = None,
 ) -> list[npt.NDArray[np.int64]]:
-    """Shuffled batches of similar length (sorted within chunks of 8 batches)."""
-    order = rng.permutation(indices)
+    """Shuffled batches of similar length (sorted within chunks of 8 batches);
+    with ``weights`` (one per index), as many indices drawn with replacement."""
+    if weights is None:
+        order = rng.permutation(indices)
+    else:
+        order = rng.choice(indices, size=len(indices), p=weights / weights.sum())
     batches = []
     chunk = size * 8
     for start in range(0, len(order), chunk):
@@ -325,18 +350,36 @@ def predict(
 ) -> npt.NDArray[np.float32]:
     """Class probabilities of each utterance (eval mode, no gradients); with
     ``baselines`` ((baselines, counts) from ``stream_baselines``), adapted."""
+    return predict_outputs(model, feats, batch_size, baselines)[0]
+
+
+def predict_outputs(
+    model: Any,
+    feats: Sequence[npt.NDArray[np.float32]],
+    batch_size: int = 64,
+    baselines: tuple[Any, Any] | None = None,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32] | None]:
+    """``predict``'s probabilities and, for a head with affect, the [N, 2]
+    (arousal, valence) of each utterance (else None)."""
     import torch
 
     model.eval()
     order = np.argsort([f.shape[0] for f in feats])
-    probs = np.zeros((len(feats), 0), dtype=np.float32)
     outs: dict[int, npt.NDArray[np.float32]] = {}
+    affects: dict[int, npt.NDArray[np.float32]] = {}
+    has_affect = getattr(model, "affect_head", None) is not None
     with torch.no_grad():
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             x, lengths = _pad([feats[i] for i in idx])
             if baselines is None:
-                p, _ = model(x, lengths)
+                logits, embedding = model.logits(x, lengths)
+                p = torch.softmax(logits, dim=-1)
+                if has_affect:
+                    for i, row in zip(
+                        idx, model.affect_of(embedding).numpy(), strict=True
+                    ):
+                        affects[int(i)] = row
             else:
                 logits, _ = model.logits(
                     x,
@@ -348,7 +391,32 @@ def predict(
             for i, row in zip(idx, p.numpy(), strict=True):
                 outs[int(i)] = row
     probs = np.stack([outs[i] for i in range(len(feats))])
-    return probs
+    affect = np.stack([affects[i] for i in range(len(feats))]) if affects else None
+    return probs, affect
+
+
+def _loss(
+    logits: Any,
+    target: Any,
+    weights: Any,
+    smoothing: float,
+    allowed: Any | None,
+) -> Any:
+    """Class-weighted cross-entropy with label smoothing; with ``allowed`` ([B, L]
+    bool, ``--labels mask``) the softmax and the smoothing cover only the labels
+    of each example's corpus, so a corpus is silent about labels it lacks."""
+    import torch
+
+    n_labels = logits.shape[-1]
+    if allowed is None:
+        allowed = torch.ones_like(logits, dtype=torch.bool)
+    logp = torch.log_softmax(logits.masked_fill(~allowed, -1.0e4), dim=-1)
+    share = allowed.to(logits.dtype) / allowed.sum(-1, keepdim=True).to(logits.dtype)
+    onehot = torch.nn.functional.one_hot(target, n_labels).to(logits.dtype)
+    soft = (1.0 - smoothing) * onehot + smoothing * share
+    per_row = -(soft * logp.masked_fill(~allowed, 0.0)).sum(-1)
+    w = weights[target]
+    return (w * per_row).sum() / w.sum()
 
 
 def _summaries(
@@ -446,6 +514,7 @@ def train_one(
     """
     import torch
 
+    from training import affect as affect_module
     from training.acoustic_models import build_model
 
     data: _Data = _SHARED["data"]
@@ -461,10 +530,29 @@ def train_one(
     weights = np.where(
         counts > 0, counts.sum() / np.maximum(counts, 1) / len(counts), 0.0
     )
-    loss_fn = torch.nn.CrossEntropyLoss(
-        weight=torch.tensor(weights, dtype=torch.float32),
-        label_smoothing=options.label_smoothing,
+    class_weights = torch.tensor(weights, dtype=torch.float32)
+    allowed_all = torch.from_numpy(data.allowed) if data.allowed is not None else None
+    affect_targets = (
+        torch.from_numpy(affect_module.targets(data.labels))
+        if getattr(model, "affect_head", None) is not None
+        else None
     )
+
+    def loss_fn(logits: Any, target: Any, batch: Any, embedding: Any) -> Any:
+        allowed = allowed_all[batch] if allowed_all is not None else None
+        loss = _loss(logits, target, class_weights, options.label_smoothing, allowed)
+        if affect_targets is not None:
+            predicted = model.affect_of(embedding)
+            loss = loss + options.affect_weight * torch.mean(
+                (predicted - affect_targets[target]) ** 2
+            )
+        return loss
+
+    sample_weights = None
+    if options.balance == "corpus":
+        corpora = np.array([data.utterances[i].corpus for i in train_idx])
+        sizes = {c: int((corpora == c).sum()) for c in set(corpora.tolist())}
+        sample_weights = np.array([1.0 / sizes[c] for c in corpora])
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=options.lr, weight_decay=options.weight_decay
     )
@@ -482,7 +570,9 @@ def train_one(
     val_feats = [inputs[0][i] for i in val_idx] if val_idx is not None else []
     for epoch in range(1, n_epochs + 1):
         model.train()
-        for batch in _batches(train_idx, lengths, options.batch_size, rng):
+        for batch in _batches(
+            train_idx, lengths, options.batch_size, rng, sample_weights
+        ):
             choice = rng.integers(0, copies, size=len(batch))
             x, lens = _pad([inputs[c][i] for c, i in zip(choice, batch, strict=True)])
             x = _spec_augment(x, lens, options, rng, fill)
@@ -512,13 +602,13 @@ def train_one(
                         lam * baseline + (1 - lam) * baseline[perm],
                         torch.minimum(count, count[perm]),
                     )
-                logits, _ = model.logits(x, lens, *adapt)
-                loss = lam * loss_fn(logits, target) + (1 - lam) * loss_fn(
-                    logits, target[perm]
+                logits, emb = model.logits(x, lens, *adapt)
+                loss = lam * loss_fn(logits, target, batch, emb) + (1 - lam) * loss_fn(
+                    logits, target[perm], batch[perm.numpy()], emb
                 )
             else:
-                logits, _ = model.logits(x, lens, *adapt)
-                loss = loss_fn(logits, target)
+                logits, emb = model.logits(x, lens, *adapt)
+                loss = loss_fn(logits, target, batch, emb)
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -611,7 +701,10 @@ def _run_fold(
         model = build_model(arch, config)
         model.load_state_dict(state)
         for key, feats, baselines in conditions:
-            probs[key].append(predict(model, feats, baselines=baselines))
+            p, affect = predict_outputs(model, feats, baselines=baselines)
+            probs[key].append(p)
+            if key == "cold" and affect is not None:
+                probs.setdefault("affect", []).append(affect)
         epochs.append(epoch)
         val_uas.append(val_ua)
     return fold, {k: np.mean(v, axis=0) for k, v in probs.items()}, epochs, val_uas
@@ -713,13 +806,14 @@ def cross_validate(
     for fold, fold_probs, fold_epochs, fold_val in results:
         for key, value in fold_probs.items():
             probs.setdefault(
-                key, np.zeros((len(data.y), len(data.labels)), dtype=np.float32)
+                key,
+                np.zeros((len(data.y), value.shape[1]), dtype=np.float32),
             )[folds[fold][1]] = value
         epochs += fold_epochs
         val_uas += fold_val
     adaptive = "stream" in probs
     report: dict[str, Any] = {
-        "protocol": protocol if protocol == "loso" else f"kfold{k}",
+        "protocol": protocol if protocol in ("loso", "loco") else f"kfold{k}",
         "folds": len(folds),
         "epochs_chosen": epochs,
         "inner_val_ua": float(np.mean(val_uas)),
@@ -736,7 +830,163 @@ def cross_validate(
     for key, condition in _REPORTED if adaptive else _REPORTED_PLAIN:
         if condition in probs:
             report[key] = _per_corpus(data, probs[condition].argmax(1))
+    if not adaptive and "cold" in probs:
+        report.update(held_out_report(data, probs["cold"], probs.get("affect")))
+        report["oof"] = {"probs": probs["cold"], "affect": probs.get("affect")}
     return report
+
+
+FOLD_TO_NEUTRAL: Final = {"calm": "neutral", "boredom": "neutral"}
+"""``--labels fold``: the labels that each come from one acted corpus and are read
+as neutral."""
+TEMPERATURES: Final = np.exp(np.linspace(np.log(0.25), np.log(4.0), 81))
+
+
+def fit_temperature(probs: npt.NDArray[np.float32], y: npt.NDArray[np.int64]) -> float:
+    """The temperature T minimising the negative log-likelihood of
+    ``softmax(log(probs) / T)`` (grid over 0.25..4, log-spaced)."""
+    logp = np.log(np.clip(probs, 1e-12, None))
+    best, best_nll = 1.0, np.inf
+    for t in TEMPERATURES:
+        scaled = calibrate(logp, float(t), logs=True)
+        nll = -float(
+            np.mean(np.log(np.clip(scaled[np.arange(len(y)), y], 1e-12, None)))
+        )
+        if nll < best_nll:
+            best, best_nll = float(t), nll
+    return best
+
+
+def calibrate(
+    probs: npt.NDArray[Any], temperature: float, logs: bool = False
+) -> npt.NDArray[np.float64]:
+    """``softmax(log(probs) / temperature)`` (``logs``: ``probs`` are logs already)."""
+    logp = probs if logs else np.log(np.clip(probs, 1e-12, None))
+    z = logp / temperature
+    z = z - z.max(1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(1, keepdims=True)
+
+
+def expected_calibration_error(
+    probs: npt.NDArray[Any], correct_labels: npt.NDArray[np.int64], bins: int = 10
+) -> float:
+    """ECE over ``bins`` equal-width confidence bins (confidence: the top
+    probability; correct: the top label is the reference)."""
+    confidence = probs.max(1)
+    correct = probs.argmax(1) == correct_labels
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    ece = 0.0
+    for low, high in zip(edges[:-1], edges[1:], strict=True):
+        inside = (confidence > low) & (confidence <= high)
+        if inside.any():
+            ece += inside.mean() * abs(
+                correct[inside].mean() - confidence[inside].mean()
+            )
+    return float(ece)
+
+
+def held_out_report(
+    data: _Data,
+    probs: npt.NDArray[np.float32],
+    affect: npt.NDArray[np.float32] | None,
+) -> dict[str, Any]:
+    """Per corpus, of out-of-fold predictions: scores over the model's own labels
+    and restricted to the corpus's classes, the predicted-label distribution, ECE
+    (10 bins) raw and after temperature scaling fit on the *other* corpora's rows,
+    the same with calm and boredom read as neutral, and arousal/valence agreement.
+    Also the temperature fit on all rows (what a final model ships)."""
+    from training import affect as affect_module
+
+    out: dict[str, Any] = {"held_out": {}}
+    corpora = np.array([u.corpus for u in data.utterances])
+    out["temperature"] = fit_temperature(probs, data.y)
+    for corpus in sorted(set(corpora.tolist())):
+        rows = np.flatnonzero(corpora == corpus)
+        others = np.flatnonzero(corpora != corpus)
+        # one corpus alone: no other corpora to fit on, so its own rows
+        fit_rows = others if len(others) else rows
+        t = fit_temperature(probs[fit_rows], data.y[fit_rows])
+        reference = [data.labels[data.y[i]] for i in rows]
+        own = probs[rows].argmax(1)
+        own_labels = [data.labels[i] for i in own]
+        mine = [data.labels.index(k) for k in data.corpus_labels[corpus]]
+        restricted = [mine[i] for i in probs[rows][:, mine].argmax(1)]
+        cal = calibrate(probs[rows], t)
+        folded_ref = [FOLD_TO_NEUTRAL.get(k, k) for k in reference]
+        folded_pred = [FOLD_TO_NEUTRAL.get(k, k) for k in own_labels]
+        folded_correct = np.array(
+            [a == b for a, b in zip(folded_ref, folded_pred, strict=True)]
+        )
+        entry: dict[str, Any] = {
+            "own": score(reference, own_labels, labels=data.labels).to_dict(),
+            "restricted": score(
+                reference, [data.labels[i] for i in restricted], labels=data.labels
+            ).to_dict(),
+            "folded": score(folded_ref, folded_pred).to_dict(),
+            "predicted": {
+                k: int(own_labels.count(k)) for k in data.labels if k in own_labels
+            },
+            "ece_raw": expected_calibration_error(probs[rows], data.y[rows]),
+            "temperature_other_corpora": t,
+            "ece": expected_calibration_error(cal, data.y[rows]),
+            "ece_folded": _folded_ece(cal, folded_correct),
+        }
+        if affect is not None:
+            entry["affect"] = affect_module.agreement(affect[rows], reference)
+        out["held_out"][corpus] = entry
+    return out
+
+
+def pooled_temperature(
+    paths: Sequence[Path],
+    data: _Data,
+    own: npt.NDArray[np.float32] | None = None,
+) -> dict[str, Any]:
+    """The temperature fit on the out-of-fold predictions in ``paths`` (and this
+    run's, ``own``), all rows pooled.
+
+    Raises:
+        ValueError: a file is missing, or its labels or utterances differ from
+            ``data``'s.
+    """
+    ids = [u.utt_id for u in data.utterances]
+    probs, ys = [], []
+    for path in paths:
+        if not path.is_file():
+            raise ValueError(f"--calibrate-with: {path} not found")
+        with np.load(path, allow_pickle=False) as oof:
+            if [str(k) for k in oof["labels"]] != data.labels or [
+                str(i) for i in oof["ids"]
+            ] != ids:
+                raise ValueError(
+                    f"--calibrate-with: {path} is of other labels or utterances"
+                )
+            probs.append(oof["probs"])
+            ys.append(oof["y"])
+    if own is not None:
+        probs.append(own)
+        ys.append(data.y)
+    temperature = fit_temperature(np.concatenate(probs), np.concatenate(ys))
+    return {
+        "temperature": temperature,
+        "fit_on": [p.name for p in paths] + (["this run"] if own is not None else []),
+    }
+
+
+def _folded_ece(probs: npt.NDArray[Any], correct: npt.NDArray[np.bool_]) -> float:
+    """ECE of the top label's probability against correctness with calm and
+    boredom read as neutral."""
+    confidence = probs.max(1)
+    edges = np.linspace(0.0, 1.0, 11)
+    ece = 0.0
+    for low, high in zip(edges[:-1], edges[1:], strict=True):
+        inside = (confidence > low) & (confidence <= high)
+        if inside.any():
+            ece += inside.mean() * abs(
+                correct[inside].mean() - confidence[inside].mean()
+            )
+    return float(ece)
 
 
 def _pooled_copies(
@@ -790,20 +1040,45 @@ def fit_final(
 
 
 def load_data(
-    specs: Sequence[str], kind: str, copies: int, telephone: bool = False
+    specs: Sequence[str],
+    kind: str,
+    copies: int,
+    telephone: bool = False,
+    labels_mode: str = "fold",
+    view: str = "daemon",
 ) -> _Data:
     """Load corpora, labels (canonical order, those present), feature copies and,
-    with ``telephone``, the telephone-channel copy for evaluation."""
+    with ``telephone``, the telephone-channel copy for evaluation.
+
+    ``labels_mode``: "fold" reads calm and boredom as neutral
+    (``FOLD_TO_NEUTRAL``); "union" keeps every corpus's labels; "mask" keeps them
+    and lets each corpus's loss cover only its own labels. ``view``: the audio the
+    features describe (``features_cache.VIEWS``; "daemon": the segmenter's
+    utterance, as the daemon recognises it)."""
+    if labels_mode not in LABEL_MODES:
+        raise ValueError(f"labels must be one of {LABEL_MODES}, not {labels_mode!r}")
     utts = [u for spec in specs for u in load_dataset(spec)]
+    if labels_mode == "fold":
+        utts = [replace(u, label=FOLD_TO_NEUTRAL.get(u.label, u.label)) for u in utts]
     present = {u.label for u in utts}
     labels = [label for label in CANONICAL_LABELS if label in present]
     y = np.array([labels.index(u.label) for u in utts], dtype=np.int64)
     data = _Data(utts, labels, y)
+    for corpus in sorted({u.corpus for u in utts}):
+        have = {u.label for u in utts if u.corpus == corpus}
+        data.corpus_labels[corpus] = [k for k in labels if k in have]
+    if labels_mode == "mask":
+        data.allowed = np.array(
+            [[k in data.corpus_labels[u.corpus] for k in labels] for u in utts]
+        )
     for copy in range(copies):
-        data.copies.append(load_features(utts, kind, copy))
+        data.copies.append(load_features(utts, kind, copy, view=view))
     if telephone:
-        data.telephone = load_features(utts, kind, 1, TELEPHONE)
+        data.telephone = load_features(utts, kind, 1, TELEPHONE, view=view)
     return data
+
+
+LABEL_MODES: Final = ("fold", "union", "mask")
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -823,8 +1098,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--protocol",
         default="loso",
-        choices=("loso", "kfold", "none"),
-        help="evaluation (default loso; none: skip)",
+        choices=("loso", "kfold", "loco", "none"),
+        help="evaluation (default loso; kfold: speaker-grouped folds over all "
+        "corpora; loco: leave one corpus out; none: skip)",
     )
     parser.add_argument(
         "--folds", type=int, default=5, help="folds for --protocol kfold"
@@ -849,7 +1125,36 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         help="do not also score held-out speakers through a telephone channel "
         "(8 kHz mu-law)",
     )
-    parser.add_argument("--name", default="emotion-acoustic-v2", help="checkpoint name")
+    parser.add_argument(
+        "--labels",
+        default="fold",
+        choices=LABEL_MODES,
+        help="fold: calm and boredom read as neutral (default); union: every "
+        "corpus's labels; mask: union, each corpus's loss over its own labels only",
+    )
+    parser.add_argument(
+        "--view",
+        default="daemon",
+        choices=VIEWS,
+        help="train and score on the daemon's utterances (default) or whole clips",
+    )
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        default=None,
+        help="temperature baked into the exported graph (default: fit on the "
+        "evaluation's out-of-fold predictions, else 1)",
+    )
+    parser.add_argument(
+        "--calibrate-with",
+        action="append",
+        type=Path,
+        default=[],
+        help="out-of-fold predictions (oof-*.npz of earlier runs on the same data "
+        "and labels, e.g. --protocol loco) that the temperature is fit on too, so "
+        "it serves unseen speakers and unseen corpora alike (repeatable)",
+    )
+    parser.add_argument("--name", default="emotion-acoustic-v3", help="checkpoint name")
     parser.add_argument(
         "--out", type=Path, default=Path("artifacts/acoustic"), help="output folder"
     )
@@ -879,6 +1184,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             FEATURE_KIND[args.arch],
             options.copies,
             telephone=args.protocol != "none" and not args.no_telephone,
+            labels_mode=args.labels,
+            view=args.view,
         )
     except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -894,6 +1201,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "config": config,
         "train": asdict(options),
         "labels": data.labels,
+        "label_mode": args.labels,
+        "view": args.view,
     }
     if args.protocol != "none":
         report["evaluation"] = cross_validate(
@@ -916,6 +1225,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                     100 * s["ua"],
                     100 * s["wa"],
                 )
+    oof = report.get("evaluation", {}).pop("oof", None)
+    if oof is not None and args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        np.savez(
+            args.out / f"oof-{report['evaluation']['protocol']}.npz",
+            probs=oof["probs"],
+            affect=oof["affect"] if oof["affect"] is not None else np.zeros(0),
+            y=data.y,
+            ids=np.array([u.utt_id for u in data.utterances]),
+            labels=np.array(data.labels),
+        )
+    if args.calibrate_with:
+        report["calibration"] = pooled_temperature(
+            args.calibrate_with, data, oof["probs"] if oof is not None else None
+        )
     if args.final:
         chosen = report.get("evaluation", {}).get("epochs_chosen")
         epochs = args.epochs or (int(np.median(chosen)) if chosen else 20)
@@ -944,6 +1268,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             "command": command,
             "train": asdict(options),
             "final_epochs": epochs,
+            "temperature": (
+                args.temperature
+                if args.temperature is not None
+                else report["calibration"]["temperature"]
+                if "calibration" in report
+                else report.get("evaluation", {}).get("temperature", 1.0)
+            ),
+            "label_mode": args.labels,
+            "view": args.view,
+            "held_out": report.get("evaluation", {}).get("held_out"),
         }
         if len(states) > 1:
             checkpoint["ensemble"] = states

@@ -165,9 +165,15 @@ class StatsHead(EmotionHead):
         dropout: float = 0.3,
         adaptation_window: int = 0,
         adaptation_shrink: float = 2.0,
+        affect: bool = False,
     ) -> None:
-        """Build the head; arguments are stored in the checkpoint's config."""
+        """Build the head; arguments are stored in the checkpoint's config.
+
+        ``affect`` adds ``affect_head``: (arousal, valence) in [-1, 1] from the
+        embedding (``affect_of``), trained on the labels' circumplex coordinates
+        (``training.affect``)."""
         super().__init__()
+        self.affect_head = nn.Linear(embedding, 2) if affect else None
         self.adaptation_window = adaptation_window
         self.adaptation_shrink = adaptation_shrink
         self.scaler = InputScaler(input_dim)
@@ -217,6 +223,48 @@ class StatsHead(EmotionHead):
             scaled = torch.cat([scaled, relative], dim=-1)
         embedding = self.mlp(self.input_dropout(scaled))
         return self.classify(self.dropout(embedding)), embedding
+
+    def affect_of(self, embedding: torch.Tensor) -> torch.Tensor:
+        """[B, 2] (arousal, valence) in [-1, 1] of an embedding (``affect`` heads)."""
+        if self.affect_head is None:
+            raise ValueError("this head was built without affect")
+        return torch.tanh(self.affect_head(embedding))
+
+
+class CalibratedHead(nn.Module):
+    """The exported contract of a calibrated (and optionally affect-reading) head:
+    (features, lengths) -> (probs, embedding[, affect]).
+
+    ``probs`` are the members' mean probabilities with temperature scaling applied
+    (``softmax(log p / temperature)``, the temperature fit on out-of-fold
+    predictions), so the runtime's ``confidence`` is the calibrated probability;
+    ``affect`` is the members' mean (arousal, valence).
+    """
+
+    def __init__(self, model: nn.Module, temperature: float, affect: bool) -> None:
+        """Wrap a ``StatsHead`` or an ensemble of them."""
+        super().__init__()
+        self.model = model
+        self.temperature = float(temperature)
+        self.affect = affect
+
+    def forward(
+        self, features: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        """Calibrated probabilities, the embedding and (with affect) the affect."""
+        members = getattr(self.model, "members", None) or [self.model]
+        outputs = [m.logits(features, lengths) for m in members]
+        probs = torch.stack([torch.softmax(lg, dim=-1) for lg, _ in outputs]).mean(0)
+        calibrated = torch.softmax(
+            torch.log(probs.clamp_min(1e-12)) / self.temperature, dim=-1
+        )
+        embedding = torch.cat([e for _, e in outputs], dim=-1)
+        if not self.affect:
+            return calibrated, embedding
+        affect = torch.stack(
+            [m.affect_of(e) for m, (_, e) in zip(members, outputs, strict=True)]
+        )
+        return calibrated, embedding, affect.mean(0)
 
 
 def raw_pooled(features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

@@ -1,22 +1,33 @@
 """Evaluate exported emotion graphs through streamser's own runtime code.
 
 ``python -m training evaluate --data KIND:PATH --models DIR --json [--plot FILE]
-[--no-asr]``
+[--no-asr] [--streams clip|speaker] [--view daemon|clip]``
 
-Audio utterances go through ``streamser.recognition.recognizer.Recognizer`` (not the torch
-models), so the score is that of the label the daemon itself would emit (ASR, text and
-fusion included; ``--no-asr`` for acoustic only). Transcript-only data is scored on the
-text model. Prints one JSON object (``wa``, ``ua``, ``macro_f1``,
-``per_class_recall``, ``confusion``, ``labels``, ``n``, plus ``per_corpus``);
-``--plot`` writes a confusion-matrix PNG. A reference label the models cannot output
-still counts, as a miss.
+Every clip goes the daemon's way (``--view daemon``, the default): decoded as
+``streamser run`` decodes a file, cut by the daemon's VAD and segmenter with their
+default options (``training.daemon_path``), and each utterance recognised by
+``streamser.recognition.recognizer.Recognizer`` (not the torch models), so the score
+is that of the labels ``streamser run`` emits (ASR, text and fusion included;
+``--no-asr`` for acoustic only). A clip the segmenter cuts into several utterances
+is scored by the duration-weighted mean of its utterances' scores (its label: the
+top of that mean; its confidence: that top's share); a clip in which the VAD finds
+no utterance is counted (``no_utterance``) and scored as a miss with the predicted
+label "none". ``--view clip`` hands the whole clip to the recogniser instead (how
+models before v3 were scored; not what the daemon does). Transcript-only data is
+scored on the text model.
 
-Streams: by default each speaker's utterances are one stream, in a seeded random
-order, as a caller's or a microphone user's utterances reach the daemon; an acoustic
-model that adapts to the speaker (``streamser.recognition.adaptation``) then reads each utterance
-against the speaker's earlier ones, and the report adds ``cold``: the acoustic
-model's scores with every utterance heard alone. ``--streams utterance`` makes every
-utterance its own stream.
+Prints one JSON object (``wa``, ``ua``, ``macro_f1``, ``per_class_recall``,
+``confusion``, ``labels``, ``n``, ``predicted``, ``ece``, ``folded`` (calm and
+boredom counted as neutral), ``affect`` when the graph gives arousal and valence,
+plus ``per_corpus``); ``--plot`` writes a confusion-matrix PNG. A reference label
+the models cannot output still counts, as a miss.
+
+Streams: by default each clip is its own stream, as ``streamser run a.wav b.wav``
+runs them. ``--streams speaker`` makes each speaker's clips one stream, in a seeded
+random order, as a caller's utterances reach the daemon; an acoustic model that
+adapts to the speaker (``streamser.recognition.adaptation``) then reads each
+utterance against the speaker's earlier ones, and the report adds ``cold``: the
+acoustic model's scores with every utterance heard alone.
 """
 
 from __future__ import annotations
@@ -26,8 +37,11 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
+
+import numpy as np
 
 from streamser.labels import CANONICAL_LABELS
 from training.metrics import Scores, format_confusion, score
@@ -114,11 +128,169 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--streams",
-        choices=("speaker", "utterance"),
-        default="speaker",
-        help="one stream per speaker (default, seeded order) or per utterance",
+        choices=("clip", "speaker", "utterance"),
+        default="clip",
+        help="one stream per clip (default; 'utterance' is the same) or per "
+        "speaker (seeded order)",
+    )
+    parser.add_argument(
+        "--view",
+        choices=("daemon", "clip"),
+        default="daemon",
+        help="the daemon's VAD-cut utterances (default) or whole clips",
     )
     return parser.parse_args(argv)
+
+
+NO_UTTERANCE = "none"
+"""The predicted label of a clip in which the VAD found no utterance."""
+
+
+@dataclass
+class ClipResult:
+    """What the daemon made of one clip.
+
+    Attributes:
+        labels: the label of each utterance, as ``streamser run`` emits them.
+        durations: each utterance's length in samples.
+        scores: the clip's duration-weighted mean of its utterances' scores
+            (empty without utterances).
+        arousal: the same mean of the utterances' arousal (None without).
+        valence: likewise for valence.
+    """
+
+    labels: list[str]
+    durations: list[int]
+    scores: dict[str, float]
+    arousal: float | None = None
+    valence: float | None = None
+
+    @property
+    def label(self) -> str:
+        """The clip's label: the top of ``scores``, or ``NO_UTTERANCE``."""
+        if not self.scores:
+            return NO_UTTERANCE
+        return max(self.scores, key=lambda k: self.scores[k])
+
+    @property
+    def confidence(self) -> float:
+        """The top of ``scores`` (0 without utterances)."""
+        return max(self.scores.values()) if self.scores else 0.0
+
+
+def combine(recognitions: Sequence[Any], durations: Sequence[int]) -> ClipResult:
+    """A clip's result from its utterances' ``Recognition``s (duration-weighted)."""
+    if not recognitions:
+        return ClipResult([], [], {})
+    weights = np.asarray(durations, dtype=np.float64)
+    weights = weights / weights.sum()
+    scores: dict[str, float] = {}
+    for w, r in zip(weights, recognitions, strict=True):
+        for label, p in r.scores.items():
+            scores[label] = scores.get(label, 0.0) + float(w) * p
+
+    def mean(values: list[float | None]) -> float | None:
+        if any(v is None for v in values):
+            return None
+        return float(np.dot(weights, np.asarray(values, dtype=np.float64)))
+
+    return ClipResult(
+        [r.label for r in recognitions],
+        list(durations),
+        scores,
+        mean([r.arousal for r in recognitions]),
+        mean([r.valence for r in recognitions]),
+    )
+
+
+def daemon_clip(
+    recognizer: Any,
+    path: Path,
+    language: str | None,
+    baseline: Any,
+    view: str = "daemon",
+) -> ClipResult:
+    """Recognise a clip as ``streamser run`` does (``view`` "daemon"), or whole.
+
+    ``baseline`` (a ``SpeakerBaseline``) is the stream's; each utterance is added.
+    """
+    from streamser.recognition.recognizer import UtteranceRequest
+    from training.daemon_path import daemon_audio, daemon_utterances
+
+    audio = daemon_audio(path)
+    pieces = daemon_utterances(audio) if view == "daemon" else [audio]
+    recognitions = []
+    for piece in pieces:
+        request = UtteranceRequest(piece, language, baseline.snapshot())
+        recognition = recognizer.recognize_batch([request])[0]
+        baseline.add(recognition.pooled)
+        recognitions.append(recognition)
+    return combine(recognitions, [p.shape[0] for p in pieces])
+
+
+def expected_calibration_error(
+    confidence: Sequence[float], correct: Sequence[bool], bins: int = 10
+) -> float:
+    """ECE over ``bins`` equal-width confidence bins."""
+    conf = np.asarray(confidence, dtype=np.float64)
+    hit = np.asarray(correct, dtype=np.float64)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    total = 0.0
+    for low, high in zip(edges[:-1], edges[1:], strict=True):
+        inside = (conf > low) & (conf <= high)
+        if low == 0.0:
+            inside |= conf == 0.0
+        if inside.any():
+            total += inside.mean() * abs(hit[inside].mean() - conf[inside].mean())
+    return float(total)
+
+
+FOLD_TO_NEUTRAL: Final = {"calm": "neutral", "boredom": "neutral"}
+
+
+def _clip_report(
+    reference: list[str], results: list[ClipResult], order: list[str]
+) -> dict[str, Any]:
+    """Scores, predicted-label distribution, ECE, folded scores and affect."""
+    predicted = [r.label for r in results]
+    report: dict[str, Any] = score(reference, predicted, labels=order).to_dict()
+    report["predicted"] = {
+        k: predicted.count(k) for k in [*order, NO_UTTERANCE] if k in predicted
+    }
+    report["no_utterance"] = predicted.count(NO_UTTERANCE)
+    report["several_utterances"] = sum(len(r.labels) > 1 for r in results)
+    report["ece"] = expected_calibration_error(
+        [r.confidence for r in results],
+        [p == t for p, t in zip(predicted, reference, strict=True)],
+    )
+    folded_ref = [FOLD_TO_NEUTRAL.get(k, k) for k in reference]
+    folded_scores = []
+    for r in results:
+        merged: dict[str, float] = {}
+        for label, p in r.scores.items():
+            key = FOLD_TO_NEUTRAL.get(label, label)
+            merged[key] = merged.get(key, 0.0) + p
+        folded_scores.append(merged)
+    folded_pred = [
+        max(m, key=lambda k: m[k]) if m else NO_UTTERANCE for m in folded_scores
+    ]
+    folded = score(
+        folded_ref, folded_pred, labels=_label_order(folded_ref, folded_pred)
+    ).to_dict()
+    folded["ece"] = expected_calibration_error(
+        [max(m.values()) if m else 0.0 for m in folded_scores],
+        [p == t for p, t in zip(folded_pred, folded_ref, strict=True)],
+    )
+    report["folded"] = folded
+    rows = [i for i, r in enumerate(results) if r.arousal is not None]
+    if rows:
+        from training.affect import agreement
+
+        affect = np.array(
+            [[results[i].arousal, results[i].valence] for i in rows], np.float32
+        )
+        report["affect"] = agreement(affect, [reference[i] for i in rows])
+    return report
 
 
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
@@ -131,13 +303,9 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     from tqdm import tqdm
 
     from streamser.recognition.adaptation import SpeakerBaseline
-    from streamser.recognition.recognizer import (
-        Recognizer,
-        RecognizerOptions,
-        UtteranceRequest,
-    )
+    from streamser.recognition.recognizer import Recognizer, RecognizerOptions
     from training.acoustic import speaker_streams
-    from training.datasets import load_audio, load_dataset
+    from training.datasets import load_dataset
 
     if not args.models.is_dir():
         raise ValueError(f"models folder {args.models} does not exist")
@@ -149,12 +317,13 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     recognizer = Recognizer(
         RecognizerOptions(model_dir=args.models, asr=asr, device="cpu")
     )
-    window = recognizer.adaptation_window if args.streams == "speaker" else 0
-    labels: dict[int, str] = {}
+    by_speaker = args.streams == "speaker"
+    window = recognizer.adaptation_window if by_speaker else 0
+    results: dict[int, ClipResult] = {}
     cold: dict[int, str] = {}
     streams = (
         speaker_streams(utterances)
-        if args.streams == "speaker"
+        if by_speaker
         else [[i] for i in range(len(utterances))]
     )
     progress = tqdm(total=len(utterances), desc="evaluate", mininterval=5.0)
@@ -173,24 +342,32 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
                     raise ValueError(
                         f"no text model for language {language!r} in {args.models}"
                     )
-                labels[i] = result.label
+                results[i] = ClipResult([result.label], [1], dict(result.scores))
             else:
-                audio = load_audio(utt.path)
-                request = UtteranceRequest(audio, language, baseline.snapshot())
-                recognition = recognizer.recognize_batch([request])[0]
-                baseline.add(recognition.pooled)
-                labels[i] = recognition.label
+                results[i] = daemon_clip(
+                    recognizer, utt.path, language, baseline, args.view
+                )
                 if window:
-                    cold[i] = recognizer.acoustic([audio])[0].scores.label
+                    from training.daemon_path import daemon_audio, daemon_utterances
+
+                    audio = daemon_audio(utt.path)
+                    pieces = daemon_utterances(audio) if args.view == "daemon" else []
+                    outs = recognizer.acoustic(pieces or [audio])
+                    cold[i] = outs[0].scores.label if pieces else NO_UTTERANCE
             progress.update()
     progress.close()
     reference = [u.label for u in utterances]
-    predicted = [labels[i] for i in range(len(utterances))]
+    ordered = [results[i] for i in range(len(utterances))]
+    predicted = [r.label for r in ordered]
     corpora = [u.corpus for u in utterances]
     order = _label_order(reference, predicted)
-    overall = score(reference, predicted, labels=order)
-    report: dict[str, Any] = overall.to_dict()
-    report["streams"] = args.streams
+    report: dict[str, Any] = _clip_report(reference, ordered, order)
+    report["streams"] = "speaker" if by_speaker else "clip"
+    report["view"] = args.view
+    report["scoring"] = (
+        "one label per clip: the top of the duration-weighted mean of its "
+        "utterances' scores; a clip without an utterance is predicted 'none'"
+    )
     if cold:
         rows = sorted(cold)
         report["cold"] = {
@@ -205,14 +382,14 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     report["per_corpus"] = {}
     for corpus in sorted(set(corpora)):
         rows = [i for i, c in enumerate(corpora) if c == corpus]
-        report["per_corpus"][corpus] = score(
-            [reference[i] for i in rows], [predicted[i] for i in rows], labels=order
-        ).to_dict()
+        report["per_corpus"][corpus] = _clip_report(
+            [reference[i] for i in rows], [ordered[i] for i in rows], order
+        )
     report["models"] = recognizer.model_versions()
     report["asr"] = asr
     report["data"] = list(args.data)
     if args.plot is not None:
-        plot_confusion(overall, args.plot)
+        plot_confusion(score(reference, predicted, labels=order), args.plot)
     return report
 
 
@@ -233,5 +410,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"UA {100 * report['ua']:.1f}  WA {100 * report['wa']:.1f}  n {report['n']}"
         )
         keys = ("labels", "confusion", "wa", "ua", "macro_f1", "per_class_recall", "n")
+        print(f"predicted: {report['predicted']}  ECE {report['ece']:.3f}")
         print(format_confusion(Scores(**{k: report[k] for k in keys})))
     return 0

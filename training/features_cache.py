@@ -37,6 +37,11 @@ from training.datasets import Utterance, load_audio
 _LOGGER = logging.getLogger(__name__)
 
 CACHE_VERSION: Final = 1
+VIEWS: Final = ("daemon", "clip")
+"""What audio of a clip the features describe: "daemon" (the default), the longest
+utterance the daemon's VAD and segmenter cut from it (``training.daemon_path``; the
+whole clip when they find none), as ``streamser run`` would recognise it; "clip", the
+whole clip with its leading and trailing silence (the view of models before v3)."""
 FRONT_ENDS: Final = {
     "encoder": features.WHISPER_LAYERS,
     "encoder-top": features.WHISPER_ENCODER_TOP,
@@ -204,7 +209,9 @@ def augment_audio(
     return out
 
 
-def _settings_hash(kind: str, copy: int, options: AugmentOptions) -> str:
+def _settings_hash(
+    kind: str, copy: int, options: AugmentOptions, view: str = "clip"
+) -> str:
     settings: dict[str, Any] = {
         "version": CACHE_VERSION,
         "kind": kind,
@@ -214,6 +221,8 @@ def _settings_hash(kind: str, copy: int, options: AugmentOptions) -> str:
         "copy": copy,
         "augment": asdict(options) if copy else None,
     }
+    if view != "clip":  # "clip" keeps the hashes of caches made before views
+        settings["view"] = view
     blob = json.dumps(settings, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
 
@@ -272,11 +281,15 @@ def compute_features(
 
 
 def _cache_file(
-    cache_dir: Path, corpus: str, kind: str, copy: int, options: AugmentOptions
+    cache_dir: Path,
+    corpus: str,
+    kind: str,
+    copy: int,
+    options: AugmentOptions,
+    view: str = "clip",
 ) -> Path:
-    return (
-        cache_dir / f"{corpus}-{kind}-c{copy}-{_settings_hash(kind, copy, options)}.npz"
-    )
+    digest = _settings_hash(kind, copy, options, view)
+    return cache_dir / f"{corpus}-{kind}-c{copy}-{digest}.npz"
 
 
 def load_features(
@@ -286,6 +299,7 @@ def load_features(
     options: AugmentOptions | None = None,
     cache_dir: Path | None = None,
     progress: bool = True,
+    view: str = "daemon",
 ) -> list[npt.NDArray[np.float32]]:
     """Features of each utterance, computed once and cached per corpus.
 
@@ -296,12 +310,15 @@ def load_features(
         options: augmentation settings (defaults when None).
         cache_dir: cache folder (``default_cache_dir()`` when None).
         progress: show a tqdm bar while computing.
+        view: "daemon" (the segmenter's longest utterance) or "clip" (``VIEWS``).
 
     Returns:
         One float32 (frames, dim) array per utterance, in input order.
     """
     if kind not in KINDS:
         raise ValueError(f"unknown feature kind {kind!r}; known: {', '.join(KINDS)}")
+    if view not in VIEWS:
+        raise ValueError(f"unknown view {view!r}; known: {', '.join(VIEWS)}")
     options = options or AugmentOptions()
     folder = cache_dir or default_cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
@@ -310,11 +327,13 @@ def load_features(
         by_corpus.setdefault(utt.corpus, []).append(utt)
     found: dict[str, npt.NDArray[np.float32]] = {}
     for corpus, utts in by_corpus.items():
-        path = _cache_file(folder, corpus, kind, copy, options)
+        path = _cache_file(folder, corpus, kind, copy, options, view)
         cached = _read_cache(path)
         missing = [u for u in utts if u.utt_id not in cached]
         if missing:
-            cached.update(_compute(missing, kind, copy, options, progress, corpus))
+            cached.update(
+                _compute(missing, kind, copy, options, progress, corpus, view)
+            )
             _write_cache(path, cached)
         found.update(cached)
     return [found[u.utt_id] for u in utterances]
@@ -327,15 +346,23 @@ def _compute(
     options: AugmentOptions,
     progress: bool,
     corpus: str,
+    view: str = "clip",
 ) -> dict[str, npt.NDArray[np.float32]]:
     from tqdm import tqdm
+
+    from training.daemon_path import daemon_audio, daemon_utterances, main_utterance
 
     out = {}
     desc = f"{kind} features {corpus} copy {copy}"
     for utt in tqdm(utts, desc=desc, disable=not progress, mininterval=5.0):
         if utt.path is None:
             raise ValueError(f"utterance {utt.utt_id} has no audio")
-        audio = augment_audio(load_audio(utt.path), utt.utt_id, copy, options)
+        if view == "daemon":
+            audio = augment_audio(daemon_audio(utt.path), utt.utt_id, copy, options)
+            main = main_utterance(daemon_utterances(audio))
+            audio = audio if main is None else main
+        else:
+            audio = augment_audio(load_audio(utt.path), utt.utt_id, copy, options)
         # Round through float16 now, as stored, so first and cached runs agree.
         feats = compute_features(audio, kind).astype(np.float16)
         out[utt.utt_id] = feats.astype(np.float32)
@@ -376,11 +403,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", action="append", required=True, help="KIND:PATH")
     parser.add_argument("--kinds", nargs="+", default=["encoder"], choices=KINDS)
     parser.add_argument("--copies", type=int, default=1, help="clean + N-1 augmented")
+    parser.add_argument("--view", default="daemon", choices=VIEWS)
     args = parser.parse_args(argv)
     utts = [u for spec in args.data for u in load_dataset(spec)]
     for kind in args.kinds:
         for copy in range(args.copies):
-            load_features(utts, kind, copy)
+            load_features(utts, kind, copy, view=args.view)
     return 0
 
 

@@ -486,6 +486,18 @@ def main(argv: list[str] | None = None) -> int:
         utterances = [utt for spec in args.data for utt in load_dataset(spec)]
         texts = [utt for utt in load_dataset(args.text_data) if utt.text]
         labels = list(acoustic_graph.info.labels)
+        if "neutral" in labels:
+            # an acoustic graph that reads calm and boredom as neutral (v3)
+            from dataclasses import replace
+
+            from training.acoustic import FOLD_TO_NEUTRAL
+
+            utterances = [
+                replace(u, label=FOLD_TO_NEUTRAL.get(u.label, u.label))
+                if u.label not in labels
+                else u
+                for u in utterances
+            ]
         unknown = sorted({utt.label for utt in utterances} - set(labels))
         if unknown:
             raise ValueError(

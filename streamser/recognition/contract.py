@@ -27,6 +27,8 @@ KINDS: Final = ("acoustic", "text", "fusion")
 META_PREFIX: Final = "streamser."
 FRONT_END_TYPES: Final = ("log-mel", "whisper-encoder")
 """Front ends this runtime computes (``streamser.recognition.features``)."""
+AFFECT_DIMENSIONS: Final = ("arousal", "valence")
+"""Columns an acoustic graph's ``affect`` output may declare, each in [-1, 1]."""
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,8 @@ class ModelContract:
 
     Keys, in the order written: ``format``, ``name``, ``kind``, ``version``,
     ``labels``, ``sample_rate``, ``embedding_dim``, then ``features`` and
-    ``adaptation_window`` (acoustic) or ``languages`` (text), then ``variant``.
+    ``adaptation_window`` and ``affect`` (acoustic) or ``languages`` (text), then
+    ``variant``.
     """
 
     name: str
@@ -58,6 +61,10 @@ class ModelContract:
     """Acoustic only: for a graph that adapts to a stream's speaker, how many earlier
     utterances its baseline averages (``streamser.recognition.adaptation``); 0 when
     it does not adapt (and the key is absent)."""
+    affect: tuple[str, ...] = ()
+    """Acoustic only: the columns of the graph's ``affect`` output [batch, len]
+    (``AFFECT_DIMENSIONS``, e.g. arousal and valence in [-1, 1]); empty when the
+    graph has no such output (and the key is absent: graphs before it load)."""
     variant: str = ""
     """A quantised or fp16 copy ("int8", "fp16") of the graph named; "" for the
     graph itself (and the key is absent)."""
@@ -68,6 +75,7 @@ class ModelContract:
         # Lists (from JSON or a checkpoint) become tuples, so contracts compare.
         object.__setattr__(self, "labels", tuple(self.labels))
         object.__setattr__(self, "languages", tuple(self.languages))
+        object.__setattr__(self, "affect", tuple(self.affect))
         if self.kind not in KINDS:
             raise ValueError(f"kind {self.kind!r} is not one of {KINDS}")
         if self.kind == "acoustic" and self.front_end is None:
@@ -88,6 +96,8 @@ class ModelContract:
             meta["features"] = json.dumps(self.front_end.to_dict())
         if self.kind == "acoustic" and self.adaptation_window:
             meta["adaptation_window"] = str(self.adaptation_window)
+        if self.kind == "acoustic" and self.affect:
+            meta["affect"] = json.dumps(list(self.affect))
         if self.kind == "text":
             meta["languages"] = json.dumps(list(self.languages))
         if self.variant:
@@ -142,6 +152,19 @@ class ModelContract:
                 raise ModelError(
                     f"{path}: field adaptation_window must be a positive integer"
                 )
+        affect: list[str] = []
+        if kind == "acoustic" and reader.has("affect"):
+            affect = reader.json("affect")
+            if (
+                not isinstance(affect, list)
+                or not affect
+                or any(name not in AFFECT_DIMENSIONS for name in affect)
+                or len(set(affect)) != len(affect)
+            ):
+                raise ModelError(
+                    f"{path}: field affect must list some of {AFFECT_DIMENSIONS}: "
+                    f"{affect!r}"
+                )
         embedding_dim = reader.integer("embedding_dim")
         if embedding_dim < 0:
             raise ModelError(f"{path}: field embedding_dim is negative")
@@ -155,6 +178,7 @@ class ModelContract:
             front_end=front_end,
             languages=tuple(languages),
             adaptation_window=window,
+            affect=tuple(affect),
             variant=reader.text("variant") if reader.has("variant") else "",
         )
 

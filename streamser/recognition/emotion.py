@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,8 @@ from streamser.recognition.models import OnnxModel
 
 _LOGGER = logging.getLogger(__name__)
 
+UNCERTAIN = "uncertain"
+"""The label of an utterance whose top probability is below ``min_confidence``."""
 _NAME = re.compile(r"^emotion-(acoustic|text|fusion)(?:-([a-z]{2}))?-v(\d+)\.onnx$")
 
 
@@ -30,17 +32,31 @@ class EmotionScores:
     """A distribution over emotion labels.
 
     Attributes:
-        label: the most probable label.
+        label: the most probable label ("uncertain" when its probability is below
+            the ``[emotion] min_confidence`` setting; see ``uncertain_below``).
         scores: label to probability, in the model's label order, summing to 1.
+        arousal: activation in [-1, 1], from a graph with an ``affect`` output.
+        valence: pleasantness in [-1, 1], likewise; None when no graph gives it.
     """
 
     label: str
     scores: Mapping[str, float]
+    arousal: float | None = None
+    valence: float | None = None
 
     @property
     def confidence(self) -> float:
-        """Probability of ``label``."""
-        return float(self.scores[self.label])
+        """Probability of ``label`` (of the most probable label when "uncertain")."""
+        if self.label in self.scores:
+            return float(self.scores[self.label])
+        return float(max(self.scores.values()))
+
+    def uncertain_below(self, threshold: float) -> EmotionScores:
+        """These scores, labelled ``UNCERTAIN`` when the top probability is below
+        ``threshold`` (scores unchanged)."""
+        if threshold > 0 and self.confidence < threshold:
+            return replace(self, label=UNCERTAIN)
+        return self
 
     @classmethod
     def from_probs(
@@ -184,6 +200,7 @@ class EmotionModels:
             else [rows]
         )
         labels = self.acoustic_model.info.labels
+        affect_names = self.acoustic_model.info.affect
         adapts = self.acoustic_model.info.adaptation_window > 0
         outputs = []
         for group in groups:
@@ -193,9 +210,14 @@ class EmotionModels:
                 inputs.update(self._baseline_inputs([given[i] for i in group]))
             out = self.acoustic_model.run(inputs)
             pooled = out.get("pooled")
+            affect = out.get("affect") if affect_names else None
             outputs += [
                 EmotionOutput(
-                    EmotionScores.from_probs(labels, p),
+                    _with_affect(
+                        EmotionScores.from_probs(labels, p),
+                        affect_names,
+                        affect[row] if affect is not None else None,
+                    ),
                     e.astype(np.float32),
                     pooled[row].astype(np.float32) if pooled is not None else None,
                 )
@@ -259,6 +281,22 @@ class EmotionModels:
         )
         labels = self.fusion_model.info.labels
         return [EmotionScores.from_probs(labels, p) for p in out["probs"]]
+
+
+def _with_affect(
+    scores: EmotionScores,
+    names: Sequence[str],
+    row: npt.NDArray[np.float32] | None,
+) -> EmotionScores:
+    """``scores`` with the arousal and valence of an ``affect`` row (clipped to
+    [-1, 1]; a non-finite value stays None)."""
+    if row is None:
+        return scores
+    values = {}
+    for name, value in zip(names, row.tolist(), strict=True):
+        if np.isfinite(value):
+            values[name] = float(min(1.0, max(-1.0, value)))
+    return replace(scores, arousal=values.get("arousal"), valence=values.get("valence"))
 
 
 def _baseline_width(model: OnnxModel) -> int:

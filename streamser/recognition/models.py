@@ -96,6 +96,11 @@ class ModelInfo:
         utterances its baseline averages; 0 when it does not adapt."""
         return self.contract.adaptation_window
 
+    @property
+    def affect(self) -> tuple[str, ...]:
+        """Columns of an acoustic graph's ``affect`` output (empty: none)."""
+        return self.contract.affect
+
 
 def session_options(num_threads: int) -> ort.SessionOptions:
     """onnxruntime options for a small model shared by many streams."""
@@ -153,6 +158,17 @@ class OnnxModel:
                 f"{path}: field adaptation_window is set but the graph lacks the "
                 "baseline and baseline_count inputs or the pooled output"
             )
+        if self.info.affect:
+            by_name = {o.name: o for o in self.session.get_outputs()}
+            affect = by_name.get("affect")
+            columns = affect.shape[-1] if affect is not None else None
+            if affect is None or (
+                isinstance(columns, int) and columns != len(self.info.affect)
+            ):
+                raise ModelError(
+                    f"{path}: field affect lists {list(self.info.affect)} but the "
+                    "graph has no affect output of that width"
+                )
         probs = self.session.get_outputs()[0]
         width = probs.shape[-1]
         if isinstance(width, int) and width != len(self.info.labels):

@@ -39,6 +39,8 @@ class RecognizerOptions:
             encoder states, for the encoder).
         speaker_adaptation: let an acoustic model that adapts to a stream's speaker
             do so (``streamser.recognition.adaptation``); off, every utterance is heard alone.
+        min_confidence: below this probability of the top label, the final label
+            (and a partial's) is "uncertain", the scores unchanged; 0 turns it off.
     """
 
     model_dir: Path | None = None
@@ -47,8 +49,13 @@ class RecognizerOptions:
     num_threads: int = 1
     whisper: AsrOptions = field(default_factory=AsrOptions)
     speaker_adaptation: bool = True
+    min_confidence: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.min_confidence <= 1.0:
+            raise ConfigError(
+                f"emotion min_confidence must be in [0, 1], not {self.min_confidence}"
+            )
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"device must be auto, cpu or cuda, not {self.device!r}")
         if self.num_threads < 1:
@@ -63,8 +70,9 @@ class Recognition:
         transcript: the words ("" with ASR off or when ``rejected``).
         language: the transcript's language (None with ASR off).
         language_probability: confidence of a detected language (1.0 when given).
-        label: the final emotion.
-        confidence: probability of ``label``.
+        label: the final emotion ("uncertain" below ``min_confidence``).
+        confidence: probability of the most probable label (of ``label`` unless
+            "uncertain").
         scores: the final distribution (label to probability).
         acoustic: the acoustic model's own scores.
         text: the text model's own scores (None without a transcript or text model).
@@ -85,6 +93,10 @@ class Recognition:
     rejected: bool = False
     """ASR ran but gave no words that passed its checks (non-speech, noise, a loop);
     ``transcript`` is then ""."""
+    arousal: float | None = None
+    """Activation in [-1, 1] from the acoustic graph, None when it gives none."""
+    valence: float | None = None
+    """Pleasantness in [-1, 1] from the acoustic graph, None when it gives none."""
 
 
 @dataclass(frozen=True)
@@ -174,8 +186,10 @@ class Recognizer:
     def partial(
         self, audio: npt.NDArray[np.float32], baseline: Baseline = NO_BASELINE
     ) -> EmotionScores:
-        """Acoustic emotion of the speech so far (for ``emotion.partial``)."""
-        return self.acoustic([audio], [baseline])[0].scores
+        """Acoustic emotion of the speech so far (for ``emotion.partial``; its label
+        "uncertain" below ``min_confidence``)."""
+        scores = self.acoustic([audio], [baseline])[0].scores
+        return scores.uncertain_below(self.options.min_confidence)
 
     def _transcribe(
         self,
@@ -245,7 +259,10 @@ class Recognizer:
         )
         languages = [t.language or None for t in transcripts]
         text = self._text_outputs([t.text for t in transcripts], languages)
-        fused = self.models.fuse(acoustic, text)
+        fused = [
+            f.uncertain_below(self.options.min_confidence)
+            for f in self.models.fuse(acoustic, text)
+        ]
         return [
             Recognition(
                 transcript=t.text,
@@ -259,6 +276,8 @@ class Recognizer:
                 pooled=a.pooled,
                 transcribed=m is not None,
                 rejected=m is not None and m.rejected,
+                arousal=a.scores.arousal,
+                valence=a.scores.valence,
             )
             for t, m, a, x, f in zip(
                 transcripts, made, acoustic, text, fused, strict=True

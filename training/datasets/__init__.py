@@ -3,6 +3,7 @@
 Every loader returns :class:`Utterance` records with canonical labels and
 corpus-prefixed speaker ids, so corpora can be combined. Kinds:
 
+- ``ased``: ASED (Amharic) ``manifest.csv``; acoustic only, its words never used.
 - ``emodb``: EMO-DB manifest or original-named files (``03a01Fa.wav``).
 - ``ravdess``: ``Actor_NN/03-01-EE-II-SS-RR-NN.(wav|flac)``, speech only.
 - ``shemo``: ShEMO's ``female/``, ``male/`` folders of ``F01A01.wav`` + transcripts.
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Final
 
 from training.datasets.acted import load_asvp_esd, load_emodb, load_ravdess
+from training.datasets.ased import load_ased
 from training.datasets.base import Utterance, load_audio, log_loaded
 from training.datasets.english import load_crema_d, load_savee, load_tess
 from training.datasets.folds import Fold, speaker_folds
@@ -43,6 +45,7 @@ __all__ = [
 ]
 
 KINDS: Final[dict[str, Callable[[Path], list[Utterance]]]] = {
+    "ased": load_ased,
     "emodb": load_emodb,
     "ravdess": load_ravdess,
     "shemo": load_shemo,

@@ -22,14 +22,15 @@ class Fold(NamedTuple):
 
 def speaker_folds(
     utterances: Sequence[Utterance],
-    kind: Literal["loso", "kfold"] = "loso",
+    kind: Literal["loso", "kfold", "loco"] = "loso",
     k: int = 5,
     seed: int = 0,
 ) -> list[Fold]:
     """Split utterances into folds whose test speakers never appear in training.
 
     ``loso`` holds out one speaker per fold, speakers in sorted order (``k`` and
-    ``seed`` unused). ``kfold`` groups speakers into ``k`` folds with scikit-learn's
+    ``seed`` unused). ``loco`` holds out one corpus per fold (corpora sorted), training
+    on the others. ``kfold`` groups speakers into ``k`` folds with scikit-learn's
     ``StratifiedGroupKFold`` (shuffled with ``seed``), keeping label proportions
     close to the whole; the same seed always gives the same folds.
 
@@ -50,13 +51,19 @@ def speaker_folds(
     if len(unique) < 2:
         raise ValueError(f"speaker folds need at least 2 speakers, got {len(unique)}")
     indices = np.arange(len(utterances), dtype=np.int64)
+    if kind == "loco":
+        corpora = np.array([utt.corpus for utt in utterances])
+        names = sorted(set(corpora.tolist()))
+        if len(names) < 2:
+            raise ValueError(f"loco needs at least 2 corpora, got {len(names)}")
+        return [Fold(indices[corpora != c], indices[corpora == c]) for c in names]
     if kind == "loso":
         return [
             Fold(indices[speakers != speaker], indices[speakers == speaker])
             for speaker in unique
         ]
     if kind != "kfold":
-        raise ValueError(f"unknown fold kind {kind!r}; known: loso, kfold")
+        raise ValueError(f"unknown fold kind {kind!r}; known: loso, kfold, loco")
     if not 2 <= k <= len(unique):
         raise ValueError(f"k must be between 2 and {len(unique)} speakers, got {k}")
     # Imported here: scikit-learn is a training extra, not needed to load data.
