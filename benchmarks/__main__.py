@@ -39,6 +39,7 @@ PARTS = (
     "asr_context",
     "segmentation",
     "acoustic_cost",
+    "text_cost",
     "stages",
     "latency",
     "capacity",

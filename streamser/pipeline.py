@@ -999,5 +999,6 @@ class StreamSession:
                 channel=pending.lane.channel,
                 arousal=_rounded(recognition.arousal),
                 valence=_rounded(recognition.valence),
+                sentiment=_modality(recognition.sentiment),
             ),
         )

@@ -18,6 +18,14 @@ COMMANDS = {
         "training.text",
         "train the transcript emotion model on ShEMO transcripts",
     ),
+    "text-en": (
+        "training.text_en",
+        "train the English transcript model (emotion + sentiment) on MELD",
+    ),
+    "text-fa": (
+        "training.text_fa",
+        "train the Persian character n-gram transcript model on ShEMO",
+    ),
     "fusion": ("training.fusion", "train the acoustic+text fusion model"),
     "baselines": ("training.baselines", "openSMILE / Whisper-encoder linear baselines"),
     "evaluate": (

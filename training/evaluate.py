@@ -317,6 +317,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     recognizer = Recognizer(
         RecognizerOptions(model_dir=args.models, asr=asr, device="cpu")
     )
+    if text_only:
+        return evaluate_text(recognizer, utterances, args)
     by_speaker = args.streams == "speaker"
     window = recognizer.adaptation_window if by_speaker else 0
     results: dict[int, ClipResult] = {}
@@ -390,6 +392,74 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     report["data"] = list(args.data)
     if args.plot is not None:
         plot_confusion(score(reference, predicted, labels=order), args.plot)
+    return report
+
+
+TEXT_BATCH = 32
+"""Transcripts per text-graph call in ``evaluate_text``."""
+
+
+def evaluate_text(
+    recognizer: Any, utterances: Sequence[Any], args: Any
+) -> dict[str, Any]:
+    """Score transcript-only data (``shemo-text``, ``meld-text``) on the text path.
+
+    Every transcript goes through ``Recognizer.text_outputs`` (the runtime's own
+    tokenizer and text graph for the utterance's language). The report has the
+    emotion figures (``weighted_f1``, ``ua``, ``wa``, ``macro_f1``, confusion, ``n``)
+    and, for data with sentiment labels (MELD), a ``sentiment`` object with the
+    same figures.
+
+    Raises:
+        ValueError: an utterance has no text, or no text model reads its language.
+    """
+    from sklearn.metrics import f1_score
+
+    emotions: list[str] = []
+    sentiments: list[str | None] = []
+    for start in range(0, len(utterances), TEXT_BATCH):
+        batch = utterances[start : start + TEXT_BATCH]
+        for utt in batch:
+            if not utt.text:
+                raise ValueError(f"utterance {utt.utt_id} has neither audio nor text")
+        languages = [None if args.detect_language else u.language for u in batch]
+        outputs = recognizer.text_outputs([u.text for u in batch], languages)
+        for language, output in zip(languages, outputs, strict=True):
+            if output is None:
+                raise ValueError(
+                    f"no text model for language {language!r} in {args.models}"
+                )
+            emotions.append(output.scores.label)
+            sentiments.append(output.sentiment.label if output.sentiment else None)
+
+    def figures(
+        reference: list[str], predicted: list[str], order: list[str]
+    ) -> dict[str, Any]:
+        report = score(reference, predicted, labels=order).to_dict()
+        report["weighted_f1"] = float(
+            f1_score(
+                reference, predicted, labels=order, average="weighted", zero_division=0
+            )
+        )
+        return report
+
+    reference = [u.label for u in utterances]
+    report = figures(reference, emotions, _label_order(reference, emotions))
+    with_sentiment = [i for i, u in enumerate(utterances) if u.sentiment is not None]
+    if with_sentiment:
+        if any(sentiments[i] is None for i in with_sentiment):
+            raise ValueError(f"the text model in {args.models} gives no sentiment")
+        ref = [str(utterances[i].sentiment) for i in with_sentiment]
+        got = [str(sentiments[i]) for i in with_sentiment]
+        order: list[str] = [
+            s for s in ("negative", "neutral", "positive") if s in set(ref) | set(got)
+        ]
+        report["sentiment"] = figures(ref, got, order)
+    report["models"] = recognizer.model_versions()
+    report["asr"] = False
+    report["data"] = list(args.data)
+    if args.plot is not None:
+        plot_confusion(score(reference, emotions, labels=report["labels"]), args.plot)
     return report
 
 

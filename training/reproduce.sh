@@ -3,7 +3,8 @@
 # Trains and evaluates (speaker-independently) the acoustic, text and fusion models,
 # exports them with parity checks and cards into artifacts/models, then copies them
 # into streamser/models. The acoustic default alone (the first four steps) takes
-# about 45 minutes (10 for the features) on a 2-core machine; the text model about 45 more.
+# about 45 minutes (10 for the features) on a 2-core machine; the Persian text model
+# about 45 more, the English one about 30 (frozen MiniLM features, cached).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data="${1:-${STREAMSER_DATA:-../shared/datasets}}"
@@ -27,6 +28,23 @@ $py -m training text --data "shemo-text:$data/shemo-text/shemo_text.jsonl" \
     --protocol kfold5 --out artifacts/text --json
 $py -m export artifacts/text/text.pt --out artifacts/models --int8 --json
 
+# English transcripts (MELD train, selected on MELD dev; the test split is held out).
+# 1. choose layers, heads and n-gram mix on dev with the torch encoder's features;
+# 2. export once with the int8 encoder, and refit the chosen heads on that encoder's
+#    features, one transcript at a time as the runtime runs it;
+# 3. export the refit heads (kept fp32) over the same int8 encoder, so the shipped
+#    graph computes exactly the features its heads were fit on.
+meld_train="meld-text:$data/meld-text/train.csv"
+meld_dev="meld-text:$data/meld-text/dev.csv"
+$py -m training text-en --train "$meld_train" --dev "$meld_dev" --out artifacts/text-en --json
+$py -m export.text_graphs en artifacts/text-en/text-en.pt --out artifacts/text-en/first \
+    --work artifacts/text-en/first --dev "$meld_dev" --int8
+$py -m training text-en --train "$meld_train" --dev "$meld_dev" --out artifacts/text-en-int8 \
+    --features-from artifacts/text-en/first/emotion-text-en-v1.onnx \
+    --layers all --head c0.003-w0.5 --ngram wp2-c1 --json
+$py -m export.text_graphs en artifacts/text-en-int8/text-en.pt --out artifacts/models \
+    --dev "$meld_dev" --int8 --train-command "python -m training text-en --train $meld_train --dev $meld_dev --out artifacts/text-en-int8 --features-from artifacts/text-en/first/emotion-text-en-v1.onnx --layers all --head c0.003-w0.5 --ngram wp2-c1 --json"
+
 $py -m training fusion --data "ravdess:$data/ravdess" --data "emodb:$data/emodb" \
     --text-data "shemo-text:$data/shemo-text/shemo_text.jsonl" \
     --acoustic-model artifacts/models/emotion-acoustic-v3.onnx \
@@ -38,4 +56,7 @@ $py -m export artifacts/fusion/fusion.pt --out artifacts/models --json
 # The fusion graph stays in artifacts/models: fit on the shipped acoustic model's
 # in-sample embeddings it is overconfident (MODEL_CARD.md), so it is not shipped yet.
 cp artifacts/models/emotion-{acoustic-v3,text-fa-v1}.onnx* streamser/models/
+cp artifacts/models/emotion-text-en-v1.{onnx,onnx.json,tokenizer.json} streamser/models/
+# MELD dev through the runtime's text path.
+$py -m training evaluate --data "meld-text:$data/meld-text/dev.csv" --models streamser/models --json
 $py -m streamser models --no-asr

@@ -37,8 +37,8 @@ class ModelContract:
 
     Keys, in the order written: ``format``, ``name``, ``kind``, ``version``,
     ``labels``, ``sample_rate``, ``embedding_dim``, then ``features`` and
-    ``adaptation_window`` and ``affect`` (acoustic) or ``languages`` (text), then
-    ``variant``.
+    ``adaptation_window`` and ``affect`` (acoustic) or ``languages``, ``tokenizer``
+    and ``sentiment_labels`` (text), then ``variant``.
     """
 
     name: str
@@ -65,6 +65,15 @@ class ModelContract:
     """Acoustic only: the columns of the graph's ``affect`` output [batch, len]
     (``AFFECT_DIMENSIONS``, e.g. arousal and valence in [-1, 1]); empty when the
     graph has no such output (and the key is absent: graphs before it load)."""
+    tokenizer: str = ""
+    """Text only: how a transcript becomes ``token_ids``. "" (key absent): Whisper's
+    BPE ids (``TextTokenizer``); ``wordpiece:FILE``: a ``tokenizers`` JSON file
+    beside the graph, with its special tokens; ``char-ngrams:FILE``: the sorted
+    distinct ids of the word-bounded character n-grams listed in a JSON vocabulary
+    beside the graph (``streamser.recognition.text_front``)."""
+    sentiment_labels: tuple[str, ...] = ()
+    """Text only: the labels of a second output ``sentiment`` (e.g. negative, neutral,
+    positive), in its order; empty when the graph has none (and the key is absent)."""
     variant: str = ""
     """A quantised or fp16 copy ("int8", "fp16") of the graph named; "" for the
     graph itself (and the key is absent)."""
@@ -76,6 +85,7 @@ class ModelContract:
         object.__setattr__(self, "labels", tuple(self.labels))
         object.__setattr__(self, "languages", tuple(self.languages))
         object.__setattr__(self, "affect", tuple(self.affect))
+        object.__setattr__(self, "sentiment_labels", tuple(self.sentiment_labels))
         if self.kind not in KINDS:
             raise ValueError(f"kind {self.kind!r} is not one of {KINDS}")
         if self.kind == "acoustic" and self.front_end is None:
@@ -100,6 +110,10 @@ class ModelContract:
             meta["affect"] = json.dumps(list(self.affect))
         if self.kind == "text":
             meta["languages"] = json.dumps(list(self.languages))
+            if self.tokenizer:
+                meta["tokenizer"] = self.tokenizer
+            if self.sentiment_labels:
+                meta["sentiment_labels"] = json.dumps(list(self.sentiment_labels))
         if self.variant:
             meta["variant"] = self.variant
         return {META_PREFIX + key: value for key, value in meta.items()}
@@ -145,6 +159,9 @@ class ModelContract:
                 isinstance(code, str) for code in languages
             ):
                 raise ModelError(f"{path}: field languages must list language codes")
+        tokenizer, sentiment_labels = (
+            _text_fields(reader) if kind == "text" else ("", [])
+        )
         window = 0
         if kind == "acoustic" and reader.has("adaptation_window"):
             window = reader.json("adaptation_window")
@@ -179,6 +196,8 @@ class ModelContract:
             languages=tuple(languages),
             adaptation_window=window,
             affect=tuple(affect),
+            tokenizer=tokenizer,
+            sentiment_labels=tuple(sentiment_labels),
             variant=reader.text("variant") if reader.has("variant") else "",
         )
 
@@ -239,3 +258,35 @@ def _front_end(reader: _Reader) -> FrontEnd:
             "encoder layers inside the graph)"
         )
     return front_end
+
+
+TOKENIZER_KINDS: Final = ("wordpiece", "char-ngrams")
+"""Text front ends besides Whisper's BPE that a graph may name (``KIND:FILE``)."""
+SENTIMENT_LABELS: Final = ("negative", "neutral", "positive")
+"""The sentiment labels a text graph's ``sentiment`` output may carry."""
+
+
+def _text_fields(reader: _Reader) -> tuple[str, list[str]]:
+    """A text graph's optional ``tokenizer`` and ``sentiment_labels`` fields."""
+    path = reader.path
+    tokenizer = reader.text("tokenizer") if reader.has("tokenizer") else ""
+    if tokenizer:
+        kind, sep, name = tokenizer.partition(":")
+        if kind not in TOKENIZER_KINDS or not sep or not name or "/" in name:
+            raise ModelError(
+                f"{path}: field tokenizer {tokenizer!r} is not KIND:FILE with KIND one "
+                f"of {TOKENIZER_KINDS} and FILE a name beside the graph"
+            )
+    labels: list[str] = []
+    if reader.has("sentiment_labels"):
+        labels = reader.json("sentiment_labels")
+        if (
+            not isinstance(labels, list)
+            or not labels
+            or any(label not in SENTIMENT_LABELS for label in labels)
+        ):
+            raise ModelError(
+                f"{path}: field sentiment_labels must list labels of "
+                f"{SENTIMENT_LABELS}: {labels!r}"
+            )
+    return tokenizer, labels

@@ -19,6 +19,7 @@ from streamser.errors import ModelError
 from streamser.recognition.adaptation import NO_BASELINE, Baseline
 from streamser.recognition.features import pad_batch
 from streamser.recognition.models import OnnxModel
+from streamser.recognition.text_front import TokenEncoder, encoder_for
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -81,6 +82,8 @@ class EmotionOutput:
 
     scores: EmotionScores
     embedding: npt.NDArray[np.float32]
+    sentiment: EmotionScores | None = None
+    """For a text graph with a ``sentiment`` output: the transcript's sentiment."""
     pooled: npt.NDArray[np.float32] | None = None
     """For an acoustic graph that adapts to the speaker: the vector the stream's
     baseline averages (``streamser.recognition.adaptation``)."""
@@ -98,6 +101,12 @@ class EmotionModels:
         """Combine loaded graphs; see ``load`` to read a folder."""
         self.acoustic_model = acoustic
         self.text_models = dict(text)
+        self.text_encoders: dict[str, TokenEncoder] = {}
+        """Text graph name -> its own front end (graphs over Whisper BPE have none)."""
+        for model in dict.fromkeys(self.text_models.values()):
+            encoder = encoder_for(model.info.tokenizer, model.path.parent)
+            if encoder is not None:
+                self.text_encoders[model.info.name] = encoder
         self.fusion_model = fusion
         self._pooled_width = _baseline_width(acoustic)
         self._text_width = 0
@@ -245,18 +254,43 @@ class EmotionModels:
         """The text graph that reads ``language``, if any."""
         return self.text_models.get(language or "")
 
+    def text_encoder_for(self, language: str | None) -> TokenEncoder | None:
+        """The front end of ``language``'s text graph; None when it reads Whisper BPE
+        ids (or there is no graph)."""
+        model = self.text_model_for(language)
+        return self.text_encoders.get(model.info.name) if model is not None else None
+
     def text(
         self, token_ids: Sequence[npt.NDArray[np.int64]], language: str
     ) -> list[EmotionOutput] | None:
-        """Text emotion of a batch of token id sequences; None without a model."""
+        """Text emotion (and sentiment, where the graph gives it) of a batch of token
+        id sequences; None without a model."""
         model = self.text_model_for(language)
         if model is None or not token_ids:
             return None
-        batch, lengths = pad_batch(token_ids, np.int64)
-        out = model.run({"token_ids": batch, "lengths": lengths})
+        # One transcript per call: an int8 graph quantises activations over the whole
+        # batch, so a padded neighbour would change a transcript's scores.
+        parts = [
+            model.run(
+                {"token_ids": ids[None, :], "lengths": np.array([len(ids)], np.int64)}
+            )
+            for ids in token_ids
+        ]
+        out = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+        labels = model.info.labels
+        sentiment_labels = model.info.sentiment_labels
+        sentiments = out.get("sentiment") if sentiment_labels else None
         return [
-            EmotionOutput(EmotionScores.from_probs(model.info.labels, p), e)
-            for p, e in zip(out["probs"], out["embedding"], strict=True)
+            EmotionOutput(
+                EmotionScores.from_probs(labels, p),
+                e,
+                EmotionScores.from_probs(sentiment_labels, sentiments[row])
+                if sentiments is not None
+                else None,
+            )
+            for row, (p, e) in enumerate(
+                zip(out["probs"], out["embedding"], strict=True)
+            )
         ]
 
     def fuse(

@@ -91,6 +91,16 @@ class ModelInfo:
         return self.contract.languages
 
     @property
+    def tokenizer(self) -> str:
+        """Text only: the front end that makes ``token_ids`` ("" for Whisper's BPE)."""
+        return self.contract.tokenizer
+
+    @property
+    def sentiment_labels(self) -> tuple[str, ...]:
+        """Text only: labels of the ``sentiment`` output (empty without one)."""
+        return self.contract.sentiment_labels
+
+    @property
     def adaptation_window(self) -> int:
         """For an acoustic graph that adapts to a stream's speaker, how many earlier
         utterances its baseline averages; 0 when it does not adapt."""
@@ -169,6 +179,19 @@ class OnnxModel:
                     f"{path}: field affect lists {list(self.info.affect)} but the "
                     "graph has no affect output of that width"
                 )
+        sentiment = self.info.sentiment_labels
+        outputs = {o.name: o for o in self.session.get_outputs()}
+        if bool(sentiment) != ("sentiment" in outputs):
+            raise ModelError(
+                f"{path}: field sentiment_labels and the sentiment output must come "
+                "together"
+            )
+        sentiment_width = outputs["sentiment"].shape[-1] if sentiment else None
+        if isinstance(sentiment_width, int) and sentiment_width != len(sentiment):
+            raise ModelError(
+                f"{path}: field sentiment_labels has {len(sentiment)} entries but "
+                f"the output sentiment has {sentiment_width}"
+            )
         probs = self.session.get_outputs()[0]
         width = probs.shape[-1]
         if isinstance(width, int) and width != len(self.info.labels):

