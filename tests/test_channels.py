@@ -152,7 +152,11 @@ def check_call(events: list[dict[str, Any]], turns: list[tuple[int, float, float
         assert part["label_counts"] == counts
         talk = sum(e["end"] - e["start"] for e in mine)
         assert part["talk_seconds"] == pytest.approx(talk, abs=0.01)
-        assert part["mean_valence"] is None and part["mean_arousal"] is None
+        for field in ("arousal", "valence"):  # the shipped graph gives both
+            values = [e[field] for e in mine]
+            assert part[f"mean_{field}"] == pytest.approx(
+                sum(values) / len(values), abs=1e-3
+            )
     assert summary["overlap_seconds"] < 1.0  # turns; only the pads may touch
     assert 0.5 <= summary["longest_silence_s"] <= 1.5
     assert summary["duration_s"] == events[-1]["audio_seconds"]
