@@ -108,14 +108,14 @@ class NaivePipeline:
         acoustic = self.models.acoustic(inputs)
         text_output = None
         if text and self.models.text_model_for(language) is not None:
-            text_output = self.models.text([tokenizer.encode(text)], language)
+            encoder = self.models.text_encoder_for(language) or tokenizer
+            text_output = self.models.text([encoder.encode(text)], language)
         self.models.fuse(acoustic, text_output or [None])
         return text
 
 
 def run(quick: bool = False) -> Section:
     """Measure stages and peers on the same utterances."""
-    from streamser.recognition.emotion import EmotionOutput, EmotionScores
     from streamser.recognition.features import log_mel
     from streamser.recognition.recognizer import (
         Recognizer,
@@ -167,21 +167,11 @@ def run(quick: bool = False) -> Section:
             acoustic = recognizer.models.acoustic(features)
         text_outputs: list[Any] = [None]
         if text_models:
-            # The runtime runs a text graph only for languages it reads; timed here
-            # on every transcript so its cost shows either way.
+            # The runtime's text path: the model of the clip's language, if any.
             with stopwatch(t, "text: tokenize + graph"):
-                ids = tokenizer.encode(transcript.text or "x")
-                out = text_models[0].run(
-                    {"token_ids": ids[None], "lengths": np.array([ids.shape[0]])}
+                text_outputs = recognizer.text_outputs(
+                    [transcript.text or "x"], [clip.language]
                 )
-            text_outputs = [
-                EmotionOutput(
-                    EmotionScores.from_probs(
-                        text_models[0].info.labels, out["probs"][0]
-                    ),
-                    out["embedding"][0],
-                )
-            ]
         with stopwatch(t, "fusion"):
             recognizer.models.fuse(acoustic, text_outputs)
         for key, value in t.items():
