@@ -94,10 +94,11 @@ class PipelineOptions:
             its source is paused (the server stops reading its socket: backpressure);
             a stream that cannot be paused and gets 4 times as far behind sheds with
             an ``overloaded`` error event (counted, logged as a bug).
-        asr_max_lag_ms: an utterance whose transcription has not started this long
-            after its audio arrived is recognised without ASR (its emotion is never
-            late; ``utterance.end`` says ``"asr": "skipped_overload"``). Audio that
-            arrives faster than real time counts as arriving at its real-time pace.
+        asr_max_lag_ms: an utterance whose transcript would not be ready this long
+            after its audio arrived (judged by what transcriptions take while others
+            run) is recognised without ASR (its emotion is never late;
+            ``utterance.end`` says ``"asr": "skipped_overload"``). Audio that arrives
+            faster than real time counts as arriving at its real-time pace.
         workers: recognition calls that may run at once; 0 for the device's
             default: one per core on CPU, Whisper's ``asr.num_workers`` on CUDA (so
             that utterances gather into large batches rather than many small ones).
@@ -195,6 +196,7 @@ class Engine:
         self._wake = asyncio.Event()
         self._free_slots = workers
         self._asr_cutoff: float | None = None
+        self._transcription_s = 0.0
         self._batcher: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
 
@@ -300,7 +302,12 @@ class Engine:
             self._wake.clear()
             timeout = None
             if self._waiting and self._transcribing:
-                timeout = max(0.0, min(r.due for r in self._waiting) - time.monotonic())
+                timeout = max(
+                    0.0,
+                    min(r.due for r in self._waiting)
+                    - self._transcription_s
+                    - time.monotonic(),
+                )
                 if self._asr_cutoff is not None:
                     timeout = min(
                         timeout, max(0.0, self._asr_cutoff - time.monotonic())
@@ -332,7 +339,11 @@ class Engine:
             return
         now = time.monotonic()
         shutdown = self._asr_cutoff is not None and now >= self._asr_cutoff
-        overdue = [r for r in self._waiting if shutdown or now >= r.due]
+        # Overdue: its transcript would not be ready in time even if it started now
+        # (by what transcriptions take while others run; an idle engine tries).
+        busy = self._free_slots < self.options.workers
+        ready = now + (self._transcription_s if busy else 0.0)
+        overdue = [r for r in self._waiting if shutdown or ready >= r.due]
         if not overdue:
             return
         self._waiting = deque(r for r in self._waiting if r not in overdue)
@@ -354,12 +365,18 @@ class Engine:
         task.add_done_callback(self._running.discard)
 
     async def _run_batch(self, batch: list[_Request]) -> None:
+        started = time.monotonic()
         try:
             self.metrics.batch_size.observe(len(batch))
             await self._recognize_batch(batch, "recognize")
         finally:
             self._free_slots += 1
             self._wake.set()
+        if self._transcribing:
+            # What a transcription takes now (moving average): under load it grows,
+            # and fewer utterances wait for one.
+            took = time.monotonic() - started
+            self._transcription_s += 0.2 * (took - self._transcription_s)
 
     async def _recognize_batch(self, batch: list[_Request], stage: str) -> None:
         try:

@@ -228,7 +228,9 @@ class EmotionModels:
                         affect[row] if affect is not None else None,
                     ),
                     e.astype(np.float32),
-                    pooled[row].astype(np.float32) if pooled is not None else None,
+                    pooled=(
+                        pooled[row].astype(np.float32) if pooled is not None else None
+                    ),
                 )
                 for row, (p, e) in enumerate(
                     zip(out["probs"], out["embedding"], strict=True)
