@@ -20,7 +20,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -133,6 +133,21 @@ class Hub(Protocol):
         """Stop its tasks and connections."""
 
 
+def evict_subscriber(
+    sub: Subscription, metrics: Metrics, unsubscribe: Callable[[Subscription], None]
+) -> None:
+    """Drop a subscriber that does not keep up (its relay closes it with 1013);
+    shared by every hub."""
+    if sub.evicted.is_set():
+        return
+    _LOGGER.warning(
+        "Evicting a subscriber that fell %d events behind", sub.queue.qsize()
+    )
+    metrics.evicted_subscribers.inc()
+    sub.evicted.set()
+    unsubscribe(sub)
+
+
 def offer(hub: Hub, sub: Subscription, envelope: Envelope) -> bool:
     """Queue ``envelope`` for ``sub`` unless that evicts it; whether it was queued.
 
@@ -216,11 +231,4 @@ class EventHub:
 
     def evict(self, sub: Subscription) -> None:
         """Drop a subscriber that does not keep up (its relay closes it with 1013)."""
-        if sub.evicted.is_set():
-            return
-        _LOGGER.warning(
-            "Evicting a subscriber that fell %d events behind", sub.queue.qsize()
-        )
-        self.metrics.evicted_subscribers.inc()
-        sub.evicted.set()
-        self.unsubscribe(sub)
+        evict_subscriber(sub, self.metrics, self.unsubscribe)

@@ -27,7 +27,7 @@ from streamser.errors import ProtocolError
 from streamser.events import Envelope
 from streamser.metrics import Metrics
 from streamser.serve import handshake
-from streamser.serve.hub import HubOptions, Subscription, offer
+from streamser.serve.hub import HubOptions, Subscription, evict_subscriber, offer
 from streamser.sinks.redis import (
     RedisSinkOptions,
     connect,
@@ -132,14 +132,7 @@ class RedisHub:
 
     def evict(self, sub: Subscription) -> None:
         """Drop a subscriber that does not keep up (its relay closes it with 1013)."""
-        if sub.evicted.is_set():
-            return
-        _LOGGER.warning(
-            "Evicting a subscriber that fell %d events behind", sub.queue.qsize()
-        )
-        self.metrics.evicted_subscribers.inc()
-        sub.evicted.set()
-        self.unsubscribe(sub)
+        evict_subscriber(sub, self.metrics, self.unsubscribe)
 
     def cursor(self, envelope: Envelope) -> str:
         """The event's Redis entry id."""
