@@ -1,0 +1,352 @@
+"""``Engine``: what every stream shares (the recogniser, its executors, batching,
+the ASR skip rule, event ids and the fan-out to sinks)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from streamser.analytics.rules import AnalyticsOptions
+from streamser.audio.segmenter import (
+    SegmenterOptions,
+)
+from streamser.audio.vad import VadOptions
+from streamser.events import (
+    ASR_OFF,
+    ASR_OK,
+    ASR_REJECTED,
+    ASR_SKIPPED_OVERLOAD,
+    ASR_SKIPPED_SHUTDOWN,
+    Envelope,
+    ErrorEvent,
+    EventSequencer,
+)
+from streamser.metrics import Metrics
+from streamser.pipeline.options import PipelineOptions
+from streamser.recognition.adaptation import NO_BASELINE, Baseline
+from streamser.recognition.recognizer import Recognition, Recognizer, UtteranceRequest
+
+_LOGGER = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+
+class Engine:
+    """What all streams share. Create and use it on one event loop."""
+
+    def __init__(
+        self,
+        recognizer: Recognizer,
+        options: PipelineOptions,
+        vad: VadOptions,
+        segmenter: SegmenterOptions,
+        metrics: Metrics,
+        analytics: AnalyticsOptions | None = None,
+    ) -> None:
+        """Wrap a loaded recogniser; ``sinks`` get every event in ``id`` order.
+
+        Settings left to the device (``PipelineOptions.for_device``) follow where
+        the recogniser's Whisper runs.
+        """
+        self.recognizer = recognizer
+        self.analytics_options = (
+            analytics if analytics is not None else (AnalyticsOptions())
+        )
+        options = _for_recognizer(options, recognizer)
+        self.options = options
+        self.vad_options = vad
+        self.segmenter_options = segmenter
+        self.metrics = metrics
+        self.sequencer = EventSequencer()
+        self.sinks: list[Callable[[Envelope], None]] = []
+        workers = options.workers
+        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="recognize")
+        # Utterances whose transcription was skipped run here, beside the workers,
+        # so their emotion does not wait behind transcriptions.
+        self._acoustic_executor = ThreadPoolExecutor(1, thread_name_prefix="acoustic")
+        self._outbox: deque[Envelope] = deque()
+        self._in_flight = 0
+        self._waiting: deque[_Request] = deque()
+        self._wake = asyncio.Event()
+        self._free_slots = workers
+        self._asr_cutoff: float | None = None
+        self._transcription_s = 0.0
+        self._batcher: asyncio.Task[None] | None = None
+        self._running: set[asyncio.Task[None]] = set()
+
+    def emit(self, stream_id: str, body: Any) -> Envelope:
+        """Stamp an event with id, seq and time and hand it to every sink.
+
+        An event emitted by a sink while it handles another (the JSONL sink reporting
+        a full disk) is delivered after that one, so every sink sees ``id`` order.
+        """
+        envelope = self.sequencer.stamp(stream_id, body)
+        if isinstance(body, ErrorEvent):
+            self.metrics.errors.labels(body.code).inc()
+        self._outbox.append(envelope)
+        if len(self._outbox) == 1:
+            while self._outbox:
+                for sink in self.sinks:
+                    try:
+                        sink(self._outbox[0])
+                    except Exception:  # one broken sink must not stop the others
+                        _LOGGER.exception("Event sink failed")
+                self._outbox.popleft()
+        return envelope
+
+    async def run(self, stage: str, func: Callable[..., _T], *args: Any) -> _T:
+        """Run blocking ``func`` in the recognition executor, timing it as ``stage``."""
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        acoustic_only = stage == "acoustic"
+        executor = self._acoustic_executor if acoustic_only else self._executor
+        self._in_flight += not acoustic_only
+        try:
+            return await loop.run_in_executor(executor, func, *args)
+        finally:
+            self._in_flight -= not acoustic_only
+            self.metrics.stage_seconds.labels(stage).observe(
+                time.perf_counter() - started
+            )
+
+    @property
+    def busy(self) -> bool:
+        """Whether every recognition worker is taken or utterances wait for one.
+
+        Partials are skipped then (and counted): they are a preview, and under load
+        the workers belong to the utterances whose ``utterance.end`` is owed.
+        """
+        return self._in_flight >= self.options.workers or bool(self._waiting)
+
+    def stop_asr_at(self, when: float) -> None:
+        """From ``time.monotonic()`` ``when`` on, start no transcription (shutdown):
+        what waits then is recognised without ASR (``skipped_shutdown``)."""
+        self._asr_cutoff = when
+        self._wake.set()
+
+    async def recognize(
+        self,
+        audio: npt.NDArray[np.float32],
+        language: str | None,
+        baseline: Baseline = NO_BASELINE,
+        arrived: float | None = None,
+    ) -> Recognized:
+        """Recognise one utterance, batched with those of other streams.
+
+        Args:
+            audio: the utterance, 16 kHz mono.
+            language: its language, or None to detect.
+            baseline: the stream's speaker baseline.
+            arrived: ``time.monotonic()`` at which its audio arrived (default: now);
+                its transcription is skipped if it cannot start within
+                ``asr_max_lag_ms`` of that.
+        """
+        if self._batcher is None or self._batcher.done():
+            self._batcher = asyncio.create_task(self._batch_loop(), name="batcher")
+        arrived = time.monotonic() if arrived is None else arrived
+        request = _Request(
+            UtteranceRequest(audio, language, baseline),
+            asyncio.get_running_loop().create_future(),
+            due=arrived + self.options.asr_max_lag_ms / 1000,
+        )
+        self._waiting.append(request)
+        self._wake.set()
+        return await request.result
+
+    async def _batch_loop(self) -> None:
+        """Gather requests into batches; run up to ``workers`` batches at once.
+
+        A request that waits past its ``due`` time (or past the shutdown cutoff) is
+        taken out and recognised without ASR at once, so the emotion of every
+        utterance keeps up even when transcription cannot.
+        """
+        while True:
+            self._skip_overdue()
+            if self._waiting and self._free_slots > 0:
+                await self._gather()
+                self._skip_overdue()
+                count = min(len(self._waiting), self.options.max_batch)
+                batch = [self._waiting.popleft() for _ in range(count)]
+                # A speculative request abandoned while it waited is not worth running.
+                batch = [r for r in batch if not r.result.done()]
+                if batch:
+                    self._free_slots -= 1
+                    self._spawn(self._run_batch(batch))
+                continue
+            self._wake.clear()
+            timeout = None
+            if self._waiting and self._transcribing:
+                timeout = max(
+                    0.0,
+                    min(r.due for r in self._waiting)
+                    - self._transcription_s
+                    - time.monotonic(),
+                )
+                if self._asr_cutoff is not None:
+                    timeout = min(
+                        timeout, max(0.0, self._asr_cutoff - time.monotonic())
+                    )
+            if timeout is not None and math.isinf(timeout):
+                timeout = None  # only streams that are never late wait
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    @property
+    def _transcribing(self) -> bool:
+        return self.recognizer.asr is not None and self.recognizer.options.asr
+
+    async def _gather(self) -> None:
+        """Give other streams ``batch_wait_ms`` to join a batch that is not full."""
+        deadline = time.monotonic() + self.options.batch_wait_ms / 1000
+        while len(self._waiting) < self.options.max_batch:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), remaining)
+
+    def _skip_overdue(self) -> None:
+        """Send the waiting requests whose transcription is overdue to the acoustic
+        lane (acoustic and text models only)."""
+        if not self._waiting or not self._transcribing:
+            return
+        now = time.monotonic()
+        shutdown = self._asr_cutoff is not None and now >= self._asr_cutoff
+        # Overdue: its transcript would not be ready in time even if it started now
+        # (by what transcriptions take while others run; an idle engine tries).
+        busy = self._free_slots < self.options.workers
+        ready = now + (self._transcription_s if busy else 0.0)
+        overdue = [r for r in self._waiting if shutdown or ready >= r.due]
+        if not overdue:
+            return
+        self._waiting = deque(r for r in self._waiting if r not in overdue)
+        reason = ASR_SKIPPED_SHUTDOWN if shutdown else ASR_SKIPPED_OVERLOAD
+        batch = []
+        for request in overdue:
+            if request.result.done():
+                continue
+            request.skipped = reason
+            request.request = replace(request.request, transcribe=False)
+            batch.append(request)
+        if batch:
+            self.metrics.skipped_asr.labels(reason).inc(len(batch))
+            self._spawn(self._recognize_batch(batch, "acoustic"))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def _run_batch(self, batch: list[_Request]) -> None:
+        started = time.monotonic()
+        try:
+            self.metrics.batch_size.observe(len(batch))
+            await self._recognize_batch(batch, "recognize")
+        finally:
+            self._free_slots += 1
+            self._wake.set()
+        if self._transcribing:
+            # What a transcription takes now (moving average): under load it grows,
+            # and fewer utterances wait for one.
+            took = time.monotonic() - started
+            self._transcription_s += 0.2 * (took - self._transcription_s)
+
+    async def _recognize_batch(self, batch: list[_Request], stage: str) -> None:
+        try:
+            results = await self.run(
+                stage, self.recognizer.recognize_batch, [r.request for r in batch]
+            )
+        except Exception as err:
+            if len(batch) > 1:
+                # One bad utterance must not fail the others: retry them one by one.
+                for request in batch:
+                    await self._recognize_batch([request], stage)
+            elif not batch[0].result.done():
+                batch[0].result.set_exception(err)
+            return
+        for request, result in zip(batch, results, strict=True):
+            if not request.result.done():
+                request.result.set_result(Recognized(result, request.asr_state(result)))
+
+    def replace(
+        self,
+        recognizer: Recognizer,
+        vad: VadOptions,
+        segmenter: SegmenterOptions,
+        options: PipelineOptions,
+        analytics: AnalyticsOptions | None = None,
+    ) -> None:
+        """Swap in reloaded models and settings (SIGHUP) without touching streams.
+
+        Utterances recognised from now on use ``recognizer``; streams opened from now
+        on use the new VAD and segmenter settings. Calls already running finish on
+        the old recogniser. A changed worker count gets a new executor; the old one
+        finishes what it holds in the background.
+        """
+        old_workers = self.options.workers
+        options = _for_recognizer(options, recognizer)
+        self.recognizer = recognizer
+        self.vad_options = vad
+        self.segmenter_options = segmenter
+        self.options = options
+        if analytics is not None:
+            self.analytics_options = analytics
+        workers = options.workers
+        self._free_slots += workers - old_workers
+        if workers != old_workers:
+            old = self._executor
+            self._executor = ThreadPoolExecutor(workers, thread_name_prefix="recognize")
+            old.shutdown(wait=False)
+
+    def close(self) -> None:
+        """Stop the batcher and the executors (after the streams have finished)."""
+        if self._batcher is not None:
+            self._batcher.cancel()
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        self._acoustic_executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _for_recognizer(
+    options: PipelineOptions, recognizer: Recognizer
+) -> PipelineOptions:
+    """``options`` made concrete for where ``recognizer``'s Whisper runs."""
+    asr = recognizer.asr
+    device = asr.device if asr is not None else "cpu"
+    workers = asr.options.num_workers if asr is not None else 2
+    return options.for_device(device, asr_workers=workers)
+
+
+@dataclass(frozen=True)
+class Recognized:
+    """An utterance's recognition and whether (or why not) it was transcribed."""
+
+    recognition: Recognition
+    asr: str
+    """``utterance.end``'s ``asr``: one of ``events.ASR_STATES``."""
+
+
+@dataclass(eq=False)
+class _Request:
+    request: UtteranceRequest
+    result: asyncio.Future[Recognized]
+    due: float
+    """``time.monotonic()`` after which its transcription is skipped."""
+    skipped: str | None = None
+
+    def asr_state(self, recognition: Recognition) -> str:
+        if self.skipped is not None:
+            return self.skipped
+        if not recognition.transcribed:
+            return ASR_OFF
+        return ASR_REJECTED if recognition.rejected else ASR_OK
