@@ -28,6 +28,8 @@ from streamser.config import Config, load_config
 from streamser.console import event_line, setup_logging
 from streamser.errors import StreamserError
 from streamser.events import Envelope
+from streamser.messages import CHANNEL_MODES
+from streamser.run import RunOptions, run_files
 from streamser.sinks.jsonl import stdout_sink
 
 _LOGGER = logging.getLogger("streamser")
@@ -96,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--jsonl", action="store_true", help="print events as JSON lines")
     run.add_argument("--realtime", action="store_true", help="play at real-time pace")
-    run.add_argument("--channels", choices=daemon.CHANNEL_MODES, help="default downmix")
+    run.add_argument("--channels", choices=CHANNEL_MODES, help="default downmix")
     run.add_argument("--report", type=Path, help="write an HTML call report here")
     run.add_argument("--csv", type=Path, help="write one CSV row per utterance here")
     _send_arguments(command["send"])
@@ -195,8 +197,8 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
 
 def _run(config: Config, args: argparse.Namespace) -> int:
     sink, mode = (stdout_sink() if args.jsonl else _show), args.channels or "downmix"
-    run = daemon.RunOptions(args.language, args.realtime, mode, args.report, args.csv)
-    ok = asyncio.run(daemon.run_files(config, args.files, run, sink))
+    options = RunOptions(args.language, args.realtime, mode, args.report, args.csv)
+    ok = asyncio.run(run_files(config, args.files, options, sink))
     return EXIT_OK if ok else EXIT_FAILURE
 
 

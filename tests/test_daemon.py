@@ -9,7 +9,7 @@ import pytest
 
 from streamser.audio.sources import ClipSource, demo_clip
 from streamser.config import Config, load_config
-from streamser.daemon import Daemon, StreamOrder, run_sources
+from streamser.daemon import Daemon
 from streamser.errors import StreamserError
 from streamser.events import (
     Envelope,
@@ -18,6 +18,7 @@ from streamser.events import (
     StreamEnd,
     UtteranceEnd,
 )
+from streamser.run import StreamOrder, run_sources
 
 from conftest import FIXTURE_MODELS
 

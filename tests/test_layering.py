@@ -36,6 +36,7 @@ LAYERS = (
     "console",
     "client",
     "daemon",
+    "run",
     "cli",
 )
 TRAINING_MAY_IMPORT_FROM_EXPORT = {"export.whisper_prefix"}
