@@ -138,6 +138,33 @@ class Metrics:
             registry=r,
         )
         self.draining = Gauge("streamser_draining", "1 while shutting down", registry=r)
+        # The Redis event sink (0 while none is configured).
+        self.redis_buffered = Gauge(
+            "streamser_redis_buffered_events",
+            "Events waiting to be written to Redis",
+            registry=r,
+        )
+        self.redis_written = Counter(
+            "streamser_redis_written_events",
+            "Events appended to the Redis stream",
+            registry=r,
+        )
+        self.redis_dropped = Counter(
+            "streamser_redis_dropped_events",
+            "Events dropped because the buffer was full while Redis was unreachable",
+            registry=r,
+        )
+        self.redis_outages = Counter(
+            "streamser_redis_outages",
+            "Times Redis became unreachable for the event sink",
+            registry=r,
+        )
+        self.redis_write_seconds = Histogram(
+            "streamser_redis_write_seconds",
+            "From emitting an event to Redis acknowledging its XADD",
+            buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1, 5, 30),
+            registry=r,
+        )
         ProcessCollector(registry=r)  # process_resident_memory_bytes and friends
 
     def render(self) -> bytes:

@@ -30,7 +30,6 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
-from prometheus_client import Counter, Gauge, Histogram
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
@@ -111,39 +110,6 @@ def connect(url: str) -> aioredis.Redis:
     return client
 
 
-class _RedisMetrics:
-    """The sink's metrics, on the daemon's registry."""
-
-    def __init__(self, metrics: Metrics) -> None:
-        r = metrics.registry
-        self.buffered = Gauge(
-            "streamser_redis_buffered_events",
-            "Events waiting to be written to Redis",
-            registry=r,
-        )
-        self.written = Counter(
-            "streamser_redis_written_events",
-            "Events appended to the Redis stream",
-            registry=r,
-        )
-        self.dropped = Counter(
-            "streamser_redis_dropped_events",
-            "Events dropped because the buffer was full while Redis was unreachable",
-            registry=r,
-        )
-        self.outages = Counter(
-            "streamser_redis_outages",
-            "Times Redis became unreachable for the event sink",
-            registry=r,
-        )
-        self.write_seconds = Histogram(
-            "streamser_redis_write_seconds",
-            "From emitting an event to Redis acknowledging its XADD",
-            buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1, 5, 30),
-            registry=r,
-        )
-
-
 class RedisSink:
     """Appends every event to a Redis stream from a background task.
 
@@ -166,7 +132,7 @@ class RedisSink:
                 acknowledgement (the benchmark's hook).
         """
         self.options = options
-        self._metrics = _RedisMetrics(metrics)
+        self._metrics = metrics
         self._on_written = on_written
         self._buffer: deque[tuple[int, float, int, str]] = deque()
         """(buffer number, perf_counter when emitted, event id, JSON)."""
@@ -192,7 +158,7 @@ class RedisSink:
         """Queue one event; never blocks, never raises for Redis's sake."""
         if len(self._buffer) >= self.options.buffer_events:
             self._buffer.popleft()
-            self._metrics.dropped.inc()
+            self._metrics.redis_dropped.inc()
             if self._dropped_in_outage == 0:
                 _LOGGER.error(
                     "Redis event buffer full (%d events): dropping the oldest until "
@@ -204,7 +170,7 @@ class RedisSink:
         self._buffer.append(
             (next(self._numbers), time.perf_counter(), envelope.id, envelope.to_json())
         )
-        self._metrics.buffered.set(len(self._buffer))
+        self._metrics.redis_buffered.set(len(self._buffer))
         self._wake.set()
 
     async def start(self) -> None:
@@ -273,11 +239,11 @@ class RedisSink:
             last = batch[-1][0]
             while self._buffer and self._buffer[0][0] <= last:
                 self._buffer.popleft()  # those dropped meanwhile are gone already
-            self._metrics.buffered.set(len(self._buffer))
-            self._metrics.written.inc(len(batch))
+            self._metrics.redis_buffered.set(len(self._buffer))
+            self._metrics.redis_written.inc(len(batch))
             latencies = [done - queued for _, queued, _, _ in batch]
             for seconds in latencies:
-                self._metrics.write_seconds.observe(seconds)
+                self._metrics.redis_write_seconds.observe(seconds)
             if self._on_written is not None:
                 self._on_written(latencies)
             self._up(len(batch))
@@ -292,9 +258,9 @@ class RedisSink:
         while self._buffer and self._buffer[0][2] <= newest:
             self._buffer.popleft()
             dropped += 1
-        self._metrics.buffered.set(len(self._buffer))
+        self._metrics.redis_buffered.set(len(self._buffer))
         if dropped:
-            self._metrics.written.inc(dropped)
+            self._metrics.redis_written.inc(dropped)
             _LOGGER.info(
                 "%d event(s) of the failed write had reached Redis; not writing "
                 "them again",
@@ -336,7 +302,7 @@ class RedisSink:
             return
         self._down_since = time.monotonic()
         self.connected.clear()
-        self._metrics.outages.inc()
+        self._metrics.redis_outages.inc()
         _LOGGER.error(
             "Redis at %s unreachable (%s): holding events in memory (up to %d) "
             "until it answers",
