@@ -310,6 +310,9 @@ class StreamStart(_Event):
     """The client's metadata, echoed."""
     models: tuple[ModelInfo, ...] = ()
     """Each model in use with its version."""
+    channel_mode: str = "downmix"
+    """"separate" when each channel is recognised on its own (``channel`` on its
+    events, ``metadata.channels`` naming them), else "downmix"."""
 
 
 @dataclass(frozen=True)

@@ -55,8 +55,9 @@ class StartMessage:
         return self.channel_mode == "separate"
 
     def channel_name(self, channel: int) -> str | None:
-        """The name ``metadata.channels`` gives ``channel``, or None."""
-        names = self.metadata.get("channels")
+        """The name ``metadata.channels`` gives ``channel`` when channels are kept
+        apart, or None (a downmix is no one channel)."""
+        names = self.metadata.get("channels") if self.separate else None
         if isinstance(names, list) and 0 <= channel < len(names):
             name = names[channel]
             return name if isinstance(name, str) else None

@@ -269,6 +269,7 @@ async def test_live_two_channel_call(
         "sample_rate": SAMPLE_RATE,
         "encoding": "pcm_s16le",
         "channels": 2,
+        "channel_mode": "separate",
         "stream_id": stream_id,
         "metadata": {"call_id": "call-1042", "channels": ["agent", "customer"]},
     }
@@ -308,8 +309,11 @@ async def test_live_two_channel_call(
             rows = page.locator("#call-view section.summary tbody tr")
             assert await rows.count() == len(summaries[-1]["channels"])
             channels |= {c["channel"] for c in summaries[-1]["channels"]}
-        names = await page.locator("#call-view .timeline .channel-name").count()
-        assert names == len(channels)
+        names = await page.locator(
+            "#call-view .timeline .channel-name"
+        ).all_text_contents()
+        assert len(names) == len(channels)
+        assert set(names) == {["agent", "customer"][c] for c in channels}
         if any(e.get("arousal") is not None for e in ends):
             assert await page.locator("#call-view polyline.arousal").count() >= 1
         assert events[-1]["type"] == "stream.end"

@@ -397,8 +397,16 @@ def test_parse_start_reads_the_channel_mode_and_names() -> None:
     assert [message.channel_name(i) for i in range(3)] == ["agent", "customer", None]
     assert not parse_start('{"type": "start", "channels": 2}').separate
     assert parse_start('{"type": "start", "channels": 8, "channel_mode": "separate"}')
-    odd = parse_start('{"type": "start", "metadata": {"channels": [7, "b"]}}')
+    odd = parse_start(
+        '{"type": "start", "channels": 2, "channel_mode": "separate", '
+        '"metadata": {"channels": [7, "b"]}}'
+    )
     assert [odd.channel_name(0), odd.channel_name(1)] == [None, "b"]
+    # A downmix is no one channel: the names are not applied to it.
+    mixed = parse_start(
+        '{"type": "start", "channels": 2, "metadata": {"channels": ["a", "b"]}}'
+    )
+    assert mixed.channel_name(0) is None
 
 
 def test_parse_control() -> None:

@@ -60,7 +60,13 @@ def _recorded_call() -> CallRecorder:
     recorder = CallRecorder()
     sequencer = EventSequencer()
     bodies = [
-        StreamStart(16000, "pcm_s16le", "de", {"channels": ["agent", "customer"]}),
+        StreamStart(
+            16000,
+            "pcm_s16le",
+            "de",
+            {"channels": ["agent", "customer"]},
+            channel_mode="separate",
+        ),
         _utterance(0, 0, 0.5, "anger", transcript='Nein, "so" <b>nicht</b>!'),
         _utterance(1, 1, 3.0, "sadness", arousal=-0.4, valence=-0.2),
         _utterance(2, 0, 6.0, "anger", transcript="a, b; c"),

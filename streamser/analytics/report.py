@@ -86,7 +86,7 @@ class CallRecorder:
         body = envelope.body
         if isinstance(body, StreamStart):
             names = body.metadata.get("channels")
-            if isinstance(names, list):
+            if isinstance(names, list) and body.channel_mode == "separate":
                 record.names = [n if isinstance(n, str) else None for n in names]
         elif isinstance(body, UtteranceEnd):
             record.utterances.append(body)

@@ -183,6 +183,7 @@ class StreamSession:
                 models=tuple(
                     ModelInfo(**m) for m in self.engine.recognizer.model_versions()
                 ),
+                channel_mode=self.start.channel_mode,
             ),
         )
         self._worker = asyncio.create_task(

@@ -17,6 +17,7 @@ export class Call {
   constructor(streamId, time) {
     this.streamId = streamId;
     this.metadata = {};
+    this.channelMode = "downmix";
     this.live = true;
     this.startTime = time; // server wall clock of its first event
     this.audioSeconds = null; // from stream.end
@@ -33,7 +34,8 @@ export class Call {
   channelName(channel) {
     const fromSummary = this.summary?.channels?.find((c) => c.channel === channel);
     if (fromSummary && typeof fromSummary.name === "string") return fromSummary.name;
-    const names = this.metadata.channels;
+    // metadata.channels names the channels only when they are kept apart.
+    const names = this.channelMode === "separate" ? this.metadata.channels : null;
     if (Array.isArray(names) && typeof names[channel] === "string") return names[channel];
     return `channel ${channel}`;
   }
@@ -94,6 +96,7 @@ export class Call {
       case "stream.start":
         this.metadata =
           event.metadata && typeof event.metadata === "object" ? event.metadata : {};
+        this.channelMode = event.channel_mode ?? "downmix";
         this.startTime = event.time;
         this.live = true;
         break;
