@@ -56,6 +56,53 @@ def test_forward_contract_and_padding(arch: str) -> None:
     assert torch.allclose(alone, probs[2:3], atol=tol)
 
 
+@pytest.mark.parametrize("norm", ["layer", "std"])
+def test_stats_head_pooled_norm_keeps_the_contract(norm: str) -> None:
+    torch.manual_seed(0)
+    model = build_model("stats", {**SMALL["stats"], "pooled_norm": norm}).eval()
+    x, lengths = torch.randn(2, 11, 512), torch.tensor([11, 6])
+    x = x * (torch.arange(11)[None, :, None] < lengths[:, None, None])
+    probs, embedding = model(x, lengths)
+    assert probs.shape == (2, 4) and embedding.shape == (2, 16)
+    padded, _ = model(torch.cat([x, torch.zeros(2, 5, 512)], dim=1), lengths)
+    assert torch.allclose(probs, padded, atol=1e-5)
+    # "layer": a common shift and scale of an utterance's standardised means is gone
+    if norm == "layer":
+        scaled = torch.randn(1, 1024)
+        moved = scaled.clone()
+        moved[:, :512] = 3.0 * moved[:, :512] + 1.0
+        assert torch.allclose(
+            model._normalised(scaled), model._normalised(moved), atol=1e-4
+        )
+    with pytest.raises(ValueError, match="pooled_norm"):
+        build_model("stats", {**SMALL["stats"], "pooled_norm": "bogus"})
+
+
+def test_feature_masks_mask_summaries_as_they_mask_frames() -> None:
+    from training.acoustic import TrainOptions, _spec_augment, _summaries
+
+    rng = np.random.default_rng(0)
+    frames = rng.standard_normal((40, 16)).astype(np.float32)
+    fill = torch.full((16,), 0.5)
+    options = TrainOptions(feature_masks=2, feature_mask_width=5)
+    masked = _spec_augment(
+        torch.from_numpy(frames)[None].clone(),
+        torch.tensor([40]),
+        options,
+        np.random.default_rng(1),
+        fill,
+    )[0].numpy()
+    summary = _spec_augment(
+        torch.from_numpy(_summaries([[frames]])[0][0])[None].clone(),
+        torch.tensor([2]),
+        options,
+        np.random.default_rng(1),
+        fill,
+    )[0].numpy()
+    np.testing.assert_allclose(summary.mean(0), masked.mean(0), atol=1e-5)
+    np.testing.assert_allclose(summary.std(0), masked.std(0), atol=1e-5)
+
+
 def test_stats_head_adapts_to_a_baseline() -> None:
     from training.acoustic import pooled_vectors
     from training.acoustic_models import AdaptiveHead, adaptation_window

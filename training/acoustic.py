@@ -120,6 +120,8 @@ class TrainOptions:
     history_mixes: tuple[str, ...] = ("any", "calm", "same", "one")
     affect_weight: float = 1.0
     """Weight of the (arousal, valence) regression loss of a head with ``affect``."""
+    valence_weight: float = 1.0
+    """Extra factor on the valence column of that loss (arousal's is 1)."""
     balance: str = "none"
     """"corpus": draw every corpus equally often in an epoch (sampling with
     replacement, weights 1 / corpus size); "none": every utterance once."""
@@ -482,7 +484,9 @@ def _fit_scalers(model: Any, train_idx: npt.NDArray[np.int64]) -> Any:
 
 
 def _use_summaries(arch: str, options: TrainOptions) -> bool:
-    return arch == "stats" and options.time_masks == 0 and options.feature_masks == 0
+    # A feature mask covers every frame of its band, so it masks the two summary
+    # frames exactly as it would all frames (mean = fill, std = 0); time masks do not.
+    return arch == "stats" and options.time_masks == 0
 
 
 def _ua(y: npt.NDArray[np.int64], predicted: npt.NDArray[np.int64]) -> float:
@@ -543,8 +547,9 @@ def train_one(
         loss = _loss(logits, target, class_weights, options.label_smoothing, allowed)
         if affect_targets is not None:
             predicted = model.affect_of(embedding)
+            column = torch.tensor([1.0, options.valence_weight])
             loss = loss + options.affect_weight * torch.mean(
-                (predicted - affect_targets[target]) ** 2
+                column * (predicted - affect_targets[target]) ** 2
             )
         return loss
 

@@ -166,13 +166,23 @@ class StatsHead(EmotionHead):
         adaptation_window: int = 0,
         adaptation_shrink: float = 2.0,
         affect: bool = False,
+        pooled_norm: str = "none",
     ) -> None:
         """Build the head; arguments are stored in the checkpoint's config.
 
+        ``pooled_norm`` normalises each utterance's standardised statistics before
+        the MLP: "none"; "layer": the mean half and the standard-deviation half each
+        to zero mean and unit variance across dimensions; "std": the mean half is
+        dropped (as if each utterance's states were centred over time).
         ``affect`` adds ``affect_head``: (arousal, valence) in [-1, 1] from the
         embedding (``affect_of``), trained on the labels' circumplex coordinates
         (``training.affect``)."""
         super().__init__()
+        if pooled_norm not in ("none", "layer", "std"):
+            raise ValueError(f"unknown pooled_norm {pooled_norm!r}")
+        if pooled_norm != "none" and adaptation_window:
+            raise ValueError("pooled_norm needs adaptation_window 0")
+        self.pooled_norm = pooled_norm
         self.affect_head = nn.Linear(embedding, 2) if affect else None
         self.adaptation_window = adaptation_window
         self.adaptation_shrink = adaptation_shrink
@@ -180,7 +190,11 @@ class StatsHead(EmotionHead):
         self.pooled_scaler = InputScaler(2 * input_dim)
         self.input_dropout = nn.Dropout(dropout)
         self.mlp = nn.Sequential(
-            nn.Linear((4 if adaptation_window else 2) * input_dim, hidden),
+            nn.Linear(
+                (4 if adaptation_window else 1 if pooled_norm == "std" else 2)
+                * input_dim,
+                hidden,
+            ),
             nn.GELU(),
             nn.Dropout(dropout),
             nn.Linear(hidden, embedding),
@@ -195,6 +209,16 @@ class StatsHead(EmotionHead):
         mean, std = pooled[..., :dim], pooled[..., dim:]
         inv_std = self.scaler.inv_std
         return torch.cat([(mean - self.scaler.mean) * inv_std, std * inv_std], dim=-1)
+
+    def _normalised(self, scaled: torch.Tensor) -> torch.Tensor:
+        """Apply ``pooled_norm`` to [B, 2D] standardised statistics."""
+        if self.pooled_norm == "none":
+            return scaled
+        dim = self.scaler.mean.shape[0]
+        if self.pooled_norm == "std":
+            return scaled[..., dim:]
+        halves = (scaled[..., :dim], scaled[..., dim:])
+        return torch.cat([F.layer_norm(h, (dim,)) for h in halves], dim=-1)
 
     def logits(
         self,
@@ -211,6 +235,7 @@ class StatsHead(EmotionHead):
         var = (x * x).sum(dim=1) / count - mean * mean
         pooled = torch.cat([mean, torch.sqrt(var.clamp_min(1e-5))], dim=-1)
         scaled = self.pooled_scaler(pooled)
+        scaled = self._normalised(scaled)
         if self.adaptation_window:
             relative = scaled
             if baseline is not None and baseline_count is not None:
