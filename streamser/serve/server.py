@@ -25,12 +25,13 @@ from websockets.http11 import Request, Response
 
 from streamser.errors import ConfigError, ProtocolError
 from streamser.events import Envelope, ErrorEvent
-from streamser.messages import StartMessage, parse_control, parse_start
+from streamser.messages import StartMessage, parse_start
 from streamser.pipeline import Engine, StreamSession
 from streamser.serve import handshake
 from streamser.serve.handshake import ServerOptions, read_tokens
 from streamser.serve.hub import Hub, Subscription
 from streamser.serve.relay import close_reading, relay_events
+from streamser.serve.stream_io import receive_audio, send_events
 
 __all__ = ["ServerOptions", "StreamServer", "read_tokens"]
 
@@ -403,7 +404,7 @@ class StreamServer:
         self._client_connections[stream_id] = connection
         session = StreamSession(self.engine, start, stream_id)
         self._sessions[stream_id] = session
-        sender = asyncio.create_task(self._send_events(connection, queue))
+        sender = asyncio.create_task(send_events(connection, queue))
         _LOGGER.info("Stream %s opened from %s", stream_id, client)
         outcome = "disconnect"
         try:
@@ -500,7 +501,14 @@ class StreamServer:
         self, connection: ServerConnection, session: StreamSession
     ) -> str:
         """Receive until stop, disconnect or shutdown; returns which ended it."""
-        receiver = asyncio.create_task(self._receive_audio(connection, session))
+        receiver = asyncio.create_task(
+            receive_audio(
+                connection,
+                session,
+                self.options.max_message_bytes,
+                self.options.max_stream_s,
+            )
+        )
         drain = asyncio.ensure_future(self._drain_started.wait())
         try:
             await asyncio.wait({receiver, drain}, return_when=asyncio.FIRST_COMPLETED)
@@ -513,65 +521,6 @@ class StreamServer:
         if receiver.cancelled():
             return "drain"
         return receiver.result()
-
-    async def _receive_audio(
-        self, connection: ServerConnection, session: StreamSession
-    ) -> str:
-        """Feed messages to ``session``; returns stop, disconnect or stream_too_long."""
-        limit = self.options.max_message_bytes
-        try:
-            async for message in connection:
-                if isinstance(message, bytes):
-                    if len(message) > limit:
-                        session.error(
-                            "message_too_large",
-                            f"audio message of {len(message)} bytes exceeds {limit}",
-                            fatal=False,
-                        )
-                        continue
-                    try:
-                        session.feed(message)
-                    except ProtocolError as err:
-                        session.error(err.code, str(err), fatal=err.fatal)
-                    if session.backlogged:
-                        # Backpressure: the socket is not read until recognition
-                        # catches up, so a fast sender slows down and loses nothing.
-                        await session.wait_for_room()
-                    if session.audio_seconds > self.options.max_stream_s:
-                        session.error(
-                            "stream_too_long",
-                            f"stream exceeds {self.options.max_stream_s:g} s of audio",
-                            fatal=True,
-                        )
-                        return "stream_too_long"
-                    continue
-                try:
-                    command = parse_control(message)
-                except ProtocolError as err:
-                    session.error(err.code, str(err), fatal=False)
-                    continue
-                if command == "flush":
-                    session.flush()
-                elif command == "summary":
-                    session.summarize()
-                elif command == "stop":
-                    return "stop"
-        except ConnectionClosed:
-            pass
-        return "disconnect"
-
-    async def _send_events(
-        self, connection: ServerConnection, queue: asyncio.Queue[Envelope | None]
-    ) -> None:
-        """Relay a stream's events to its own client until the stream ends."""
-        alive = True
-        while (envelope := await queue.get()) is not None:
-            if not alive:
-                continue  # the client left; its events still reach hub and sinks
-            try:
-                await connection.send(envelope.to_json())
-            except ConnectionClosed:
-                alive = False
 
     async def _refuse(
         self, connection: ServerConnection, stream_id: str, err: ProtocolError
