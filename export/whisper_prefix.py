@@ -57,10 +57,24 @@ def read_encoder_weights(model_bin: Path) -> dict[str, npt.NDArray[np.float32]]:
         ValueError: not a CTranslate2 Whisper model, or its weights are quantized
             (convert the model with float16 or float32 weights).
     """
-    return _read(memoryview(model_bin.read_bytes()), model_bin)
+    return read_weights(model_bin, "encoder/")
 
 
-def _read(view: memoryview, path: Path) -> dict[str, npt.NDArray[np.float32]]:
+def read_weights(
+    model_bin: Path, prefix: str = ""
+) -> dict[str, npt.NDArray[np.float32]]:
+    """The float weights whose names start with ``prefix`` (e.g. ``"decoder/"``) from
+    a CTranslate2 Whisper ``model.bin``; scalars are skipped.
+
+    Raises:
+        ValueError: not a CTranslate2 Whisper model, or a wanted weight is quantized.
+    """
+    return _read(memoryview(model_bin.read_bytes()), model_bin, prefix)
+
+
+def _read(
+    view: memoryview, path: Path, prefix: str
+) -> dict[str, npt.NDArray[np.float32]]:
     position = 0
 
     def take(size: int) -> memoryview:
@@ -88,12 +102,12 @@ def _read(view: memoryview, path: Path) -> dict[str, npt.NDArray[np.float32]]:
         (dtype,) = struct.unpack("<B", take(1))
         (size,) = struct.unpack("<I", take(4))
         raw = take(size)
-        if not name.startswith("encoder/") or rank == 0:
+        if not name.startswith(prefix) or rank == 0:
             continue
         if dtype not in _FLOAT_TYPES:
             raise ValueError(
-                f"{path}: {name} has CTranslate2 type {dtype}; the encoder prefix "
-                "needs float16 or float32 weights"
+                f"{path}: {name} has CTranslate2 type {dtype}; rebuilding Whisper "
+                "in torch needs float16 or float32 weights"
             )
         array = np.frombuffer(raw, dtype=_FLOAT_TYPES[dtype]).reshape(dims)
         weights[name] = array.astype(np.float32)

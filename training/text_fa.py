@@ -103,6 +103,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=Path("artifacts/text-fa"))
     parser.add_argument("--candidates", nargs="*", default=list(CANDIDATES))
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--encoder",
+        choices=("char-ngrams", "whisper-decoder"),
+        default="char-ngrams",
+        help="whisper-decoder: evaluate Whisper's decoder states (nothing is saved "
+        "to export; see training.text_fa_decoder)",
+    )
     return parser
 
 
@@ -112,6 +119,13 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     utterances = load_dataset(args.data)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.encoder == "whisper-decoder":
+        from training.text_fa_decoder import run
+
+        test = run(utterances, args.out)["test"]
+        line = {"encoder": args.encoder, **{k: test[k] for k in ("wa", "ua", "n")}}
+        print(json.dumps(line) if args.json else line)
+        return 0
     results: dict[str, Any] = {}
     for name in args.candidates:
         start = time.monotonic()
