@@ -122,7 +122,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.encoder == "whisper-decoder":
         from training.text_fa_decoder import run
 
-        test = run(utterances, args.out)["test"]
+        def char_model(texts: list[str], y: Any) -> Any:
+            vec, clf = fit(texts, y, CANDIDATES["wb25-c10-bal"])
+            return lambda other: clf.predict_proba(vec.transform(other))
+
+        test = run(utterances, args.out, char_model, score)["test"]
         line = {"encoder": args.encoder, **{k: test[k] for k in ("wa", "ua", "n")}}
         print(json.dumps(line) if args.json else line)
         return 0

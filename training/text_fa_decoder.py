@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -300,10 +300,22 @@ def nested_evaluation(
     }
 
 
-def run(utterances: Sequence[Utterance], out: Path) -> dict[str, Any]:
-    """Pool the decoder's states, run the nested evaluation, write ``metrics.json``."""
-    from training.text_fa import CANDIDATES, fit, score
+def run(
+    utterances: Sequence[Utterance],
+    out: Path,
+    char_model: Callable[[list[str], Any], Callable[[list[str]], Any]],
+    score: Callable[[Any, Any, list[str]], dict[str, Any]],
+) -> dict[str, Any]:
+    """Pool the decoder's states, run the nested evaluation, write ``metrics.json``.
 
+    Args:
+        utterances: the ShEMO transcripts.
+        out: where the metrics go.
+        char_model: fits ``text_fa``'s character n-gram model on (texts, labels)
+            and returns its class probabilities for other texts (the mix's second
+            input).
+        score: ``text_fa.score``.
+    """
     start = time.monotonic()
     texts = [u.text or "" for u in utterances]
     labels = sorted({u.label for u in utterances})
@@ -313,8 +325,8 @@ def run(utterances: Sequence[Utterance], out: Path) -> dict[str, Any]:
     _LOGGER.info("decoder states pooled (%.0f s)", time.monotonic() - start)
 
     def char_probabilities(train: Any, test: Any) -> npt.NDArray[np.float64]:
-        vec, clf = fit([texts[i] for i in train], y[train], CANDIDATES["wb25-c10-bal"])
-        return np.asarray(clf.predict_proba(vec.transform([texts[i] for i in test])))
+        probabilities = char_model([texts[i] for i in train], y[train])
+        return np.asarray(probabilities([texts[i] for i in test]))
 
     result = nested_evaluation(
         utterances, feature_sets(pooled, texts, decoder), char_probabilities
