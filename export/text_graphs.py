@@ -267,7 +267,7 @@ def export_en(args: argparse.Namespace) -> dict[str, Any]:
                 layer.bias.copy_(intercept)
     for task, state in ckpt.get("ngram_states", {}).items():
         module.ngram[task].load_state_dict(state)
-    name = args.name or "emotion-text-en-v1"
+    name = args.name or "emotion-text-en-v2"
     tokenizer_name = f"{name}.tokenizer.json"
     contract = ModelContract(
         name=name,
