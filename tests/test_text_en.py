@@ -31,12 +31,12 @@ from streamser.recognition.text_front import CharNgramEncoder, char_wb_ngrams
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "streamser" / "models"
-EN_GRAPH = MODELS / "emotion-text-en-v1.onnx"
+EN_GRAPH = MODELS / "emotion-text-en-v2.onnx"
 
 
 def _contract(**fields: Any) -> ModelContract:
     return ModelContract(
-        name="emotion-text-en-v1",
+        name="emotion-text-en-v2",
         kind="text",
         version="1",
         labels=("anger", "happiness", "neutral"),
@@ -48,7 +48,7 @@ def _contract(**fields: Any) -> ModelContract:
 
 def test_contract_round_trips_tokenizer_and_sentiment_labels() -> None:
     contract = _contract(
-        tokenizer="wordpiece:emotion-text-en-v1.tokenizer.json",
+        tokenizer="wordpiece:emotion-text-en-v2.tokenizer.json",
         sentiment_labels=("negative", "neutral", "positive"),
     )
     meta = contract.to_metadata()
@@ -104,10 +104,10 @@ def _shipped(path: Path) -> Path:
 def test_the_english_graph_declares_its_tokenizer_and_sentiment() -> None:
     model = OnnxModel(_shipped(EN_GRAPH))
     assert model.info.languages == ("en",)
-    assert model.info.tokenizer == "wordpiece:emotion-text-en-v1.tokenizer.json"
+    assert model.info.tokenizer == "wordpiece:emotion-text-en-v2.tokenizer.json"
     assert model.info.sentiment_labels == ("negative", "neutral", "positive")
     assert "happiness" in model.info.labels and "joy" not in model.info.labels
-    assert (MODELS / "emotion-text-en-v1.tokenizer.json").is_file()
+    assert (MODELS / "emotion-text-en-v2.tokenizer.json").is_file()
 
 
 def test_sentiment_labels_and_output_must_come_together(tmp_path: Path) -> None:
@@ -122,7 +122,7 @@ def test_sentiment_labels_and_output_must_come_together(tmp_path: Path) -> None:
 
 
 def test_a_missing_tokenizer_file_is_a_model_error(tmp_path: Path) -> None:
-    for name in ("emotion-acoustic-v2.onnx", "emotion-text-en-v1.onnx"):
+    for name in ("emotion-acoustic-v2.onnx", "emotion-text-en-v2.onnx"):
         (tmp_path / name).write_bytes(_shipped(MODELS / name).read_bytes())
     with pytest.raises(ModelError, match="tokenizer file named by the text graph"):
         Recognizer(RecognizerOptions(model_dir=tmp_path, asr=False))
@@ -338,5 +338,5 @@ def test_text_cost_benchmark_times_the_english_graph() -> None:
     from benchmarks.text_cost import run
 
     section = run(quick=True)
-    timing = section.data["emotion-text-en-v1 (en)"]
+    timing = section.data["emotion-text-en-v2 (en)"]
     assert timing["n"] > 0 and 0 < timing["p50_ms"] <= timing["p95_ms"]

@@ -29,21 +29,21 @@ $py -m training text --data "shemo-text:$data/shemo-text/shemo_text.jsonl" \
 $py -m export artifacts/text/text.pt --out artifacts/models --int8 --json
 
 # English transcripts (MELD train, selected on MELD dev; the test split is held out).
-# 1. choose layers, heads and n-gram mix on dev with the torch encoder's features;
-# 2. export once with the int8 encoder, and refit the chosen heads on that encoder's
-#    features, one transcript at a time as the runtime runs it;
-# 3. export the refit heads (kept fp32) over the same int8 encoder, so the shipped
-#    graph computes exactly the features its heads were fit on.
+# Three fine-tuning runs of MiniLM with both heads (4 epochs each; --fine-tune keeps
+# each run's best dev epoch as finetuned.pt), their weights averaged (the n-gram mix chosen
+# on dev for the average is 1.0 x MiniLM: no n-gram branch), everything fit on train
+# only; then the int8 export.
 meld_train="meld-text:$data/meld-text/train.csv"
 meld_dev="meld-text:$data/meld-text/dev.csv"
-$py -m training text-en --train "$meld_train" --dev "$meld_dev" --out artifacts/text-en --json
-$py -m export.text_graphs en artifacts/text-en/text-en.pt --out artifacts/text-en/first \
-    --work artifacts/text-en/first --dev "$meld_dev" --int8
-$py -m training text-en --train "$meld_train" --dev "$meld_dev" --out artifacts/text-en-int8 \
-    --features-from artifacts/text-en/first/emotion-text-en-v1.onnx \
-    --layers all --head c0.003-w0.5 --ngram wp2-c1 --json
-$py -m export.text_graphs en artifacts/text-en-int8/text-en.pt --out artifacts/models \
-    --dev "$meld_dev" --int8 --train-command "python -m training text-en --train $meld_train --dev $meld_dev --out artifacts/text-en-int8 --features-from artifacts/text-en/first/emotion-text-en-v1.onnx --layers all --head c0.003-w0.5 --ngram wp2-c1 --json"
+ft() { $py -m training text-en --fine-tune --train "$meld_train" --dev "$meld_dev" --ngram wp2-c1 --epochs 4 --json "$@"; }
+ft --out artifacts/text-en-ft-a --lr 5e-5 --weight-power 0 --seed 0
+ft --out artifacts/text-en-ft-b --lr 5e-5 --weight-power 0.5 --seed 1
+ft --out artifacts/text-en-ft-c --lr 8e-5 --weight-power 0.25 --seed 2
+en_train="python -m training text-en --train $meld_train --dev $meld_dev --no-ngrams --out artifacts/text-en-ft --json --average artifacts/text-en-ft-{a,b,c}/finetuned.pt"
+$py -m training text-en --train "$meld_train" --dev "$meld_dev" --no-ngrams \
+    --out artifacts/text-en-ft --json --average artifacts/text-en-ft-{a,b,c}/finetuned.pt
+$py -m export.text_graphs en artifacts/text-en-ft/text-en.pt --out artifacts/models \
+    --dev "$meld_dev" --int8 --train-command "$en_train"
 
 $py -m training fusion --data "ravdess:$data/ravdess" --data "emodb:$data/emodb" \
     --text-data "shemo-text:$data/shemo-text/shemo_text.jsonl" \
@@ -56,7 +56,7 @@ $py -m export artifacts/fusion/fusion.pt --out artifacts/models --json
 # The fusion graph stays in artifacts/models: fit on the shipped acoustic model's
 # in-sample embeddings it is overconfident (MODEL_CARD.md), so it is not shipped yet.
 cp artifacts/models/emotion-{acoustic-v3,text-fa-v1}.onnx* streamser/models/
-cp artifacts/models/emotion-text-en-v1.{onnx,onnx.json,tokenizer.json} streamser/models/
+cp artifacts/models/emotion-text-en-v2.{onnx,onnx.json,tokenizer.json} streamser/models/
 # MELD dev through the runtime's text path.
 $py -m training evaluate --data "meld-text:$data/meld-text/dev.csv" --models streamser/models --json
 $py -m streamser models --no-asr
