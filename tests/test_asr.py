@@ -80,7 +80,9 @@ def test_transcribes_german_and_english_in_one_batch(
     first, second = asr.transcribe_batch(
         [log_mel(german), log_mel(english)], [None, None]
     )
-    assert first.language == "de" and "Lappen" in first.text
+    # "Der Lappen liegt auf dem Eisschrank": int8 kernels of other CPUs may hear
+    # "Lacken", so the test reads the rest of the sentence.
+    assert first.language == "de" and "auf dem Eisschrank" in first.text
     assert second.language == "en" and "door" in second.text.lower()
     fixed = asr.transcribe(german, "de")
     assert fixed.language == "de" and fixed.language_probability == 1.0

@@ -92,6 +92,11 @@ def test_the_first_passing_decoding_wins_else_loops_are_cut_or_rejected() -> Non
     assert _choose([_decoding("Till next week.", -1.6)], 2.4, -1.25) is None
     assert _choose([_decoding("you", -1.1, silent=True)], 2.4, -1.25) is None
     assert _choose([_decoding("...", -0.1)], 2.4, -1.25) is None
+    # a loop without spaces (Whisper on noise) is rejected; numbers are not loops
+    for loop in ("1,5,5,5,5,5,5,5,5,5,5,5,5,", "1.5x4.5x4.5x4.5x4.5x4.5x4."):
+        assert _choose([_decoding(loop, -0.4, looping=True)], 2.4, -1.25) is None
+    for text in ("It costs 10000 dollars.", "1,000,000", "Call 555-5555."):
+        assert _choose([_decoding(text, -0.4, looping=True)], 2.4, -1.25) == text
 
 
 def test_fallback_options() -> None:

@@ -29,6 +29,10 @@ _LOGGER = logging.getLogger(__name__)
 
 _NO_WORDS: Final = re.compile(r"^[\W_]*$")
 _PUNCTUATION: Final = re.compile(r"[^\w']+")
+_CHARACTER_LOOP: Final = re.compile(r"(\S{2,6}?)\1{3,}|(\S)\2{7,}")
+"""A unit of 2-6 characters 4 or more times in a row with no space ("1,5,5,5,5,",
+"4.5x4.5x4.5x4.5x"), or one character 8 or more times: a loop that neither the
+word n-grams nor, in a short text, compression reveal ("10000" is not one)."""
 _FLOOR_BELOW_PEAK: Final = 2.0
 """Whisper's log-mel floor under an utterance's peak (8 log10 units, scaled by 1/4)."""
 _LOOP_REPEATS: Final = 3
@@ -407,7 +411,8 @@ class WhisperAsr:
             silent=result.no_speech_prob > options.no_speech_threshold
             and avg_logprob < options.log_prob_threshold,
             looping=compression_ratio(text) > options.compression_ratio_threshold
-            or cut_repeated_ngrams(text) != text,
+            or cut_repeated_ngrams(text) != text
+            or _CHARACTER_LOOP.search(text) is not None,
             confident=avg_logprob >= options.log_prob_threshold,
         )
 
@@ -462,7 +467,7 @@ def _choose(
         cut = cut_repeated_ngrams(attempt.text)
         if _NO_WORDS.match(cut) or 2 * len(cut.split()) < len(attempt.text.split()):
             continue
-        if compression_ratio(cut) > max_compression:
+        if compression_ratio(cut) > max_compression or _CHARACTER_LOOP.search(cut):
             continue
         kept.append((attempt.avg_logprob, cut))
     return max(kept)[1] if kept else None
