@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -50,6 +50,14 @@ def _check_audio(audio: np.ndarray) -> None:
     channels=st.integers(-1, MAX_CHANNELS + 2),
     chunks=st.lists(st.binary(max_size=3000), max_size=6),
     separate=st.booleans(),
+)
+# Full-scale float frames (2.0, clipped to 1.0) overshot to 1.27 once resampled.
+@example(
+    encoding="pcm_f32le",
+    rate=8000,
+    channels=2,
+    chunks=[b"\x00\x00\x00\x00\x00\x00\x00@"] * 2,
+    separate=True,
 )
 def test_decoder_takes_any_bytes(
     encoding: str, rate: int, channels: int, chunks: list[bytes], separate: bool

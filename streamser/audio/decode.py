@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 import logging
 import os
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -82,6 +82,13 @@ def _sanitize(audio: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     np.nan_to_num(audio, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
     np.clip(audio, -1.0, 1.0, out=audio)
     return audio
+
+
+def _resampled(audio: Any, lanes: int) -> npt.NDArray[np.float32]:
+    """soxr's output as (samples, lanes) float32, clipped to [-1, 1] again: resampling
+    a full-scale signal overshoots (a square wave by about a quarter)."""
+    out = np.asarray(audio, dtype=np.float32).reshape(-1, lanes)
+    return np.clip(out, -1.0, 1.0, out=out)
 
 
 class AudioDecoder:
@@ -230,7 +237,7 @@ class AudioDecoder:
             if lanes.shape[0] == 0:
                 return np.zeros((0, self.lanes), dtype=np.float32)
             resampled = self._resampler.resample_chunk(self._soxr_shape(lanes))
-            lanes = np.asarray(resampled, dtype=np.float32).reshape(-1, self.lanes)
+            lanes = _resampled(resampled, self.lanes)
         self.samples_out += lanes.shape[0]
         return lanes
 
@@ -256,9 +263,7 @@ class AudioDecoder:
         if self._resampler is None:
             return np.zeros((0, self.lanes), dtype=np.float32)
         empty = self._soxr_shape(np.zeros((0, self.lanes), dtype=np.float32))
-        tail = np.asarray(
-            self._resampler.resample_chunk(empty, last=True), dtype=np.float32
-        ).reshape(-1, self.lanes)
+        tail = _resampled(self._resampler.resample_chunk(empty, last=True), self.lanes)
         self._resampler = self._new_resampler()
         self.samples_out += tail.shape[0]
         return tail
@@ -364,12 +369,12 @@ def read_audio_bytes(
         resampled = soxr.resample(
             lanes, sample_rate, SAMPLE_RATE_HZ, quality=_RESAMPLE_QUALITY
         )
-        return np.asarray(resampled, dtype=np.float32).reshape(-1, lanes.shape[1])
+        return _resampled(resampled, lanes.shape[1])
     mono = audio[:, 0] if audio.shape[1] == 1 else audio.mean(axis=1)
     mono = _sanitize(np.ascontiguousarray(mono, dtype=np.float32))
     if sample_rate != SAMPLE_RATE_HZ:
-        mono = np.asarray(
+        mono = _resampled(
             soxr.resample(mono, sample_rate, SAMPLE_RATE_HZ, quality=_RESAMPLE_QUALITY),
-            dtype=np.float32,
-        )
+            1,
+        )[:, 0]
     return mono
