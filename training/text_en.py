@@ -311,6 +311,25 @@ def ngram_logits(model: Any, ids: Sequence[npt.NDArray[np.int64]]) -> Any:
     return np.concatenate(out)
 
 
+def fit_ngram_branches(
+    data: dict[str, Any], mix: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Fit each task's chosen n-gram branch on ``data``: (config, state dicts), both
+    empty when ``mix`` chose none."""
+    config: dict[str, Any] = {}
+    states: dict[str, Any] = {}
+    if not mix:
+        return config, states
+    ids = wordpiece_ids(data["text"])
+    for task, n in (("emotion", len(EMOTIONS)), ("sentiment", len(SENTIMENTS))):
+        settings = NGRAMS[mix[task]["ngram"]]
+        branch = fit_ngram(ids, data[task], n, settings)
+        config[task] = {**model_config(branch), "C": settings["C"]}
+        config[f"alpha_{task}"] = mix[task]["alpha"]
+        states[task] = branch.state_dict()
+    return config, states
+
+
 def model_config(model: Any) -> dict[str, Any]:
     """What rebuilds an n-gram branch: order, buckets and vocabulary."""
     fitted = model.fitted_config
@@ -526,16 +545,7 @@ def main_fine_tune(args: argparse.Namespace) -> int:
     )
     mix = mix_on_dev(encoder_dev, train, dev) if not args.no_ngrams else {}
     dev_scores = {t: mix[t]["dev"] if mix else encoder_only[t] for t, _ in tasks}
-    ngram_config: dict[str, Any] = {}
-    ngram_states: dict[str, Any] = {}
-    if mix:
-        ids = wordpiece_ids(train["text"])
-        for task, n in tasks:
-            ngram_settings = NGRAMS[mix[task]["ngram"]]
-            branch = fit_ngram(ids, train[task], n, ngram_settings)
-            ngram_config[task] = {**model_config(branch), "C": ngram_settings["C"]}
-            ngram_config[f"alpha_{task}"] = mix[task]["alpha"]
-            ngram_states[task] = branch.state_dict()
+    ngram_config, ngram_states = fit_ngram_branches(train, mix)
     metrics = {
         "protocol": "MELD official splits: fine-tune on train, select on dev "
         "(test held out); final weights fit on train only",
@@ -621,16 +631,7 @@ def main(argv: list[str] | None = None) -> int:
     x = features(final, layers)
     tasks = (("emotion", len(EMOTIONS)), ("sentiment", len(SENTIMENTS)))
     heads = {t: fit_head(x, final[t], n, HEADS[chosen[t + "_head"]]) for t, n in tasks}
-    ngram_config: dict[str, Any] = {}
-    ngram_states: dict[str, Any] = {}
-    if mix:
-        ids = wordpiece_ids(final["text"])
-        for task, n in tasks:
-            settings = NGRAMS[mix[task]["ngram"]]
-            model = fit_ngram(ids, final[task], n, settings)
-            ngram_config[task] = {**model_config(model), "C": settings["C"]}
-            ngram_config[f"alpha_{task}"] = mix[task]["alpha"]
-            ngram_states[task] = model.state_dict()
+    ngram_config, ngram_states = fit_ngram_branches(final, mix)
     metrics = {
         "protocol": "MELD official splits: fit on train, select on dev (test held out)",
         "selected": {
