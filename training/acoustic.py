@@ -42,6 +42,7 @@ import numpy.typing as npt
 
 from streamser.labels import CANONICAL_LABELS
 from streamser.recognition.features import pad_batch
+from training import metrics
 from training.datasets import Utterance, load_dataset, speaker_folds
 from training.features_cache import FRONT_ENDS, TELEPHONE, VIEWS, load_features
 from training.metrics import format_confusion, score
@@ -878,17 +879,9 @@ def expected_calibration_error(
 ) -> float:
     """ECE over ``bins`` equal-width confidence bins (confidence: the top
     probability; correct: the top label is the reference)."""
-    confidence = probs.max(1)
-    correct = probs.argmax(1) == correct_labels
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    ece = 0.0
-    for low, high in zip(edges[:-1], edges[1:], strict=True):
-        inside = (confidence > low) & (confidence <= high)
-        if inside.any():
-            ece += inside.mean() * abs(
-                correct[inside].mean() - confidence[inside].mean()
-            )
-    return float(ece)
+    return metrics.expected_calibration_error(
+        probs.max(1), probs.argmax(1) == correct_labels, bins
+    )
 
 
 def held_out_report(
@@ -982,16 +975,7 @@ def pooled_temperature(
 def _folded_ece(probs: npt.NDArray[Any], correct: npt.NDArray[np.bool_]) -> float:
     """ECE of the top label's probability against correctness with calm and
     boredom read as neutral."""
-    confidence = probs.max(1)
-    edges = np.linspace(0.0, 1.0, 11)
-    ece = 0.0
-    for low, high in zip(edges[:-1], edges[1:], strict=True):
-        inside = (confidence > low) & (confidence <= high)
-        if inside.any():
-            ece += inside.mean() * abs(
-                correct[inside].mean() - confidence[inside].mean()
-            )
-    return float(ece)
+    return metrics.expected_calibration_error(probs.max(1), correct)
 
 
 def _pooled_copies(

@@ -44,7 +44,12 @@ from typing import Any, Final
 import numpy as np
 
 from streamser.labels import CANONICAL_LABELS
-from training.metrics import Scores, format_confusion, score
+from training.metrics import (
+    Scores,
+    expected_calibration_error,
+    format_confusion,
+    score,
+)
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -226,23 +231,6 @@ def daemon_clip(
         baseline.add(recognition.pooled)
         recognitions.append(recognition)
     return combine(recognitions, [p.shape[0] for p in pieces])
-
-
-def expected_calibration_error(
-    confidence: Sequence[float], correct: Sequence[bool], bins: int = 10
-) -> float:
-    """ECE over ``bins`` equal-width confidence bins."""
-    conf = np.asarray(confidence, dtype=np.float64)
-    hit = np.asarray(correct, dtype=np.float64)
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    total = 0.0
-    for low, high in zip(edges[:-1], edges[1:], strict=True):
-        inside = (conf > low) & (conf <= high)
-        if low == 0.0:
-            inside |= conf == 0.0
-        if inside.any():
-            total += inside.mean() * abs(hit[inside].mean() - conf[inside].mean())
-    return float(total)
 
 
 FOLD_TO_NEUTRAL: Final = {"calm": "neutral", "boredom": "neutral"}

@@ -120,3 +120,21 @@ def format_confusion(scores: Scores) -> str:
             continue
         lines.append(f"| {label} | " + " | ".join(str(v) for v in row) + " |")
     return "\n".join(lines)
+
+
+def expected_calibration_error(
+    confidence: Sequence[float], correct: Sequence[bool], bins: int = 10
+) -> float:
+    """Expected calibration error over ``bins`` equal-width confidence bins: the
+    bins' share-weighted gap between accuracy and mean confidence."""
+    conf = np.asarray(confidence, dtype=np.float64)
+    hit = np.asarray(correct, dtype=np.float64)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    total = 0.0
+    for low, high in zip(edges[:-1], edges[1:], strict=True):
+        inside = (conf > low) & (conf <= high)
+        if low == 0.0:
+            inside |= conf == 0.0
+        if inside.any():
+            total += inside.mean() * abs(hit[inside].mean() - conf[inside].mean())
+    return float(total)
