@@ -4,21 +4,18 @@ real EMO-DB speech)."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-import soundfile as sf
 
 from streamser.audio.segmenter import SegmenterOptions
 from streamser.config import Config
-from streamser.messages import StartMessage
 from streamser.metrics import Metrics
-from streamser.pipeline import Engine, StreamSession
 from streamser.recognition.recognizer import Recognizer
+
+from _pipeline_helpers import run_stream, speech
 
 pytestmark = pytest.mark.data
 
@@ -30,46 +27,6 @@ def recognizer(shipped_models: Path) -> Recognizer:
     loaded = Recognizer(options)
     loaded.warm_up()
     return loaded
-
-
-def _speech(clips: list[Path], pause_s: float) -> np.ndarray:
-    """Clips joined by ``pause_s`` of silence, 1 s of silence around them."""
-    parts = [np.zeros(16000, np.float32)]
-    for clip in clips:
-        audio, rate = sf.read(clip, dtype="float32")
-        assert rate == 16000
-        parts += [audio, np.zeros(int(pause_s * 16000), np.float32)]
-    parts.append(np.zeros(16000, np.float32))
-    return np.concatenate(parts)
-
-
-async def _run(
-    recognizer: Recognizer, audio: np.ndarray, early_end_ms: int
-) -> tuple[list[dict[str, Any]], Metrics]:
-    config = Config()
-    metrics = Metrics()
-    segmenter = SegmenterOptions(early_end_ms=early_end_ms)
-    engine = Engine(recognizer, config.pipeline, config.vad, segmenter, metrics)
-    events: list[dict[str, Any]] = []
-    engine.sinks.append(lambda envelope: events.append(envelope.to_dict()))
-    session = StreamSession(engine, StartMessage(language="de"), "s1")
-
-    async def play() -> None:
-        session.open()
-        for offset in range(0, audio.size, 3200):  # 200 ms chunks
-            session.feed_audio(audio[offset : offset + 3200])
-            # A lightly loaded host feeding at about real time: each utterance is
-            # recognised before the next one ends (a stream adapting to its speaker
-            # speculates only then).
-            while engine.busy or session.pending_utterances:
-                await asyncio.sleep(0.005)
-        await session.close()
-
-    try:
-        await asyncio.wait_for(play(), 600)
-    finally:
-        engine.close()
-    return events, metrics
 
 
 def _ends(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -99,9 +56,13 @@ def _count(metrics: Metrics, outcome: str) -> float:
 async def test_speculation_gives_the_same_events(
     recognizer: Recognizer, emodb_clips: list[Path]
 ) -> None:
-    audio = _speech(emodb_clips[:3], pause_s=1.0)
-    speculative, metrics = await _run(recognizer, audio, early_end_ms=90)
-    plain, plain_metrics = await _run(recognizer, audio, early_end_ms=0)
+    audio = speech(emodb_clips[:3], pause_s=1.0)
+    speculative, metrics = await run_stream(
+        recognizer, audio, "de", SegmenterOptions(early_end_ms=90)
+    )
+    plain, plain_metrics = await run_stream(
+        recognizer, audio, "de", SegmenterOptions(early_end_ms=0)
+    )
     assert len(_ends(plain)) == 3
     _assert_same(_ends(speculative), _ends(plain))
     assert _count(metrics, "used") == 3
@@ -113,9 +74,13 @@ async def test_speech_resuming_discards_the_speculation(
 ) -> None:
     # 0.1 s pauses (plus the clips' own edges): past early_end_ms (90) but short of the hangover (400), so each
     # pause starts a speculation that the next clip makes stale.
-    audio = _speech(emodb_clips[10:13], pause_s=0.1)
-    speculative, metrics = await _run(recognizer, audio, early_end_ms=90)
-    plain, _ = await _run(recognizer, audio, early_end_ms=0)
+    audio = speech(emodb_clips[10:13], pause_s=0.1)
+    speculative, metrics = await run_stream(
+        recognizer, audio, "de", SegmenterOptions(early_end_ms=90)
+    )
+    plain, _ = await run_stream(
+        recognizer, audio, "de", SegmenterOptions(early_end_ms=0)
+    )
     _assert_same(_ends(speculative), _ends(plain))
     assert _count(metrics, "discarded") >= 1
     assert _count(metrics, "used") == len(_ends(plain))
@@ -133,10 +98,12 @@ async def test_a_stream_adapts_to_its_speaker(
     alone = Recognizer(dataclasses.replace(options, speaker_adaptation=False))
     assert adapting.adaptation_window == 32 and alone.adaptation_window == 0
     assert recognizer.adaptation_window == 0  # the shipped model does not adapt
-    audio = _speech(emodb_clips[:3], pause_s=1.0)
-    adapted, metrics = await _run(adapting, audio, early_end_ms=90)
-    plain, _ = await _run(adapting, audio, early_end_ms=0)
-    cold, _ = await _run(alone, audio, early_end_ms=90)
+    audio = speech(emodb_clips[:3], pause_s=1.0)
+    adapted, metrics = await run_stream(
+        adapting, audio, "de", SegmenterOptions(early_end_ms=90)
+    )
+    plain, _ = await run_stream(adapting, audio, "de", SegmenterOptions(early_end_ms=0))
+    cold, _ = await run_stream(alone, audio, "de", SegmenterOptions(early_end_ms=90))
     adapted_ends, cold_ends = _ends(adapted), _ends(cold)
     assert len(adapted_ends) == len(cold_ends) == 3
     _assert_same(adapted_ends, _ends(plain))

@@ -5,7 +5,6 @@ contract fields, language routing, ``utterance.end``'s ``sentiment`` and
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import dataclasses
 import json
@@ -14,20 +13,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
 import pytest
 
-from streamser.audio.decode import read_audio_file
 from streamser.config import Config
 from streamser.errors import ModelError
-from streamser.messages import StartMessage
-from streamser.metrics import Metrics
-from streamser.pipeline import Engine, StreamSession
 from streamser.recognition.contract import ModelContract
 from streamser.recognition.models import OnnxModel
 from streamser.recognition.recognizer import Recognizer, RecognizerOptions
 from streamser.recognition.text_front import CharNgramEncoder, char_wb_ngrams
+
+from _pipeline_helpers import run_stream, speech
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "streamser" / "models"
@@ -196,39 +192,6 @@ def _clips(datasets: Path, pattern: str, count: int) -> list[Path]:
     return clips
 
 
-def _speech(clips: list[Path]) -> np.ndarray:
-    parts = [np.zeros(16000, np.float32)]
-    for clip in clips:
-        parts += [read_audio_file(clip), np.zeros(16000, np.float32)]
-    return np.concatenate(parts)
-
-
-async def _events(
-    recognizer: Recognizer, audio: np.ndarray, language: str
-) -> list[dict[str, Any]]:
-    config = Config()
-    engine = Engine(
-        recognizer, config.pipeline, config.vad, config.segmenter, Metrics()
-    )
-    events: list[dict[str, Any]] = []
-    engine.sinks.append(lambda envelope: events.append(envelope.to_dict()))
-    session = StreamSession(engine, StartMessage(language=language), "s1")
-
-    async def play() -> None:
-        session.open()
-        for offset in range(0, audio.size, 3200):
-            session.feed_audio(audio[offset : offset + 3200])
-            while engine.busy or session.pending_utterances:
-                await asyncio.sleep(0.005)
-        await session.close()
-
-    try:
-        await asyncio.wait_for(play(), 600)
-    finally:
-        engine.close()
-    return [e for e in events if e["type"] == "utterance.end"]
-
-
 @pytest.fixture(scope="module")
 def with_asr() -> Recognizer:
     _shipped(EN_GRAPH)
@@ -241,7 +204,8 @@ async def test_english_speech_carries_sentiment_and_text(
     with_asr: Recognizer, datasets: Path
 ) -> None:
     clips = _clips(datasets, "ravdess/Actor_01/03-01-0[35]-02-*.flac", 2)
-    ends = await _events(with_asr, _speech(clips), "en")
+    events, _ = await run_stream(with_asr, speech(clips), "en")
+    ends = [e for e in events if e["type"] == "utterance.end"]
     spoken = [e for e in ends if e["transcript"]]
     assert spoken, ends
     for event in spoken:
@@ -258,7 +222,8 @@ async def test_english_speech_carries_sentiment_and_text(
 async def test_german_speech_gets_no_text_and_no_sentiment(
     with_asr: Recognizer, emodb_clips: list[Path]
 ) -> None:
-    ends = await _events(with_asr, _speech(emodb_clips[:1]), "de")
+    events, _ = await run_stream(with_asr, speech(emodb_clips[:1]), "de")
+    ends = [e for e in events if e["type"] == "utterance.end"]
     assert ends and ends[0]["transcript"]
     assert ends[0]["modalities"]["text"] is None
     assert ends[0]["sentiment"] is None
