@@ -202,6 +202,8 @@ class EmotionModels:
             list(baselines) if baselines is not None else [NO_BASELINE] * len(features)
         )
         front_end = self.acoustic_model.info.front_end
+        if front_end is not None:
+            features = [front_end.levelled(f) for f in features]
         rows = list(range(len(features)))
         groups = (
             [[i] for i in rows]

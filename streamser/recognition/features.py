@@ -40,6 +40,11 @@ class FrontEnd:
             the encoder's final layer norm) the graph itself computes from the
             log-mel frames with ``whisper``'s encoder weights and reads side by side;
             None when the graph holds no Whisper layers.
+        mel_level: for "log-mel": when set, each utterance's log-mel frames are
+            shifted by one constant (a gain change: 0.1 is 4 dB) so that the mean of
+            its louder half of frames is this value (``level_mel``), so a model hears
+            speech at one level whatever the microphone, codec or corpus gain; None:
+            frames as Whisper computes them.
     """
 
     type: str
@@ -48,6 +53,7 @@ class FrontEnd:
     dim: int = 512
     whisper: str = "whisper-base"
     encoder_layers: tuple[int, ...] | None = None
+    mel_level: float | None = None
 
     def __post_init__(self) -> None:
         if self.encoder_layers is not None:  # JSON metadata gives a list
@@ -60,9 +66,19 @@ class FrontEnd:
         gets one utterance per call, as training computed it)."""
         return self.type == "log-mel" and bool(self.encoder_layers)
 
+    def levelled(self, mel: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """``mel`` as this front end's graph reads it: at ``mel_level`` when set."""
+        if self.type != "log-mel" or self.mel_level is None:
+            return mel
+        return level_mel(mel, self.mel_level)
+
     def to_dict(self) -> dict[str, Any]:
-        """The settings as a JSON-ready dict."""
-        return asdict(self)
+        """The settings as a JSON-ready dict (without ``mel_level`` when unset, as
+        graphs made before it was added describe themselves)."""
+        data = asdict(self)
+        if self.mel_level is None:
+            del data["mel_level"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FrontEnd:
@@ -109,6 +125,22 @@ def log_mel(audio: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     frames = samples.shape[0] // HOP_SAMPLES
     frames -= frames % 2
     return np.ascontiguousarray(mel[:, :frames].T, dtype=np.float32)
+
+
+def level_mel(mel: npt.NDArray[np.float32], level: float) -> npt.NDArray[np.float32]:
+    """Shift Whisper log-mel frames (n_frames, n_mels) so that the mean of the louder
+    half of its frames (by mean over bands) is ``level``.
+
+    Whisper's log-mel is log10 power scaled by 1/4, with a floor 8 below the
+    utterance's loudest value, so adding a constant to every value is exactly a gain
+    change of 40 dB per unit, floor included: the result is the spectrogram of the
+    same utterance recorded at another gain.
+    """
+    if mel.shape[0] == 0:
+        return mel
+    frame_levels = mel.mean(axis=1)
+    louder = frame_levels[frame_levels >= np.median(frame_levels)]
+    return (mel + np.float32(level - float(louder.mean()))).astype(np.float32)
 
 
 def encoder_states(
