@@ -472,8 +472,15 @@ def labelled_batches(
         utterances = [
             u for u in load_dataset(f"emodb:{root / 'emodb'}") if u.label in labels
         ]
-        kind = kind_of(checkpoint.acoustic_front_end)
-        rows = load_features(utterances, kind=kind, copy=0, progress=False)
+        front_end = checkpoint.acoustic_front_end
+        kind = kind_of(front_end)
+        rows = load_features(
+            utterances,
+            kind=kind,
+            copy=0,
+            progress=False,
+            front_end=front_end if kind == "encoder" else None,
+        )
         names, dtype, source = ("features", "lengths"), np.float32, "EMO-DB, all clips"
     else:
         spec = f"shemo-text:{root / _SHEMO_TEXT}"

@@ -451,8 +451,28 @@ def test_feature_kind_of_each_front_end() -> None:
         {**features.WHISPER_LAYERS.to_dict(), "encoder_layers": [2, 3]}
     )
     assert kind_of(from_metadata) == "encoder"
+    other_layers = features.FrontEnd(
+        type="log-mel", encoder_layers=(1, 2), mel_level=0.0
+    )
+    assert kind_of(other_layers) == "encoder"  # the prefix graph computes any layers
     with pytest.raises(ValueError, match="front end"):
-        kind_of(features.FrontEnd(type="log-mel", encoder_layers=(4,)))
+        kind_of(
+            features.FrontEnd(
+                type="log-mel", whisper="whisper-small", encoder_layers=(4,)
+            )
+        )
+
+
+def test_front_end_of_a_training_run() -> None:
+    from streamser.recognition import features
+    from training.features_cache import front_end_of
+
+    assert front_end_of("encoder") == features.WHISPER_LAYERS
+    chosen = front_end_of("encoder", (1, 2), 0.0)
+    assert chosen.encoder_layers == (1, 2) and chosen.mel_level == 0.0
+    assert front_end_of("mel") == features.LOG_MEL
+    with pytest.raises(ValueError, match="no Whisper layers"):
+        front_end_of("mel", (2, 3))
 
 
 def test_calibrated_head_scales_by_temperature_and_reads_affect() -> None:

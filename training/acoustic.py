@@ -41,10 +41,10 @@ import numpy as np
 import numpy.typing as npt
 
 from streamser.labels import CANONICAL_LABELS
-from streamser.recognition.features import pad_batch
+from streamser.recognition.features import FrontEnd, pad_batch
 from training import metrics
 from training.datasets import Utterance, load_dataset, speaker_folds
-from training.features_cache import FRONT_ENDS, TELEPHONE, VIEWS, load_features
+from training.features_cache import TELEPHONE, VIEWS, front_end_of, load_features
 from training.metrics import format_confusion, score
 
 _LOGGER = logging.getLogger(__name__)
@@ -1035,6 +1035,7 @@ def load_data(
     telephone: bool = False,
     labels_mode: str = "fold",
     view: str = "daemon",
+    front_end: FrontEnd | None = None,
 ) -> _Data:
     """Load corpora, labels (canonical order, those present), feature copies and,
     with ``telephone``, the telephone-channel copy for evaluation.
@@ -1043,7 +1044,8 @@ def load_data(
     (``FOLD_TO_NEUTRAL``); "union" keeps every corpus's labels; "mask" keeps them
     and lets each corpus's loss cover only its own labels. ``view``: the audio the
     features describe (``features_cache.VIEWS``; "daemon": the segmenter's
-    utterance, as the daemon recognises it)."""
+    utterance, as the daemon recognises it). ``front_end``: for the "encoder" kind,
+    what to compute (``features_cache.front_end_of``; default: the shipped one)."""
     if labels_mode not in LABEL_MODES:
         raise ValueError(f"labels must be one of {LABEL_MODES}, not {labels_mode!r}")
     utts = [u for spec in specs for u in load_dataset(spec)]
@@ -1061,13 +1063,27 @@ def load_data(
             [[k in data.corpus_labels[u.corpus] for k in labels] for u in utts]
         )
     for copy in range(copies):
-        data.copies.append(load_features(utts, kind, copy, view=view))
+        data.copies.append(
+            load_features(utts, kind, copy, view=view, front_end=front_end)
+        )
     if telephone:
-        data.telephone = load_features(utts, kind, 1, TELEPHONE, view=view)
+        data.telephone = load_features(
+            utts, kind, 1, TELEPHONE, view=view, front_end=front_end
+        )
     return data
 
 
 LABEL_MODES: Final = ("fold", "union", "mask")
+
+
+def _layer_list(text: str) -> tuple[int, ...]:
+    try:
+        layers = tuple(sorted({int(part) for part in text.split(",")}))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of layers: {text!r}") from None
+    if not layers or layers[0] < 1 or layers[-1] > 6:
+        raise argparse.ArgumentTypeError(f"layers must be within 1..6: {text!r}")
+    return layers
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -1128,6 +1144,21 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         help="train and score on the daemon's utterances (default) or whole clips",
     )
     parser.add_argument(
+        "--layers",
+        type=_layer_list,
+        default=None,
+        help="Whisper encoder layers the stats/attn heads read, e.g. 2,3 (default: "
+        "the shipped front end's); the exported graph runs Whisper up to the deepest",
+    )
+    parser.add_argument(
+        "--mel-level",
+        type=float,
+        default=None,
+        help="shift each utterance's log-mel to this level of its louder half of "
+        "frames before the Whisper layers, as a gain normalisation (0 is about "
+        "-20 dBFS speech; default: none)",
+    )
+    parser.add_argument(
         "--temperature",
         type=float,
         default=None,
@@ -1168,6 +1199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: bad --config/--train JSON: {err}", file=sys.stderr)
         return 2
     try:
+        front_end = front_end_of(FEATURE_KIND[args.arch], args.layers, args.mel_level)
         data = load_data(
             args.data,
             FEATURE_KIND[args.arch],
@@ -1175,6 +1207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             telephone=args.protocol != "none" and not args.no_telephone,
             labels_mode=args.labels,
             view=args.view,
+            front_end=front_end,
         )
     except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -1238,7 +1271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "epochs": epochs,
             "wall_s": round(time.monotonic() - final_start, 1),
         }
-        fe = FRONT_ENDS[FEATURE_KIND[args.arch]]
+        fe = front_end
         checkpoint = {
             "kind": "acoustic",
             "name": args.name,

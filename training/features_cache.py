@@ -23,7 +23,7 @@ import logging
 import os
 import zlib
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -61,6 +61,12 @@ def kind_of(front_end: features.FrontEnd | None) -> str:
         ValueError: no kind here computes it.
     """
     wanted = front_end or features.WHISPER_ENCODER_TOP
+    shipped = FRONT_ENDS["encoder"]
+    if wanted.runs_whisper_layers and (wanted.whisper, wanted.n_mels) == (
+        shipped.whisper,
+        shipped.n_mels,
+    ):
+        return "encoder"  # any layers, any level: the prefix graph computes them
     for kind, known in FRONT_ENDS.items():
         if known == wanted:
             return kind
@@ -209,15 +215,38 @@ def augment_audio(
     return out
 
 
+def front_end_of(
+    kind: str, layers: Sequence[int] | None = None, mel_level: float | None = None
+) -> features.FrontEnd:
+    """The front end that computes ``kind``; for "encoder", reading Whisper's
+    ``layers`` (None: the shipped ones, ``features.WHISPER_LAYERS``), with log-mel at
+    ``mel_level`` (``features.level_mel``) when it is set."""
+    if kind not in FRONT_ENDS:
+        raise ValueError(f"unknown feature kind {kind!r}; known: {', '.join(KINDS)}")
+    front_end = FRONT_ENDS[kind]
+    if kind != "encoder":
+        if layers is not None or mel_level is not None:
+            raise ValueError(f"feature kind {kind!r} reads no Whisper layers")
+        return front_end
+    if layers is not None:
+        front_end = replace(front_end, encoder_layers=tuple(layers))
+    return replace(front_end, mel_level=mel_level)
+
+
 def _settings_hash(
-    kind: str, copy: int, options: AugmentOptions, view: str = "clip"
+    kind: str,
+    copy: int,
+    options: AugmentOptions,
+    view: str = "clip",
+    front_end: features.FrontEnd | None = None,
 ) -> str:
+    front_end = front_end or FRONT_ENDS[kind]
     settings: dict[str, Any] = {
         "version": CACHE_VERSION,
         "kind": kind,
-        "front_end": FRONT_ENDS[kind].to_dict(),
+        "front_end": front_end.to_dict(),
         "compute_type": "" if kind == "mel" else "int8",
-        "graph": prefix_graph_path().name if kind == "encoder" else "",
+        "graph": prefix_graph_path(front_end).name if kind == "encoder" else "",
         "copy": copy,
         "augment": asdict(options) if copy else None,
     }
@@ -227,37 +256,41 @@ def _settings_hash(
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
-_RUNNERS: dict[str, Any] = {}
+_RUNNERS: dict[features.FrontEnd, Any] = {}
 
 
-def prefix_graph_path() -> Path:
-    """The int8 Whisper prefix graph of the "encoder" kind (built once, cached)."""
+def prefix_graph_path(front_end: features.FrontEnd | None = None) -> Path:
+    """The int8 Whisper prefix graph of an "encoder" front end (default: the shipped
+    one), built once and cached."""
     from export.whisper_prefix import prefix_graph
 
-    return prefix_graph(FRONT_ENDS["encoder"], default_cache_dir())
+    return prefix_graph(front_end or FRONT_ENDS["encoder"], default_cache_dir())
 
 
-def _runner(kind: str) -> Any:
-    """What computes the states of an encoder kind, loaded once: the prefix graph in
-    onnxruntime ("encoder") or the runtime's int8 CTranslate2 Whisper ("encoder-top")."""
-    if kind not in _RUNNERS:
-        if kind == "encoder":
+def _runner(front_end: features.FrontEnd) -> Any:
+    """What computes the states of an encoder front end, loaded once: the prefix graph
+    in onnxruntime (Whisper layers in the graph) or the runtime's int8 CTranslate2
+    Whisper (the whole encoder)."""
+    if front_end not in _RUNNERS:
+        if front_end.runs_whisper_layers:
             from export.whisper_prefix import PrefixRunner
 
-            _RUNNERS[kind] = PrefixRunner(prefix_graph_path())
+            _RUNNERS[front_end] = PrefixRunner(prefix_graph_path(front_end))
         else:
             import ctranslate2
 
             from streamser.recognition.whisper_model import default_whisper_dir
 
-            _RUNNERS[kind] = ctranslate2.models.Whisper(
+            _RUNNERS[front_end] = ctranslate2.models.Whisper(
                 str(default_whisper_dir()), compute_type="int8", intra_threads=2
             )
-    return _RUNNERS[kind]
+    return _RUNNERS[front_end]
 
 
 def compute_features(
-    audio: npt.NDArray[np.float32], kind: str
+    audio: npt.NDArray[np.float32],
+    kind: str,
+    front_end: features.FrontEnd | None = None,
 ) -> npt.NDArray[np.float32]:
     """Front-end features of one utterance, as the runtime computes them.
 
@@ -266,18 +299,21 @@ def compute_features(
         kind: one of ``FRONT_ENDS``: "encoder" (the states after Whisper base's
             layers 2 and 3, (frames/2, 1024)), "encoder-top" ((frames/2, 512)) or
             "mel" ((frames, 80)).
+        front_end: for "encoder", what to compute (``front_end_of``; default: the
+            shipped front end); the states are (frames/2, 512 * its layers).
 
     Returns:
         The float32 feature frames, time-major.
     """
     if kind not in FRONT_ENDS:
         raise ValueError(f"unknown feature kind {kind!r}; known: {', '.join(KINDS)}")
+    front_end = front_end or FRONT_ENDS[kind]
     mel = features.log_mel(audio)
     if kind == "mel":
         return mel
     if kind == "encoder":
-        return _runner(kind).states(mel)
-    return features.encoder_states(_runner(kind), [mel])[0]
+        return _runner(front_end).states(front_end.levelled(mel))
+    return features.encoder_states(_runner(front_end), [mel])[0]
 
 
 def _cache_file(
@@ -287,8 +323,9 @@ def _cache_file(
     copy: int,
     options: AugmentOptions,
     view: str = "clip",
+    front_end: features.FrontEnd | None = None,
 ) -> Path:
-    digest = _settings_hash(kind, copy, options, view)
+    digest = _settings_hash(kind, copy, options, view, front_end)
     return cache_dir / f"{corpus}-{kind}-c{copy}-{digest}.npz"
 
 
@@ -300,6 +337,7 @@ def load_features(
     cache_dir: Path | None = None,
     progress: bool = True,
     view: str = "daemon",
+    front_end: features.FrontEnd | None = None,
 ) -> list[npt.NDArray[np.float32]]:
     """Features of each utterance, computed once and cached per corpus.
 
@@ -311,6 +349,8 @@ def load_features(
         cache_dir: cache folder (``default_cache_dir()`` when None).
         progress: show a tqdm bar while computing.
         view: "daemon" (the segmenter's longest utterance) or "clip" (``VIEWS``).
+        front_end: for "encoder", what to compute (``front_end_of``; default: the
+            shipped front end).
 
     Returns:
         One float32 (frames, dim) array per utterance, in input order.
@@ -327,12 +367,14 @@ def load_features(
         by_corpus.setdefault(utt.corpus, []).append(utt)
     found: dict[str, npt.NDArray[np.float32]] = {}
     for corpus, utts in by_corpus.items():
-        path = _cache_file(folder, corpus, kind, copy, options, view)
+        path = _cache_file(folder, corpus, kind, copy, options, view, front_end)
         cached = _read_cache(path)
         missing = [u for u in utts if u.utt_id not in cached]
         if missing:
             cached.update(
-                _compute(missing, kind, copy, options, progress, corpus, view)
+                _compute(
+                    missing, kind, copy, options, progress, corpus, view, front_end
+                )
             )
             _write_cache(path, cached)
         found.update(cached)
@@ -347,6 +389,7 @@ def _compute(
     progress: bool,
     corpus: str,
     view: str = "clip",
+    front_end: features.FrontEnd | None = None,
 ) -> dict[str, npt.NDArray[np.float32]]:
     from tqdm import tqdm
 
@@ -364,7 +407,7 @@ def _compute(
         else:
             audio = augment_audio(load_audio(utt.path), utt.utt_id, copy, options)
         # Round through float16 now, as stored, so first and cached runs agree.
-        feats = compute_features(audio, kind).astype(np.float16)
+        feats = compute_features(audio, kind, front_end).astype(np.float16)
         out[utt.utt_id] = feats.astype(np.float32)
     return out
 

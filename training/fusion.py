@@ -514,7 +514,12 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         print(f"error: {args.acoustic_model}: {err}", file=sys.stderr)
         return 2
-    features = load_features(utterances, kind=feature_kind, copy=0)
+    features = load_features(
+        utterances,
+        kind=feature_kind,
+        copy=0,
+        front_end=acoustic_graph.info.front_end if feature_kind == "encoder" else None,
+    )
     graph_kind = graph_input_kind(acoustic_graph.info.front_end)
     graph_rows = (
         features
