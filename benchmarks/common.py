@@ -329,14 +329,34 @@ def gpu_memory_used_mb() -> float | None:
     return float(sum(float(v) for v in out.split()))
 
 
+def simd_level(flags: set[str]) -> str:
+    """The widest vector instructions of a CPU with these /proc/cpuinfo ``flags`` that
+    onnxruntime's and CTranslate2's kernels use: hosts sold under one model name
+    ("AMD EPYC") differ here, and the int8 graphs run about twice as fast with VNNI."""
+    for flag, name in (
+        ("avx512_vnni", "AVX-512 VNNI"),
+        ("avx512f", "AVX-512"),
+        ("avx_vnni", "AVX-VNNI"),
+        ("avx2", "AVX2"),
+        ("avx", "AVX"),
+    ):
+        if flag in flags:
+            return name
+    return ""
+
+
 def host_description() -> dict[str, str]:
-    """CPU model, cores, RAM, GPU and load of this machine."""
+    """CPU model and vector instructions, cores, RAM, GPU and load of this machine."""
     cpu = platform.processor() or platform.machine()
+    fields: dict[str, str] = {}
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())  # the first CPU's
+    cpu = fields.get("model name", cpu)
+    simd = simd_level(set(fields.get("flags", "").split()))
+    if simd:
+        cpu = f"{cpu} ({simd})"
     ram_gb = float("nan")
     with contextlib.suppress(OSError, ValueError):
         for line in Path("/proc/meminfo").read_text().splitlines():

@@ -178,3 +178,14 @@ def test_quick_run_measures_every_part(datasets: Path, tmp_path: Path) -> None:
     assert math.isfinite(tuning["client_p50_ms"])
     text = md.read_text()
     assert "python -m benchmarks --quick" in text and "benchmarks/capacity.py" in text
+
+
+def test_simd_level_names_the_widest_vector_instructions() -> None:
+    """Hosts called "AMD EPYC" alike run int8 graphs at different speeds: the report
+    says which vector instructions the CPU has."""
+    from benchmarks.common import simd_level
+
+    assert simd_level({"sse4_2", "avx", "avx2", "fma"}) == "AVX2"
+    assert simd_level({"avx2", "avx512f", "avx512_vnni"}) == "AVX-512 VNNI"
+    assert simd_level({"avx2", "avx512f"}) == "AVX-512"
+    assert simd_level({"sse2"}) == ""
