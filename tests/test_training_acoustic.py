@@ -253,6 +253,33 @@ def test_telephone_copy_is_band_limited_speech(emodb_tiny: Path) -> None:
     assert same > 0.9  # the same speech, through the channel
 
 
+def test_reverberant_copy_is_the_same_speech_in_a_room(emodb_tiny: Path) -> None:
+    from training.datasets import load_audio, load_dataset
+    from training.features_cache import AugmentOptions, augment_audio, room_response
+
+    response = room_response(np.random.default_rng(0), 0.5)
+    assert np.sum(response**2) == pytest.approx(1.0, rel=1e-5)
+    assert np.argmax(np.abs(response)) == 0  # the direct sound comes first
+    tail = response[1:] ** 2
+    early, late = tail[: len(tail) // 10].sum(), tail[-len(tail) // 10 :].sum()
+    assert late < 1e-3 * early  # 60 dB down by the end of rt60
+
+    utt = load_dataset(f"emodb:{emodb_tiny}")[0]
+    audio = load_audio(utt.path)
+    room = AugmentOptions(
+        speeds=(1.0,),
+        gain_db=0.0,
+        noise_probability=0.0,
+        telephone_probability=0.0,
+        reverb_probability=1.0,
+        rt60_s=(0.6, 0.6),
+    )
+    wet = augment_audio(audio, utt.utt_id, 1, room)
+    assert wet.shape == audio.shape and not np.allclose(wet, audio, atol=1e-3)
+    assert 0.3 < np.corrcoef(audio, wet)[0, 1] < 0.999
+    assert np.array_equal(wet, augment_audio(audio, utt.utt_id, 1, room))  # seeded
+
+
 @pytest.mark.data
 def test_train_and_evaluate_on_real_clips(emodb_tiny: Path, tmp_path: Path) -> None:
     from training import acoustic

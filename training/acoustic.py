@@ -44,7 +44,13 @@ from streamser.labels import CANONICAL_LABELS
 from streamser.recognition.features import FrontEnd, pad_batch
 from training import metrics
 from training.datasets import Utterance, load_dataset, speaker_folds
-from training.features_cache import TELEPHONE, VIEWS, front_end_of, load_features
+from training.features_cache import (
+    TELEPHONE,
+    VIEWS,
+    AugmentOptions,
+    front_end_of,
+    load_features,
+)
 from training.metrics import format_confusion, score
 
 _LOGGER = logging.getLogger(__name__)
@@ -126,6 +132,9 @@ class TrainOptions:
     balance: str = "none"
     """"corpus": draw every corpus equally often in an epoch (sampling with
     replacement, weights 1 / corpus size); "none": every utterance once."""
+    augment: dict[str, Any] = field(default_factory=dict)
+    """Overrides of ``features_cache.AugmentOptions`` for the augmented copies, e.g.
+    ``{"reverb_probability": 1.0, "noise_probability": 0.0}``."""
 
 
 @dataclass
@@ -1036,6 +1045,7 @@ def load_data(
     labels_mode: str = "fold",
     view: str = "daemon",
     front_end: FrontEnd | None = None,
+    augment: AugmentOptions | None = None,
 ) -> _Data:
     """Load corpora, labels (canonical order, those present), feature copies and,
     with ``telephone``, the telephone-channel copy for evaluation.
@@ -1045,7 +1055,8 @@ def load_data(
     and lets each corpus's loss cover only its own labels. ``view``: the audio the
     features describe (``features_cache.VIEWS``; "daemon": the segmenter's
     utterance, as the daemon recognises it). ``front_end``: for the "encoder" kind,
-    what to compute (``features_cache.front_end_of``; default: the shipped one)."""
+    what to compute (``features_cache.front_end_of``; default: the shipped one).
+    ``augment``: how the augmented copies are made (default ``AugmentOptions()``)."""
     if labels_mode not in LABEL_MODES:
         raise ValueError(f"labels must be one of {LABEL_MODES}, not {labels_mode!r}")
     utts = [u for spec in specs for u in load_dataset(spec)]
@@ -1064,7 +1075,7 @@ def load_data(
         )
     for copy in range(copies):
         data.copies.append(
-            load_features(utts, kind, copy, view=view, front_end=front_end)
+            load_features(utts, kind, copy, augment, view=view, front_end=front_end)
         )
     if telephone:
         data.telephone = load_features(
@@ -1195,6 +1206,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             if key in train_over:
                 train_over[key] = tuple(train_over[key])
         options = replace(TrainOptions(), **train_over)
+        augment = AugmentOptions(
+            **{
+                key: tuple(value) if isinstance(value, list) else value
+                for key, value in options.augment.items()
+            }
+        )
     except (json.JSONDecodeError, TypeError) as err:
         print(f"error: bad --config/--train JSON: {err}", file=sys.stderr)
         return 2
@@ -1208,6 +1225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             labels_mode=args.labels,
             view=args.view,
             front_end=front_end,
+            augment=augment,
         )
     except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -94,6 +94,9 @@ class AugmentOptions:
         telephone_probability: chance that a copy then goes through the telephone
             channel (``telephone_channel``).
         codecs: the G.711 codecs that channel draws from.
+        reverb_probability: chance that a copy is played in a simulated room
+            (``room_response``) after the gain, before the noise.
+        rt60_s: (low, high) range of that room's reverberation time, in seconds.
     """
 
     speeds: tuple[float, ...] = (0.9, 0.95, 1.0, 1.05, 1.1)
@@ -102,6 +105,8 @@ class AugmentOptions:
     noise_probability: float = 0.8
     telephone_probability: float = 0.5
     codecs: tuple[str, ...] = ("mulaw", "alaw")
+    reverb_probability: float = 0.0
+    rt60_s: tuple[float, float] = (0.2, 0.8)
 
 
 TELEPHONE: Final = AugmentOptions(
@@ -178,6 +183,23 @@ def _coloured_noise(
     return noise.astype(np.float32)
 
 
+def room_response(rng: np.random.Generator, rt60_s: float) -> npt.NDArray[np.float32]:
+    """A synthetic room impulse response at 16 kHz: the direct sound, then 2.5 to 10
+    ms later a diffuse tail of Gaussian noise decaying by 60 dB in ``rt60_s`` (the
+    statistical model of late reverberation), at a direct-to-reverberant ratio drawn
+    from -3 to +9 dB; unit energy."""
+    delay = int(rng.uniform(0.0025, 0.010) * SAMPLE_RATE_HZ)
+    n_tail = max(1, int(rt60_s * SAMPLE_RATE_HZ))
+    t = np.arange(n_tail) / SAMPLE_RATE_HZ
+    tail = rng.standard_normal(n_tail) * np.exp(-6.9078 * t / rt60_s)
+    drr_db = rng.uniform(-3.0, 9.0)
+    tail *= 10.0 ** (-drr_db / 20.0) / (np.sqrt(np.sum(tail**2)) + 1e-12)
+    response = np.zeros(delay + n_tail)
+    response[0] = 1.0
+    response[delay:] += tail
+    return (response / np.sqrt(np.sum(response**2))).astype(np.float32)
+
+
 def augment_audio(
     audio: npt.NDArray[np.float32], utt_id: str, copy: int, options: AugmentOptions
 ) -> npt.NDArray[np.float32]:
@@ -204,6 +226,11 @@ def augment_audio(
         out = soxr.resample(out, SAMPLE_RATE_HZ * speed, SAMPLE_RATE_HZ)
     gain = 10.0 ** (rng.uniform(-options.gain_db, options.gain_db) / 20.0)
     out = out * gain
+    if rng.random() < options.reverb_probability:
+        from scipy.signal import fftconvolve
+
+        response = room_response(rng, rng.uniform(*options.rt60_s))
+        out = fftconvolve(out, response)[: out.shape[0]]
     if rng.random() < options.noise_probability:
         snr_db = rng.uniform(*options.snr_db)
         rms = float(np.sqrt(np.mean(out**2)) + 1e-9)
