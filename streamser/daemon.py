@@ -287,7 +287,14 @@ def describe_models(config: Config) -> list[str]:
                 if layers
                 else ""
             )
-            lines.append(f"  features: {front_end.type}{depth} (dim {front_end.dim})")
+            level = (
+                f", level {front_end.mel_level:g}"
+                if front_end.mel_level is not None
+                else ""
+            )
+            lines.append(
+                f"  features: {front_end.type}{level}{depth} (dim {front_end.dim})"
+            )
         if metrics := info.card.get("metrics", {}):
             lines.extend(metric_lines(metrics))
         lines.append(f"  runs on: {provider_line(model.session.get_providers())}")

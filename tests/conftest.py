@@ -78,7 +78,7 @@ def adaptive_training(
 ) -> Path:
     """A tiny acoustic model that adapts to a stream's speaker (the shipped one does
     not), trained for two epochs on ``emodb_tiny`` with a LOSO evaluation: the folder
-    holds its checkpoint ``emotion-acoustic-v3.pt`` and ``models/`` with its graph."""
+    holds its checkpoint ``emotion-acoustic-v4.pt`` and ``models/`` with its graph."""
     pytest.importorskip("torch")
     from export.to_onnx import export_checkpoint
     from training.acoustic import main
@@ -105,7 +105,7 @@ def adaptive_training(
         ]
     )
     assert code == 0
-    export_checkpoint(out / "emotion-acoustic-v3.pt", out / "models")
+    export_checkpoint(out / "emotion-acoustic-v4.pt", out / "models")
     return out
 
 

@@ -114,10 +114,10 @@ def test_models_lists_the_shipped_graphs_and_their_front_end() -> None:
     assert result.returncode == 0, result.stderr
     assert all(
         name in result.stdout
-        for name in ("emotion-acoustic-v3", "emotion-text-en-v2", "emotion-text-fa-v1")
+        for name in ("emotion-acoustic-v4", "emotion-text-en-v2", "emotion-text-fa-v1")
     )
     assert (
-        "features: log-mel, whisper-base encoder layers 2+3 in the graph (dim 80)"
+        "features: log-mel, level 0, whisper-base encoder layers 2+3 in the graph (dim 80)"
         in result.stdout
     )
     assert result.stdout.count("load: ok") == 3

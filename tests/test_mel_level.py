@@ -65,3 +65,25 @@ def test_silence_and_empty_input_do_not_fail() -> None:
     assert np.isfinite(level_mel(silent, 0.0)).all()
     empty = np.zeros((0, 80), dtype=np.float32)
     assert level_mel(empty, 0.0).shape == (0, 80)
+
+
+def test_shipped_acoustic_model_hears_speech_at_any_gain(
+    emodb_clips: list[Path],
+) -> None:
+    """The shipped graph asks for a level, so the same utterance 20 dB quieter (a
+    quieter microphone, a lower codec gain) gets the same emotion scores."""
+    import soundfile
+
+    from streamser.recognition.emotion import EmotionModels
+    from streamser.recognition.models import bundled_model_dir
+
+    models = EmotionModels.load(bundled_model_dir(), device="cpu", num_threads=1)
+    front_end = models.acoustic_model.info.front_end
+    assert front_end is not None and front_end.mel_level is not None
+    for path in emodb_clips[:4]:
+        audio, _ = soundfile.read(path, dtype="float32")
+        quiet = (audio * 0.1).astype(np.float32)
+        loud, soft = models.acoustic([log_mel(audio), log_mel(quiet)])
+        assert loud.scores.label == soft.scores.label
+        for label, value in loud.scores.scores.items():
+            assert soft.scores.scores[label] == pytest.approx(value, abs=0.02)

@@ -340,7 +340,7 @@ def test_cli_writes_checkpoint(emodb_tiny: Path, tmp_path: Path) -> None:
         ]
     )
     assert code == 0
-    path = tmp_path / "emotion-acoustic-v3.pt"
+    path = tmp_path / "emotion-acoustic-v4.pt"
     checkpoint = torch.load(path, weights_only=False)
     assert checkpoint["kind"] == "acoustic" and checkpoint["arch"] == "attn"
     assert checkpoint["front_end"]["type"] == "log-mel"
@@ -393,7 +393,7 @@ def test_adaptive_stats_model_from_training_to_runtime(
     from training.features_cache import load_features
 
     out = adaptive_training
-    checkpoint = torch.load(out / "emotion-acoustic-v3.pt", weights_only=False)
+    checkpoint = torch.load(out / "emotion-acoustic-v4.pt", weights_only=False)
     assert checkpoint["arch"] == "stats"
     assert checkpoint["config"]["adaptation_window"] == 32
     assert {
@@ -402,7 +402,7 @@ def test_adaptive_stats_model_from_training_to_runtime(
         "emodb after calm history",
         "emodb after same-emotion history",
     } <= set(checkpoint["metrics"])
-    onnx_path = out / "models" / "emotion-acoustic-v3.onnx"
+    onnx_path = out / "models" / "emotion-acoustic-v4.onnx"
     card = json.loads(onnx_path.with_name(onnx_path.name + ".json").read_text("utf-8"))
     assert [item["name"] for item in card["inputs"]] == [
         "features",

@@ -951,7 +951,8 @@ def pooled_temperature(
     own: npt.NDArray[np.float32] | None = None,
 ) -> dict[str, Any]:
     """The temperature fit on the out-of-fold predictions in ``paths`` (and this
-    run's, ``own``), all rows pooled.
+    run's, ``own``), all rows pooled, and the ECE (10 bins) at that temperature of
+    each set's rows per corpus: the calibration of the graph that ships it.
 
     Raises:
         ValueError: a file is missing, or its labels or utterances differ from
@@ -975,10 +976,19 @@ def pooled_temperature(
         probs.append(own)
         ys.append(data.y)
     temperature = fit_temperature(np.concatenate(probs), np.concatenate(ys))
-    return {
-        "temperature": temperature,
-        "fit_on": [p.name for p in paths] + (["this run"] if own is not None else []),
+    names = [p.name for p in paths] + (["this run"] if own is not None else [])
+    corpora = np.array([u.corpus for u in data.utterances])
+    ece = {
+        name: {
+            corpus: expected_calibration_error(
+                calibrate(set_probs[corpora == corpus], temperature),
+                set_y[corpora == corpus],
+            )
+            for corpus in sorted(set(corpora.tolist()))
+        }
+        for name, set_probs, set_y in zip(names, probs, ys, strict=True)
     }
+    return {"temperature": temperature, "fit_on": names, "ece": ece}
 
 
 def _folded_ece(probs: npt.NDArray[Any], correct: npt.NDArray[np.bool_]) -> float:
@@ -1185,7 +1195,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         "and labels, e.g. --protocol loco) that the temperature is fit on too, so "
         "it serves unseen speakers and unseen corpora alike (repeatable)",
     )
-    parser.add_argument("--name", default="emotion-acoustic-v3", help="checkpoint name")
+    parser.add_argument("--name", default="emotion-acoustic-v4", help="checkpoint name")
     parser.add_argument(
         "--out", type=Path, default=Path("artifacts/acoustic"), help="output folder"
     )

@@ -2,16 +2,21 @@
 
 ``python -m training baselines --data KIND:PATH ... [--features ...] [--json]``
 
-Features: openSMILE functionals (``egemaps``: eGeMAPSv02, 88; ``compare``:
-ComParE_2016, 6373), mean+std pooled Whisper-base encoder states (``whisper``, 1024:
-the whole int8 encoder on the unpadded utterance, via ``training.features_cache``;
-``whisper-layers``, 2048: the shipped front end, states after layers 2 and 3) and
-``compare+whisper``. Classifier: standardisation then a linear SVM (openSMILE) or
-logistic regression (Whisper), class-balanced; C chosen per outer fold by an inner
-speaker-grouped 3-fold split of the training speakers (nested, never the test
-speaker). Each corpus is evaluated on its own (LOSO) unless ``--joint`` trains on the
-union of the corpora and scores each corpus's held-out speakers. ``--select de`` adds
-differential-evolution feature selection (``training.selection``).
+Features, all of the utterance the daemon cuts from each clip (``training.daemon_path``):
+openSMILE functionals (``egemaps``: eGeMAPSv02, 88; ``compare``: ComParE_2016, 6373;
+openSMILE is under audEERING's research licence, which bars commercial use, so no
+shipped model reads them), mean+std pooled Whisper-base encoder states (``whisper``,
+1024: the whole int8 encoder on the unpadded utterance, via
+``training.features_cache``; ``whisper-layers``, 2048: the shipped front end, states
+after layers 2 and 3), ``compare+whisper`` and ``egemaps+whisper-layers``. Classifier:
+standardisation then a linear SVM (openSMILE alone) or logistic regression (with
+Whisper), class-balanced; C chosen per outer fold by an inner speaker-grouped 3-fold
+split of the training speakers (nested, never the test speaker). Each corpus is
+evaluated on its own (LOSO) unless ``--joint`` trains on the union of the corpora and
+scores each corpus's held-out speakers; ``--protocol loco`` trains on the other
+corpora and scores each whole corpus, with calm and boredom read as neutral.
+``--select de`` adds differential-evolution feature selection
+(``training.selection``).
 """
 
 from __future__ import annotations
@@ -22,18 +27,26 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
 
-from training.datasets import Utterance, load_audio, load_dataset, speaker_folds
+from training.datasets import Utterance, load_dataset, speaker_folds
 from training.features_cache import default_cache_dir, load_features
 from training.metrics import Scores, format_confusion, score
 
 _LOGGER = logging.getLogger(__name__)
 
-FEATURES: Final = ("egemaps", "compare", "whisper", "compare+whisper", "whisper-layers")
+FEATURES: Final = (
+    "egemaps",
+    "compare",
+    "whisper",
+    "compare+whisper",
+    "whisper-layers",
+    "egemaps+whisper-layers",
+)
 C_GRID: Final = {
     "svm": (1e-4, 1e-3, 1e-2, 1e-1),
     "lr": (1e-3, 1e-2, 1e-1),
@@ -43,7 +56,7 @@ C_GRID: Final = {
 def opensmile_functionals(
     utterances: Sequence[Utterance], feature_set: str
 ) -> npt.NDArray[np.float32]:
-    """openSMILE functionals of each utterance, cached per corpus.
+    """openSMILE functionals of the daemon's utterance of each clip, cached per corpus.
 
     Args:
         utterances: utterances with audio.
@@ -54,6 +67,8 @@ def opensmile_functionals(
     """
     import opensmile
     from tqdm import tqdm
+
+    from training.daemon_path import daemon_audio, daemon_utterances, main_utterance
 
     sets = {
         "egemaps": opensmile.FeatureSet.eGeMAPSv02,
@@ -66,7 +81,7 @@ def opensmile_functionals(
     folder.mkdir(parents=True, exist_ok=True)
     found: dict[str, npt.NDArray[np.float32]] = {}
     for corpus in sorted({u.corpus for u in utterances}):
-        path = folder / f"{corpus}-opensmile-{feature_set}.npz"
+        path = folder / f"{corpus}-opensmile-{feature_set}-daemon.npz"
         cached: dict[str, npt.NDArray[np.float32]] = {}
         if path.is_file():
             with np.load(path) as data:
@@ -75,7 +90,9 @@ def opensmile_functionals(
             u for u in utterances if u.corpus == corpus and u.utt_id not in cached
         ]
         for utt in tqdm(missing, desc=f"{feature_set} {corpus}", mininterval=5.0):
-            audio = load_audio(utt.path)  # type: ignore[arg-type]
+            audio = daemon_audio(utt.path)  # type: ignore[arg-type]
+            main = main_utterance(daemon_utterances(audio))
+            audio = audio if main is None else main
             values = smile.process_signal(audio, 16000).to_numpy()[0]
             cached[utt.utt_id] = values.astype(np.float32)
         if missing:
@@ -106,10 +123,9 @@ def utterance_features(
         return whisper_pooled(utterances, "encoder")
     if name in ("egemaps", "compare"):
         return opensmile_functionals(utterances, name)
-    if name == "compare+whisper":
+    if "+" in name and name in FEATURES:
         return np.concatenate(
-            [opensmile_functionals(utterances, "compare"), whisper_pooled(utterances)],
-            axis=1,
+            [utterance_features(utterances, part) for part in name.split("+")], axis=1
         )
     raise ValueError(f"unknown features {name!r}; known: {', '.join(FEATURES)}")
 
@@ -165,8 +181,10 @@ def evaluate_linear(
     x: npt.NDArray[np.float32],
     kind: str,
     fit_transform: Callable[..., Any] | None = None,
+    protocol: str = "loso",
 ) -> dict[str, Any]:
-    """Nested LOSO of a linear classifier; scores per corpus of the held-out speakers.
+    """Nested LOSO (or LOCO) of a linear classifier; scores per corpus of the held-out
+    speakers (or corpora).
 
     Args:
         utterances: the dataset (one or more corpora).
@@ -175,6 +193,7 @@ def evaluate_linear(
         fit_transform: optional ``(x_train, y_train, utts_train) -> column mask``
             applied before the classifier (feature selection), fit on the
             training speakers only.
+        protocol: "loso" (one speaker out) or "loco" (one corpus out).
 
     Returns:
         {"per_corpus": {corpus: Scores.to_dict() + "chosen_c"}, ...}.
@@ -185,7 +204,9 @@ def evaluate_linear(
     predicted = np.empty(len(y), dtype=object)
     chosen = []
     for train, test in tqdm(
-        speaker_folds(utterances, kind="loso"), desc="LOSO", mininterval=5.0
+        speaker_folds(utterances, kind=protocol),  # type: ignore[arg-type]
+        desc=protocol.upper(),
+        mininterval=5.0,
     ):
         train_utts = [utterances[i] for i in train]
         columns = slice(None)
@@ -224,6 +245,13 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         help="train on the union of the corpora (LOSO over all speakers)",
     )
     parser.add_argument(
+        "--protocol",
+        choices=("loso", "loco"),
+        default="loso",
+        help="loco: train on the other corpora, score each whole corpus (labels "
+        "folded: calm and boredom as neutral)",
+    )
+    parser.add_argument(
         "--select",
         choices=("de",),
         default=None,
@@ -241,10 +269,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    groups = [[u for c in corpora for u in c]] if args.joint else corpora
+    if args.protocol == "loco":
+        folded = {"calm": "neutral", "boredom": "neutral"}
+        corpora = [
+            [replace(u, label=folded.get(u.label, u.label)) for u in c] for c in corpora
+        ]
+    joint = args.joint or args.protocol == "loco"
+    groups = [[u for c in corpora for u in c]] if joint else corpora
     report: dict[str, Any] = {}
     for name in args.features:
-        kind = "lr" if name.startswith("whisper") else "svm"
+        kind = "lr" if "whisper" in name else "svm"
         fit_transform = None
         if args.select == "de":
             from training.selection import de_selector
@@ -255,7 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for utts in groups:
             x = utterance_features(utts, name)
             x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
-            result = evaluate_linear(utts, x, kind, fit_transform)
+            result = evaluate_linear(utts, x, kind, fit_transform, args.protocol)
             for corpus, scores in result["per_corpus"].items():
                 report[key][corpus] = scores
                 _LOGGER.info(

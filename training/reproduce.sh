@@ -11,7 +11,7 @@ data="${1:-${STREAMSER_DATA:-../shared/datasets}}"
 py="${PYTHON:-python}"
 
 acoustic_data=(--data "emodb:$data/emodb" --data "ravdess:$data/ravdess" --data "ased:$data/ased")
-acoustic_args=(--arch stats --config '{"affect": true}' --train '{"copies": 1}' --no-telephone)
+acoustic_args=(--arch stats --config '{"affect": true}' --train '{"copies": 1}' --no-telephone --mel-level 0)
 # Leave one corpus out (the card's first table), then speaker-grouped 5-fold and the
 # final fit: epochs from the 5-fold inner validation, the temperature fit on the
 # out-of-fold predictions of both protocols together.
@@ -20,7 +20,7 @@ $py -m training acoustic "${acoustic_data[@]}" "${acoustic_args[@]}" --protocol 
 $py -m training acoustic "${acoustic_data[@]}" "${acoustic_args[@]}" --protocol kfold \
     --calibrate-with artifacts/acoustic-loco/oof-loco.npz --final \
     --out artifacts/acoustic --json
-$py -m export artifacts/acoustic/emotion-acoustic-v3.pt --out artifacts/models --json
+$py -m export artifacts/acoustic/emotion-acoustic-v4.pt --out artifacts/models --json
 # Through the daemon's own path (decode, VAD, segmenter, recogniser), in-sample.
 $py -m training evaluate "${acoustic_data[@]}" --models artifacts/models --no-asr --json
 
@@ -47,7 +47,7 @@ $py -m export.text_graphs en artifacts/text-en-ft/text-en.pt --out artifacts/mod
 
 $py -m training fusion --data "ravdess:$data/ravdess" --data "emodb:$data/emodb" \
     --text-data "shemo-text:$data/shemo-text/shemo_text.jsonl" \
-    --acoustic-model artifacts/models/emotion-acoustic-v3.onnx \
+    --acoustic-model artifacts/models/emotion-acoustic-v4.onnx \
     --text-model artifacts/models/emotion-text-fa-v1.onnx \
     --text-checkpoint artifacts/text/text.pt --protocol kfold5 --fold-epochs 10 \
     --out artifacts/fusion --json
