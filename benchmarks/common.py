@@ -332,7 +332,8 @@ def gpu_memory_used_mb() -> float | None:
 def simd_level(flags: set[str]) -> str:
     """The widest vector instructions of a CPU with these /proc/cpuinfo ``flags`` that
     onnxruntime's and CTranslate2's kernels use: hosts sold under one model name
-    ("AMD EPYC") differ here, and the int8 graphs run about twice as fast with VNNI."""
+    ("AMD EPYC") differ here: the int8 acoustic graph ran about twice as fast on the
+    AVX-512 VNNI hosts seen than on an AVX2 one."""
     for flag, name in (
         ("avx512_vnni", "AVX-512 VNNI"),
         ("avx512f", "AVX-512"),
