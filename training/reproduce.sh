@@ -55,7 +55,7 @@ $py -m export artifacts/fusion/fusion.pt --out artifacts/models --json
 
 # The fusion graph stays in artifacts/models: fit on the shipped acoustic model's
 # in-sample embeddings it is overconfident (MODEL_CARD.md), so it is not shipped yet.
-cp artifacts/models/emotion-{acoustic-v3,text-fa-v1}.onnx* streamser/models/
+cp artifacts/models/emotion-{acoustic-v4,text-fa-v1}.onnx* streamser/models/
 cp artifacts/models/emotion-text-en-v2.{onnx,onnx.json,tokenizer.json} streamser/models/
 # MELD dev through the runtime's text path.
 $py -m training evaluate --data "meld-text:$data/meld-text/dev.csv" --models streamser/models --json
