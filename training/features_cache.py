@@ -283,7 +283,9 @@ def _settings_hash(
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
-_RUNNERS: dict[features.FrontEnd, Any] = {}
+_RUNNERS: dict[tuple[int, ...], Any] = {}
+"""Loaded runners by the Whisper layers they run (() for the whole encoder): front ends
+that differ only in ``mel_level`` share one graph."""
 
 
 def prefix_graph_path(front_end: features.FrontEnd | None = None) -> Path:
@@ -298,20 +300,20 @@ def _runner(front_end: features.FrontEnd) -> Any:
     """What computes the states of an encoder front end, loaded once: the prefix graph
     in onnxruntime (Whisper layers in the graph) or the runtime's int8 CTranslate2
     Whisper (the whole encoder)."""
-    if front_end not in _RUNNERS:
-        if front_end.runs_whisper_layers:
-            from export.whisper_prefix import PrefixRunner
+    key = tuple(front_end.encoder_layers or ()) if front_end.runs_whisper_layers else ()
+    if key and key not in _RUNNERS:
+        from export.whisper_prefix import PrefixRunner
 
-            _RUNNERS[front_end] = PrefixRunner(prefix_graph_path(front_end))
-        else:
-            import ctranslate2
+        _RUNNERS[key] = PrefixRunner(prefix_graph_path(front_end))
+    elif key not in _RUNNERS:
+        import ctranslate2
 
-            from streamser.recognition.whisper_model import default_whisper_dir
+        from streamser.recognition.whisper_model import default_whisper_dir
 
-            _RUNNERS[front_end] = ctranslate2.models.Whisper(
-                str(default_whisper_dir()), compute_type="int8", intra_threads=2
-            )
-    return _RUNNERS[front_end]
+        _RUNNERS[key] = ctranslate2.models.Whisper(
+            str(default_whisper_dir()), compute_type="int8", intra_threads=2
+        )
+    return _RUNNERS[key]
 
 
 def compute_features(
