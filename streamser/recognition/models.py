@@ -14,15 +14,17 @@ import logging
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy.typing as npt
-import onnxruntime as ort
 
 from streamser.errors import ModelError
 from streamser.recognition.contract import FORMAT_VERSION, ModelContract
 from streamser.recognition.cuda import onnx_providers
 from streamser.recognition.features import FrontEnd
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -114,6 +116,10 @@ class ModelInfo:
 
 def session_options(num_threads: int) -> ort.SessionOptions:
     """onnxruntime options for a small model shared by many streams."""
+    # imported here: onnxruntime loads only with a model, so that ``streamser send``
+    # and ``import streamser.cli`` stay light (issue 26)
+    import onnxruntime as ort
+
     options = ort.SessionOptions()
     options.intra_op_num_threads = num_threads
     options.inter_op_num_threads = 1
@@ -147,6 +153,8 @@ class OnnxModel:
         if not path.is_file():
             raise ModelError(f"{path}: model file not found")
         digest = sha256_file(path)
+        import onnxruntime as ort  # with the model only (``session_options``)
+
         try:
             self.session = ort.InferenceSession(
                 str(path), session_options(num_threads), providers=providers(device)
