@@ -99,11 +99,11 @@ class Daemon:
         jsonl = None
         if config.output.jsonl:
             jsonl = JsonlSink(Path(config.output.jsonl), metrics, engine.emit)
-            engine.sinks.append(jsonl)
+            engine.add_sink(jsonl)
         redis = None
         if config.sinks.redis.url:
             redis = RedisSink(config.sinks.redis, metrics)
-            engine.sinks.append(redis)
+            engine.add_sink(redis)
         hub: Hub = (
             RedisHub(config.hub, metrics, config.sinks.redis)
             if config.hub.backend == "redis"
@@ -419,7 +419,7 @@ async def listen(
     daemon = Daemon.build(config)
     try:
         await daemon.start_server()
-        daemon.engine.sinks.append(sink)
+        daemon.engine.add_sink(sink)
         session = StreamSession(
             daemon.engine,
             local_start_message(source.name, language),

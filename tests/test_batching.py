@@ -59,7 +59,7 @@ async def _run(
     metrics = Metrics()
     engine = Engine(recognizer, options, config.vad, config.segmenter, metrics)
     events: list[dict[str, Any]] = []
-    engine.sinks.append(lambda envelope: events.append(envelope.to_dict()))
+    engine.add_sink(lambda envelope: events.append(envelope.to_dict()))
     sessions = [
         StreamSession(engine, StartMessage(language="de"), f"s{i}")
         for i in range(len(audios))

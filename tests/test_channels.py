@@ -90,7 +90,7 @@ async def _session_events(
         recognizer, config.pipeline, config.vad, config.segmenter, Metrics()
     )
     events: list[dict[str, Any]] = []
-    engine.sinks.append(lambda envelope: events.append(envelope.to_dict()))
+    engine.add_sink(lambda envelope: events.append(envelope.to_dict()))
     start = StartMessage(
         channels=2, channel_mode="separate", metadata={"channels": NAMES}
     )

@@ -87,7 +87,7 @@ async def test_one_utterance_end_to_end_on_cuda(
     )
     assert engine.options.max_batch == BATCH_DEFAULTS["cuda"][0]
     events: list[dict[str, Any]] = []
-    engine.sinks.append(lambda envelope: events.append(envelope.to_dict()))
+    engine.add_sink(lambda envelope: events.append(envelope.to_dict()))
     session = StreamSession(engine, StartMessage(language="de"), "gpu")
 
     async def play() -> None:

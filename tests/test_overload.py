@@ -54,7 +54,7 @@ def _engine(recognizer: Recognizer, **options: Any) -> tuple[Engine, list[Any]]:
     pipeline = dataclasses.replace(config.pipeline, **options)
     engine = Engine(recognizer, pipeline, config.vad, config.segmenter, Metrics())
     events: list[Any] = []
-    engine.sinks.append(lambda envelope: events.append(envelope.body))
+    engine.add_sink(lambda envelope: events.append(envelope.body))
     return engine, events
 
 

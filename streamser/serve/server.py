@@ -79,7 +79,7 @@ class StreamServer:
         self._server: WsServer | None = None
         # First, so clients see an event before any error a later sink (the JSONL
         # file) reports about it from inside the same emit.
-        engine.sinks.insert(0, self._route)
+        engine.add_sink(self._route, first=True)
         metrics = engine.metrics
         metrics.client_queue_depth.set_function(
             lambda: sum(q.qsize() for q in self._clients.values())
