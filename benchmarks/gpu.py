@@ -35,7 +35,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streamser.console import provider_line
-from streamser.recognition.asr import AsrOptions
+from streamser.recognition.asr_options import AsrOptions
 from streamser.recognition.cuda import (
     CUDA_PROVIDER,
     cuda_device_count,

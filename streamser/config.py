@@ -22,7 +22,7 @@ from streamser.audio.segmenter import SegmenterOptions
 from streamser.audio.vad import VadOptions
 from streamser.errors import ConfigError
 from streamser.pipeline import PipelineOptions
-from streamser.recognition.asr import AsrOptions
+from streamser.recognition.asr_options import AsrOptions
 from streamser.recognition.recognizer import RecognizerOptions
 from streamser.serve.handshake import ServerOptions
 from streamser.serve.hub import HubOptions

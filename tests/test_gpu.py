@@ -19,7 +19,7 @@ from streamser.console import provider_line
 from streamser.messages import StartMessage
 from streamser.metrics import Metrics
 from streamser.pipeline import BATCH_DEFAULTS, Engine, StreamSession
-from streamser.recognition.asr import AsrOptions
+from streamser.recognition.asr_options import AsrOptions
 from streamser.recognition.cuda import (
     CPU_PROVIDER,
     CUDA_PROVIDER,

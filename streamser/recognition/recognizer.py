@@ -18,7 +18,8 @@ import numpy.typing as npt
 from streamser.audio import SAMPLE_RATE_HZ
 from streamser.errors import ConfigError, ModelError
 from streamser.recognition.adaptation import NO_BASELINE, Baseline
-from streamser.recognition.asr import AsrOptions, Transcript, WhisperAsr
+from streamser.recognition.asr import Transcript, WhisperAsr
+from streamser.recognition.asr_options import AsrOptions
 from streamser.recognition.emotion import EmotionModels, EmotionOutput, EmotionScores
 from streamser.recognition.features import TextTokenizer, encoder_states, log_mel
 from streamser.recognition.models import bundled_model_dir
