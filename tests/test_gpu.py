@@ -29,6 +29,7 @@ from streamser.recognition.cuda import (
     onnxruntime_conflict,
     preload_cuda_libraries,
 )
+from streamser.recognition.emotion_options import EmotionOptions
 from streamser.recognition.recognizer import Recognizer, RecognizerOptions
 
 
@@ -50,7 +51,8 @@ needs_cuda = pytest.mark.skipif(_REASON is not None, reason=_REASON or "")
 @pytest.fixture(scope="module")
 def cuda_recognizer(shipped_models: Path) -> Recognizer:
     options = RecognizerOptions(
-        model_dir=shipped_models, device="cuda", whisper=AsrOptions(device="cuda")
+        EmotionOptions(model_dir=str(shipped_models), device="cuda"),
+        AsrOptions(device="cuda"),
     )
     recognizer = Recognizer(options)
     recognizer.warm_up()

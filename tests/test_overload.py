@@ -20,7 +20,8 @@ from streamser.config import Config
 from streamser.messages import StartMessage
 from streamser.metrics import Metrics
 from streamser.pipeline import Engine, StreamSession
-from streamser.recognition.recognizer import Recognizer
+from streamser.recognition.emotion_options import EmotionOptions
+from streamser.recognition.recognizer import Recognizer, RecognizerOptions
 from streamser.serve.handshake import ServerOptions
 from streamser.serve.hub import EventHub
 from streamser.serve.server import StreamServer
@@ -32,9 +33,7 @@ CHUNK = 3200  # 200 ms
 
 @pytest.fixture(scope="module")
 def recognizer(shipped_models: Path) -> Recognizer:
-    options = dataclasses.replace(
-        Config().recognizer_options(), model_dir=shipped_models
-    )
+    options = RecognizerOptions(EmotionOptions(model_dir=str(shipped_models)))
     loaded = Recognizer(options)
     loaded.warm_up()
     return loaded

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from streamser.audio.segmenter import SegmenterOptions
-from streamser.config import Config
 from streamser.metrics import Metrics
-from streamser.recognition.recognizer import Recognizer
+from streamser.recognition.emotion_options import EmotionOptions
+from streamser.recognition.recognizer import Recognizer, RecognizerOptions
 
 from _pipeline_helpers import run_stream, speech
 
@@ -22,8 +22,7 @@ pytestmark = pytest.mark.data
 
 @pytest.fixture(scope="module")
 def recognizer(shipped_models: Path) -> Recognizer:
-    config = Config()
-    options = dataclasses.replace(config.recognizer_options(), model_dir=shipped_models)
+    options = RecognizerOptions(EmotionOptions(model_dir=str(shipped_models)))
     loaded = Recognizer(options)
     loaded.warm_up()
     return loaded

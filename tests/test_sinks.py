@@ -13,6 +13,8 @@ from streamser.config import Config
 from streamser.events import Envelope, ErrorEvent, EventSequencer, SpeechStart
 from streamser.metrics import Metrics
 from streamser.pipeline import Engine
+from streamser.recognition.asr_options import AsrOptions
+from streamser.recognition.emotion_options import EmotionOptions
 from streamser.recognition.recognizer import Recognizer, RecognizerOptions
 from streamser.sinks.jsonl import JsonlSink
 
@@ -21,7 +23,11 @@ async def test_engine_sinks_get_each_event_in_the_order_added(
     fixture_models: Path,
 ) -> None:
     config = Config()
-    recognizer = Recognizer(RecognizerOptions(model_dir=fixture_models, asr=False))
+    recognizer = Recognizer(
+        RecognizerOptions(
+            EmotionOptions(model_dir=str(fixture_models)), AsrOptions(enabled=False)
+        )
+    )
     engine = Engine(
         recognizer, config.pipeline, config.vad, config.segmenter, Metrics()
     )

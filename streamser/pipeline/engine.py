@@ -216,7 +216,7 @@ class Engine:
 
     @property
     def _transcribing(self) -> bool:
-        return self.recognizer.asr is not None and self.recognizer.options.asr
+        return self.recognizer.asr is not None and self.recognizer.options.asr.enabled
 
     async def _gather(self) -> None:
         """Give other streams ``batch_wait_ms`` to join a batch that is not full."""

@@ -555,7 +555,7 @@ class StreamSession:
             self._emit_utterance(pending, recognition, recognized.asr)
 
     def _keep_language(self, recognition: Recognition) -> None:
-        threshold = self.engine.recognizer.options.whisper.language_confidence
+        threshold = self.engine.recognizer.options.asr.language_confidence
         if (
             self.language is None
             and recognition.language

@@ -7,7 +7,6 @@ take batches (lists) so that concurrent utterances can share one call.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -18,6 +17,7 @@ import numpy.typing as npt
 from streamser.errors import ModelError
 from streamser.recognition.adaptation import NO_BASELINE, Baseline
 from streamser.recognition.features import pad_batch
+from streamser.recognition.model_choice import ModelChoice, ModelFile, choose_models
 from streamser.recognition.models import OnnxModel
 from streamser.recognition.text_front import TokenEncoder, encoder_for
 
@@ -25,7 +25,6 @@ _LOGGER = logging.getLogger(__name__)
 
 UNCERTAIN = "uncertain"
 """The label of an utterance whose top probability is below ``min_confidence``."""
-_NAME = re.compile(r"^emotion-(acoustic|text|fusion)(?:-([a-z]{2}))?-v(\d+)\.onnx$")
 
 
 @dataclass(frozen=True)
@@ -123,43 +122,63 @@ class EmotionModels:
 
     @classmethod
     def load(
-        cls, model_dir: Path, *, device: str = "auto", num_threads: int = 1
+        cls,
+        model_dir: Path,
+        *,
+        device: str = "auto",
+        num_threads: int = 1,
+        acoustic: str = "",
+        text: Mapping[str, str] | None = None,
     ) -> EmotionModels:
-        """Load the newest graph of each kind (and text language) in ``model_dir``.
+        """Load the graphs of ``model_dir`` that ``choose_models`` picks: those
+        named, else the newest of each kind (and text language).
+
+        Args:
+            model_dir: the model folder.
+            device: "auto", "cpu" or "cuda".
+            num_threads: onnxruntime threads per call.
+            acoustic: the acoustic graph's name ("" for the newest).
+            text: language to text graph name (others: the newest that reads it).
 
         Raises:
-            ModelError: no acoustic graph, or a graph fails its checks.
+            ModelError: no acoustic graph, a named graph is not there or does not
+                read its language, or a graph fails its checks.
         """
-        if not model_dir.is_dir():
-            raise ModelError(f"model folder not found: {model_dir}")
-        newest: dict[tuple[str, str], tuple[int, Path]] = {}
-        for path in sorted(model_dir.glob("emotion-*.onnx")):
-            match = _NAME.match(path.name)
-            if match is None:
-                _LOGGER.warning(
-                    "Ignoring %s: not named emotion-KIND[-LANG]-vN.onnx", path
+        choice = choose_models(model_dir, acoustic, text)
+        loaded: dict[Path, OnnxModel] = {}
+
+        def load(file: ModelFile) -> OnnxModel:
+            if file.path not in loaded:
+                loaded[file.path] = OnnxModel(
+                    file.path, num_threads=num_threads, device=device
                 )
-                continue
-            key = (match.group(1), match.group(2) or "")
-            version = int(match.group(3))
-            if key not in newest or version > newest[key][0]:
-                newest[key] = (version, path)
-        acoustic_paths = [
-            p for (kind, _), (_, p) in newest.items() if kind == "acoustic"
-        ]
-        if not acoustic_paths:
-            raise ModelError(f"{model_dir}: no emotion-acoustic-vN.onnx model")
-        acoustic = OnnxModel(acoustic_paths[0], num_threads=num_threads, device=device)
-        text: dict[str, OnnxModel] = {}
-        fusion = None
-        for (kind, _), (_, path) in sorted(newest.items()):
-            if kind == "text":
-                model = OnnxModel(path, num_threads=num_threads, device=device)
-                for language in model.info.languages:
-                    text[language] = model
-            elif kind == "fusion":
-                fusion = OnnxModel(path, num_threads=num_threads, device=device)
-        for model in (acoustic, *set(text.values()), *([fusion] if fusion else [])):
+            model = loaded[file.path]
+            if model.info.kind != file.kind:
+                raise ModelError(f"{model.path}: field kind is {model.info.kind!r}")
+            return model
+
+        acoustic_model = load(choice.acoustic)
+        by_language: dict[str, OnnxModel] = {}
+        for file in choice.text:
+            model = load(file)
+            by_language.update(dict.fromkeys(model.info.languages, model))
+        for language, file in choice.named_text.items():
+            model = load(file)
+            if language not in model.info.languages:
+                raise ModelError(
+                    f"[emotion.text] {language} = {file.name!r}: the model reads "
+                    f"{', '.join(model.info.languages) or 'no language'}"
+                )
+            by_language[language] = model
+        fusion = load(choice.fusion) if choice.fusion else None
+        models = cls(acoustic_model, by_language, fusion)
+        models.log_choice(model_dir, choice)
+        return models
+
+    def log_choice(self, model_dir: Path, choice: ModelChoice) -> None:
+        """Log each graph (name, version, hash prefix, labels), then the choice in
+        one line: which graph serves what, and whether it was named or the newest."""
+        for model in self.all_models:
             _LOGGER.info(
                 "Emotion model %s v%s (%s) sha256 %s labels %s",
                 model.info.name,
@@ -168,11 +187,17 @@ class EmotionModels:
                 model.info.sha256[:12],
                 ",".join(model.info.labels),
             )
-        for kind in ("acoustic", "text"):
-            for model in [acoustic] if kind == "acoustic" else list(text.values()):
-                if kind != model.info.kind:
-                    raise ModelError(f"{model.path}: field kind is {model.info.kind!r}")
-        return cls(acoustic, text, fusion)
+        how = {True: "named", False: "newest"}
+        parts = [
+            f"acoustic={self.acoustic_model.info.name} ({how[choice.acoustic_named]})"
+        ]
+        parts += [
+            f"text.{language}={model.info.name} ({how[language in choice.named_text]})"
+            for language, model in sorted(self.text_models.items())
+        ]
+        if self.fusion_model is not None:
+            parts.append(f"fusion={self.fusion_model.info.name} (newest)")
+        _LOGGER.info("Emotion models chosen in %s: %s", model_dir, " ".join(parts))
 
     @property
     def all_models(self) -> list[OnnxModel]:
