@@ -177,7 +177,7 @@ def _cpu_only(reason: str, quick: bool) -> Section:
 
 def _placement(recognizer: Recognizer) -> list[list[str]]:
     rows = [
-        [m.info.name, provider_line(m.session.get_providers())]
+        [m.contract.name, provider_line(m.session.get_providers())]
         for m in recognizer.models.all_models
     ]
     if recognizer.asr is not None:

@@ -88,7 +88,7 @@ class NaivePipeline:
 
         self.asr_model = asr_model
         self.models = EmotionModels.load(models, device="cpu", num_threads=1)
-        front_end = self.models.acoustic_model.info.front_end
+        front_end = self.models.acoustic_model.contract.front_end
         self.encoder = None
         if front_end is not None and front_end.type == "whisper-encoder":
             self.encoder = ctranslate2.models.Whisper(

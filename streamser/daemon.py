@@ -118,9 +118,9 @@ class Daemon:
         metrics = self.engine.metrics
         metrics.model_info.clear()
         for model in self.engine.recognizer.models.all_models:
-            info = model.info
+            info = model.contract
             metrics.model_info.labels(
-                info.kind, info.name, info.version, info.sha256[:12]
+                info.kind, info.name, info.version, model.sha256[:12]
             ).set(1)
 
     async def start_server(self) -> StreamServer:
@@ -272,9 +272,9 @@ def describe_models(config: Config) -> list[str]:
     recognizer = Recognizer(config.recognizer_options())
     lines = []
     for model in recognizer.models.all_models:
-        info = model.info
+        info = model.contract
         lines.append(
-            f"{info.name}  v{info.version}  {info.kind}  sha256 {info.sha256[:12]}"
+            f"{info.name}  v{info.version}  {info.kind}  sha256 {model.sha256[:12]}"
         )
         lines.append(f"  file: {model.path}")
         lines.append(f"  labels: {', '.join(info.labels)}")
@@ -295,7 +295,7 @@ def describe_models(config: Config) -> list[str]:
             lines.append(
                 f"  features: {front_end.type}{level}{depth} (dim {front_end.dim})"
             )
-        if metrics := info.card.get("metrics", {}):
+        if metrics := model.card.get("metrics", {}):
             lines.extend(metric_lines(metrics))
         lines.append(f"  runs on: {provider_line(model.session.get_providers())}")
         lines.append("  load: ok")

@@ -99,7 +99,9 @@ def test_models_are_named_in_toml_and_environment(tmp_path: Path) -> None:
     }
     shown = config.to_toml()
     assert 'acoustic = "emotion-acoustic-v4"' in shown
-    assert '[emotion.text]\nen = "emotion-text-en-v2"\nfa = "emotion-text-fa-v1"' in shown
+    assert (
+        '[emotion.text]\nen = "emotion-text-en-v2"\nfa = "emotion-text-fa-v1"' in shown
+    )
     again = tmp_path / "again.toml"
     again.write_text(shown)
     assert load_config(again, environ={}) == config

@@ -209,7 +209,7 @@ def test_evaluate_labels_are_those_of_streamser_run(
     affect_declared = bool(
         OnnxModel(
             next(shipped_models.glob("emotion-acoustic-v*.onnx")), device="cpu"
-        ).info.affect
+        ).contract.affect
     )
     for line in done.stdout.splitlines():
         event = json.loads(line)

@@ -24,7 +24,7 @@ def _copy(src: Path, dst: Path) -> Path:
 
 def test_fixture_graphs_load_with_their_contract(fixture_models: Path) -> None:
     models = EmotionModels.load(fixture_models, device="cpu")
-    info = models.acoustic_model.info
+    info = models.acoustic_model.contract
     assert info.kind == "acoustic"
     assert info.front_end is not None and info.front_end.type == "whisper-encoder"
     assert models.text_model_for("fa") is not None

@@ -82,7 +82,7 @@ async def test_overdue_transcription_is_skipped_not_the_utterance(
     ends = _of(events, "utterance.end")
     assert len(ends) == len(clips)
     assert not _of(events, "error")
-    labels = set(recognizer.models.acoustic_model.info.labels)
+    labels = set(recognizer.models.acoustic_model.contract.labels)
     for end in ends:
         assert end.asr == "skipped_overload"
         assert end.transcript is None

@@ -99,10 +99,10 @@ def _shipped(path: Path) -> Path:
 
 def test_the_english_graph_declares_its_tokenizer_and_sentiment() -> None:
     model = OnnxModel(_shipped(EN_GRAPH))
-    assert model.info.languages == ("en",)
-    assert model.info.tokenizer == "wordpiece:emotion-text-en-v2.tokenizer.json"
-    assert model.info.sentiment_labels == ("negative", "neutral", "positive")
-    assert "happiness" in model.info.labels and "joy" not in model.info.labels
+    assert model.contract.languages == ("en",)
+    assert model.contract.tokenizer == "wordpiece:emotion-text-en-v2.tokenizer.json"
+    assert model.contract.sentiment_labels == ("negative", "neutral", "positive")
+    assert "happiness" in model.contract.labels and "joy" not in model.contract.labels
     assert (MODELS / "emotion-text-en-v2.tokenizer.json").is_file()
 
 

@@ -10,10 +10,10 @@ beside it (``NAME.onnx.json``, same ``FORMAT_VERSION``) adds provenance and metr
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from streamser.audio import SAMPLE_RATE_HZ
 from streamser.errors import ModelError
@@ -29,6 +29,29 @@ FRONT_END_TYPES: Final = ("log-mel", "whisper-encoder")
 """Front ends this runtime computes (``streamser.recognition.features``)."""
 AFFECT_DIMENSIONS: Final = ("arousal", "valence")
 """Columns an acoustic graph's ``affect`` output may declare, each in [-1, 1]."""
+
+
+class GraphNode(Protocol):
+    """An input or output of a loaded graph (onnxruntime's ``NodeArg``)."""
+
+    @property
+    def name(self) -> str:
+        """The node's name."""
+
+    @property
+    def shape(self) -> Sequence[int | str | None]:
+        """Its shape; a symbolic or unknown axis is a string or None."""
+
+
+class GraphSession(Protocol):
+    """What ``ModelContract.check`` reads of a loaded graph (an onnxruntime
+    ``InferenceSession``)."""
+
+    def get_inputs(self) -> Sequence[GraphNode]:
+        """The graph's inputs."""
+
+    def get_outputs(self) -> Sequence[GraphNode]:
+        """The graph's outputs, ``probs`` first."""
 
 
 @dataclass(frozen=True)
@@ -117,6 +140,46 @@ class ModelContract:
         if self.variant:
             meta["variant"] = self.variant
         return {META_PREFIX + key: value for key, value in meta.items()}
+
+    def check(self, session: GraphSession, path: Path | str) -> None:
+        """Check that the loaded graph has the inputs and outputs this contract
+        declares: the speaker baseline's, ``affect`` and ``sentiment`` of the
+        declared widths, and as many ``probs`` columns as labels.
+
+        Raises:
+            ModelError: they differ; the message names the file and the field.
+        """
+        inputs = {node.name for node in session.get_inputs()}
+        outputs = {node.name: node for node in session.get_outputs()}
+        if self.adaptation_window and not (
+            {"baseline", "baseline_count"} <= inputs and "pooled" in outputs
+        ):
+            raise ModelError(
+                f"{path}: field adaptation_window is set but the graph lacks the "
+                "baseline and baseline_count inputs or the pooled output"
+            )
+        if self.affect and _width(outputs.get("affect"), len(self.affect)) is None:
+            raise ModelError(
+                f"{path}: field affect lists {list(self.affect)} but the "
+                "graph has no affect output of that width"
+            )
+        sentiment = self.sentiment_labels
+        if bool(sentiment) != ("sentiment" in outputs):
+            raise ModelError(
+                f"{path}: field sentiment_labels and the sentiment output must come "
+                "together"
+            )
+        if sentiment and _width(outputs["sentiment"], len(sentiment)) is None:
+            raise ModelError(
+                f"{path}: field sentiment_labels has {len(sentiment)} entries but "
+                f"the output sentiment has {outputs['sentiment'].shape[-1]}"
+            )
+        probs = session.get_outputs()[0]
+        if _width(probs, len(self.labels)) is None:
+            raise ModelError(
+                f"{path}: field labels has {len(self.labels)} entries but the "
+                f"output {probs.name!r} has {probs.shape[-1]}"
+            )
 
     @classmethod
     def from_metadata(cls, props: Mapping[str, str], path: Path | str) -> ModelContract:
@@ -290,3 +353,12 @@ def _text_fields(reader: _Reader) -> tuple[str, list[str]]:
                 f"{SENTIMENT_LABELS}: {labels!r}"
             )
     return tokenizer, labels
+
+
+def _width(node: GraphNode | None, expected: int) -> int | None:
+    """``expected`` when ``node`` exists and its last axis is ``expected`` wide or
+    not fixed (checked when run); None otherwise."""
+    if node is None:
+        return None
+    width = node.shape[-1]
+    return expected if not isinstance(width, int) or width == expected else None

@@ -119,7 +119,7 @@ class Recognizer:
             acoustic=emotion.acoustic,
             text=emotion.text,
         )
-        front_end = self.models.acoustic_model.info.front_end
+        front_end = self.models.acoustic_model.contract.front_end
         self.front_end_type = front_end.type if front_end else "log-mel"
         needs_whisper = options.asr.enabled or self.front_end_type == "whisper-encoder"
         self.asr: WhisperAsr | None = None
@@ -136,7 +136,11 @@ class Recognizer:
     def model_versions(self) -> list[dict[str, str]]:
         """Kind, name and version of every model in use, for ``stream.start``."""
         versions = [
-            {"kind": m.info.kind, "name": m.info.name, "version": m.info.version}
+            {
+                "kind": m.contract.kind,
+                "name": m.contract.name,
+                "version": m.contract.version,
+            }
             for m in self.models.all_models
         ]
         if self.asr is not None and self.options.asr.enabled:
@@ -159,7 +163,7 @@ class Recognizer:
         """Earlier utterances a stream's baseline keeps (0: no speaker adaptation)."""
         if not self.options.emotion.speaker_adaptation:
             return 0
-        return self.models.acoustic_model.info.adaptation_window
+        return self.models.acoustic_model.contract.adaptation_window
 
     def acoustic(
         self,
