@@ -199,22 +199,16 @@ class ModelContract:
         kind = reader.text("kind")
         if kind not in KINDS:
             raise ModelError(f"{path}: field kind {kind!r} is not one of {KINDS}")
-        labels = reader.json("labels")
-        if (
-            not isinstance(labels, list)
-            or not labels
-            or any(label not in CANONICAL_LABELS for label in labels)
-        ):
-            raise ModelError(
-                f"{path}: field labels must list canonical labels: {labels!r}"
-            )
+        labels = reader.names("labels", CANONICAL_LABELS, "canonical labels")
         sample_rate_hz = reader.integer("sample_rate")
         if sample_rate_hz != SAMPLE_RATE_HZ:
             raise ModelError(
                 f"{path}: field sample_rate is {sample_rate_hz}, not the runtime's "
                 f"{SAMPLE_RATE_HZ}"
             )
-        front_end = _front_end(reader) if kind == "acoustic" else None
+        front_end, window, affect = (
+            _acoustic_fields(reader) if kind == "acoustic" else (None, 0, [])
+        )
         languages: list[str] = []
         if kind == "text":
             languages = reader.json("languages")
@@ -225,26 +219,6 @@ class ModelContract:
         tokenizer, sentiment_labels = (
             _text_fields(reader) if kind == "text" else ("", [])
         )
-        window = 0
-        if kind == "acoustic" and reader.has("adaptation_window"):
-            window = reader.json("adaptation_window")
-            if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-                raise ModelError(
-                    f"{path}: field adaptation_window must be a positive integer"
-                )
-        affect: list[str] = []
-        if kind == "acoustic" and reader.has("affect"):
-            affect = reader.json("affect")
-            if (
-                not isinstance(affect, list)
-                or not affect
-                or any(name not in AFFECT_DIMENSIONS for name in affect)
-                or len(set(affect)) != len(affect)
-            ):
-                raise ModelError(
-                    f"{path}: field affect must list some of {AFFECT_DIMENSIONS}: "
-                    f"{affect!r}"
-                )
         embedding_dim = reader.integer("embedding_dim")
         if embedding_dim < 0:
             raise ModelError(f"{path}: field embedding_dim is negative")
@@ -291,6 +265,27 @@ class _Reader:
                 f"{self.path}: metadata field {META_PREFIX}{key} is not JSON"
             ) from err
 
+    def names(
+        self,
+        key: str,
+        allowed: Sequence[str],
+        describe: str,
+        *,
+        unique: bool = False,
+    ) -> list[str]:
+        """A non-empty JSON list of ``allowed`` names (each once, when ``unique``)."""
+        value = self.json(key)
+        if (
+            not isinstance(value, list)
+            or not value
+            or any(name not in allowed for name in value)
+            or (unique and len(set(value)) != len(value))
+        ):
+            raise ModelError(
+                f"{self.path}: field {key} must list {describe}: {value!r}"
+            )
+        return value
+
     def integer(self, key: str) -> int:
         value = self.text(key)
         try:
@@ -299,6 +294,25 @@ class _Reader:
             raise ModelError(
                 f"{self.path}: field {key} is not an integer: {value!r}"
             ) from None
+
+
+def _acoustic_fields(reader: _Reader) -> tuple[FrontEnd, int, list[str]]:
+    """An acoustic graph's front end, ``adaptation_window`` (0 when absent) and
+    ``affect`` columns (empty when absent)."""
+    front_end = _front_end(reader)
+    window = 0
+    if reader.has("adaptation_window"):
+        window = reader.json("adaptation_window")
+        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+            raise ModelError(
+                f"{reader.path}: field adaptation_window must be a positive integer"
+            )
+    affect: list[str] = []
+    if reader.has("affect"):
+        affect = reader.names(
+            "affect", AFFECT_DIMENSIONS, f"some of {AFFECT_DIMENSIONS}", unique=True
+        )
+    return front_end, window, affect
 
 
 def _front_end(reader: _Reader) -> FrontEnd:
@@ -342,16 +356,9 @@ def _text_fields(reader: _Reader) -> tuple[str, list[str]]:
             )
     labels: list[str] = []
     if reader.has("sentiment_labels"):
-        labels = reader.json("sentiment_labels")
-        if (
-            not isinstance(labels, list)
-            or not labels
-            or any(label not in SENTIMENT_LABELS for label in labels)
-        ):
-            raise ModelError(
-                f"{path}: field sentiment_labels must list labels of "
-                f"{SENTIMENT_LABELS}: {labels!r}"
-            )
+        labels = reader.names(
+            "sentiment_labels", SENTIMENT_LABELS, f"labels of {SENTIMENT_LABELS}"
+        )
     return tokenizer, labels
 
 
