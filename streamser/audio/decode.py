@@ -310,13 +310,18 @@ def read_audio_file(
     try:
         with open(name, "rb") as handle:
             data = handle.read()
-    except FileNotFoundError as err:
-        raise AudioSourceError(f"file not found: {name}") from err
-    except IsADirectoryError as err:
-        raise AudioSourceError(f"{name}: is a directory, not an audio file") from err
     except OSError as err:
-        raise AudioSourceError(f"{name}: cannot read ({err.strerror})") from err
+        raise AudioSourceError(_unreadable(name, err)) from err
     return read_audio_bytes(data, name, separate=separate)
+
+
+def _unreadable(name: str, err: OSError) -> str:
+    """Why the file ``name`` could not be read, in words."""
+    if isinstance(err, FileNotFoundError):
+        return f"file not found: {name}"
+    if isinstance(err, IsADirectoryError):
+        return f"{name}: is a directory, not an audio file"
+    return f"{name}: cannot read ({err.strerror})"
 
 
 def read_audio_bytes(

@@ -170,16 +170,23 @@ class SpeechStart(_Event):
 
 
 @dataclass(frozen=True)
-class EmotionPartial(_Event):
-    """``emotion.partial``: the acoustic model's view of an utterance so far."""
+class _UtteranceSpan(_Event):
+    """The fields that come first in ``emotion.partial`` and ``utterance.end``."""
 
-    TYPE: ClassVar[str] = "emotion.partial"
     utterance_id: int
     """Index of the utterance in its stream, from 0."""
     start: float
     """Seconds of stream audio where the utterance begins."""
     end: float
-    """Seconds of stream audio the scores cover up to."""
+    """Seconds of stream audio where it ends (for a partial: the audio its scores
+    cover up to)."""
+
+
+@dataclass(frozen=True)
+class EmotionPartial(_UtteranceSpan):
+    """``emotion.partial``: the acoustic model's view of an utterance so far."""
+
+    TYPE: ClassVar[str] = "emotion.partial"
     label: str
     """Most probable label."""
     scores: dict[str, float]
@@ -193,16 +200,10 @@ class EmotionPartial(_Event):
 
 
 @dataclass(frozen=True)
-class UtteranceEnd(_Event):
+class UtteranceEnd(_UtteranceSpan):
     """``utterance.end``: an utterance was recognised."""
 
     TYPE: ClassVar[str] = "utterance.end"
-    utterance_id: int
-    """Index of the utterance in its stream, from 0."""
-    start: float
-    """Seconds of stream audio where the utterance begins."""
-    end: float
-    """Seconds of stream audio where it ends."""
     transcript: str | None
     """What was said; None unless ``asr`` is "ok" (never "")."""
     language: str | None

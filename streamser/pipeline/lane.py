@@ -4,7 +4,7 @@ hand to recognition: what ``StreamSession`` keeps per channel."""
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -45,26 +45,24 @@ def retrieve(task: asyncio.Task[Recognized]) -> None:
         task.exception()
 
 
+@dataclass
 class Lane:
     """One channel of a stream: its own segmenter, speaker baseline, speculation and
     partials. A stream has one lane, or one per channel when they are kept apart.
     Used from the loop thread only."""
 
-    def __init__(
-        self, channel: int, segmenter: Segmenter, baseline: SpeakerBaseline
-    ) -> None:
-        self.channel = channel
-        self.segmenter = segmenter
-        self.baseline = baseline
-        self.speculation: Speculation | None = None
-        self.partial: asyncio.Task[None] | None = None
-        self.next_partial_sample = 0
-        self.open_id: int | None = None
-        """The stream-wide ``utterance_id`` of the lane's active utterance."""
-        self.open_start = 0
-        self.last_done_id = -1
-        self.ids: dict[int, int] = {}
-        """The segmenter's utterance index to the stream-wide ``utterance_id``."""
+    channel: int
+    segmenter: Segmenter
+    baseline: SpeakerBaseline
+    speculation: Speculation | None = None
+    partial: asyncio.Task[None] | None = None
+    next_partial_sample: int = 0
+    open_id: int | None = None
+    """The stream-wide ``utterance_id`` of the lane's active utterance."""
+    open_start: int = 0
+    last_done_id: int = -1
+    ids: dict[int, int] = field(default_factory=dict)
+    """The segmenter's utterance index to the stream-wide ``utterance_id``."""
 
     def open(self, utterance_id: int, start_sample: int, partial_samples: int) -> None:
         """Note the utterance confirmed at ``start_sample`` (its ``speech.start``);

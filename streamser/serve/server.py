@@ -410,13 +410,10 @@ class StreamServer:
             await asyncio.wait({receiver, drain}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             drain.cancel()
-            if not receiver.done():
-                receiver.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await receiver
-        if receiver.cancelled():
-            return "drain"
-        return receiver.result()
+            receiver.cancel()  # a no-op once it has ended
+            with contextlib.suppress(asyncio.CancelledError):
+                outcome = await receiver
+        return "drain" if receiver.cancelled() else outcome
 
     async def _refuse(
         self, connection: ServerConnection, stream_id: str, err: ProtocolError
