@@ -92,9 +92,11 @@ async def test_a_stream_adapts_to_its_speaker(
     the earlier ones: the first is heard alone, later ones differ from hearing them
     alone, speculation still gives the same events, and switching adaptation off hears
     every one alone."""
-    options = dataclasses.replace(recognizer.options, model_dir=adaptive_models)
-    adapting = Recognizer(options)
-    alone = Recognizer(dataclasses.replace(options, speaker_adaptation=False))
+    emotion = EmotionOptions(model_dir=str(adaptive_models))
+    adapting = Recognizer(RecognizerOptions(emotion))
+    alone = Recognizer(
+        RecognizerOptions(dataclasses.replace(emotion, speaker_adaptation=False))
+    )
     assert adapting.adaptation_window == 32 and alone.adaptation_window == 0
     assert recognizer.adaptation_window == 0  # the shipped model does not adapt
     audio = speech(emodb_clips[:3], pause_s=1.0)
