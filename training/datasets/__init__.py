@@ -16,6 +16,11 @@ corpus-prefixed speaker ids, so corpora can be combined. Kinds:
 - ``meld-text``: one MELD split CSV (dialogue lines, emotion and sentiment; no audio).
 - ``csv``: a manifest ``path,label,speaker[,text][,language]``.
 
+Each loader fills in the one pattern of ``training.datasets.corpus``: a file-name
+scheme (``NamedFiles``) or a CSV manifest (``ManifestRows``), with a small function
+saying what a name or a row means; adding a corpus is one such module and a line in
+``KINDS``.
+
 Rows with an unknown label raise ``ValueError`` naming the file and row. Only two
 loaders skip material on purpose: ``ravdess`` drops song and non-audio modalities,
 ``asvp-esd`` drops non-speech sounds and its emotions without a canonical label
