@@ -144,6 +144,70 @@ def test_ased_rejects_bad_rows(tmp_path: Path) -> None:
         load_dataset(f"ased:{tmp_path / 'empty'}")
 
 
+def _manifest_rows(folder: Path) -> list[dict[str, str]]:
+    with (folder / "manifest.csv").open(newline="", encoding="utf-8") as stream:
+        return list(csv.DictReader(stream))
+
+
+@pytest.mark.data
+@_needs(DATA / "emovo" / "manifest.csv")
+def test_emovo_matches_its_manifest() -> None:
+    rows = _manifest_rows(DATA / "emovo")
+    utterances = load_dataset(f"emovo:{DATA / 'emovo'}")
+    assert len(utterances) == len(rows) == 588
+    assert {u.speaker for u in utterances} == {
+        f"emovo:{s}" for s in ("f1", "f2", "f3", "m1", "m2", "m3")
+    }
+    assert collections.Counter(u.label for u in utterances) == {
+        label: 84
+        for label in (
+            "anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise",
+        )
+    }  # fmt: skip
+    for utt, row in zip(utterances, rows, strict=True):
+        assert utt.path == DATA / "emovo" / row["path"] and utt.path.is_file()
+        assert (utt.label, utt.speaker) == (row["emotion"], f"emovo:{row['speaker']}")
+        # the same 14 sentences in every emotion: never passed on as text
+        assert utt.text is None and utt.language == "it" and utt.corpus == "emovo"
+    assert len(_by_id(utterances)) == 588
+
+
+@pytest.mark.data
+@_needs(DATA / "rakshak" / "manifest.csv")
+def test_rakshak_matches_its_manifest() -> None:
+    rows = _manifest_rows(DATA / "rakshak")
+    utterances = load_dataset(f"rakshak:{DATA / 'rakshak'}")
+    assert len(utterances) == len(rows) == 1240
+    assert len({u.speaker for u in utterances}) == 105
+    assert collections.Counter(u.label for u in utterances) == {
+        "anger": 310, "calm": 310, "fear": 310, "happiness": 310,
+    }  # fmt: skip
+    for utt, row in zip(utterances, rows, strict=True):
+        assert utt.path == DATA / "rakshak" / row["path"] and utt.path.is_file()
+        assert (utt.label, utt.speaker) == (row["emotion"], f"rakshak:{row['speaker']}")
+        # the keyword would leak the label: never passed on as text
+        assert utt.text is None and utt.corpus == "rakshak"
+        expected = {"bacho": "hi", "unknown": None}.get(row["keyword"], "en")
+        assert utt.language == expected
+    assert len(_by_id(utterances)) == 1240
+
+
+def test_emotion_manifests_reject_labels_the_corpus_lacks(tmp_path: Path) -> None:
+    (tmp_path / "x.flac").write_bytes(b"")
+    (tmp_path / "manifest.csv").write_text(
+        "path,speaker,emotion,keyword\nx.flac,ab12cd34,anger,help\n"
+        "x.flac,ab12cd34,sadness,help\n"
+    )
+    with pytest.raises(ValueError, match=r"line 3: emotion 'sadness' is not one"):
+        load_dataset(f"rakshak:{tmp_path}")
+    (tmp_path / "manifest.csv").write_text("path,speaker,emotion\nx.flac,f1,calm\n")
+    with pytest.raises(ValueError, match="not one of EMOVO's"):
+        load_dataset(f"emovo:{tmp_path}")
+    (tmp_path / "manifest.csv").write_text("path,speaker,emotion\nx.flac,,anger\n")
+    with pytest.raises(ValueError, match="line 2: empty speaker"):
+        load_dataset(f"emovo:{tmp_path}")
+
+
 @pytest.mark.data
 @needs_ravdess
 def test_ravdess() -> None:
@@ -693,6 +757,30 @@ def test_folds_on_real_corpora() -> None:
     labels = collections.Counter(utt.label for utt in both)
     for _, test in folds:
         assert {both[i].label for i in test} == set(labels)
+
+
+@pytest.mark.data
+@pytest.mark.train
+@_needs(DATA / "emovo" / "manifest.csv")
+@_needs(DATA / "rakshak" / "manifest.csv")
+def test_loco_and_speaker_folds_on_emovo_and_rakshak() -> None:
+    pytest.importorskip("sklearn")
+    emovo = load_dataset(f"emovo:{DATA / 'emovo'}")
+    rakshak = load_dataset(f"rakshak:{DATA / 'rakshak'}")
+    both = emovo + rakshak
+    loco = speaker_folds(both, "loco")
+    assert [len(test) for _, test in loco] == [588, 1240]
+    _check_disjoint(both, loco)
+    _check_disjoint(emovo, speaker_folds(emovo, "loso"))
+    kfold = speaker_folds(rakshak, "kfold", k=5, seed=0)
+    _check_disjoint(rakshak, kfold)
+    for _, test in kfold:  # stratified over 105 speakers: every fold has all four
+        assert {rakshak[i].label for i in test} == {
+            "anger",
+            "calm",
+            "fear",
+            "happiness",
+        }
 
 
 @pytest.mark.data

@@ -5,6 +5,9 @@ corpus-prefixed speaker ids, so corpora can be combined. Kinds:
 
 - ``ased``: ASED (Amharic) ``manifest.csv``; acoustic only, its words never used.
 - ``emodb``: EMO-DB manifest or original-named files (``03a01Fa.wav``).
+- ``emovo``: EMOVO (Italian) ``manifest.csv``; 6 actors, 7 emotions.
+- ``rakshak``: Indian EmoSpeech Command ``manifest.csv``; 105 non-actors on phones,
+  anger, calm, fear, happiness; its keywords never used as text.
 - ``ravdess``: ``Actor_NN/03-01-EE-II-SS-RR-NN.(wav|flac)``, speech only.
 - ``shemo``: ShEMO's ``female/``, ``male/`` folders of ``F01A01.wav`` + transcripts.
 - ``shemo-json``: the Modified ShEMO JSON (corrected labels and transcripts).
@@ -36,10 +39,12 @@ from typing import Final
 from training.datasets.acted import load_asvp_esd, load_emodb, load_ravdess
 from training.datasets.ased import load_ased
 from training.datasets.base import Utterance, load_audio, log_loaded
+from training.datasets.emovo import load_emovo
 from training.datasets.english import load_crema_d, load_savee, load_tess
 from training.datasets.folds import Fold, speaker_folds
 from training.datasets.manifest import load_csv
 from training.datasets.meld import load_meld_text
+from training.datasets.rakshak import load_rakshak
 from training.datasets.shemo import load_shemo, load_shemo_json, load_shemo_text
 
 __all__ = [
@@ -54,7 +59,9 @@ __all__ = [
 KINDS: Final[dict[str, Callable[[Path], list[Utterance]]]] = {
     "ased": load_ased,
     "emodb": load_emodb,
+    "emovo": load_emovo,
     "ravdess": load_ravdess,
+    "rakshak": load_rakshak,
     "shemo": load_shemo,
     "shemo-json": load_shemo_json,
     "shemo-text": load_shemo_text,
