@@ -32,28 +32,39 @@ loaders skip material on purpose: ``ravdess`` drops song and non-audio modalitie
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
 from training.datasets.acted import load_asvp_esd, load_emodb, load_ravdess
 from training.datasets.ased import load_ased
-from training.datasets.base import Utterance, load_audio, log_loaded
+from training.datasets.base import (
+    FOLD_TO_NEUTRAL,
+    Utterance,
+    fold_to_neutral,
+    load_audio,
+    log_loaded,
+)
 from training.datasets.emovo import load_emovo
 from training.datasets.english import load_crema_d, load_savee, load_tess
-from training.datasets.folds import Fold, speaker_folds
+from training.datasets.folds import Fold, speaker_folds, speaker_streams
 from training.datasets.manifest import load_csv
 from training.datasets.meld import load_meld_text
 from training.datasets.rakshak import load_rakshak
 from training.datasets.shemo import load_shemo, load_shemo_json, load_shemo_text
 
 __all__ = [
+    "FOLD_TO_NEUTRAL",
     "KINDS",
     "Fold",
     "Utterance",
+    "data_parser",
+    "fold_to_neutral",
     "load_audio",
     "load_dataset",
     "speaker_folds",
+    "speaker_streams",
 ]
 
 KINDS: Final[dict[str, Callable[[Path], list[Utterance]]]] = {
@@ -107,3 +118,15 @@ def load_dataset(spec: str) -> list[Utterance]:
         raise ValueError(f"dataset {spec!r}: no utterances found in {path}")
     log_loaded(kind, path, utterances)
     return utterances
+
+
+def data_parser(command: str, description: str) -> argparse.ArgumentParser:
+    """The argument parser of ``python -m training COMMAND``, with its repeatable
+    ``--data KIND:PATH``."""
+    parser = argparse.ArgumentParser(
+        prog=f"python -m training {command}", description=description
+    )
+    parser.add_argument(
+        "--data", action="append", required=True, help="KIND:PATH (repeatable)"
+    )
+    return parser
