@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -128,6 +129,25 @@ def test_ased() -> None:
     assert len(_by_id(utterances)) == 2108
 
 
+@pytest.mark.parametrize(
+    ("kind", "manifest", "error"),
+    [
+        ("rakshak", "x.flac,ab12cd34,anger\nx.flac,ab12cd34,sadness\n",
+         r"line 3: emotion 'sadness' is not one of Rakshak's"),
+        ("emovo", "x.flac,f1,calm\n", "not one of EMOVO's"),
+        ("emovo", "x.flac,,anger\n", "line 2: empty speaker"),
+        ("ased", "x.flac,01,rage\n", "line 2: unknown emotion label 'rage'"),
+    ],
+)  # fmt: skip
+def test_emotion_manifests_reject_bad_rows(
+    tmp_path: Path, kind: str, manifest: str, error: str
+) -> None:
+    (tmp_path / "x.flac").write_bytes(b"")
+    (tmp_path / "manifest.csv").write_text("path,speaker,emotion\n" + manifest)
+    with pytest.raises(ValueError, match=error):
+        load_dataset(f"{kind}:{tmp_path}")
+
+
 def test_ased_rejects_bad_rows(tmp_path: Path) -> None:
     (tmp_path / "manifest.csv").write_text("path,speaker,emotion\nx.flac,01,anger\n")
     with pytest.raises(ValueError, match="line 2: audio file"):
@@ -144,17 +164,28 @@ def test_ased_rejects_bad_rows(tmp_path: Path) -> None:
         load_dataset(f"ased:{tmp_path / 'empty'}")
 
 
-def _manifest_rows(folder: Path) -> list[dict[str, str]]:
+def _matches_manifest(kind: str, language: Any) -> list[Utterance]:
+    """Load ``kind`` from ``DATA/kind`` and check each utterance against its row:
+    audio, label, speaker, language (``language(row)``), and no text."""
+    folder = DATA / kind
     with (folder / "manifest.csv").open(newline="", encoding="utf-8") as stream:
-        return list(csv.DictReader(stream))
+        rows = list(csv.DictReader(stream))
+    utterances = load_dataset(f"{kind}:{folder}")
+    assert len(utterances) == len(rows) == len(_by_id(utterances))
+    for utt, row in zip(utterances, rows, strict=True):
+        assert utt.path == folder / row["path"] and utt.path.is_file()
+        assert (utt.label, utt.speaker) == (row["emotion"], f"{kind}:{row['speaker']}")
+        # sentences or keywords are fixed or leak the label: never passed on as text
+        assert utt.text is None and utt.corpus == kind
+        assert utt.language == language(row)
+    return utterances
 
 
 @pytest.mark.data
 @_needs(DATA / "emovo" / "manifest.csv")
 def test_emovo_matches_its_manifest() -> None:
-    rows = _manifest_rows(DATA / "emovo")
-    utterances = load_dataset(f"emovo:{DATA / 'emovo'}")
-    assert len(utterances) == len(rows) == 588
+    utterances = _matches_manifest("emovo", lambda row: "it")
+    assert len(utterances) == 588
     assert {u.speaker for u in utterances} == {
         f"emovo:{s}" for s in ("f1", "f2", "f3", "m1", "m2", "m3")
     }
@@ -164,48 +195,20 @@ def test_emovo_matches_its_manifest() -> None:
             "anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise",
         )
     }  # fmt: skip
-    for utt, row in zip(utterances, rows, strict=True):
-        assert utt.path == DATA / "emovo" / row["path"] and utt.path.is_file()
-        assert (utt.label, utt.speaker) == (row["emotion"], f"emovo:{row['speaker']}")
-        # the same 14 sentences in every emotion: never passed on as text
-        assert utt.text is None and utt.language == "it" and utt.corpus == "emovo"
-    assert len(_by_id(utterances)) == 588
 
 
 @pytest.mark.data
 @_needs(DATA / "rakshak" / "manifest.csv")
 def test_rakshak_matches_its_manifest() -> None:
-    rows = _manifest_rows(DATA / "rakshak")
-    utterances = load_dataset(f"rakshak:{DATA / 'rakshak'}")
-    assert len(utterances) == len(rows) == 1240
+    utterances = _matches_manifest(
+        "rakshak",
+        lambda row: {"bacho": "hi", "unknown": None}.get(row["keyword"], "en"),
+    )
+    assert len(utterances) == 1240
     assert len({u.speaker for u in utterances}) == 105
     assert collections.Counter(u.label for u in utterances) == {
         "anger": 310, "calm": 310, "fear": 310, "happiness": 310,
     }  # fmt: skip
-    for utt, row in zip(utterances, rows, strict=True):
-        assert utt.path == DATA / "rakshak" / row["path"] and utt.path.is_file()
-        assert (utt.label, utt.speaker) == (row["emotion"], f"rakshak:{row['speaker']}")
-        # the keyword would leak the label: never passed on as text
-        assert utt.text is None and utt.corpus == "rakshak"
-        expected = {"bacho": "hi", "unknown": None}.get(row["keyword"], "en")
-        assert utt.language == expected
-    assert len(_by_id(utterances)) == 1240
-
-
-def test_emotion_manifests_reject_labels_the_corpus_lacks(tmp_path: Path) -> None:
-    (tmp_path / "x.flac").write_bytes(b"")
-    (tmp_path / "manifest.csv").write_text(
-        "path,speaker,emotion,keyword\nx.flac,ab12cd34,anger,help\n"
-        "x.flac,ab12cd34,sadness,help\n"
-    )
-    with pytest.raises(ValueError, match=r"line 3: emotion 'sadness' is not one"):
-        load_dataset(f"rakshak:{tmp_path}")
-    (tmp_path / "manifest.csv").write_text("path,speaker,emotion\nx.flac,f1,calm\n")
-    with pytest.raises(ValueError, match="not one of EMOVO's"):
-        load_dataset(f"emovo:{tmp_path}")
-    (tmp_path / "manifest.csv").write_text("path,speaker,emotion\nx.flac,,anger\n")
-    with pytest.raises(ValueError, match="line 2: empty speaker"):
-        load_dataset(f"emovo:{tmp_path}")
 
 
 @pytest.mark.data
