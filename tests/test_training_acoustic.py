@@ -528,8 +528,7 @@ def test_calibrated_head_scales_by_temperature_and_reads_affect() -> None:
 
 
 def test_temperature_fit_and_ece() -> None:
-    from training.metrics import calibrate, fit_temperature
-    from training.metrics import top_label_ece
+    from training.metrics import calibrate, fit_temperature, top_label_ece
 
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, 400)
