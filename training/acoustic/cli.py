@@ -43,7 +43,7 @@ from training.datasets import data_parser
 from training.features_cache import VIEWS, AugmentOptions, front_end_of
 from training.metrics import Scores, format_confusion
 
-_LOGGER = logging.getLogger(__name__)
+_LOGGER = logging.getLogger(__package__)  # "training.acoustic", as before the split
 
 
 def _layer_list(text: str) -> tuple[int, ...]:
