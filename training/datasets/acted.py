@@ -167,7 +167,7 @@ def _asvp_esd_name(path: Path, match: re.Match[str], where: str) -> Item | None:
     if channel != "01" or emotion in ASVP_ESD_SKIPPED:
         return None  # non-speech, or an emotion without a canonical label
     label = code_label(emotion, ASVP_ESD_CODES, where)
-    return Item(path.stem, label, actor)
+    return Item(path.stem, label, actor, None)
 
 
 load_asvp_esd: Final = NamedFiles(

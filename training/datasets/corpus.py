@@ -36,7 +36,8 @@ class Item(NamedTuple):
         key: the utterance's id within its corpus (e.g. the file's stem).
         label: canonical emotion label.
         speaker: speaker id within the corpus, or one already ``corpus:``-prefixed.
-        text: transcript, when known and safe to use (it must not leak the label).
+        text: transcript, or None where unknown or unsafe to use: every corpus says
+            which, because words that recur with one emotion leak the label.
         language: ISO 639-1 code where it differs by utterance (default: the
             corpus's).
         sentiment: sentiment label, for corpora that carry one.
@@ -45,7 +46,7 @@ class Item(NamedTuple):
     key: str
     label: str
     speaker: str
-    text: str | None = None
+    text: str | None
     language: str | None = None
     sentiment: str | None = None
 
@@ -257,6 +258,6 @@ def emotion_manifest(
             )
         speaker = required(row, "speaker", where)
         row_language = language(row) if language is not None else None
-        return Item(stem_of(row["path"]), label, speaker, language=row_language)
+        return Item(stem_of(row["path"]), label, speaker, None, row_language)
 
     return ManifestRows(corpus.name, corpus, MANIFEST_COLUMNS, parse)

@@ -101,7 +101,7 @@ def _savee_name(path: Path, match: re.Match[str], where: str) -> Item:
     if not re.fullmatch(r"[A-Z]{2}", speaker):
         raise ValueError(f"{where}: no speaker (expected DC_a01.wav or DC/a01.wav)")
     label = code_label(code, SAVEE_CODES, where)
-    return Item(f"{speaker}_{path.stem.rpartition('_')[2]}", label, speaker)
+    return Item(f"{speaker}_{path.stem.rpartition('_')[2]}", label, speaker, None)
 
 
 load_savee: Final = NamedFiles(
