@@ -43,6 +43,7 @@ PARTS = (
     "stages",
     "latency",
     "capacity",
+    "asr_fairness",
     "tuning",
     "gpu",
     "redis",

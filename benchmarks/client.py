@@ -153,6 +153,7 @@ class StreamOutcome:
         max_lag_s: how late the client sent a chunk at worst (its own overload).
         transcripts: (clip, transcript) pairs.
         transcribed: utterance.end events that carry a transcript (``asr`` "ok").
+        asr: the ``asr`` field of each ``server_latency_s`` event.
     """
 
     client_latency_s: list[float] = field(default_factory=list)
@@ -164,6 +165,7 @@ class StreamOutcome:
     max_lag_s: float = 0.0
     transcripts: list[tuple[Clip, str]] = field(default_factory=list)
     transcribed: int = 0
+    asr: list[str] = field(default_factory=list)
 
 
 async def play(
@@ -241,6 +243,7 @@ def _score(
         when, event = max(covering, key=lambda pair: pair[0])
         outcome.client_latency_s.append(when - end_sent[i])
         outcome.server_latency_s.append(event["latency_ms"] / 1000)
+        outcome.asr.append(str(event.get("asr")))
         outcome.clip_seconds.append(sum(e["end"] - e["start"] for _, e in covering))
         outcome.transcripts.append(
             (plan.clips[i], " ".join(e.get("transcript") or "" for _, e in covering))

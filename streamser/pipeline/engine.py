@@ -33,6 +33,7 @@ from streamser.events import (
     EventSequencer,
 )
 from streamser.metrics import Metrics
+from streamser.pipeline.asr_queue import AsrQueue
 from streamser.pipeline.options import PipelineOptions
 from streamser.recognition.adaptation import NO_BASELINE, Baseline
 from streamser.recognition.recognizer import Recognition, Recognizer, UtteranceRequest
@@ -77,7 +78,9 @@ class Engine:
         self._acoustic_executor = ThreadPoolExecutor(1, thread_name_prefix="acoustic")
         self._outbox: deque[Envelope] = deque()
         self._in_flight = 0
-        self._waiting: deque[_Request] = deque()
+        self._queue: AsrQueue[_Request] = AsrQueue(workers, options.max_batch)
+        self._batch_starts: list[float] = []
+        self._bulk_batches = 0
         self._wake = asyncio.Event()
         self._free_slots = workers
         self._asr_cutoff: float | None = None
@@ -139,7 +142,7 @@ class Engine:
         Partials are skipped then (and counted): they are a preview, and under load
         the workers belong to the utterances whose ``utterance.end`` is owed.
         """
-        return self._in_flight >= self.options.workers or bool(self._waiting)
+        return self._in_flight >= self.options.workers or bool(self._queue.live_waiting)
 
     def stop_asr_at(self, when: float) -> None:
         """From ``time.monotonic()`` ``when`` on, start no transcription (shutdown):
@@ -153,6 +156,7 @@ class Engine:
         language: str | None,
         baseline: Baseline = NO_BASELINE,
         arrived: float | None = None,
+        stream: str = "",
     ) -> Recognized:
         """Recognise one utterance, batched with those of other streams.
 
@@ -162,46 +166,53 @@ class Engine:
             baseline: the stream's speaker baseline.
             arrived: ``time.monotonic()`` at which its audio arrived (default: now);
                 its transcription is skipped if it cannot start within
-                ``asr_max_lag_ms`` of that.
+                ``asr_max_lag_ms`` of that. Infinity for a bulk stream (a file, an
+                upload, a client sending faster than real time): it is transcribed
+                after the live streams and never skipped (``AsrQueue``).
+            stream: the stream it belongs to (ASR goes round-robin by stream).
         """
         if self._batcher is None or self._batcher.done():
             self._batcher = asyncio.create_task(self._batch_loop(), name="batcher")
         arrived = time.monotonic() if arrived is None else arrived
+        due = arrived + self.options.asr_max_lag_ms / 1000
         request = _Request(
             UtteranceRequest(audio, language, baseline),
             asyncio.get_running_loop().create_future(),
-            due=arrived + self.options.asr_max_lag_ms / 1000,
+            bulk=math.isinf(due),
         )
-        self._waiting.append(request)
+        self._queue.add(request, stream, due)
         self._wake.set()
         return await request.result
 
     async def _batch_loop(self) -> None:
         """Gather requests into batches; run up to ``workers`` batches at once.
 
-        A request that waits past its ``due`` time (or past the shutdown cutoff) is
-        taken out and recognised without ASR at once, so the emotion of every
-        utterance keeps up even when transcription cannot.
+        A live request whose transcript could not be ready by its due time (or
+        that waits past the shutdown cutoff) is taken out as soon as that is known
+        and recognised without ASR, so the emotion of every utterance keeps up even
+        when transcription cannot. Bulk batches leave one worker to the live
+        streams (when there are two or more).
         """
         while True:
             self._skip_overdue()
-            if self._waiting and self._free_slots > 0:
+            bulk = self._bulk_batches < max(1, self.options.workers - 1)
+            ready = self._queue.live_waiting or (bulk and self._queue.bulk_waiting)
+            if ready and self._free_slots > 0:
                 await self._gather()
                 self._skip_overdue()
-                count = min(len(self._waiting), self.options.max_batch)
-                batch = [self._waiting.popleft() for _ in range(count)]
+                batch = self._queue.take(bulk=bulk)
                 # A speculative request abandoned while it waited is not worth running.
                 batch = [r for r in batch if not r.result.done()]
                 if batch:
                     self._free_slots -= 1
-                    self._spawn(self._run_batch(batch))
+                    self._spawn(self._run_batch(batch, bulk=batch[0].bulk))
                 continue
             self._wake.clear()
             timeout = None
-            if self._waiting and self._transcribing:
+            if self._queue and self._transcribing:
                 timeout = max(
                     0.0,
-                    min(r.due for r in self._waiting)
+                    self._queue.earliest_due()
                     - self._transcription_s
                     - time.monotonic(),
                 )
@@ -221,7 +232,7 @@ class Engine:
     async def _gather(self) -> None:
         """Give other streams ``batch_wait_ms`` to join a batch that is not full."""
         deadline = time.monotonic() + self.options.batch_wait_ms / 1000
-        while len(self._waiting) < self.options.max_batch:
+        while len(self._queue) < self.options.max_batch:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
@@ -232,18 +243,18 @@ class Engine:
     def _skip_overdue(self) -> None:
         """Send the waiting requests whose transcription is overdue to the acoustic
         lane (acoustic and text models only)."""
-        if not self._waiting or not self._transcribing:
+        if not self._queue or not self._transcribing:
             return
         now = time.monotonic()
         shutdown = self._asr_cutoff is not None and now >= self._asr_cutoff
-        # Overdue: its transcript would not be ready in time even if it started now
-        # (by what transcriptions take while others run; an idle engine tries).
-        busy = self._free_slots < self.options.workers
-        ready = now + (self._transcription_s if busy else 0.0)
-        overdue = [r for r in self._waiting if shutdown or ready >= r.due]
+        if shutdown:
+            overdue = self._queue.remove(lambda r: True)
+        else:
+            overdue = self._queue.overdue(
+                now, self._batch_starts, self._transcription_s
+            )
         if not overdue:
             return
-        self._waiting = deque(r for r in self._waiting if r not in overdue)
         reason = ASR_SKIPPED_SHUTDOWN if shutdown else ASR_SKIPPED_OVERLOAD
         batch = []
         for request in overdue:
@@ -261,12 +272,16 @@ class Engine:
         self._running.add(task)
         task.add_done_callback(self._running.discard)
 
-    async def _run_batch(self, batch: list[_Request]) -> None:
+    async def _run_batch(self, batch: list[_Request], *, bulk: bool) -> None:
         started = time.monotonic()
+        self._batch_starts.append(started)
+        self._bulk_batches += bulk
         try:
             self.metrics.batch_size.observe(len(batch))
             await self._recognize_batch(batch, "recognize")
         finally:
+            self._batch_starts.remove(started)
+            self._bulk_batches -= bulk
             self._free_slots += 1
             self._wake.set()
         if self._transcribing:
@@ -317,6 +332,8 @@ class Engine:
             self.analytics_options = analytics
         workers = options.workers
         self._free_slots += workers - old_workers
+        self._queue.workers = workers
+        self._queue.max_batch = options.max_batch
         if workers != old_workers:
             old = self._executor
             self._executor = ThreadPoolExecutor(workers, thread_name_prefix="recognize")
@@ -353,9 +370,8 @@ class Recognized:
 class _Request:
     request: UtteranceRequest
     result: asyncio.Future[Recognized]
-    due: float
-    """``time.monotonic()`` after which its transcription is skipped."""
     skipped: str | None = None
+    bulk: bool = False
 
     def asr_state(self, recognition: Recognition) -> str:
         if self.skipped is not None:

@@ -47,6 +47,10 @@ from streamser.recognition.recognizer import Recognition
 
 _LOGGER = logging.getLogger(__name__)
 
+FAST_SENDER_S = 1.0
+"""How far ahead of its real-time pace a stream's audio may come before it is
+treated as bulk (a recording sent as fast as it goes) rather than a live call."""
+
 
 class StreamSession:
     """One audio stream from start to ``stream.end``. Use from the loop thread only.
@@ -105,6 +109,8 @@ class StreamSession:
         )
         self.utterances = 0
         self.closed = False
+        self.bulk = False
+        """Whether the stream has sent faster than real time (``_arrival``)."""
 
     def open(self) -> None:
         """Emit ``stream.start`` and start the recognition worker."""
@@ -341,6 +347,7 @@ class StreamSession:
                     self.language,
                     baseline,
                     self._arrival(ending.end_sample, time.monotonic()),
+                    self.stream_id,
                 )
             ),
         )
@@ -356,13 +363,22 @@ class StreamSession:
 
     def _arrival(self, end_sample: int, closed_at: float) -> float:
         """When an utterance ending at ``end_sample`` and closed at ``closed_at``
-        arrived: then, or at its real-time pace if the audio came faster (a fast
-        upload is never late; it gets backpressure instead). A source that is not
-        live (a file played as fast as possible) waits for recognition instead, so
-        its utterances are never late: infinity."""
-        if not self.live:
+        arrived, or infinity for a bulk stream, whose utterances are never late and
+        wait behind the live streams' (``AsrQueue``).
+
+        A stream is bulk when it is not live (a file played as fast as possible, an
+        upload) or once its audio has come more than ``FAST_SENDER_S`` ahead of
+        its real-time pace (a client sending a recording as fast as it can): it
+        gets backpressure instead of transcripts that live calls are owed."""
+        paced = self._opened_at + end_sample / SAMPLE_RATE_HZ
+        if paced - closed_at > FAST_SENDER_S and not self.bulk:
+            self.bulk = True
+            _LOGGER.info(
+                "Stream %s sends faster than real time: bulk ASR", self.stream_id
+            )
+        if self.bulk or not self.live:
             return math.inf
-        return max(closed_at, self._opened_at + end_sample / SAMPLE_RATE_HZ)
+        return max(closed_at, paced)
 
     async def _recognition(self, pending: PendingUtterance) -> Recognized:
         """The speculative result, when it was started with the stream's current
@@ -385,6 +401,7 @@ class StreamSession:
             self.language,
             baseline,
             self._arrival(pending.end_sample, pending.closed_at),
+            self.stream_id,
         )
 
     @property

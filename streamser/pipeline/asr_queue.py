@@ -1,0 +1,182 @@
+"""``AsrQueue``: the order in which waiting utterances get transcription, and which of
+them are skipped because their transcript could not be ready in time.
+
+Two classes of stream share it:
+
+- **live** streams, whose audio comes at its real-time pace: each utterance has a due
+  time (``asr_max_lag_ms`` after its audio arrived). They come first, and among them
+  ASR goes round-robin: a stream's waiting utterance waits behind at most one
+  utterance of each other live stream. An utterance whose transcript would not be
+  ready by its due time, counting the utterances ahead of it and the batches running,
+  is skipped as soon as that is known, so its label is not held back by queued ASR.
+- **bulk** streams (uploads, files, clients that send faster than real time): no due
+  time. They get what the live streams leave, round-robin among themselves, and are
+  never skipped: they wait, and their sources are paused by backpressure.
+
+The queue is sans-I/O: the caller passes the time and what a batch takes, so it is
+tested on a fake clock.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+_T = TypeVar("_T")
+
+
+@dataclass(eq=False)
+class _Entry(Generic[_T]):
+    item: _T
+    stream: str
+    due: float
+
+
+class _RoundRobin(Generic[_T]):
+    """Waiting entries by stream; streams take turns, one entry per turn."""
+
+    def __init__(self) -> None:
+        self._streams: dict[str, deque[_Entry[_T]]] = {}
+
+    def add(self, entry: _Entry[_T]) -> None:
+        self._streams.setdefault(entry.stream, deque()).append(entry)
+
+    def __len__(self) -> int:
+        return sum(len(q) for q in self._streams.values())
+
+    def order(self) -> Iterator[_Entry[_T]]:
+        """Every entry in the order ``pop`` would give them."""
+        queues = [list(q) for q in self._streams.values()]
+        depth = max((len(q) for q in queues), default=0)
+        for turn in range(depth):
+            for queue in queues:
+                if turn < len(queue):
+                    yield queue[turn]
+
+    def pop(self) -> _Entry[_T] | None:
+        """The next stream's oldest entry; that stream goes to the back of the turn."""
+        for stream in self._streams:
+            queue = self._streams.pop(stream)
+            entry = queue.popleft()
+            if queue:
+                self._streams[stream] = queue  # to the back of the turn
+            return entry
+        return None
+
+    def remove(self, doomed: Callable[[_Entry[_T]], bool]) -> list[_Entry[_T]]:
+        """Take out the entries ``doomed`` says; keep the turn of the others."""
+        removed: list[_Entry[_T]] = []
+        for stream in list(self._streams):
+            queue = self._streams[stream]
+            kept = deque(e for e in queue if not doomed(e))
+            removed += [e for e in queue if doomed(e)]
+            if kept:
+                self._streams[stream] = kept
+            else:
+                del self._streams[stream]
+        return removed
+
+
+class AsrQueue(Generic[_T]):
+    """Utterances waiting for transcription, live before bulk, round-robin by stream.
+
+    Args:
+        workers: batches that may run at once.
+        max_batch: utterances per batch.
+    """
+
+    def __init__(self, workers: int, max_batch: int) -> None:
+        self.workers = workers
+        self.max_batch = max_batch
+        self._live: _RoundRobin[_T] = _RoundRobin()
+        self._bulk: _RoundRobin[_T] = _RoundRobin()
+
+    def add(self, item: _T, stream: str, due: float) -> None:
+        """Queue ``item`` of ``stream``; ``due`` is when its transcript is owed
+        (``time.monotonic()``), or infinity for a bulk stream."""
+        lane = self._bulk if math.isinf(due) else self._live
+        lane.add(_Entry(item, stream, due))
+
+    def __len__(self) -> int:
+        return len(self._live) + len(self._bulk)
+
+    @property
+    def live_waiting(self) -> int:
+        """Live utterances waiting."""
+        return len(self._live)
+
+    @property
+    def bulk_waiting(self) -> int:
+        """Bulk utterances waiting."""
+        return len(self._bulk)
+
+    def items(self) -> list[_T]:
+        """Every waiting item, in the order they would be taken."""
+        return [e.item for e in self._live.order()] + [
+            e.item for e in self._bulk.order()
+        ]
+
+    def earliest_due(self) -> float:
+        """The earliest due time of a waiting live utterance (infinity: none)."""
+        return min((e.due for e in self._live.order()), default=math.inf)
+
+    def take(self, *, bulk: bool = True) -> list[_T]:
+        """The next batch: live utterances round-robin, or, when none waits and
+        ``bulk`` allows, bulk ones round-robin (the two are never mixed, so an
+        upload does not slow a batch of live utterances)."""
+        lane = self._live if len(self._live) else (self._bulk if bulk else None)
+        batch: list[_T] = []
+        while lane is not None and len(batch) < self.max_batch:
+            entry = lane.pop()
+            if entry is None:
+                break
+            batch.append(entry.item)
+        return batch
+
+    def remove(self, doomed: Callable[[_T], bool]) -> list[_T]:
+        """Take out (and return) the items ``doomed`` says, of either class."""
+        return [
+            e.item
+            for lane in (self._live, self._bulk)
+            for e in lane.remove(lambda e: doomed(e.item))
+        ]
+
+    def overdue(self, now: float, running: Sequence[float], batch_s: float) -> list[_T]:
+        """Take out (and return) the live utterances whose transcript would not be
+        ready by their due time.
+
+        It plays the queue forward: batches of ``max_batch`` in ``take`` order, each
+        on the first worker free (a running batch frees its worker ``batch_s`` after
+        it started), finishing ``batch_s`` later. An utterance that would finish
+        after its due time is skipped and takes no seat from the others. When no
+        batch runs, an utterance whose due time has not passed is tried: an idle
+        engine keeps learning what a transcription takes.
+
+        Args:
+            now: the time now.
+            running: start times of the batches running now.
+            batch_s: what a batch takes (0 when not known yet).
+        """
+        free = sorted(max(now, started + batch_s) for started in running)
+        free = [now] * max(0, self.workers - len(running)) + free
+        free.sort()
+        doomed: set[int] = set()
+        seats = 0
+        for entry in self._live.order():
+            start = free[0]
+            idle = not running and start <= now
+            late = now >= entry.due if idle else start + batch_s > entry.due
+            if late:
+                doomed.add(id(entry))
+                continue
+            seats += 1
+            if seats == self.max_batch:
+                free[0] = start + batch_s
+                free.sort()
+                seats = 0
+        if not doomed:
+            return []
+        return [e.item for e in self._live.remove(lambda e: id(e) in doomed)]
