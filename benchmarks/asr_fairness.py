@@ -20,6 +20,7 @@ import logging
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -97,6 +98,7 @@ async def _upload(url: str, path: Path, language: str) -> dict[str, Any]:
         "exit": process.returncode,
         "utterances": len(ends),
         "transcribed": sum(e.get("asr") == "ok" for e in ends),
+        "asr": dict(Counter(str(e.get("asr")) for e in ends)),
         "seconds": time.monotonic() - started,
     }
 
@@ -194,7 +196,9 @@ def run(quick: bool = False) -> Section:
             sum(_per_stream(beside)),
             " ".join(str(n) for n in _per_stream(beside)),
             f"{upload['transcribed']} of {upload['utterances']} in "
-            f"{upload['seconds']:.1f} s (exit {upload['exit']})",
+            f"{upload['seconds']:.1f} s (exit {upload['exit']}; asr: "
+            + ", ".join(f"{k} {v}" for k, v in sorted(upload["asr"].items()))
+            + ")",
         ],
     ]
     loads = "; ".join(f"{k}: {v}" for k, v in data["load"].items())
