@@ -25,7 +25,7 @@ from streamser.audio.sources import (
     list_input_devices,
 )
 from streamser.config import Config, load_config
-from streamser.console import event_line, setup_logging
+from streamser.console import LiveView, setup_logging
 from streamser.errors import StreamserError
 from streamser.events import Envelope
 from streamser.messages import CHANNEL_MODES
@@ -220,19 +220,21 @@ def _send(args: argparse.Namespace) -> int:
         args.url, args.realtime, args.channels, args.language, token
     )
 
+    view = LiveView()
+
     def show(name: str, text: str, envelope: Envelope | None) -> None:
-        line = text if args.jsonl else envelope and event_line(envelope, name)
-        if line:
-            print(line, flush=True)
+        if args.jsonl:
+            if text:
+                print(text, flush=True)
+        elif envelope is not None:
+            view.show(envelope, name)
 
     ok = asyncio.run(client.send_files(args.files, options, show))
     return EXIT_OK if ok else EXIT_FAILURE
 
 
-def _show(envelope: Envelope) -> None:
-    """Print an utterance or an error as one line of the live view."""
-    if line := event_line(envelope):
-        print(line, flush=True)
+_show = LiveView().show
+"""Print an utterance or an error as one line of the live view (``run``, ``listen``)."""
 
 
 _COMMANDS: Final[dict[str, Callable[[Config, argparse.Namespace], int]]] = {

@@ -7,11 +7,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TextIO
 
-from streamser.events import Envelope, ErrorEvent, UtteranceEnd
+from streamser.events import Envelope, ErrorEvent, TranscriptPartial, UtteranceEnd
 
 
 class _JsonFormatter(logging.Formatter):
@@ -64,6 +65,41 @@ def event_line(envelope: Envelope, name: str | None = None) -> str | None:
             f"{body.label:<10} {body.confidence:5.2f} {bar:<20}{text}"
         )
     return None
+
+
+class LiveView:
+    """The live view on standard output: a line per utterance or error and, on a
+    terminal, the open utterance's partial transcript on the current line,
+    rewritten as it grows and replaced by the utterance's line when it ends."""
+
+    def __init__(self, out: TextIO | None = None) -> None:
+        """Print to ``out`` (default: standard output, looked up when printing)."""
+        self._out = out
+        self._open = False
+
+    def show(self, envelope: Envelope, name: str | None = None) -> None:
+        """Print ``envelope`` (as ``event_line`` words it) if it is worth a line."""
+        out = self._out or sys.stdout
+        body = envelope.body
+        stream = envelope.stream_id if name is None else name
+        if isinstance(body, TranscriptPartial):
+            if out.isatty():
+                text = f"{stream}  {body.start:7.2f}-{body.end:7.2f}s  … {body.text}"
+                out.write(f"\r\033[K{text[: _width() - 1]}")
+                out.flush()
+                self._open = True
+            return
+        line = event_line(envelope, name)
+        if line:
+            if self._open:
+                out.write("\r\033[K")
+                self._open = False
+            out.write(line + "\n")
+            out.flush()
+
+
+def _width() -> int:
+    return shutil.get_terminal_size().columns
 
 
 def provider_line(providers: Sequence[str]) -> str:

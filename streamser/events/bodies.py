@@ -200,6 +200,32 @@ class EmotionPartial(_UtteranceSpan):
 
 
 @dataclass(frozen=True)
+class TranscriptPartial(_UtteranceSpan):
+    """``transcript.partial``: what Whisper hears of an utterance so far.
+
+    Sent while the utterance is open, at most once per ``partial_interval_ms`` of
+    audio, on live streams only, and never while a final transcript waits for ASR.
+    Not retained for replay: ``utterance.end`` carries the final transcript.
+    """
+
+    TYPE: ClassVar[str] = "transcript.partial"
+    text: str
+    """The whole hypothesis so far (may change in the next partial)."""
+    stable: str
+    """Its first words that two consecutive hypotheses agreed on (LocalAgreement):
+    they are not expected to change; a prefix of ``text``."""
+    revisions: int = 0
+    """Stable words of this utterance that a later hypothesis changed so far."""
+    channel: int = 0
+    """The audio channel it was heard on (0 unless channels are kept separate)."""
+
+
+TRANSIENT_TYPES: Final[frozenset[str]] = frozenset({"transcript.partial"})
+"""Event types kept out of replay retention (the hub's ring, Redis): previews that
+the ``utterance.end`` after them supersedes."""
+
+
+@dataclass(frozen=True)
 class UtteranceEnd(_UtteranceSpan):
     """``utterance.end``: an utterance was recognised."""
 
@@ -315,6 +341,7 @@ Event = (
     StreamStart
     | SpeechStart
     | EmotionPartial
+    | TranscriptPartial
     | UtteranceEnd
     | StreamEnd
     | ErrorEvent
@@ -328,6 +355,7 @@ EVENT_TYPES: Final[dict[str, type[Event]]] = {
         StreamStart,
         SpeechStart,
         EmotionPartial,
+        TranscriptPartial,
         UtteranceEnd,
         StreamEnd,
         ErrorEvent,

@@ -209,7 +209,7 @@ class Engine:
                 continue
             self._wake.clear()
             timeout = None
-            if self._queue and self._transcribing:
+            if self._queue and self.transcribing:
                 timeout = max(
                     0.0,
                     self._queue.earliest_due()
@@ -226,7 +226,8 @@ class Engine:
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
     @property
-    def _transcribing(self) -> bool:
+    def transcribing(self) -> bool:
+        """Whether utterances get transcripts (Whisper loaded and ASR on)."""
         return self.recognizer.asr is not None and self.recognizer.options.asr.enabled
 
     async def _gather(self) -> None:
@@ -243,7 +244,7 @@ class Engine:
     def _skip_overdue(self) -> None:
         """Send the waiting requests whose transcription is overdue to the acoustic
         lane (acoustic and text models only)."""
-        if not self._queue or not self._transcribing:
+        if not self._queue or not self.transcribing:
             return
         now = time.monotonic()
         shutdown = self._asr_cutoff is not None and now >= self._asr_cutoff
@@ -284,7 +285,7 @@ class Engine:
             self._bulk_batches -= bulk
             self._free_slots += 1
             self._wake.set()
-        if self._transcribing:
+        if self.transcribing:
             # What a transcription takes now (moving average): under load it grows,
             # and fewer utterances wait for one.
             took = time.monotonic() - started

@@ -1,5 +1,5 @@
 """The events of an utterance (``speech.start``, ``emotion.partial``,
-``utterance.end``), built from sample positions and recognition results: the
+``transcript.partial``, ``utterance.end``), built from sample positions and recognition results: the
 rounding and the modality scores the protocol carries."""
 
 from __future__ import annotations
@@ -9,10 +9,12 @@ from streamser.events import (
     EmotionPartial,
     ModalityScores,
     SpeechStart,
+    TranscriptPartial,
     UtteranceEnd,
     samples_to_seconds,
 )
 from streamser.pipeline.lane import PendingUtterance
+from streamser.pipeline.stable_prefix import StablePrefix
 from streamser.recognition.emotion import EmotionScores
 from streamser.recognition.recognizer import Recognition
 
@@ -86,4 +88,26 @@ def partial_event(
         channel=channel,
         arousal=rounded(scores.arousal),
         valence=rounded(scores.valence),
+    )
+
+
+def transcript_partial(
+    utterance_id: int,
+    start_sample: int,
+    end_sample: int,
+    text: str,
+    prefix: StablePrefix,
+    channel: int,
+) -> TranscriptPartial:
+    """The ``transcript.partial`` of hypothesis ``text`` of the speech from
+    ``start_sample`` to ``end_sample``; ``prefix`` takes it and says what is stable."""
+    stable = prefix.update(text)
+    return TranscriptPartial(
+        utterance_id=utterance_id,
+        start=samples_to_seconds(start_sample),
+        end=samples_to_seconds(end_sample),
+        text=text,
+        stable=stable,
+        revisions=prefix.revisions,
+        channel=channel,
     )

@@ -183,6 +183,14 @@ class Recognizer:
         scores = self.acoustic([audio], [baseline])[0].scores
         return scores.uncertain_below(self.options.emotion.min_confidence)
 
+    def partial_transcript(
+        self, audio: npt.NDArray[np.float32], language: str | None
+    ) -> str:
+        """What Whisper hears in the speech so far ("" with ASR off, or when no
+        decoding passes its checks)."""
+        transcript = self._transcribe([log_mel(audio)], [language])[0]
+        return transcript.text if transcript is not None else ""
+
     def _transcribe(
         self,
         mels: Sequence[npt.NDArray[np.float32]],
