@@ -11,7 +11,9 @@ Two classes of stream share it:
   is skipped as soon as that is known, so its label is not held back by queued ASR.
 - **bulk** streams (uploads, files, clients that send faster than real time): no due
   time. They get what the live streams leave, round-robin among themselves, and are
-  never skipped: they wait, and their sources are paused by backpressure.
+  never skipped: they wait, and their sources are paused by backpressure. A bulk
+  utterance that has waited ``bulk_max_wait_s`` joins the live turn as one more
+  stream, so that an upload still moves under sustained overload.
 
 The queue is sans-I/O: the caller passes the time and what a batch takes, so it is
 tested on a fake clock.
@@ -33,6 +35,7 @@ class _Entry(Generic[_T]):
     item: _T
     stream: str
     due: float
+    added: float
 
 
 class _RoundRobin(Generic[_T]):
@@ -55,6 +58,12 @@ class _RoundRobin(Generic[_T]):
             for queue in queues:
                 if turn < len(queue):
                     yield queue[turn]
+
+    def peek(self) -> _Entry[_T] | None:
+        """The entry ``pop`` would give, left in place."""
+        for queue in self._streams.values():
+            return queue[0]
+        return None
 
     def pop(self) -> _Entry[_T] | None:
         """The next stream's oldest entry; that stream goes to the back of the turn."""
@@ -86,31 +95,48 @@ class AsrQueue(Generic[_T]):
     Args:
         workers: batches that may run at once.
         max_batch: utterances per batch.
+        per_utterance: what a batch takes grows with its size (on CPU: ``item_s``
+            per utterance); otherwise a batch takes ``item_s`` whatever its size
+            (a GPU).
+        bulk_max_wait_s: a bulk utterance that has waited this long takes its turn
+            among the live streams, as one more stream (never skipped), so that a
+            bulk source keeps moving, if slowly, under sustained live overload
+            (its connection is not read meanwhile, and keepalive pings would
+            time out).
     """
 
-    def __init__(self, workers: int, max_batch: int) -> None:
+    def __init__(
+        self,
+        workers: int,
+        max_batch: int,
+        *,
+        per_utterance: bool = True,
+        bulk_max_wait_s: float = 8.0,
+    ) -> None:
         self.workers = workers
         self.max_batch = max_batch
+        self.per_utterance = per_utterance
+        self.bulk_max_wait_s = bulk_max_wait_s
         self._live: _RoundRobin[_T] = _RoundRobin()
         self._bulk: _RoundRobin[_T] = _RoundRobin()
 
-    def add(self, item: _T, stream: str, due: float) -> None:
-        """Queue ``item`` of ``stream``; ``due`` is when its transcript is owed
-        (``time.monotonic()``), or infinity for a bulk stream."""
+    def add(self, item: _T, stream: str, due: float, now: float) -> None:
+        """Queue ``item`` of ``stream`` at time ``now``; ``due`` is when its
+        transcript is owed, or infinity for a bulk stream."""
         lane = self._bulk if math.isinf(due) else self._live
-        lane.add(_Entry(item, stream, due))
+        lane.add(_Entry(item, stream, due, now))
 
     def __len__(self) -> int:
         return len(self._live) + len(self._bulk)
 
     @property
     def live_waiting(self) -> int:
-        """Live utterances waiting."""
+        """Utterances waiting in the live turn (bulk ones promoted included)."""
         return len(self._live)
 
     @property
     def bulk_waiting(self) -> int:
-        """Bulk utterances waiting."""
+        """Bulk utterances waiting (not promoted)."""
         return len(self._bulk)
 
     def items(self) -> list[_T]:
@@ -119,22 +145,38 @@ class AsrQueue(Generic[_T]):
             e.item for e in self._bulk.order()
         ]
 
-    def earliest_due(self) -> float:
-        """The earliest due time of a waiting live utterance (infinity: none)."""
-        return min((e.due for e in self._live.order()), default=math.inf)
+    def next_deadline(self) -> float:
+        """The earliest due time of a live utterance or promotion of a bulk one
+        (infinity: none)."""
+        dues = (e.due for e in self._live.order())
+        promotions = (e.added + self.bulk_max_wait_s for e in self._bulk.order())
+        return min((*dues, *promotions), default=math.inf)
 
-    def take(self, *, bulk: bool = True) -> list[_T]:
+    def batch_s(self, size: int, item_s: float) -> float:
+        """What a batch of ``size`` takes, given ``item_s``."""
+        return item_s * size if self.per_utterance else item_s
+
+    def take(self, now: float, item_s: float, *, bulk: bool = True) -> list[_T]:
         """The next batch: live utterances round-robin, or, when none waits and
         ``bulk`` allows, bulk ones round-robin (the two are never mixed, so an
-        upload does not slow a batch of live utterances)."""
-        lane = self._live if len(self._live) else (self._bulk if bulk else None)
-        batch: list[_T] = []
+        upload does not slow a batch of live utterances). A live batch takes no
+        more utterances than can be transcribed before the first of them is due
+        (but at least one)."""
+        self._promote(now)
+        live = bool(len(self._live))
+        lane = self._live if live else (self._bulk if bulk else None)
+        batch: list[_Entry[_T]] = []
         while lane is not None and len(batch) < self.max_batch:
-            entry = lane.pop()
+            entry = lane.peek()
             if entry is None:
                 break
-            batch.append(entry.item)
-        return batch
+            if live and batch and item_s > 0:
+                due = min(e.due for e in (*batch, entry))
+                if now + self.batch_s(len(batch) + 1, item_s) > due:
+                    break
+            batch.append(entry)
+            lane.pop()
+        return [e.item for e in batch]
 
     def remove(self, doomed: Callable[[_T], bool]) -> list[_T]:
         """Take out (and return) the items ``doomed`` says, of either class."""
@@ -144,39 +186,52 @@ class AsrQueue(Generic[_T]):
             for e in lane.remove(lambda e: doomed(e.item))
         ]
 
-    def overdue(self, now: float, running: Sequence[float], batch_s: float) -> list[_T]:
+    def overdue(
+        self, now: float, running: Sequence[tuple[float, int]], item_s: float
+    ) -> list[_T]:
         """Take out (and return) the live utterances whose transcript would not be
         ready by their due time.
 
-        It plays the queue forward: batches of ``max_batch`` in ``take`` order, each
-        on the first worker free (a running batch frees its worker ``batch_s`` after
-        it started), finishing ``batch_s`` later. An utterance that would finish
-        after its due time is skipped and takes no seat from the others. When no
-        batch runs, an utterance whose due time has not passed is tried: an idle
-        engine keeps learning what a transcription takes.
+        It plays the queue forward in ``take`` order, each batch on the first worker
+        free (a running batch frees it ``batch_s`` after it started): one utterance
+        at a time where a batch's cost grows with its size, else ``max_batch`` at a
+        time. An utterance that would finish after its due time is skipped and
+        takes no seat from the others. When no batch runs, an utterance whose due
+        time has not passed is tried: an idle engine keeps learning what a
+        transcription takes.
 
         Args:
             now: the time now.
-            running: start times of the batches running now.
-            batch_s: what a batch takes (0 when not known yet).
+            running: (start time, size) of each batch running now.
+            item_s: what an utterance (``per_utterance``) or a batch takes now
+                (0 when not known yet).
         """
-        free = sorted(max(now, started + batch_s) for started in running)
-        free = [now] * max(0, self.workers - len(running)) + free
+        self._promote(now)
+        free = [max(now, t + self.batch_s(n, item_s)) for t, n in running]
+        free += [now] * max(0, self.workers - len(running))
         free.sort()
+        chunk = 1 if self.per_utterance else self.max_batch
         doomed: set[int] = set()
         seats = 0
         for entry in self._live.order():
             start = free[0]
             idle = not running and start <= now
-            late = now >= entry.due if idle else start + batch_s > entry.due
+            late = now >= entry.due if idle else start + item_s > entry.due
             if late:
                 doomed.add(id(entry))
                 continue
             seats += 1
-            if seats == self.max_batch:
-                free[0] = start + batch_s
+            if seats == chunk:
+                free[0] = start + item_s
                 free.sort()
                 seats = 0
         if not doomed:
             return []
         return [e.item for e in self._live.remove(lambda e: id(e) in doomed)]
+
+    def _promote(self, now: float) -> None:
+        """Move the bulk utterances that waited ``bulk_max_wait_s`` to the live
+        turn (their due time stays infinite: they are never skipped)."""
+        waited = now - self.bulk_max_wait_s
+        for entry in self._bulk.remove(lambda e: e.added <= waited):
+            self._live.add(entry)

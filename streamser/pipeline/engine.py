@@ -78,13 +78,19 @@ class Engine:
         self._acoustic_executor = ThreadPoolExecutor(1, thread_name_prefix="acoustic")
         self._outbox: deque[Envelope] = deque()
         self._in_flight = 0
-        self._queue: AsrQueue[_Request] = AsrQueue(workers, options.max_batch)
-        self._batch_starts: list[float] = []
+        self._queue: AsrQueue[_Request] = AsrQueue(
+            workers, options.max_batch, per_utterance=_device(recognizer) != "cuda"
+        )
+        self._batches: list[tuple[float, int]] = []
+        """(start time, size) of each transcription batch running."""
         self._bulk_batches = 0
+        self._acoustic_pending = 0
         self._wake = asyncio.Event()
         self._free_slots = workers
         self._asr_cutoff: float | None = None
         self._transcription_s = 0.0
+        """What a transcription takes now (moving average): per utterance where a
+        batch's cost grows with its size (CPU), else per batch."""
         self._batcher: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
 
@@ -180,7 +186,7 @@ class Engine:
             asyncio.get_running_loop().create_future(),
             bulk=math.isinf(due),
         )
-        self._queue.add(request, stream, due)
+        self._queue.add(request, stream, due, time.monotonic())
         self._wake.set()
         return await request.result
 
@@ -190,17 +196,20 @@ class Engine:
         A live request whose transcript could not be ready by its due time (or
         that waits past the shutdown cutoff) is taken out as soon as that is known
         and recognised without ASR, so the emotion of every utterance keeps up even
-        when transcription cannot. Bulk batches leave one worker to the live
-        streams (when there are two or more).
+        when transcription cannot. Labels come first: no transcription starts while
+        utterances skipped wait for their acoustic emotion. Bulk batches leave one
+        worker to the live streams (when there are two or more).
         """
         while True:
             self._skip_overdue()
             bulk = self._bulk_batches < max(1, self.options.workers - 1)
             ready = self._queue.live_waiting or (bulk and self._queue.bulk_waiting)
-            if ready and self._free_slots > 0:
+            if ready and self._free_slots > 0 and not self._acoustic_pending:
                 await self._gather()
                 self._skip_overdue()
-                batch = self._queue.take(bulk=bulk)
+                batch = self._queue.take(
+                    time.monotonic(), self._transcription_s, bulk=bulk
+                )
                 # A speculative request abandoned while it waited is not worth running.
                 batch = [r for r in batch if not r.result.done()]
                 if batch:
@@ -212,7 +221,7 @@ class Engine:
             if self._queue and self.transcribing:
                 timeout = max(
                     0.0,
-                    self._queue.earliest_due()
+                    self._queue.next_deadline()
                     - self._transcription_s
                     - time.monotonic(),
                 )
@@ -251,9 +260,7 @@ class Engine:
         if shutdown:
             overdue = self._queue.remove(lambda r: True)
         else:
-            overdue = self._queue.overdue(
-                now, self._batch_starts, self._transcription_s
-            )
+            overdue = self._queue.overdue(now, self._batches, self._transcription_s)
         if not overdue:
             return
         reason = ASR_SKIPPED_SHUTDOWN if shutdown else ASR_SKIPPED_OVERLOAD
@@ -266,7 +273,16 @@ class Engine:
             batch.append(request)
         if batch:
             self.metrics.skipped_asr.labels(reason).inc(len(batch))
-            self._spawn(self._recognize_batch(batch, "acoustic"))
+            self._spawn(self._recognize_acoustic(batch))
+
+    async def _recognize_acoustic(self, batch: list[_Request]) -> None:
+        """Recognise skipped utterances without ASR; transcriptions wait meanwhile."""
+        self._acoustic_pending += 1
+        try:
+            await self._recognize_batch(batch, "acoustic")
+        finally:
+            self._acoustic_pending -= 1
+            self._wake.set()
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
@@ -275,13 +291,14 @@ class Engine:
 
     async def _run_batch(self, batch: list[_Request], *, bulk: bool) -> None:
         started = time.monotonic()
-        self._batch_starts.append(started)
+        running = (started, len(batch))
+        self._batches.append(running)
         self._bulk_batches += bulk
         try:
             self.metrics.batch_size.observe(len(batch))
             await self._recognize_batch(batch, "recognize")
         finally:
-            self._batch_starts.remove(started)
+            self._batches.remove(running)
             self._bulk_batches -= bulk
             self._free_slots += 1
             self._wake.set()
@@ -289,6 +306,8 @@ class Engine:
             # What a transcription takes now (moving average): under load it grows,
             # and fewer utterances wait for one.
             took = time.monotonic() - started
+            if self._queue.per_utterance:
+                took /= len(batch)
             self._transcription_s += 0.2 * (took - self._transcription_s)
 
     async def _recognize_batch(self, batch: list[_Request], stage: str) -> None:
@@ -335,6 +354,7 @@ class Engine:
         self._free_slots += workers - old_workers
         self._queue.workers = workers
         self._queue.max_batch = options.max_batch
+        self._queue.per_utterance = _device(recognizer) != "cuda"
         if workers != old_workers:
             old = self._executor
             self._executor = ThreadPoolExecutor(workers, thread_name_prefix="recognize")
@@ -348,12 +368,17 @@ class Engine:
         self._acoustic_executor.shutdown(wait=True, cancel_futures=True)
 
 
+def _device(recognizer: Recognizer) -> str:
+    """Where ``recognizer``'s Whisper runs: "cpu" or "cuda"."""
+    return recognizer.asr.device if recognizer.asr is not None else "cpu"
+
+
 def _for_recognizer(
     options: PipelineOptions, recognizer: Recognizer
 ) -> PipelineOptions:
     """``options`` made concrete for where ``recognizer``'s Whisper runs."""
     asr = recognizer.asr
-    device = asr.device if asr is not None else "cpu"
+    device = _device(recognizer)
     workers = asr.options.num_workers if asr is not None else 2
     return options.for_device(device, asr_workers=workers)
 
