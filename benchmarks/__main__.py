@@ -44,6 +44,7 @@ PARTS = (
     "latency",
     "capacity",
     "asr_fairness",
+    "word_timings",
     "tuning",
     "gpu",
     "redis",

@@ -38,7 +38,12 @@ from streamser.events.envelope import (
     default_origin,
     rfc3339_now,
 )
-from streamser.events.parts import ChannelSummary, ModalityScores, ModelInfo
+from streamser.events.parts import (
+    ChannelSummary,
+    ModalityScores,
+    ModelInfo,
+    WordTiming,
+)
 
 __all__ = [
     "ASR_OFF",
@@ -65,6 +70,7 @@ __all__ = [
     "StreamStart",
     "TranscriptPartial",
     "UtteranceEnd",
+    "WordTiming",
     "default_origin",
     "event_from_dict",
     "rfc3339_now",

@@ -11,6 +11,7 @@ from streamser.events import (
     SpeechStart,
     TranscriptPartial,
     UtteranceEnd,
+    WordTiming,
     samples_to_seconds,
 )
 from streamser.pipeline.lane import PendingUtterance
@@ -38,7 +39,19 @@ def utterance_end(
     channel: int,
 ) -> UtteranceEnd:
     """The ``utterance.end`` of ``pending`` (scores rounded to 6 digits, latency
-    to 0.1 ms; the transcript only when ``asr`` is "ok")."""
+    to 0.1 ms; the transcript and its word timings only when ``asr`` is "ok")."""
+    start = samples_to_seconds(pending.start_sample)
+    words = None
+    if asr == ASR_OK and recognition.words is not None:
+        words = tuple(
+            WordTiming(
+                w.word,
+                round(start + w.start, 3),
+                round(start + w.end, 3),
+                w.probability,
+            )
+            for w in recognition.words
+        )
     return UtteranceEnd(
         utterance_id=pending.utterance_id,
         start=samples_to_seconds(pending.start_sample),
@@ -58,6 +71,7 @@ def utterance_end(
         arousal=rounded(recognition.arousal),
         valence=rounded(recognition.valence),
         sentiment=modality(recognition.sentiment),
+        words=words,
     )
 
 
