@@ -145,7 +145,9 @@ def test_a_bulk_utterance_that_waited_joins_the_live_turn() -> None:
     assert queue.take(5.0, 1.0) == ["a0"]
     queue.add("a1", "a", due=100.0, now=9.0)
     queue.add("b0", "b", due=100.0, now=9.0)
+    assert not queue.promoted
     assert queue.overdue(now=9.0, running=[(0.0, 1)], item_s=1e6) == ["a1", "b0"]
+    assert queue.promoted
     assert queue.items() == ["up0", "up1"]
     queue.add("a2", "a", due=100.0, now=9.0)
     assert queue.take(9.0, 1.0) == ["up0"]

@@ -135,6 +135,12 @@ class AsrQueue(Generic[_T]):
         return len(self._live)
 
     @property
+    def promoted(self) -> bool:
+        """Whether a bulk utterance that waited ``bulk_max_wait_s`` is in the live
+        turn."""
+        return any(math.isinf(e.due) for e in self._live.order())
+
+    @property
     def bulk_waiting(self) -> int:
         """Bulk utterances waiting (not promoted)."""
         return len(self._bulk)

@@ -75,7 +75,9 @@ class Engine:
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="recognize")
         # Utterances whose transcription was skipped run here, beside the workers,
         # so their emotion does not wait behind transcriptions.
-        self._acoustic_executor = ThreadPoolExecutor(1, thread_name_prefix="acoustic")
+        self._acoustic_executor = ThreadPoolExecutor(
+            workers, thread_name_prefix="acoustic"
+        )
         self._outbox: deque[Envelope] = deque()
         self._in_flight = 0
         self._queue: AsrQueue[_Request] = AsrQueue(
@@ -197,14 +199,16 @@ class Engine:
         that waits past the shutdown cutoff) is taken out as soon as that is known
         and recognised without ASR, so the emotion of every utterance keeps up even
         when transcription cannot. Labels come first: no transcription starts while
-        utterances skipped wait for their acoustic emotion. Bulk batches leave one
+        utterances skipped wait for their acoustic emotion (unless a bulk utterance
+        waited its longest: an upload keeps moving). Bulk batches leave one
         worker to the live streams (when there are two or more).
         """
         while True:
             self._skip_overdue()
             bulk = self._bulk_batches < max(1, self.options.workers - 1)
             ready = self._queue.live_waiting or (bulk and self._queue.bulk_waiting)
-            if ready and self._free_slots > 0 and not self._acoustic_pending:
+            labels_first = self._acoustic_pending and not self._queue.promoted
+            if ready and self._free_slots > 0 and not labels_first:
                 await self._gather()
                 self._skip_overdue()
                 batch = self._queue.take(
