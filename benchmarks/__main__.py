@@ -45,6 +45,7 @@ PARTS = (
     "capacity",
     "asr_fairness",
     "word_timings",
+    "partials",
     "tuning",
     "gpu",
     "redis",

@@ -56,7 +56,9 @@ def _latency_row(
         (a, s) for o in outcomes for a, s in zip(o.asr, o.server_latency_s, strict=True)
     ]
     skipped = [1000 * s for a, s in pairs if a == "skipped_overload"]
-    ok = [1000 * s for a, s in pairs if a != "skipped_overload"]
+    ok = [1000 * s for a, s in pairs if a not in ("skipped_overload", "off")]
+    if not skipped:  # ASR off: every label is "without a transcript"
+        skipped = [1000 * s for a, s in pairs if a == "off"]
     return [
         label,
         count,
@@ -86,9 +88,9 @@ async def _upload(url: str, path: Path, language: str) -> dict[str, Any]:
         language,
         cwd=REPO,
         stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
     )
-    out, _ = await process.communicate()
+    out, err = await process.communicate()
     ends = [
         e
         for e in (json.loads(line) for line in out.decode().splitlines() if line)
@@ -100,6 +102,7 @@ async def _upload(url: str, path: Path, language: str) -> dict[str, Any]:
         "transcribed": sum(e.get("asr") == "ok" for e in ends),
         "asr": dict(Counter(str(e.get("asr")) for e in ends)),
         "seconds": time.monotonic() - started,
+        "stderr_tail": err.decode(errors="replace")[-400:],
     }
 
 
@@ -172,6 +175,19 @@ def run(quick: bool = False) -> Section:
         path = _upload_file(pool, Path(tmp), upload_s)
         beside, upload = asyncio.run(_with_upload(server.url, plans, path, "de"))
         data["load"]["fair with upload, after"] = load_average()
+    # The floor this host sets: the same load with ASR off (labels only).
+    with serve({**settings, "asr": {"enabled": False}}) as server:
+        data["load"]["ASR off, before"] = load_average()
+        outcomes = asyncio.run(
+            play_all(
+                server.url,
+                _plans(counts[0], stream_s, pool),
+                chunk_ms=CHUNK_MS,
+                stagger_s=STAGGER_S,
+            )
+        )
+        latency_rows.append(_latency_row("dense, ASR off", counts[0], outcomes))
+        data["load"]["ASR off, after"] = load_average()
     data["latency"] = [dict(zip(_LATENCY_HEADER, r, strict=True)) for r in latency_rows]
     data["fair"] = {
         "alone": _per_stream(alone),
@@ -210,7 +226,8 @@ def run(quick: bool = False) -> Section:
             f"spread over {STAGGER_S:g} s; the load generator and the uploader run on "
             "the same host. Latency = the server's latency_ms (from VAD close); "
             "skipped = utterances labelled without a transcript (skipped_overload); "
-            "lost = missed, shed or failed.",
+            "lost = missed, shed or failed. The last row is a second server with ASR "
+            "off under the first load: the labels alone, what this host allows.",
             "",
             markdown_table(_LATENCY_HEADER, latency_rows),
             "",

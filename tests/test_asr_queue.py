@@ -97,15 +97,16 @@ def test_batches_and_workers_share_the_wait() -> None:
     assert queue.overdue(now=0.0, running=[(0.0, 2), (0.0, 2)], item_s=1.0) == ["e"]
 
 
-def test_idle_engine_tries_and_bulk_is_never_skipped() -> None:
+def test_idle_engine_tries_and_bulk_is_not_skipped() -> None:
     """With no batch running, an utterance not yet due is tried even if the last
-    batches were slow; past its due time it is skipped. Bulk is never skipped."""
+    batches were slow; past its due time it is skipped. Bulk is not (before it has waited twice
+    ``bulk_max_wait_s``)."""
     queue = _queue()
     queue.add("a0", "a", due=5.0, now=0.0)
     queue.add("up", "upload", due=math.inf, now=0.0)
     assert queue.overdue(now=1.0, running=[], item_s=10.0) == []
     assert queue.overdue(now=6.0, running=[], item_s=10.0) == ["a0"]
-    assert queue.overdue(now=1e9, running=[(0.0, 1)], item_s=10.0) == []
+    assert queue.overdue(now=15.0, running=[(0.0, 1)], item_s=10.0) == []
     assert queue.items() == ["up"]
 
 
@@ -153,3 +154,14 @@ def test_a_bulk_utterance_that_waited_joins_the_live_turn() -> None:
     assert queue.take(9.0, 1.0) == ["up0"]
     assert queue.take(9.0, 1.0) == ["a2"]
     assert queue.take(9.0, 1.0) == ["up1"]
+
+
+def test_a_bulk_utterance_is_given_up_only_after_twice_its_wait() -> None:
+    """A bulk utterance that waited twice ``bulk_max_wait_s`` with every worker busy
+    is skipped (its connection is not read meanwhile); with a worker free it is
+    tried."""
+    queue = AsrQueue[str](1, 1, bulk_max_wait_s=8.0)
+    queue.add("up0", "upload", due=math.inf, now=0.0)
+    assert queue.overdue(now=15.0, running=[(0.0, 1)], item_s=100.0) == []
+    assert queue.overdue(now=17.0, running=[], item_s=100.0) == []
+    assert queue.overdue(now=17.0, running=[(0.0, 1)], item_s=100.0) == ["up0"]

@@ -11,9 +11,11 @@ Two classes of stream share it:
   is skipped as soon as that is known, so its label is not held back by queued ASR.
 - **bulk** streams (uploads, files, clients that send faster than real time): no due
   time. They get what the live streams leave, round-robin among themselves, and are
-  never skipped: they wait, and their sources are paused by backpressure. A bulk
+  not skipped: they wait, and their sources are paused by backpressure. A bulk
   utterance that has waited ``bulk_max_wait_s`` joins the live turn as one more
-  stream, so that an upload still moves under sustained overload.
+  stream, so that an upload still moves under sustained overload; one that has
+  waited twice that long while every worker stays busy is labelled without a
+  transcript rather than keep its connection unread until it times out.
 
 The queue is sans-I/O: the caller passes the time and what a batch takes, so it is
 tested on a fake clock.
@@ -99,7 +101,7 @@ class AsrQueue(Generic[_T]):
             per utterance); otherwise a batch takes ``item_s`` whatever its size
             (a GPU).
         bulk_max_wait_s: a bulk utterance that has waited this long takes its turn
-            among the live streams, as one more stream (never skipped), so that a
+            among the live streams, as one more stream (not skipped), so that a
             bulk source keeps moving, if slowly, under sustained live overload
             (its connection is not read meanwhile, and keepalive pings would
             time out).
@@ -204,7 +206,9 @@ class AsrQueue(Generic[_T]):
         time. An utterance that would finish after its due time is skipped and
         takes no seat from the others. When no batch runs, an utterance whose due
         time has not passed is tried: an idle engine keeps learning what a
-        transcription takes.
+        transcription takes. A bulk utterance is skipped only when it has waited
+        twice ``bulk_max_wait_s`` and still no worker is free: its source is not
+        read while it waits, and its connection would time out.
 
         Args:
             now: the time now.
@@ -219,10 +223,13 @@ class AsrQueue(Generic[_T]):
         chunk = 1 if self.per_utterance else self.max_batch
         doomed: set[int] = set()
         seats = 0
+        given_up = now - 2 * self.bulk_max_wait_s
         for entry in self._live.order():
             start = free[0]
             idle = not running and start <= now
             late = now >= entry.due if idle else start + item_s > entry.due
+            if math.isinf(entry.due):
+                late = entry.added <= given_up and not idle
             if late:
                 doomed.add(id(entry))
                 continue
@@ -237,7 +244,7 @@ class AsrQueue(Generic[_T]):
 
     def _promote(self, now: float) -> None:
         """Move the bulk utterances that waited ``bulk_max_wait_s`` to the live
-        turn (their due time stays infinite: they are never skipped)."""
+        turn (their due time stays infinite: they are not late)."""
         waited = now - self.bulk_max_wait_s
         for entry in self._bulk.remove(lambda e: e.added <= waited):
             self._live.add(entry)

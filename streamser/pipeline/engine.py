@@ -176,7 +176,7 @@ class Engine:
                 its transcription is skipped if it cannot start within
                 ``asr_max_lag_ms`` of that. Infinity for a bulk stream (a file, an
                 upload, a client sending faster than real time): it is transcribed
-                after the live streams and never skipped (``AsrQueue``).
+                after the live streams and skipped only as a last resort (``AsrQueue``).
             stream: the stream it belongs to (ASR goes round-robin by stream).
         """
         if self._batcher is None or self._batcher.done():

@@ -43,7 +43,8 @@ class PipelineOptions:
     transcription takes now) is recognised without ASR as soon as that is known (its
     emotion is never late; ``utterance.end`` says ``"asr": "skipped_overload"``).
     Streams that are not live (files, uploads, clients sending more than 1 s ahead
-    of real time) are never skipped: they wait behind the live ones and get
+    of real time) wait behind the live ones (skipped only when one has waited 16 s
+    with every worker busy, so that its unread connection does not time out) and get
     backpressure (``streamser.pipeline.asr_queue``)."""
     workers: int = 0
     """Recognition calls that may run at once; 0 for the device's default: one per
