@@ -45,7 +45,7 @@ def _trim(audio: np.ndarray) -> np.ndarray:
 
 def _long_utterances(quick: bool) -> tuple[list[Any], list[np.ndarray]]:
     """Per actor, three clips joined: (first clip, joined audio) pairs."""
-    clips = ravdess_clips(24 if quick else 120, seed=11)
+    clips = ravdess_clips(60 if quick else 120, seed=11)
     by_actor: dict[str, list[Any]] = {}
     for clip in clips:
         by_actor.setdefault(clip.path.parent.name, []).append(clip)
