@@ -204,7 +204,7 @@ class Checkpoint:
 
     @property
     def runs_whisper_layers(self) -> bool:
-        """Whether its graph runs Whisper encoder layers (``export.whisper_prefix``,
+        """Whether its graph runs Whisper encoder layers (``training.whisper_prefix``,
         joined in front of the trained head)."""
         return self.front_end is not None and self.front_end.runs_whisper_layers
 

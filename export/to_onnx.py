@@ -5,7 +5,7 @@ exported with the input and output names of ``INPUTS``/``OUTPUTS`` (plus the bas
 inputs and pooled output of a graph that adapts to the speaker), dynamic batch and
 time axes, and the contract of ``streamser.recognition.contract.ModelContract`` in its
 ``metadata_props``. An acoustic head trained on Whisper layer states is joined behind
-the Whisper prefix graph (``export.whisper_prefix``), so the shipped graph reads
+the Whisper prefix graph (``training.whisper_prefix``), so the shipped graph reads
 log-mel frames.
 """
 
@@ -24,9 +24,9 @@ from torch import nn
 from export import card as card_module
 from export import verify as verify_module
 from export.checkpoint import Checkpoint, adapts, build_module, fusion_dims
-from export.whisper_prefix import prefix_graph
 from streamser.recognition.contract import ModelContract
 from streamser.recognition.models import OnnxModel
+from training.whisper_prefix import prefix_graph
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class ExportResult:
 
 def join_prefix(prefix_path: Path, head_path: Path, out_path: Path) -> None:
     """Write one graph: the Whisper prefix (log-mel ``features`` and ``lengths`` in,
-    ``export.whisper_prefix``), its states feeding the head's inputs, and the head's
+    ``training.whisper_prefix``), its states feeding the head's inputs, and the head's
     outputs under their own names."""
     prefix = onnx.load(str(prefix_path))
     head = onnx.compose.add_prefix(onnx.load(str(head_path)), "head/")

@@ -25,7 +25,6 @@ import torch
 from torch import nn
 
 from export.checkpoint import Checkpoint, VerificationError, adapts, fusion_dims
-from export.whisper_prefix import PrefixRunner, prefix_graph
 from streamser.recognition.features import (
     FrontEnd,
     TextTokenizer,
@@ -33,6 +32,7 @@ from streamser.recognition.features import (
     log_mel,
     pad_batch,
 )
+from training.whisper_prefix import PrefixRunner, prefix_graph
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ int8 convolutions are slower in onnxruntime). One pass of that graph gives all d
 Training computes its features with this graph through onnxruntime
 (``training.features_cache``), and export joins the same graph in front of the trained
 head (``export.to_onnx``), so the shipped acoustic graph reads log-mel frames and
-computes exactly what training saw. It lives in export (it writes a graph) and imports
-only streamser: the one export module training imports.
+computes exactly what training saw. It lives in training, which export imports, so
+both reach it without an import cycle; it imports only streamser.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from streamser.recognition.features import FrontEnd
+from streamser.recognition.whisper_model import default_whisper_dir
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -274,8 +275,6 @@ def export_prefix(model_bin: Path, layers: Sequence[int], out_path: Path) -> Pat
 def prefix_graph(front_end: FrontEnd, cache_dir: Path) -> Path:
     """The int8 prefix graph of ``front_end`` (its ``encoder_layers`` of the bundled
     Whisper), written once into ``cache_dir`` and reused while model and code agree."""
-    from streamser.recognition.whisper_model import default_whisper_dir
-
     if not front_end.encoder_layers:
         raise ValueError(f"front end {front_end} names no encoder layers")
     model_bin = default_whisper_dir() / "model.bin"
