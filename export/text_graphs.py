@@ -22,10 +22,25 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from export.card import git_commit, graph_io, portable, streamser_version, write_card
+from export.card import (
+    git_commit,
+    graph_contract,
+    graph_io,
+    portable,
+    streamser_version,
+    write_card,
+)
 from export.to_onnx import write_metadata
 from streamser.recognition.contract import FORMAT_VERSION, ModelContract
 from streamser.recognition.models import sha256_file
+from streamser.recognition.text_front import CharNgramEncoder, WordPieceEncoder
+from training.datasets import load_dataset
+from training.text_en_models import (
+    CharNgramLinearModel,
+    MiniLMTextModel,
+    load_pretrained,
+    minilm_dir,
+)
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -245,10 +260,6 @@ MELD_LICENCE = (
 
 def export_en(args: argparse.Namespace) -> dict[str, Any]:
     """The English MiniLM graph (emotion + sentiment) from ``training text-en``."""
-    from streamser.recognition.text_front import WordPieceEncoder
-    from training.datasets import load_dataset
-    from training.text_en_models import MiniLMTextModel, load_pretrained, minilm_dir
-
     ckpt = torch.load(args.checkpoint, weights_only=False)
     module = MiniLMTextModel(ckpt["config"])
     if "state" in ckpt:  # fine-tuned encoder and heads (``text-en --fine-tune``)
@@ -354,9 +365,6 @@ def export_fa(args: argparse.Namespace) -> dict[str, Any]:
     """The Persian character n-gram graph from ``training text-fa``."""
     import json
 
-    from streamser.recognition.text_front import CharNgramEncoder
-    from training.text_en_models import CharNgramLinearModel
-
     ckpt = torch.load(args.checkpoint, weights_only=False)
     module = CharNgramLinearModel(ckpt["idf"], ckpt["coef"], ckpt["intercept"])
     name = args.name or "emotion-text-fa-v2"
@@ -414,8 +422,6 @@ def export_fa(args: argparse.Namespace) -> dict[str, Any]:
 
 def graph_contract_of(onnx_path: Path) -> ModelContract:
     """The contract written into a graph."""
-    from export.card import graph_contract
-
     return graph_contract(onnx_path)
 
 

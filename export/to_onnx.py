@@ -26,6 +26,7 @@ from export import verify as verify_module
 from export.checkpoint import Checkpoint, adapts, build_module, fusion_dims
 from streamser.recognition.contract import ModelContract
 from streamser.recognition.models import OnnxModel
+from training.features_cache import default_cache_dir
 from training.whisper_prefix import prefix_graph
 
 _LOGGER = logging.getLogger(__name__)
@@ -260,8 +261,6 @@ def export_checkpoint(
         verification = verify_module.compare(head_path, module, batches)
         verification["inputs"] = source
     if joined:
-        from training.features_cache import default_cache_dir
-
         front_end = checkpoint.acoustic_front_end
         prefix_path = prefix_graph(front_end, default_cache_dir())
         join_prefix(prefix_path, head_path, onnx_path)

@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 from typing import Any, Final
 
+import ctranslate2
 import numpy as np
 import numpy.typing as npt
 import onnx
@@ -32,6 +33,10 @@ from streamser.recognition.features import (
     log_mel,
     pad_batch,
 )
+from streamser.recognition.models import OnnxModel, bundled_model_dir
+from streamser.recognition.whisper_model import default_whisper_dir
+from training.datasets import load_audio, load_dataset
+from training.features_cache import default_cache_dir, kind_of, load_features
 from training.whisper_prefix import PrefixRunner, prefix_graph
 
 _LOGGER = logging.getLogger(__name__)
@@ -68,8 +73,6 @@ def acoustic_rows(
     """The graph's input arrays (time, dim) for real clips at several lengths: log-mel
     frames, or the whole Whisper encoder's final states (``whisper``: a loaded
     CTranslate2 Whisper, else the bundled one is loaded)."""
-    from training.datasets import load_audio
-
     audios = [load_audio(path) for path in _clip_paths(root)]
     if not audios:
         raise VerificationError(f"no EMO-DB/RAVDESS clips under {root}")
@@ -78,10 +81,6 @@ def acoustic_rows(
     if front_end.type == "log-mel":
         return mels
     if whisper is None:
-        import ctranslate2
-
-        from streamser.recognition.whisper_model import default_whisper_dir
-
         whisper = ctranslate2.models.Whisper(
             str(default_whisper_dir()), compute_type="int8"
         )
@@ -359,8 +358,6 @@ def _synthetic_batches(checkpoint: Checkpoint, module: nn.Module) -> list[Batch]
 
 
 def _find_graph(kind: str, out_dir: Path | None, given: Path | None) -> Path | None:
-    from streamser.recognition.models import bundled_model_dir
-
     if given is not None:
         return given
     for folder in (out_dir, bundled_model_dir()):
@@ -385,9 +382,6 @@ def real_batches(
     Falls back to seeded synthetic inputs (with a warning, and said so in the
     description) when the corpora or, for fusion, the acoustic/text graphs are absent.
     """
-    from streamser.recognition.models import OnnxModel
-    from streamser.recognition.whisper_model import default_whisper_dir
-
     kind = checkpoint.kind
     root = data_root()
     if root is None:
@@ -401,8 +395,6 @@ def real_batches(
         rows = acoustic_rows(front_end, root, whisper=whisper)
         what = front_end.type
         if front_end.runs_whisper_layers:
-            from training.features_cache import default_cache_dir
-
             rows = prefix_states(prefix_graph(front_end, default_cache_dir()), rows)
             what = f"Whisper layers {list(front_end.encoder_layers or ())} states"
         return acoustic_batches(rows, adaptive=adapts(module)), (
@@ -459,16 +451,11 @@ def labelled_batches(
     dropped. These are training data of a shipped model, so absolute accuracy is
     optimistic; the change between fp32 and a variant is what is measured.
     """
-    from streamser.recognition.whisper_model import default_whisper_dir
-    from training.datasets import load_dataset
-
     root = data_root()
     if root is None or checkpoint.kind == "fusion":
         return None
     labels = list(checkpoint.labels)
     if checkpoint.kind == "acoustic":
-        from training.features_cache import kind_of, load_features
-
         utterances = [
             u for u in load_dataset(f"emodb:{root / 'emodb'}") if u.label in labels
         ]

@@ -28,7 +28,7 @@ import shlex
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -40,9 +40,13 @@ from torch import nn
 from streamser.recognition.features import TextTokenizer, pad_batch
 from streamser.recognition.models import OnnxModel
 from streamser.recognition.whisper_model import default_whisper_dir
+from training.acoustic import FOLD_TO_NEUTRAL
+from training.acoustic_models import build_model as build_acoustic
 from training.datasets import Utterance, load_dataset, speaker_folds
+from training.features_cache import graph_input_kind, kind_of, load_features
 from training.fusion_models import build_model
 from training.metrics import score
+from training.text import Candidate, TrainSettings, fit, whisper_token_embeddings
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -136,8 +140,6 @@ def train_acoustic_fold(
     seed: int,
 ) -> nn.Module:
     """A small acoustic model of ``training.acoustic_models`` trained on ``train``."""
-    from training.acoustic_models import build_model as build_acoustic
-
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = build_acoustic(arch, config)
@@ -251,8 +253,6 @@ def fused_probs(
 
 
 def _text_candidate(text_checkpoint: dict[str, Any]) -> Any:
-    from training.text import Candidate
-
     info = dict(text_checkpoint.get("training") or {})
     fields = set(Candidate.__dataclass_fields__)
     return Candidate(**{key: value for key, value in info.items() if key in fields})
@@ -302,8 +302,6 @@ def cross_validate(
     seed: int,
 ) -> dict[str, Any]:
     """Acoustic-only, text-only and fused scores on held-out speakers (see module doc)."""
-    from training.text import TrainSettings, fit, whisper_token_embeddings
-
     targets = np.array([labels.index(utt.label) for utt in utterances], dtype=np.int64)
     text_labels = list(text_checkpoint["labels"])
     text_ids = [tokenizer.encode(utt.text or "") for utt in texts]
@@ -465,8 +463,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Evaluate fusion on held-out speakers, then fit it on all and save a checkpoint."""
-    from training.features_cache import graph_input_kind, kind_of, load_features
-
     args = _parser().parse_args(argv)
     torch.set_num_threads(1)
     command = "python -m training fusion " + shlex.join(
@@ -488,10 +484,6 @@ def main(argv: list[str] | None = None) -> int:
         labels = list(acoustic_graph.info.labels)
         if "neutral" in labels:
             # an acoustic graph that reads calm and boredom as neutral (v3)
-            from dataclasses import replace
-
-            from training.acoustic import FOLD_TO_NEUTRAL
-
             utterances = [
                 replace(u, label=FOLD_TO_NEUTRAL.get(u.label, u.label))
                 if u.label not in labels

@@ -31,6 +31,7 @@ from torch import nn
 
 from training.datasets import load_dataset
 from training.datasets.meld import SENTIMENTS
+from training.text import Candidate, _fit_ngram
 from training.text_en_models import MiniLMTextModel, load_pretrained, minilm_dir
 
 _LOGGER = logging.getLogger(__name__)
@@ -284,8 +285,6 @@ def fit_ngram(
     settings: dict[str, Any],
 ) -> Any:
     """Logistic regression on TF-IDF WordPiece n-grams, as ``NgramTextModel``."""
-    from training.text import Candidate, _fit_ngram
-
     config = {k: settings[k] for k in ("ngram", "buckets", "C")}
     candidate = Candidate(
         "wp", "ngram", config, class_weight_power=settings["weight_power"]
