@@ -24,6 +24,7 @@ from torch import nn
 from export import card as card_module
 from export import verify as verify_module
 from export.checkpoint import Checkpoint, adapts, build_module, fusion_dims
+from export.parity_inputs import real_batches
 from streamser.recognition.contract import ModelContract
 from streamser.recognition.models import OnnxModel
 from training.features_cache import default_cache_dir
@@ -255,7 +256,7 @@ def export_checkpoint(
     result = export_module(module, checkpoint, head_path, name=name)
     verification = None
     if verify:
-        batches, source = verify_module.real_batches(
+        batches, source = real_batches(
             checkpoint, module, out_dir=Path(out_dir), reference_graphs=reference_graphs
         )
         verification = verify_module.compare(head_path, module, batches)

@@ -17,8 +17,9 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
 from export.checkpoint import Checkpoint, VerificationError  # noqa: E402
+from export.parity_inputs import real_batches  # noqa: E402
 from export.to_onnx import OPSET, export_checkpoint  # noqa: E402
-from export.verify import compare, real_batches  # noqa: E402
+from export.verify import compare  # noqa: E402
 from streamser.errors import ModelError  # noqa: E402
 from streamser.recognition.features import LOG_MEL  # noqa: E402
 from streamser.recognition.models import OnnxModel, sha256_file  # noqa: E402
