@@ -47,7 +47,7 @@ def tokenizer() -> TextTokenizer:
 
 def _train_tiny(arch: str, tokenizer: TextTokenizer, path: Path) -> list[np.ndarray]:
     """A tiny text model trained for a few steps on real ShEMO transcripts."""
-    from training.text import _batch, vocabulary_of
+    from training.text_fit import token_batch, vocabulary_of
 
     torch.manual_seed(0)
     rows = _rows(60)
@@ -61,16 +61,16 @@ def _train_tiny(arch: str, tokenizer: TextTokenizer, path: Path) -> list[np.ndar
         "hidden": 8,
     }
     if arch == "ngram":
-        from training.text import Candidate, _fit_ngram
+        from training.text_fit import Candidate, fit_ngram
 
         candidate = Candidate("ngram", "ngram", {"ngram": 2, "buckets": 500, "C": 1.0})
         targets_np = targets.numpy()
-        model, config = _fit_ngram(candidate, ids, targets_np, np.arange(len(ids)), 6)
+        model, config = fit_ngram(candidate, ids, targets_np, np.arange(len(ids)), 6)
         _save(arch, config, model, path)
         return ids
     model = build_model(arch, config)
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
-    tokens, lengths = _batch(ids, np.arange(len(ids)))
+    tokens, lengths = token_batch(ids, np.arange(len(ids)))
     model.train()
     for _ in range(3):
         logits, _ = model.logits(tokens, lengths)
@@ -137,7 +137,7 @@ def test_text_export_parity_and_empty_transcript(
 def test_ngram_graph_features_match_the_training_features(
     tokenizer: TextTokenizer, tmp_path: Path
 ) -> None:
-    from training.text import _batch, _tfidf, ngram_features
+    from training.text_fit import _tfidf, ngram_features, token_batch
 
     ids = _train_tiny("ngram", tokenizer, tmp_path / "text.pt")
     checkpoint = torch.load(tmp_path / "text.pt", weights_only=False)
@@ -146,7 +146,7 @@ def test_ngram_graph_features_match_the_training_features(
     idf = model.idf.numpy().astype(np.float64)
     counts = ngram_features(ids[:10], checkpoint["config"]["vocabulary"], 2, 500)
     expected = _tfidf(counts, idf).toarray()
-    tokens, lengths = _batch(ids, np.arange(10))
+    tokens, lengths = token_batch(ids, np.arange(10))
     with torch.no_grad():
         actual = model.tfidf(tokens, lengths).numpy()
     np.testing.assert_allclose(actual, expected, atol=1e-6)
@@ -158,7 +158,7 @@ def test_unknown_architecture_is_a_value_error() -> None:
 
 
 def test_whisper_token_embeddings_are_read_from_the_ct2_model() -> None:
-    from training.text import whisper_token_embeddings
+    from training.text_fit import whisper_token_embeddings
 
     table = whisper_token_embeddings()
     assert table.shape == (WHISPER_VOCAB_SIZE, 512)

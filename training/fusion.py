@@ -46,7 +46,7 @@ from training.datasets import Utterance, load_dataset, speaker_folds
 from training.features_cache import graph_input_kind, kind_of, load_features
 from training.fusion_models import build_model
 from training.metrics import score
-from training.text import Candidate, TrainSettings, fit, whisper_token_embeddings
+from training.text_fit import Candidate, TrainSettings, fit, whisper_token_embeddings
 
 _LOGGER = logging.getLogger(__name__)
 

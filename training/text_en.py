@@ -31,8 +31,9 @@ from torch import nn
 
 from training.datasets import load_dataset
 from training.datasets.meld import SENTIMENTS
-from training.text import Candidate, _fit_ngram
 from training.text_en_models import MiniLMTextModel, load_pretrained, minilm_dir
+from training.text_fit import Candidate
+from training.text_fit import fit_ngram as fit_token_ngrams
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -290,7 +291,9 @@ def fit_ngram(
         "wp", "ngram", config, class_weight_power=settings["weight_power"]
     )
     model: Any
-    model, fitted = _fit_ngram(candidate, ids, np.asarray(y), np.arange(len(ids)), n)
+    model, fitted = fit_token_ngrams(
+        candidate, ids, np.asarray(y), np.arange(len(ids)), n
+    )
     model.fitted_config = {k: fitted[k] for k in ("ngram", "buckets", "vocabulary")}
     return model
 
