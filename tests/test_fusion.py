@@ -15,7 +15,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
 
-from training.fusion import Embeddings, sample_pairs  # noqa: E402
+from training.fusion_fit import Embeddings, sample_pairs  # noqa: E402
 from training.fusion_models import build_model  # noqa: E402
 
 from _export_helpers import train_tiny_acoustic  # noqa: E402
