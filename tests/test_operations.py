@@ -106,6 +106,29 @@ def test_unit_is_notify_with_watchdog_hardening_and_a_long_stop() -> None:
     assert service["MemoryMax"]
 
 
+def test_instance_unit_is_generated_from_the_single_unit(tmp_path: Path) -> None:
+    script = REPO / "deploy" / "systemd" / "instance_unit.py"
+    check = [sys.executable, str(script), "--check"]
+    result = subprocess.run(check, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    # A stale instance unit fails the check: the script reads the repository's
+    # files, so run a copy of the three files in a scratch tree.
+    for path in (script, UNIT, REPO / "deploy" / "systemd" / "streamser@.service"):
+        copy = tmp_path / path.relative_to(REPO)
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        copy.write_text(path.read_text("utf-8"), "utf-8")
+    single = tmp_path / UNIT.relative_to(REPO)
+    single.write_text(single.read_text("utf-8").replace("MemoryMax=6G", "MemoryMax=8G"))
+    stale = subprocess.run(
+        [sys.executable, str(tmp_path / script.relative_to(REPO)), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert stale.returncode == 1
+    assert "out of date" in stale.stderr
+
+
 @pytest.mark.slow
 def test_notify_ready_after_load_status_watchdog_and_stopping(tmp_path: Path) -> None:
     notify = NotifySocket(tmp_path / "notify.sock")
