@@ -30,12 +30,12 @@ from _ops_helpers import (
     REPO,
     NotifySocket,
     check_events,
+    deaf_client,
     metric,
     pcm16,
     read_clip,
     run_stream,
     running,
-    slow_socket,
     spawn,
     speech,
 )
@@ -340,15 +340,9 @@ async def test_sigterm_finishes_in_flight_utterances_then_closes_1001(
 async def test_drain_is_bounded_when_a_client_stops_reading(tmp_path: Path) -> None:
     env = {"STREAMSER_SERVER_DRAIN_TIMEOUT_S": "3"}
     with running(FAST, tmp_path, env) as server:
-        ws = await connect(
-            f"{server.url}/v1/stream",
-            sock=slow_socket(server.port),
-            max_queue=1,
-            open_timeout=20,
-        )
+        ws = await deaf_client(server.url, server.port)
 
         async def fall_behind() -> bool:
-            await ws.send(json.dumps({"type": "start", "stream_id": "deaf"}))
             # each message is an error event the client never reads; the kernel
             # buffers megabytes on loopback, so go on until the server's queue for
             # it grows

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,18 +11,19 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
 
+from _cli_helpers import run_command, usage_error  # noqa: E402
+
 from export.to_onnx import export_checkpoint  # noqa: E402
 from streamser.recognition.features import TextTokenizer  # noqa: E402
 from streamser.recognition.models import OnnxModel  # noqa: E402
 from streamser.recognition.whisper_model import default_whisper_dir  # noqa: E402
 from training.text_models import ARCHS, WHISPER_VOCAB_SIZE, build_model  # noqa: E402
 
+from conftest import REPO, data_root  # noqa: E402
+
 pytestmark = pytest.mark.train
 
-_REPO_ROOT = Path(__file__).resolve().parents[1]
-_DATA = Path(
-    os.environ.get("STREAMSER_DATA", _REPO_ROOT.parent / "shared" / "datasets")
-)
+_DATA = data_root() or REPO.parent / "shared" / "datasets"
 _SHEMO = _DATA / "shemo-text" / "shemo_text.jsonl"
 _LABELS = ["anger", "fear", "happiness", "neutral", "sadness", "surprise"]
 
@@ -174,31 +172,11 @@ def test_cli_trains_evaluates_and_saves_a_checkpoint(tmp_path: Path) -> None:
     speakers = sorted({row["speaker"] for row in rows})[:6]
     keep = [row for row in rows if row["speaker"] in speakers][:240]
     subset.write_text("\n".join(json.dumps(row, ensure_ascii=False) for row in keep))
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "training",
-            "text",
-            "--data",
-            f"shemo-text:{subset}",
-            "--protocol",
-            "kfold3",
-            "--candidates",
-            "cnn,bow",
-            "--max-epochs",
-            "2",
-            "--final-seeds",
-            "2",
-            "--out",
-            str(tmp_path / "out"),
-            "--json",
-        ],
-        cwd=_REPO_ROOT,
-        capture_output=True,
-        text=True,
+    result = run_command(
+        *("training", "text", "--data", f"shemo-text:{subset}", "--json"),
+        *("--protocol", "kfold3", "--candidates", "cnn,bow", "--max-epochs", "2"),
+        *("--final-seeds", "2", "--out", tmp_path / "out"),
         timeout=600,
-        check=False,
     )
     assert result.returncode == 0, result.stderr
     metrics = json.loads(result.stdout.strip().splitlines()[-1])
@@ -214,24 +192,8 @@ def test_cli_trains_evaluates_and_saves_a_checkpoint(tmp_path: Path) -> None:
 
 def test_cli_rejects_unknown_candidate_and_missing_data(tmp_path: Path) -> None:
     for extra in (["--candidates", "nope"], []):
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "training",
-                "text",
-                "--data",
-                f"shemo-text:{tmp_path / 'missing.jsonl'}",
-                "--out",
-                str(tmp_path),
-                *extra,
-            ],
-            cwd=_REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
+        missing = f"shemo-text:{tmp_path / 'missing.jsonl'}"
+        stderr = usage_error(
+            "training", "text", "--data", missing, "--out", tmp_path, *extra
         )
-        assert result.returncode == 2
-        assert "error:" in result.stderr
-        assert "Traceback" not in result.stderr
+        assert "error:" in stderr

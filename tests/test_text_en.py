@@ -8,13 +8,12 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import onnx
 import pytest
+from _cli_helpers import run_command, usage_error
 
 from streamser.config import Config
 from streamser.errors import ModelError
@@ -243,23 +242,10 @@ def test_evaluate_scores_meld_rows_with_sentiment(
     sample = tmp_path / "dev12.csv"
     with sample.open("w", encoding="utf-8", newline="") as handle:
         csv.writer(handle).writerows(rows)
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "training",
-            "evaluate",
-            "--data",
-            f"meld-text:{sample}",
-            "--models",
-            str(MODELS),
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
+    done = run_command(
+        *("training", "evaluate", "--data", f"meld-text:{sample}"),
+        *("--models", MODELS, "--json"),
         timeout=600,
-        cwd=REPO,
-        check=False,
     )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
@@ -276,26 +262,12 @@ def test_evaluate_scores_meld_rows_with_sentiment(
 def test_evaluate_rejects_meld_without_columns(tmp_path: Path) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("Utterance,Emotion\nhello,joy\n", encoding="utf-8")
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "training",
-            "evaluate",
-            "--data",
-            f"meld-text:{bad}",
-            "--models",
-            str(MODELS),
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
+    stderr = usage_error(
+        *("training", "evaluate", "--data", f"meld-text:{bad}"),
+        *("--models", MODELS, "--json"),
         timeout=300,
-        cwd=REPO,
-        check=False,
     )
-    assert done.returncode == 2
-    assert "missing MELD column" in done.stderr
+    assert "missing MELD column" in stderr
 
 
 def test_text_cost_benchmark_times_the_english_graph() -> None:
