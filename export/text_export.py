@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -27,8 +26,8 @@ from export.card import graph_card, write_card
 from export.to_onnx import write_metadata
 from streamser.recognition.contract import ModelContract
 from streamser.recognition.features import pad_batch
+from training.onnx_export import export_graph
 
-OPSET: Final = 17
 TOLERANCE: Final = 1e-4
 EMPTY_TRANSCRIPT: Final = (
     "Empty transcript (lengths 0): uniform probabilities, zero embedding. "
@@ -71,19 +70,14 @@ def export_text_graph(
         "lengths": {0: "batch"},
     }
     axes.update({name: {0: "batch"} for name in outputs})
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module,
-            example,
-            str(onnx_path),
-            input_names=["token_ids", "lengths"],
-            output_names=outputs,
-            dynamic_axes=axes,
-            opset_version=OPSET,
-            do_constant_folding=True,
-            dynamo=False,
-        )
+    export_graph(
+        module,
+        example,
+        onnx_path,
+        inputs=["token_ids", "lengths"],
+        outputs=outputs,
+        dynamic_axes=axes,
+    )
     write_metadata(onnx_path, contract)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     worst = {name: 0.0 for name in outputs}

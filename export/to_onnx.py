@@ -12,7 +12,6 @@ log-mel frames.
 from __future__ import annotations
 
 import logging
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -28,11 +27,11 @@ from export.parity_inputs import real_batches
 from streamser.recognition.contract import ModelContract
 from streamser.recognition.models import OnnxModel
 from training.features_cache import default_cache_dir
+from training.onnx_export import OPSET, export_graph
 from training.whisper_prefix import prefix_graph
 
 _LOGGER = logging.getLogger(__name__)
 
-OPSET: Final = 17
 
 INPUTS: Final[dict[str, tuple[str, ...]]] = {
     "acoustic": ("features", "lengths"),
@@ -195,22 +194,15 @@ def export_module(
             f"{len(checkpoint.labels)} labels"
         )
     onnx_path.parent.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad(), warnings.catch_warnings():
-        # The legacy exporter warns that it is legacy, and about Slice folding.
-        warnings.simplefilter("ignore", category=DeprecationWarning)
-        warnings.simplefilter("ignore", category=UserWarning)
-        warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
-        torch.onnx.export(
-            module,
-            inputs,
-            str(onnx_path),
-            input_names=io_names(kind, module)[0],
-            output_names=io_names(kind, module)[1],
-            dynamic_axes=DYNAMIC_AXES[kind],
-            opset_version=OPSET,
-            do_constant_folding=True,
-            dynamo=False,  # the torch.export path needs onnxscript and mis-handles masks
-        )
+    export_graph(
+        module,
+        inputs,
+        onnx_path,
+        inputs=io_names(kind, module)[0],
+        outputs=io_names(kind, module)[1],
+        dynamic_axes=DYNAMIC_AXES[kind],
+        opset=OPSET,
+    )
     write_metadata(onnx_path, checkpoint.contract(name, embedding_dim))
     _LOGGER.info("exported %s (%s) to %s", name, kind, onnx_path)
     return ExportResult(

@@ -38,6 +38,7 @@ from streamser.recognition.features import TextTokenizer
 from streamser.recognition.models import OnnxModel
 from streamser.recognition.whisper_model import default_whisper_dir
 from training.acoustic import FOLD_TO_NEUTRAL
+from training.command import PROTOCOL_HELP, check_protocol, command_parser
 from training.datasets import Utterance, load_dataset
 from training.features_cache import graph_input_kind, kind_of, load_features
 from training.fusion_fit import Embeddings, FusionSettings, run_graph, train_fusion
@@ -47,14 +48,8 @@ _LOGGER = logging.getLogger(__name__)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m training fusion", description=__doc__.split("\n\n")[0]
-    )
-    parser.add_argument(
-        "--data",
-        action="append",
-        required=True,
-        help="acoustic corpora KIND:PATH (repeatable)",
+    parser = command_parser(
+        "fusion", __doc__, data_help="acoustic corpora KIND:PATH (repeatable)"
     )
     parser.add_argument(
         "--text-data", required=True, help="ShEMO transcripts KIND:PATH"
@@ -77,9 +72,7 @@ def _parser() -> argparse.ArgumentParser:
         help="text checkpoint (its configuration is retrained per fold); "
         "required unless --no-eval",
     )
-    parser.add_argument(
-        "--protocol", default="kfold5", help="kfoldN or loso (default kfold5)"
-    )
+    parser.add_argument("--protocol", default="kfold5", help=PROTOCOL_HELP)
     parser.add_argument(
         "--fold-epochs",
         type=int,
@@ -109,10 +102,7 @@ def _load(
         raise ValueError(
             "--text-checkpoint is needed for the evaluation (or --no-eval)"
         )
-    if args.protocol != "loso" and not (
-        args.protocol.startswith("kfold") and args.protocol[5:].isdigit()
-    ):
-        raise ValueError(f"unknown protocol {args.protocol!r}; use kfoldN or loso")
+    check_protocol(args.protocol)
     acoustic_graph = OnnxModel(args.acoustic_model, device="cpu")
     text_graph = OnnxModel(args.text_model, device="cpu")
     utterances = [utt for spec in args.data for utt in load_dataset(spec)]

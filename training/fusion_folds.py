@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streamser.recognition.features import TextTokenizer
+from training.command import protocol_folds
 from training.datasets import Utterance, speaker_folds
 from training.fusion_fit import (
     Embeddings,
@@ -25,7 +26,13 @@ from training.fusion_fit import (
     train_fusion,
 )
 from training.metrics import score
-from training.text_fit import Candidate, TrainSettings, fit, whisper_token_embeddings
+from training.text_fit import (
+    Candidate,
+    TokenData,
+    TrainSettings,
+    fit,
+    whisper_token_embeddings,
+)
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -112,16 +119,9 @@ def text_side(
     text_targets = np.array([text_labels.index(utt.label) for utt in texts], np.int64)
     epochs = int(text_checkpoint.get("training", {}).get("epochs", 10))
     embeddings = whisper_token_embeddings() if candidate.pretrained else None
+    data = TokenData(text_ids, text_targets, len(text_labels), embeddings)
     text_model, _, _, _ = fit(
-        candidate,
-        text_ids,
-        text_targets,
-        pool_a,
-        n_labels=len(text_labels),
-        settings=TrainSettings(),
-        seed=seed,
-        epochs=epochs,
-        embeddings=embeddings,
+        candidate, data, pool_a, settings=TrainSettings(), seed=seed, epochs=epochs
     )
     a_probs, a_text = run_module(text_model, [text_ids[i] for i in pool_a], text=True)
     b_probs, b_text = run_module(text_model, [text_ids[i] for i in pool_b], text=True)
@@ -204,8 +204,7 @@ def cross_validate(
     """Acoustic-only, text-only and fused scores on held-out speakers (see module doc)."""
     targets = np.array([labels.index(utt.label) for utt in utterances], dtype=np.int64)
     side = text_side(utterances, texts, text_checkpoint, tokenizer, seed)
-    kind, k = ("loso", 0) if protocol == "loso" else ("kfold", int(protocol[5:]))
-    folds = speaker_folds(utterances, kind=kind, k=k or 5, seed=seed)
+    folds = protocol_folds(utterances, protocol, seed)
     arch = "cnn" if feature_kind == "mel" else "attn"
     config = {"n_labels": len(labels), "input_dim": int(features[0].shape[1])}
     predicted: dict[str, list[int]] = {name: [] for name in SCORES}

@@ -23,17 +23,18 @@ from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
-import numpy.typing as npt
 import torch
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
 from streamser.recognition.features import TextTokenizer
 from streamser.recognition.whisper_model import default_whisper_dir
+from training.command import PROTOCOL_HELP, command_parser, protocol_folds
 from training.datasets import Utterance, load_dataset, speaker_folds
 from training.metrics import Scores, score
 from training.text_fit import (
     Candidate,
+    TokenData,
     TrainSettings,
     fit,
     predict,
@@ -96,23 +97,22 @@ def _inner_split(
 
 def cross_validate(
     utterances: Sequence[Utterance],
-    ids: Sequence[np.ndarray],
+    data: TokenData,
     labels: list[str],
     folds: Sequence[tuple[np.ndarray, np.ndarray]],
     candidates: Sequence[Candidate],
     settings: TrainSettings,
     *,
-    embeddings: npt.NDArray[np.float32] | None,
     seed: int,
 ) -> dict[str, dict[str, Any]]:
-    """Nested evaluation of every candidate.
+    """Nested evaluation of every candidate on ``data`` (one row per utterance, its
+    class the index of its label in ``labels``).
 
     Returns:
         Per candidate: ``inner_ua`` (mean inner-validation UA, the selection score),
         ``epochs`` (best epoch per fold and seed), ``predictions`` (pooled test-fold
         labels), ``scores`` (pooled test metrics).
     """
-    targets = np.array([labels.index(utt.label) for utt in utterances], dtype=np.int64)
     results: dict[str, dict[str, Any]] = {}
     for candidate in candidates:
         started = time.monotonic()
@@ -124,32 +124,27 @@ def cross_validate(
             )
             probs = np.zeros((len(test), len(labels)))
             for member in range(settings.seeds):
+                member_seed = seed + 100 * member
                 _, _, best_epoch, best_ua = fit(
                     candidate,
-                    ids,
-                    targets,
+                    data,
                     inner_train,
-                    n_labels=len(labels),
                     settings=settings,
-                    seed=seed + 100 * member,
+                    seed=member_seed,
                     validation=validation,
-                    embeddings=embeddings,
                 )
                 inner.append(best_ua)
                 epochs.append(best_epoch)
                 # Refit on every training speaker for the epochs the inner split chose.
                 model, _, _, _ = fit(
                     candidate,
-                    ids,
-                    targets,
+                    data,
                     np.asarray(train),
-                    n_labels=len(labels),
                     settings=settings,
-                    seed=seed + 100 * member,
+                    seed=member_seed,
                     epochs=max(1, best_epoch),
-                    embeddings=embeddings,
                 )
-                probs += predict(model, ids, np.asarray(test))
+                probs += predict(model, data.ids, np.asarray(test))
             predicted[test] = probs.argmax(1)
         scores = score(
             [utt.label for utt in utterances], [labels[i] for i in predicted], labels
@@ -195,27 +190,13 @@ def tfidf_baseline(
     return score(list(reference), list(predicted))
 
 
-def _folds(utterances: Sequence[Utterance], protocol: str, seed: int) -> list[Any]:
-    if protocol == "loso":
-        return speaker_folds(utterances, kind="loso")
-    if protocol.startswith("kfold") and protocol[5:].isdigit():
-        return speaker_folds(utterances, kind="kfold", k=int(protocol[5:]), seed=seed)
-    raise ValueError(f"unknown protocol {protocol!r}; use kfoldN (e.g. kfold5) or loso")
-
-
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m training text", description=__doc__.split("\n\n")[0]
+    parser = command_parser(
+        "text",
+        __doc__,
+        data_help="KIND:PATH with transcripts (repeatable), e.g. shemo-text:FILE",
     )
-    parser.add_argument(
-        "--data",
-        action="append",
-        required=True,
-        help="KIND:PATH with transcripts (repeatable), e.g. shemo-text:FILE",
-    )
-    parser.add_argument(
-        "--protocol", default="kfold5", help="kfoldN or loso (default kfold5)"
-    )
+    parser.add_argument("--protocol", default="kfold5", help=PROTOCOL_HELP)
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument(
         "--candidates",
@@ -267,32 +248,25 @@ def _selection_metrics(
 
 def fit_final(
     best: Candidate,
-    utterances: Sequence[Utterance],
-    ids: Sequence[np.ndarray],
-    labels: list[str],
+    data: TokenData,
     *,
     epochs: int,
     settings: TrainSettings,
-    embeddings: npt.NDArray[np.float32] | None,
     seed: int,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """The shipped ensemble: ``best`` fit on every speaker for ``epochs`` (one model
-    for n-grams, else ``settings.final_seeds``); its state dicts and config."""
-    targets = np.array([labels.index(utt.label) for utt in utterances], dtype=np.int64)
-    everyone = np.arange(len(utterances))
+    """The shipped ensemble: ``best`` fit on every row of ``data`` for ``epochs`` (one
+    model for n-grams, else ``settings.final_seeds``); its state dicts and config."""
+    everyone = np.arange(len(data.ids))
     members, config = [], {}
     final_seeds = 1 if best.arch == "ngram" else settings.final_seeds
     for member in range(final_seeds):
         model, config, _, _ = fit(
             best,
-            ids,
-            targets,
+            data,
             everyone,
-            n_labels=len(labels),
             settings=settings,
             seed=seed + 100 * member,
             epochs=epochs,
-            embeddings=embeddings,
         )
         members.append(model.state_dict())
     return members, config
@@ -317,7 +291,7 @@ def _load(
     utterances = [utt for utt in utterances if utt.text]
     if not utterances:
         raise ValueError("no utterances with transcripts in " + ", ".join(args.data))
-    return chosen, utterances, _folds(utterances, args.protocol, args.seed)
+    return chosen, utterances, protocol_folds(utterances, args.protocol, args.seed)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -333,23 +307,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     tokenizer = TextTokenizer(str(default_whisper_dir() / "tokenizer.json"))
-    ids = tokenize(utterances, tokenizer)
     labels = sorted({utt.label for utt in utterances})
-    embeddings = (
-        whisper_token_embeddings() if any(c.pretrained for c in chosen) else None
+    data = TokenData(
+        ids=tokenize(utterances, tokenizer),
+        targets=np.array([labels.index(u.label) for u in utterances], dtype=np.int64),
+        n_labels=len(labels),
+        embeddings=whisper_token_embeddings()
+        if any(c.pretrained for c in chosen)
+        else None,
     )
     settings = TrainSettings(
         max_epochs=args.max_epochs, seeds=args.seeds, final_seeds=args.final_seeds
     )
     results = cross_validate(
-        utterances,
-        ids,
-        labels,
-        folds,
-        chosen,
-        settings,
-        embeddings=embeddings,
-        seed=args.seed,
+        utterances, data, labels, folds, chosen, settings, seed=args.seed
     )
     best = max(chosen, key=lambda c: results[c.name]["inner_ua"])
     metrics = _selection_metrics(args, results, best)
@@ -364,14 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_final:
         epochs = int(np.median(results[best.name]["epochs"]))
         members, config = fit_final(
-            best,
-            utterances,
-            ids,
-            labels,
-            epochs=epochs,
-            settings=settings,
-            embeddings=embeddings,
-            seed=args.seed,
+            best, data, epochs=epochs, settings=settings, seed=args.seed
         )
         checkpoint = {
             "kind": "text",

@@ -212,24 +212,38 @@ def fit_ngram(
     return model.eval(), config
 
 
+@dataclass(frozen=True)
+class TokenData:
+    """What a candidate is fit on: every row's token ids and class, and for the
+    pretrained candidates Whisper's token embeddings."""
+
+    ids: Sequence[np.ndarray]
+    """Token ids of each row."""
+    targets: np.ndarray
+    """Class index of each row."""
+    n_labels: int
+    """Number of classes."""
+    embeddings: npt.NDArray[np.float32] | None = None
+    """``whisper_token_embeddings()``; needed by pretrained candidates only."""
+
+
 def fit(
     candidate: Candidate,
-    ids: Sequence[np.ndarray],
-    targets: np.ndarray,
+    data: TokenData,
     train: np.ndarray,
     *,
-    n_labels: int,
     settings: TrainSettings,
     seed: int,
     validation: np.ndarray | None = None,
     epochs: int | None = None,
-    embeddings: npt.NDArray[np.float32] | None = None,
 ) -> tuple[nn.Module, dict[str, Any], int, float]:
-    """Train one model; early-stops on ``validation`` UA when given.
+    """Train one model on the rows ``train``; early-stops on ``validation`` UA when
+    given, else trains ``epochs`` (default ``settings.max_epochs``).
 
     Returns:
         (model at its best epoch, its config, best epoch count, best validation UA).
     """
+    ids, targets, n_labels = data.ids, data.targets, data.n_labels
     if candidate.arch == "ngram":
         model, config = fit_ngram(candidate, ids, targets, train, n_labels)
         if validation is None:
@@ -239,7 +253,7 @@ def fit(
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     vocabulary = vocabulary_of([ids[i] for i in train])
-    model, config = build(candidate, vocabulary, n_labels, embeddings)
+    model, config = build(candidate, vocabulary, n_labels, data.embeddings)
     optimiser = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad],
         lr=candidate.lr,
