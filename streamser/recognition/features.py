@@ -177,7 +177,7 @@ def pad_batch(
         dtype: dtype of the batch.
         min_width: the least padded length. The default 1 keeps a batch of empty
             rows (an empty transcript) one column wide; 0 gives shape (n, 0), as
-            ``export.verify`` feeds a graph to check it copes with that too.
+            ``export.parity_inputs`` feeds a graph to check it copes with that too.
 
     Returns:
         The batch, shape (len(rows), max(min_width, longest), ...), and the rows'
