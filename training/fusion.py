@@ -177,19 +177,34 @@ NOTES: Final = (
 """The notes of the fusion checkpoint (and so of its card)."""
 
 
-def _evaluate(args: argparse.Namespace, metrics: dict[str, Any], **data: Any) -> None:
-    """Cross-validate (``fusion_folds.cross_validate``) into ``metrics["held_out"]``."""
+def _held_out(
+    args: argparse.Namespace,
+    utterances: Sequence[Utterance],
+    features: Sequence[np.ndarray],
+    labels: list[str],
+    texts: Sequence[Utterance],
+    tokenizer: TextTokenizer,
+    settings: FusionSettings,
+    feature_kind: str,
+) -> dict[str, Any]:
+    """Scores on held-out speakers (``fusion_folds.cross_validate``), logged."""
     text_checkpoint = torch.load(
         args.text_checkpoint, map_location="cpu", weights_only=False
     )
-    metrics["held_out"] = cross_validate(
-        text_checkpoint=text_checkpoint,
+    held_out = cross_validate(
+        utterances,
+        features,
+        labels,
+        texts,
+        text_checkpoint,
+        tokenizer,
+        settings,
         protocol=args.protocol,
         fold_epochs=args.fold_epochs,
+        feature_kind=feature_kind,
         seed=args.seed,
-        **data,
     )
-    for name, result in metrics["held_out"].items():
+    for name, result in held_out.items():
         _LOGGER.info(
             "%-17s WA %.3f UA %.3f F1 %.3f (n=%d)",
             name,
@@ -198,6 +213,7 @@ def _evaluate(args: argparse.Namespace, metrics: dict[str, Any], **data: Any) ->
             result["macro_f1"],
             result["n"],
         )
+    return held_out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -228,16 +244,8 @@ def main(argv: list[str] | None = None) -> int:
         "matched text drawn from the other 20%",
     }
     if not args.no_eval:
-        _evaluate(
-            args,
-            metrics,
-            utterances=utterances,
-            features=features,
-            labels=labels,
-            texts=texts,
-            tokenizer=tokenizer,
-            settings=settings,
-            feature_kind=feature_kind,
+        metrics["held_out"] = _held_out(
+            args, utterances, features, labels, texts, tokenizer, settings, feature_kind
         )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "fusion_metrics.json").write_text(

@@ -26,15 +26,7 @@ MAX_TOKENS: Final = 64
 """WordPiece tokens kept per line (99% of MELD lines have at most 38)."""
 
 
-EMOTIONS: Final = (
-    "anger",
-    "disgust",
-    "fear",
-    "happiness",
-    "neutral",
-    "sadness",
-    "surprise",
-)
+EMOTIONS = ("anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise")
 """MELD's 7 emotions on the canonical labels, in graph output order."""
 
 
