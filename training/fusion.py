@@ -37,9 +37,8 @@ import torch
 from streamser.recognition.features import TextTokenizer
 from streamser.recognition.models import OnnxModel
 from streamser.recognition.whisper_model import default_whisper_dir
-from training.acoustic import FOLD_TO_NEUTRAL
 from training.command import PROTOCOL_HELP, check_protocol, command_parser
-from training.datasets import Utterance, load_dataset
+from training.datasets import FOLD_TO_NEUTRAL, Utterance, load_dataset
 from training.features_cache import graph_input_kind, kind_of, load_features
 from training.fusion_fit import Embeddings, FusionSettings, run_graph, train_fusion
 from training.fusion_folds import cross_validate
