@@ -267,7 +267,7 @@ def test_evaluate_rejects_meld_without_columns(tmp_path: Path) -> None:
         *("--models", MODELS, "--json"),
         timeout=300,
     )
-    assert "missing MELD column" in stderr
+    assert "lacks columns Speaker, Sentiment" in stderr
 
 
 def test_text_cost_benchmark_times_the_english_graph() -> None:
