@@ -55,14 +55,9 @@ def export_text_graph(
         ValueError: an output differs by more than ``TOLERANCE``.
     """
     module = module.eval()
-    outputs = (
-        ["probs", "sentiment", "embedding"]
-        if contract.sentiment_labels
-        else [
-            "probs",
-            "embedding",
-        ]
-    )
+    outputs = ["probs", "embedding"]
+    if contract.sentiment_labels:
+        outputs = ["probs", "sentiment", "embedding"]
     example = tuple(torch.from_numpy(a) for a in pad_batch(rows[:2], np.int64))
     onnx_path.parent.mkdir(parents=True, exist_ok=True)
     axes: dict[str, dict[int, str]] = {
