@@ -106,7 +106,7 @@ def _load(
     text_graph = OnnxModel(args.text_model, device="cpu")
     utterances = [utt for spec in args.data for utt in load_dataset(spec)]
     texts = [utt for utt in load_dataset(args.text_data) if utt.text]
-    labels = list(acoustic_graph.info.labels)
+    labels = list(acoustic_graph.contract.labels)
     if "neutral" in labels:
         # an acoustic graph that reads calm and boredom as neutral (v3)
         utterances = [
@@ -126,7 +126,7 @@ def _features(
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """The cached features the per-fold acoustic models read, and the rows the
     acoustic graph reads (the same unless the graph runs Whisper layers itself)."""
-    front_end = acoustic_graph.info.front_end
+    front_end = acoustic_graph.contract.front_end
     features = load_features(
         utterances,
         kind=feature_kind,
@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     try:
-        feature_kind = kind_of(acoustic_graph.info.front_end)
+        feature_kind = kind_of(acoustic_graph.contract.front_end)
     except ValueError as err:
         print(f"error: {args.acoustic_model}: {err}", file=sys.stderr)
         return 2
@@ -269,10 +269,10 @@ def main(argv: list[str] | None = None) -> int:
         "protocol": metrics["protocol"],
         "command": command,
         "inputs": {
-            "acoustic_model": acoustic_graph.info.name,
-            "acoustic_sha256": acoustic_graph.info.sha256,
-            "text_model": text_graph.info.name,
-            "text_sha256": text_graph.info.sha256,
+            "acoustic_model": acoustic_graph.contract.name,
+            "acoustic_sha256": acoustic_graph.sha256,
+            "text_model": text_graph.contract.name,
+            "text_sha256": text_graph.sha256,
         },
         "notes": NOTES,
     }

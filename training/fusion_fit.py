@@ -64,7 +64,7 @@ def run_graph(
     width = next(
         (i.shape[-1] for i in model.session.get_inputs() if i.name == "baseline"), 0
     )
-    front_end = model.info.front_end
+    front_end = model.contract.front_end
     if front_end is not None and front_end.runs_whisper_layers:
         batch_size = 1
     probs, embeddings = [], []
