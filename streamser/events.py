@@ -469,6 +469,21 @@ class CallSummary(_Event):
     """Every ``call.alert`` raised on the stream so far, in order."""
 
 
+@dataclass(frozen=True)
+class EventsGap(_Event):
+    """``events.gap``: a ``/v1/events`` resume cannot start right after ``after``,
+    because the events in between are no longer retained. Sent first, before the
+    replay; its envelope has ``id`` 0 and ``stream_id`` "" (it is no stream's event,
+    and not a place to resume from)."""
+
+    TYPE: ClassVar[str] = "events.gap"
+    after: str
+    """The ``after=`` the subscriber asked for."""
+    first: str
+    """The ``id`` (memory hub) or ``cursor`` (Redis hub) of the first event it can
+    still give; events between ``after`` and it are lost to this subscriber."""
+
+
 Event = (
     StreamStart
     | SpeechStart
@@ -478,6 +493,7 @@ Event = (
     | ErrorEvent
     | CallAlert
     | CallSummary
+    | EventsGap
 )
 """Any event body."""
 EVENT_TYPES: Final[dict[str, type[Event]]] = {
@@ -491,6 +507,7 @@ EVENT_TYPES: Final[dict[str, type[Event]]] = {
         ErrorEvent,
         CallAlert,
         CallSummary,
+        EventsGap,
     )
 }
 """Event class by wire type."""

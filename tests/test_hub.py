@@ -48,7 +48,22 @@ async def test_retention_is_bounded() -> None:
     for i in range(12):
         hub.publish(sequencer.stamp("s", SpeechStart(utterance_id=i, start=0.0)))
     late = hub.subscribe(after=0)
-    assert late.queue.qsize() == 5
+    # events 1 to 7 are gone: an events.gap says so first, naming the oldest kept
+    gap = late.queue.get_nowait()
+    assert gap.type == "events.gap" and gap.id == 0
+    assert gap.to_dict()["after"] == "0" and gap.to_dict()["first"] == "8"
+    assert [late.queue.get_nowait().id for _ in range(5)] == [8, 9, 10, 11, 12]
+    # a resume the ring still covers gets no notice
+    covered = hub.subscribe(after=7)
+    assert [covered.queue.get_nowait().id for _ in range(5)] == [8, 9, 10, 11, 12]
+
+
+def test_after_is_checked_at_the_handshake() -> None:
+    hub = EventHub(HubOptions(), Metrics())
+    assert hub.query_error("/v1/events?after=9223372036854775807") == ""
+    for bad in ("99999999999999999999", "9223372036854775808", "-1", "1-0", "x"):
+        assert hub.query_error(f"/v1/events?after={bad}"), bad
+    assert "once" in hub.query_error("/v1/events?after=1&after=2")
 
 
 async def test_a_reader_is_evicted_only_ten_queues_behind() -> None:
