@@ -128,8 +128,11 @@ class CallState:
 
     position_s: float
     """Seconds of stream audio received."""
-    silent_since_s: float | None
-    """Where the current silence on every channel began; None while one speaks."""
+    silences: tuple[tuple[float, float], ...] = ()
+    """Stretches in which no channel spoke, known so far and not reported before,
+    plus the current one: each (where it began, seconds it is known to have lasted).
+    Known means in stream audio, whatever the pace of recognition: a silence is
+    only measured up to where every channel's speech is settled."""
 
 
 class Watch(Protocol):
@@ -252,20 +255,20 @@ class _SilenceWatch:
         return []
 
     def tick(self, state: CallState) -> list[CallAlert]:
-        since = state.silent_since_s
-        if since is None or since == self._fired_for:
-            return []
-        if state.position_s - since < self.rule.seconds:
-            return []
-        self._fired_for = since
-        return [
-            CallAlert(
-                rule=self.rule.name,
-                channel=None,
-                utterance_ids=(),
-                message=(
-                    f"no one has spoken for {self.rule.seconds:g} s "
-                    f"(silent since {since:.1f} s)"
-                ),
+        alerts = []
+        for since, seconds in state.silences:
+            if since == self._fired_for or seconds < self.rule.seconds:
+                continue
+            self._fired_for = since
+            alerts.append(
+                CallAlert(
+                    rule=self.rule.name,
+                    channel=None,
+                    utterance_ids=(),
+                    message=(
+                        f"no one has spoken for {self.rule.seconds:g} s "
+                        f"(silent since {since:.1f} s)"
+                    ),
+                )
             )
-        ]
+        return alerts

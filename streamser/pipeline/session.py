@@ -225,7 +225,10 @@ class StreamSession:
         self._push(lanes)
         for lane in self._lanes:
             self._maybe_partial(lane)
-        self._send(self._analytics.advance(self.audio_seconds))
+        settled = min(lane.segmenter.settled_sample for lane in self._lanes)
+        self._send(
+            self._analytics.advance(self.audio_seconds, settled / SAMPLE_RATE_HZ)
+        )
 
     def _push(self, lanes: npt.NDArray[np.float32]) -> None:
         """Segment every lane; with several, one VAD frame at a time, lane after
