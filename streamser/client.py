@@ -69,6 +69,8 @@ class SendOptions:
     """ISO 639-1 code of the speech; None to let the server detect it."""
     token: str | None = None
     """Bearer token (from a file, never the command line), or None."""
+    channel_names: tuple[str, ...] = ()
+    """Names of the channels kept apart (``metadata.channels``); empty for none."""
 
 
 @dataclass(frozen=True)
@@ -158,8 +160,10 @@ def start_message(clip: Clip, options: SendOptions) -> dict[str, Any]:
         "stream_id": None,
         "metadata": {"file": clip.name},
     }
-    if options.channel_mode != "downmix":
+    if options.channel_mode != "downmix" and clip.channels > 1:  # as ``run`` does
         start["channel_mode"] = options.channel_mode
+        if options.channel_names:
+            start["metadata"]["channels"] = list(options.channel_names)
     return start
 
 

@@ -422,7 +422,7 @@ async def listen(
         daemon.engine.sinks.append(sink)
         session = StreamSession(
             daemon.engine,
-            local_start_message(source.name, language),
+            local_start_message(source.name, language, 1, config.analytics.names),
             source.name,
             live=source.live,
         )

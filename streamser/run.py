@@ -13,7 +13,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from streamser.analytics.report import CallRecorder, write_csv, write_html
+from streamser.analytics.report import (
+    CallRecorder,
+    check_report_paths,
+    write_reports,
+)
 from streamser.audio.sources import (
     AudioSource,
     ClipSource,
@@ -23,7 +27,6 @@ from streamser.audio.sources import (
 )
 from streamser.config import Config
 from streamser.daemon import Daemon, EventSink, local_start_message
-from streamser.errors import StreamserError
 from streamser.events import Envelope, StreamEnd
 from streamser.messages import CHANNEL_MODES
 from streamser.pipeline import StreamSession
@@ -77,9 +80,7 @@ async def run_files(
     Raises:
         StreamserError: a model or a setting failed, or a report cannot be written.
     """
-    for path in (options.report, options.csv):
-        if path is not None and not path.parent.is_dir():
-            raise StreamserError(f"cannot write {path}: no folder {path.parent}")
+    check_report_paths(options.report, options.csv)
     sources, errors = open_clips(
         files, realtime=options.realtime, separate=options.channel_mode == "separate"
     )
@@ -149,14 +150,7 @@ async def run_sources(
         await daemon.close_io()
         daemon.close()
     calls = [recorder.calls[name] for name in names if name in recorder.calls]
-    for path, write in ((outputs.csv, write_csv), (outputs.report, write_html)):
-        if path is None:
-            continue
-        try:
-            write(path, calls)
-        except OSError as err:
-            raise StreamserError(f"cannot write {path}: {err.strerror}") from err
-        _LOGGER.info("Wrote %s (%d stream(s))", path, len(calls))
+    write_reports(calls, outputs.csv, outputs.report)
 
 
 def _progress_bar(

@@ -134,9 +134,12 @@ def test_send_prints_the_live_view_lines_of_run(server: Served) -> None:
     sent = send(str(DEMO), "--url", server.url)
     assert sent.returncode == 0, sent.stderr
     lines = sent.stdout.splitlines()
-    assert len(lines) == 3
+    # three utterances, then the call's summary (no alert: no rule fired)
+    assert len(lines) == 5
     assert all(line.startswith("demo.wav  ") for line in lines)
     assert lines[0].split()[1] == "0.69-"
+    assert "summary:" in lines[3] and "0 alert(s)" in lines[3]
+    assert "channel 0: 3 utterance(s)" in lines[4]
 
 
 def test_a_stereo_file_is_declared_as_such_and_downmixed(
@@ -229,7 +232,7 @@ def test_tokens_come_from_a_file(tmp_path: Path) -> None:
         )
         sent = send(str(DEMO), "--url", secured.url, "--token-file", str(token_file))
         assert sent.returncode == 0, sent.stderr
-        assert len(sent.stdout.splitlines()) == 3
+        assert len(sent.stdout.splitlines()) == 5  # 3 utterances, the summary
     assert "s3cret-send-token" not in secured.log()
 
 

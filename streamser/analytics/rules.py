@@ -107,16 +107,49 @@ class AnalyticsOptions:
             ``{"type": "summary"}`` gets one either way).
         rules: the alert rules; a configuration that lists any replaces the
             defaults, and ``rules = []`` turns alerts off.
+        channel_names: names of a call's channels kept apart, comma-separated
+            ("agent,customer"), for the streams that ``run`` and ``listen`` open
+            (their ``metadata.channels``); "" for none.
     """
 
     summary: bool = True
     rules: tuple[Rule, ...] = field(default_factory=lambda: DEFAULT_RULES)
+    channel_names: str = ""
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """``channel_names`` as a tuple (empty for none)."""
+        return parse_channel_names(self.channel_names)
 
     def __post_init__(self) -> None:
+        parse_channel_names(self.channel_names)
         names = [rule.name for rule in self.rules]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"rule names must differ: {', '.join(duplicates)}")
+
+
+MAX_CHANNEL_NAME: Final = 64
+"""Longest channel name, in characters."""
+
+
+def parse_channel_names(text: str) -> tuple[str, ...]:
+    """Channel names from a comma-separated list ("agent,customer").
+
+    Raises:
+        ValueError: an empty or overlong name, or a name given twice.
+    """
+    if not text.strip():
+        return ()
+    names = tuple(name.strip() for name in text.split(","))
+    if any(not name or len(name) > MAX_CHANNEL_NAME for name in names):
+        raise ValueError(
+            f"channel names must be 1 to {MAX_CHANNEL_NAME} characters, "
+            f"comma-separated (e.g. agent,customer), got {text!r:.80}"
+        )
+    if len(set(names)) != len(names):
+        raise ValueError(f"channel names must differ, got {text!r:.80}")
+    return names
 
 
 # -- evaluation -------------------------------------------------------------------
