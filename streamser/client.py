@@ -169,7 +169,7 @@ def start_message(clip: Clip, options: SendOptions) -> dict[str, Any]:
 
 @dataclass
 class _Outcome:
-    ended: bool = False
+    ended: StreamEnd | None = None
     fatal: str | None = None
 
 
@@ -222,7 +222,7 @@ async def _read_events(
                 continue
             body = envelope.body
             if isinstance(body, StreamEnd):
-                outcome.ended = True
+                outcome.ended = body
             elif isinstance(body, ErrorEvent) and body.fatal:
                 outcome.fatal = f"{body.code}: {body.message}"
 
@@ -268,17 +268,35 @@ async def send_clip(clip: Clip, options: SendOptions, on_event: EventHandler) ->
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
                     await task
-    if outcome.fatal is not None:
-        _LOGGER.error("%s: %s", clip.name, outcome.fatal)
-        return False
-    if not outcome.ended:
-        _LOGGER.error(
-            "%s: the connection closed before stream.end (code %s)",
-            clip.name,
-            ws.close_code,
-        )
+    problem = _incomplete(clip, outcome, ws.close_code)
+    if problem:
+        _LOGGER.error("%s: %s", clip.name, problem)
         return False
     return True
+
+
+COMPLETE_TOLERANCE_S: Final = 0.05
+"""How much less audio than was sent ``stream.end`` may count (resampling)."""
+
+
+def _incomplete(clip: Clip, outcome: _Outcome, close_code: int | None) -> str:
+    """Why the call is not completely recognised, in one line; "" when it is."""
+    if outcome.fatal is not None:
+        return outcome.fatal
+    end = outcome.ended
+    if end is None:
+        return (
+            f"the connection closed (code {close_code}) before stream.end: the call "
+            "is incomplete"
+        )
+    sent_s = len(clip.pcm) / clip.frame_bytes / clip.sample_rate
+    if end.reason != "stop" or end.audio_seconds < sent_s - COMPLETE_TOLERANCE_S:
+        why = {"shutdown": "the server shut down"}.get(end.reason, end.reason)
+        return (
+            f"the stream was cut ({why}): {end.audio_seconds:.1f} s of the "
+            f"{sent_s:.1f} s sent were recognised, {end.utterances} utterance(s)"
+        )
+    return ""
 
 
 async def send_files(

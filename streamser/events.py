@@ -415,7 +415,15 @@ class StreamEnd(_Event):
     utterances: int
     """Number of ``utterance.end`` events the stream produced."""
     audio_seconds: float
-    """Seconds of audio received."""
+    """Seconds of audio received, every utterance of which was recognised."""
+    reason: str = "stop"
+    """Why it ended (``STREAM_END_REASONS``): only "stop" means all of the audio
+    the client sent was received."""
+
+
+STREAM_END_REASONS: Final = ("stop", "disconnect", "stream_too_long", "shutdown")
+"""``stream.end``'s ``reason``: the client's ``stop`` (or the end of a file), the
+client went away, ``server.max_stream_s`` was reached, the server shut down."""
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.client
 import io
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -279,3 +280,40 @@ def test_realtime_paces_the_audio(server: Served, tmp_path: Path) -> None:
     assert sent.returncode == 0, sent.stderr
     assert elapsed >= 3.0
     assert events_of(sent.stdout)[-1]["audio_seconds"] == 3.0
+
+
+def test_a_call_cut_by_a_draining_server_fails_in_one_line(tmp_path: Path) -> None:
+    with running(FAST, tmp_path) as server:
+        sending = subprocess.Popen(
+            [sys.executable, "-m", "streamser", "send", str(DEMO), "--realtime"]
+            + ["--url", server.url],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            server.wait_log(r"Stream \S+ opened", timeout=60)
+            time.sleep(4.0)  # into the call (15.7 s of audio at real-time pace)
+            server.signal(signal.SIGTERM)
+            stdout, stderr = sending.communicate(timeout=120)
+        finally:
+            if sending.poll() is None:
+                sending.kill()
+    assert sending.returncode == 1
+    errors = [line for line in stderr.splitlines() if line.strip()]
+    assert len(errors) == 1, stderr
+    assert "demo.wav: the stream was cut (the server shut down)" in errors[0]
+    recognised = float(errors[0].split(": ")[-1].split(" s of")[0].split()[-1])
+    assert 3.0 <= recognised < 15.0, errors[0]
+    assert "utterance(s)" in errors[0] and "15.7 s sent" in errors[0]
+    # the stream.end said so, and what the server had got was still recognised
+    assert "summary:" in stdout
+
+
+def test_a_complete_call_says_stop(server: Served) -> None:
+    sent = send(str(DEMO), "--url", server.url, "--jsonl")
+    assert sent.returncode == 0, sent.stderr
+    end = events_of(sent.stdout)[-1]
+    assert (end["type"], end["reason"]) == ("stream.end", "stop")
+    assert end["audio_seconds"] == pytest.approx(15.661, abs=0.01)

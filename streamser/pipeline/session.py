@@ -273,9 +273,9 @@ class StreamSession:
         """Emit a ``call.summary`` of the stream so far (the client's ``summary``)."""
         self.engine.emit(self.stream_id, self._analytics.summary(self.audio_seconds))
 
-    async def close(self) -> None:
+    async def close(self, reason: str = "stop") -> None:
         """Finish every pending utterance, then emit ``call.summary`` (unless turned
-        off) and ``stream.end``."""
+        off) and ``stream.end`` saying ``reason`` (``STREAM_END_REASONS``)."""
         if self.closed:
             return
         self.closed = True
@@ -299,6 +299,7 @@ class StreamSession:
             StreamEnd(
                 utterances=self.utterances,
                 audio_seconds=round(self.audio_seconds, 3),
+                reason=reason,
             ),
         )
         self.engine.sequencer.forget(self.stream_id)

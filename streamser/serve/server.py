@@ -45,6 +45,12 @@ _CLOSE_TRY_LATER = 1013
 _IDLE_BEFORE_START_S = 1.0
 _PENDING_HARD_FACTOR = 8
 """A connection that has not sent ``start`` this long may make room for another."""
+_END_REASONS = {
+    "stop": "stop",
+    "drain": "shutdown",
+    "stream_too_long": "stream_too_long",
+}
+"""``stream.end``'s ``reason`` for what ended the receiving; else "disconnect"."""
 
 
 class StreamServer:
@@ -411,7 +417,7 @@ class StreamServer:
             session.open()
             outcome = await self._receive_until_drain(connection, session)
         finally:
-            await session.close()
+            await session.close(_END_REASONS.get(outcome, "disconnect"))
             self._sessions.pop(stream_id, None)
             queue.put_nowait(None)
             await sender
