@@ -244,7 +244,9 @@ def _run(config: Config, args: argparse.Namespace) -> int:
 
 def _listen(config: Config, args: argparse.Namespace) -> int:
     source: AudioSource = demo_source() if args.demo else MicrophoneSource(args.device)
-    if not args.demo:
+    if not args.demo and args.device is not None:
+        check_microphone(args.device)  # a device asked for by name: fail if absent
+    elif not args.demo:
         try:
             check_microphone(args.device)
         except StreamserError as err:

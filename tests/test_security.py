@@ -232,6 +232,8 @@ def test_unreadable_token_file_fails_at_start_in_one_line(tmp_path: Path) -> Non
     errors = [line for line in result.stderr.splitlines() if "ERROR" in line]
     assert len(errors) == 1 and "cannot read token file" in errors[0]
     assert "Traceback" not in result.stderr
+    # checked before the models load (seconds), not after
+    assert "Emotion model" not in result.stderr and "loaded" not in result.stderr
 
 
 # -- binding ------------------------------------------------------------------------

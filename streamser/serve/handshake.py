@@ -150,6 +150,37 @@ def tls_context(cert: str, key: str) -> ssl.SSLContext | None:
     return context
 
 
+def refuse_exposure(options: ServerOptions, tokens: tuple[bytes, ...]) -> None:
+    """Refuse to serve beyond loopback without tokens unless ``allow_anonymous``.
+
+    Raises:
+        ConfigError: naming the address and the two ways out.
+    """
+    if is_loopback(options.host) or tokens or options.allow_anonymous:
+        return
+    where = options.host or "every address"
+    raise ConfigError(
+        f"refusing to listen on {where} without tokens: set server.token_file, or "
+        "server.allow_anonymous = true to let anyone who can reach it connect"
+    )
+
+
+def check_security(options: ServerOptions) -> tuple[bytes, ...]:
+    """What the server checks when it starts, done before the models load: the
+    token file, the TLS certificate and key, and ``refuse_exposure``.
+
+    Returns:
+        The tokens.
+
+    Raises:
+        ConfigError: the first of those that fails.
+    """
+    tokens = read_tokens(options.token_file) if options.token_file else ()
+    tls_context(options.tls_cert, options.tls_key)
+    refuse_exposure(options, tokens)
+    return tokens
+
+
 def authorised(tokens: tuple[bytes, ...], request: Request) -> bool:
     """Whether ``request`` carries one of ``tokens`` (always true without tokens).
 

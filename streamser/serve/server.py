@@ -23,7 +23,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from streamser.errors import ConfigError, ProtocolError
+from streamser.errors import ProtocolError
 from streamser.events import Envelope, ErrorEvent
 from streamser.messages import StartMessage, parse_start
 from streamser.pipeline import Engine, StreamSession
@@ -127,14 +127,9 @@ class StreamServer:
                 ``allow_anonymous`` is off.
             OSError: the port cannot be bound (in use, no permission).
         """
+        handshake.refuse_exposure(self.options, self.tokens)
         if not handshake.is_loopback(self.options.host) and not self.tokens:
             where = self.options.host or "every address"
-            if not self.options.allow_anonymous:
-                raise ConfigError(
-                    f"refusing to listen on {where} without tokens: set "
-                    "server.token_file, or server.allow_anonymous = true to let "
-                    "anyone who can reach it connect"
-                )
             _LOGGER.warning(
                 "Listening on %s without tokens (allow_anonymous): anyone who can "
                 "reach it may connect",
