@@ -21,6 +21,7 @@ from streamser.analytics.report import (
 from streamser.audio.sources import (
     AudioSource,
     ClipSource,
+    FileSource,
     ProgressBar,
     drive,
     open_clips,
@@ -103,8 +104,8 @@ async def run_sources(
     ``sink`` gets the streams one after another in the order of ``sources`` (a
     stream's events wait until every stream before it has ended), whatever order
     they finish in. The JSONL file of ``config.output`` gets them as they come.
-    A source whose chunks have several columns (``ClipSource`` of a file read with
-    its channels apart) is one stream with its channels kept apart.
+    A source whose chunks have several columns (a file read with its channels
+    apart) is one stream with its channels kept apart.
 
     Args:
         config: the settings.
@@ -131,7 +132,7 @@ async def run_sources(
         daemon.engine.sinks.append(recorder)
 
     def session(source: AudioSource) -> StreamSession:
-        channels = source.channels if isinstance(source, ClipSource) else 1
+        channels = source.channels if isinstance(source, ClipSource | FileSource) else 1
         start = local_start_message(
             source.name,
             language,
@@ -160,7 +161,7 @@ def _progress_bar(
     show = outputs.progress
     if show is None:
         show = sys.stderr.isatty()
-    clips = [s for s in sources if isinstance(s, ClipSource)]
+    clips = [s for s in sources if isinstance(s, ClipSource | FileSource)]
     if not show or not clips:
         return None
     return ProgressBar(sum(c.samples for c in clips), sys.stderr)

@@ -211,13 +211,69 @@ def test_a_refused_connection_is_one_clear_line() -> None:
     assert "Traceback" not in sent.stderr
 
 
-def test_a_fatal_error_event_fails(server: Served, tmp_path: Path) -> None:
-    fast = tmp_path / "fast.wav"
-    sf.write(fast, np.zeros(96000, np.float32), 96000)  # beyond 48000 Hz
-    sent = send(str(fast), "--url", server.url)
+def test_a_fatal_error_event_fails(server: Served) -> None:
+    sent = send(str(DEMO), "--url", server.url, "--language", "EN")
     assert sent.returncode == 1
-    assert "error unsupported_sample_rate" in sent.stdout
-    assert "fast.wav: unsupported_sample_rate" in sent.stderr
+    assert "error invalid_language" in sent.stdout
+    assert "demo.wav: invalid_language" in sent.stderr
+
+
+@pytest.mark.parametrize(
+    ("rate", "channels", "mode"),
+    [(96000, 1, "downmix"), (2000, 1, "downmix"), (16000, 16, "downmix")],
+    ids=["96kHz", "2kHz", "16-channel"],
+)
+def test_send_takes_what_run_takes(
+    server: Served, tmp_path: Path, rate: int, channels: int, mode: str
+) -> None:
+    # the demo's speech, at a rate or with channels a start cannot declare: sent
+    # decoded to 16 kHz, as run decodes it, so both give the same utterances
+    speech, _ = sf.read(DEMO, dtype="float32")
+    import soxr
+
+    audio = soxr.resample(speech[: 6 * 16000], 16000, rate) if rate != 16000 else speech
+    audio = np.repeat(np.asarray(audio)[:, None], channels, axis=1)
+    path = tmp_path / f"odd-{rate}-{channels}.wav"
+    sf.write(path, audio, rate, subtype="PCM_16")
+    sent = send(str(path), "--url", server.url, "--jsonl", "--channels", mode)
+    assert sent.returncode == 0, sent.stderr
+    assert "BytesIO" not in sent.stderr
+    ran = subprocess.run(
+        [sys.executable, "-m", "streamser", "run", str(path), "--jsonl", *FAST],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert ran.returncode == 0, ran.stderr
+
+    def ends(text: str) -> list[tuple[Any, ...]]:
+        return [
+            (e["start"], e["end"], e["label"])
+            for e in events_of(text)
+            if e["type"] == "utterance.end"
+        ]
+
+    if rate >= 8000:  # 2 kHz keeps too little of the speech for the VAD to find it
+        assert ends(sent.stdout)
+    assert ends(sent.stdout) == ends(ran.stdout)
+    end = events_of(sent.stdout)[-1]
+    assert end["audio_seconds"] == pytest.approx(len(audio) / rate, abs=0.01)
+
+
+def test_send_refuses_too_many_channels_to_keep_apart_in_one_line(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "sixteen.wav"
+    sf.write(path, np.zeros((16000, 16), np.float32), 16000, subtype="PCM_16")
+    sent = send(str(path), "--channels", "separate", "--url", "ws://127.0.0.1:9")
+    assert sent.returncode == 1
+    (line,) = sent.stderr.strip().splitlines()
+    assert line.endswith(f"{path}: 16 channels; at most 8 can be kept apart")
+    garbage = send("-", "--url", "ws://127.0.0.1:9", stdin=b"not audio at all" * 8)
+    assert garbage.returncode == 1
+    (line,) = garbage.stderr.strip().splitlines()
+    assert "standard input: cannot read audio" in line and "BytesIO" not in line
 
 
 def test_tokens_come_from_a_file(tmp_path: Path) -> None:
