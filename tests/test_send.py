@@ -73,6 +73,19 @@ def send(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[
     )
 
 
+def run_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The events of ``streamser run PATH --jsonl`` (fixture graphs, no ASR)."""
+    ran = subprocess.run(
+        [sys.executable, "-m", "streamser", "run", str(path), "--jsonl", *FAST],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert ran.returncode == 0, ran.stderr
+    return events_of(ran.stdout)
+
+
 def events_of(stdout: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in stdout.splitlines()]
 
@@ -108,15 +121,7 @@ def test_send_a_file_fast_gets_every_utterance_as_run_does(
     assert sent.returncode == 0, sent.stderr
     events = events_of(sent.stdout)
     check_stream_events(events)
-    ran = subprocess.run(
-        [sys.executable, "-m", "streamser", "run", str(speech), "--jsonl", *FAST],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert ran.returncode == 0, ran.stderr
-    expected = events_of(ran.stdout)
+    expected = run_jsonl(speech)
 
     def ends(events: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
         return [
@@ -238,25 +243,18 @@ def test_send_takes_what_run_takes(
     sent = send(str(path), "--url", server.url, "--jsonl", "--channels", mode)
     assert sent.returncode == 0, sent.stderr
     assert "BytesIO" not in sent.stderr
-    ran = subprocess.run(
-        [sys.executable, "-m", "streamser", "run", str(path), "--jsonl", *FAST],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert ran.returncode == 0, ran.stderr
+    expected = run_jsonl(path)
 
-    def ends(text: str) -> list[tuple[Any, ...]]:
+    def ends(events: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
         return [
             (e["start"], e["end"], e["label"])
-            for e in events_of(text)
+            for e in events
             if e["type"] == "utterance.end"
         ]
 
     if rate >= 8000:  # 2 kHz keeps too little of the speech for the VAD to find it
-        assert ends(sent.stdout)
-    assert ends(sent.stdout) == ends(ran.stdout)
+        assert ends(events_of(sent.stdout))
+    assert ends(events_of(sent.stdout)) == ends(expected)
     end = events_of(sent.stdout)[-1]
     assert end["audio_seconds"] == pytest.approx(len(audio) / rate, abs=0.01)
 
