@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
+from pathlib import Path
+
+from websockets.asyncio.client import connect
 
 from streamser.events import EventSequencer, SpeechStart, StreamEnd
 from streamser.metrics import Metrics
 from streamser.serve.hub import EventHub, HubOptions
+
+from _ops_helpers import FAST, REPO, pcm16, read_clip, run_stream, running
+
+DEMO = REPO / "streamser" / "assets" / "demo.wav"
 
 
 async def test_filters_replay_and_eviction() -> None:
@@ -75,3 +84,21 @@ async def test_a_reader_is_evicted_only_ten_queues_behind() -> None:
     assert not reader.evicted.is_set() and reader.queue.qsize() == 20
     hub.publish(sequencer.stamp("s", SpeechStart(utterance_id=20, start=0.0)))
     assert reader.evicted.is_set()
+
+
+async def test_a_subscriber_resuming_past_the_retention_is_told_over_the_socket(
+    tmp_path: Path,
+) -> None:
+    env = {"STREAMSER_HUB_RETENTION_EVENTS": "5"}
+    with running(FAST, tmp_path, env) as server:
+        call = await run_stream(server.url, pcm16(read_clip(DEMO)))
+        ids = [e["id"] for e in call.events]
+        assert len(ids) > 6  # more than the ring keeps
+        async with connect(f"{server.url}/v1/events?after={ids[0]}") as ws:
+            first = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            replay = [
+                json.loads(await asyncio.wait_for(ws.recv(), 10)) for _ in ids[-5:]
+            ]
+    assert first["type"] == "events.gap" and first["id"] == 0
+    assert (first["after"], first["first"]) == (str(ids[0]), str(ids[-5]))
+    assert [e["id"] for e in replay] == ids[-5:]
