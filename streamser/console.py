@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from streamser.events import Envelope, ErrorEvent, UtteranceEnd
+from streamser.labels import voice_and_words
 
 
 class _JsonFormatter(logging.Formatter):
@@ -59,9 +60,16 @@ def event_line(envelope: Envelope, name: str | None = None) -> str | None:
     if isinstance(body, UtteranceEnd):
         bar = "#" * round(body.confidence * 20)
         text = f'  "{body.transcript}"' if body.transcript else ""
+        words = body.modalities.get("text")
+        both = voice_and_words(
+            body.label,
+            words.label if words else None,
+            body.sentiment.label if body.sentiment else None,
+        )
         return (
             f"{stream}  {body.start:7.2f}-{body.end:7.2f}s  "
-            f"{body.label:<10} {body.confidence:5.2f} {bar:<20}{text}"
+            f"{body.label:<10} {body.confidence:5.2f} {bar:<20}"
+            f"{'  ' + both if both else ''}{text}"
         )
     return None
 

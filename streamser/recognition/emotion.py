@@ -20,12 +20,18 @@ from streamser.recognition.adaptation import NO_BASELINE, Baseline
 from streamser.recognition.features import pad_batch
 from streamser.recognition.models import OnnxModel
 from streamser.recognition.text_front import TokenEncoder, encoder_for
+from streamser.recognition.text_multi import SentenceEncoder
 
 _LOGGER = logging.getLogger(__name__)
 
 UNCERTAIN = "uncertain"
 """The label of an utterance whose top probability is below ``min_confidence``."""
-_NAME = re.compile(r"^emotion-(acoustic|text|fusion)(?:-([a-z]{2}))?-v(\d+)\.onnx$")
+_NAME = re.compile(
+    r"^emotion-(acoustic|text|fusion)(?:-([a-z]{2}|multi))?-v(\d+)\.onnx$"
+)
+ANY_LANGUAGE = "*"
+"""Key of ``EmotionModels.text_models`` for a text graph that reads any language (its
+``languages`` field empty): the graph of every language without its own."""
 
 
 @dataclass(frozen=True)
@@ -97,13 +103,24 @@ class EmotionModels:
         acoustic: OnnxModel,
         text: Mapping[str, OnnxModel],
         fusion: OnnxModel | None,
+        num_threads: int = 1,
     ) -> None:
-        """Combine loaded graphs; see ``load`` to read a folder."""
+        """Combine loaded graphs; see ``load`` to read a folder.
+
+        ``text`` maps a language (or ``ANY_LANGUAGE``) to its graph."""
         self.acoustic_model = acoustic
         self.text_models = dict(text)
-        self.text_encoders: dict[str, TokenEncoder] = {}
-        """Text graph name -> its own front end (graphs over Whisper BPE have none)."""
+        self.text_encoders: dict[str, TokenEncoder | SentenceEncoder] = {}
+        """Text graph name -> its own front end (graphs over Whisper BPE have none):
+        token ids, or the sentence vector of a graph with an ``encoder``."""
+        sentence_encoders: dict[str, SentenceEncoder] = {}
         for model in dict.fromkeys(self.text_models.values()):
+            name = model.info.contract.encoder
+            if name:
+                if name not in sentence_encoders:
+                    sentence_encoders[name] = SentenceEncoder(name, num_threads)
+                self.text_encoders[model.info.name] = sentence_encoders[name]
+                continue
             encoder = encoder_for(model.info.tokenizer, model.path.parent)
             if encoder is not None:
                 self.text_encoders[model.info.name] = encoder
@@ -155,7 +172,7 @@ class EmotionModels:
         for (kind, _), (_, path) in sorted(newest.items()):
             if kind == "text":
                 model = OnnxModel(path, num_threads=num_threads, device=device)
-                for language in model.info.languages:
+                for language in model.info.languages or (ANY_LANGUAGE,):
                     text[language] = model
             elif kind == "fusion":
                 fusion = OnnxModel(path, num_threads=num_threads, device=device)
@@ -172,7 +189,7 @@ class EmotionModels:
             for model in [acoustic] if kind == "acoustic" else list(text.values()):
                 if kind != model.info.kind:
                     raise ModelError(f"{model.path}: field kind is {model.info.kind!r}")
-        return cls(acoustic, text, fusion)
+        return cls(acoustic, text, fusion, num_threads)
 
     @property
     def all_models(self) -> list[OnnxModel]:
@@ -255,32 +272,44 @@ class EmotionModels:
         return {"baseline": mean, "baseline_count": count}
 
     def text_model_for(self, language: str | None) -> OnnxModel | None:
-        """The text graph that reads ``language``, if any."""
-        return self.text_models.get(language or "")
+        """The text graph that reads ``language``: its own, else the graph that reads
+        any language (``ANY_LANGUAGE``), if any."""
+        own = self.text_models.get(language or "")
+        return own if own is not None else self.text_models.get(ANY_LANGUAGE)
 
-    def text_encoder_for(self, language: str | None) -> TokenEncoder | None:
+    def text_encoder_for(
+        self, language: str | None
+    ) -> TokenEncoder | SentenceEncoder | None:
         """The front end of ``language``'s text graph; None when it reads Whisper BPE
         ids (or there is no graph)."""
         model = self.text_model_for(language)
         return self.text_encoders.get(model.info.name) if model is not None else None
 
     def text(
-        self, token_ids: Sequence[npt.NDArray[np.int64]], language: str
+        self, token_ids: Sequence[npt.NDArray[np.generic]], language: str
     ) -> list[EmotionOutput] | None:
         """Text emotion (and sentiment, where the graph gives it) of a batch of token
-        id sequences; None without a model."""
+        id sequences (or sentence vectors, for a graph with an ``encoder``); None
+        without a model."""
         model = self.text_model_for(language)
         if model is None or not token_ids:
             return None
-        # One transcript per call: an int8 graph quantises activations over the whole
-        # batch, so a padded neighbour would change a transcript's scores.
-        parts = [
-            model.run(
-                {"token_ids": ids[None, :], "lengths": np.array([len(ids)], np.int64)}
-            )
-            for ids in token_ids
-        ]
-        out = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+        if model.info.contract.encoder:
+            rows = np.stack([np.asarray(r, np.float32) for r in token_ids])
+            out = model.run({"sentence": rows})
+        else:
+            # One transcript per call: an int8 graph quantises activations over the
+            # whole batch, so a padded neighbour would change a transcript's scores.
+            parts = [
+                model.run(
+                    {
+                        "token_ids": ids[None, :],
+                        "lengths": np.array([len(ids)], np.int64),
+                    }
+                )
+                for ids in token_ids
+            ]
+            out = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
         labels = model.info.labels
         sentiment_labels = model.info.sentiment_labels
         sentiments = out.get("sentiment") if sentiment_labels else None
