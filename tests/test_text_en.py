@@ -148,11 +148,6 @@ def test_english_text_gets_emotion_and_sentiment(text_only: Recognizer) -> None:
     assert set(happy.sentiment.scores) == {"negative", "neutral", "positive"}
 
 
-def test_other_languages_get_no_text_model(text_only: Recognizer) -> None:
-    got = text_only.text_outputs(["Ich bin so glücklich heute", "hello"], ["de", None])
-    assert got == [None, None]
-
-
 def test_char_ngram_ids_are_the_tfidf_columns(tmp_path: Path) -> None:
     text_module = pytest.importorskip("sklearn.feature_extraction.text")
     texts = [
@@ -219,14 +214,14 @@ async def test_english_speech_carries_sentiment_and_text(
 
 
 @pytest.mark.data
-async def test_german_speech_gets_no_text_and_no_sentiment(
+async def test_german_speech_gets_the_multilingual_text_model(
     with_asr: Recognizer, emodb_clips: list[Path]
 ) -> None:
     events, _ = await run_stream(with_asr, speech(emodb_clips[:1]), "de")
     ends = [e for e in events if e["type"] == "utterance.end"]
     assert ends and ends[0]["transcript"]
-    assert ends[0]["modalities"]["text"] is None
-    assert ends[0]["sentiment"] is None
+    assert ends[0]["modalities"]["text"]["language"] == "de"
+    assert ends[0]["sentiment"]["label"] in ("negative", "neutral", "positive")
 
 
 @pytest.mark.data

@@ -5,7 +5,7 @@ package, 4-bit, ``passage: `` prefix; ``streamser.recognition.text_multi``), the
 vector the runtime computes. Two linear heads read the standardised vector: 7
 emotions (canonical labels, MELD's joy -> happiness) and 3 sentiments. They are fit
 together on MELD train (English) and ShEMO (Persian); ShEMO has no sentiment labels,
-so its emotions are read as sentiment (``SHEMO_SENTIMENT``; surprise gives none).
+so its emotions are read as sentiment (``EMOTION_SENTIMENT``; surprise gives none).
 
 Protocol: ShEMO on speaker-grouped kfold5 (seed 0, the folds of ``training text-fa``),
 every fold's model fit on MELD train plus the other folds' speakers, test folds pooled
@@ -40,14 +40,6 @@ _LOGGER = logging.getLogger(__name__)
 EMOTIONS = ("anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise")
 """The union of MELD's and ShEMO's emotions, in graph output order."""
 SENTIMENTS = ("negative", "neutral", "positive")
-SHEMO_SENTIMENT = {
-    "anger": "negative",
-    "fear": "negative",
-    "sadness": "negative",
-    "happiness": "positive",
-    "neutral": "neutral",
-}
-"""ShEMO's emotions read as sentiment (surprise can be either: no sentiment)."""
 CANDIDATES: dict[str, dict[str, Any]] = {
     "c003": {"C": 0.003, "class_power": 0.0, "shemo_weight": 1.0},
     "c003-w3": {"C": 0.003, "class_power": 0.0, "shemo_weight": 3.0},
@@ -154,10 +146,9 @@ def _fit(
 
 
 def sentiment_of(utt: Utterance) -> str | None:
-    """MELD's sentiment label, or ShEMO's emotion read as sentiment."""
-    if utt.sentiment is not None:
-        return str(utt.sentiment)
-    return SHEMO_SENTIMENT.get(utt.label)
+    """MELD's sentiment label, or ShEMO's emotion read as sentiment (the loader's
+    ``EMOTION_SENTIMENT``); None for ShEMO's surprise."""
+    return None if utt.sentiment is None else str(utt.sentiment)
 
 
 def shemo_folds(

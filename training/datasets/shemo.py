@@ -33,6 +33,16 @@ SHEMO_CODES: Final[dict[str, str]] = {
 }
 """ShEMO emotion letter (4th character of ``F01A01``) -> canonical label."""
 
+EMOTION_SENTIMENT: Final[dict[str, str]] = {
+    "anger": "negative",
+    "fear": "negative",
+    "sadness": "negative",
+    "happiness": "positive",
+    "neutral": "neutral",
+}
+"""ShEMO's emotions read as sentiment (ShEMO has no sentiment labels; surprise can be
+either, so it gives none). ``shemo-text`` utterances carry it as ``sentiment``."""
+
 TRANSCRIPT_SUFFIXES: Final[tuple[str, ...]] = (".ort", ".txt")
 """Per-utterance transcript files: ShEMO's own ``.ort`` or plain ``.txt``."""
 
@@ -192,15 +202,17 @@ def load_shemo_text(path: Path) -> list[Utterance]:
             missing = [name for name in _TEXT_FIELDS if name not in row]
             if missing:
                 raise ValueError(f"{where}: lacks {', '.join(missing)}")
+            label = label_for(str(row["emotion"]), where)
             utterances.append(
                 Utterance(
                     utt_id=f"shemo:{row['id']}",
                     path=None,
-                    label=label_for(str(row["emotion"]), where),
+                    label=label,
                     speaker=f"shemo:{row['speaker']}",
                     corpus="shemo",
                     text=str(row["transcript"]).strip(),
                     language=_LANGUAGE,
+                    sentiment=EMOTION_SENTIMENT.get(label),
                 )
             )
     return utterances
