@@ -16,6 +16,7 @@ import csv
 import json
 import logging
 import time
+from pathlib import Path
 from typing import Final
 
 from .common import Section, data_root, markdown_table, model_dir, percentile
@@ -124,9 +125,10 @@ def run(quick: bool = False) -> Section:
 def _resident_mb() -> float:
     """This process's resident set (Linux ``/proc``; 0 elsewhere)."""
     try:
-        for line in open("/proc/self/status", encoding="ascii"):
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
+        status = Path("/proc/self/status").read_text(encoding="ascii")
     except OSError:
-        pass
+        return 0.0
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
     return 0.0
