@@ -150,15 +150,20 @@ def _utterance(words: str | None, sentiment: str | None) -> UtteranceEnd:
     )
 
 
+def _envelope(body: UtteranceEnd) -> Envelope:
+    return Envelope(1, "demo", 1, "2026-01-01T00:00:00Z", body)
+
+
 def test_the_terminal_line_shows_voice_and_words_when_they_differ() -> None:
-    line = event_line(Envelope("demo", 1, _utterance("anger", "negative")))
+    line = event_line(_envelope(_utterance("anger", "negative")))
     assert line is not None
     assert "voice neutral · words anger (negative)" in line
-    assert line.split()[2] == "neutral"  # the label column stays the voice's
+    # the label column stays the voice's
+    assert line.split("s  ", 1)[1].startswith("neutral ")
     assert line.endswith('"This is unacceptable"')
-    same = event_line(Envelope("demo", 1, _utterance("neutral", "neutral")))
+    same = event_line(_envelope(_utterance("neutral", "neutral")))
     assert same is not None and "words" not in same
-    none = event_line(Envelope("demo", 1, _utterance(None, None)))
+    none = event_line(_envelope(_utterance(None, None)))
     assert none is not None and "voice" not in none
 
 
