@@ -236,3 +236,14 @@ def test_evaluate_scores_shemo_transcripts_on_the_multilingual_graph(
     assert {"kind": "text", "name": "emotion-text-multi-v1", "version": "1"} in report[
         "models"
     ]
+
+
+def test_the_html_report_shows_voice_and_words_when_they_differ() -> None:
+    from streamser.analytics.report import CallRecord, render_html
+
+    call = CallRecord(
+        "call-1",
+        utterances=[_utterance("anger", "negative"), _utterance("neutral", None)],
+    )
+    page = render_html([call])
+    assert page.count("voice neutral · words anger (negative)") == 1
