@@ -11,7 +11,7 @@ Protocol: ShEMO on speaker-grouped kfold5 (seed 0, the folds of ``training text-
 every fold's model fit on MELD train plus the other folds' speakers, test folds pooled
 (WA, UA, and sentiment read from the emotions); MELD dev scored by the model fit on MELD
 train and all of ShEMO. The candidate with the best mean of ShEMO WA and MELD dev
-weighted F1 is chosen; seed-1 folds check that choice. Transfer: fit on MELD train alone, scored on all of
+weighted F1 is chosen (``check_seed1`` repeats the protocol with fold seed 1). Transfer: fit on MELD train alone, scored on all of
 ShEMO. The final heads are fit on MELD train and all of ShEMO and saved for
 ``python -m export.text_multi``. Sentence vectors are cached under ``--out``.
 """
@@ -277,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
         "weighted F1: how often it is right in both training languages. Chosen after a "
         "first run, in which the best mean of ShEMO WA and UA picked class-balanced "
         "heads (c003-p05-w3) that also read emotions into emotionally neutral German "
-        "sentences; seed-1 folds re-split the speakers as a check",
+        "sentences. check_seed1: the same protocol with speaker_folds seed 1 (on ShEMO "
+        "it returns the seed-0 folds, so it repeats the figures)",
         "shemo_kfold5": results[best]["shemo_kfold5"],
         "meld_dev": results[best]["meld_dev"],
         "check_seed1": {k: check[k] for k in ("wa", "ua", "macro_f1", "n")},
