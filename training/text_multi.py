@@ -273,12 +273,10 @@ def main(argv: list[str] | None = None) -> int:
         "train + the other folds' speakers, test folds pooled; MELD dev: fit on MELD "
         "train + all of ShEMO",
         "selected": best,
-        "selection": "best mean of ShEMO WA (kfold5 test folds, seed 0) and MELD dev "
-        "weighted F1: how often it is right in both training languages. Chosen after a "
-        "first run, in which the best mean of ShEMO WA and UA picked class-balanced "
-        "heads (c003-p05-w3) that also read emotions into emotionally neutral German "
-        "sentences. check_seed1: the same protocol with speaker_folds seed 1 (on ShEMO "
-        "it returns the seed-0 folds, so it repeats the figures)",
+        "selection": "best mean of ShEMO WA (kfold5, seed 0) and MELD dev weighted F1, "
+        "a rule set after a first run: the best mean of ShEMO WA and UA picked "
+        "class-balanced heads (c003-p05-w3) that read emotions into neutral German "
+        "sentences. check_seed1: fold seed 1 (on ShEMO the seed-0 folds again)",
         "shemo_kfold5": results[best]["shemo_kfold5"],
         "meld_dev": results[best]["meld_dev"],
         "check_seed1": {k: check[k] for k in ("wa", "ua", "macro_f1", "n")},
