@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -128,6 +129,25 @@ def test_ased() -> None:
     assert len(_by_id(utterances)) == 2108
 
 
+@pytest.mark.parametrize(
+    ("kind", "manifest", "error"),
+    [
+        ("rakshak", "x.flac,ab12cd34,anger\nx.flac,ab12cd34,sadness\n",
+         r"line 3: emotion 'sadness' is not one of Rakshak's"),
+        ("emovo", "x.flac,f1,calm\n", "not one of EMOVO's"),
+        ("emovo", "x.flac,,anger\n", "line 2: empty speaker"),
+        ("ased", "x.flac,01,rage\n", "line 2: unknown emotion label 'rage'"),
+    ],
+)  # fmt: skip
+def test_emotion_manifests_reject_bad_rows(
+    tmp_path: Path, kind: str, manifest: str, error: str
+) -> None:
+    (tmp_path / "x.flac").write_bytes(b"")
+    (tmp_path / "manifest.csv").write_text("path,speaker,emotion\n" + manifest)
+    with pytest.raises(ValueError, match=error):
+        load_dataset(f"{kind}:{tmp_path}")
+
+
 def test_ased_rejects_bad_rows(tmp_path: Path) -> None:
     (tmp_path / "manifest.csv").write_text("path,speaker,emotion\nx.flac,01,anger\n")
     with pytest.raises(ValueError, match="line 2: audio file"):
@@ -142,6 +162,53 @@ def test_ased_rejects_bad_rows(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no manifest"):
         load_dataset(f"ased:{tmp_path / 'empty'}")
+
+
+def _matches_manifest(kind: str, language: Any) -> list[Utterance]:
+    """Load ``kind`` from ``DATA/kind`` and check each utterance against its row:
+    audio, label, speaker, language (``language(row)``), and no text."""
+    folder = DATA / kind
+    with (folder / "manifest.csv").open(newline="", encoding="utf-8") as stream:
+        rows = list(csv.DictReader(stream))
+    utterances = load_dataset(f"{kind}:{folder}")
+    assert len(utterances) == len(rows) == len(_by_id(utterances))
+    for utt, row in zip(utterances, rows, strict=True):
+        assert utt.path == folder / row["path"] and utt.path.is_file()
+        assert (utt.label, utt.speaker) == (row["emotion"], f"{kind}:{row['speaker']}")
+        # sentences or keywords are fixed or leak the label: never passed on as text
+        assert utt.text is None and utt.corpus == kind
+        assert utt.language == language(row)
+    return utterances
+
+
+@pytest.mark.data
+@_needs(DATA / "emovo" / "manifest.csv")
+def test_emovo_matches_its_manifest() -> None:
+    utterances = _matches_manifest("emovo", lambda row: "it")
+    assert len(utterances) == 588
+    assert {u.speaker for u in utterances} == {
+        f"emovo:{s}" for s in ("f1", "f2", "f3", "m1", "m2", "m3")
+    }
+    assert collections.Counter(u.label for u in utterances) == {
+        label: 84
+        for label in (
+            "anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise",
+        )
+    }  # fmt: skip
+
+
+@pytest.mark.data
+@_needs(DATA / "rakshak" / "manifest.csv")
+def test_rakshak_matches_its_manifest() -> None:
+    utterances = _matches_manifest(
+        "rakshak",
+        lambda row: {"bacho": "hi", "unknown": None}.get(row["keyword"], "en"),
+    )
+    assert len(utterances) == 1240
+    assert len({u.speaker for u in utterances}) == 105
+    assert collections.Counter(u.label for u in utterances) == {
+        "anger": 310, "calm": 310, "fear": 310, "happiness": 310,
+    }  # fmt: skip
 
 
 @pytest.mark.data
@@ -693,6 +760,30 @@ def test_folds_on_real_corpora() -> None:
     labels = collections.Counter(utt.label for utt in both)
     for _, test in folds:
         assert {both[i].label for i in test} == set(labels)
+
+
+@pytest.mark.data
+@pytest.mark.train
+@_needs(DATA / "emovo" / "manifest.csv")
+@_needs(DATA / "rakshak" / "manifest.csv")
+def test_loco_and_speaker_folds_on_emovo_and_rakshak() -> None:
+    pytest.importorskip("sklearn")
+    emovo = load_dataset(f"emovo:{DATA / 'emovo'}")
+    rakshak = load_dataset(f"rakshak:{DATA / 'rakshak'}")
+    both = emovo + rakshak
+    loco = speaker_folds(both, "loco")
+    assert [len(test) for _, test in loco] == [588, 1240]
+    _check_disjoint(both, loco)
+    _check_disjoint(emovo, speaker_folds(emovo, "loso"))
+    kfold = speaker_folds(rakshak, "kfold", k=5, seed=0)
+    _check_disjoint(rakshak, kfold)
+    for _, test in kfold:  # stratified over 105 speakers: every fold has all four
+        assert {rakshak[i].label for i in test} == {
+            "anger",
+            "calm",
+            "fear",
+            "happiness",
+        }
 
 
 @pytest.mark.data

@@ -22,8 +22,10 @@ from streamser.events import (
     UtteranceEnd,
 )
 from streamser.labels import voice_and_words
+from streamser.recognition.asr_options import AsrOptions
 from streamser.recognition.contract import SENTENCE_ENCODERS, ModelContract
 from streamser.recognition.emotion import ANY_LANGUAGE
+from streamser.recognition.emotion_options import EmotionOptions
 from streamser.recognition.recognizer import Recognizer, RecognizerOptions
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,17 +81,21 @@ def text_only() -> Recognizer:
     """The shipped models without Whisper."""
     if not MULTI_GRAPH.is_file():
         pytest.fail(f"{MULTI_GRAPH} is not shipped")
-    return Recognizer(RecognizerOptions(model_dir=MODELS, asr=False))
+    return Recognizer(
+        RecognizerOptions(
+            EmotionOptions(model_dir=str(MODELS)), AsrOptions(enabled=False)
+        )
+    )
 
 
 def test_languages_route_to_their_graphs(text_only: Recognizer) -> None:
     models = text_only.models
     english = models.text_model_for("en")
-    assert english is not None and english.info.name == "emotion-text-en-v2"
+    assert english is not None and english.contract.name == "emotion-text-en-v2"
     for language in ("de", "fa", "it", "ur", "am"):
         model = models.text_model_for(language)
-        assert model is not None and model.info.name == "emotion-text-multi-v1"
-    assert models.text_models[ANY_LANGUAGE].info.contract.encoder
+        assert model is not None and model.contract.name == "emotion-text-multi-v1"
+    assert models.text_models[ANY_LANGUAGE].contract.encoder
 
 
 def test_german_and_persian_text_get_emotion_and_sentiment(

@@ -79,7 +79,9 @@ def test_stats_head_pooled_norm_keeps_the_contract(norm: str) -> None:
 
 
 def test_feature_masks_mask_summaries_as_they_mask_frames() -> None:
-    from training.acoustic import TrainOptions, _spec_augment, _summaries
+    from training.acoustic.data import summaries
+    from training.acoustic.loop import _spec_augment
+    from training.acoustic.options import TrainOptions
 
     rng = np.random.default_rng(0)
     frames = rng.standard_normal((40, 16)).astype(np.float32)
@@ -93,7 +95,7 @@ def test_feature_masks_mask_summaries_as_they_mask_frames() -> None:
         fill,
     )[0].numpy()
     summary = _spec_augment(
-        torch.from_numpy(_summaries([[frames]])[0][0])[None].clone(),
+        torch.from_numpy(summaries([[frames]])[0][0])[None].clone(),
         torch.tensor([2]),
         options,
         np.random.default_rng(1),
@@ -104,7 +106,7 @@ def test_feature_masks_mask_summaries_as_they_mask_frames() -> None:
 
 
 def test_stats_head_adapts_to_a_baseline() -> None:
-    from training.acoustic import pooled_vectors
+    from training.acoustic.streams import pooled_vectors
     from training.acoustic_models import AdaptiveHead, adaptation_window
 
     torch.manual_seed(0)
@@ -148,7 +150,7 @@ def test_stats_head_adapts_to_a_baseline() -> None:
 
 
 def test_stream_baselines_follow_each_speaker_in_order() -> None:
-    from training.acoustic import stream_baselines
+    from training.acoustic.streams import stream_baselines
     from training.datasets import Utterance
 
     utts = [
@@ -283,6 +285,7 @@ def test_reverberant_copy_is_the_same_speech_in_a_room(emodb_tiny: Path) -> None
 @pytest.mark.data
 def test_train_and_evaluate_on_real_clips(emodb_tiny: Path, tmp_path: Path) -> None:
     from training import acoustic
+    from training.acoustic.data import share
 
     options = acoustic.TrainOptions(epochs=2, batch_size=4, copies=1, seeds=(0,))
     data = acoustic.load_data([f"emodb:{emodb_tiny}"], "encoder", 1, telephone=True)
@@ -296,7 +299,7 @@ def test_train_and_evaluate_on_real_clips(emodb_tiny: Path, tmp_path: Path) -> N
         "embedding": 16,
         "pool": 4,
     }
-    acoustic._SHARED["data"] = data
+    share(data, "attn", options, config)
     idx = np.arange(len(data.y))
     before = build_model("attn", config).state_dict()
     state, epoch, val_ua = acoustic.train_one(
@@ -366,7 +369,7 @@ def test_cli_writes_checkpoint(emodb_tiny: Path, tmp_path: Path) -> None:
     assert [item["name"] for item in card["inputs"]] == ["features", "lengths"]
     assert card["inputs"][0]["shape"][-1] == 80
     models = EmotionModels.load(tmp_path / "models", device="cpu")
-    assert models.acoustic_model.info.front_end == features.WHISPER_LAYERS
+    assert models.acoustic_model.contract.front_end == features.WHISPER_LAYERS
     utts = load_dataset(f"emodb:{emodb_tiny}")[:3]
     mels = [features.log_mel(load_audio(u.path)) for u in utts]
     served = models.acoustic(mels)  # one zero-padded batch of three lengths
@@ -413,7 +416,7 @@ def test_adaptive_stats_model_from_training_to_runtime(
     assert card["verification"]["max_abs_diff"] < 1e-4
     assert card["verification"]["joined"]["max_abs_diff"] < 1e-4
     models = EmotionModels.load(out / "models", device="cpu")
-    assert models.acoustic_model.info.adaptation_window == 32
+    assert models.acoustic_model.contract.adaptation_window == 32
 
     utts = load_dataset(f"emodb:{emodb_tiny}")[:3]
     mels = [features.log_mel(load_audio(u.path)) for u in utts]
@@ -525,11 +528,7 @@ def test_calibrated_head_scales_by_temperature_and_reads_affect() -> None:
 
 
 def test_temperature_fit_and_ece() -> None:
-    from training.acoustic import (
-        calibrate,
-        expected_calibration_error,
-        fit_temperature,
-    )
+    from training.metrics import calibrate, fit_temperature, top_label_ece
 
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, 400)
@@ -539,13 +538,13 @@ def test_temperature_fit_and_ece() -> None:
     # the same model made over-confident: the fit undoes it
     sharp = calibrate(true, 0.4)
     assert 2.0 < fit_temperature(sharp.astype(np.float32), y) < 3.0
-    assert expected_calibration_error(
+    assert top_label_ece(
         calibrate(sharp, fit_temperature(sharp.astype(np.float32), y)), y
-    ) < expected_calibration_error(sharp, y)
+    ) < top_label_ece(sharp, y)
 
 
 def test_masked_loss_ignores_labels_a_corpus_lacks() -> None:
-    from training.acoustic import _loss
+    from training.acoustic.loop import _loss
 
     logits = torch.tensor([[2.0, 0.0, 5.0]])
     target = torch.tensor([0])

@@ -27,15 +27,22 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
 
-from training.datasets import Utterance, load_dataset, speaker_folds
+from training.daemon_path import daemon_audio, daemon_utterances, main_utterance
+from training.datasets import (
+    Utterance,
+    data_parser,
+    fold_to_neutral,
+    load_dataset,
+    speaker_folds,
+)
 from training.features_cache import default_cache_dir, load_features
 from training.metrics import Scores, format_confusion, score
+from training.selection import de_selector
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -67,8 +74,6 @@ def opensmile_functionals(
     """
     import opensmile
     from tqdm import tqdm
-
-    from training.daemon_path import daemon_audio, daemon_utterances, main_utterance
 
     sets = {
         "egemaps": opensmile.FeatureSet.eGeMAPSv02,
@@ -226,12 +231,7 @@ def evaluate_linear(
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m training baselines", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument(
-        "--data", action="append", required=True, help="KIND:PATH (repeatable)"
-    )
+    parser = data_parser("baselines", __doc__.split("\n")[0])
     parser.add_argument(
         "--features",
         nargs="+",
@@ -270,10 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.protocol == "loco":
-        folded = {"calm": "neutral", "boredom": "neutral"}
-        corpora = [
-            [replace(u, label=folded.get(u.label, u.label)) for u in c] for c in corpora
-        ]
+        corpora = [fold_to_neutral(c) for c in corpora]
     joint = args.joint or args.protocol == "loco"
     groups = [[u for c in corpora for u in c]] if joint else corpora
     report: dict[str, Any] = {}
@@ -281,8 +278,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         kind = "lr" if "whisper" in name else "svm"
         fit_transform = None
         if args.select == "de":
-            from training.selection import de_selector
-
             fit_transform = de_selector(kind)
         key = name + ("+de" if args.select else "")
         report[key] = {}

@@ -39,11 +39,29 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 import numpy as np
 
+from streamser.errors import StreamserError
 from streamser.labels import CANONICAL_LABELS
+from streamser.recognition.adaptation import SpeakerBaseline
+from streamser.recognition.asr_options import AsrOptions
+from streamser.recognition.emotion_options import EmotionOptions
+from streamser.recognition.recognizer import (
+    Recognizer,
+    RecognizerOptions,
+    UtteranceRequest,
+)
+from training.affect import agreement
+from training.daemon_path import daemon_audio, daemon_utterances
+from training.datasets import (
+    FOLD_TO_NEUTRAL,
+    Utterance,
+    data_parser,
+    load_dataset,
+    speaker_streams,
+)
 from training.metrics import (
     Scores,
     expected_calibration_error,
@@ -69,8 +87,6 @@ def plot_confusion(scores: Scores, path: Path, title: str = "") -> None:
         raise RuntimeError(
             "--plot needs matplotlib: pip install 'streamser[train]'"
         ) from err
-    import numpy as np
-
     rows = [i for i, r in enumerate(scores.confusion) if sum(r) > 0]
     matrix = np.array(scores.confusion, dtype=float)[rows]
     norm = matrix / matrix.sum(axis=1, keepdims=True)
@@ -109,12 +125,7 @@ def _label_order(reference: Sequence[str], predicted: Sequence[str]) -> list[str
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m training evaluate", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument(
-        "--data", action="append", required=True, help="KIND:PATH (repeatable)"
-    )
+    parser = data_parser("evaluate", __doc__.split("\n")[0])
     parser.add_argument(
         "--models", type=Path, required=True, help="folder of exported graphs"
     )
@@ -219,9 +230,6 @@ def daemon_clip(
 
     ``baseline`` (a ``SpeakerBaseline``) is the stream's; each utterance is added.
     """
-    from streamser.recognition.recognizer import UtteranceRequest
-    from training.daemon_path import daemon_audio, daemon_utterances
-
     audio = daemon_audio(path)
     pieces = daemon_utterances(audio) if view == "daemon" else [audio]
     recognitions = []
@@ -231,9 +239,6 @@ def daemon_clip(
         baseline.add(recognition.pooled)
         recognitions.append(recognition)
     return combine(recognitions, [p.shape[0] for p in pieces])
-
-
-FOLD_TO_NEUTRAL: Final = {"calm": "neutral", "boredom": "neutral"}
 
 
 def _clip_report(
@@ -272,8 +277,6 @@ def _clip_report(
     report["folded"] = folded
     rows = [i for i, r in enumerate(results) if r.arousal is not None]
     if rows:
-        from training.affect import agreement
-
         affect = np.array(
             [[results[i].arousal, results[i].valence] for i in rows], np.float32
         )
@@ -288,12 +291,6 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         ValueError: bad dataset or models folder.
         StreamserError: a model fails to load.
     """
-    from tqdm import tqdm
-
-    from streamser.recognition.adaptation import SpeakerBaseline
-    from streamser.recognition.recognizer import Recognizer, RecognizerOptions
-    from training.acoustic import speaker_streams
-    from training.datasets import load_dataset
 
     if not args.models.is_dir():
         raise ValueError(f"models folder {args.models} does not exist")
@@ -303,49 +300,15 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     text_only = all(u.path is None for u in utterances)
     asr = not args.no_asr or text_only
     recognizer = Recognizer(
-        RecognizerOptions(model_dir=args.models, asr=asr, device="cpu")
+        RecognizerOptions(
+            EmotionOptions(model_dir=str(args.models), device="cpu"),
+            AsrOptions(enabled=asr),
+        )
     )
     if text_only:
         return evaluate_text(recognizer, utterances, args)
     by_speaker = args.streams == "speaker"
-    window = recognizer.adaptation_window if by_speaker else 0
-    results: dict[int, ClipResult] = {}
-    cold: dict[int, str] = {}
-    streams = (
-        speaker_streams(utterances)
-        if by_speaker
-        else [[i] for i in range(len(utterances))]
-    )
-    progress = tqdm(total=len(utterances), desc="evaluate", mininterval=5.0)
-    for stream in streams:
-        baseline = SpeakerBaseline(window)
-        for i in stream:
-            utt = utterances[i]
-            language = None if args.detect_language else utt.language
-            if utt.path is None:
-                if not utt.text:
-                    raise ValueError(
-                        f"utterance {utt.utt_id} has neither audio nor text"
-                    )
-                result = recognizer.text_emotion(utt.text, language)
-                if result is None:
-                    raise ValueError(
-                        f"no text model for language {language!r} in {args.models}"
-                    )
-                results[i] = ClipResult([result.label], [1], dict(result.scores))
-            else:
-                results[i] = daemon_clip(
-                    recognizer, utt.path, language, baseline, args.view
-                )
-                if window:
-                    from training.daemon_path import daemon_audio, daemon_utterances
-
-                    audio = daemon_audio(utt.path)
-                    pieces = daemon_utterances(audio) if args.view == "daemon" else []
-                    outs = recognizer.acoustic(pieces or [audio])
-                    cold[i] = outs[0].scores.label if pieces else NO_UTTERANCE
-            progress.update()
-    progress.close()
+    results, cold = _recognise(recognizer, utterances, args, by_speaker)
     reference = [u.label for u in utterances]
     ordered = [results[i] for i in range(len(utterances))]
     predicted = [r.label for r in ordered]
@@ -381,6 +344,58 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     if args.plot is not None:
         plot_confusion(score(reference, predicted, labels=order), args.plot)
     return report
+
+
+def _recognise(
+    recognizer: Recognizer,
+    utterances: Sequence[Utterance],
+    args: argparse.Namespace,
+    by_speaker: bool,
+) -> tuple[dict[int, ClipResult], dict[int, str]]:
+    """Each utterance's result, streams per clip or per speaker, and (for an acoustic
+    model that adapts, per speaker) its acoustic label heard alone."""
+    from tqdm import tqdm
+
+    window = recognizer.adaptation_window if by_speaker else 0
+    results: dict[int, ClipResult] = {}
+    cold: dict[int, str] = {}
+    streams = (
+        speaker_streams(utterances)
+        if by_speaker
+        else [[i] for i in range(len(utterances))]
+    )
+    progress = tqdm(total=len(utterances), desc="evaluate", mininterval=5.0)
+    for stream in streams:
+        baseline = SpeakerBaseline(window)
+        for i in stream:
+            utt = utterances[i]
+            language = None if args.detect_language else utt.language
+            if utt.path is None:
+                results[i] = _text_clip(recognizer, utt, language, args.models)
+            else:
+                results[i] = daemon_clip(
+                    recognizer, utt.path, language, baseline, args.view
+                )
+                if window:
+                    audio = daemon_audio(utt.path)
+                    pieces = daemon_utterances(audio) if args.view == "daemon" else []
+                    outs = recognizer.acoustic(pieces or [audio])
+                    cold[i] = outs[0].scores.label if pieces else NO_UTTERANCE
+            progress.update()
+    progress.close()
+    return results, cold
+
+
+def _text_clip(
+    recognizer: Recognizer, utt: Utterance, language: str | None, models: Path
+) -> ClipResult:
+    """The text model's result for an utterance without audio."""
+    if not utt.text:
+        raise ValueError(f"utterance {utt.utt_id} has neither audio nor text")
+    result = recognizer.text_emotion(utt.text, language)
+    if result is None:
+        raise ValueError(f"no text model for language {language!r} in {models}")
+    return ClipResult([result.label], [1], dict(result.scores))
 
 
 TEXT_BATCH = 32
@@ -453,8 +468,6 @@ def evaluate_text(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point (``python -m training evaluate``)."""
-    from streamser.errors import StreamserError
-
     args = _parse(argv)
     try:
         report = evaluate(args)

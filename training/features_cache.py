@@ -17,10 +17,12 @@ repeats. ``TELEPHONE`` is the telephone channel alone, for evaluation.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import logging
 import os
+import sys
 import zlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
@@ -29,10 +31,14 @@ from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
+import soxr
 
 from streamser.audio import SAMPLE_RATE_HZ
+from streamser.audio.decode import AudioDecoder
 from streamser.recognition import features
-from training.datasets import Utterance, load_audio
+from streamser.recognition.whisper_model import default_whisper_dir
+from training.daemon_path import daemon_audio, daemon_utterances, main_utterance
+from training.datasets import Utterance, load_audio, load_dataset
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -143,10 +149,6 @@ def telephone_channel(
     """``audio`` (16 kHz) as it reaches the runtime from a telephone: resampled to
     8 kHz, G.711 coded (``codec``: "mulaw" or "alaw"), and decoded and resampled back
     by ``streamser.audio.decode.AudioDecoder``."""
-    import soxr
-
-    from streamser.audio.decode import AudioDecoder
-
     narrow = soxr.resample(audio, SAMPLE_RATE_HZ, TELEPHONE_RATE_HZ)
     decoder = AudioDecoder(codec, TELEPHONE_RATE_HZ, 1)
     coded = g711_encode(np.asarray(narrow, dtype=np.float32), codec)
@@ -216,8 +218,6 @@ def augment_audio(
     """
     if copy == 0:
         return audio
-    import soxr
-
     rng = np.random.default_rng(_seed(utt_id, copy))
     speed = float(rng.choice(options.speeds))
     out = audio
@@ -308,8 +308,6 @@ def _runner(front_end: features.FrontEnd) -> Any:
     elif key not in _RUNNERS:
         import ctranslate2
 
-        from streamser.recognition.whisper_model import default_whisper_dir
-
         _RUNNERS[key] = ctranslate2.models.Whisper(
             str(default_whisper_dir()), compute_type="int8", intra_threads=2
         )
@@ -343,19 +341,6 @@ def compute_features(
     if kind == "encoder":
         return _runner(front_end).states(front_end.levelled(mel))
     return features.encoder_states(_runner(front_end), [mel])[0]
-
-
-def _cache_file(
-    cache_dir: Path,
-    corpus: str,
-    kind: str,
-    copy: int,
-    options: AugmentOptions,
-    view: str = "clip",
-    front_end: features.FrontEnd | None = None,
-) -> Path:
-    digest = _settings_hash(kind, copy, options, view, front_end)
-    return cache_dir / f"{corpus}-{kind}-c{copy}-{digest}.npz"
 
 
 def load_features(
@@ -395,8 +380,9 @@ def load_features(
     for utt in utterances:
         by_corpus.setdefault(utt.corpus, []).append(utt)
     found: dict[str, npt.NDArray[np.float32]] = {}
+    digest = _settings_hash(kind, copy, options, view, front_end)
     for corpus, utts in by_corpus.items():
-        path = _cache_file(folder, corpus, kind, copy, options, view, front_end)
+        path = folder / f"{corpus}-{kind}-c{copy}-{digest}.npz"
         cached = _read_cache(path)
         missing = [u for u in utts if u.utt_id not in cached]
         if missing:
@@ -421,8 +407,6 @@ def _compute(
     front_end: features.FrontEnd | None = None,
 ) -> dict[str, npt.NDArray[np.float32]]:
     from tqdm import tqdm
-
-    from training.daemon_path import daemon_audio, daemon_utterances, main_utterance
 
     out = {}
     desc = f"{kind} features {corpus} copy {copy}"
@@ -467,10 +451,6 @@ def _write_cache(path: Path, items: dict[str, npt.NDArray[np.float32]]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m training.features_cache --data KIND:PATH ... [--kinds] [--copies]``."""
-    import argparse
-
-    from training.datasets import load_dataset
-
     parser = argparse.ArgumentParser(prog="python -m training.features_cache")
     parser.add_argument("--data", action="append", required=True, help="KIND:PATH")
     parser.add_argument("--kinds", nargs="+", default=["encoder"], choices=KINDS)
@@ -485,8 +465,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    import sys
-
     logging.basicConfig(
         level=logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )

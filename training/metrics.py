@@ -1,4 +1,4 @@
-"""Classification metrics for emotion models: UA, WA, macro F1, confusion.
+"""Classification metrics for emotion models: UA, WA, macro F1, confusion, calibration.
 
 UA (unweighted average recall, i.e. balanced accuracy) averages the recall of every
 class present in the reference; a reference class the model cannot output still
@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
+import numpy.typing as npt
 
 
 @dataclass(frozen=True)
@@ -138,3 +139,43 @@ def expected_calibration_error(
         if inside.any():
             total += inside.mean() * abs(hit[inside].mean() - conf[inside].mean())
     return float(total)
+
+
+def top_label_ece(
+    probs: npt.NDArray[Any], correct_labels: npt.NDArray[np.int64], bins: int = 10
+) -> float:
+    """ECE of class probabilities [N, L] over ``bins`` equal-width confidence bins
+    (confidence: the top probability; correct: the top label is the reference)."""
+    return expected_calibration_error(
+        probs.max(1), probs.argmax(1) == correct_labels, bins
+    )
+
+
+TEMPERATURES: Final = np.exp(np.linspace(np.log(0.25), np.log(4.0), 81))
+"""The temperatures ``fit_temperature`` tries: 0.25 to 4, log-spaced."""
+
+
+def calibrate(
+    probs: npt.NDArray[Any], temperature: float, logs: bool = False
+) -> npt.NDArray[np.float64]:
+    """``softmax(log(probs) / temperature)`` (``logs``: ``probs`` are logs already)."""
+    logp = probs if logs else np.log(np.clip(probs, 1e-12, None))
+    z = logp / temperature
+    z = z - z.max(1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(1, keepdims=True)
+
+
+def fit_temperature(probs: npt.NDArray[np.float32], y: npt.NDArray[np.int64]) -> float:
+    """The temperature T minimising the negative log-likelihood of
+    ``softmax(log(probs) / T)`` (grid over 0.25..4, log-spaced)."""
+    logp = np.log(np.clip(probs, 1e-12, None))
+    best, best_nll = 1.0, np.inf
+    for t in TEMPERATURES:
+        scaled = calibrate(logp, float(t), logs=True)
+        nll = -float(
+            np.mean(np.log(np.clip(scaled[np.arange(len(y)), y], 1e-12, None)))
+        )
+        if nll < best_nll:
+            best, best_nll = float(t), nll
+    return best

@@ -6,17 +6,19 @@ file's name; these loaders parse the names (and EMO-DB's manifest when present).
 
 from __future__ import annotations
 
-import csv
 import re
 from pathlib import Path
 from typing import Final
 
-from training.datasets.base import (
-    Utterance,
-    audio_files,
-    code_label,
-    label_for,
-    require_dir,
+from training.datasets.base import Utterance, code_label, label_for
+from training.datasets.corpus import (
+    MANIFEST_COLUMNS,
+    Corpus,
+    Item,
+    ManifestRows,
+    NamedFiles,
+    Row,
+    required,
 )
 
 # --- EMO-DB -----------------------------------------------------------------------
@@ -48,7 +50,23 @@ EMODB_SENTENCES: Final[dict[str, str]] = {
 """The ten EMO-DB sentences by text code (characters 3-5 of the file name)."""
 
 _EMODB_NAME: Final = re.compile(r"^(\d\d)([ab]\d\d)([A-Za-z])([a-z]?)$")
-_EMODB_COLUMNS: Final = ("path", "speaker", "emotion")
+EMODB: Final = Corpus("emodb", "EMO-DB", "de")
+
+
+def _emodb_name(path: Path, match: re.Match[str], where: str) -> Item:
+    speaker, sentence, code, _version = match.groups()
+    label = code_label(code, EMODB_CODES, where)
+    return Item(path.stem, label, speaker, EMODB_SENTENCES.get(sentence))
+
+
+def _emodb_row(row: Row, audio: Path, where: str) -> Item:
+    label = label_for(row["emotion"], where)
+    speaker = required(row, "speaker", where)
+    return Item(audio.stem, label, speaker, row.get("text") or None)
+
+
+_EMODB_FILES: Final = NamedFiles(EMODB, "03a01Fa.wav", _EMODB_NAME, _emodb_name)
+_EMODB_MANIFEST: Final = ManifestRows("emodb", EMODB, MANIFEST_COLUMNS, _emodb_row)
 
 
 def load_emodb(root: Path) -> list[Utterance]:
@@ -67,55 +85,8 @@ def load_emodb(root: Path) -> list[Utterance]:
     """
     manifest = root if root.is_file() else root / "manifest.csv"
     if manifest.is_file():
-        return _load_emodb_manifest(manifest)
-    require_dir(root, "emodb")
-    utterances = []
-    for path in audio_files(root):
-        match = _EMODB_NAME.match(path.stem)
-        if match is None:
-            raise ValueError(
-                f"emodb: {path} does not follow the EMO-DB naming scheme (03a01Fa.wav)"
-            )
-        speaker, sentence, code, _version = match.groups()
-        utterances.append(
-            Utterance(
-                utt_id=f"emodb:{path.stem}",
-                path=path,
-                label=code_label(code, EMODB_CODES, f"emodb: {path}"),
-                speaker=f"emodb:{speaker}",
-                corpus="emodb",
-                text=EMODB_SENTENCES.get(sentence),
-                language="de",
-            )
-        )
-    return utterances
-
-
-def _load_emodb_manifest(manifest: Path) -> list[Utterance]:
-    utterances = []
-    with manifest.open(newline="", encoding="utf-8-sig") as stream:
-        reader = csv.DictReader(stream)
-        columns = reader.fieldnames or []
-        missing = [col for col in _EMODB_COLUMNS if col not in columns]
-        if missing:
-            raise ValueError(f"emodb: {manifest} lacks columns {', '.join(missing)}")
-        for line, row in enumerate(reader, start=2):
-            where = f"emodb: {manifest} line {line}"
-            path = manifest.parent / row["path"]
-            if not path.is_file():
-                raise ValueError(f"{where}: audio file {path} not found")
-            utterances.append(
-                Utterance(
-                    utt_id=f"emodb:{path.stem}",
-                    path=path,
-                    label=label_for(row["emotion"], where),
-                    speaker=f"emodb:{row['speaker'].strip()}",
-                    corpus="emodb",
-                    text=(row.get("text") or "").strip() or None,
-                    language="de",
-                )
-            )
-    return utterances
+        return _EMODB_MANIFEST(manifest)
+    return _EMODB_FILES(root)
 
 
 # --- RAVDESS ----------------------------------------------------------------------
@@ -139,55 +110,34 @@ RAVDESS_STATEMENTS: Final[dict[str, str]] = {
 """RAVDESS statement code (5th field) -> the sentence spoken."""
 
 _RAVDESS_NAME: Final = re.compile(r"^(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)$")
+RAVDESS: Final = Corpus("ravdess", "RAVDESS", "en")
 
 
-def load_ravdess(root: Path) -> list[Utterance]:
-    """Load RAVDESS speech from ``Actor_NN/MM-VV-EE-II-SS-RR-NN.(wav|flac)`` files.
+def _ravdess_name(path: Path, match: re.Match[str], where: str) -> Item | None:
+    modality, channel, emotion, _intensity, statement, _rep, actor = match.groups()
+    if modality != "03" or channel != "01":
+        return None  # song or another modality: skipped on purpose
+    label = code_label(emotion, RAVDESS_CODES, where)
+    text = RAVDESS_STATEMENTS.get(statement)
+    return Item(path.stem, label, actor, text)
 
-    Files are searched recursively. Only audio-only speech is kept (modality 03,
-    vocal channel 01); song files (vocal channel 02) and other modalities are
-    skipped on purpose. The speaker is the actor number (last field).
 
-    Raises:
-        ValueError: a file name does not parse or has an unknown emotion code.
-    """
-    require_dir(root, "ravdess")
-    utterances = []
-    for path in audio_files(root):
-        match = _RAVDESS_NAME.match(path.stem)
-        if match is None:
-            raise ValueError(
-                f"ravdess: {path} does not follow the RAVDESS naming scheme "
-                "(03-01-EE-II-SS-RR-NN.wav)"
-            )
-        modality, channel, emotion, _intensity, statement, _rep, actor = match.groups()
-        if modality != "03" or channel != "01":
-            continue
-        utterances.append(
-            Utterance(
-                utt_id=f"ravdess:{path.stem}",
-                path=path,
-                label=code_label(emotion, RAVDESS_CODES, f"ravdess: {path}"),
-                speaker=f"ravdess:{actor}",
-                corpus="ravdess",
-                text=RAVDESS_STATEMENTS.get(statement),
-                language="en",
-            )
-        )
-    return utterances
+load_ravdess: Final = NamedFiles(
+    RAVDESS, "03-01-EE-II-SS-RR-NN.wav", _RAVDESS_NAME, _ravdess_name
+)
+"""Load RAVDESS speech from ``Actor_NN/MM-VV-EE-II-SS-RR-NN.(wav|flac)`` files.
+
+Files are searched recursively. Only audio-only speech is kept (modality 03, vocal
+channel 01); song files (vocal channel 02) and other modalities are skipped on
+purpose. The speaker is the actor number (last field)."""
 
 
 # --- ASVP-ESD ---------------------------------------------------------------------
 
 ASVP_ESD_CODES: Final[dict[str, str]] = {
+    **RAVDESS_CODES,
     "01": "boredom",
     "02": "neutral",
-    "03": "happiness",
-    "04": "sadness",
-    "05": "anger",
-    "06": "fear",
-    "07": "disgust",
-    "08": "surprise",
 }
 """ASVP-ESD emotion codes (3rd field) that map onto the canonical labels.
 
@@ -206,42 +156,31 @@ ASVP_ESD_SKIPPED: Final[dict[str, str]] = {
 """ASVP-ESD emotion codes without a canonical label: skipped on purpose."""
 
 _ASVP_NAME: Final = re.compile(r"^\d+(?:-\d+){6,}$")
+ASVP_ESD: Final = Corpus("asvp-esd", "ASVP-ESD")
+"""The language is left unset: the corpus mixes languages and codes them
+inconsistently."""
 
 
-def load_asvp_esd(root: Path) -> list[Utterance]:
-    """Load ASVP-ESD speech from ``actor_N/MM-VV-EE-II-SS-AA-...wav`` files.
+def _asvp_esd_name(path: Path, match: re.Match[str], where: str) -> Item | None:
+    fields = match.group(0).split("-")
+    channel, emotion, actor = fields[1], fields[2], fields[5]
+    if channel != "01" or emotion in ASVP_ESD_SKIPPED:
+        return None  # non-speech, or an emotion without a canonical label
+    label = code_label(emotion, ASVP_ESD_CODES, where)
+    return Item(path.stem, label, actor, None)
 
-    ASVP-ESD extends RAVDESS's naming: modality, vocal channel (01 speech,
-    02 non-speech), emotion, intensity, statement, actor, then optional age,
-    source and language fields. Files are searched recursively. Kept: vocal
-    channel 01 (speech) with emotion codes 01-08 (see ``ASVP_ESD_CODES``; code 02
-    "neutral, calm" maps to neutral). Skipped on purpose: non-speech sounds and
-    codes 09-13 (excited, pleasure, pain, disappointment, breath), which have no
-    canonical label. The speaker is the actor field; the language is left unset
-    because the corpus mixes languages and codes it inconsistently.
 
-    Raises:
-        ValueError: a file name does not parse or has an unknown emotion code.
-    """
-    require_dir(root, "asvp-esd")
-    utterances = []
-    for path in audio_files(root):
-        if _ASVP_NAME.match(path.stem) is None:
-            raise ValueError(
-                f"asvp-esd: {path} does not follow the ASVP-ESD naming scheme "
-                "(03-01-EE-II-SS-AA[-age-source-language].wav)"
-            )
-        fields = path.stem.split("-")
-        channel, emotion, actor = fields[1], fields[2], fields[5]
-        if channel != "01" or emotion in ASVP_ESD_SKIPPED:
-            continue
-        utterances.append(
-            Utterance(
-                utt_id=f"asvp-esd:{path.stem}",
-                path=path,
-                label=code_label(emotion, ASVP_ESD_CODES, f"asvp-esd: {path}"),
-                speaker=f"asvp-esd:{actor}",
-                corpus="asvp-esd",
-            )
-        )
-    return utterances
+load_asvp_esd: Final = NamedFiles(
+    ASVP_ESD,
+    "03-01-EE-II-SS-AA[-age-source-language].wav",
+    _ASVP_NAME,
+    _asvp_esd_name,
+)
+"""Load ASVP-ESD speech from ``actor_N/MM-VV-EE-II-SS-AA-...wav`` files.
+
+ASVP-ESD extends RAVDESS's naming: modality, vocal channel (01 speech, 02 non-speech),
+emotion, intensity, statement, actor, then optional age, source and language fields.
+Files are searched recursively. Kept: vocal channel 01 (speech) with emotion codes
+01-08 (see ``ASVP_ESD_CODES``; code 02 "neutral, calm" maps to neutral). Skipped on
+purpose: non-speech sounds and codes 09-13 (excited, pleasure, pain, disappointment,
+breath), which have no canonical label. The speaker is the actor field."""

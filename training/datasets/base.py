@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final
 
@@ -42,6 +42,17 @@ class Utterance:
     """ISO 639-1 code of the spoken language (``"de"``, ``"en"``, ``"fa"``...)."""
     sentiment: str | None = None
     """Sentiment label (negative, neutral, positive), for corpora that carry one (MELD)."""
+
+
+FOLD_TO_NEUTRAL: Final = {"calm": "neutral", "boredom": "neutral"}
+"""Labels that each come from one acted corpus (RAVDESS's and Rakshak's calm, EMO-DB's
+boredom) and are read as neutral when labels are folded (``--labels fold``, LOCO, the
+reports' "folded" figures)."""
+
+
+def fold_to_neutral(utterances: Sequence[Utterance]) -> list[Utterance]:
+    """The utterances with calm and boredom read as neutral (``FOLD_TO_NEUTRAL``)."""
+    return [replace(u, label=FOLD_TO_NEUTRAL.get(u.label, u.label)) for u in utterances]
 
 
 def load_audio(path: str | Path) -> npt.NDArray[np.float32]:

@@ -6,15 +6,8 @@ import re
 from pathlib import Path
 from typing import Final
 
-from training.datasets.base import (
-    Utterance,
-    audio_files,
-    code_label,
-    label_for,
-    require_dir,
-)
-
-_LANGUAGE: Final = "en"
+from training.datasets.base import code_label, label_for
+from training.datasets.corpus import Corpus, Item, NamedFiles
 
 # --- CREMA-D ----------------------------------------------------------------------
 
@@ -44,82 +37,48 @@ CREMA_D_SENTENCES: Final[dict[str, str]] = {
 }
 """CREMA-D sentence code (2nd field) -> the sentence spoken."""
 
-_CREMA_D_NAME: Final = re.compile(r"^(\d{4})_([A-Z]{3})_([A-Z]{3})_([A-Z]{2})$")
+
+def _crema_d_name(path: Path, match: re.Match[str], where: str) -> Item:
+    actor, sentence, emotion, _intensity = match.groups()
+    label = code_label(emotion, CREMA_D_CODES, where)
+    return Item(path.stem, label, actor, CREMA_D_SENTENCES.get(sentence))
 
 
-def load_crema_d(root: Path) -> list[Utterance]:
-    """Load CREMA-D from ``AAAA_SSS_EEE_II.wav`` files (e.g. ``1001_DFA_ANG_XX.wav``).
+load_crema_d: Final = NamedFiles(
+    Corpus("crema-d", "CREMA-D", "en"),
+    "1001_DFA_ANG_XX.wav",
+    re.compile(r"^(\d{4})_([A-Z]{3})_([A-Z]{3})_([A-Z]{2})$"),
+    _crema_d_name,
+)
+"""Load CREMA-D from ``AAAA_SSS_EEE_II.wav`` files (e.g. ``1001_DFA_ANG_XX.wav``).
 
-    Fields: actor (1001-1091), sentence code, emotion (ANG, DIS, FEA, HAP, NEU,
-    SAD), intensity (LO, MD, HI, XX). Files are searched recursively (the corpus
-    keeps them in ``AudioWAV/``).
-
-    Raises:
-        ValueError: a file name does not parse or has an unknown emotion code.
-    """
-    require_dir(root, "crema-d")
-    utterances = []
-    for path in audio_files(root):
-        match = _CREMA_D_NAME.match(path.stem)
-        if match is None:
-            raise ValueError(
-                f"crema-d: {path} does not follow the CREMA-D naming scheme "
-                "(1001_DFA_ANG_XX.wav)"
-            )
-        actor, sentence, emotion, _intensity = match.groups()
-        utterances.append(
-            Utterance(
-                utt_id=f"crema-d:{path.stem}",
-                path=path,
-                label=code_label(emotion, CREMA_D_CODES, f"crema-d: {path}"),
-                speaker=f"crema-d:{actor}",
-                corpus="crema-d",
-                text=CREMA_D_SENTENCES.get(sentence),
-                language=_LANGUAGE,
-            )
-        )
-    return utterances
+Fields: actor (1001-1091), sentence code, emotion (ANG, DIS, FEA, HAP, NEU, SAD),
+intensity (LO, MD, HI, XX). Files are searched recursively (the corpus keeps them in
+``AudioWAV/``)."""
 
 
 # --- TESS -------------------------------------------------------------------------
 
-_TESS_NAME: Final = re.compile(r"^(OAF|YAF|OA|YA)_([A-Za-z']+)_([A-Za-z_]+)$")
+
+def _tess_name(path: Path, match: re.Match[str], where: str) -> Item:
+    speaker, word, emotion = match.groups()
+    speaker = speaker if len(speaker) == 3 else f"{speaker}F"
+    label = label_for(emotion, where)
+    return Item(path.stem, label, speaker, f"Say the word {word.lower()}")
 
 
-def load_tess(root: Path) -> list[Utterance]:
-    """Load TESS from ``OAF_back_angry.wav``-style files (in any folders).
+load_tess: Final = NamedFiles(
+    Corpus("tess", "TESS", "en"),
+    "OAF_back_angry.wav",
+    re.compile(r"^(OAF|YAF|OA|YA)_([A-Za-z']+)_([A-Za-z_]+)$"),
+    _tess_name,
+)
+"""Load TESS from ``OAF_back_angry.wav``-style files (in any folders).
 
-    Fields: speaker (OAF older, YAF younger talker; the ``OA_``/``YA_`` spelling
-    of some files is read as the same speaker), the target word, and the emotion
-    (angry, disgust, fear, happy, neutral, ps = pleasant surprise, sad). The text
-    is the carrier phrase "Say the word WORD".
-
-    Raises:
-        ValueError: a file name does not parse or has an unknown emotion.
-    """
-    require_dir(root, "tess")
-    utterances = []
-    for path in audio_files(root):
-        match = _TESS_NAME.match(path.stem)
-        if match is None:
-            raise ValueError(
-                f"tess: {path} does not follow the TESS naming scheme "
-                "(OAF_back_angry.wav)"
-            )
-        speaker, word, emotion = match.groups()
-        speaker = speaker if len(speaker) == 3 else f"{speaker}F"
-        utterances.append(
-            Utterance(
-                utt_id=f"tess:{path.stem}",
-                path=path,
-                label=label_for(emotion, f"tess: {path}"),
-                speaker=f"tess:{speaker}",
-                corpus="tess",
-                text=f"Say the word {word.lower()}",
-                language=_LANGUAGE,
-            )
-        )
-    return utterances
+Fields: speaker (OAF older, YAF younger talker; the ``OA_``/``YA_`` spelling of some
+files is read as the same speaker), the target word, and the emotion (angry, disgust,
+fear, happy, neutral, ps = pleasant surprise, sad). The text is the carrier phrase
+"Say the word WORD"."""
 
 
 # --- SAVEE ------------------------------------------------------------------------
@@ -135,42 +94,24 @@ SAVEE_CODES: Final[dict[str, str]] = {
 }
 """SAVEE emotion prefix of the file name -> canonical label."""
 
-_SAVEE_NAME: Final = re.compile(r"^(?:([A-Z]{2})_)?([a-z]{1,2})(\d\d)$")
+
+def _savee_name(path: Path, match: re.Match[str], where: str) -> Item:
+    prefix, code, _number = match.groups()
+    speaker = prefix or path.parent.name
+    if not re.fullmatch(r"[A-Z]{2}", speaker):
+        raise ValueError(f"{where}: no speaker (expected DC_a01.wav or DC/a01.wav)")
+    label = code_label(code, SAVEE_CODES, where)
+    return Item(f"{speaker}_{path.stem.rpartition('_')[2]}", label, speaker, None)
 
 
-def load_savee(root: Path) -> list[Utterance]:
-    """Load SAVEE from ``DC_a01.wav`` files or ``DC/a01.wav`` (original ``AudioData``).
+load_savee: Final = NamedFiles(
+    Corpus("savee", "SAVEE", "en"),
+    "DC_a01.wav or DC/a01.wav",
+    re.compile(r"^(?:([A-Z]{2})_)?([a-z]{1,2})(\d\d)$"),
+    _savee_name,
+)
+"""Load SAVEE from ``DC_a01.wav`` files or ``DC/a01.wav`` (original ``AudioData``).
 
-    Speakers DC, JE, JK, KL (from the name's prefix, else the parent folder);
-    emotion prefixes a anger, d disgust, f fear, h happiness, n neutral,
-    sa sadness, su surprise; then the sentence number.
-
-    Raises:
-        ValueError: a file name does not parse or has an unknown emotion code.
-    """
-    require_dir(root, "savee")
-    utterances = []
-    for path in audio_files(root):
-        match = _SAVEE_NAME.match(path.stem)
-        if match is None:
-            raise ValueError(
-                f"savee: {path} does not follow the SAVEE naming scheme "
-                "(DC_a01.wav or DC/a01.wav)"
-            )
-        prefix, code, _number = match.groups()
-        speaker = prefix or path.parent.name
-        if not re.fullmatch(r"[A-Z]{2}", speaker):
-            raise ValueError(
-                f"savee: {path}: no speaker (expected DC_a01.wav or DC/a01.wav)"
-            )
-        utterances.append(
-            Utterance(
-                utt_id=f"savee:{speaker}_{path.stem.rpartition('_')[2]}",
-                path=path,
-                label=code_label(code, SAVEE_CODES, f"savee: {path}"),
-                speaker=f"savee:{speaker}",
-                corpus="savee",
-                language=_LANGUAGE,
-            )
-        )
-    return utterances
+Speakers DC, JE, JK, KL (from the name's prefix, else the parent folder); emotion
+prefixes a anger, d disgust, f fear, h happiness, n neutral, sa sadness, su surprise;
+then the sentence number."""

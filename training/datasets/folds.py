@@ -1,4 +1,5 @@
-"""Speaker-independent cross-validation folds: leave-one-speaker-out or grouped k-fold."""
+"""Speaker-independent cross-validation folds (leave one speaker or corpus out, grouped
+k-fold) and the order in which a held-out speaker's utterances form one stream."""
 
 from __future__ import annotations
 
@@ -74,4 +75,16 @@ def speaker_folds(
     return [
         Fold(np.sort(train).astype(np.int64), np.sort(test).astype(np.int64))
         for train, test in splitter.split(indices, labels, groups=speakers)
+    ]
+
+
+def speaker_streams(utterances: Sequence[Utterance], seed: int = 0) -> list[list[int]]:
+    """Utterance indices as one stream per speaker (speakers sorted), each in a seeded
+    random order: how held-out speakers are scored in training and evaluation."""
+    by_speaker: dict[tuple[str, str], list[int]] = {}
+    for i, u in enumerate(utterances):
+        by_speaker.setdefault((u.corpus, u.speaker), []).append(i)
+    rng = np.random.default_rng(seed)
+    return [
+        [int(i) for i in rng.permutation(by_speaker[key])] for key in sorted(by_speaker)
     ]

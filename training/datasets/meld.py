@@ -8,11 +8,11 @@ utterances keep the file's order, so the lines of one dialogue stay together.
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Final
 
-from training.datasets.base import Utterance, label_for
+from training.datasets.base import label_for
+from training.datasets.corpus import Corpus, Item, ManifestRows, Row
 
 SENTIMENTS: Final[tuple[str, ...]] = ("negative", "neutral", "positive")
 """MELD's sentiment classes, in the order the English text graph outputs them."""
@@ -42,39 +42,30 @@ def clean_text(text: str) -> str:
     return " ".join(text.split())
 
 
-def load_meld_text(path: Path) -> list[Utterance]:
-    """Load one MELD split CSV (``train.csv``, ``dev.csv`` or ``test.csv``).
+def _meld_row(row: Row, manifest: Path, where: str) -> Item:
+    sentiment = row["Sentiment"].lower()
+    if sentiment not in SENTIMENTS:
+        raise ValueError(f"{where}: unknown sentiment {row['Sentiment']!r}")
+    dialogue = row["Dialogue_ID"]
+    return Item(
+        f"{manifest.stem}:{dialogue}_{row.get('Utterance_ID', '')}",
+        label_for(row["Emotion"], where),
+        dialogue,
+        clean_text(row["Utterance"]),
+        sentiment=sentiment,
+    )
 
-    Speakers are ``meld:<dialogue>`` (one dialogue, several characters), so that
-    grouped folds keep a dialogue's lines together.
 
-    Raises:
-        ValueError: a column is missing or a row carries an unknown label.
-    """
-    if path.is_dir():
-        raise ValueError(f"meld-text: {path} is a folder; give one split's CSV")
-    with path.open(encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in _COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(f"{path}: missing MELD column(s) {', '.join(missing)}")
-        utterances = []
-        for number, row in enumerate(reader, start=2):
-            where = f"{path}:{number}"
-            sentiment = row["Sentiment"].strip().lower()
-            if sentiment not in SENTIMENTS:
-                raise ValueError(f"{where}: unknown sentiment {row['Sentiment']!r}")
-            dialogue = row["Dialogue_ID"].strip()
-            utterances.append(
-                Utterance(
-                    utt_id=f"meld:{path.stem}:{dialogue}_{row.get('Utterance_ID', '').strip()}",
-                    path=None,
-                    label=label_for(row["Emotion"], where),
-                    speaker=f"meld:{dialogue}",
-                    corpus="meld",
-                    text=clean_text(row["Utterance"]),
-                    language="en",
-                    sentiment=sentiment,
-                )
-            )
-    return utterances
+load_meld_text: Final = ManifestRows(
+    "meld-text",
+    Corpus("meld", "MELD", "en"),
+    _COLUMNS,
+    _meld_row,
+    file_name=None,
+    audio=False,
+)
+"""Load one MELD split CSV (``train.csv``, ``dev.csv`` or ``test.csv``).
+
+Speakers are ``meld:<dialogue>`` (one dialogue, several characters), so that grouped
+folds keep a dialogue's lines together. Raises ValueError for a folder, a missing
+column or a row with an unknown label."""

@@ -15,13 +15,8 @@ import re
 from pathlib import Path
 from typing import Any, Final
 
-from training.datasets.base import (
-    Utterance,
-    audio_files,
-    code_label,
-    label_for,
-    require_dir,
-)
+from training.datasets.base import Utterance, code_label, label_for, require_dir
+from training.datasets.corpus import Corpus, Item, NamedFiles
 
 SHEMO_CODES: Final[dict[str, str]] = {
     "A": "anger",
@@ -47,7 +42,7 @@ TRANSCRIPT_SUFFIXES: Final[tuple[str, ...]] = (".ort", ".txt")
 """Per-utterance transcript files: ShEMO's own ``.ort`` or plain ``.txt``."""
 
 _SHEMO_ID: Final = re.compile(r"^([FM])(\d\d)([A-Z])(\d+)$")
-_LANGUAGE: Final = "fa"
+SHEMO: Final = Corpus("shemo", "ShEMO", "fa")
 
 
 def _parse_id(utt_id: str, where: str) -> tuple[str, str]:
@@ -87,22 +82,13 @@ def load_shemo(root: Path) -> list[Utterance]:
     for path in sorted(root.rglob("*")):
         if path.suffix.lower() in TRANSCRIPT_SUFFIXES and _SHEMO_ID.match(path.stem):
             texts[path.stem] = path.read_text(encoding="utf-8").strip()
-    utterances = []
-    for path in audio_files(root):
-        where = f"shemo: {path}"
-        speaker, code = _parse_id(path.stem, where)
-        utterances.append(
-            Utterance(
-                utt_id=f"shemo:{path.stem}",
-                path=path,
-                label=code_label(code, SHEMO_CODES, where),
-                speaker=f"shemo:{speaker}",
-                corpus="shemo",
-                text=texts.get(path.stem),
-                language=_LANGUAGE,
-            )
-        )
-    return utterances
+
+    def parse(path: Path, match: re.Match[str], where: str) -> Item:
+        gender, number, code, _index = match.groups()
+        label = code_label(code, SHEMO_CODES, where)
+        return Item(path.stem, label, f"{gender}{number}", texts.get(path.stem))
+
+    return NamedFiles(SHEMO, "F01A01.wav", _SHEMO_ID, parse)(root)
 
 
 def _json_transcripts(path: Path) -> dict[str, str]:
@@ -158,17 +144,9 @@ def load_shemo_json(path: Path) -> list[Utterance]:
         if not speaker:
             speaker, _code = _parse_id(name, where)
         transcript = entry.get("transcript")
-        utterances.append(
-            Utterance(
-                utt_id=f"shemo:{name}",
-                path=audio,
-                label=label_for(str(entry["emotion"]), where),
-                speaker=f"shemo:{speaker}",
-                corpus="shemo",
-                text=transcript.strip() if isinstance(transcript, str) else None,
-                language=_LANGUAGE,
-            )
-        )
+        label = label_for(str(entry["emotion"]), where)
+        text = transcript.strip() if isinstance(transcript, str) else None
+        utterances.append(SHEMO.utterance(Item(name, label, str(speaker), text), audio))
     return utterances
 
 
@@ -203,16 +181,13 @@ def load_shemo_text(path: Path) -> list[Utterance]:
             if missing:
                 raise ValueError(f"{where}: lacks {', '.join(missing)}")
             label = label_for(str(row["emotion"]), where)
-            utterances.append(
-                Utterance(
-                    utt_id=f"shemo:{row['id']}",
-                    path=None,
-                    label=label,
-                    speaker=f"shemo:{row['speaker']}",
-                    corpus="shemo",
-                    text=str(row["transcript"]).strip(),
-                    language=_LANGUAGE,
-                    sentiment=EMOTION_SENTIMENT.get(label),
-                )
+            text = str(row["transcript"]).strip()
+            item = Item(
+                str(row["id"]),
+                label,
+                str(row["speaker"]),
+                text,
+                sentiment=EMOTION_SENTIMENT.get(label),
             )
+            utterances.append(SHEMO.utterance(item, None))
     return utterances
