@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ from streamser.recognition.recognizer import Recognizer, RecognizerOptions
 from streamser.recognition.text_front import CharNgramEncoder, char_wb_ngrams
 
 from _pipeline_helpers import run_stream, speech
+from _text_helpers import run_evaluate, text_recognizer
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "streamser" / "models"
@@ -132,11 +131,7 @@ def test_a_missing_tokenizer_file_is_a_model_error(tmp_path: Path) -> None:
 def text_only() -> Recognizer:
     """The shipped models without Whisper: text graphs with their own front ends."""
     _shipped(EN_GRAPH)
-    return Recognizer(
-        RecognizerOptions(
-            EmotionOptions(model_dir=str(MODELS)), AsrOptions(enabled=False)
-        )
-    )
+    return text_recognizer()
 
 
 def test_english_text_gets_emotion_and_sentiment(text_only: Recognizer) -> None:
@@ -246,24 +241,7 @@ def test_evaluate_scores_meld_rows_with_sentiment(
     sample = tmp_path / "dev12.csv"
     with sample.open("w", encoding="utf-8", newline="") as handle:
         csv.writer(handle).writerows(rows)
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "training",
-            "evaluate",
-            "--data",
-            f"meld-text:{sample}",
-            "--models",
-            str(MODELS),
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=REPO,
-        check=False,
-    )
+    done = run_evaluate(f"meld-text:{sample}")
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["n"] == 12
@@ -279,24 +257,7 @@ def test_evaluate_scores_meld_rows_with_sentiment(
 def test_evaluate_rejects_meld_without_columns(tmp_path: Path) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("Utterance,Emotion\nhello,joy\n", encoding="utf-8")
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "training",
-            "evaluate",
-            "--data",
-            f"meld-text:{bad}",
-            "--models",
-            str(MODELS),
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=REPO,
-        check=False,
-    )
+    done = run_evaluate(f"meld-text:{bad}")
     assert done.returncode == 2
     assert "missing MELD column" in done.stderr
 

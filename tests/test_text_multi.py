@@ -6,8 +6,6 @@ voice and the words side by side where people look."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +20,12 @@ from streamser.events import (
     UtteranceEnd,
 )
 from streamser.labels import voice_and_words
-from streamser.recognition.asr_options import AsrOptions
 from streamser.recognition.contract import SENTENCE_ENCODERS, ModelContract
 from streamser.recognition.emotion import ANY_LANGUAGE
-from streamser.recognition.emotion_options import EmotionOptions
-from streamser.recognition.recognizer import Recognizer, RecognizerOptions
+from streamser.recognition.recognizer import Recognizer
 
-REPO = Path(__file__).resolve().parents[1]
-MODELS = REPO / "streamser" / "models"
+from _text_helpers import MODELS, run_evaluate, text_recognizer
+
 MULTI_GRAPH = MODELS / "emotion-text-multi-v1.onnx"
 
 
@@ -81,11 +77,7 @@ def text_only() -> Recognizer:
     """The shipped models without Whisper."""
     if not MULTI_GRAPH.is_file():
         pytest.fail(f"{MULTI_GRAPH} is not shipped")
-    return Recognizer(
-        RecognizerOptions(
-            EmotionOptions(model_dir=str(MODELS)), AsrOptions(enabled=False)
-        )
-    )
+    return text_recognizer()
 
 
 def test_languages_route_to_their_graphs(text_only: Recognizer) -> None:
@@ -213,24 +205,7 @@ def test_evaluate_scores_shemo_transcripts_on_the_multilingual_graph(
     lines = source.read_text("utf-8").splitlines()
     sample = tmp_path / "shemo.jsonl"
     sample.write_text("\n".join(lines[::150]) + "\n", encoding="utf-8")
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "training",
-            "evaluate",
-            "--data",
-            f"shemo-text:{sample}",
-            "--models",
-            str(MODELS),
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=REPO,
-        check=False,
-    )
+    done = run_evaluate(f"shemo-text:{sample}")
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["n"] == len(lines[::150])
