@@ -312,6 +312,16 @@ async def test_live_two_channel_call(
         )
         lines = await page.locator("#call-view li.line").count()
         assert lines == len(ends)
+        # The words' label beside the voice's where they differ, nowhere else.
+        for event in ends:
+            text = event["modalities"]["text"]
+            differs = text is not None and text["label"] != event["label"]
+            words = page.locator(f"{_line(event)} .words")
+            assert await words.count() == int(differs)
+            if differs:
+                assert (await words.text_content() or "").startswith(
+                    f"voice {event['label']} · words {text['label']}"
+                )
         # What the server adds once channels are kept apart and analytics run.
         channels = {e.get("channel", 0) for e in ends}
         if summaries := [e for e in events if e["type"] == "call.summary"]:

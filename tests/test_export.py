@@ -221,7 +221,7 @@ def _shipped_checkpoint(card: dict) -> Checkpoint:
     )
 
 
-@pytest.mark.parametrize("name", ["emotion-acoustic-v4", "emotion-text-fa-v1"])
+@pytest.mark.parametrize("name", ["emotion-acoustic-v4"])
 def test_export_writes_the_shipped_graphs_metadata(name: str) -> None:
     """What export would write for a shipped model is, byte for byte, its metadata."""
     from streamser.recognition.models import bundled_model_dir

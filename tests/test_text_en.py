@@ -23,6 +23,7 @@ from streamser.recognition.recognizer import Recognizer, RecognizerOptions
 from streamser.recognition.text_front import CharNgramEncoder, char_wb_ngrams
 
 from _pipeline_helpers import run_stream, speech
+from _text_helpers import text_recognizer
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "streamser" / "models"
@@ -131,11 +132,7 @@ def test_a_missing_tokenizer_file_is_a_model_error(tmp_path: Path) -> None:
 def text_only() -> Recognizer:
     """The shipped models without Whisper: text graphs with their own front ends."""
     _shipped(EN_GRAPH)
-    return Recognizer(
-        RecognizerOptions(
-            EmotionOptions(model_dir=str(MODELS)), AsrOptions(enabled=False)
-        )
-    )
+    return text_recognizer()
 
 
 def test_english_text_gets_emotion_and_sentiment(text_only: Recognizer) -> None:
@@ -153,11 +150,6 @@ def test_english_text_gets_emotion_and_sentiment(text_only: Recognizer) -> None:
     assert angry.sentiment.label == "negative"
     assert sum(happy.scores.scores.values()) == pytest.approx(1.0, abs=1e-5)
     assert set(happy.sentiment.scores) == {"negative", "neutral", "positive"}
-
-
-def test_other_languages_get_no_text_model(text_only: Recognizer) -> None:
-    got = text_only.text_outputs(["Ich bin so glücklich heute", "hello"], ["de", None])
-    assert got == [None, None]
 
 
 def test_char_ngram_ids_are_the_tfidf_columns(tmp_path: Path) -> None:
@@ -226,14 +218,14 @@ async def test_english_speech_carries_sentiment_and_text(
 
 
 @pytest.mark.data
-async def test_german_speech_gets_no_text_and_no_sentiment(
+async def test_german_speech_gets_the_multilingual_text_model(
     with_asr: Recognizer, emodb_clips: list[Path]
 ) -> None:
     events, _ = await run_stream(with_asr, speech(emodb_clips[:1]), "de")
     ends = [e for e in events if e["type"] == "utterance.end"]
     assert ends and ends[0]["transcript"]
-    assert ends[0]["modalities"]["text"] is None
-    assert ends[0]["sentiment"] is None
+    assert ends[0]["modalities"]["text"]["language"] == "de"
+    assert ends[0]["sentiment"]["label"] in ("negative", "neutral", "positive")
 
 
 @pytest.mark.data
