@@ -23,6 +23,7 @@ from streamser.events import (
     ErrorEvent,
     Event,
     EventSequencer,
+    EventsGap,
     ModalityScores,
     ModelInfo,
     SpeechStart,
@@ -92,6 +93,7 @@ EXAMPLES: list[Event] = [
         ),
         (CallAlert("sustained_anger", 0, (1, 3), "anger on channel 0"),),
     ),
+    EventsGap("12", "4001"),
 ]
 """One of each event type (plus variants), as the pipeline would build them."""
 
@@ -108,6 +110,7 @@ def test_examples_cover_every_type() -> None:
         "error",
         "call.alert",
         "call.summary",
+        "events.gap",
     }
 
 
