@@ -1,7 +1,15 @@
-"""``StablePrefix``: LocalAgreement of consecutive hypotheses, and revisions."""
+"""``StablePrefix``: LocalAgreement of consecutive hypotheses, and revisions; and the
+terminal's view of partial transcripts."""
 
 from __future__ import annotations
 
+import io
+import sys
+
+import pytest
+
+from streamser.console import CallView
+from streamser.events import Envelope, TranscriptPartial, UtteranceEnd
 from streamser.pipeline.stable_prefix import StablePrefix
 
 
@@ -34,3 +42,33 @@ def test_a_shorter_hypothesis_revises_what_it_drops() -> None:
     prefix.update("one two three four")
     assert prefix.update("one two") == "one two"
     assert prefix.revisions == 1
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_terminal_rewrites_the_current_line_with_partials(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On a terminal, partial transcripts rewrite the current line and the
+    utterance's line replaces the last of them; elsewhere they print nothing."""
+    screen = _Terminal()
+    monkeypatch.setattr(sys, "stdout", screen)
+    view = CallView()
+    for text in ("Dogs are", "Dogs are sitting"):
+        partial = TranscriptPartial(0, 0.5, 1.5, text, "Dogs are", 0)
+        view(Envelope(1, "call", 1, "t", partial))
+    end = UtteranceEnd(
+        0, 0.5, 2.9, "Dogs are sitting by the door.", "en", "neutral", 0.8, {}
+    )
+    view(Envelope(3, "call", 3, "t", end))
+    output = screen.getvalue()
+    assert output.count("\r\033[K") == 3
+    assert "… Dogs are sitting" in output
+    last = output.rsplit("\r\033[K", 1)[1]
+    assert last.endswith("\n") and "Dogs are sitting by the door." in last
+    lines: list[str] = []
+    CallView(lines.append)(Envelope(1, "call", 1, "t", partial))
+    assert lines == []
