@@ -75,7 +75,7 @@ class Clip:
 
     def audio(self) -> npt.NDArray[np.float32]:
         """16 kHz mono float32 samples."""
-        from streamser.audio.decode import read_audio_file
+        from streamser.audio.files import read_audio_file
 
         return read_audio_file(self.path)
 

@@ -40,9 +40,8 @@ from streamser.audio.decode import (
     MAX_CHANNELS,
     MAX_SAMPLE_RATE_HZ,
     MIN_SAMPLE_RATE_HZ,
-    AudioFileReader,
-    spool,
 )
+from streamser.audio.files import AudioFileReader, spool
 from streamser.errors import AudioSourceError, ProtocolError, StreamserError
 from streamser.events import Envelope, ErrorEvent, StreamEnd
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from streamser.audio.decode import read_audio_file
+from streamser.audio.files import read_audio_file
 from streamser.audio.segmenter import SegmenterOptions
 from streamser.config import Config
 from streamser.messages import StartMessage

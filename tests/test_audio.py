@@ -1,4 +1,5 @@
-"""Tests of streamser.audio.decode: wire decoding, resampling across chunks, file reading."""
+"""Tests of streamser.audio.decode and streamser.audio.files: wire decoding, resampling
+across chunks, file reading."""
 
 from __future__ import annotations
 
@@ -14,15 +15,8 @@ import pytest
 import soundfile
 import soxr
 
-from streamser.audio.decode import (
-    ALAW_TABLE,
-    ENCODINGS,
-    FILE_FORMATS,
-    MULAW_TABLE,
-    AudioDecoder,
-    read_audio_bytes,
-    read_audio_file,
-)
+from streamser.audio.decode import ALAW_TABLE, ENCODINGS, MULAW_TABLE, AudioDecoder
+from streamser.audio.files import FILE_FORMATS, read_audio_bytes, read_audio_file
 from streamser.errors import AudioSourceError, ProtocolError
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from streamser.audio.decode import read_audio_file
+from streamser.audio.files import read_audio_file
 from streamser.events import UtteranceEnd, WordTiming, event_from_dict
 from streamser.recognition.asr_options import AsrOptions
 from streamser.recognition.emotion_options import EmotionOptions

@@ -1,6 +1,6 @@
 """A clip as the daemon hears it: decode, VAD and segmentation of ``streamser run``.
 
-``streamser run FILE`` reads the file with ``streamser.audio.decode.read_audio_file``,
+``streamser run FILE`` reads the file with ``streamser.audio.files.read_audio_file``,
 feeds it in 100 ms chunks to one stream whose ``Segmenter`` runs the default VAD and
 segmenter options, and recognises each utterance the segmenter closes (its audio
 includes the pre-speech pad and the end pad, never the whole clip). Training and
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from streamser.audio.decode import read_audio_file
+from streamser.audio.files import read_audio_file
 from streamser.audio.segmenter import Segmenter, SegmenterOptions, UtteranceEnded
 from streamser.audio.sources import CHUNK_SAMPLES
 from streamser.audio.vad import VadOptions, make_vad

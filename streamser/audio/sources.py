@@ -34,12 +34,8 @@ import numpy as np
 import numpy.typing as npt
 
 from streamser.audio import SAMPLE_RATE_HZ
-from streamser.audio.decode import (
-    AudioDecoder,
-    AudioFileReader,
-    read_audio_file,
-    spool,
-)
+from streamser.audio.decode import AudioDecoder
+from streamser.audio.files import AudioFileReader, read_audio_file, spool
 from streamser.errors import AudioSourceError
 
 _LOGGER = logging.getLogger(__name__)
