@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 
 import numpy as np
@@ -38,23 +37,13 @@ from streamser.events import (
 from streamser.messages import StartMessage
 from streamser.pipeline.engine import Engine, Recognized
 from streamser.pipeline.lane import Lane, PendingUtterance, Speculation, retrieve
-from streamser.pipeline.utterance_events import (
-    partial_event,
-    speech_start,
-    transcript_partial,
-    utterance_end,
-)
+from streamser.pipeline.pace import StreamPace
+from streamser.pipeline.partials import Partials
+from streamser.pipeline.utterance_events import speech_start, utterance_end
 from streamser.recognition.adaptation import SpeakerBaseline
 from streamser.recognition.recognizer import Recognition
 
 _LOGGER = logging.getLogger(__name__)
-
-WHISPER_WINDOW_SAMPLES = 30 * SAMPLE_RATE_HZ
-"""The most speech a partial transcript decodes (Whisper's window)."""
-
-FAST_SENDER_S = 1.0
-"""How far ahead of its real-time pace a stream's audio may come before it is
-treated as bulk (a recording sent as fast as it goes) rather than a live call."""
 
 
 class StreamSession:
@@ -104,7 +93,10 @@ class StreamSession:
         self._frame_samples = self._lanes[0].segmenter.vad.frame_samples
         self._next_utterance_id = 0
         self._queue: asyncio.Queue[PendingUtterance | None] = asyncio.Queue()
-        self._opened_at = time.monotonic()
+        self.pace = StreamPace(stream_id, live=live)
+        self._partials = Partials(
+            engine, stream_id, self.pace, self._emit, lambda: self.language
+        )
         self._worker: asyncio.Task[None] | None = None
         self._room = asyncio.Event()
         self._recognizing = False
@@ -114,12 +106,10 @@ class StreamSession:
         )
         self.utterances = 0
         self.closed = False
-        self.bulk = False
-        """Whether the stream has sent faster than real time (``_arrival``)."""
 
     def open(self) -> None:
         """Emit ``stream.start`` and start the recognition worker."""
-        self._opened_at = time.monotonic()
+        self.pace.restart()
         self.engine.metrics.streams.inc()
         self.engine.metrics.active_streams.inc()
         self.engine.emit(
@@ -138,6 +128,11 @@ class StreamSession:
         self._worker = asyncio.create_task(
             self._work(), name=f"stream-{self.stream_id}"
         )
+
+    @property
+    def bulk(self) -> bool:
+        """Whether the stream has sent faster than real time (``StreamPace``)."""
+        return self.pace.bulk
 
     @property
     def channels(self) -> int:
@@ -173,7 +168,7 @@ class StreamSession:
         self.engine.metrics.audio_seconds.inc(lanes.shape[0] / SAMPLE_RATE_HZ)
         self._push(lanes)
         for lane in self._lanes:
-            self._maybe_partial(lane)
+            self._partials.maybe_start(lane)
         settled = min(lane.segmenter.settled_sample for lane in self._lanes)
         self._send(
             self._analytics.advance(self.audio_seconds, settled / SAMPLE_RATE_HZ)
@@ -284,7 +279,9 @@ class StreamSession:
                 self._speculate(lane, result)
                 continue
             if isinstance(result, SpeechStarted):
-                lane.open(utterance_id, result.start_sample, self._partial_samples)
+                lane.open(
+                    utterance_id, result.start_sample, self._partials.interval_samples
+                )
                 self._emit(
                     speech_start(utterance_id, result.start_sample, lane.channel)
                 )
@@ -356,7 +353,7 @@ class StreamSession:
                     ending.audio,
                     self.language,
                     baseline,
-                    self._arrival(ending.end_sample, time.monotonic()),
+                    self.pace.arrival(ending.end_sample, time.monotonic()),
                     self.stream_id,
                 )
             ),
@@ -370,31 +367,6 @@ class StreamSession:
             lane.speculation.task.cancel()
             lane.speculation = None
             self.engine.metrics.speculations.labels("discarded").inc()
-
-    def _arrival(self, end_sample: int, closed_at: float) -> float:
-        """When an utterance ending at ``end_sample`` and closed at ``closed_at``
-        arrived, or infinity for a bulk stream, whose utterances are never late and
-        wait behind the live streams' (``AsrQueue``).
-
-        A stream is bulk when it is not live (a file played as fast as possible, an
-        upload) or once its audio has come more than ``FAST_SENDER_S`` ahead of
-        its real-time pace (a client sending a recording as fast as it can): it
-        gets backpressure instead of transcripts that live calls are owed."""
-        paced = self._note_pace(end_sample, closed_at)
-        if self.bulk or not self.live:
-            return math.inf
-        return max(closed_at, paced)
-
-    def _note_pace(self, end_sample: int, now: float) -> float:
-        """When audio up to ``end_sample`` would have arrived in real time; the
-        stream becomes bulk if it came more than ``FAST_SENDER_S`` sooner (``now``)."""
-        paced = self._opened_at + end_sample / SAMPLE_RATE_HZ
-        if paced - now > FAST_SENDER_S and not self.bulk:
-            self.bulk = True
-            _LOGGER.info(
-                "Stream %s sends faster than real time: bulk ASR", self.stream_id
-            )
-        return paced
 
     async def _recognition(self, pending: PendingUtterance) -> Recognized:
         """The speculative result, when it was started with the stream's current
@@ -416,91 +388,8 @@ class StreamSession:
             pending.audio,
             self.language,
             baseline,
-            self._arrival(pending.end_sample, pending.closed_at),
+            self.pace.arrival(pending.end_sample, pending.closed_at),
             self.stream_id,
-        )
-
-    @property
-    def _partial_samples(self) -> int:
-        """Stream audio between two partials of an utterance (0: none)."""
-        return self.engine.options.partial_interval_ms * SAMPLE_RATE_HZ // 1000
-
-    def _maybe_partial(self, lane: Lane) -> None:
-        if lane.open_id is None or not lane.partial_due(self._partial_samples):
-            return
-        segmenter = lane.segmenter
-        if self.engine.busy:
-            self.engine.metrics.skipped_partials.inc()
-            return
-        window = self.engine.options.partial_window_ms * SAMPLE_RATE_HZ // 1000
-        audio = segmenter.active_audio()
-        lane.partial = asyncio.create_task(
-            self._emit_partial(
-                lane,
-                lane.open_id,
-                lane.open_start,
-                segmenter.samples_seen,
-                audio[-window:],
-                audio[-WHISPER_WINDOW_SAMPLES:] if self._partial_text else None,
-            )
-        )
-
-    @property
-    def _partial_text(self) -> bool:
-        """Whether partials carry text: a live stream, sent at its real-time pace,
-        with ASR on."""
-        self._note_pace(self._lanes[0].segmenter.samples_seen, time.monotonic())
-        return self.live and not self.bulk and self.engine.transcribing
-
-    async def _emit_partial(
-        self,
-        lane: Lane,
-        utterance_id: int,
-        start_sample: int,
-        end_sample: int,
-        audio: npt.NDArray[np.float32],
-        speech: npt.NDArray[np.float32] | None,
-    ) -> None:
-        """Emit the ``emotion.partial`` of ``audio`` (the latest speech), then,
-        given the utterance's ``speech`` so far and unless recognition became busy
-        meanwhile (a final transcript is owed first), its ``transcript.partial``."""
-        try:
-            scores = await self.engine.run(
-                "partial",
-                self.engine.recognizer.partial,
-                audio,
-                lane.baseline.snapshot(),
-            )
-        except Exception:
-            _LOGGER.exception("Partial emotion failed on stream %s", self.stream_id)
-            return
-        if utterance_id <= lane.last_done_id:
-            return  # its utterance.end is already out and says more
-        self._emit(
-            partial_event(utterance_id, start_sample, end_sample, scores, lane.channel)
-        )
-        if speech is None:
-            return
-        if self.engine.busy:
-            self.engine.metrics.skipped_partials.inc()
-            return
-        prefix = lane.prefix
-        try:
-            text = await self.engine.run(
-                "partial_asr",
-                self.engine.recognizer.partial_transcript,
-                speech,
-                self.language,
-            )
-        except Exception:
-            _LOGGER.exception("Partial transcript failed on stream %s", self.stream_id)
-            return
-        if utterance_id <= lane.last_done_id or not text:
-            return
-        self._emit(
-            transcript_partial(
-                utterance_id, start_sample, end_sample, text, prefix, lane.channel
-            )
         )
 
     @property

@@ -1,0 +1,139 @@
+"""``Partials``: the partial results of a stream's open utterances.
+
+While an utterance is open, every ``partial_interval_ms`` of audio a lane starts an
+``emotion.partial`` of its latest speech and, on a live stream with ASR on, a
+``transcript.partial`` of the utterance so far; both are skipped while recognition is
+busy, since the final results are owed first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+import numpy as np
+import numpy.typing as npt
+
+from streamser.audio import SAMPLE_RATE_HZ
+from streamser.events import Event
+from streamser.pipeline.engine import Engine
+from streamser.pipeline.lane import Lane
+from streamser.pipeline.pace import StreamPace
+from streamser.pipeline.utterance_events import partial_event, transcript_partial
+
+_LOGGER = logging.getLogger(__name__)
+
+WHISPER_WINDOW_SAMPLES = 30 * SAMPLE_RATE_HZ
+"""The most speech a partial transcript decodes (Whisper's window)."""
+
+
+class Partials:
+    """Starts and emits the partials of one stream's lanes. Use from the loop thread."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        stream_id: str,
+        pace: StreamPace,
+        emit: Callable[[Event], None],
+        language: Callable[[], str | None],
+    ) -> None:
+        """Serve one stream.
+
+        Args:
+            engine: the shared models and executors.
+            stream_id: the stream's id, for logs.
+            pace: the stream's pace (partials carry text only at real-time pace).
+            emit: emits an utterance event of the stream.
+            language: the stream's language at the time of asking.
+        """
+        self.engine = engine
+        self.stream_id = stream_id
+        self.pace = pace
+        self._emit = emit
+        self._language = language
+
+    @property
+    def interval_samples(self) -> int:
+        """Stream audio between two partials of an utterance (0: none)."""
+        return self.engine.options.partial_interval_ms * SAMPLE_RATE_HZ // 1000
+
+    def maybe_start(self, lane: Lane) -> None:
+        """Start the lane's next partial if one is due and recognition is not busy."""
+        if lane.open_id is None or not lane.partial_due(self.interval_samples):
+            return
+        segmenter = lane.segmenter
+        if self.engine.busy:
+            self.engine.metrics.skipped_partials.inc()
+            return
+        window = self.engine.options.partial_window_ms * SAMPLE_RATE_HZ // 1000
+        audio = segmenter.active_audio()
+        lane.partial = asyncio.create_task(
+            self._emit_partial(
+                lane,
+                lane.open_id,
+                lane.open_start,
+                segmenter.samples_seen,
+                audio[-window:],
+                audio[-WHISPER_WINDOW_SAMPLES:] if self._with_text(lane) else None,
+            )
+        )
+
+    def _with_text(self, lane: Lane) -> bool:
+        """Whether partials carry text: a live stream, sent at its real-time pace,
+        with ASR on."""
+        self.pace.note(lane.segmenter.samples_seen, time.monotonic())
+        return self.pace.live and not self.pace.bulk and self.engine.transcribing
+
+    async def _emit_partial(
+        self,
+        lane: Lane,
+        utterance_id: int,
+        start_sample: int,
+        end_sample: int,
+        audio: npt.NDArray[np.float32],
+        speech: npt.NDArray[np.float32] | None,
+    ) -> None:
+        """Emit the ``emotion.partial`` of ``audio`` (the latest speech), then,
+        given the utterance's ``speech`` so far and unless recognition became busy
+        meanwhile (a final transcript is owed first), its ``transcript.partial``."""
+        try:
+            scores = await self.engine.run(
+                "partial",
+                self.engine.recognizer.partial,
+                audio,
+                lane.baseline.snapshot(),
+            )
+        except Exception:
+            _LOGGER.exception("Partial emotion failed on stream %s", self.stream_id)
+            return
+        if utterance_id <= lane.last_done_id:
+            return  # its utterance.end is already out and says more
+        self._emit(
+            partial_event(utterance_id, start_sample, end_sample, scores, lane.channel)
+        )
+        if speech is None:
+            return
+        if self.engine.busy:
+            self.engine.metrics.skipped_partials.inc()
+            return
+        prefix = lane.prefix
+        try:
+            text = await self.engine.run(
+                "partial_asr",
+                self.engine.recognizer.partial_transcript,
+                speech,
+                self._language(),
+            )
+        except Exception:
+            _LOGGER.exception("Partial transcript failed on stream %s", self.stream_id)
+            return
+        if utterance_id <= lane.last_done_id or not text:
+            return
+        self._emit(
+            transcript_partial(
+                utterance_id, start_sample, end_sample, text, prefix, lane.channel
+            )
+        )
