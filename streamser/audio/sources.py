@@ -25,7 +25,7 @@ import logging
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any, BinaryIO, Final, Protocol, TextIO
@@ -138,7 +138,40 @@ async def _feed(
             await asyncio.sleep(0)  # let the other streams of ``run`` move too
 
 
-class ClipSource:
+class _PacedSource:
+    """A source played in real time (``live``), or as fast as recognition keeps up."""
+
+    def __init__(self, name: str, *, realtime: bool) -> None:
+        """Name the stream.
+
+        Args:
+            name: the stream id.
+            realtime: pace the chunks by the clock.
+        """
+        self.name = name
+        self.live = realtime
+
+    def __aiter__(self) -> AsyncIterator[npt.NDArray[np.float32]]:
+        """The chunks, each yielded when due when playing in real time."""
+        return self._chunks()
+
+    def _timed(self) -> Generator[tuple[npt.NDArray[np.float32], int]]:
+        """Each chunk, with the samples of the stream that are due once it is."""
+        raise NotImplementedError
+
+    async def _chunks(self) -> AsyncIterator[npt.NDArray[np.float32]]:
+        began = time.monotonic()
+        with contextlib.closing(
+            self._timed()
+        ) as timed:  # a file closes even if left early
+            for chunk, played in timed:
+                yield chunk
+                if self.live:
+                    due = began + played / SAMPLE_RATE_HZ
+                    await asyncio.sleep(max(0.0, due - time.monotonic()))
+
+
+class ClipSource(_PacedSource):
     """Audio held in memory (the demo clip, tests), in 100 ms chunks.
 
     Played in real time (``live``), or as fast as recognition keeps up.
@@ -147,16 +180,10 @@ class ClipSource:
     def __init__(
         self, audio: npt.NDArray[np.float32], name: str, *, realtime: bool
     ) -> None:
-        """Wrap decoded audio.
-
-        Args:
-            audio: 16 kHz float32, mono (1-D) or one column per channel.
-            name: the stream id.
-            realtime: pace the chunks by the clock.
-        """
+        """Wrap decoded audio (16 kHz float32, mono (1-D) or one column per channel)
+        as the stream ``name``, paced by the clock when ``realtime``."""
+        super().__init__(name, realtime=realtime)
         self.audio = audio
-        self.name = name
-        self.live = realtime
 
     @property
     def channels(self) -> int:
@@ -168,20 +195,12 @@ class ClipSource:
         """Length of the clip in 16 kHz samples."""
         return int(self.audio.shape[0])
 
-    def __aiter__(self) -> AsyncIterator[npt.NDArray[np.float32]]:
-        """The chunks, each yielded when due when playing in real time."""
-        return self._chunks()
-
-    async def _chunks(self) -> AsyncIterator[npt.NDArray[np.float32]]:
-        began = time.monotonic()
+    def _timed(self) -> Generator[tuple[npt.NDArray[np.float32], int]]:
         for offset in range(0, self.audio.shape[0], CHUNK_SAMPLES):
-            yield self.audio[offset : offset + CHUNK_SAMPLES]
-            if self.live:
-                due = began + (offset + CHUNK_SAMPLES) / SAMPLE_RATE_HZ
-                await asyncio.sleep(max(0.0, due - time.monotonic()))
+            yield self.audio[offset : offset + CHUNK_SAMPLES], offset + CHUNK_SAMPLES
 
 
-class FileSource:
+class FileSource(_PacedSource):
     """An audio file (or standard input, spooled to a temporary file) decoded a block
     at a time: memory stays bounded however long it is (``streamser run``).
 
@@ -189,16 +208,10 @@ class FileSource:
     """
 
     def __init__(self, reader: AudioFileReader, name: str, *, realtime: bool) -> None:
-        """Wrap an open reader (closed once its blocks are all read).
-
-        Args:
-            reader: the file, opened and checked.
-            name: the stream id.
-            realtime: pace the chunks by the clock.
-        """
+        """Wrap an open reader (closed once its blocks are all read) as the stream
+        ``name``, paced by the clock when ``realtime``."""
+        super().__init__(name, realtime=realtime)
         self.reader = reader
-        self.name = name
-        self.live = realtime
 
     @property
     def channels(self) -> int:
@@ -210,20 +223,12 @@ class FileSource:
         """Length of the file in 16 kHz samples."""
         return self.reader.samples
 
-    def __aiter__(self) -> AsyncIterator[npt.NDArray[np.float32]]:
-        """The chunks, each yielded when due when playing in real time."""
-        return self._chunks()
-
-    async def _chunks(self) -> AsyncIterator[npt.NDArray[np.float32]]:
-        began = time.monotonic()
+    def _timed(self) -> Generator[tuple[npt.NDArray[np.float32], int]]:
         done = 0
         with self.reader:
             for block in self.reader.blocks():
                 done += block.shape[0]
-                yield _squeeze(block)
-                if self.live:
-                    due = began + done / SAMPLE_RATE_HZ
-                    await asyncio.sleep(max(0.0, due - time.monotonic()))
+                yield _squeeze(block), done
 
 
 def file_source(
