@@ -21,7 +21,6 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, BinaryIO, Final
 
 import numpy as np
@@ -44,6 +43,7 @@ from streamser.audio.decode import (
 from streamser.audio.files import AudioFileReader, spool
 from streamser.errors import AudioSourceError, ProtocolError, StreamserError
 from streamser.events import Envelope, ErrorEvent, StreamEnd
+from streamser.serve.handshake import read_tokens
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -195,17 +195,9 @@ def read_token(path: str) -> str:
     blank lines and ``#`` comments skipped).
 
     Raises:
-        StreamserError: unreadable file, or no token in it.
+        ConfigError: unreadable file, or no token in it.
     """
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        reason = getattr(err, "strerror", None) or type(err).__name__
-        raise StreamserError(f"cannot read token file {path}: {reason}") from err
-    for line in lines:
-        if line.strip() and not line.lstrip().startswith("#"):
-            return line.strip()
-    raise StreamserError(f"token file {path} holds no token")
+    return read_tokens(path)[0].decode()
 
 
 def start_message(clip: Clip, options: SendOptions) -> dict[str, Any]:
