@@ -16,13 +16,14 @@ implement it.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Generic, TypeVar
 
 from streamser.events import (
     TRANSIENT_TYPES,
@@ -101,11 +102,23 @@ class Subscription:
         return not self.types or envelope.body.TYPE in self.types
 
 
-class Hub(Protocol):
-    """What the server needs of a hub (use from the event loop only)."""
+SubscriptionT = TypeVar("SubscriptionT", bound=Subscription)
 
-    options: HubOptions
 
+class Hub(abc.ABC, Generic[SubscriptionT]):
+    """What the server needs of a hub, and what every hub does alike: registering,
+    forgetting and evicting subscribers (use from the event loop only)."""
+
+    subscription_type: type[SubscriptionT]
+    """What ``subscribe`` makes: ``Subscription``, or the hub's own kind of it."""
+
+    def __init__(self, options: HubOptions, metrics: Metrics) -> None:
+        """Start with no subscriber."""
+        self.options = options
+        self.metrics = metrics
+        self._subscribers: set[SubscriptionT] = set()
+
+    @abc.abstractmethod
     def publish(self, envelope: Envelope) -> None:
         """Hand over one of this daemon's events."""
 
@@ -115,26 +128,54 @@ class Hub(Protocol):
         types: Iterable[str] = (),
         after: int | str | None = None,
     ) -> Subscription:
-        """Register a subscriber; with ``after``, replay what is retained after it."""
-        ...
+        """Register a subscriber; with ``after``, replay what is retained after it.
+
+        Raises:
+            ValueError: ``after`` is not a position of this hub (``query_error``).
+        """
+        sub = self.subscription_type(
+            stream_ids=frozenset(stream_ids),
+            types=frozenset(types),
+            queue=asyncio.Queue(),
+        )
+        self._resume(sub, after)
+        self._subscribers.add(sub)
+        self.metrics.subscribers.set(len(self._subscribers))
+        return sub
+
+    @abc.abstractmethod
+    def _resume(self, sub: SubscriptionT, after: int | str | None) -> None:
+        """Set where a new subscriber starts: now, or after ``after`` (a replay)."""
 
     def unsubscribe(self, sub: Subscription) -> None:
         """Forget a subscriber."""
+        self._subscribers.discard(sub)  # type: ignore[arg-type]
+        self.metrics.subscribers.set(len(self._subscribers))
 
     def evict(self, sub: Subscription) -> None:
         """Drop a subscriber that does not keep up (its relay closes it with 1013)."""
+        if sub.evicted.is_set():
+            return
+        _LOGGER.warning(
+            "Evicting a subscriber that fell %d events behind", sub.queue.qsize()
+        )
+        self.metrics.evicted_subscribers.inc()
+        sub.evicted.set()
+        self.unsubscribe(sub)
 
+    @abc.abstractmethod
     def cursor(self, envelope: Envelope) -> str:
         """The ``after=`` value that resumes after ``envelope``."""
-        ...
 
+    @abc.abstractmethod
     def query_error(self, path: str) -> str:
         """Why a /v1/events request path is invalid for this hub, or ""."""
-        ...
 
+    @abc.abstractmethod
     async def start(self) -> None:
         """Begin (connect, start tasks)."""
 
+    @abc.abstractmethod
     async def close(self) -> None:
         """Stop its tasks and connections."""
 
@@ -153,21 +194,6 @@ def is_notice(envelope: Envelope) -> bool:
     return isinstance(envelope.body, EventsGap)
 
 
-def evict_subscriber(
-    sub: Subscription, metrics: Metrics, unsubscribe: Callable[[Subscription], None]
-) -> None:
-    """Drop a subscriber that does not keep up (its relay closes it with 1013);
-    shared by every hub."""
-    if sub.evicted.is_set():
-        return
-    _LOGGER.warning(
-        "Evicting a subscriber that fell %d events behind", sub.queue.qsize()
-    )
-    metrics.evicted_subscribers.inc()
-    sub.evicted.set()
-    unsubscribe(sub)
-
-
 def offer(hub: Hub, sub: Subscription, envelope: Envelope) -> bool:
     """Queue ``envelope`` for ``sub`` unless that evicts it; whether it was queued.
 
@@ -183,15 +209,15 @@ def offer(hub: Hub, sub: Subscription, envelope: Envelope) -> bool:
     return True
 
 
-class EventHub:
+class EventHub(Hub[Subscription]):
     """Retains recent events and relays them to subscribers. Use from the loop only."""
+
+    subscription_type = Subscription
 
     def __init__(self, options: HubOptions, metrics: Metrics) -> None:
         """Create an empty hub."""
-        self.options = options
-        self.metrics = metrics
+        super().__init__(options, metrics)
         self._ring: deque[Envelope] = deque(maxlen=options.retention_events)
-        self._subscribers: set[Subscription] = set()
 
     def publish(self, envelope: Envelope) -> None:
         """Retain ``envelope`` (unless it is a transient partial) and queue it for
@@ -202,23 +228,13 @@ class EventHub:
             if sub.wants(envelope):
                 offer(self, sub, envelope)
 
-    def subscribe(
-        self,
-        stream_ids: Iterable[str] = (),
-        types: Iterable[str] = (),
-        after: int | str | None = None,
-    ) -> Subscription:
-        """Register a subscriber; with ``after`` it first gets retained events > after,
-        preceded by an ``events.gap`` when some of those are no longer retained.
+    def _resume(self, sub: Subscription, after: int | str | None) -> None:
+        """With ``after``, queue the retained events > after, preceded by an
+        ``events.gap`` when some of those are no longer retained.
 
         Raises:
             ValueError: ``after`` is not a non-negative integer.
         """
-        sub = Subscription(
-            stream_ids=frozenset(stream_ids),
-            types=frozenset(types),
-            queue=asyncio.Queue(),
-        )
         if after is not None:
             after = int(after)
             sub.resume_from = str(after)
@@ -235,14 +251,6 @@ class EventHub:
             for envelope in self._ring:
                 if envelope.id > after and sub.wants(envelope):
                     sub.queue.put_nowait(envelope)
-        self._subscribers.add(sub)
-        self.metrics.subscribers.set(len(self._subscribers))
-        return sub
-
-    def unsubscribe(self, sub: Subscription) -> None:
-        """Forget a subscriber."""
-        self._subscribers.discard(sub)
-        self.metrics.subscribers.set(len(self._subscribers))
 
     def cursor(self, envelope: Envelope) -> str:
         """The event's ``id``: ``after=<id>`` resumes after it."""
@@ -261,7 +269,3 @@ class EventHub:
     def oldest_id(self) -> int | None:
         """The id of the oldest retained event."""
         return self._ring[0].id if self._ring else None
-
-    def evict(self, sub: Subscription) -> None:
-        """Drop a subscriber that does not keep up (its relay closes it with 1013)."""
-        evict_subscriber(sub, self.metrics, self.unsubscribe)

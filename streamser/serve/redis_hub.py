@@ -16,7 +16,6 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from typing import Any, Final
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -28,9 +27,9 @@ from streamser.events import Envelope
 from streamser.metrics import Metrics
 from streamser.serve import handshake
 from streamser.serve.hub import (
+    Hub,
     HubOptions,
     Subscription,
-    evict_subscriber,
     gap_notice,
     offer,
 )
@@ -86,17 +85,17 @@ class RedisSubscription(Subscription):
     replay: asyncio.Task[None] | None = None
 
 
-class RedisHub:
+class RedisHub(Hub[RedisSubscription]):
     """Relays every daemon's events from a Redis stream to subscribers."""
+
+    subscription_type = RedisSubscription
 
     def __init__(
         self, options: HubOptions, metrics: Metrics, redis: RedisSinkOptions
     ) -> None:
         """Prepare; ``start`` connects and begins reading."""
-        self.options = options
-        self.metrics = metrics
+        super().__init__(options, metrics)
         self.redis = redis
-        self._subscribers: set[RedisSubscription] = set()
         self._position = "0-0"
         self._task: asyncio.Task[None] | None = None
         self._client: Any = None
@@ -109,22 +108,13 @@ class RedisHub:
     def publish(self, envelope: Envelope) -> None:
         """Nothing: this daemon's events come back through the stream."""
 
-    def subscribe(
-        self,
-        stream_ids: Iterable[str] = (),
-        types: Iterable[str] = (),
-        after: int | str | None = None,
-    ) -> Subscription:
-        """Register a subscriber; with ``after`` (an entry id, or 0) replay first.
+    def _resume(self, sub: RedisSubscription, after: int | str | None) -> None:
+        """Start ``sub`` at the stream's end, or replay it after ``after`` (an entry
+        id, or 0) first.
 
         Raises:
             ValueError: ``after`` is not an entry id.
         """
-        sub = RedisSubscription(
-            stream_ids=frozenset(stream_ids),
-            types=frozenset(types),
-            queue=asyncio.Queue(),
-        )
         if after is None:
             sub.last = entry_key(self._position)
             sub.resume_from = self._position
@@ -136,20 +126,12 @@ class RedisHub:
             sub.resume_from = text
             sub.replaying = True
             sub.replay = asyncio.create_task(self._replay(sub))
-        self._subscribers.add(sub)
-        self.metrics.subscribers.set(len(self._subscribers))
-        return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
         """Forget a subscriber (and stop its replay)."""
         if isinstance(sub, RedisSubscription) and sub.replay is not None:
             sub.replay.cancel()
-        self._subscribers.discard(sub)  # type: ignore[arg-type]
-        self.metrics.subscribers.set(len(self._subscribers))
-
-    def evict(self, sub: Subscription) -> None:
-        """Drop a subscriber that does not keep up (its relay closes it with 1013)."""
-        evict_subscriber(sub, self.metrics, self.unsubscribe)
+        super().unsubscribe(sub)
 
     def cursor(self, envelope: Envelope) -> str:
         """The event's Redis entry id."""
