@@ -14,8 +14,16 @@ def run_command(
 ) -> subprocess.CompletedProcess[str]:
     """``python -m ARGS`` run in the repository (``env``: its environment, default
     this one's), its output captured as text."""
+    return run_python("-m", *args, timeout=timeout, env=env)
+
+
+def run_python(
+    *args: str | Path, timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``python ARGS`` (``-c CODE``, ``-m MODULE``) run in the repository, as
+    ``run_command``."""
     return subprocess.run(
-        [sys.executable, "-m", *(str(arg) for arg in args)],
+        [sys.executable, *(str(arg) for arg in args)],
         cwd=REPO,
         capture_output=True,
         text=True,

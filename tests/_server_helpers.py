@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,6 +121,32 @@ async def stream_audio(
 
     await asyncio.wait_for(converse(), timeout_s)
     return result
+
+
+async def send_call(
+    url: str, audio: np.ndarray, chunk: int, *, realtime: bool
+) -> list[dict[str, Any]]:
+    """Send ``audio`` (16 kHz int16) as a German stream in ``chunk``-sample messages,
+    at its real-time pace or as fast as the server reads, then stop; every event
+    until ``stream.end``."""
+    received: list[dict[str, Any]] = []
+    async with connect(f"{url}/v1/stream") as ws:
+        start = {"type": "start", "sample_rate": 16000, "encoding": "pcm_s16le"}
+        await ws.send(json.dumps({**start, "language": "de"}))
+        started = time.monotonic()
+        for offset in range(0, audio.size, chunk):
+            if realtime:
+                due = started + offset / 16000
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
+            await asyncio.wait_for(
+                ws.send(audio[offset : offset + chunk].tobytes()), 60
+            )
+        await ws.send(json.dumps({"type": "stop"}))
+        while True:
+            event = json.loads(await asyncio.wait_for(ws.recv(), 120))
+            received.append(event)
+            if event["type"] == "stream.end":
+                return received
 
 
 async def collect(

@@ -3,12 +3,8 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
-
-from conftest import REPO
+from _cli_helpers import run_python
 
 HEAVY = ("onnxruntime", "faster_whisper", "ctranslate2")
 
@@ -22,13 +18,7 @@ def _modules_loaded_by(code: str, roots: tuple[str, ...]) -> list[str]:
         "print(','.join(sorted({m.split('.')[0] for m in sys.modules} "
         f"& set({roots!r}))))\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", probe],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_python("-c", probe, timeout=120)
     assert result.returncode == 0, result.stderr
     return [name for name in result.stdout.strip().split(",") if name]
 

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import logging
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from _cli_helpers import run_command
 
 from streamser.config import load_config
 from streamser.errors import ModelError
@@ -113,22 +112,15 @@ def test_a_missing_name_fails_the_command_in_one_line(
 ) -> None:
     path = tmp_path / "missing.toml"
     path.write_text('[emotion]\nacoustic = "emotion-acoustic-v9"\n')
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "streamser",
-            "run",
-            str(REPO / "streamser" / "assets" / "demo.wav"),
-            "--config",
-            str(path),
-            "--model-dir",
-            str(two_versions),
-            "--no-asr",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
+    result = run_command(
+        "streamser",
+        "run",
+        REPO / "streamser" / "assets" / "demo.wav",
+        "--config",
+        path,
+        "--model-dir",
+        two_versions,
+        "--no-asr",
         timeout=300,
     )
     assert result.returncode == 1

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,6 @@ from typing import Any
 import numpy as np
 import pytest
 import soundfile as sf
-from websockets.asyncio.client import connect
 
 from streamser.config import Config
 from streamser.messages import StartMessage
@@ -26,6 +24,7 @@ from streamser.serve.hub import EventHub
 from streamser.serve.server import StreamServer
 
 from _pipeline_helpers import warm_recognizer
+from _server_helpers import send_call
 
 pytestmark = pytest.mark.data
 
@@ -124,21 +123,9 @@ async def test_fast_upload_gets_backpressure_and_loses_nothing(
     )
     await server.start()
     audio = (_call(clips, pause_s=0.7) * 32767).astype("<i2")
-    received: list[dict[str, Any]] = []
     try:
-        async with connect(f"ws://127.0.0.1:{server.port}/v1/stream") as ws:
-            start = {"type": "start", "sample_rate": 16000, "encoding": "pcm_s16le"}
-            await ws.send(json.dumps({**start, "language": "de"}))
-            for offset in range(0, audio.size, 16000):  # 1 s messages, no pacing
-                await asyncio.wait_for(
-                    ws.send(audio[offset : offset + 16000].tobytes()), 60
-                )
-            await ws.send(json.dumps({"type": "stop"}))
-            while True:
-                event = json.loads(await asyncio.wait_for(ws.recv(), 120))
-                received.append(event)
-                if event["type"] == "stream.end":
-                    break
+        url = f"ws://127.0.0.1:{server.port}"  # 1 s messages, no pacing
+        received = await send_call(url, audio, 16000, realtime=False)
     finally:
         await asyncio.wait_for(server.drain(), 60)
         engine.close()
@@ -148,31 +135,6 @@ async def test_fast_upload_gets_backpressure_and_loses_nothing(
     assert {e["asr"] for e in ends} == {"ok"}
     assert all(e["transcript"] for e in ends)
     assert engine.metrics.dropped_utterances._value.get() == 0
-
-
-async def _stream(
-    url: str, audio: np.ndarray, *, realtime: bool
-) -> list[dict[str, Any]]:
-    """Send ``audio`` (int16) in 200 ms messages, at its real-time pace or as fast
-    as the server reads; every event until ``stream.end``."""
-    received: list[dict[str, Any]] = []
-    async with connect(f"{url}/v1/stream") as ws:
-        start = {"type": "start", "sample_rate": 16000, "encoding": "pcm_s16le"}
-        await ws.send(json.dumps({**start, "language": "de"}))
-        started = time.monotonic()
-        for offset in range(0, audio.size, CHUNK):
-            if realtime:
-                due = started + offset / 16000
-                await asyncio.sleep(max(0.0, due - time.monotonic()))
-            await asyncio.wait_for(
-                ws.send(audio[offset : offset + CHUNK].tobytes()), 60
-            )
-        await ws.send(json.dumps({"type": "stop"}))
-        while True:
-            event = json.loads(await asyncio.wait_for(ws.recv(), 120))
-            received.append(event)
-            if event["type"] == "stream.end":
-                return received
 
 
 async def test_fast_upload_waits_behind_a_live_call(
@@ -194,8 +156,8 @@ async def test_fast_upload_waits_behind_a_live_call(
     upload_audio = (_call(upload_clips, pause_s=0.7) * 32767).astype("<i2")
     try:
         live, upload = await asyncio.gather(
-            _stream(url, live_audio, realtime=True),
-            _stream(url, upload_audio, realtime=False),
+            send_call(url, live_audio, CHUNK, realtime=True),
+            send_call(url, upload_audio, CHUNK, realtime=False),
         )
     finally:
         await asyncio.wait_for(server.drain(), 60)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,8 @@ from streamser.recognition.recognizer import Recognizer, RecognizerOptions
 from streamser.serve.handshake import ServerOptions
 from streamser.serve.hub import EventHub
 from streamser.serve.server import StreamServer
+
+from _server_helpers import send_call
 
 pytestmark = pytest.mark.data
 
@@ -98,7 +99,6 @@ async def test_partial_transcripts_of_a_long_utterance(
     await server.start()
     url = f"ws://127.0.0.1:{server.port}"
     audio = (long_utterance(emodb_clips) * 32767).astype("<i2")
-    received: list[dict[str, Any]] = []
     watched: list[dict[str, Any]] = []
     try:
         async with connect(
@@ -112,21 +112,7 @@ async def test_partial_transcripts_of_a_long_utterance(
                         return
 
             watcher = asyncio.create_task(watch())
-            async with connect(f"{url}/v1/stream") as ws:
-                start = {"type": "start", "sample_rate": 16000, "encoding": "pcm_s16le"}
-                await ws.send(json.dumps({**start, "language": "de"}))
-                began = time.monotonic()
-                for offset in range(0, audio.size, CHUNK):
-                    await asyncio.sleep(
-                        max(0.0, began + offset / 16000 - time.monotonic())
-                    )
-                    await ws.send(audio[offset : offset + CHUNK].tobytes())
-                await ws.send(json.dumps({"type": "stop"}))
-                while True:
-                    event = json.loads(await asyncio.wait_for(ws.recv(), 120))
-                    received.append(event)
-                    if event["type"] == "stream.end":
-                        break
+            received = await send_call(url, audio, CHUNK, realtime=True)
             await asyncio.wait_for(watcher, 60)
     finally:
         await asyncio.wait_for(server.drain(), 60)

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _cli_helpers import run_command
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -204,13 +205,7 @@ def test_refusal_log_counts_what_it_keeps_at_debug() -> None:
 
 
 def test_no_token_on_the_command_line() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "streamser", "serve", "--help"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_command("streamser", "serve", "--help", timeout=60)
     assert result.returncode == 0
     assert "--token" not in result.stdout
 

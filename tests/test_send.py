@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 import soundfile as sf
+from _cli_helpers import run_python
 
 from benchmarks.serving import free_port
 from streamser.client import SendOptions, read_clip, start_message
@@ -296,13 +297,7 @@ def test_the_readme_client_reads_while_it_sends(server: Served, speech: Path) ->
         '"call.wav"', repr(str(speech))
     )
     assert code != README_CLIENT
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_python("-c", code, timeout=300)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert len(lines) >= 6

@@ -149,13 +149,22 @@ def _engine(recognizer: Recognizer, events: list[Envelope]) -> Engine:
     return engine
 
 
+def _demo_stream(
+    recognizer: Recognizer, *, realtime: bool
+) -> tuple[list[Envelope], Engine, ClipSource, StreamSession]:
+    """The demo clip as a source, with a stream for it on a fresh engine; the list
+    collects the engine's events."""
+    events: list[Envelope] = []
+    engine = _engine(recognizer, events)
+    source = ClipSource(demo_clip(), "demo", realtime=realtime)
+    session = StreamSession(engine, StartMessage(encoding="pcm_f32le"), source.name)
+    return events, engine, source, session
+
+
 async def test_drive_feeds_a_whole_clip_from_start_to_end(
     recognizer: Recognizer,
 ) -> None:
-    events: list[Envelope] = []
-    engine = _engine(recognizer, events)
-    source = ClipSource(demo_clip(), "demo.wav", realtime=False)
-    session = StreamSession(engine, StartMessage(encoding="pcm_f32le"), source.name)
+    events, engine, source, session = _demo_stream(recognizer, realtime=False)
     try:
         await asyncio.wait_for(drive(source, session), 120)
     finally:
@@ -171,10 +180,7 @@ async def test_drive_feeds_a_whole_clip_from_start_to_end(
 async def test_drive_stops_a_live_source_and_still_ends_the_stream(
     recognizer: Recognizer,
 ) -> None:
-    events: list[Envelope] = []
-    engine = _engine(recognizer, events)
-    source = ClipSource(demo_clip(), "demo", realtime=True)
-    session = StreamSession(engine, StartMessage(encoding="pcm_f32le"), source.name)
+    events, engine, source, session = _demo_stream(recognizer, realtime=True)
     stop = asyncio.Event()
     asyncio.get_running_loop().call_later(0.5, stop.set)
     try:
