@@ -1,0 +1,111 @@
+"""Score saved out-of-fold predictions again: the held-out report of an
+``oof-PROTOCOL.npz`` that ``python -m training acoustic`` wrote, without retraining.
+
+``python -m training held-out OOF.npz [--protocol loco|kfold5] [--json]``
+
+Prints, per held-out corpus, UA and restricted UA, ECE at the temperature fit on the
+other corpora, each label's share of clips next to its true share, the share taken by
+labels the corpus does not have, and the precision of anger; for leave-one-corpus-out
+predictions, the same after the temperature and per-class offsets fit on the other
+corpora's predictions (``training.acoustic.offsets``). Calm and boredom read as
+neutral. ``--json`` prints the report as one object that ``python -m training gate``
+reads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training.acoustic.report import held_out_scores
+
+
+def load_oof(path: Path, protocol: str) -> dict[str, Any]:
+    """The held-out report of the predictions in ``path`` (``held_out_scores``),
+    with ``protocol`` and ``source``; each row's corpus is its id's prefix
+    (``corpus:key``).
+
+    Raises:
+        ValueError: the file is missing or is not such a file.
+    """
+    if not path.is_file():
+        raise ValueError(f"{path} not found")
+    try:
+        with np.load(path, allow_pickle=False) as oof:
+            probs, y = oof["probs"], oof["y"].astype(np.int64)
+            labels = [str(k) for k in oof["labels"]]
+            ids = [str(i) for i in oof["ids"]]
+            affect = oof["affect"] if oof["affect"].size else None
+    except (KeyError, OSError, ValueError) as err:
+        raise ValueError(f"{path}: not out-of-fold predictions ({err})") from err
+    if probs.shape != (len(y), len(labels)) or len(ids) != len(y):
+        raise ValueError(f"{path}: probabilities {probs.shape} do not fit the labels")
+    corpora = np.array([i.split(":", 1)[0] for i in ids])
+    corpus_labels = {
+        c: [labels[k] for k in sorted(set(y[corpora == c].tolist()))]
+        for c in sorted(set(corpora.tolist()))
+    }
+    report = held_out_scores(
+        probs, y, labels, corpora, corpus_labels, affect, protocol == "loco"
+    )
+    return {"protocol": protocol, "source": str(path), **report}
+
+
+def table(report: dict[str, Any]) -> str:
+    """The report as a Markdown table, one row per corpus (and per corpus with
+    offsets, where fit)."""
+    lines = [
+        "| held out | UA | UA restricted | ECE | largest share / true share "
+        "| foreign labels | anger precision (called) | predicted share (true) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for corpus, entry in report["held_out"].items():
+        lines.append(_row(corpus, entry))
+        if "with_offsets" in entry:
+            lines.append(_row(f"{corpus}, offsets", entry["with_offsets"]))
+    return "\n".join(lines)
+
+
+def _row(name: str, e: dict[str, Any]) -> str:
+    precision = e["anger_precision"]
+    shares = ", ".join(
+        f"{k} {100 * s['predicted']:.0f} ({100 * s['true']:.0f})"
+        for k, s in e["shares"].items()
+    )
+    return (
+        f"| {name} | {100 * e['folded']['ua']:.1f} "
+        f"| {100 * e['restricted']['ua']:.1f} | {e['ece']:.3f} "
+        f"| {e['max_ratio']:.2f} ({e['max_ratio_label']}) "
+        f"| {100 * e['foreign_share']:.1f}% "
+        f"| {'n/a' if precision is None else f'{precision:.2f}'} "
+        f"({e['anger_called']}) | {shares} |"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point (``python -m training held-out``)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m training held-out", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("oof", type=Path, help="oof-PROTOCOL.npz of a training run")
+    parser.add_argument(
+        "--protocol",
+        default=None,
+        help="what the predictions are (default: from the file name, oof-PROTOCOL.npz)",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+    protocol = args.protocol or args.oof.stem.removeprefix("oof-")
+    try:
+        report = load_oof(args.oof, protocol)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(report) if args.json else table(report))
+    return 0
