@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from training.acoustic.label_shift import PriorShift, estimate_priors, online_adaptation
 from training.acoustic.offsets import Offsets, fit_offsets
 from training.acoustic.report import held_out_scores
 from training.acoustic.rescore import main as rescore_main
@@ -114,6 +115,7 @@ def test_held_out_offsets_are_fit_on_the_other_corpora_only() -> None:
     assert again["held_out"]["a"]["offsets_other_corpora"] == expected.to_dict()
     after = entry["with_offsets"]
     assert set(after) >= {"own", "restricted", "shares", "anger_precision", "ece"}
+    assert entry["with_prior_shift"].keys() == after.keys()
     assert entry["shares"]["anger"]["predicted"] > entry["shares"]["anger"]["true"]
     assert report["offsets"] == fit_offsets(d["probs"], d["y"], d["corpora"]).to_dict()
     plain = held_out_scores(d["probs"], d["y"], LABELS, d["corpora"], own)
@@ -249,9 +251,40 @@ def test_gate_reads_rescored_predictions_and_rejects_bad_reports(
         path.write_text(capsys.readouterr().out)
         reports.append(str(path))
     argv = ["--candidate", *reports, "--v2", *reports, "--v4", *reports]
-    assert gate_main([*argv, "--offsets", "--min-seeds", "1"]) == 1  # (a): no gain
+    assert (
+        gate_main([*argv, "--calibration", "prior-shift", "--min-seeds", "1"]) == 1
+    )  # (a): no gain
     assert "FAIL (a)" in capsys.readouterr().out
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"evaluation": {"protocol": "loso"}}))
     assert gate_main(["--candidate", str(bad), "--v2", *reports, "--v4", *reports]) == 2
     assert "no held-out report" in capsys.readouterr().err
+
+
+def test_online_priors_follow_the_traffic_within_bounds_and_never_see_ahead() -> None:
+    rng = np.random.default_rng(5)
+    probs, y = _biased(rng, 2000, np.zeros(len(LABELS)), scale=2.0)
+    angry = (y == 0) | (rng.random(len(y)) < 0.2)  # traffic mostly anger
+    probs, y = probs[angry], y[angry]
+    source = np.full(len(LABELS), 0.25)
+    order = rng.permutation(len(y))
+    settings = PriorShift(bound=1.5)
+    adapted = online_adaptation(probs, source, order, settings)
+    assert np.allclose(
+        adapted[order[: settings.warmup]], probs[order[: settings.warmup]]
+    )
+    prior = estimate_priors(probs, source, settings)
+    assert prior[0] == pytest.approx(0.25 * 1.5)  # held at the bound, not beyond
+    assert _ua(adapted, y) >= _ua(probs, y) - 0.01
+    assert (adapted.argmax(1) == 0).mean() > (probs.argmax(1) == 0).mean()
+    # a clip's score does not depend on the clips after it
+    later = order[len(order) // 2 :]
+    changed = probs.copy()
+    changed[later] = np.roll(changed[later], 1, axis=1)
+    again = online_adaptation(changed, source, order, settings)
+    first = order[: len(order) // 2]
+    assert np.allclose(again[first], adapted[first])
+    with pytest.raises(ValueError, match="permutation"):
+        online_adaptation(probs, source, order[1:])
+    with pytest.raises(ValueError, match="source prior"):
+        online_adaptation(probs, np.ones(len(LABELS)), order)

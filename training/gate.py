@@ -1,7 +1,7 @@
 """The ship gate: may a candidate recipe replace the shipped acoustic model?
 
 ``python -m training gate --candidate RUN.json ... --v2 RUN.json ... --v4 RUN.json ...
-[--offsets] [--min-seeds 3] [--json]``
+[--calibration temperature|offsets|prior-shift] [--min-seeds 3] [--json]``
 
 Each RUN.json is the ``--json`` output of ``python -m training acoustic`` (or of
 ``python -m training held-out``) for one seed and one protocol: leave one corpus out
@@ -14,9 +14,10 @@ recipe's runs of that protocol. The candidate passes only if all hold:
   true share of clips, labels the corpus lacks take at most 15% of them together, and
   anger precision is at least 0.60;
 - (c) on no corpus is its k-fold UA more than 1 point below the better of the two;
-- (d) on every held-out corpus its LOCO ECE is at most 0.10 (with ``--offsets``, after
-  the temperature and per-class offsets fit on the other corpora's LOCO predictions,
-  and (a), (b) of the candidate with them too);
+- (d) on every held-out corpus its LOCO ECE is at most 0.10 (``--calibration offsets``:
+  after the temperature and per-class offsets fit on the other corpora's LOCO
+  predictions; ``prior-shift``: and the class priors re-estimated over the held-out
+  corpus's clips; (a), (b) of the candidate with them too);
 - and every recipe has at least ``--min-seeds`` runs of each protocol.
 
 UA is over the model's labels with calm and boredom read as neutral. Exit status 0:
@@ -48,6 +49,12 @@ KFOLD_SLACK: Final = 0.01
 MAX_ECE: Final = 0.10
 """(d): LOCO ECE of every held-out corpus."""
 RECIPES: Final = ("candidate", "v2", "v4")
+CALIBRATIONS: Final = {
+    "temperature": None,
+    "offsets": "with_offsets",
+    "prior-shift": "with_prior_shift",
+}
+"""``--calibration``: the held-out entry key of the candidate's LOCO figures."""
 
 
 @dataclass
@@ -80,11 +87,11 @@ def load_run(path: Path) -> tuple[str, dict[str, dict[str, Any]]]:
 
 
 def mean_figures(
-    runs: list[dict[str, dict[str, Any]]], offsets: bool = False
+    runs: list[dict[str, dict[str, Any]]], calibrated: str | None = None
 ) -> dict[str, dict[str, Any]]:
     """Per corpus, the mean over ``runs`` of UA, restricted UA, ECE, the label
     shares, the foreign share and anger precision; the largest share ratio is of
-    the mean shares. ``offsets``: of the entries after offsets (``with_offsets``).
+    the mean shares. ``calibrated``: of the entries under that key (``CALIBRATIONS``).
 
     Raises:
         ValueError: the runs hold different corpora, or an entry lacks what it needs.
@@ -96,7 +103,7 @@ def mean_figures(
     for corpus in corpora:
         try:
             entries = [
-                run[corpus]["with_offsets"] if offsets else run[corpus] for run in runs
+                run[corpus][calibrated] if calibrated else run[corpus] for run in runs
             ]
             ua = float(np.mean([e["folded"]["ua"] for e in entries]))
             restricted = float(np.mean([e["restricted"]["ua"] for e in entries]))
@@ -142,7 +149,7 @@ def _mean_shares(all_shares: list[dict[str, dict[str, float]]]) -> dict[str, Any
 
 
 def verdict(
-    recipes: dict[str, Recipe], offsets: bool = False, min_seeds: int = 3
+    recipes: dict[str, Recipe], calibration: str = "temperature", min_seeds: int = 3
 ) -> dict[str, Any]:
     """Each condition's verdict, its reasons and the figures behind it.
 
@@ -155,7 +162,10 @@ def verdict(
             if not recipe.runs.get(kind):
                 raise ValueError(f"{name}: no {kind} run")
         figures[name] = {
-            "loco": mean_figures(recipe.runs["loco"], offsets and name == "candidate"),
+            "loco": mean_figures(
+                recipe.runs["loco"],
+                CALIBRATIONS[calibration] if name == "candidate" else None,
+            ),
             "kfold": mean_figures(recipe.runs["kfold"]),
         }
     for kind in ("loco", "kfold"):
@@ -177,7 +187,7 @@ def verdict(
         "pass": not any(checks.values()),
         "conditions": {k: {"pass": not v, "reasons": v} for k, v in checks.items()},
         "figures": figures,
-        "offsets": offsets,
+        "calibration": calibration,
     }
 
 
@@ -284,9 +294,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             help=f"run reports of {name}'s recipe (loco and kfold, one per seed)",
         )
     parser.add_argument(
-        "--offsets",
-        action="store_true",
-        help="the candidate ships per-class offsets: read its LOCO figures after them",
+        "--calibration",
+        default="temperature",
+        choices=sorted(CALIBRATIONS),
+        help="what the candidate ships beside its temperature: read its LOCO "
+        "figures after per-class offsets, or after them and the online priors",
     )
     parser.add_argument("--min-seeds", type=int, default=3)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -297,7 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for path in getattr(args, name):
                 kind, held_out = load_run(path)
                 recipes[name].runs.setdefault(kind, []).append(held_out)
-        result = verdict(recipes, args.offsets, args.min_seeds)
+        result = verdict(recipes, args.calibration, args.min_seeds)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from training.acoustic.data import TrainingData
+from training.acoustic.label_shift import online_adaptation
 from training.acoustic.offsets import fit_offsets
 from training.acoustic.shares import label_shares
 from training.acoustic.streams import HISTORY_PROBE
@@ -124,7 +125,10 @@ def held_out_scores(
 
     ``out_of_corpus`` (the rows are leave-one-corpus-out predictions): also each
     corpus's scores after a temperature and per-class offsets fit on the other
-    corpora's rows (``with_offsets``), and those fit on all rows (``offsets``).
+    corpora's rows (``with_offsets``), then with the class priors re-estimated
+    online over the corpus's clips (``with_prior_shift``,
+    ``label_shift.online_adaptation``), and the offsets fit on all rows
+    (``offsets``).
     """
     out: dict[str, Any] = {"held_out": {}}
     out["temperature"] = fit_temperature(probs, y)
@@ -156,10 +160,17 @@ def held_out_scores(
             fit = fit_offsets(probs[others], y[others], corpora[others])
             shifted = fit.apply(probs[rows])
             entry["offsets_other_corpora"] = fit.to_dict()
-            entry["with_offsets"] = {
-                **_scores(shifted, reference, labels, corpus_labels[corpus]),
-                "ece": top_label_ece(shifted, y[rows]),
-            }
+            # the corpus as traffic, in a fixed shuffled order
+            adapted = online_adaptation(
+                shifted,
+                fit.apply(probs[others]).mean(0),
+                np.random.default_rng(0).permutation(len(rows)),
+            )
+            for key, p in (("with_offsets", shifted), ("with_prior_shift", adapted)):
+                entry[key] = {
+                    **_scores(p, reference, labels, corpus_labels[corpus]),
+                    "ece": top_label_ece(p, y[rows]),
+                }
         if affect is not None:
             entry["affect"] = agreement(affect[rows], reference)
         out["held_out"][corpus] = entry

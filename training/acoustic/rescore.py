@@ -7,8 +7,9 @@ Prints, per held-out corpus, UA and restricted UA, ECE at the temperature fit on
 other corpora, each label's share of clips next to its true share, the share taken by
 labels the corpus does not have, and the precision of anger; for leave-one-corpus-out
 predictions, the same after the temperature and per-class offsets fit on the other
-corpora's predictions (``training.acoustic.offsets``). Calm and boredom read as
-neutral. ``--json`` prints the report as one object that ``python -m training gate``
+corpora's predictions (``training.acoustic.offsets``), and after those with the class
+priors re-estimated online over the corpus's clips (``training.acoustic.label_shift``).
+Calm and boredom read as neutral. ``--json`` prints the report as one object that ``python -m training gate``
 reads.
 """
 
@@ -67,8 +68,12 @@ def table(report: dict[str, Any]) -> str:
     ]
     for corpus, entry in report["held_out"].items():
         lines.append(_row(corpus, entry))
-        if "with_offsets" in entry:
-            lines.append(_row(f"{corpus}, offsets", entry["with_offsets"]))
+        for key, name in (
+            ("with_offsets", "offsets"),
+            ("with_prior_shift", "+ priors"),
+        ):
+            if key in entry:
+                lines.append(_row(f"{corpus}, {name}", entry[key]))
     return "\n".join(lines)
 
 
