@@ -115,6 +115,7 @@ def held_out_scores(
     corpus_labels: dict[str, list[str]],
     affect: npt.NDArray[np.float32] | None = None,
     out_of_corpus: bool = False,
+    weighting: str = "balanced",
 ) -> dict[str, Any]:
     """Per corpus, of out-of-fold predictions: scores over the model's own labels
     and restricted to the corpus's classes, the predicted-label distribution, the
@@ -128,12 +129,12 @@ def held_out_scores(
     corpora's rows (``with_offsets``), then with the class priors re-estimated
     online over the corpus's clips (``with_prior_shift``,
     ``label_shift.online_adaptation``), and the offsets fit on all rows
-    (``offsets``).
+    (``offsets``); ``weighting``: of the offsets' fit (``offsets.WEIGHTINGS``).
     """
     out: dict[str, Any] = {"held_out": {}}
     out["temperature"] = fit_temperature(probs, y)
     if out_of_corpus:
-        out["offsets"] = fit_offsets(probs, y, corpora).to_dict()
+        out["offsets"] = fit_offsets(probs, y, corpora, weighting).to_dict()
     for corpus in sorted(set(corpora.tolist())):
         rows = np.flatnonzero(corpora == corpus)
         others = np.flatnonzero(corpora != corpus)
@@ -157,7 +158,7 @@ def held_out_scores(
             ece_folded=_folded_ece(cal, folded_correct),
         )
         if out_of_corpus and len(others):
-            fit = fit_offsets(probs[others], y[others], corpora[others])
+            fit = fit_offsets(probs[others], y[others], corpora[others], weighting)
             shifted = fit.apply(probs[rows])
             entry["offsets_other_corpora"] = fit.to_dict()
             # the corpus as traffic, in a fixed shuffled order

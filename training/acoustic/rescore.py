@@ -1,7 +1,8 @@
 """Score saved out-of-fold predictions again: the held-out report of an
 ``oof-PROTOCOL.npz`` that ``python -m training acoustic`` wrote, without retraining.
 
-``python -m training held-out OOF.npz [--protocol loco|kfold5] [--json]``
+``python -m training held-out OOF.npz [--protocol loco|kfold5] [--weighting
+balanced|pooled] [--json]``
 
 Prints, per held-out corpus, UA and restricted UA, ECE at the temperature fit on the
 other corpora, each label's share of clips next to its true share, the share taken by
@@ -24,10 +25,11 @@ from typing import Any
 
 import numpy as np
 
+from training.acoustic.offsets import WEIGHTINGS
 from training.acoustic.report import held_out_scores
 
 
-def load_oof(path: Path, protocol: str) -> dict[str, Any]:
+def load_oof(path: Path, protocol: str, weighting: str = "balanced") -> dict[str, Any]:
     """The held-out report of the predictions in ``path`` (``held_out_scores``),
     with ``protocol`` and ``source``; each row's corpus is its id's prefix
     (``corpus:key``).
@@ -53,9 +55,9 @@ def load_oof(path: Path, protocol: str) -> dict[str, Any]:
         for c in sorted(set(corpora.tolist()))
     }
     report = held_out_scores(
-        probs, y, labels, corpora, corpus_labels, affect, protocol == "loco"
+        probs, y, labels, corpora, corpus_labels, affect, protocol == "loco", weighting
     )
-    return {"protocol": protocol, "source": str(path), **report}
+    return {"protocol": protocol, "source": str(path), "weighting": weighting, **report}
 
 
 def table(report: dict[str, Any]) -> str:
@@ -104,11 +106,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="what the predictions are (default: from the file name, oof-PROTOCOL.npz)",
     )
+    parser.add_argument(
+        "--weighting",
+        default="balanced",
+        choices=WEIGHTINGS,
+        help="the offsets' fit: every (corpus, class) cell alike (default) or every clip",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     protocol = args.protocol or args.oof.stem.removeprefix("oof-")
     try:
-        report = load_oof(args.oof, protocol)
+        report = load_oof(args.oof, protocol, args.weighting)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
