@@ -123,6 +123,7 @@ def test_held_out_offsets_are_fit_on_the_other_corpora_only() -> None:
 
 
 def _save_oof(path: Path, d: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     ids = [f"{c}:{i}" for i, c in enumerate(d["corpora"])]
     np.savez(
         path,
@@ -152,6 +153,26 @@ def test_held_out_command_rescores_saved_predictions(
     assert "| a, offsets |" in text and "anger precision" in text
     assert rescore_main([str(tmp_path / "missing.npz")]) == 2
     assert "not found" in capsys.readouterr().err
+    # two runs: their mean probabilities, an ensemble
+    other = {**d, "probs": d["probs"][:, ::-1].copy()}
+    _save_oof(tmp_path / "b" / "oof-loco.npz", other)
+    both = [str(tmp_path / "oof-loco.npz"), str(tmp_path / "b" / "oof-loco.npz")]
+    assert rescore_main([*both, "--json"]) == 0
+    mean = held_out_scores(
+        (d["probs"] + other["probs"]) / 2,
+        d["y"],
+        LABELS,
+        d["corpora"],
+        {c: LABELS for c in "abc"},
+        out_of_corpus=True,
+    )
+    assert (
+        json.loads(capsys.readouterr().out)["held_out"]["a"]["own"]
+        == (mean["held_out"]["a"]["own"])
+    )
+    _save_oof(tmp_path / "c" / "oof-loco.npz", {**d, "corpora": d["corpora"][::-1]})
+    assert rescore_main([both[0], str(tmp_path / "c" / "oof-loco.npz")]) == 2
+    assert "other clips" in capsys.readouterr().err
 
 
 def _entry(
