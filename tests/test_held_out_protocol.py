@@ -116,6 +116,9 @@ def test_held_out_offsets_are_fit_on_the_other_corpora_only() -> None:
     after = entry["with_offsets"]
     assert set(after) >= {"own", "restricted", "shares", "anger_precision", "ece"}
     assert entry["with_prior_shift"].keys() == after.keys()
+    # the diagnosis: offsets fit on the scored corpus itself undo its own bias
+    assert entry["with_own_offsets"]["own"]["ua"] >= entry["own"]["ua"]
+    assert entry["with_own_offsets"]["max_ratio"] < entry["max_ratio"]
     assert entry["shares"]["anger"]["predicted"] > entry["shares"]["anger"]["true"]
     assert report["offsets"] == fit_offsets(d["probs"], d["y"], d["corpora"]).to_dict()
     plain = held_out_scores(d["probs"], d["y"], LABELS, d["corpora"], own)

@@ -128,7 +128,9 @@ def held_out_scores(
     corpus's scores after a temperature and per-class offsets fit on the other
     corpora's rows (``with_offsets``), then with the class priors re-estimated
     online over the corpus's clips (``with_prior_shift``,
-    ``label_shift.online_adaptation``), and the offsets fit on all rows
+    ``label_shift.online_adaptation``), the scores after offsets fit on the scored
+    corpus itself (``with_own_offsets``: how far calibration alone could go, a
+    diagnosis and never a usable figure), and the offsets fit on all rows
     (``offsets``); ``weighting``: of the offsets' fit (``offsets.WEIGHTINGS``).
     """
     out: dict[str, Any] = {"held_out": {}}
@@ -167,7 +169,13 @@ def held_out_scores(
                 fit.apply(probs[others]).mean(0),
                 np.random.default_rng(0).permutation(len(rows)),
             )
-            for key, p in (("with_offsets", shifted), ("with_prior_shift", adapted)):
+            # a diagnosis, not a usable figure: offsets fit on the scored corpus
+            own_fit = fit_offsets(probs[rows], y[rows], corpora[rows], weighting)
+            for key, p in (
+                ("with_offsets", shifted),
+                ("with_prior_shift", adapted),
+                ("with_own_offsets", own_fit.apply(probs[rows])),
+            ):
                 entry[key] = {
                     **_scores(p, reference, labels, corpus_labels[corpus]),
                     "ece": top_label_ece(p, y[rows]),

@@ -106,6 +106,7 @@ def table(report: dict[str, Any]) -> str:
         for key, name in (
             ("with_offsets", "offsets"),
             ("with_prior_shift", "+ priors"),
+            ("with_own_offsets", "own offsets (diagnosis)"),
         ):
             if key in entry:
                 lines.append(_row(f"{corpus}, {name}", entry[key]))
