@@ -29,7 +29,7 @@ def run(quick: bool = False) -> Section:
 
     models, models_note = model_dir()
     emotion = EmotionModels.load(models, device="cpu", num_threads=1)
-    front_end = emotion.acoustic_model.info.front_end
+    front_end = emotion.acoustic_model.contract.front_end
     whisper = None
     if front_end is not None and front_end.type == "whisper-encoder":
         import ctranslate2

@@ -35,12 +35,13 @@ import numpy as np
 import numpy.typing as npt
 
 from streamser.console import provider_line
-from streamser.recognition.asr import AsrOptions
+from streamser.recognition.asr_options import AsrOptions
 from streamser.recognition.cuda import (
     CUDA_PROVIDER,
     cuda_device_count,
     onnxruntime_conflict,
 )
+from streamser.recognition.emotion_options import EmotionOptions
 from streamser.recognition.recognizer import (
     Recognizer,
     RecognizerOptions,
@@ -145,9 +146,8 @@ def _cpu_only(reason: str, quick: bool) -> Section:
     models, models_note = model_dir()
     recognizer = Recognizer(
         RecognizerOptions(
-            model_dir=models,
-            device="cpu",
-            whisper=AsrOptions(device="cpu", num_threads=1, num_workers=1),
+            EmotionOptions(model_dir=str(models), device="cpu"),
+            AsrOptions(device="cpu", num_threads=1, num_workers=1),
         )
     )
     recognizer.warm_up()
@@ -177,7 +177,7 @@ def _cpu_only(reason: str, quick: bool) -> Section:
 
 def _placement(recognizer: Recognizer) -> list[list[str]]:
     rows = [
-        [m.info.name, provider_line(m.session.get_providers())]
+        [m.contract.name, provider_line(m.session.get_providers())]
         for m in recognizer.models.all_models
     ]
     if recognizer.asr is not None:
@@ -260,7 +260,8 @@ def _gpu(quick: bool) -> tuple[str, dict[str, Any]]:
     audios = [c.audio() for c in clips]
     recognizer = Recognizer(
         RecognizerOptions(
-            model_dir=models, device=_DEVICE, whisper=AsrOptions(device=_DEVICE)
+            EmotionOptions(model_dir=str(models), device=_DEVICE),
+            AsrOptions(device=_DEVICE),
         )
     )
     recognizer.warm_up()

@@ -88,7 +88,7 @@ class NaivePipeline:
 
         self.asr_model = asr_model
         self.models = EmotionModels.load(models, device="cpu", num_threads=1)
-        front_end = self.models.acoustic_model.info.front_end
+        front_end = self.models.acoustic_model.contract.front_end
         self.encoder = None
         if front_end is not None and front_end.type == "whisper-encoder":
             self.encoder = ctranslate2.models.Whisper(
@@ -116,6 +116,7 @@ class NaivePipeline:
 
 def run(quick: bool = False) -> Section:
     """Measure stages and peers on the same utterances."""
+    from streamser.recognition.emotion_options import EmotionOptions
     from streamser.recognition.features import log_mel
     from streamser.recognition.recognizer import (
         Recognizer,
@@ -128,7 +129,7 @@ def run(quick: bool = False) -> Section:
     )
     audios = [c.audio() for c in clips]
     models, models_note = model_dir()
-    recognizer = Recognizer(RecognizerOptions(model_dir=models))
+    recognizer = Recognizer(RecognizerOptions(EmotionOptions(model_dir=str(models))))
     asr = recognizer.asr
     assert asr is not None  # ASR is on in these options
     tokenizer = recognizer.tokenizer

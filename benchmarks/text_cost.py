@@ -58,7 +58,7 @@ def run(quick: bool = False) -> Section:
         encoder = emotion.text_encoder_for(language)
         if encoder is None:
             _LOGGER.info(
-                "skipping %s: its graph reads Whisper BPE ids", model.info.name
+                "skipping %s: its graph reads Whisper BPE ids", model.contract.name
             )
             continue
         texts, source = _transcripts(language, 20 if quick else 300)
@@ -74,7 +74,7 @@ def run(quick: bool = False) -> Section:
                     encode_s.append(middle - started)
                     graph_s.append(done - middle)
         totals = [a + b for a, b in zip(encode_s, graph_s, strict=True)]
-        key = f"{model.info.name} ({language})"
+        key = f"{model.contract.name} ({language})"
         row = [
             key,
             len(texts),

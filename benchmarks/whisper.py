@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from streamser.recognition.asr import AsrOptions, Transcript, WhisperAsr
+from streamser.recognition.asr import Transcript, WhisperAsr
+from streamser.recognition.asr_options import AsrOptions
 from streamser.recognition.features import log_mel
 
 

@@ -423,7 +423,7 @@ def real_batches(
     acoustic_dim, text_dim = fusion_dims(module, checkpoint)
     if acoustic_path is not None and text_path is not None:
         acoustic_model = OnnxModel(acoustic_path, device="cpu")
-        front_end = acoustic_model.info.front_end
+        front_end = acoustic_model.contract.front_end
         acoustic = graph_embeddings(
             acoustic_path,
             acoustic_batches(acoustic_rows(front_end, root, whisper=whisper)),

@@ -22,41 +22,14 @@ from streamser.audio.segmenter import SegmenterOptions
 from streamser.audio.vad import VadOptions
 from streamser.errors import ConfigError
 from streamser.pipeline import PipelineOptions
-from streamser.recognition.asr import AsrOptions
+from streamser.recognition.asr_options import AsrOptions
+from streamser.recognition.emotion_options import EmotionOptions
 from streamser.recognition.recognizer import RecognizerOptions
 from streamser.serve.handshake import ServerOptions
 from streamser.serve.hub import HubOptions
 from streamser.sinks.redis import RedisSinkOptions
 
 _LOGGER = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class EmotionOptions:
-    """Emotion model settings.
-
-    Attributes:
-        model_dir: folder of ``emotion-*.onnx`` graphs; "" for the bundled models.
-        device: "auto", "cpu" or "cuda" for onnxruntime.
-        num_threads: onnxruntime threads per call.
-        speaker_adaptation: an acoustic model that adapts to each stream's speaker
-            does so (``streamser.recognition.adaptation``); switch off for streams that mix
-            speakers.
-        min_confidence: an utterance whose top (calibrated) probability is below
-            this gets the label "uncertain", its scores unchanged; 0 (default) is off.
-    """
-
-    model_dir: str = ""
-    device: str = "auto"
-    num_threads: int = 1
-    speaker_adaptation: bool = True
-    min_confidence: float = 0.0
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.min_confidence <= 1.0:
-            raise ValueError(
-                f"min_confidence must be in [0, 1], not {self.min_confidence}"
-            )
 
 
 @dataclass(frozen=True)
@@ -105,15 +78,7 @@ class Config:
 
     def recognizer_options(self) -> RecognizerOptions:
         """What the recogniser loads."""
-        return RecognizerOptions(
-            model_dir=Path(self.emotion.model_dir) if self.emotion.model_dir else None,
-            asr=self.asr.enabled,
-            device=self.emotion.device,
-            num_threads=self.emotion.num_threads,
-            whisper=self.asr,
-            speaker_adaptation=self.emotion.speaker_adaptation,
-            min_confidence=self.emotion.min_confidence,
-        )
+        return RecognizerOptions(emotion=self.emotion, asr=self.asr)
 
     def to_toml(self) -> str:
         """The effective configuration as TOML."""
@@ -134,14 +99,27 @@ class Config:
         return "\n".join(lines)
 
 
+def _is_table(kind: Any) -> bool:
+    """Whether a setting's type is a table of names (``[emotion.text]``)."""
+    return typing.get_origin(kind) in (Mapping, dict)
+
+
 def _toml_section(name: str, options: Any, lines: list[str]) -> None:
-    """Append ``[name]`` and its settings, then its sub-sections (``[sinks.redis]``)."""
+    """Append ``[name]`` and its settings, then its tables (``[emotion.text]``) and
+    sub-sections (``[sinks.redis]``)."""
+    hints = typing.get_type_hints(type(options))
     nested = [f for f in fields(options) if is_dataclass(getattr(options, f.name))]
-    plain = [f for f in fields(options) if f not in nested]
+    tables = [f for f in fields(options) if _is_table(hints[f.name])]
+    plain = [f for f in fields(options) if f not in nested and f not in tables]
     if plain or not nested:
         lines.append(f"[{name}]")
         for item in plain:
             lines.append(f"{item.name} = {_toml_value(getattr(options, item.name))}")
+        lines.append("")
+    for item in tables:
+        lines.append(f"[{name}.{item.name}]")
+        for key, value in getattr(options, item.name).items():
+            lines.append(f"{key} = {_toml_value(value)}")
         lines.append("")
     for item in nested:
         _toml_section(f"{name}.{item.name}", getattr(options, item.name), lines)
@@ -194,20 +172,33 @@ def _coerce(raw: Any, kind: Any, where: str) -> Any:
     raise ConfigError(f"{where}: unsupported setting type {kind}")
 
 
+def _gathered(values: dict[str, Any], sub: str, name: str) -> dict[str, Any]:
+    """The values of ``[name.sub]``: they arrive as ``sub = {...}`` from the TOML
+    file and as ``sub_key = value`` from the environment
+    (``STREAMSER_SINKS_REDIS_URL``); the latter are taken out of ``values``."""
+    given = values.get(sub, {})
+    if not isinstance(given, dict):
+        raise ConfigError(f"{name}.{sub} must be a [{name}.{sub}] section")
+    merged = dict(given)
+    for key in [k for k in values if k.startswith(f"{sub}_")]:
+        merged[key[len(sub) + 1 :]] = values.pop(key)
+    return merged
+
+
 def _section(cls: type[Any], values: Mapping[str, Any], name: str) -> Any:
     hints = typing.get_type_hints(cls)
     known = {f.name for f in fields(cls)}
     values = dict(values)
     for sub in [key for key in known if is_dataclass(hints[key])]:
-        # [sinks.redis] arrives as sinks = {redis = {...}}; the environment's
-        # STREAMSER_SINKS_REDIS_URL as sinks = {redis_url = ...}
-        given = values.get(sub, {})
-        if not isinstance(given, dict):
-            raise ConfigError(f"{name}.{sub} must be a [{name}.{sub}] section")
-        merged = dict(given)
-        for key in [k for k in values if k.startswith(f"{sub}_")]:
-            merged[key[len(sub) + 1 :]] = values.pop(key)
-        values[sub] = _section(hints[sub], merged, f"{name}.{sub}")
+        values[sub] = _section(
+            hints[sub], _gathered(values, sub, name), f"{name}.{sub}"
+        )
+    tables = [key for key in known if _is_table(hints[key])]
+    for table in tables:
+        values[table] = {
+            str(key): _coerce(raw, str, f"{name}.{table}.{key}")
+            for key, raw in _gathered(values, table, name).items()
+        }
     unknown = set(values) - known
     if unknown:
         raise ConfigError(
@@ -215,7 +206,9 @@ def _section(cls: type[Any], values: Mapping[str, Any], name: str) -> Any:
             f"known: {', '.join(sorted(known))}"
         )
     kwargs = {
-        key: raw if is_dataclass(raw) else _coerce(raw, hints[key], f"{name}.{key}")
+        key: raw
+        if is_dataclass(raw) or key in tables
+        else _coerce(raw, hints[key], f"{name}.{key}")
         for key, raw in values.items()
     }
     try:

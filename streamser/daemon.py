@@ -99,11 +99,11 @@ class Daemon:
         jsonl = None
         if config.output.jsonl:
             jsonl = JsonlSink(Path(config.output.jsonl), metrics, engine.emit)
-            engine.sinks.append(jsonl)
+            engine.add_sink(jsonl)
         redis = None
         if config.sinks.redis.url:
             redis = RedisSink(config.sinks.redis, metrics)
-            engine.sinks.append(redis)
+            engine.add_sink(redis)
         hub: Hub = (
             RedisHub(config.hub, metrics, config.sinks.redis)
             if config.hub.backend == "redis"
@@ -118,9 +118,9 @@ class Daemon:
         metrics = self.engine.metrics
         metrics.model_info.clear()
         for model in self.engine.recognizer.models.all_models:
-            info = model.info
+            info = model.contract
             metrics.model_info.labels(
-                info.kind, info.name, info.version, info.sha256[:12]
+                info.kind, info.name, info.version, model.sha256[:12]
             ).set(1)
 
     async def start_server(self) -> StreamServer:
@@ -272,9 +272,9 @@ def describe_models(config: Config) -> list[str]:
     recognizer = Recognizer(config.recognizer_options())
     lines = []
     for model in recognizer.models.all_models:
-        info = model.info
+        info = model.contract
         lines.append(
-            f"{info.name}  v{info.version}  {info.kind}  sha256 {info.sha256[:12]}"
+            f"{info.name}  v{info.version}  {info.kind}  sha256 {model.sha256[:12]}"
         )
         lines.append(f"  file: {model.path}")
         lines.append(f"  labels: {', '.join(info.labels)}")
@@ -295,7 +295,7 @@ def describe_models(config: Config) -> list[str]:
             lines.append(
                 f"  features: {front_end.type}{level}{depth} (dim {front_end.dim})"
             )
-        if metrics := info.card.get("metrics", {}):
+        if metrics := model.card.get("metrics", {}):
             lines.extend(metric_lines(metrics))
         lines.append(f"  runs on: {provider_line(model.session.get_providers())}")
         lines.append("  load: ok")
@@ -419,7 +419,7 @@ async def listen(
     daemon = Daemon.build(config)
     try:
         await daemon.start_server()
-        daemon.engine.sinks.append(sink)
+        daemon.engine.add_sink(sink)
         session = StreamSession(
             daemon.engine,
             local_start_message(source.name, language),

@@ -17,6 +17,7 @@ from streamser.audio.decode import (
     MAX_SAMPLE_RATE_HZ,
     MIN_CHANNELS,
     MIN_SAMPLE_RATE_HZ,
+    whole_number_in,
 )
 from streamser.errors import ProtocolError
 
@@ -74,10 +75,6 @@ def load_json(text: str | bytes, code: str, *, fatal: bool) -> dict[str, Any]:
     return data
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _require(ok: bool, code: str, message: str) -> None:
     if not ok:
         raise ProtocolError(code, message, fatal=True)
@@ -108,39 +105,7 @@ def parse_start(text: str | bytes) -> StartMessage:
         "unexpected_message",
         f"the first message must be of type 'start', not {kind!r:.40}",
     )
-    rate = data.get("sample_rate", SAMPLE_RATE_HZ)
-    _require(
-        _is_int(rate) and MIN_SAMPLE_RATE_HZ <= rate <= MAX_SAMPLE_RATE_HZ,
-        "unsupported_sample_rate",
-        f"sample_rate must be an integer from {MIN_SAMPLE_RATE_HZ} to "
-        f"{MAX_SAMPLE_RATE_HZ}, got {rate!r:.40}",
-    )
-    encoding = data.get("encoding", "pcm_s16le")
-    _require(
-        encoding in ENCODINGS,
-        "unsupported_encoding",
-        f"encoding must be one of {', '.join(ENCODINGS)}, got {encoding!r:.40}",
-    )
-    channels = data.get("channels", 1)
-    _require(
-        _is_int(channels) and MIN_CHANNELS <= channels <= MAX_CHANNELS,
-        "unsupported_channels",
-        f"channels must be an integer from {MIN_CHANNELS} to {MAX_CHANNELS}, "
-        f"got {channels!r:.40}",
-    )
-    channel_mode = data.get("channel_mode", "downmix")
-    _require(
-        channel_mode in CHANNEL_MODES,
-        "invalid_channel_mode",
-        f"channel_mode must be one of {', '.join(CHANNEL_MODES)}, "
-        f"got {channel_mode!r:.40}",
-    )
-    _require(
-        channel_mode != "separate" or channels >= 2,
-        "invalid_channel_mode",
-        f"channel_mode 'separate' needs channels from 2 to {MAX_CHANNELS}, "
-        f"got {channels}",
-    )
+    rate, encoding, channels, channel_mode = _audio_format(data)
     language = data.get("language")
     _require(
         language is None
@@ -155,6 +120,76 @@ def parse_start(text: str | bytes) -> StartMessage:
         "invalid_stream_id",
         "stream_id must be null or 1 to 128 characters of A-Z a-z 0-9 . _ : -",
     )
+    return StartMessage(
+        rate, encoding, channels, language, stream_id, _metadata(data), channel_mode
+    )
+
+
+def _audio_format(data: dict[str, Any]) -> tuple[int, str, int, str]:
+    """The start message's sample rate, encoding, channels and channel mode.
+
+    Raises:
+        ProtocolError: (fatal) ``unsupported_sample_rate``, ``unsupported_encoding``,
+            ``unsupported_channels`` or ``invalid_channel_mode``.
+    """
+    rate = _whole_number(
+        data, "sample_rate", SAMPLE_RATE_HZ, (MIN_SAMPLE_RATE_HZ, MAX_SAMPLE_RATE_HZ)
+    )
+    encoding = _choice(data, "encoding", "pcm_s16le", ENCODINGS)
+    channels = _whole_number(data, "channels", 1, (MIN_CHANNELS, MAX_CHANNELS))
+    channel_mode = _choice(data, "channel_mode", "downmix", CHANNEL_MODES)
+    _require(
+        channel_mode != "separate" or channels >= 2,
+        "invalid_channel_mode",
+        f"channel_mode 'separate' needs channels from 2 to {MAX_CHANNELS}, "
+        f"got {channels}",
+    )
+    return rate, encoding, channels, channel_mode
+
+
+_SETTING_ERRORS: Final = {
+    "sample_rate": "unsupported_sample_rate",
+    "encoding": "unsupported_encoding",
+    "channels": "unsupported_channels",
+    "channel_mode": "invalid_channel_mode",
+}
+"""The error code of a bad value of each audio setting of the start message."""
+
+
+def _whole_number(
+    data: dict[str, Any], key: str, default: int, bounds: tuple[int, int]
+) -> int:
+    """``data[key]`` (``default`` when absent), an integer within ``bounds``."""
+    value = data.get(key, default)
+    low, high = bounds
+    _require(
+        whole_number_in(value, low, high),
+        _SETTING_ERRORS[key],
+        f"{key} must be an integer from {low} to {high}, got {value!r:.40}",
+    )
+    return int(value)
+
+
+def _choice(
+    data: dict[str, Any], key: str, default: str, choices: tuple[str, ...]
+) -> str:
+    """``data[key]`` (``default`` when absent), one of ``choices``."""
+    value = data.get(key, default)
+    _require(
+        value in choices,
+        _SETTING_ERRORS[key],
+        f"{key} must be one of {', '.join(choices)}, got {value!r:.40}",
+    )
+    return str(value)
+
+
+def _metadata(data: dict[str, Any]) -> dict[str, Any]:
+    """The start message's ``metadata`` ({} when null).
+
+    Raises:
+        ProtocolError: (fatal) ``invalid_metadata``: not an object, not plain JSON,
+            or larger than ``MAX_METADATA_BYTES``.
+    """
     metadata = data.get("metadata")
     metadata = {} if metadata is None else metadata
     _require(
@@ -174,9 +209,7 @@ def parse_start(text: str | bytes) -> StartMessage:
         "invalid_metadata",
         f"metadata is {size} bytes of JSON, more than {MAX_METADATA_BYTES}",
     )
-    return StartMessage(
-        rate, encoding, channels, language, stream_id, metadata, channel_mode
-    )
+    return metadata
 
 
 CONTROL_TYPES: Final = ("flush", "stop", "summary")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -16,156 +18,138 @@ _STAGE_BUCKETS_S = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0
 
 
 class Metrics:
-    """Every metric streamser exports; one instance per server or run."""
+    """Every metric streamser exports; one instance per server or run.
+
+    Each is named ``streamser_`` plus its name; they are made by concern: streams and
+    audio, recognition, the server's connections, the event sinks.
+    """
 
     def __init__(self) -> None:
         """Create the metrics on a fresh registry."""
         self.registry = CollectorRegistry()
-        r = self.registry
-        self.active_streams = Gauge(
-            "streamser_active_streams", "Audio streams open now", registry=r
-        )
-        self.streams = Counter(
-            "streamser_streams", "Audio streams accepted", registry=r
-        )
-        self.subscribers = Gauge(
-            "streamser_subscribers", "/v1/events subscribers connected", registry=r
-        )
-        self.evicted_subscribers = Counter(
-            "streamser_evicted_subscribers",
-            "Subscribers closed with 1013 for falling behind",
-            registry=r,
-        )
-        self.utterances = Counter(
-            "streamser_utterances", "Utterances recognised", registry=r
-        )
-        self.dropped_utterances = Counter(
-            "streamser_dropped_utterances",
-            "Utterances shed because recognition lagged",
-            registry=r,
-        )
-        self.skipped_asr = Counter(
-            "streamser_skipped_asr",
-            "Utterances recognised without ASR to keep up (reason: overload, shutdown)",
-            ["reason"],
-            registry=r,
-        )
-        self.audio_seconds = Counter(
-            "streamser_audio_seconds", "Seconds of audio received", registry=r
-        )
-        self.latency = Histogram(
-            "streamser_end_of_speech_latency_seconds",
-            "End of speech to utterance.end",
-            buckets=_LATENCY_BUCKETS_S,
-            registry=r,
-        )
-        self.stage_seconds = Histogram(
-            "streamser_stage_seconds",
-            "Time per pipeline stage and call",
-            ["stage"],
-            buckets=_STAGE_BUCKETS_S,
-            registry=r,
-        )
-        self.skipped_partials = Counter(
-            "streamser_skipped_partials",
-            "emotion.partial events skipped because recognition was busy",
-            registry=r,
-        )
-        self.speculations = Counter(
-            "streamser_speculations",
-            "Utterances recognised while their hangover ran: used, or discarded "
-            "because speech resumed",
-            ["outcome"],
-            registry=r,
-        )
-        self.batch_size = Histogram(
-            "streamser_batch_size",
-            "Utterances recognised per call",
-            buckets=(1, 2, 3, 4, 6, 8, 12, 16),
-            registry=r,
-        )
-        self.queue_depth = Gauge(
-            "streamser_queue_depth", "Utterances waiting for recognition", registry=r
-        )
-        self.errors = Counter(
-            "streamser_errors", "Error events sent, by code", ["code"], registry=r
-        )
-        self.models_loaded = Gauge(
-            "streamser_models_loaded",
-            "1 once the models are loaded and warm",
-            registry=r,
-        )
-        self.sink_failures = Counter(
-            "streamser_sink_write_failures",
-            "Failed writes to the JSONL sink",
-            registry=r,
+        self._streams_and_audio()
+        self._recognition()
+        self._connections()
+        self._sinks()
+        ProcessCollector(registry=self.registry)  # process_resident_memory_bytes...
+
+    def _counter(self, name: str, doc: str, *labels: str) -> Counter:
+        return Counter(f"streamser_{name}", doc, labels, registry=self.registry)
+
+    def _gauge(self, name: str, doc: str, *labels: str) -> Gauge:
+        return Gauge(f"streamser_{name}", doc, labels, registry=self.registry)
+
+    def _histogram(
+        self, name: str, doc: str, buckets: Sequence[float], *labels: str
+    ) -> Histogram:
+        return Histogram(
+            f"streamser_{name}", doc, labels, buckets=buckets, registry=self.registry
         )
 
-        self.model_info = Gauge(
-            "streamser_model_info",
+    def _streams_and_audio(self) -> None:
+        self.active_streams = self._gauge("active_streams", "Audio streams open now")
+        self.streams = self._counter("streams", "Audio streams accepted")
+        self.audio_seconds = self._counter("audio_seconds", "Seconds of audio received")
+        self.utterances = self._counter("utterances", "Utterances recognised")
+        self.errors = self._counter("errors", "Error events sent, by code", "code")
+        self.draining = self._gauge("draining", "1 while shutting down")
+
+    def _recognition(self) -> None:
+        self.dropped_utterances = self._counter(
+            "dropped_utterances", "Utterances shed because recognition lagged"
+        )
+        self.skipped_asr = self._counter(
+            "skipped_asr",
+            "Utterances recognised without ASR to keep up (reason: overload, shutdown)",
+            "reason",
+        )
+        self.latency = self._histogram(
+            "end_of_speech_latency_seconds",
+            "End of speech to utterance.end",
+            _LATENCY_BUCKETS_S,
+        )
+        self.stage_seconds = self._histogram(
+            "stage_seconds",
+            "Time per pipeline stage and call",
+            _STAGE_BUCKETS_S,
+            "stage",
+        )
+        self.skipped_partials = self._counter(
+            "skipped_partials",
+            "emotion.partial events skipped because recognition was busy",
+        )
+        self.speculations = self._counter(
+            "speculations",
+            "Utterances recognised while their hangover ran: used, or discarded "
+            "because speech resumed",
+            "outcome",
+        )
+        self.batch_size = self._histogram(
+            "batch_size", "Utterances recognised per call", (1, 2, 3, 4, 6, 8, 12, 16)
+        )
+        self.queue_depth = self._gauge(
+            "queue_depth", "Utterances waiting for recognition"
+        )
+        self.models_loaded = self._gauge(
+            "models_loaded", "1 once the models are loaded and warm"
+        )
+        self.model_info = self._gauge(
+            "model_info",
             "1 for each model in use (kind, name, version, sha256 prefix)",
-            ["kind", "name", "version", "sha256"],
-            registry=r,
+            *("kind", "name", "version", "sha256"),
         )
-        self.reloads = Counter(
-            "streamser_reloads",
-            "SIGHUP reloads of configuration and models, by result",
-            ["result"],
-            registry=r,
+        self.reloads = self._counter(
+            "reloads", "SIGHUP reloads of configuration and models, by result", "result"
         )
-        self.refused = Counter(
-            "streamser_refused_connections",
-            "Handshakes refused, by reason",
-            ["reason"],
-            registry=r,
+
+    def _connections(self) -> None:
+        self.subscribers = self._gauge(
+            "subscribers", "/v1/events subscribers connected"
         )
-        self.connections = Gauge(
-            "streamser_connections", "WebSocket connections open", ["path"], registry=r
+        self.evicted_subscribers = self._counter(
+            "evicted_subscribers", "Subscribers closed with 1013 for falling behind"
         )
-        self.client_queue_depth = Gauge(
-            "streamser_client_queue_events",
+        self.refused = self._counter(
+            "refused_connections", "Handshakes refused, by reason", "reason"
+        )
+        self.connections = self._gauge(
+            "connections", "WebSocket connections open", "path"
+        )
+        self.client_queue_depth = self._gauge(
+            "client_queue_events",
             "Events waiting to be sent to their own stream's client (all streams)",
-            registry=r,
         )
-        self.subscriber_queue_depth = Gauge(
-            "streamser_subscriber_queue_events",
-            "Events waiting in the fullest subscriber queue",
-            registry=r,
+        self.subscriber_queue_depth = self._gauge(
+            "subscriber_queue_events", "Events waiting in the fullest subscriber queue"
         )
-        self.dropped_clients = Counter(
-            "streamser_dropped_stream_clients",
+        self.dropped_clients = self._counter(
+            "dropped_stream_clients",
             "Stream connections dropped for not reading their events",
-            registry=r,
         )
-        self.draining = Gauge("streamser_draining", "1 while shutting down", registry=r)
+
+    def _sinks(self) -> None:
+        self.sink_failures = self._counter(
+            "sink_write_failures", "Failed writes to the JSONL sink"
+        )
         # The Redis event sink (0 while none is configured).
-        self.redis_buffered = Gauge(
-            "streamser_redis_buffered_events",
-            "Events waiting to be written to Redis",
-            registry=r,
+        self.redis_buffered = self._gauge(
+            "redis_buffered_events", "Events waiting to be written to Redis"
         )
-        self.redis_written = Counter(
-            "streamser_redis_written_events",
-            "Events appended to the Redis stream",
-            registry=r,
+        self.redis_written = self._counter(
+            "redis_written_events", "Events appended to the Redis stream"
         )
-        self.redis_dropped = Counter(
-            "streamser_redis_dropped_events",
+        self.redis_dropped = self._counter(
+            "redis_dropped_events",
             "Events dropped because the buffer was full while Redis was unreachable",
-            registry=r,
         )
-        self.redis_outages = Counter(
-            "streamser_redis_outages",
-            "Times Redis became unreachable for the event sink",
-            registry=r,
+        self.redis_outages = self._counter(
+            "redis_outages", "Times Redis became unreachable for the event sink"
         )
-        self.redis_write_seconds = Histogram(
-            "streamser_redis_write_seconds",
+        self.redis_write_seconds = self._histogram(
+            "redis_write_seconds",
             "From emitting an event to Redis acknowledging its XADD",
-            buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1, 5, 30),
-            registry=r,
+            (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1, 5, 30),
         )
-        ProcessCollector(registry=r)  # process_resident_memory_bytes and friends
 
     def render(self) -> bytes:
         """The Prometheus text exposition."""

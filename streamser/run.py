@@ -124,10 +124,10 @@ async def run_sources(
     daemon = Daemon.build(config)
     bar = _progress_bar(sources, outputs)
     ordered = StreamOrder(names, sink if bar is None else _around(bar, sink))
-    daemon.engine.sinks.append(ordered)
+    daemon.engine.add_sink(ordered)
     recorder = CallRecorder()
     if outputs.report is not None or outputs.csv is not None:
-        daemon.engine.sinks.append(recorder)
+        daemon.engine.add_sink(recorder)
 
     def session(source: AudioSource) -> StreamSession:
         channels = source.channels if isinstance(source, ClipSource) else 1

@@ -49,7 +49,7 @@ async def run_stream(
         metrics,
     )
     events: list[dict[str, Any]] = []
-    engine.sinks.append(lambda envelope: events.append(envelope.to_dict()))
+    engine.add_sink(lambda envelope: events.append(envelope.to_dict()))
     session = StreamSession(engine, StartMessage(language=language), "s1")
 
     async def play() -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import socket
 import subprocess
@@ -24,7 +23,8 @@ from streamser.config import Config
 from streamser.errors import ConfigError
 from streamser.metrics import Metrics
 from streamser.pipeline import Engine
-from streamser.recognition.recognizer import Recognizer
+from streamser.recognition.asr_options import AsrOptions
+from streamser.recognition.recognizer import Recognizer, RecognizerOptions
 from streamser.serve.handshake import ServerOptions
 from streamser.serve.hub import EventHub, HubOptions
 from streamser.serve.server import StreamServer
@@ -34,7 +34,7 @@ from conftest import REPO
 
 @pytest.fixture(scope="module")
 def recognizer() -> Recognizer:
-    options = dataclasses.replace(Config().recognizer_options(), asr=False)
+    options = RecognizerOptions(asr=AsrOptions(enabled=False))
     return Recognizer(options)
 
 

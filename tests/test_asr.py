@@ -10,7 +10,8 @@ import pytest
 import soundfile as sf
 
 from streamser.errors import ConfigError, ModelError
-from streamser.recognition.asr import AsrOptions, WhisperAsr
+from streamser.recognition.asr import WhisperAsr
+from streamser.recognition.asr_options import AsrOptions
 from streamser.recognition.features import log_mel
 from streamser.recognition.whisper_model import default_whisper_dir
 

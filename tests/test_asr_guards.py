@@ -14,10 +14,10 @@ import soundfile as sf
 import soxr
 
 from streamser.errors import ConfigError
-from streamser.recognition.asr import (
-    AsrOptions,
-    _choose,
-    _Decoding,
+from streamser.recognition.asr_options import AsrOptions
+from streamser.recognition.transcript_checks import (
+    Decoding,
+    choose_transcript,
     compression_ratio,
     cut_repeated_ngrams,
 )
@@ -69,34 +69,38 @@ def test_compression_ratio_flags_loops_not_sentences() -> None:
 
 def _decoding(
     text: str, logprob: float, *, silent: bool = False, looping: bool = False
-) -> _Decoding:
-    return _Decoding(text, logprob, silent, looping, confident=logprob >= -1.0)
+) -> Decoding:
+    return Decoding(text, logprob, silent, looping, confident=logprob >= -1.0)
 
 
 def test_the_first_passing_decoding_wins_else_loops_are_cut_or_rejected() -> None:
     loop = " ".join(["door"] * 13)
     passing = _decoding("Kids are talking by the door.", -0.3)
-    assert _choose([_decoding(loop, -0.1, looping=True), passing], 2.4, -1.25) == (
-        "Kids are talking by the door."
-    )
+    assert choose_transcript(
+        [_decoding(loop, -0.1, looping=True), passing], 2.4, -1.25
+    ) == ("Kids are talking by the door.")
     # a loop on its own is rejected; one after real words is cut
-    assert _choose([_decoding(loop, -0.1, looping=True)], 2.4, -1.25) is None
+    assert choose_transcript([_decoding(loop, -0.1, looping=True)], 2.4, -1.25) is None
     tail = "Kids are talking by the door door door door"
-    assert _choose([_decoding(tail, -0.2, looping=True)], 2.4, -1.25) == (
+    assert choose_transcript([_decoding(tail, -0.2, looping=True)], 2.4, -1.25) == (
         "Kids are talking by the door"
     )
     # unsure text is kept above the low threshold only, silence never
-    assert _choose([_decoding("dogs are sitting by", -1.1)], 2.4, -1.25) == (
+    assert choose_transcript([_decoding("dogs are sitting by", -1.1)], 2.4, -1.25) == (
         "dogs are sitting by"
     )
-    assert _choose([_decoding("Till next week.", -1.6)], 2.4, -1.25) is None
-    assert _choose([_decoding("you", -1.1, silent=True)], 2.4, -1.25) is None
-    assert _choose([_decoding("...", -0.1)], 2.4, -1.25) is None
+    assert choose_transcript([_decoding("Till next week.", -1.6)], 2.4, -1.25) is None
+    assert choose_transcript([_decoding("you", -1.1, silent=True)], 2.4, -1.25) is None
+    assert choose_transcript([_decoding("...", -0.1)], 2.4, -1.25) is None
     # a loop without spaces (Whisper on noise) is rejected; numbers are not loops
     for loop in ("1,5,5,5,5,5,5,5,5,5,5,5,5,", "1.5x4.5x4.5x4.5x4.5x4.5x4."):
-        assert _choose([_decoding(loop, -0.4, looping=True)], 2.4, -1.25) is None
+        assert (
+            choose_transcript([_decoding(loop, -0.4, looping=True)], 2.4, -1.25) is None
+        )
     for text in ("It costs 10000 dollars.", "1,000,000", "Call 555-5555."):
-        assert _choose([_decoding(text, -0.4, looping=True)], 2.4, -1.25) == text
+        assert (
+            choose_transcript([_decoding(text, -0.4, looping=True)], 2.4, -1.25) == text
+        )
 
 
 def test_fallback_options() -> None:

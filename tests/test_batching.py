@@ -18,15 +18,15 @@ from streamser.config import Config
 from streamser.messages import StartMessage
 from streamser.metrics import Metrics
 from streamser.pipeline import BATCH_DEFAULTS, Engine, PipelineOptions, StreamSession
-from streamser.recognition.recognizer import Recognizer
+from streamser.recognition.emotion_options import EmotionOptions
+from streamser.recognition.recognizer import Recognizer, RecognizerOptions
 
 STREAMS = 4
 
 
 @pytest.fixture(scope="module")
 def recognizer(shipped_models: Path) -> Recognizer:
-    config = Config()
-    options = dataclasses.replace(config.recognizer_options(), model_dir=shipped_models)
+    options = RecognizerOptions(EmotionOptions(model_dir=str(shipped_models)))
     loaded = Recognizer(options)
     loaded.warm_up()
     return loaded
@@ -59,7 +59,7 @@ async def _run(
     metrics = Metrics()
     engine = Engine(recognizer, options, config.vad, config.segmenter, metrics)
     events: list[dict[str, Any]] = []
-    engine.sinks.append(lambda envelope: events.append(envelope.to_dict()))
+    engine.add_sink(lambda envelope: events.append(envelope.to_dict()))
     sessions = [
         StreamSession(engine, StartMessage(language="de"), f"s{i}")
         for i in range(len(audios))

@@ -7,7 +7,6 @@ model, in process and through a ``streamser serve --no-asr`` subprocess."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import itertools
 import json
 from pathlib import Path
@@ -24,7 +23,9 @@ from streamser.config import Config
 from streamser.messages import StartMessage
 from streamser.metrics import Metrics
 from streamser.pipeline import Engine, StreamSession
-from streamser.recognition.recognizer import Recognizer
+from streamser.recognition.asr_options import AsrOptions
+from streamser.recognition.emotion_options import EmotionOptions
+from streamser.recognition.recognizer import Recognizer, RecognizerOptions
 
 from _server_helpers import check_stream_events, collect, serve, stream_audio
 from conftest import SHIPPED_MODELS
@@ -74,8 +75,8 @@ def pcm16(stereo: np.ndarray) -> bytes:
 
 @pytest.fixture(scope="module")
 def recognizer(shipped_models: Path) -> Recognizer:
-    options = dataclasses.replace(
-        Config().recognizer_options(), model_dir=shipped_models, asr=False
+    options = RecognizerOptions(
+        EmotionOptions(model_dir=str(shipped_models)), AsrOptions(enabled=False)
     )
     loaded = Recognizer(options)
     loaded.warm_up()
@@ -90,7 +91,7 @@ async def _session_events(
         recognizer, config.pipeline, config.vad, config.segmenter, Metrics()
     )
     events: list[dict[str, Any]] = []
-    engine.sinks.append(lambda envelope: events.append(envelope.to_dict()))
+    engine.add_sink(lambda envelope: events.append(envelope.to_dict()))
     start = StartMessage(
         channels=2, channel_mode="separate", metadata={"channels": NAMES}
     )

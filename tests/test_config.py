@@ -53,6 +53,11 @@ def test_round_trip_through_toml(tmp_path: Path) -> None:
         ("[vad]\naggressiveness = 9\n", "vad"),
         ("server = 1\n", "must be a [section]"),
         ("[server\n", "not valid TOML"),
+        ("[emotion]\ndevice = 'tpu'\n", "[emotion]: device"),
+        ("[emotion]\nnum_threads = 0\n", "num_threads"),
+        ("[emotion.text]\nEnglish = 'emotion-text-en-v2'\n", "not an ISO 639-1 code"),
+        ("[emotion.text]\nen = ''\n", "text.en: a model name"),
+        ("[emotion]\ntext = 'emotion-text-en-v2'\n", "[emotion.text] section"),
     ],
 )
 def test_bad_settings_are_config_errors(
@@ -74,6 +79,35 @@ def test_recognizer_options_follow_sections() -> None:
         None, {"asr": {"enabled": False}, "emotion": {"model_dir": "/m"}}, environ={}
     )
     options = config.recognizer_options()
-    assert options.asr is False
-    assert options.model_dir == Path("/m")
+    assert options.asr is config.asr and options.asr.enabled is False
+    assert options.emotion is config.emotion and options.emotion.model_dir == "/m"
     assert isinstance(config, Config)
+
+
+def test_models_are_named_in_toml_and_environment(tmp_path: Path) -> None:
+    path = tmp_path / "models.toml"
+    path.write_text(
+        '[emotion]\nacoustic = "emotion-acoustic-v4"\n'
+        '[emotion.text]\nen = "emotion-text-en-v2"\n'
+    )
+    env = {"STREAMSER_EMOTION_TEXT_FA": "emotion-text-fa-v1"}
+    config = load_config(path, environ=env)
+    assert config.emotion.acoustic == "emotion-acoustic-v4"
+    assert config.emotion.text == {
+        "en": "emotion-text-en-v2",
+        "fa": "emotion-text-fa-v1",
+    }
+    shown = config.to_toml()
+    assert 'acoustic = "emotion-acoustic-v4"' in shown
+    assert (
+        '[emotion.text]\nen = "emotion-text-en-v2"\nfa = "emotion-text-fa-v1"' in shown
+    )
+    again = tmp_path / "again.toml"
+    again.write_text(shown)
+    assert load_config(again, environ={}) == config
+
+
+def test_no_model_named_means_the_newest() -> None:
+    config = load_config(None, environ={})
+    assert config.emotion.acoustic == "" and config.emotion.text == {}
+    assert '[emotion]\nmodel_dir = ""\nacoustic = ""' in config.to_toml()

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from streamser.recognition.asr_options import AsrOptions
+from streamser.recognition.emotion_options import EmotionOptions
 from training.metrics import score
 
 
@@ -207,7 +209,7 @@ def test_evaluate_labels_are_those_of_streamser_run(
     affect_declared = bool(
         OnnxModel(
             next(shipped_models.glob("emotion-acoustic-v*.onnx")), device="cpu"
-        ).info.affect
+        ).contract.affect
     )
     for line in done.stdout.splitlines():
         event = json.loads(line)
@@ -218,7 +220,10 @@ def test_evaluate_labels_are_those_of_streamser_run(
             assert -1.0 <= event["arousal"] <= 1.0
             assert -1.0 <= event["valence"] <= 1.0
     recognizer = Recognizer(
-        RecognizerOptions(model_dir=shipped_models, asr=False, device="cpu")
+        RecognizerOptions(
+            EmotionOptions(model_dir=str(shipped_models), device="cpu"),
+            AsrOptions(enabled=False),
+        )
     )
     evaluated = {
         clip.name: daemon_clip(recognizer, clip, None, SpeakerBaseline(0)).labels

@@ -93,8 +93,8 @@ def test_acoustic_export_parity_metadata_and_card(
     assert meta["streamser.sample_rate"] == "16000"
     assert meta["streamser.embedding_dim"] == "16"
     model = OnnxModel(onnx_path, device="cpu")
-    assert model.info.name == "emotion-acoustic-v1"
-    assert model.info.front_end == LOG_MEL
+    assert model.contract.name == "emotion-acoustic-v1"
+    assert model.contract.front_end == LOG_MEL
     features = np.zeros((2, 30, 80), np.float32)
     out = model.run({"features": features, "lengths": np.array([30, 11], np.int64)})
     np.testing.assert_allclose(out["probs"].sum(axis=1), 1.0, atol=1e-5)

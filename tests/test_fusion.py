@@ -209,9 +209,10 @@ def test_fusion_trains_evaluates_and_exports(tmp_path: Path) -> None:
     )
     assert card["fused_with"]["acoustic_sha256"] == acoustic_card["sha256"]
     model = OnnxModel(onnx_path, device="cpu")
-    assert model.info.kind == "fusion"
+    assert model.contract.kind == "fusion"
     assert (
-        model.info.labels == OnnxModel(graphs / "emotion-acoustic-v1.onnx").info.labels
+        model.contract.labels
+        == OnnxModel(graphs / "emotion-acoustic-v1.onnx").contract.labels
     )
 
 

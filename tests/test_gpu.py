@@ -19,7 +19,7 @@ from streamser.console import provider_line
 from streamser.messages import StartMessage
 from streamser.metrics import Metrics
 from streamser.pipeline import BATCH_DEFAULTS, Engine, StreamSession
-from streamser.recognition.asr import AsrOptions
+from streamser.recognition.asr_options import AsrOptions
 from streamser.recognition.cuda import (
     CPU_PROVIDER,
     CUDA_PROVIDER,
@@ -29,6 +29,7 @@ from streamser.recognition.cuda import (
     onnxruntime_conflict,
     preload_cuda_libraries,
 )
+from streamser.recognition.emotion_options import EmotionOptions
 from streamser.recognition.recognizer import Recognizer, RecognizerOptions
 
 
@@ -50,7 +51,8 @@ needs_cuda = pytest.mark.skipif(_REASON is not None, reason=_REASON or "")
 @pytest.fixture(scope="module")
 def cuda_recognizer(shipped_models: Path) -> Recognizer:
     options = RecognizerOptions(
-        model_dir=shipped_models, device="cuda", whisper=AsrOptions(device="cuda")
+        EmotionOptions(model_dir=str(shipped_models), device="cuda"),
+        AsrOptions(device="cuda"),
     )
     recognizer = Recognizer(options)
     recognizer.warm_up()
@@ -87,7 +89,7 @@ async def test_one_utterance_end_to_end_on_cuda(
     )
     assert engine.options.max_batch == BATCH_DEFAULTS["cuda"][0]
     events: list[dict[str, Any]] = []
-    engine.sinks.append(lambda envelope: events.append(envelope.to_dict()))
+    engine.add_sink(lambda envelope: events.append(envelope.to_dict()))
     session = StreamSession(engine, StartMessage(language="de"), "gpu")
 
     async def play() -> None:

@@ -78,7 +78,7 @@ def test_shipped_acoustic_model_hears_speech_at_any_gain(
     from streamser.recognition.models import bundled_model_dir
 
     models = EmotionModels.load(bundled_model_dir(), device="cpu", num_threads=1)
-    front_end = models.acoustic_model.info.front_end
+    front_end = models.acoustic_model.contract.front_end
     assert front_end is not None and front_end.mel_level is not None
     for path in emodb_clips[:4]:
         audio, _ = soundfile.read(path, dtype="float32")

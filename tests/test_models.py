@@ -12,6 +12,7 @@ import pytest
 from streamser.errors import ModelError
 from streamser.recognition.emotion import EmotionModels
 from streamser.recognition.models import OnnxModel
+from streamser.recognition.recognizer import RecognizerOptions
 
 
 def _copy(src: Path, dst: Path) -> Path:
@@ -23,7 +24,7 @@ def _copy(src: Path, dst: Path) -> Path:
 
 def test_fixture_graphs_load_with_their_contract(fixture_models: Path) -> None:
     models = EmotionModels.load(fixture_models, device="cpu")
-    info = models.acoustic_model.info
+    info = models.acoustic_model.contract
     assert info.kind == "acoustic"
     assert info.front_end is not None and info.front_end.type == "whisper-encoder"
     assert models.text_model_for("fa") is not None
@@ -251,7 +252,7 @@ def test_min_confidence_setting_reaches_the_recognizer(fixture_models: Path) -> 
     recognition = recognizer.recognize(audio, "en")
     assert recognition.label == "uncertain"
     plain = Recognizer(
-        replace(config.recognizer_options(), min_confidence=0.0)
+        RecognizerOptions(replace(config.emotion, min_confidence=0.0), config.asr)
     ).recognize(audio, "en")
     assert plain.label != "uncertain" and recognition.scores == plain.scores
     assert recognition.confidence == pytest.approx(max(recognition.scores.values()))

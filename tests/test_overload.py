@@ -20,7 +20,8 @@ from streamser.config import Config
 from streamser.messages import StartMessage
 from streamser.metrics import Metrics
 from streamser.pipeline import Engine, StreamSession
-from streamser.recognition.recognizer import Recognizer
+from streamser.recognition.emotion_options import EmotionOptions
+from streamser.recognition.recognizer import Recognizer, RecognizerOptions
 from streamser.serve.handshake import ServerOptions
 from streamser.serve.hub import EventHub
 from streamser.serve.server import StreamServer
@@ -32,9 +33,7 @@ CHUNK = 3200  # 200 ms
 
 @pytest.fixture(scope="module")
 def recognizer(shipped_models: Path) -> Recognizer:
-    options = dataclasses.replace(
-        Config().recognizer_options(), model_dir=shipped_models
-    )
+    options = RecognizerOptions(EmotionOptions(model_dir=str(shipped_models)))
     loaded = Recognizer(options)
     loaded.warm_up()
     return loaded
@@ -54,7 +53,7 @@ def _engine(recognizer: Recognizer, **options: Any) -> tuple[Engine, list[Any]]:
     pipeline = dataclasses.replace(config.pipeline, **options)
     engine = Engine(recognizer, pipeline, config.vad, config.segmenter, Metrics())
     events: list[Any] = []
-    engine.sinks.append(lambda envelope: events.append(envelope.body))
+    engine.add_sink(lambda envelope: events.append(envelope.body))
     return engine, events
 
 
@@ -83,7 +82,7 @@ async def test_overdue_transcription_is_skipped_not_the_utterance(
     ends = _of(events, "utterance.end")
     assert len(ends) == len(clips)
     assert not _of(events, "error")
-    labels = set(recognizer.models.acoustic_model.info.labels)
+    labels = set(recognizer.models.acoustic_model.contract.labels)
     for end in ends:
         assert end.asr == "skipped_overload"
         assert end.transcript is None

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from streamser.audio.segmenter import SegmenterOptions
-from streamser.config import Config
 from streamser.metrics import Metrics
-from streamser.recognition.recognizer import Recognizer
+from streamser.recognition.emotion_options import EmotionOptions
+from streamser.recognition.recognizer import Recognizer, RecognizerOptions
 
 from _pipeline_helpers import run_stream, speech
 
@@ -22,8 +22,7 @@ pytestmark = pytest.mark.data
 
 @pytest.fixture(scope="module")
 def recognizer(shipped_models: Path) -> Recognizer:
-    config = Config()
-    options = dataclasses.replace(config.recognizer_options(), model_dir=shipped_models)
+    options = RecognizerOptions(EmotionOptions(model_dir=str(shipped_models)))
     loaded = Recognizer(options)
     loaded.warm_up()
     return loaded
@@ -93,9 +92,11 @@ async def test_a_stream_adapts_to_its_speaker(
     the earlier ones: the first is heard alone, later ones differ from hearing them
     alone, speculation still gives the same events, and switching adaptation off hears
     every one alone."""
-    options = dataclasses.replace(recognizer.options, model_dir=adaptive_models)
-    adapting = Recognizer(options)
-    alone = Recognizer(dataclasses.replace(options, speaker_adaptation=False))
+    emotion = EmotionOptions(model_dir=str(adaptive_models))
+    adapting = Recognizer(RecognizerOptions(emotion))
+    alone = Recognizer(
+        RecognizerOptions(dataclasses.replace(emotion, speaker_adaptation=False))
+    )
     assert adapting.adaptation_window == 32 and alone.adaptation_window == 0
     assert recognizer.adaptation_window == 0  # the shipped model does not adapt
     audio = speech(emodb_clips[:3], pause_s=1.0)

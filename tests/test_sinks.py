@@ -1,4 +1,5 @@
-"""The JSONL sink keeps recognising when the disk is full, and says so."""
+"""Sinks: the engine hands them every event in order (``Engine.add_sink``); the JSONL
+sink keeps recognising when the disk is full, and says so."""
 
 from __future__ import annotations
 
@@ -8,9 +9,46 @@ from pathlib import Path
 
 import pytest
 
+from streamser.config import Config
 from streamser.events import Envelope, ErrorEvent, EventSequencer, SpeechStart
 from streamser.metrics import Metrics
+from streamser.pipeline import Engine
+from streamser.recognition.asr_options import AsrOptions
+from streamser.recognition.emotion_options import EmotionOptions
+from streamser.recognition.recognizer import Recognizer, RecognizerOptions
 from streamser.sinks.jsonl import JsonlSink
+
+
+async def test_engine_sinks_get_each_event_in_the_order_added(
+    fixture_models: Path,
+) -> None:
+    config = Config()
+    recognizer = Recognizer(
+        RecognizerOptions(
+            EmotionOptions(model_dir=str(fixture_models)), AsrOptions(enabled=False)
+        )
+    )
+    engine = Engine(
+        recognizer, config.pipeline, config.vad, config.segmenter, Metrics()
+    )
+    got: list[tuple[str, int]] = []
+    try:
+        engine.add_sink(lambda e: got.append(("late", e.id)))
+        engine.add_sink(lambda e: got.append(("first", e.id)), first=True)
+        engine.add_sink(lambda e: got.append(("last", e.id)))
+        for i in range(2):
+            engine.emit("s", SpeechStart(utterance_id=i, start=0.0))
+    finally:
+        engine.close()
+    assert got == [
+        ("first", 1),
+        ("late", 1),
+        ("last", 1),
+        ("first", 2),
+        ("late", 2),
+        ("last", 2),
+    ]
+    assert len(engine.sinks) == 3
 
 
 def test_appends_one_line_per_event(tmp_path: Path) -> None:

@@ -114,7 +114,7 @@ def _engine(recognizer: Recognizer, events: list[Envelope]) -> Engine:
     engine = Engine(
         recognizer, config.pipeline, config.vad, config.segmenter, Metrics()
     )
-    engine.sinks.append(events.append)
+    engine.add_sink(events.append)
     return engine
 
 

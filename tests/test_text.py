@@ -115,7 +115,7 @@ def test_text_export_parity_and_empty_transcript(
     assert card["languages"] == ["fa"]
     assert "ShEMO" in card["licence"]
     model = OnnxModel(onnx_path, device="cpu")
-    assert model.info.languages == ("fa",)
+    assert model.contract.languages == ("fa",)
     empty = model.run(
         {"token_ids": np.zeros((1, 0), np.int64), "lengths": np.zeros(1, np.int64)}
     )
@@ -209,7 +209,9 @@ def test_cli_trains_evaluates_and_saves_a_checkpoint(tmp_path: Path) -> None:
     checkpoint = torch.load(tmp_path / "out" / "text.pt", weights_only=False)
     assert len(checkpoint["ensemble"]) == 2
     onnx_path = export_checkpoint(tmp_path / "out" / "text.pt", tmp_path / "graphs")
-    assert OnnxModel(onnx_path, device="cpu").info.labels == tuple(checkpoint["labels"])
+    assert OnnxModel(onnx_path, device="cpu").contract.labels == tuple(
+        checkpoint["labels"]
+    )
 
 
 def test_cli_rejects_unknown_candidate_and_missing_data(tmp_path: Path) -> None:

@@ -6,7 +6,6 @@ contract fields, language routing, ``utterance.end``'s ``sentiment`` and
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import subprocess
 import sys
@@ -16,9 +15,10 @@ from typing import Any
 import onnx
 import pytest
 
-from streamser.config import Config
 from streamser.errors import ModelError
+from streamser.recognition.asr_options import AsrOptions
 from streamser.recognition.contract import ModelContract
+from streamser.recognition.emotion_options import EmotionOptions
 from streamser.recognition.models import OnnxModel
 from streamser.recognition.recognizer import Recognizer, RecognizerOptions
 from streamser.recognition.text_front import CharNgramEncoder, char_wb_ngrams
@@ -99,10 +99,10 @@ def _shipped(path: Path) -> Path:
 
 def test_the_english_graph_declares_its_tokenizer_and_sentiment() -> None:
     model = OnnxModel(_shipped(EN_GRAPH))
-    assert model.info.languages == ("en",)
-    assert model.info.tokenizer == "wordpiece:emotion-text-en-v2.tokenizer.json"
-    assert model.info.sentiment_labels == ("negative", "neutral", "positive")
-    assert "happiness" in model.info.labels and "joy" not in model.info.labels
+    assert model.contract.languages == ("en",)
+    assert model.contract.tokenizer == "wordpiece:emotion-text-en-v2.tokenizer.json"
+    assert model.contract.sentiment_labels == ("negative", "neutral", "positive")
+    assert "happiness" in model.contract.labels and "joy" not in model.contract.labels
     assert (MODELS / "emotion-text-en-v2.tokenizer.json").is_file()
 
 
@@ -121,14 +121,22 @@ def test_a_missing_tokenizer_file_is_a_model_error(tmp_path: Path) -> None:
     for name in ("emotion-acoustic-v2.onnx", "emotion-text-en-v2.onnx"):
         (tmp_path / name).write_bytes(_shipped(MODELS / name).read_bytes())
     with pytest.raises(ModelError, match="tokenizer file named by the text graph"):
-        Recognizer(RecognizerOptions(model_dir=tmp_path, asr=False))
+        Recognizer(
+            RecognizerOptions(
+                EmotionOptions(model_dir=str(tmp_path)), AsrOptions(enabled=False)
+            )
+        )
 
 
 @pytest.fixture(scope="module")
 def text_only() -> Recognizer:
     """The shipped models without Whisper: text graphs with their own front ends."""
     _shipped(EN_GRAPH)
-    return Recognizer(RecognizerOptions(model_dir=MODELS, asr=False))
+    return Recognizer(
+        RecognizerOptions(
+            EmotionOptions(model_dir=str(MODELS)), AsrOptions(enabled=False)
+        )
+    )
 
 
 def test_english_text_gets_emotion_and_sentiment(text_only: Recognizer) -> None:
@@ -195,7 +203,7 @@ def _clips(datasets: Path, pattern: str, count: int) -> list[Path]:
 @pytest.fixture(scope="module")
 def with_asr() -> Recognizer:
     _shipped(EN_GRAPH)
-    options = dataclasses.replace(Config().recognizer_options(), model_dir=MODELS)
+    options = RecognizerOptions(EmotionOptions(model_dir=str(MODELS)))
     return Recognizer(options)
 
 

@@ -369,7 +369,7 @@ def test_cli_writes_checkpoint(emodb_tiny: Path, tmp_path: Path) -> None:
     assert [item["name"] for item in card["inputs"]] == ["features", "lengths"]
     assert card["inputs"][0]["shape"][-1] == 80
     models = EmotionModels.load(tmp_path / "models", device="cpu")
-    assert models.acoustic_model.info.front_end == features.WHISPER_LAYERS
+    assert models.acoustic_model.contract.front_end == features.WHISPER_LAYERS
     utts = load_dataset(f"emodb:{emodb_tiny}")[:3]
     mels = [features.log_mel(load_audio(u.path)) for u in utts]
     served = models.acoustic(mels)  # one zero-padded batch of three lengths
@@ -416,7 +416,7 @@ def test_adaptive_stats_model_from_training_to_runtime(
     assert card["verification"]["max_abs_diff"] < 1e-4
     assert card["verification"]["joined"]["max_abs_diff"] < 1e-4
     models = EmotionModels.load(out / "models", device="cpu")
-    assert models.acoustic_model.info.adaptation_window == 32
+    assert models.acoustic_model.contract.adaptation_window == 32
 
     utts = load_dataset(f"emodb:{emodb_tiny}")[:3]
     mels = [features.log_mel(load_audio(u.path)) for u in utts]

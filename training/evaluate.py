@@ -46,6 +46,8 @@ import numpy as np
 from streamser.errors import StreamserError
 from streamser.labels import CANONICAL_LABELS
 from streamser.recognition.adaptation import SpeakerBaseline
+from streamser.recognition.asr_options import AsrOptions
+from streamser.recognition.emotion_options import EmotionOptions
 from streamser.recognition.recognizer import (
     Recognizer,
     RecognizerOptions,
@@ -298,7 +300,10 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     text_only = all(u.path is None for u in utterances)
     asr = not args.no_asr or text_only
     recognizer = Recognizer(
-        RecognizerOptions(model_dir=args.models, asr=asr, device="cpu")
+        RecognizerOptions(
+            EmotionOptions(model_dir=str(args.models), device="cpu"),
+            AsrOptions(enabled=asr),
+        )
     )
     if text_only:
         return evaluate_text(recognizer, utterances, args)

@@ -92,7 +92,7 @@ def run_graph(
     width = next(
         (i.shape[-1] for i in model.session.get_inputs() if i.name == "baseline"), 0
     )
-    front_end = model.info.front_end
+    front_end = model.contract.front_end
     if front_end is not None and front_end.runs_whisper_layers:
         batch_size = 1
     probs, embeddings = [], []
@@ -485,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
         text_graph = OnnxModel(args.text_model, device="cpu")
         utterances = [utt for spec in args.data for utt in load_dataset(spec)]
         texts = [utt for utt in load_dataset(args.text_data) if utt.text]
-        labels = list(acoustic_graph.info.labels)
+        labels = list(acoustic_graph.contract.labels)
         if "neutral" in labels:
             # an acoustic graph that reads calm and boredom as neutral (v3)
             from dataclasses import replace
@@ -510,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     try:
-        feature_kind = kind_of(acoustic_graph.info.front_end)
+        feature_kind = kind_of(acoustic_graph.contract.front_end)
     except ValueError as err:
         print(f"error: {args.acoustic_model}: {err}", file=sys.stderr)
         return 2
@@ -518,9 +518,11 @@ def main(argv: list[str] | None = None) -> int:
         utterances,
         kind=feature_kind,
         copy=0,
-        front_end=acoustic_graph.info.front_end if feature_kind == "encoder" else None,
+        front_end=acoustic_graph.contract.front_end
+        if feature_kind == "encoder"
+        else None,
     )
-    graph_kind = graph_input_kind(acoustic_graph.info.front_end)
+    graph_kind = graph_input_kind(acoustic_graph.contract.front_end)
     graph_rows = (
         features
         if graph_kind == feature_kind
@@ -598,10 +600,10 @@ def main(argv: list[str] | None = None) -> int:
         "protocol": metrics["protocol"],
         "command": command,
         "inputs": {
-            "acoustic_model": acoustic_graph.info.name,
-            "acoustic_sha256": acoustic_graph.info.sha256,
-            "text_model": text_graph.info.name,
-            "text_sha256": text_graph.info.sha256,
+            "acoustic_model": acoustic_graph.contract.name,
+            "acoustic_sha256": acoustic_graph.sha256,
+            "text_model": text_graph.contract.name,
+            "text_sha256": text_graph.sha256,
         },
         "notes": (
             "Trained on RAVDESS + EMO-DB acoustic embeddings paired with no text, their "

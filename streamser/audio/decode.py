@@ -91,6 +91,25 @@ def _resampled(audio: Any, lanes: int) -> npt.NDArray[np.float32]:
     return np.clip(out, -1.0, 1.0, out=out)
 
 
+def whole_number_in(value: object, low: int, high: int) -> bool:
+    """Whether ``value`` is an integer (not a bool) from ``low`` to ``high``."""
+    return (
+        isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+    )
+
+
+def _require_whole(
+    code: str, what: str, value: object, bounds: tuple[int, int], unit: str = ""
+) -> None:
+    """Raise ``ProtocolError(code)`` (fatal) unless ``value`` is an integer within
+    ``bounds``."""
+    low, high = bounds
+    if not whole_number_in(value, low, high):
+        raise ProtocolError(
+            code, f"{what} is not an integer from {low} to {high}{unit}", fatal=True
+        )
+
+
 class AudioDecoder:
     """Turns one stream's wire audio into 16 kHz mono float32, chunk by chunk.
 
@@ -135,28 +154,19 @@ class AudioDecoder:
                 f"encoding {encoding!r} is not one of {', '.join(ENCODINGS)}",
                 fatal=True,
             )
-        if (
-            isinstance(sample_rate_hz, bool)
-            or not isinstance(sample_rate_hz, int)
-            or not MIN_SAMPLE_RATE_HZ <= sample_rate_hz <= MAX_SAMPLE_RATE_HZ
-        ):
-            raise ProtocolError(
-                "unsupported_sample_rate",
-                f"sample rate {sample_rate_hz!r} is not an integer from "
-                f"{MIN_SAMPLE_RATE_HZ} to {MAX_SAMPLE_RATE_HZ} Hz",
-                fatal=True,
-            )
-        if (
-            isinstance(channels, bool)
-            or not isinstance(channels, int)
-            or not MIN_CHANNELS <= channels <= MAX_CHANNELS
-        ):
-            raise ProtocolError(
-                "unsupported_channels",
-                f"channels {channels!r} is not an integer from {MIN_CHANNELS} "
-                f"to {MAX_CHANNELS}",
-                fatal=True,
-            )
+        _require_whole(
+            "unsupported_sample_rate",
+            f"sample rate {sample_rate_hz!r}",
+            sample_rate_hz,
+            (MIN_SAMPLE_RATE_HZ, MAX_SAMPLE_RATE_HZ),
+            " Hz",
+        )
+        _require_whole(
+            "unsupported_channels",
+            f"channels {channels!r}",
+            channels,
+            (MIN_CHANNELS, MAX_CHANNELS),
+        )
         self.encoding = encoding
         self.sample_rate_hz = sample_rate_hz
         self.channels = channels
@@ -300,13 +310,18 @@ def read_audio_file(
     try:
         with open(name, "rb") as handle:
             data = handle.read()
-    except FileNotFoundError as err:
-        raise AudioSourceError(f"file not found: {name}") from err
-    except IsADirectoryError as err:
-        raise AudioSourceError(f"{name}: is a directory, not an audio file") from err
     except OSError as err:
-        raise AudioSourceError(f"{name}: cannot read ({err.strerror})") from err
+        raise AudioSourceError(_unreadable(name, err)) from err
     return read_audio_bytes(data, name, separate=separate)
+
+
+def _unreadable(name: str, err: OSError) -> str:
+    """Why the file ``name`` could not be read, in words."""
+    if isinstance(err, FileNotFoundError):
+        return f"file not found: {name}"
+    if isinstance(err, IsADirectoryError):
+        return f"{name}: is a directory, not an audio file"
+    return f"{name}: cannot read ({err.strerror})"
 
 
 def read_audio_bytes(

@@ -53,7 +53,8 @@ class Engine:
         metrics: Metrics,
         analytics: AnalyticsOptions | None = None,
     ) -> None:
-        """Wrap a loaded recogniser; ``sinks`` get every event in ``id`` order.
+        """Wrap a loaded recogniser; sinks (``add_sink``) get every event in ``id``
+        order.
 
         Settings left to the device (``PipelineOptions.for_device``) follow where
         the recogniser's Whisper runs.
@@ -68,7 +69,7 @@ class Engine:
         self.segmenter_options = segmenter
         self.metrics = metrics
         self.sequencer = EventSequencer()
-        self.sinks: list[Callable[[Envelope], None]] = []
+        self._sinks: list[Callable[[Envelope], None]] = []
         workers = options.workers
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="recognize")
         # Utterances whose transcription was skipped run here, beside the workers,
@@ -84,6 +85,18 @@ class Engine:
         self._batcher: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
 
+    def add_sink(
+        self, sink: Callable[[Envelope], None], *, first: bool = False
+    ) -> None:
+        """Have ``sink`` get every event from now on, after the sinks added before
+        it, or before them with ``first`` (the server's routing to its clients)."""
+        self._sinks.insert(0 if first else len(self._sinks), sink)
+
+    @property
+    def sinks(self) -> tuple[Callable[[Envelope], None], ...]:
+        """The sinks, in the order they get each event."""
+        return tuple(self._sinks)
+
     def emit(self, stream_id: str, body: Any) -> Envelope:
         """Stamp an event with id, seq and time and hand it to every sink.
 
@@ -96,7 +109,7 @@ class Engine:
         self._outbox.append(envelope)
         if len(self._outbox) == 1:
             while self._outbox:
-                for sink in self.sinks:
+                for sink in self._sinks:
                     try:
                         sink(self._outbox[0])
                     except Exception:  # one broken sink must not stop the others
@@ -203,7 +216,7 @@ class Engine:
 
     @property
     def _transcribing(self) -> bool:
-        return self.recognizer.asr is not None and self.recognizer.options.asr
+        return self.recognizer.asr is not None and self.recognizer.options.asr.enabled
 
     async def _gather(self) -> None:
         """Give other streams ``batch_wait_ms`` to join a batch that is not full."""

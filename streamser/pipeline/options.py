@@ -25,38 +25,35 @@ sweep and capacity steps are what these numbers are to be chosen from)."""
 
 @dataclass(frozen=True)
 class PipelineOptions:
-    """How streams are processed.
-
-    Attributes:
-        partial_interval_ms: stream audio between two ``emotion.partial`` events of
-            one utterance; 0 turns partials off.
-        partial_window_ms: the most recent speech a partial looks at.
-        max_pending_utterances: utterances a stream may queue for recognition before
-            its source is paused (the server stops reading its socket: backpressure);
-            a stream that cannot be paused and gets 4 times as far behind sheds with
-            an ``overloaded`` error event (counted, logged as a bug).
-        asr_max_lag_ms: an utterance whose transcript would not be ready this long
-            after its audio arrived (judged by what transcriptions take while others
-            run) is recognised without ASR (its emotion is never late;
-            ``utterance.end`` says ``"asr": "skipped_overload"``). Audio that arrives
-            faster than real time counts as arriving at its real-time pace.
-        workers: recognition calls that may run at once; 0 for the device's
-            default: one per core on CPU, Whisper's ``asr.num_workers`` on CUDA (so
-            that utterances gather into large batches rather than many small ones).
-        max_batch: utterances of concurrent streams recognised in one call; 0 for
-            the device's default (``BATCH_DEFAULTS``).
-        batch_wait_ms: how long the first utterance of a batch waits for others;
-            short, so that batching never costs a lone stream its latency; -1 for
-            the device's default (``BATCH_DEFAULTS``).
-    """
+    """How streams are processed."""
 
     partial_interval_ms: int = 1000
+    """Stream audio between two ``emotion.partial`` events of one utterance; 0 turns
+    partials off."""
     partial_window_ms: int = 4000
+    """The most recent speech a partial looks at."""
     max_pending_utterances: int = 8
+    """Utterances a stream may queue for recognition before its source is paused
+    (the server stops reading its socket: backpressure); a stream that cannot be
+    paused and gets 4 times as far behind sheds with an ``overloaded`` error event
+    (counted, logged as a bug)."""
     asr_max_lag_ms: int = 2000
+    """An utterance whose transcript would not be ready this long after its audio
+    arrived (judged by what transcriptions take while others run) is recognised
+    without ASR (its emotion is never late; ``utterance.end`` says ``"asr":
+    "skipped_overload"``). Audio that arrives faster than real time counts as
+    arriving at its real-time pace."""
     workers: int = 0
+    """Recognition calls that may run at once; 0 for the device's default: one per
+    core on CPU, Whisper's ``asr.num_workers`` on CUDA (so that utterances gather
+    into large batches rather than many small ones)."""
     max_batch: int = 0
+    """Utterances of concurrent streams recognised in one call; 0 for the device's
+    default (``BATCH_DEFAULTS``)."""
     batch_wait_ms: int = -1
+    """How long the first utterance of a batch waits for others; short, so that
+    batching never costs a lone stream its latency; -1 for the device's default
+    (``BATCH_DEFAULTS``)."""
 
     def __post_init__(self) -> None:
         if self.partial_interval_ms < 0 or self.partial_window_ms < 100:

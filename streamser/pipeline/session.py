@@ -11,7 +11,6 @@ import asyncio
 import logging
 import math
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -27,94 +26,33 @@ from streamser.audio.segmenter import (
 )
 from streamser.audio.vad import make_vad
 from streamser.events import (
-    ASR_OK,
     CallAlert,
-    EmotionPartial,
     ErrorEvent,
-    ModalityScores,
+    Event,
     ModelInfo,
-    SpeechStart,
     StreamEnd,
     StreamStart,
-    UtteranceEnd,
     samples_to_seconds,
 )
 from streamser.messages import StartMessage
 from streamser.pipeline.engine import Engine, Recognized
+from streamser.pipeline.lane import Lane, PendingUtterance, Speculation, retrieve
+from streamser.pipeline.utterance_events import (
+    partial_event,
+    speech_start,
+    utterance_end,
+)
 from streamser.recognition.adaptation import SpeakerBaseline
-from streamser.recognition.emotion import EmotionScores
 from streamser.recognition.recognizer import Recognition
 
 _LOGGER = logging.getLogger(__name__)
-
-
-@dataclass
-class _Speculation:
-    """Recognition started on an ``UtteranceEnding``, before the utterance closed."""
-
-    ending: UtteranceEnding
-    language: str | None
-    baseline_version: int
-    task: asyncio.Task[Recognized]
-
-
-@dataclass
-class _Pending:
-    lane: _Lane
-    utterance_id: int
-    start_sample: int
-    end_sample: int
-    audio: npt.NDArray[np.float32]
-    closed_at: float
-    speculation: _Speculation | None = None
-    taken_at: float | None = None
-    """When the stream's worker took it (None while it waits)."""
-
-
-def _retrieve(task: asyncio.Task[Recognized]) -> None:
-    """Mark a discarded speculation's failure as seen (it is not reported)."""
-    if not task.cancelled():
-        task.exception()
-
-
-def _rounded(value: float | None) -> float | None:
-    """An arousal or valence value for an event (None stays None)."""
-    return None if value is None else round(value, 6)
-
-
-def _modality(scores: EmotionScores | None) -> ModalityScores | None:
-    if scores is None:
-        return None
-    return ModalityScores(label=scores.label, scores=dict(scores.scores))
-
-
-class _Lane:
-    """One channel of a stream: its own segmenter, speaker baseline, speculation and
-    partials. A stream has one lane, or one per channel when they are kept apart.
-    Used from the loop thread only."""
-
-    def __init__(
-        self, channel: int, segmenter: Segmenter, baseline: SpeakerBaseline
-    ) -> None:
-        self.channel = channel
-        self.segmenter = segmenter
-        self.baseline = baseline
-        self.speculation: _Speculation | None = None
-        self.partial: asyncio.Task[None] | None = None
-        self.next_partial_sample = 0
-        self.open_id: int | None = None
-        """The stream-wide ``utterance_id`` of the lane's active utterance."""
-        self.open_start = 0
-        self.last_done_id = -1
-        self.ids: dict[int, int] = {}
-        """The segmenter's utterance index to the stream-wide ``utterance_id``."""
 
 
 class StreamSession:
     """One audio stream from start to ``stream.end``. Use from the loop thread only.
 
     A stream whose start says ``channel_mode: "separate"`` has one lane per channel
-    (``_Lane``: segmenter, speaker baseline, speculation, partials); otherwise one
+    (``Lane``: segmenter, speaker baseline, speculation, partials); otherwise one
     lane of the downmixed audio. Lanes share the recognition queue and worker, the
     stream's language and its analytics. ``utterance_id`` counts the utterances of
     all lanes together, in the order they were confirmed (``speech.start``); audio
@@ -147,7 +85,7 @@ class StreamSession:
         )
         window = engine.recognizer.adaptation_window
         self._lanes = [
-            _Lane(
+            Lane(
                 channel,
                 Segmenter(make_vad(engine.vad_options), engine.segmenter_options),
                 SpeakerBaseline(window),
@@ -156,7 +94,7 @@ class StreamSession:
         ]
         self._frame_samples = self._lanes[0].segmenter.vad.frame_samples
         self._next_utterance_id = 0
-        self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[PendingUtterance | None] = asyncio.Queue()
         self._opened_at = time.monotonic()
         self._worker: asyncio.Task[None] | None = None
         self._room = asyncio.Event()
@@ -307,7 +245,7 @@ class StreamSession:
             self.stream_id, ErrorEvent(code=code, message=message, fatal=fatal)
         )
 
-    def _emit(self, body: SpeechStart | EmotionPartial | UtteranceEnd) -> None:
+    def _emit(self, body: Event) -> None:
         """Emit an utterance event, then the alerts it raises."""
         self.engine.emit(self.stream_id, body)
         self._send(self._analytics.observe(body))
@@ -316,7 +254,7 @@ class StreamSession:
         for alert in alerts:
             self.engine.emit(self.stream_id, alert)
 
-    def _utterance_id(self, lane: _Lane, index: int) -> int:
+    def _utterance_id(self, lane: Lane, index: int) -> int:
         """The stream-wide id of the lane's utterance ``index``, given on first
         sight (its ``SpeechStarted``)."""
         if index not in lane.ids:
@@ -324,30 +262,21 @@ class StreamSession:
             self._next_utterance_id += 1
         return lane.ids[index]
 
-    def _handle(self, lane: _Lane, results: list[SegmentEvent]) -> None:
+    def _handle(self, lane: Lane, results: list[SegmentEvent]) -> None:
         for result in results:
             utterance_id = self._utterance_id(lane, result.utterance_index)
             if isinstance(result, UtteranceEnding):
                 self._speculate(lane, result)
                 continue
             if isinstance(result, SpeechStarted):
-                lane.open_id = utterance_id
-                lane.open_start = result.start_sample
-                lane.next_partial_sample = (
-                    result.start_sample
-                    + self.engine.options.partial_interval_ms * SAMPLE_RATE_HZ // 1000
-                )
+                lane.open(utterance_id, result.start_sample, self._partial_samples)
                 self._emit(
-                    SpeechStart(
-                        utterance_id=utterance_id,
-                        start=samples_to_seconds(result.start_sample),
-                        channel=lane.channel,
-                    )
+                    speech_start(utterance_id, result.start_sample, lane.channel)
                 )
                 continue
             lane.open_id = None
             del lane.ids[result.utterance_index]
-            pending = _Pending(
+            pending = PendingUtterance(
                 lane=lane,
                 utterance_id=utterance_id,
                 start_sample=result.start_sample,
@@ -388,7 +317,7 @@ class StreamSession:
             self._queue.put_nowait(pending)
             self.engine.metrics.queue_depth.inc()
 
-    def _speculate(self, lane: _Lane, ending: UtteranceEnding) -> None:
+    def _speculate(self, lane: Lane, ending: UtteranceEnding) -> None:
         """Start recognising an utterance that has gone quiet, unless workers are busy
         (or, for a stream adapting to its speaker, an earlier utterance is unfinished).
 
@@ -402,7 +331,7 @@ class StreamSession:
         if lane.baseline.window and self.pending_utterances:
             return  # an earlier utterance's result will change the baseline
         baseline = lane.baseline.snapshot()
-        lane.speculation = _Speculation(
+        lane.speculation = Speculation(
             ending,
             self.language,
             baseline.version,
@@ -415,9 +344,9 @@ class StreamSession:
                 )
             ),
         )
-        lane.speculation.task.add_done_callback(_retrieve)
+        lane.speculation.task.add_done_callback(retrieve)
 
-    def _drop_speculation(self, lane: _Lane) -> None:
+    def _drop_speculation(self, lane: Lane) -> None:
         """Abandon the lane's open speculation: speech resumed or the utterance ended
         otherwise (flush, max length, end of stream)."""
         if lane.speculation is not None:
@@ -435,7 +364,7 @@ class StreamSession:
             return math.inf
         return max(closed_at, self._opened_at + end_sample / SAMPLE_RATE_HZ)
 
-    async def _recognition(self, pending: _Pending) -> Recognized:
+    async def _recognition(self, pending: PendingUtterance) -> Recognized:
         """The speculative result, when it was started with the stream's current
         language and the lane's speaker baseline; otherwise a fresh recognition.
         (Utterances are finished in order, so a fresh one sees every earlier
@@ -458,18 +387,15 @@ class StreamSession:
             self._arrival(pending.end_sample, pending.closed_at),
         )
 
-    def _maybe_partial(self, lane: _Lane) -> None:
-        interval = self.engine.options.partial_interval_ms
+    @property
+    def _partial_samples(self) -> int:
+        """Stream audio between two partials of an utterance (0: none)."""
+        return self.engine.options.partial_interval_ms * SAMPLE_RATE_HZ // 1000
+
+    def _maybe_partial(self, lane: Lane) -> None:
+        if lane.open_id is None or not lane.partial_due(self._partial_samples):
+            return
         segmenter = lane.segmenter
-        if not interval or lane.open_id is None or not segmenter.active:
-            return
-        if segmenter.samples_seen < lane.next_partial_sample:
-            return
-        if lane.partial is not None and not lane.partial.done():
-            return  # one partial at a time per lane: skip rather than queue
-        lane.next_partial_sample = segmenter.samples_seen + (
-            interval * SAMPLE_RATE_HZ // 1000
-        )
         if self.engine.busy:
             self.engine.metrics.skipped_partials.inc()
             return
@@ -483,7 +409,7 @@ class StreamSession:
 
     async def _emit_partial(
         self,
-        lane: _Lane,
+        lane: Lane,
         utterance_id: int,
         start_sample: int,
         end_sample: int,
@@ -502,16 +428,7 @@ class StreamSession:
         if utterance_id <= lane.last_done_id:
             return  # its utterance.end is already out and says more
         self._emit(
-            EmotionPartial(
-                utterance_id=utterance_id,
-                start=samples_to_seconds(start_sample),
-                end=samples_to_seconds(end_sample),
-                label=scores.label,
-                scores=dict(scores.scores),
-                channel=lane.channel,
-                arousal=_rounded(scores.arousal),
-                valence=_rounded(scores.valence),
-            ),
+            partial_event(utterance_id, start_sample, end_sample, scores, lane.channel)
         )
 
     @property
@@ -555,7 +472,7 @@ class StreamSession:
             self._emit_utterance(pending, recognition, recognized.asr)
 
     def _keep_language(self, recognition: Recognition) -> None:
-        threshold = self.engine.recognizer.options.whisper.language_confidence
+        threshold = self.engine.recognizer.options.asr.language_confidence
         if (
             self.language is None
             and recognition.language
@@ -568,7 +485,7 @@ class StreamSession:
             )
 
     def _emit_utterance(
-        self, pending: _Pending, recognition: Recognition, asr: str
+        self, pending: PendingUtterance, recognition: Recognition, asr: str
     ) -> None:
         pending.lane.last_done_id = pending.utterance_id
         since = pending.closed_at
@@ -579,24 +496,5 @@ class StreamSession:
         self.engine.metrics.utterances.inc()
         self.utterances += 1
         self._emit(
-            UtteranceEnd(
-                utterance_id=pending.utterance_id,
-                start=samples_to_seconds(pending.start_sample),
-                end=samples_to_seconds(pending.end_sample),
-                transcript=recognition.transcript if asr == ASR_OK else None,
-                language=recognition.language,
-                label=recognition.label,
-                confidence=round(recognition.confidence, 6),
-                scores={k: round(v, 6) for k, v in recognition.scores.items()},
-                modalities={
-                    "acoustic": _modality(recognition.acoustic),
-                    "text": _modality(recognition.text),
-                },
-                latency_ms=round(latency_s * 1000.0, 1),
-                asr=asr,
-                channel=pending.lane.channel,
-                arousal=_rounded(recognition.arousal),
-                valence=_rounded(recognition.valence),
-                sentiment=_modality(recognition.sentiment),
-            ),
+            utterance_end(pending, recognition, asr, latency_s, pending.lane.channel)
         )

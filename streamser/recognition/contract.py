@@ -10,10 +10,10 @@ beside it (``NAME.onnx.json``, same ``FORMAT_VERSION``) adds provenance and metr
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from streamser.audio import SAMPLE_RATE_HZ
 from streamser.errors import ModelError
@@ -29,6 +29,29 @@ FRONT_END_TYPES: Final = ("log-mel", "whisper-encoder")
 """Front ends this runtime computes (``streamser.recognition.features``)."""
 AFFECT_DIMENSIONS: Final = ("arousal", "valence")
 """Columns an acoustic graph's ``affect`` output may declare, each in [-1, 1]."""
+
+
+class GraphNode(Protocol):
+    """An input or output of a loaded graph (onnxruntime's ``NodeArg``)."""
+
+    @property
+    def name(self) -> str:
+        """The node's name."""
+
+    @property
+    def shape(self) -> Sequence[int | str | None]:
+        """Its shape; a symbolic or unknown axis is a string or None."""
+
+
+class GraphSession(Protocol):
+    """What ``ModelContract.check`` reads of a loaded graph (an onnxruntime
+    ``InferenceSession``)."""
+
+    def get_inputs(self) -> Sequence[GraphNode]:
+        """The graph's inputs."""
+
+    def get_outputs(self) -> Sequence[GraphNode]:
+        """The graph's outputs, ``probs`` first."""
 
 
 @dataclass(frozen=True)
@@ -118,6 +141,46 @@ class ModelContract:
             meta["variant"] = self.variant
         return {META_PREFIX + key: value for key, value in meta.items()}
 
+    def check(self, session: GraphSession, path: Path | str) -> None:
+        """Check that the loaded graph has the inputs and outputs this contract
+        declares: the speaker baseline's, ``affect`` and ``sentiment`` of the
+        declared widths, and as many ``probs`` columns as labels.
+
+        Raises:
+            ModelError: they differ; the message names the file and the field.
+        """
+        inputs = {node.name for node in session.get_inputs()}
+        outputs = {node.name: node for node in session.get_outputs()}
+        if self.adaptation_window and not (
+            {"baseline", "baseline_count"} <= inputs and "pooled" in outputs
+        ):
+            raise ModelError(
+                f"{path}: field adaptation_window is set but the graph lacks the "
+                "baseline and baseline_count inputs or the pooled output"
+            )
+        if self.affect and _width(outputs.get("affect"), len(self.affect)) is None:
+            raise ModelError(
+                f"{path}: field affect lists {list(self.affect)} but the "
+                "graph has no affect output of that width"
+            )
+        sentiment = self.sentiment_labels
+        if bool(sentiment) != ("sentiment" in outputs):
+            raise ModelError(
+                f"{path}: field sentiment_labels and the sentiment output must come "
+                "together"
+            )
+        if sentiment and _width(outputs["sentiment"], len(sentiment)) is None:
+            raise ModelError(
+                f"{path}: field sentiment_labels has {len(sentiment)} entries but "
+                f"the output sentiment has {outputs['sentiment'].shape[-1]}"
+            )
+        probs = session.get_outputs()[0]
+        if _width(probs, len(self.labels)) is None:
+            raise ModelError(
+                f"{path}: field labels has {len(self.labels)} entries but the "
+                f"output {probs.name!r} has {probs.shape[-1]}"
+            )
+
     @classmethod
     def from_metadata(cls, props: Mapping[str, str], path: Path | str) -> ModelContract:
         """Read and check a graph's ``metadata_props`` (other keys are ignored).
@@ -136,22 +199,16 @@ class ModelContract:
         kind = reader.text("kind")
         if kind not in KINDS:
             raise ModelError(f"{path}: field kind {kind!r} is not one of {KINDS}")
-        labels = reader.json("labels")
-        if (
-            not isinstance(labels, list)
-            or not labels
-            or any(label not in CANONICAL_LABELS for label in labels)
-        ):
-            raise ModelError(
-                f"{path}: field labels must list canonical labels: {labels!r}"
-            )
+        labels = reader.names("labels", CANONICAL_LABELS, "canonical labels")
         sample_rate_hz = reader.integer("sample_rate")
         if sample_rate_hz != SAMPLE_RATE_HZ:
             raise ModelError(
                 f"{path}: field sample_rate is {sample_rate_hz}, not the runtime's "
                 f"{SAMPLE_RATE_HZ}"
             )
-        front_end = _front_end(reader) if kind == "acoustic" else None
+        front_end, window, affect = (
+            _acoustic_fields(reader) if kind == "acoustic" else (None, 0, [])
+        )
         languages: list[str] = []
         if kind == "text":
             languages = reader.json("languages")
@@ -162,26 +219,6 @@ class ModelContract:
         tokenizer, sentiment_labels = (
             _text_fields(reader) if kind == "text" else ("", [])
         )
-        window = 0
-        if kind == "acoustic" and reader.has("adaptation_window"):
-            window = reader.json("adaptation_window")
-            if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-                raise ModelError(
-                    f"{path}: field adaptation_window must be a positive integer"
-                )
-        affect: list[str] = []
-        if kind == "acoustic" and reader.has("affect"):
-            affect = reader.json("affect")
-            if (
-                not isinstance(affect, list)
-                or not affect
-                or any(name not in AFFECT_DIMENSIONS for name in affect)
-                or len(set(affect)) != len(affect)
-            ):
-                raise ModelError(
-                    f"{path}: field affect must list some of {AFFECT_DIMENSIONS}: "
-                    f"{affect!r}"
-                )
         embedding_dim = reader.integer("embedding_dim")
         if embedding_dim < 0:
             raise ModelError(f"{path}: field embedding_dim is negative")
@@ -228,6 +265,27 @@ class _Reader:
                 f"{self.path}: metadata field {META_PREFIX}{key} is not JSON"
             ) from err
 
+    def names(
+        self,
+        key: str,
+        allowed: Sequence[str],
+        describe: str,
+        *,
+        unique: bool = False,
+    ) -> list[str]:
+        """A non-empty JSON list of ``allowed`` names (each once, when ``unique``)."""
+        value = self.json(key)
+        if (
+            not isinstance(value, list)
+            or not value
+            or any(name not in allowed for name in value)
+            or (unique and len(set(value)) != len(value))
+        ):
+            raise ModelError(
+                f"{self.path}: field {key} must list {describe}: {value!r}"
+            )
+        return value
+
     def integer(self, key: str) -> int:
         value = self.text(key)
         try:
@@ -236,6 +294,25 @@ class _Reader:
             raise ModelError(
                 f"{self.path}: field {key} is not an integer: {value!r}"
             ) from None
+
+
+def _acoustic_fields(reader: _Reader) -> tuple[FrontEnd, int, list[str]]:
+    """An acoustic graph's front end, ``adaptation_window`` (0 when absent) and
+    ``affect`` columns (empty when absent)."""
+    front_end = _front_end(reader)
+    window = 0
+    if reader.has("adaptation_window"):
+        window = reader.json("adaptation_window")
+        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+            raise ModelError(
+                f"{reader.path}: field adaptation_window must be a positive integer"
+            )
+    affect: list[str] = []
+    if reader.has("affect"):
+        affect = reader.names(
+            "affect", AFFECT_DIMENSIONS, f"some of {AFFECT_DIMENSIONS}", unique=True
+        )
+    return front_end, window, affect
 
 
 def _front_end(reader: _Reader) -> FrontEnd:
@@ -279,14 +356,16 @@ def _text_fields(reader: _Reader) -> tuple[str, list[str]]:
             )
     labels: list[str] = []
     if reader.has("sentiment_labels"):
-        labels = reader.json("sentiment_labels")
-        if (
-            not isinstance(labels, list)
-            or not labels
-            or any(label not in SENTIMENT_LABELS for label in labels)
-        ):
-            raise ModelError(
-                f"{path}: field sentiment_labels must list labels of "
-                f"{SENTIMENT_LABELS}: {labels!r}"
-            )
+        labels = reader.names(
+            "sentiment_labels", SENTIMENT_LABELS, f"labels of {SENTIMENT_LABELS}"
+        )
     return tokenizer, labels
+
+
+def _width(node: GraphNode | None, expected: int) -> int | None:
+    """``expected`` when ``node`` exists and its last axis is ``expected`` wide or
+    not fixed (checked when run); None otherwise."""
+    if node is None:
+        return None
+    width = node.shape[-1]
+    return expected if not isinstance(width, int) or width == expected else None

@@ -7,7 +7,6 @@ take batches (lists) so that concurrent utterances can share one call.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -18,6 +17,7 @@ import numpy.typing as npt
 from streamser.errors import ModelError
 from streamser.recognition.adaptation import NO_BASELINE, Baseline
 from streamser.recognition.features import pad_batch
+from streamser.recognition.model_choice import ModelChoice, ModelFile, choose_models
 from streamser.recognition.models import OnnxModel
 from streamser.recognition.text_front import TokenEncoder, encoder_for
 
@@ -25,7 +25,6 @@ _LOGGER = logging.getLogger(__name__)
 
 UNCERTAIN = "uncertain"
 """The label of an utterance whose top probability is below ``min_confidence``."""
-_NAME = re.compile(r"^emotion-(acoustic|text|fusion)(?:-([a-z]{2}))?-v(\d+)\.onnx$")
 
 
 @dataclass(frozen=True)
@@ -104,14 +103,14 @@ class EmotionModels:
         self.text_encoders: dict[str, TokenEncoder] = {}
         """Text graph name -> its own front end (graphs over Whisper BPE have none)."""
         for model in dict.fromkeys(self.text_models.values()):
-            encoder = encoder_for(model.info.tokenizer, model.path.parent)
+            encoder = encoder_for(model.contract.tokenizer, model.path.parent)
             if encoder is not None:
-                self.text_encoders[model.info.name] = encoder
+                self.text_encoders[model.contract.name] = encoder
         self.fusion_model = fusion
         self._pooled_width = _baseline_width(acoustic)
         self._text_width = 0
         if fusion is not None:
-            if fusion.info.labels != acoustic.info.labels:
+            if fusion.contract.labels != acoustic.contract.labels:
                 raise ModelError(
                     f"{fusion.path}: field labels differs from the acoustic model's"
                 )
@@ -123,56 +122,82 @@ class EmotionModels:
 
     @classmethod
     def load(
-        cls, model_dir: Path, *, device: str = "auto", num_threads: int = 1
+        cls,
+        model_dir: Path,
+        *,
+        device: str = "auto",
+        num_threads: int = 1,
+        acoustic: str = "",
+        text: Mapping[str, str] | None = None,
     ) -> EmotionModels:
-        """Load the newest graph of each kind (and text language) in ``model_dir``.
+        """Load the graphs of ``model_dir`` that ``choose_models`` picks: those
+        named, else the newest of each kind (and text language).
+
+        Args:
+            model_dir: the model folder.
+            device: "auto", "cpu" or "cuda".
+            num_threads: onnxruntime threads per call.
+            acoustic: the acoustic graph's name ("" for the newest).
+            text: language to text graph name (others: the newest that reads it).
 
         Raises:
-            ModelError: no acoustic graph, or a graph fails its checks.
+            ModelError: no acoustic graph, a named graph is not there or does not
+                read its language, or a graph fails its checks.
         """
-        if not model_dir.is_dir():
-            raise ModelError(f"model folder not found: {model_dir}")
-        newest: dict[tuple[str, str], tuple[int, Path]] = {}
-        for path in sorted(model_dir.glob("emotion-*.onnx")):
-            match = _NAME.match(path.name)
-            if match is None:
-                _LOGGER.warning(
-                    "Ignoring %s: not named emotion-KIND[-LANG]-vN.onnx", path
+        choice = choose_models(model_dir, acoustic, text)
+        loaded: dict[Path, OnnxModel] = {}
+
+        def load(file: ModelFile) -> OnnxModel:
+            if file.path not in loaded:
+                loaded[file.path] = OnnxModel(
+                    file.path, num_threads=num_threads, device=device
                 )
-                continue
-            key = (match.group(1), match.group(2) or "")
-            version = int(match.group(3))
-            if key not in newest or version > newest[key][0]:
-                newest[key] = (version, path)
-        acoustic_paths = [
-            p for (kind, _), (_, p) in newest.items() if kind == "acoustic"
-        ]
-        if not acoustic_paths:
-            raise ModelError(f"{model_dir}: no emotion-acoustic-vN.onnx model")
-        acoustic = OnnxModel(acoustic_paths[0], num_threads=num_threads, device=device)
-        text: dict[str, OnnxModel] = {}
-        fusion = None
-        for (kind, _), (_, path) in sorted(newest.items()):
-            if kind == "text":
-                model = OnnxModel(path, num_threads=num_threads, device=device)
-                for language in model.info.languages:
-                    text[language] = model
-            elif kind == "fusion":
-                fusion = OnnxModel(path, num_threads=num_threads, device=device)
-        for model in (acoustic, *set(text.values()), *([fusion] if fusion else [])):
+            model = loaded[file.path]
+            if model.contract.kind != file.kind:
+                raise ModelError(f"{model.path}: field kind is {model.contract.kind!r}")
+            return model
+
+        acoustic_model = load(choice.acoustic)
+        by_language: dict[str, OnnxModel] = {}
+        for file in choice.text:
+            model = load(file)
+            by_language.update(dict.fromkeys(model.contract.languages, model))
+        for language, file in choice.named_text.items():
+            model = load(file)
+            if language not in model.contract.languages:
+                raise ModelError(
+                    f"[emotion.text] {language} = {file.name!r}: the model reads "
+                    f"{', '.join(model.contract.languages) or 'no language'}"
+                )
+            by_language[language] = model
+        fusion = load(choice.fusion) if choice.fusion else None
+        models = cls(acoustic_model, by_language, fusion)
+        models.log_choice(model_dir, choice)
+        return models
+
+    def log_choice(self, model_dir: Path, choice: ModelChoice) -> None:
+        """Log each graph (name, version, hash prefix, labels), then the choice in
+        one line: which graph serves what, and whether it was named or the newest."""
+        for model in self.all_models:
             _LOGGER.info(
                 "Emotion model %s v%s (%s) sha256 %s labels %s",
-                model.info.name,
-                model.info.version,
-                model.info.kind,
-                model.info.sha256[:12],
-                ",".join(model.info.labels),
+                model.contract.name,
+                model.contract.version,
+                model.contract.kind,
+                model.sha256[:12],
+                ",".join(model.contract.labels),
             )
-        for kind in ("acoustic", "text"):
-            for model in [acoustic] if kind == "acoustic" else list(text.values()):
-                if kind != model.info.kind:
-                    raise ModelError(f"{model.path}: field kind is {model.info.kind!r}")
-        return cls(acoustic, text, fusion)
+        how = {True: "named", False: "newest"}
+        parts = [
+            f"acoustic={self.acoustic_model.contract.name} ({how[choice.acoustic_named]})"
+        ]
+        parts += [
+            f"text.{language}={model.contract.name} ({how[language in choice.named_text]})"
+            for language, model in sorted(self.text_models.items())
+        ]
+        if self.fusion_model is not None:
+            parts.append(f"fusion={self.fusion_model.contract.name} (newest)")
+        _LOGGER.info("Emotion models chosen in %s: %s", model_dir, " ".join(parts))
 
     @property
     def all_models(self) -> list[OnnxModel]:
@@ -201,7 +226,7 @@ class EmotionModels:
         given = (
             list(baselines) if baselines is not None else [NO_BASELINE] * len(features)
         )
-        front_end = self.acoustic_model.info.front_end
+        front_end = self.acoustic_model.contract.front_end
         if front_end is not None:
             features = [front_end.levelled(f) for f in features]
         rows = list(range(len(features)))
@@ -210,9 +235,9 @@ class EmotionModels:
             if front_end is not None and front_end.runs_whisper_layers
             else [rows]
         )
-        labels = self.acoustic_model.info.labels
-        affect_names = self.acoustic_model.info.affect
-        adapts = self.acoustic_model.info.adaptation_window > 0
+        labels = self.acoustic_model.contract.labels
+        affect_names = self.acoustic_model.contract.affect
+        adapts = self.acoustic_model.contract.adaptation_window > 0
         outputs = []
         for group in groups:
             batch, lengths = pad_batch([features[i] for i in group], np.float32)
@@ -262,7 +287,9 @@ class EmotionModels:
         """The front end of ``language``'s text graph; None when it reads Whisper BPE
         ids (or there is no graph)."""
         model = self.text_model_for(language)
-        return self.text_encoders.get(model.info.name) if model is not None else None
+        return (
+            self.text_encoders.get(model.contract.name) if model is not None else None
+        )
 
     def text(
         self, token_ids: Sequence[npt.NDArray[np.int64]], language: str
@@ -281,8 +308,8 @@ class EmotionModels:
             for ids in token_ids
         ]
         out = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
-        labels = model.info.labels
-        sentiment_labels = model.info.sentiment_labels
+        labels = model.contract.labels
+        sentiment_labels = model.contract.sentiment_labels
         sentiments = out.get("sentiment") if sentiment_labels else None
         return [
             EmotionOutput(
@@ -317,7 +344,7 @@ class EmotionModels:
                 "text_present": present,
             }
         )
-        labels = self.fusion_model.info.labels
+        labels = self.fusion_model.contract.labels
         return [EmotionScores.from_probs(labels, p) for p in out["probs"]]
 
 
@@ -339,7 +366,7 @@ def _with_affect(
 
 def _baseline_width(model: OnnxModel) -> int:
     """Width of an adapting acoustic graph's ``baseline`` input (0: it does not adapt)."""
-    if not model.info.adaptation_window:
+    if not model.contract.adaptation_window:
         return 0
     for item in model.session.get_inputs():
         if item.name == "baseline" and isinstance(item.shape[-1], int):
@@ -355,15 +382,15 @@ def _check_partners(
     Its card names them (``fused_with``, by sha256); without a card there is nothing
     to check.
     """
-    partners = fusion.info.card.get("fused_with") or {}
+    partners = fusion.card.get("fused_with") or {}
     expected = partners.get("acoustic_sha256")
-    if expected and expected != acoustic.info.sha256:
+    if expected and expected != acoustic.sha256:
         raise ModelError(
             f"{fusion.path}: fit to acoustic graph sha256 {expected[:12]}, but "
-            f"{acoustic.path.name} is {acoustic.info.sha256[:12]}; retrain fusion"
+            f"{acoustic.path.name} is {acoustic.sha256[:12]}; retrain fusion"
         )
     expected = partners.get("text_sha256")
-    shas = {model.info.sha256 for model in text.values()}
+    shas = {model.sha256 for model in text.values()}
     if expected and shas and expected not in shas:
         raise ModelError(
             f"{fusion.path}: fit to text graph sha256 {expected[:12]}, which is not "

@@ -10,14 +10,14 @@ unpadded utterance (about 1/20 of the cost of faster-whisper's 30 s window).
 
 from __future__ import annotations
 
+import functools
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
-from faster_whisper.feature_extractor import FeatureExtractor
 
 HOP_SAMPLES: Final = 160
 N_MELS: Final = 80
@@ -100,8 +100,20 @@ WHISPER_ENCODER_TOP: Final = FrontEnd(type="whisper-encoder", dim=512)
 """The whole encoder's final states, computed by the runtime's Whisper (CTranslate2)."""
 LOG_MEL: Final = FrontEnd(type="log-mel", dim=N_MELS, whisper="")
 
-_EXTRACTOR = FeatureExtractor(feature_size=N_MELS)
 _EXTRACTOR_LOCK = threading.Lock()
+
+
+@functools.cache
+def _extractor() -> Callable[..., npt.NDArray[np.float32]]:
+    """faster-whisper's mel extractor, made on first use."""
+    # imported here: faster-whisper (and CTranslate2) load only with a model, so
+    # that ``streamser send`` and ``import streamser.cli`` stay light (issue 26)
+    from faster_whisper.feature_extractor import FeatureExtractor
+
+    extractor: Callable[..., npt.NDArray[np.float32]] = FeatureExtractor(
+        feature_size=N_MELS
+    )
+    return extractor
 
 
 def log_mel(audio: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
@@ -121,7 +133,7 @@ def log_mel(audio: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     if samples.shape[0] < 2 * HOP_SAMPLES:
         samples = np.pad(samples, (0, 2 * HOP_SAMPLES - samples.shape[0]))
     with _EXTRACTOR_LOCK:  # the extractor caches arrays; keep calls serial
-        mel = _EXTRACTOR(samples, padding=0)
+        mel = _extractor()(samples, padding=0)
     frames = samples.shape[0] // HOP_SAMPLES
     frames -= frames % 2
     return np.ascontiguousarray(mel[:, :frames].T, dtype=np.float32)

@@ -11,18 +11,18 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy.typing as npt
-import onnxruntime as ort
 
 from streamser.errors import ModelError
 from streamser.recognition.contract import FORMAT_VERSION, ModelContract
 from streamser.recognition.cuda import onnx_providers
-from streamser.recognition.features import FrontEnd
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -41,79 +41,12 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-@dataclass(frozen=True)
-class ModelInfo:
-    """A loaded graph's contract, with its hash and card.
-
-    The contract's fields are readable here too (``info.labels``...).
-    """
-
-    contract: ModelContract
-    """What the graph's metadata declares."""
-    sha256: str
-    """Hash of the ONNX file."""
-    card: dict[str, Any] = field(default_factory=dict, compare=False)
-    """The JSON card's contents (empty without a card)."""
-
-    @property
-    def name(self) -> str:
-        """E.g. ``emotion-acoustic-v2``."""
-        return self.contract.name
-
-    @property
-    def kind(self) -> str:
-        """acoustic, text or fusion."""
-        return self.contract.kind
-
-    @property
-    def version(self) -> str:
-        """Model version string."""
-        return self.contract.version
-
-    @property
-    def labels(self) -> tuple[str, ...]:
-        """Labels in output order."""
-        return self.contract.labels
-
-    @property
-    def sample_rate_hz(self) -> int:
-        """Audio sample rate the features assume."""
-        return self.contract.sample_rate_hz
-
-    @property
-    def front_end(self) -> FrontEnd | None:
-        """Acoustic feature settings (None for text and fusion)."""
-        return self.contract.front_end
-
-    @property
-    def languages(self) -> tuple[str, ...]:
-        """ISO 639-1 codes a text model reads; empty for any."""
-        return self.contract.languages
-
-    @property
-    def tokenizer(self) -> str:
-        """Text only: the front end that makes ``token_ids`` ("" for Whisper's BPE)."""
-        return self.contract.tokenizer
-
-    @property
-    def sentiment_labels(self) -> tuple[str, ...]:
-        """Text only: labels of the ``sentiment`` output (empty without one)."""
-        return self.contract.sentiment_labels
-
-    @property
-    def adaptation_window(self) -> int:
-        """For an acoustic graph that adapts to a stream's speaker, how many earlier
-        utterances its baseline averages; 0 when it does not adapt."""
-        return self.contract.adaptation_window
-
-    @property
-    def affect(self) -> tuple[str, ...]:
-        """Columns of an acoustic graph's ``affect`` output (empty: none)."""
-        return self.contract.affect
-
-
 def session_options(num_threads: int) -> ort.SessionOptions:
     """onnxruntime options for a small model shared by many streams."""
+    # imported here: onnxruntime loads only with a model, so that ``streamser send``
+    # and ``import streamser.cli`` stay light (issue 26)
+    import onnxruntime as ort
+
     options = ort.SessionOptions()
     options.intra_op_num_threads = num_threads
     options.inter_op_num_threads = 1
@@ -147,6 +80,8 @@ class OnnxModel:
         if not path.is_file():
             raise ModelError(f"{path}: model file not found")
         digest = sha256_file(path)
+        import onnxruntime as ort  # with the model only (``session_options``)
+
         try:
             self.session = ort.InferenceSession(
                 str(path), session_options(num_threads), providers=providers(device)
@@ -154,51 +89,16 @@ class OnnxModel:
         except Exception as err:  # onnxruntime raises its own untyped errors
             raise ModelError(f"{path}: not a loadable ONNX graph ({err})") from err
         meta = self.session.get_modelmeta().custom_metadata_map
-        contract = ModelContract.from_metadata(meta, path)
-        card = _read_card(path)
-        _check_card(path, card, contract, digest)
-        self.info = ModelInfo(contract, digest, card)
+        self.contract = ModelContract.from_metadata(meta, path)
+        """What the graph declares about itself."""
+        self.card = _read_card(path)
+        """The JSON card's contents (empty without a card)."""
+        _check_card(path, self.card, self.contract, digest)
+        self.sha256 = digest
+        """Hash of the ONNX file."""
+        self.contract.check(self.session, path)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
-        if self.info.adaptation_window and not (
-            {"baseline", "baseline_count"} <= set(self.input_names)
-            and "pooled" in self.output_names
-        ):
-            raise ModelError(
-                f"{path}: field adaptation_window is set but the graph lacks the "
-                "baseline and baseline_count inputs or the pooled output"
-            )
-        if self.info.affect:
-            by_name = {o.name: o for o in self.session.get_outputs()}
-            affect = by_name.get("affect")
-            columns = affect.shape[-1] if affect is not None else None
-            if affect is None or (
-                isinstance(columns, int) and columns != len(self.info.affect)
-            ):
-                raise ModelError(
-                    f"{path}: field affect lists {list(self.info.affect)} but the "
-                    "graph has no affect output of that width"
-                )
-        sentiment = self.info.sentiment_labels
-        outputs = {o.name: o for o in self.session.get_outputs()}
-        if bool(sentiment) != ("sentiment" in outputs):
-            raise ModelError(
-                f"{path}: field sentiment_labels and the sentiment output must come "
-                "together"
-            )
-        sentiment_width = outputs["sentiment"].shape[-1] if sentiment else None
-        if isinstance(sentiment_width, int) and sentiment_width != len(sentiment):
-            raise ModelError(
-                f"{path}: field sentiment_labels has {len(sentiment)} entries but "
-                f"the output sentiment has {sentiment_width}"
-            )
-        probs = self.session.get_outputs()[0]
-        width = probs.shape[-1]
-        if isinstance(width, int) and width != len(self.info.labels):
-            raise ModelError(
-                f"{path}: field labels has {len(self.info.labels)} entries but the "
-                f"output {probs.name!r} has {width}"
-            )
 
     def run(self, inputs: dict[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
         """Run the graph; returns every output by name."""

@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
 from streamser.audio import SAMPLE_RATE_HZ
-from streamser.errors import ConfigError, ModelError
+from streamser.errors import ModelError
 from streamser.recognition.adaptation import NO_BASELINE, Baseline
-from streamser.recognition.asr import AsrOptions, Transcript, WhisperAsr
+from streamser.recognition.asr import Transcript, WhisperAsr
+from streamser.recognition.asr_options import AsrOptions
 from streamser.recognition.emotion import EmotionModels, EmotionOutput, EmotionScores
+from streamser.recognition.emotion_options import EmotionOptions
 from streamser.recognition.features import TextTokenizer, encoder_states, log_mel
 from streamser.recognition.models import bundled_model_dir
 
@@ -28,38 +30,17 @@ _LOGGER = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RecognizerOptions:
-    """What to load.
+    """What the recogniser loads: one options object per concern.
 
     Attributes:
-        model_dir: folder of emotion graphs; None for the models shipped in the package.
-        asr: transcribe utterances (and so run the text model).
-        device: "auto", "cpu" or "cuda", for the emotion graphs and Whisper.
-        num_threads: onnxruntime threads per emotion call.
-        whisper: Whisper settings (used for ASR and, when the acoustic model reads
-            encoder states, for the encoder).
-        speaker_adaptation: let an acoustic model that adapts to a stream's speaker
-            do so (``streamser.recognition.adaptation``); off, every utterance is heard alone.
-        min_confidence: below this probability of the top label, the final label
-            (and a partial's) is "uncertain", the scores unchanged; 0 turns it off.
+        emotion: the emotion graphs (``[emotion]``).
+        asr: Whisper (``[asr]``): transcribe utterances (and so run the text model)
+            when ``enabled``; Whisper is loaded anyway for an acoustic graph that
+            reads its encoder states. An "auto" ``device`` follows ``emotion``'s.
     """
 
-    model_dir: Path | None = None
-    asr: bool = True
-    device: str = "auto"
-    num_threads: int = 1
-    whisper: AsrOptions = field(default_factory=AsrOptions)
-    speaker_adaptation: bool = True
-    min_confidence: float = 0.0
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.min_confidence <= 1.0:
-            raise ConfigError(
-                f"emotion min_confidence must be in [0, 1], not {self.min_confidence}"
-            )
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ConfigError(f"device must be auto, cpu or cuda, not {self.device!r}")
-        if self.num_threads < 1:
-            raise ConfigError("emotion num_threads must be >= 1")
+    emotion: EmotionOptions = field(default_factory=EmotionOptions)
+    asr: AsrOptions = field(default_factory=AsrOptions)
 
 
 @dataclass(frozen=True)
@@ -129,19 +110,24 @@ class Recognizer:
             ModelError: a model is missing or fails its checks.
         """
         self.options = options
-        model_dir = options.model_dir or bundled_model_dir()
+        emotion = options.emotion
+        model_dir = Path(emotion.model_dir) if emotion.model_dir else None
         self.models = EmotionModels.load(
-            model_dir, device=options.device, num_threads=options.num_threads
+            model_dir or bundled_model_dir(),
+            device=emotion.device,
+            num_threads=emotion.num_threads,
+            acoustic=emotion.acoustic,
+            text=emotion.text,
         )
-        front_end = self.models.acoustic_model.info.front_end
+        front_end = self.models.acoustic_model.contract.front_end
         self.front_end_type = front_end.type if front_end else "log-mel"
-        needs_whisper = options.asr or self.front_end_type == "whisper-encoder"
+        needs_whisper = options.asr.enabled or self.front_end_type == "whisper-encoder"
         self.asr: WhisperAsr | None = None
         self.tokenizer: TextTokenizer | None = None
         if needs_whisper:
-            whisper = options.whisper
-            if whisper.device == "auto" and options.device != "auto":
-                whisper = AsrOptions(**{**whisper.__dict__, "device": options.device})
+            whisper = options.asr
+            if whisper.device == "auto" and emotion.device != "auto":
+                whisper = replace(whisper, device=emotion.device)
             self.asr = WhisperAsr(whisper)
             self.tokenizer = TextTokenizer(
                 str(Path(self.asr.model_path) / "tokenizer.json")
@@ -150,10 +136,14 @@ class Recognizer:
     def model_versions(self) -> list[dict[str, str]]:
         """Kind, name and version of every model in use, for ``stream.start``."""
         versions = [
-            {"kind": m.info.kind, "name": m.info.name, "version": m.info.version}
+            {
+                "kind": m.contract.kind,
+                "name": m.contract.name,
+                "version": m.contract.version,
+            }
             for m in self.models.all_models
         ]
-        if self.asr is not None and self.options.asr:
+        if self.asr is not None and self.options.asr.enabled:
             versions.append({"kind": "asr", "name": self.asr.name, "version": "ct2"})
         return versions
 
@@ -171,9 +161,9 @@ class Recognizer:
     @property
     def adaptation_window(self) -> int:
         """Earlier utterances a stream's baseline keeps (0: no speaker adaptation)."""
-        if not self.options.speaker_adaptation:
+        if not self.options.emotion.speaker_adaptation:
             return 0
-        return self.models.acoustic_model.info.adaptation_window
+        return self.models.acoustic_model.contract.adaptation_window
 
     def acoustic(
         self,
@@ -191,7 +181,7 @@ class Recognizer:
         """Acoustic emotion of the speech so far (for ``emotion.partial``; its label
         "uncertain" below ``min_confidence``)."""
         scores = self.acoustic([audio], [baseline])[0].scores
-        return scores.uncertain_below(self.options.min_confidence)
+        return scores.uncertain_below(self.options.emotion.min_confidence)
 
     def _transcribe(
         self,
@@ -201,7 +191,7 @@ class Recognizer:
     ) -> list[Transcript | None]:
         """Transcripts of the ``wanted`` utterances (all by default); None for the
         others, and for all when ASR is off."""
-        if self.asr is None or not self.options.asr:
+        if self.asr is None or not self.options.asr.enabled:
             return [None] * len(mels)
         wanted = [True] * len(mels) if wanted is None else list(wanted)
         chosen = [i for i, want in enumerate(wanted) if want]
@@ -270,7 +260,7 @@ class Recognizer:
         languages = [t.language or None for t in transcripts]
         text = self._text_outputs([t.text for t in transcripts], languages)
         fused = [
-            f.uncertain_below(self.options.min_confidence)
+            f.uncertain_below(self.options.emotion.min_confidence)
             for f in self.models.fuse(acoustic, text)
         ]
         return [
@@ -299,5 +289,5 @@ class Recognizer:
         """Run every model once so the first real utterance is not slow."""
         rng = np.random.default_rng(0)
         audio = (0.01 * rng.standard_normal(SAMPLE_RATE_HZ)).astype(np.float32)
-        self.recognize(audio, None if self.options.asr else "en")
+        self.recognize(audio, None if self.options.asr.enabled else "en")
         _LOGGER.debug("Models warmed up")

@@ -16,6 +16,7 @@ import logging
 import ssl
 import time
 import uuid
+from dataclasses import replace
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server as WsServer
@@ -28,6 +29,7 @@ from streamser.events import Envelope, ErrorEvent
 from streamser.messages import StartMessage, parse_start
 from streamser.pipeline import Engine, StreamSession
 from streamser.serve import handshake
+from streamser.serve.admission import CLOSE_POLICY, Admission
 from streamser.serve.handshake import ServerOptions, read_tokens
 from streamser.serve.hub import Hub, Subscription
 from streamser.serve.relay import close_reading, relay_events
@@ -40,11 +42,7 @@ _LOGGER = logging.getLogger(__name__)
 _CLOSE_NORMAL = 1000
 _CLOSE_GOING_AWAY = 1001
 _CLOSE_UNSUPPORTED = 1003
-_CLOSE_POLICY = 1008
 _CLOSE_TRY_LATER = 1013
-_IDLE_BEFORE_START_S = 1.0
-_PENDING_HARD_FACTOR = 8
-"""A connection that has not sent ``start`` this long may make room for another."""
 
 
 class StreamServer:
@@ -70,16 +68,16 @@ class StreamServer:
         self._sessions: dict[str, StreamSession] = {}
         self._clients: dict[str, asyncio.Queue[Envelope | None]] = {}
         self._client_connections: dict[str, ServerConnection] = {}
-        self._per_address: dict[str, int] = {}
-        self._pending: dict[str, list[tuple[ServerConnection, float]]] = {}
-        self._closing: set[asyncio.Task[None]] = set()
+        self._admission = Admission(
+            options, engine.metrics, lambda: len(self._sessions), self._drain_started
+        )
         self._stream_handlers: set[asyncio.Task[None]] = set()
         self._subscriptions: set[Subscription] = set()
         self._connections: set[ServerConnection] = set()
         self._server: WsServer | None = None
         # First, so clients see an event before any error a later sink (the JSONL
         # file) reports about it from inside the same emit.
-        engine.sinks.insert(0, self._route)
+        engine.add_sink(self._route, first=True)
         metrics = engine.metrics
         metrics.client_queue_depth.set_function(
             lambda: sum(q.qsize() for q in self._clients.values())
@@ -181,7 +179,8 @@ class StreamServer:
             )
         tokens = read_tokens(options.token_file) if options.token_file else ()
         keep = {n: getattr(self.options, n) for n in fixed}
-        self.options = ServerOptions(**{**options.__dict__, **keep})
+        self.options = replace(options, **keep)
+        self._admission.options = self.options
         self.tokens = tokens
 
     async def drain(self) -> None:
@@ -278,23 +277,7 @@ class StreamServer:
             if error:
                 return connection.respond(http.HTTPStatus.BAD_REQUEST, error + "\n")
             return None
-        if len(self._sessions) >= self.options.max_streams:
-            self.engine.metrics.refused.labels("max_streams").inc()
-            _LOGGER.warning("Refused a stream: %d streams open", len(self._sessions))
-            return handshake.try_later(connection, "server at its stream limit\n")
-        client = handshake.address(connection)
-        waiting = len(self._pending.get(client, ()))
-        if waiting >= _PENDING_HARD_FACTOR * self.options.max_pending_per_client:
-            self.engine.metrics.refused.labels("max_pending_per_client").inc()
-            _LOGGER.warning(
-                "Refused a stream: %d waiting to start from %s", waiting, client
-            )
-            return handshake.try_later(connection, "too many connections waiting\n")
-        if self._per_address.get(client, 0) >= self.options.max_streams_per_client:
-            self.engine.metrics.refused.labels("max_streams_per_client").inc()
-            _LOGGER.warning("Refused a stream: too many from %s", client)
-            return handshake.try_later(connection, "too many streams from you\n")
-        return None
+        return self._admission.refusal(connection)
 
     async def _handle(self, connection: ServerConnection) -> None:
         assert connection.request is not None  # set once the handshake succeeded
@@ -336,9 +319,9 @@ class StreamServer:
     async def _serve_stream(self, connection: ServerConnection) -> None:
         client = handshake.address(connection)
         connection_id = uuid.uuid4().hex[:12]
-        first = await self._wait_for_start(connection, client)
+        first = await self._admission.wait_for_start(connection, client)
         if first is None:
-            code = _CLOSE_GOING_AWAY if self.draining else _CLOSE_POLICY
+            code = _CLOSE_GOING_AWAY if self.draining else CLOSE_POLICY
             with contextlib.suppress(ConnectionClosed):
                 await connection.close(code, "no start message")
             return
@@ -357,40 +340,19 @@ class StreamServer:
                     f"stream {stream_id!r} is already open",
                     fatal=True,
                 )
-            self._check_slots(client)
+            self._admission.check_slots(client)
         except ProtocolError as err:
             await self._refuse(connection, connection_id, err)
             return
         task = asyncio.current_task()
         assert task is not None
         self._stream_handlers.add(task)
-        self._per_address[client] = self._per_address.get(client, 0) + 1
+        self._admission.opened(client)
         try:
             await self._serve_session(connection, client, start, stream_id)
         finally:
             self._stream_handlers.discard(task)
-            self._per_address[client] -= 1
-            if not self._per_address[client]:
-                del self._per_address[client]
-
-    def _check_slots(self, client: str) -> None:
-        """Whether a started stream still fits: the handshake checked the limits,
-        but other connections may have started since.
-
-        Raises:
-            ProtocolError: ``server_busy`` (fatal).
-        """
-        if len(self._sessions) >= self.options.max_streams:
-            reason = "max_streams"
-        elif self._per_address.get(client, 0) >= self.options.max_streams_per_client:
-            reason = "max_streams_per_client"
-        else:
-            return
-        self.engine.metrics.refused.labels(reason).inc()
-        _LOGGER.warning("Refused a start from %s: %s reached", client, reason)
-        raise ProtocolError(
-            "server_busy", f"the server is at its {reason} limit", fatal=True
-        )
+            self._admission.closed(client)
 
     async def _serve_session(
         self,
@@ -431,72 +393,6 @@ class StreamServer:
         }.get(outcome, (_CLOSE_NORMAL, ""))
         await close_reading(connection, code, reason)
 
-    async def _wait_for_start(
-        self, connection: ServerConnection, client: str
-    ) -> str | bytes | None:
-        """The first message; None on timeout, disconnect, shutdown, or when newer
-        connections from the same address push this one out.
-
-        Connections that have not sent ``start`` take no stream slot. Beyond
-        ``max_pending_per_client`` of them from one address, a new one closes the
-        oldest that has been idle for ``_IDLE_BEFORE_START_S`` (so idle connections
-        never lock real calls out, while a burst of real calls from one gateway,
-        each sending ``start`` at once, is never cut). Beyond eight times as many,
-        the handshake answers 503 (``_process_request``).
-        """
-        pending = self._pending.setdefault(client, [])
-        now = time.monotonic()
-        limit = self.options.max_pending_per_client
-        if len(pending) >= limit:
-            idle = [c for c, since in pending if now - since >= _IDLE_BEFORE_START_S]
-            if idle:
-                self._close_idle(client, idle[0])
-        entry = (connection, now)
-        pending.append(entry)
-        try:
-            return await self._first_message(connection)
-        finally:
-            if entry in pending:
-                pending.remove(entry)
-            if not pending:
-                self._pending.pop(client, None)
-
-    def _close_idle(self, client: str, connection: ServerConnection) -> None:
-        pending = self._pending.get(client, [])
-        pending[:] = [entry for entry in pending if entry[0] is not connection]
-        self.engine.metrics.refused.labels("idle_before_start").inc()
-        _LOGGER.info("Closing an idle connection from %s: newer ones wait", client)
-        self._spawn_close(connection)
-
-    def _spawn_close(self, connection: ServerConnection) -> None:
-        async def close() -> None:
-            with contextlib.suppress(ConnectionClosed):
-                await connection.close(_CLOSE_POLICY, "no start message")
-
-        task = asyncio.create_task(close())
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
-
-    async def _first_message(self, connection: ServerConnection) -> str | bytes | None:
-        """The start message; None on timeout, disconnect or shutdown."""
-        recv = asyncio.ensure_future(connection.recv())
-        drain = asyncio.ensure_future(self._drain_started.wait())
-        closed = asyncio.ensure_future(connection.wait_closed())
-        try:
-            await asyncio.wait(
-                {recv, drain, closed},
-                timeout=self.options.start_timeout_s,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-        finally:
-            drain.cancel()
-            closed.cancel()
-            if not recv.done():
-                recv.cancel()  # safe: websockets loses no data on a cancelled recv
-        if recv.cancelled() or not recv.done() or recv.exception() is not None:
-            return None
-        return recv.result()
-
     async def _receive_until_drain(
         self, connection: ServerConnection, session: StreamSession
     ) -> str:
@@ -514,13 +410,10 @@ class StreamServer:
             await asyncio.wait({receiver, drain}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             drain.cancel()
-            if not receiver.done():
-                receiver.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await receiver
-        if receiver.cancelled():
-            return "drain"
-        return receiver.result()
+            receiver.cancel()  # a no-op once it has ended
+            with contextlib.suppress(asyncio.CancelledError):
+                outcome = await receiver
+        return "drain" if receiver.cancelled() else outcome
 
     async def _refuse(
         self, connection: ServerConnection, stream_id: str, err: ProtocolError
@@ -530,7 +423,7 @@ class StreamServer:
             stream_id, ErrorEvent(code=err.code, message=str(err), fatal=True)
         )
         self.engine.sequencer.forget(stream_id)
-        code = _CLOSE_UNSUPPORTED if err.code in _UNSUPPORTED else _CLOSE_POLICY
+        code = _CLOSE_UNSUPPORTED if err.code in _UNSUPPORTED else CLOSE_POLICY
         if err.code == "server_busy":
             code = _CLOSE_TRY_LATER
         with contextlib.suppress(ConnectionClosed):

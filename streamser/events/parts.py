@@ -1,0 +1,110 @@
+"""The parts of events that are objects of their own: a model in ``stream.start``, a
+modality's scores in ``utterance.end``, a channel in ``call.summary``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+from streamser.errors import ProtocolError
+from streamser.events.fields import (
+    read_counts,
+    read_float,
+    read_int,
+    read_object,
+    read_optional_float,
+    read_optional_str,
+    read_scores,
+    read_str,
+)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A model in use, as named in ``stream.start``."""
+
+    kind: str
+    """Its role: "vad", "asr", "acoustic", "text" or "fusion"."""
+    name: str
+    """Its name, e.g. "emotion-acoustic-v1"."""
+    version: str
+    """Its version (from the model's metadata)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Returns the JSON object."""
+        return {"kind": self.kind, "name": self.name, "version": self.version}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> ModelInfo:
+        """Reads the JSON object; raises ProtocolError("malformed_event")."""
+        obj = read_object("models[]", data)
+        return cls(*(read_str(k, obj.get(k)) for k in ("kind", "name", "version")))
+
+
+@dataclass(frozen=True)
+class ModalityScores:
+    """One modality's opinion inside ``utterance.end``'s ``modalities``."""
+
+    label: str
+    """Its most probable label."""
+    scores: dict[str, float]
+    """Label to probability, summing to 1."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Returns the JSON object ``{label, scores}``."""
+        return {"label": self.label, "scores": dict(self.scores)}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> ModalityScores:
+        """Reads the JSON object; raises ProtocolError("malformed_event")."""
+        obj = read_object("modality", data)
+        return cls(
+            read_str("label", obj.get("label")),
+            read_scores("scores", obj.get("scores")),
+        )
+
+
+@dataclass(frozen=True)
+class ChannelSummary:
+    """One channel's part of ``call.summary``."""
+
+    channel: int
+    """The channel, from 0 (0 for a downmixed stream)."""
+    name: str | None
+    """Its name from the start message's ``metadata.channels``, or None."""
+    utterances: int
+    """``utterance.end`` events of the channel."""
+    label_counts: dict[str, int]
+    """Label to the number of the channel's utterances with that label."""
+    label_seconds: dict[str, float]
+    """Label to the seconds of speech of the channel's utterances with that label."""
+    talk_seconds: float
+    """Seconds of speech (utterance start to end) on the channel."""
+    mean_arousal: float | None
+    """Mean ``arousal`` of its utterances; None when none carries one."""
+    mean_valence: float | None
+    """Mean ``valence`` of its utterances; None when none carries one."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Returns the JSON object."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> ChannelSummary:
+        """Reads the JSON object; raises ProtocolError("malformed_event")."""
+        obj = read_object("channels[]", data)
+        for key in (f.name for f in fields(cls)):
+            if key not in obj:
+                raise ProtocolError(
+                    "malformed_event", f"call.summary channel without field {key!r}"
+                )
+        return cls(
+            channel=read_int("channel", obj["channel"]),
+            name=read_optional_str("name", obj["name"]),
+            utterances=read_int("utterances", obj["utterances"]),
+            label_counts=read_counts("label_counts", obj["label_counts"]),
+            label_seconds=read_scores("label_seconds", obj["label_seconds"]),
+            talk_seconds=read_float("talk_seconds", obj["talk_seconds"]),
+            mean_arousal=read_optional_float("mean_arousal", obj["mean_arousal"]),
+            mean_valence=read_optional_float("mean_valence", obj["mean_valence"]),
+        )
