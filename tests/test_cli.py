@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -114,7 +115,11 @@ def test_models_lists_the_shipped_graphs_and_their_front_end() -> None:
     assert result.returncode == 0, result.stderr
     assert all(
         name in result.stdout
-        for name in ("emotion-acoustic-v4", "emotion-text-en-v2", "emotion-text-fa-v1")
+        for name in (
+            "emotion-acoustic-v4",
+            "emotion-text-en-v2",
+            "emotion-text-multi-v1",
+        )
     )
     assert (
         "features: log-mel, level 0, whisper-base encoder layers 2+3 in the graph (dim 80)"
@@ -123,13 +128,13 @@ def test_models_lists_the_shipped_graphs_and_their_front_end() -> None:
     assert result.stdout.count("load: ok") == 3
     # the card's metrics, whole: one line per family, numbers to 3 decimals
     card = json.loads(
-        (REPO / "streamser/models/emotion-text-fa-v1.onnx.json").read_text()
+        (REPO / "streamser/models/emotion-text-multi-v1.onnx.json").read_text()
     )
-    test = card["metrics"]["test"]
+    test = card["metrics"]["shemo_kfold5"]
     lines = result.stdout.splitlines()
     assert "  metrics:" in lines
     assert (
-        f"    test: wa {round(test['wa'], 3)}, ua {round(test['ua'], 3)}, "
+        f"    shemo_kfold5: wa {round(test['wa'], 3)}, ua {round(test['ua'], 3)}, "
         f"macro_f1 {round(test['macro_f1'], 3)}, confusion [6x6 matrix], "
         f"labels [{', '.join(test['labels'])}], n {test['n']}"
     ) in lines
@@ -137,7 +142,7 @@ def test_models_lists_the_shipped_graphs_and_their_front_end() -> None:
         f"{label} {round(value, 3)}"
         for label, value in test["per_class_recall"].items()
     )
-    assert f"    test / per_class_recall: {recall}" in lines
+    assert f"    shemo_kfold5 / per_class_recall: {recall}" in lines
     assert all(len(line) < 400 for line in lines)
 
 
@@ -190,3 +195,46 @@ def test_run_prints_streams_in_the_order_given_and_reads_mp3_from_stdin() -> Non
     assert events[-1]["type"] == "stream.end" and events[-1]["stream_id"] == "stdin"
     # the stdin stream finished first: its events have the smaller ids
     assert ends["stdin"][-1]["id"] < ends["demo.wav"][-1]["id"]
+
+
+def test_listen_on_an_unknown_device_exits_1_before_loading_models() -> None:
+    result = streamser("listen", "--device", "99", *FAST, timeout=120)
+    assert result.returncode == 1, result.stderr
+    errors = [line for line in result.stderr.splitlines() if " ERROR " in line]
+    # no such device, or no PortAudio at all: either way one line, no demo instead
+    assert len(errors) == 1, result.stderr
+    assert "microphone" in errors[0] or "PortAudio" in errors[0], errors[0]
+    assert "demo" not in result.stdout and "Emotion model" not in result.stderr
+
+
+def test_channel_names_are_checked_as_a_usage_error() -> None:
+    for bad in ("agent,", "agent,agent", "x" * 65):
+        result = streamser("run", str(DEMO), "--channel-names", bad, *FAST)
+        assert result.returncode == 2, (bad, result.stderr)
+        assert "channel names must" in result.stderr
+
+
+def test_a_whisper_model_that_is_not_here_is_one_line(tmp_path: Path) -> None:
+    # offline, with an empty cache: a size name cannot be fetched from the hub
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "STREAMSER_CACHE": str(tmp_path),
+        "PYTHONPATH": str(REPO),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "streamser", "run", str(DEMO), "--whisper-model"]
+        + ["small", "--model-dir", str(FIXTURE_MODELS)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1, result.stderr
+    assert "Whisper model 'small' is not installed" in errors[0]
+    assert "ships Whisper base" in errors[0] and "--whisper-model /path" in errors[0]
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == errors[0]

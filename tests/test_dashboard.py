@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import os
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -21,12 +22,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
 
 import streamser.events
 from benchmarks.serving import ServedDaemon
 
-from _server_helpers import serve
+from _server_helpers import serve, started_stream
 from conftest import REPO
 
 try:
@@ -93,6 +93,25 @@ async def open_page(url: str) -> AsyncIterator[tuple[Page, list[str]]]:
             await browser.close()
 
 
+@contextlib.asynccontextmanager
+async def watched_page(port: int) -> AsyncIterator[tuple[Page, list[str], Watcher]]:
+    """The dashboard of the daemon on ``port``, live (connected to its events), with
+    its console errors and a ``Watcher`` of it."""
+    async with open_page(f"http://127.0.0.1:{port}/") as (page, errors):
+        await page.wait_for_selector('#connection[data-state="live"]')
+        yield page, errors, Watcher(page)
+
+
+def _call_start(stream_id: str, call_id: str) -> dict[str, Any]:
+    """The start message of a mono 16 kHz PCM stream with its call id."""
+    return {
+        "sample_rate": SAMPLE_RATE,
+        "encoding": "pcm_s16le",
+        "stream_id": stream_id,
+        "metadata": {"call_id": call_id},
+    }
+
+
 def _clips(emodb_clips: list[Path], code: str, count: int) -> list[Path]:
     """``count`` EMO-DB clips of one emotion code (6th character), other speakers
     first."""
@@ -154,19 +173,12 @@ async def stream_live(
     chunk = int(SAMPLE_RATE * CHUNK_S) * 2 * channels
     events: list[dict[str, Any]] = []
 
+    def record(event: dict[str, Any]) -> None:
+        events.append(event)
+        on_event(event)
+
     async def converse() -> None:
-        async with connect(
-            f"{url}/v1/stream", additional_headers=headers, max_size=None
-        ) as ws:
-            await ws.send(json.dumps({"type": "start", **start}))
-
-            async def reader() -> None:
-                with contextlib.suppress(ConnectionClosed):
-                    async for message in ws:
-                        events.append(json.loads(message))
-                        on_event(events[-1])
-
-            task = asyncio.create_task(reader())
+        async with started_stream(url, start, record, headers) as ws:
             began = time.monotonic()
             for index, offset in enumerate(range(0, len(pcm), chunk)):
                 await ws.send(pcm[offset : offset + chunk])
@@ -176,7 +188,6 @@ async def stream_live(
             if before_stop is not None:
                 await before_stop()
             await ws.send(json.dumps({"type": "stop"}))
-            await task
 
     await asyncio.wait_for(converse(), timeout_s)
     return events
@@ -274,9 +285,7 @@ async def test_live_two_channel_call(
         "metadata": {"call_id": "call-1042", "channels": ["agent", "customer"]},
     }
     screenshot = tmp_path / "dashboard.png"
-    async with open_page(f"http://127.0.0.1:{server.port}/") as (page, errors):
-        await page.wait_for_selector('#connection[data-state="live"]')
-        watcher = Watcher(page)
+    async with watched_page(server.port) as (page, errors, watcher):
         ends: list[dict[str, Any]] = []
 
         def on_event(event: dict[str, Any]) -> None:
@@ -303,6 +312,16 @@ async def test_live_two_channel_call(
         )
         lines = await page.locator("#call-view li.line").count()
         assert lines == len(ends)
+        # The words' label beside the voice's where they differ, nowhere else.
+        for event in ends:
+            text = event["modalities"]["text"]
+            differs = text is not None and text["label"] != event["label"]
+            words = page.locator(f"{_line(event)} .words")
+            assert await words.count() == int(differs)
+            if differs:
+                assert (await words.text_content() or "").startswith(
+                    f"voice {event['label']} · words {text['label']}"
+                )
         # What the server adds once channels are kept apart and analytics run.
         channels = {e.get("channel", 0) for e in ends}
         if summaries := [e for e in events if e["type"] == "call.summary"]:
@@ -321,6 +340,64 @@ async def test_live_two_channel_call(
     assert screenshot.stat().st_size > 10000
     if target := os.environ.get("STREAMSER_DASHBOARD_PNG"):
         Path(REPO / target).write_bytes(screenshot.read_bytes())
+
+
+@pytest.mark.data
+async def test_open_row_shows_partial_text(
+    emodb_clips: list[Path], tmp_path: Path
+) -> None:
+    """With ASR on, the open row of a long utterance shows its partial transcript
+    (``transcript.partial``) before the utterance ends."""
+    from test_partials import long_utterance
+
+    pcm = (long_utterance(emodb_clips) * 32767).astype("<i2").tobytes()
+    stream_id = "dashboard-partial"
+    start = {
+        "sample_rate": SAMPLE_RATE,
+        "encoding": "pcm_s16le",
+        "stream_id": stream_id,
+        "language": "de",
+    }
+    ends: list[dict[str, Any]] = []
+    partials: list[dict[str, Any]] = []
+    shown: list[tuple[str, int]] = []
+
+    def on_event(event: dict[str, Any]) -> None:
+        if event["type"] == "utterance.end":
+            ends.append(event)
+        elif event["type"] == "transcript.partial":
+            partials.append(event)
+
+    with serve([], tmp_path) as daemon:
+        async with open_page(f"http://127.0.0.1:{daemon.port}/") as (page, errors):
+            await page.wait_for_selector('#connection[data-state="live"]')
+
+            async def watch() -> None:
+                row = f'#call-list li[data-stream-id="{stream_id}"] button'
+                await page.click(row, timeout=60000)
+                handle = await page.wait_for_function(
+                    """() => {
+                      const texts = document.querySelectorAll(
+                        '#call-view li.line[data-final="false"] .text');
+                      for (const t of texts) {
+                        if (t.textContent.trim() !== "…") return t.textContent;
+                      }
+                      return null;
+                    }""",
+                    timeout=120000,
+                )
+                shown.append((str(await handle.json_value()), len(ends)))
+
+            watcher = asyncio.create_task(watch())
+            await stream_live(daemon.url, pcm, start, on_event, timeout_s=180)
+            await asyncio.wait_for(watcher, 30)
+            assert errors == []
+    assert partials, "no transcript.partial arrived"
+    text, ends_before = shown[0]
+    assert ends_before == 0, "the partial text showed only after utterance.end"
+    assert text.endswith("…")
+    assert text.removesuffix("…").strip() in {p["text"] for p in partials}
+    assert len(ends) == 1
 
 
 # -- reconnecting ----------------------------------------------------------------
@@ -379,12 +456,7 @@ async def test_reconnect_shows_no_gap(
         server_side.on_message(relay)
 
     stream_id = "dashboard-reconnect"
-    start = {
-        "sample_rate": SAMPLE_RATE,
-        "encoding": "pcm_s16le",
-        "stream_id": stream_id,
-        "metadata": {"call_id": "call-reconnect"},
-    }
+    start = _call_start(stream_id, "call-reconnect")
     pcm = _mono(_clips(emodb_clips, "T", 2) + _clips(emodb_clips, "N", 3))
     async with open_page("about:blank") as (page, errors):
         await page.route_web_socket("**/v1/events*", route)
@@ -468,16 +540,9 @@ async def test_page_follows_a_restarted_server(
 )
 async def test_alert_is_shown(server: ServedDaemon, emodb_clips: list[Path]) -> None:
     stream_id = "dashboard-alert"
-    start = {
-        "sample_rate": SAMPLE_RATE,
-        "encoding": "pcm_s16le",
-        "stream_id": stream_id,
-        "metadata": {"call_id": "call-angry"},
-    }
+    start = _call_start(stream_id, "call-angry")
     pcm = _mono(_clips(emodb_clips, "W", 6))
-    async with open_page(f"http://127.0.0.1:{server.port}/") as (page, errors):
-        await page.wait_for_selector('#connection[data-state="live"]')
-        watcher = Watcher(page)
+    async with watched_page(server.port) as (page, errors, watcher):
         alerts: list[dict[str, Any]] = []
 
         def on_event(event: dict[str, Any]) -> None:
@@ -524,9 +589,15 @@ async def test_token_in_page_url_is_passed_on(tmp_path: Path) -> None:
         base = f"http://127.0.0.1:{secured.port}/"
         # The page itself is public (it holds no data); its socket is not.
         assert secured.http("/")[0] == 200
-        async with open_page(f"{base}?token={token}") as (page, errors):
+        async with open_page(f"{base}?token={token}#call=x") as (page, errors):
             await page.wait_for_selector('#connection[data-state="live"]')
             assert await page.is_hidden("#notice")
+            # after the first load the token is out of the address (history,
+            # bookmarks, screenshots), and a reload of the tab still connects
+            assert token not in page.url and page.url.endswith("/#call=x")
+            await page.reload()
+            await page.wait_for_selector('#connection[data-state="live"]')
+            assert token not in page.url
             assert errors == []
         for query, wording in (("", "requires a token"), ("?token=wrong", "refused")):
             async with open_page(f"{base}{query}") as (page, errors):
@@ -536,3 +607,75 @@ async def test_token_in_page_url_is_passed_on(tmp_path: Path) -> None:
                 # Only the refused handshake is reported, nothing from the page.
                 assert not [e for e in errors if "uncaught" in e], errors
         assert "dashboard-s3cret" not in secured.log()
+
+
+# -- a call sent by ``streamser send`` ---------------------------------------------
+
+
+def _dominant(summary: dict[str, Any]) -> str:
+    """The label with the most seconds over the summary's channels."""
+    seconds: dict[str, float] = {}
+    for channel in summary["channels"]:
+        for label, value in channel["label_seconds"].items():
+            seconds[label] = seconds.get(label, 0.0) + value
+    return max(seconds, key=lambda label: seconds[label])
+
+
+async def test_a_sent_call_shows_its_file_names_and_dominant_label(
+    server: ServedDaemon, tmp_path: Path
+) -> None:
+    from test_call_modes import two_channel_call
+
+    wav = two_channel_call(tmp_path / "call-7.wav")
+    screenshot = tmp_path / "sent-call.png"
+    async with open_page(f"http://127.0.0.1:{server.port}/") as (page, errors):
+        await page.wait_for_selector('#connection[data-state="live"]')
+        sent = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "streamser", "send", str(wav), "--jsonl"),
+            *("--url", server.url, "--channel-names", "agent,customer"),
+            cwd=REPO,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        stdout, _ = await asyncio.wait_for(sent.communicate(), 300)
+        assert sent.returncode == 0
+        events = [json.loads(line) for line in stdout.decode().splitlines()]
+        stream_id = events[0]["stream_id"]
+        item = f'#call-list li.ended[data-stream-id="{stream_id}"]'
+        await page.wait_for_selector(item)
+        # named by its file, not by the server's random stream id
+        assert await page.inner_text(f"{item} .call-title") == "call-7.wav"
+        (summary,) = [e for e in events if e["type"] == "call.summary"]
+        badge = await page.inner_text(f'{item} [data-role="emotion"]')
+        assert badge == _dominant(summary)
+        alerts = [e for e in events if e["type"] == "call.alert"]
+        assert any(a["rule"] == "long_silence" for a in alerts)
+        count = await page.inner_text(f'{item} [data-role="alert-count"]')
+        assert count == f"{len(alerts)} alert{'s' if len(alerts) > 1 else ''}"
+        await page.click(f"{item} button")
+        names = page.locator("#call-view .timeline .channel-name")
+        await names.first.wait_for()
+        assert await names.all_text_contents() == ["agent", "customer"]
+        ends = [e for e in events if e["type"] == "utterance.end"]
+        if any(e.get("arousal") is not None for e in ends):
+            scale = await page.locator(
+                "#call-view .timeline .scale-label"
+            ).all_text_contents()
+            assert scale[:3] == ["+1", "0", "−1"]
+        await page.locator("body").screenshot(path=screenshot)
+        # the badge is the label with the most seconds, not the latest one: 5 s of
+        # anger, then 1 s of sadness, reads "anger" (the page's own model)
+        badge = await page.evaluate(
+            """async () => {
+              const { Call } = await import("/static/calls.js");
+              const call = new Call("c", "2026-01-01T00:00:00.000Z");
+              const end = (id, start, stop, label) => call.apply({
+                type: "utterance.end", stream_id: "c", utterance_id: id,
+                start, end: stop, label, confidence: 0.9 });
+              end(0, 0, 5, "anger");
+              end(1, 6, 7, "sadness");
+              return [call.dominantLabel(), call.currentLabel];
+            }"""
+        )
+        assert badge == ["anger", "sadness"]
+        assert errors == []
+    assert screenshot.stat().st_size > 10000
