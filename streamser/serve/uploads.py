@@ -198,6 +198,11 @@ class CallUploads:
             response = web.Response(status=err.status, text=f"{err}\n")
             response.force_close()
             return response
+        except ConnectionError:
+            _LOGGER.info("The client of an upload left before sending all of it")
+            response = web.Response(status=400, text="incomplete upload\n")
+            response.force_close()  # not sent: there is no one to read it
+            return response
         finally:
             self._active -= 1
             gauge.dec()
