@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import select
+import signal
 import socket
 import subprocess
 import sys
@@ -283,6 +284,38 @@ def test_live_streams_get_their_events_during_a_large_upload(
     for events in live:
         check_stream_events(events)
         assert len(ends(events)) >= 6
+
+
+def test_a_drain_lets_an_upload_finish_its_events(speech: Path, tmp_path: Path) -> None:
+    audio, rate = sf.read(speech, dtype="float32")
+    long = tmp_path / "long.wav"
+    sf.write(long, np.tile(audio, 8), rate, subtype="PCM_16")
+
+    async def upload_while_draining(served: Served) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = []
+        data = aiohttp.FormData()
+        data.add_field("file", long.read_bytes(), filename=long.name)
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                f"{base(served)}/v1/calls",
+                data=data,
+                headers={"Accept": "application/x-ndjson"},
+            ) as response,
+        ):
+            async for line in response.content:
+                events.append(json.loads(line))
+                if len(events) == 1:
+                    served.process.send_signal(signal.SIGTERM)
+        return events
+
+    with running(FAST, tmp_path) as served:
+        events = asyncio.run(upload_while_draining(served))
+        assert served.process.wait(60) == 0
+        log = served.log()
+    check_stream_events(events)
+    assert "Draining 1 stream(s)" in log
+    assert "Traceback" not in log
 
 
 def test_the_server_logged_no_error(server: Served) -> None:
