@@ -22,7 +22,7 @@ import pytest
 import soundfile as sf
 
 from _ops_helpers import FAST, Served, running
-from _server_helpers import check_stream_events, speech_with_pauses, stream_audio
+from _server_helpers import check_stream_events, stream_audio
 from conftest import REPO
 
 TOKEN = "calls-test-token-0123456789"
@@ -41,16 +41,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     }
     with running(FAST, tmp, env) as served:
         yield served
-
-
-@pytest.fixture(scope="module")
-def speech(tmp_path_factory: pytest.TempPathFactory, emodb_clips: list[Path]) -> Path:
-    """Six EMO-DB sentences of two speakers, 1 s of silence between them."""
-    picked = [c for c in emodb_clips if c.name[:2] == "03"][:3]
-    picked += [c for c in emodb_clips if c.name[:2] == "10"][:3]
-    path = tmp_path_factory.mktemp("speech") / "six.wav"
-    sf.write(path, speech_with_pauses(picked), 16000, subtype="PCM_16")
-    return path
 
 
 def base(server: Served) -> str:

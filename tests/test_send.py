@@ -22,7 +22,7 @@ from benchmarks.serving import free_port
 from streamser.client import SendOptions, read_clip, start_message
 
 from _ops_helpers import FAST, Served, running
-from _server_helpers import check_stream_events, speech_with_pauses
+from _server_helpers import check_stream_events
 from conftest import REPO
 
 DEMO = REPO / "streamser" / "assets" / "demo.wav"
@@ -88,16 +88,6 @@ def by_stream(events: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     with running(FAST, tmp_path_factory.mktemp("send")) as served:
         yield served
-
-
-@pytest.fixture(scope="module")
-def speech(tmp_path_factory: pytest.TempPathFactory, emodb_clips: list[Path]) -> Path:
-    """Six EMO-DB sentences of two speakers, 1 s of silence between them."""
-    picked = [c for c in emodb_clips if c.name[:2] == "03"][:3]
-    picked += [c for c in emodb_clips if c.name[:2] == "10"][:3]
-    path = tmp_path_factory.mktemp("speech") / "six.wav"
-    sf.write(path, speech_with_pauses(picked), 16000, subtype="PCM_16")
-    return path
 
 
 def test_send_a_file_fast_gets_every_utterance_as_run_does(

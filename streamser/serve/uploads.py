@@ -29,6 +29,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request
 
 from streamser.analytics.report import CallRecorder, render_html
+from streamser.audio import SAMPLE_RATE_HZ
 from streamser.audio.sources import drive, file_source
 from streamser.errors import AudioSourceError, ProtocolError
 from streamser.events import CallSummary, Envelope
@@ -253,6 +254,10 @@ class CallUploads:
         except AudioSourceError as err:
             text = str(err).replace(str(path), "the upload")
             raise _Refused(415, text, "unsupported_media") from err
+        longest = server.options.max_stream_s
+        if source.samples > longest * SAMPLE_RATE_HZ:
+            text = f"the file is longer than server.max_stream_s ({longest:g} s)"
+            raise _Refused(413, text, "max_stream_s")
         start = local_start_message(
             stream_id,
             options.language,
