@@ -174,8 +174,11 @@ class CallUploads:
         if refusal is not None:
             refusal.force_close()
             return refusal
-        if request.headers.get("Expect", "").lower() == "100-continue":
+        if request.headers.get("Expect", "").lower() != "100-continue":
+            return web.Response(status=417, text="expect only 100-continue\n")
+        if request.version >= (1, 1):  # as aiohttp's own handler does
             await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            request.writer.output_size = 0
         return None
 
     # -- the upload ---------------------------------------------------------------
