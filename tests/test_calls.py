@@ -149,6 +149,27 @@ def test_ndjson_streams_each_event_as_a_line(server: Served, speech: Path) -> No
     assert len(ends(events)) >= 6
 
 
+def test_a_client_leaving_mid_answer_ends_its_call(
+    server: Served, speech: Path
+) -> None:
+    async def leave_after_one_line() -> dict[str, Any]:
+        data = aiohttp.FormData()
+        data.add_field("file", speech.read_bytes(), filename="left.wav")
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                f"{base(server)}/v1/calls?format=ndjson", data=data, headers=AUTH
+            ) as response,
+        ):
+            return dict(json.loads(await response.content.readline()))
+
+    first = asyncio.run(leave_after_one_line())
+    assert first["type"] == "stream.start"
+    server.wait_log(f"Call {first['stream_id']} done")
+    status, _, _ = asyncio.run(upload(server, speech))  # its slot is free again
+    assert status == 200
+
+
 def test_html_format_is_the_call_report(server: Served, speech: Path) -> None:
     status, headers, body = asyncio.run(upload(server, speech, query="?format=html"))
     assert status == 200
