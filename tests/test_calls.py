@@ -103,6 +103,7 @@ def test_an_upload_gets_every_utterance_end_that_run_gives(
     status, headers, body = asyncio.run(upload(server, speech))
     assert status == 200, body
     assert headers["Content-Type"].startswith("application/json")
+    assert headers["Connection"] == "close"  # a next GET goes to a new connection
     answer = json.loads(body)
     events = answer["events"]
     check_stream_events(events)
@@ -144,6 +145,7 @@ def test_ndjson_streams_each_event_as_a_line(server: Served, speech: Path) -> No
     assert status == 200
     assert headers["Content-Type"] == "application/x-ndjson"
     assert headers.get("Transfer-Encoding") == "chunked"  # sent as it comes
+    assert headers["Connection"] == "close"
     events = [json.loads(line) for line in body.decode().splitlines()]
     check_stream_events(events)
     assert len(ends(events)) >= 6

@@ -303,9 +303,11 @@ async def _respond(
     task: asyncio.Task[None],
 ) -> web.StreamResponse:
     """The events of the call, as ``options.format`` asks, once they are all in
-    (ndjson: each as it comes)."""
+    (ndjson: each as it comes). The connection is closed after it: any next request
+    on it may be a GET, which websockets serves, on a new connection."""
     if options.format == "ndjson":
         response = web.StreamResponse(headers={"Content-Type": NDJSON})
+        response.force_close()
         await response.prepare(request)
         try:
             async for envelope in _events(queue):
@@ -321,7 +323,9 @@ async def _respond(
             recorder(envelope)
         title = options.file_name or "Call report"
         html = render_html(list(recorder.calls.values()), title)
-        return web.Response(text=html, content_type="text/html")
+        page = web.Response(text=html, content_type="text/html")
+        page.force_close()
+        return page
     summaries = [e.to_dict() for e in envelopes if isinstance(e.body, CallSummary)]
     body: dict[str, Any] = {
         "events": [envelope.to_dict() for envelope in envelopes],
@@ -330,7 +334,9 @@ async def _respond(
     failure = await _failure(task)
     if failure:
         body["error"] = failure
-    return web.json_response(body)
+    answer = web.json_response(body)
+    answer.force_close()
+    return answer
 
 
 async def _events(queue: asyncio.Queue[Envelope | None]) -> AsyncIterator[Envelope]:
