@@ -17,6 +17,12 @@ from pathlib import Path
 from typing import Any, Final
 
 from streamser import __version__, client, daemon
+from streamser.analytics.report import (
+    CallRecorder,
+    check_report_paths,
+    write_reports,
+)
+from streamser.analytics.rules import parse_channel_names
 from streamser.audio.sources import (
     AudioSource,
     MicrophoneSource,
@@ -25,7 +31,7 @@ from streamser.audio.sources import (
     list_input_devices,
 )
 from streamser.config import Config, load_config
-from streamser.console import event_line, setup_logging
+from streamser.console import CallView, setup_logging
 from streamser.errors import StreamserError
 from streamser.events import Envelope
 from streamser.messages import CHANNEL_MODES
@@ -99,9 +105,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--jsonl", action="store_true", help="print events as JSON lines")
     run.add_argument("--realtime", action="store_true", help="play at real-time pace")
     run.add_argument("--channels", choices=CHANNEL_MODES, help="default downmix")
-    run.add_argument("--report", type=Path, help="write an HTML call report here")
-    run.add_argument("--csv", type=Path, help="write one CSV row per utterance here")
     _send_arguments(command["send"])
+    for reporting in (run, command["send"]):
+        reporting.add_argument(
+            "--report", type=Path, help="write an HTML call report here"
+        )
+        reporting.add_argument(
+            "--csv", type=Path, help="write one CSV row per utterance here"
+        )
     listen.add_argument(
         "--device", help="input device name or index (see 'streamser devices')"
     )
@@ -115,7 +126,23 @@ def build_parser() -> argparse.ArgumentParser:
         live.add_argument(
             "--language", help="ISO 639-1 code of the speech (default: detect)"
         )
+        live.add_argument(
+            "--channel-names",
+            type=_channel_names,
+            metavar="NAMES",
+            help="name the channels, e.g. agent,customer (implies --channels "
+            "separate; run and listen: also [analytics] channel_names)",
+        )
     return parser
+
+
+def _channel_names(text: str) -> str:
+    """``--channel-names``, checked (argparse reports a bad one as a usage error)."""
+    try:
+        parse_channel_names(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
 
 
 def _send_arguments(send: argparse.ArgumentParser) -> None:
@@ -126,7 +153,6 @@ def _send_arguments(send: argparse.ArgumentParser) -> None:
     add(
         "--channels",
         choices=client.CHANNEL_MODES,
-        default="downmix",
         help="mix channels to mono, or keep each apart (default: downmix)",
     )
     add("--jsonl", action="store_true", help="print events as JSON lines")
@@ -144,6 +170,7 @@ def _config_from(args: argparse.Namespace) -> Config:
         "asr": {"model": args.whisper_model, "device": device, "enabled": asr},
         "vad": {"kind": args.vad},
         "output": {"jsonl": args.jsonl_log},
+        "analytics": {"channel_names": flag("channel_names")},
     }
     return load_config(args.config, overrides)
 
@@ -195,44 +222,66 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _channel_mode(chosen: str | None, names: Sequence[str]) -> str:
+    """``--channels``, or "separate" when the channels are named."""
+    return chosen or ("separate" if names else "downmix")
+
+
 def _run(config: Config, args: argparse.Namespace) -> int:
-    sink, mode = (stdout_sink() if args.jsonl else _show), args.channels or "downmix"
-    options = RunOptions(args.language, args.realtime, mode, args.report, args.csv)
+    sink = stdout_sink() if args.jsonl else CallView()
+    names = config.analytics.names
+    options = RunOptions(
+        args.language,
+        args.realtime,
+        _channel_mode(args.channels, names),
+        args.report,
+        args.csv,
+        names,
+    )
     ok = asyncio.run(run_files(config, args.files, options, sink))
     return EXIT_OK if ok else EXIT_FAILURE
 
 
 def _listen(config: Config, args: argparse.Namespace) -> int:
     source: AudioSource = demo_source() if args.demo else MicrophoneSource(args.device)
-    if not args.demo:
+    if not args.demo and args.device is not None:
+        check_microphone(args.device)  # a device asked for by name: fail if absent
+    elif not args.demo:
         try:
             check_microphone(args.device)
         except StreamserError as err:
             _LOGGER.warning("%s; playing the bundled demo clip instead", err)
             source = demo_source()
-    asyncio.run(daemon.listen(config, source, args.language, _show))
+    asyncio.run(daemon.listen(config, source, args.language, CallView()))
     return EXIT_OK
 
 
 def _send(args: argparse.Namespace) -> int:
     token = client.read_token(args.token_file) if args.token_file else None
+    names = parse_channel_names(args.channel_names or "")
     options = client.SendOptions(
-        args.url, args.realtime, args.channels, args.language, token
+        args.url,
+        args.realtime,
+        _channel_mode(args.channels, names),
+        args.language,
+        token,
+        names,
     )
+    check_report_paths(args.report, args.csv)
+    recorder = CallRecorder()
+    view = CallView()
 
     def show(name: str, text: str, envelope: Envelope | None) -> None:
-        line = text if args.jsonl else envelope and event_line(envelope, name)
-        if line:
-            print(line, flush=True)
+        if envelope is not None:
+            recorder(envelope)
+        if args.jsonl:
+            print(text, flush=True)
+        elif envelope is not None:
+            view(envelope, name)
 
     ok = asyncio.run(client.send_files(args.files, options, show))
+    write_reports(list(recorder.calls.values()), args.csv, args.report)
     return EXIT_OK if ok else EXIT_FAILURE
-
-
-def _show(envelope: Envelope) -> None:
-    """Print an utterance or an error as one line of the live view."""
-    if line := event_line(envelope):
-        print(line, flush=True)
 
 
 _COMMANDS: Final[dict[str, Callable[[Config, argparse.Namespace], int]]] = {

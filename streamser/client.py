@@ -1,7 +1,8 @@
 """``streamser send``: stream audio files to a running daemon's ``/v1/stream``.
 
-Each file goes as its own stream, one after another, in its own sample rate and
-channel count as ``pcm_s16le``: as fast as the server takes it (it applies
+Each file goes as its own stream, one after another, read as it is sent (bounded
+memory), in its own sample rate and channel count as ``pcm_s16le`` (decoded here to
+16 kHz when those are beyond what a stream may declare): as fast as the server takes it (it applies
 backpressure by not reading its socket) or paced at real time. A reader task runs
 beside the sender from the first message to the close, so the client's events
 never pile up on the server and keepalive pings are answered while audio goes out.
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import json
 import logging
 import os
@@ -19,12 +19,13 @@ import socket
 import ssl
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Final
 
 import numpy as np
+import numpy.typing as npt
 import soundfile
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import (
@@ -34,6 +35,14 @@ from websockets.exceptions import (
     InvalidURI,
 )
 
+from streamser.audio import SAMPLE_RATE_HZ
+from streamser.audio.decode import (
+    MAX_CHANNELS,
+    MAX_SAMPLE_RATE_HZ,
+    MIN_SAMPLE_RATE_HZ,
+    AudioFileReader,
+    spool,
+)
 from streamser.errors import AudioSourceError, ProtocolError, StreamserError
 from streamser.events import Envelope, ErrorEvent, StreamEnd
 
@@ -69,64 +78,114 @@ class SendOptions:
     """ISO 639-1 code of the speech; None to let the server detect it."""
     token: str | None = None
     """Bearer token (from a file, never the command line), or None."""
+    channel_names: tuple[str, ...] = ()
+    """Names of the channels kept apart (``metadata.channels``); empty for none."""
 
 
-@dataclass(frozen=True)
+SERVER_RATES: Final = (MIN_SAMPLE_RATE_HZ, MAX_SAMPLE_RATE_HZ)
+"""Sample rates a ``start`` may declare; a file outside them is sent at 16 kHz."""
+
+
 class Clip:
-    """A decoded audio file, ready to send."""
+    """An audio file opened for sending, read a block at a time (bounded memory).
 
-    name: str
-    """The file's name ("stdin" for standard input)."""
-    pcm: bytes
-    """Interleaved 16-bit little-endian samples."""
-    sample_rate: int
-    """The file's own rate in Hz."""
-    channels: int
-    """The file's own channel count."""
+    Sent in its own rate and channels as ``pcm_s16le`` when the protocol takes them
+    (``MIN_SAMPLE_RATE_HZ`` to ``MAX_SAMPLE_RATE_HZ``, at most ``MAX_CHANNELS``);
+    otherwise decoded here as ``streamser run`` decodes it (16 kHz; downmixed, or
+    its channels kept apart), so ``send`` takes every file ``run`` takes.
+    """
+
+    def __init__(self, name: str, reader: AudioFileReader, *, native: bool) -> None:
+        """Wrap an open reader (``read_clip`` makes one)."""
+        self.name = name
+        """The file's name ("stdin" for standard input)."""
+        self.native = native
+        self._reader = reader
+        self.sample_rate = reader.sample_rate if native else SAMPLE_RATE_HZ
+        """The rate it is sent at, in Hz."""
+        self.channels = reader.channels if native else reader.lanes
+        """The channels it is sent with."""
+        self.frames = reader.frames if native else reader.samples
+        """Its length in frames at ``sample_rate``."""
 
     @property
-    def frame_bytes(self) -> int:
-        """Bytes per frame (one sample of every channel)."""
-        return 2 * self.channels
+    def seconds(self) -> float:
+        """Its length in seconds."""
+        return self.frames / self.sample_rate
+
+    def pcm_blocks(self) -> Iterator[bytes]:
+        """Interleaved 16-bit little-endian frames, about 100 ms per block.
+
+        Raises:
+            AudioSourceError: the file cannot be decoded further.
+        """
+        if not self.native:
+            for block in self._reader.blocks():
+                yield _pcm16(block)
+            return
+        step = max(1, self.sample_rate * CHUNK_MS // 1000)
+        sound = self._reader.sound
+        while True:
+            try:
+                frames = sound.read(step, dtype="int16", always_2d=True)
+            except (soundfile.SoundFileError, RuntimeError, ValueError) as err:
+                raise AudioSourceError(f"{self.name}: cannot read audio") from err
+            if frames.shape[0]:
+                yield np.ascontiguousarray(frames, dtype="<i2").tobytes()
+            if frames.shape[0] < step:
+                return
+
+    def close(self) -> None:
+        """Close the file."""
+        self._reader.close()
 
 
-def read_clip(path: str, stdin: BinaryIO | None = None) -> Clip:
-    """Read an audio file (``-``: standard input) in its own rate and channels.
+def _pcm16(block: npt.NDArray[np.float32]) -> bytes:
+    scaled = np.clip(np.round(block * 32767.0), -32768, 32767)
+    return scaled.astype("<i2").tobytes()
+
+
+def read_clip(
+    path: str, stdin: BinaryIO | None = None, *, separate: bool = False
+) -> Clip:
+    """Open an audio file (``-``: standard input, copied to a temporary file) for
+    sending; it is read as it is sent.
 
     Args:
         path: a WAV, FLAC, OGG or MP3 file, or ``-``.
         stdin: where ``-`` reads (default: the process's standard input).
+        separate: its channels will be kept apart (a file of more channels than the
+            protocol takes is then refused, as ``run`` refuses it).
 
     Raises:
         AudioSourceError: missing, unreadable, not audio, or empty.
     """
     if path == "-":
-        name = "stdin"
-        data = (stdin if stdin is not None else sys.stdin.buffer).read()
+        name, where = "stdin", "standard input"
+        spooled = spool(stdin if stdin is not None else sys.stdin.buffer)
+        try:
+            reader = AudioFileReader(spooled, where, separate=separate)
+        except AudioSourceError:
+            spooled.close()
+            raise
+        reader.own(spooled)
     else:
         name = os.path.basename(path) or path
-        try:
-            data = Path(path).read_bytes()
-        except FileNotFoundError as err:
-            raise AudioSourceError(f"file not found: {path}") from err
-        except IsADirectoryError as err:
-            raise AudioSourceError(f"{path}: is a directory, not audio") from err
-        except OSError as err:
-            raise AudioSourceError(f"{path}: cannot read ({err.strerror})") from err
-    where = "standard input" if path == "-" else path
-    if not data:
-        raise AudioSourceError(f"{where}: the file is empty")
-    try:
-        with soundfile.SoundFile(io.BytesIO(data)) as sound:
-            frames = sound.read(dtype="int16", always_2d=True)
-            rate, channels = sound.samplerate, sound.channels
-    except (soundfile.SoundFileError, RuntimeError, ValueError) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise AudioSourceError(f"{where}: cannot read audio ({reason})") from err
-    if frames.shape[0] == 0:
-        raise AudioSourceError(f"{where}: the file contains no audio")
-    pcm = np.ascontiguousarray(frames, dtype="<i2").tobytes()
-    return Clip(name, pcm, int(rate), int(channels))
+        reader = AudioFileReader(path, separate=separate)
+    native = (
+        SERVER_RATES[0] <= reader.sample_rate <= SERVER_RATES[1]
+        and reader.channels <= MAX_CHANNELS
+    )
+    if not native:
+        _LOGGER.info(
+            "%s: %d Hz, %d channel(s) is beyond what a stream declares: sent as "
+            "16 kHz, %s",
+            name,
+            reader.sample_rate,
+            reader.channels,
+            "channels apart" if separate and reader.channels > 1 else "mono",
+        )
+    return Clip(name, reader, native=native)
 
 
 def read_token(path: str) -> str:
@@ -158,14 +217,16 @@ def start_message(clip: Clip, options: SendOptions) -> dict[str, Any]:
         "stream_id": None,
         "metadata": {"file": clip.name},
     }
-    if options.channel_mode != "downmix":
+    if options.channel_mode != "downmix" and clip.channels > 1:  # as ``run`` does
         start["channel_mode"] = options.channel_mode
+        if options.channel_names:
+            start["metadata"]["channels"] = list(options.channel_names)
     return start
 
 
 @dataclass
 class _Outcome:
-    ended: bool = False
+    ended: StreamEnd | None = None
     fatal: str | None = None
 
 
@@ -193,13 +254,15 @@ def _reason(err: BaseException) -> str:
 
 
 async def _send_audio(ws: ClientConnection, clip: Clip, realtime: bool) -> None:
-    step = max(1, clip.sample_rate * CHUNK_MS // 1000) * clip.frame_bytes
     began = time.monotonic()
-    for offset in range(0, len(clip.pcm), step):
-        await ws.send(clip.pcm[offset : offset + step])
+    sent = 0
+    for block in clip.pcm_blocks():
+        await ws.send(block)
         if realtime:
-            sent_s = (offset + step) / clip.frame_bytes / clip.sample_rate
-            await asyncio.sleep(max(0.0, began + sent_s - time.monotonic()))
+            sent += len(block) // (2 * clip.channels)
+            await asyncio.sleep(
+                max(0.0, began + sent / clip.sample_rate - time.monotonic())
+            )
     await ws.send(json.dumps({"type": "stop"}))
 
 
@@ -218,7 +281,7 @@ async def _read_events(
                 continue
             body = envelope.body
             if isinstance(body, StreamEnd):
-                outcome.ended = True
+                outcome.ended = body
             elif isinstance(body, ErrorEvent) and body.fatal:
                 outcome.fatal = f"{body.code}: {body.message}"
 
@@ -264,17 +327,35 @@ async def send_clip(clip: Clip, options: SendOptions, on_event: EventHandler) ->
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
                     await task
-    if outcome.fatal is not None:
-        _LOGGER.error("%s: %s", clip.name, outcome.fatal)
-        return False
-    if not outcome.ended:
-        _LOGGER.error(
-            "%s: the connection closed before stream.end (code %s)",
-            clip.name,
-            ws.close_code,
-        )
+    problem = _incomplete(clip, outcome, ws.close_code)
+    if problem:
+        _LOGGER.error("%s: %s", clip.name, problem)
         return False
     return True
+
+
+COMPLETE_TOLERANCE_S: Final = 0.05
+"""How much less audio than was sent ``stream.end`` may count (resampling)."""
+
+
+def _incomplete(clip: Clip, outcome: _Outcome, close_code: int | None) -> str:
+    """Why the call is not completely recognised, in one line; "" when it is."""
+    if outcome.fatal is not None:
+        return outcome.fatal
+    end = outcome.ended
+    if end is None:
+        return (
+            f"the connection closed (code {close_code}) before stream.end: the call "
+            "is incomplete"
+        )
+    sent_s = clip.seconds
+    if end.reason != "stop" or end.audio_seconds < sent_s - COMPLETE_TOLERANCE_S:
+        why = {"shutdown": "the server shut down"}.get(end.reason, end.reason)
+        return (
+            f"the stream was cut ({why}): {end.audio_seconds:.1f} s of the "
+            f"{sent_s:.1f} s sent were recognised, {end.utterances} utterance(s)"
+        )
+    return ""
 
 
 async def send_files(
@@ -299,9 +380,10 @@ async def send_files(
     if options.channel_mode not in CHANNEL_MODES:
         raise ValueError(f"channel_mode must be one of {CHANNEL_MODES}")
     ok = True
+    separate = options.channel_mode == "separate"
     for path in paths:
         try:
-            clip = read_clip(path)
+            clip = read_clip(path, separate=separate)
         except AudioSourceError as err:
             _LOGGER.error("%s", err)
             ok = False
@@ -311,7 +393,10 @@ async def send_files(
             clip.name,
             clip.sample_rate,
             clip.channels,
-            len(clip.pcm) / clip.frame_bytes / clip.sample_rate,
+            clip.seconds,
         )
-        ok = await send_clip(clip, options, on_event) and ok
+        try:
+            ok = await send_clip(clip, options, on_event) and ok
+        finally:
+            clip.close()
     return ok

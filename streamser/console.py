@@ -8,10 +8,18 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from streamser.events import Envelope, ErrorEvent, UtteranceEnd
+from streamser.events import (
+    CallAlert,
+    CallSummary,
+    Envelope,
+    ErrorEvent,
+    StreamEnd,
+    StreamStart,
+    UtteranceEnd,
+)
 
 
 class _JsonFormatter(logging.Formatter):
@@ -45,25 +53,112 @@ def setup_logging(debug: bool, log_format: str) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def event_line(envelope: Envelope, name: str | None = None) -> str | None:
-    """One line of the live view for an utterance or an error, else None.
+def event_line(
+    envelope: Envelope, name: str | None = None, channel: str | None = None
+) -> str | None:
+    """One line of the live view for an utterance, an error or an alert, else None.
 
     Args:
         envelope: the event.
         name: what the line calls the stream (default: its ``stream_id``).
+        channel: what the line calls an utterance's channel (None: no channel).
     """
     body = envelope.body
     stream = envelope.stream_id if name is None else name
     if isinstance(body, ErrorEvent):
         return f"{stream}  error {body.code}: {body.message}"
+    if isinstance(body, CallAlert):
+        return f"{stream}  ALERT {body.rule}: {body.message}"
     if isinstance(body, UtteranceEnd):
         bar = "#" * round(body.confidence * 20)
         text = f'  "{body.transcript}"' if body.transcript else ""
+        who = f"{channel:<10} " if channel is not None else ""
         return (
-            f"{stream}  {body.start:7.2f}-{body.end:7.2f}s  "
+            f"{stream}  {body.start:7.2f}-{body.end:7.2f}s  {who}"
             f"{body.label:<10} {body.confidence:5.2f} {bar:<20}{text}"
         )
     return None
+
+
+def summary_lines(summary: CallSummary, stream: str, names: Sequence[str]) -> list[str]:
+    """A call's summary for the terminal: the call, then one line per channel.
+
+    Args:
+        summary: the ``call.summary``.
+        stream: what the lines call the stream.
+        names: the channels' names (by channel; missing ones are numbered).
+    """
+    lines = [
+        f"{stream}  summary: {summary.duration_s:.1f} s, overlap "
+        f"{summary.overlap_seconds:.1f} s, longest silence "
+        f"{summary.longest_silence_s:.1f} s, {len(summary.alerts)} alert(s)"
+    ]
+    for entry in summary.channels:
+        who = channel_label(entry.channel, entry.name or _at(names, entry.channel))
+        labels = ", ".join(
+            f"{label} {count} ({entry.label_seconds.get(label, 0.0):.1f} s)"
+            for label, count in sorted(
+                entry.label_counts.items(), key=lambda item: -item[1]
+            )
+        )
+        lines.append(
+            f"{stream}    {who}: {entry.utterances} utterance(s), "
+            f"{entry.talk_seconds:.1f} s of speech{': ' + labels if labels else ''}"
+        )
+    lines += [f"{stream}    alert {a.rule}: {a.message}" for a in summary.alerts]
+    return lines
+
+
+def channel_label(channel: int, name: str | None) -> str:
+    """How the terminal calls a channel: its name, else "channel N"."""
+    return name if name else f"channel {channel}"
+
+
+def _at(names: Sequence[str], index: int) -> str | None:
+    return names[index] if 0 <= index < len(names) else None
+
+
+class CallView:
+    """The terminal's live view of calls (``run``, ``send``, ``listen``).
+
+    One line per utterance (with its channel's name when the channels are kept
+    apart), per error and per alert as they come; each call ends with its summary.
+    """
+
+    def __init__(self, write: Callable[[str], None] | None = None) -> None:
+        """Print to standard output, or hand each line to ``write``."""
+        self._write = write or (lambda line: print(line, flush=True))
+        self._names: dict[str, tuple[str, ...]] = {}
+        self._separate: set[str] = set()
+
+    def __call__(self, envelope: Envelope, name: str | None = None) -> None:
+        """Show ``envelope``; ``name`` is what to call its stream (default: its id)."""
+        for line in self.lines(envelope, name):
+            self._write(line)
+
+    def lines(self, envelope: Envelope, name: str | None = None) -> list[str]:
+        """The lines ``envelope`` adds to the view."""
+        body, stream_id = envelope.body, envelope.stream_id
+        stream = stream_id if name is None else name
+        if isinstance(body, StreamStart):
+            names = body.metadata.get("channels")
+            if isinstance(names, list):
+                self._names[stream_id] = tuple(str(n) for n in names)
+            if body.channel_mode == "separate":
+                self._separate.add(stream_id)
+            return []
+        names = self._names.get(stream_id, ())
+        if isinstance(body, CallSummary):
+            return summary_lines(body, stream, names)
+        if isinstance(body, StreamEnd):
+            self._names.pop(stream_id, None)
+            self._separate.discard(stream_id)
+            return []
+        channel = None
+        if isinstance(body, UtteranceEnd) and stream_id in self._separate:
+            channel = channel_label(body.channel, _at(names, body.channel))
+        line = event_line(envelope, stream, channel)
+        return [line] if line else []
 
 
 def provider_line(providers: Sequence[str]) -> str:

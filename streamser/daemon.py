@@ -32,6 +32,7 @@ from streamser.metrics import Metrics
 from streamser.pipeline import Engine, StreamSession
 from streamser.recognition.cuda import onnxruntime_conflict
 from streamser.recognition.recognizer import Recognizer
+from streamser.serve import handshake
 from streamser.serve.hub import EventHub, Hub
 from streamser.serve.redis_hub import RedisHub
 from streamser.serve.server import StreamServer
@@ -368,6 +369,7 @@ async def serve(config: Config, reload: Callable[[], Config] | None = None) -> N
             reloading[:] = [asyncio.create_task(serving[0].reload(reload, notifier))]
 
     loop.add_signal_handler(signal.SIGHUP, on_hangup)
+    handshake.check_security(config.server)  # in a second, not after the models
     notifier.status("loading models")
     daemon = Daemon.build(config)
     try:
@@ -416,13 +418,14 @@ async def listen(
     Raises:
         StreamserError: a model or a setting failed, or the port cannot be bound.
     """
+    handshake.check_security(config.server)
     daemon = Daemon.build(config)
     try:
         await daemon.start_server()
         daemon.engine.add_sink(sink)
         session = StreamSession(
             daemon.engine,
-            local_start_message(source.name, language),
+            local_start_message(source.name, language, 1, config.analytics.names),
             source.name,
             live=source.live,
         )

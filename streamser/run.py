@@ -13,17 +13,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from streamser.analytics.report import CallRecorder, write_csv, write_html
+from streamser.analytics.report import (
+    CallRecorder,
+    check_report_paths,
+    write_reports,
+)
 from streamser.audio.sources import (
     AudioSource,
     ClipSource,
+    FileSource,
     ProgressBar,
     drive,
     open_clips,
 )
 from streamser.config import Config
 from streamser.daemon import Daemon, EventSink, local_start_message
-from streamser.errors import StreamserError
 from streamser.events import Envelope, StreamEnd
 from streamser.messages import CHANNEL_MODES
 from streamser.pipeline import StreamSession
@@ -77,9 +81,7 @@ async def run_files(
     Raises:
         StreamserError: a model or a setting failed, or a report cannot be written.
     """
-    for path in (options.report, options.csv):
-        if path is not None and not path.parent.is_dir():
-            raise StreamserError(f"cannot write {path}: no folder {path.parent}")
+    check_report_paths(options.report, options.csv)
     sources, errors = open_clips(
         files, realtime=options.realtime, separate=options.channel_mode == "separate"
     )
@@ -102,8 +104,8 @@ async def run_sources(
     ``sink`` gets the streams one after another in the order of ``sources`` (a
     stream's events wait until every stream before it has ended), whatever order
     they finish in. The JSONL file of ``config.output`` gets them as they come.
-    A source whose chunks have several columns (``ClipSource`` of a file read with
-    its channels apart) is one stream with its channels kept apart.
+    A source whose chunks have several columns (a file read with its channels
+    apart) is one stream with its channels kept apart.
 
     Args:
         config: the settings.
@@ -130,7 +132,7 @@ async def run_sources(
         daemon.engine.add_sink(recorder)
 
     def session(source: AudioSource) -> StreamSession:
-        channels = source.channels if isinstance(source, ClipSource) else 1
+        channels = source.channels if isinstance(source, ClipSource | FileSource) else 1
         start = local_start_message(
             source.name,
             language,
@@ -149,14 +151,7 @@ async def run_sources(
         await daemon.close_io()
         daemon.close()
     calls = [recorder.calls[name] for name in names if name in recorder.calls]
-    for path, write in ((outputs.csv, write_csv), (outputs.report, write_html)):
-        if path is None:
-            continue
-        try:
-            write(path, calls)
-        except OSError as err:
-            raise StreamserError(f"cannot write {path}: {err.strerror}") from err
-        _LOGGER.info("Wrote %s (%d stream(s))", path, len(calls))
+    write_reports(calls, outputs.csv, outputs.report)
 
 
 def _progress_bar(
@@ -166,7 +161,7 @@ def _progress_bar(
     show = outputs.progress
     if show is None:
         show = sys.stderr.isatty()
-    clips = [s for s in sources if isinstance(s, ClipSource)]
+    clips = [s for s in sources if isinstance(s, ClipSource | FileSource)]
     if not show or not clips:
         return None
     return ProgressBar(sum(c.samples for c in clips), sys.stderr)

@@ -189,6 +189,8 @@ def test_serve_on_every_address_without_tokens_exits_with_a_clear_line(
     assert len(errors) == 1, result.stderr
     assert "refusing to listen on 0.0.0.0 without tokens" in errors[0]
     assert "Traceback" not in result.stderr
+    # checked before the models load (seconds), not after
+    assert "Emotion model" not in result.stderr and "loaded" not in result.stderr
 
 
 async def test_a_subscriber_that_stops_reading_gets_1013_before_the_keepalive(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -190,3 +191,46 @@ def test_run_prints_streams_in_the_order_given_and_reads_mp3_from_stdin() -> Non
     assert events[-1]["type"] == "stream.end" and events[-1]["stream_id"] == "stdin"
     # the stdin stream finished first: its events have the smaller ids
     assert ends["stdin"][-1]["id"] < ends["demo.wav"][-1]["id"]
+
+
+def test_listen_on_an_unknown_device_exits_1_before_loading_models() -> None:
+    result = streamser("listen", "--device", "99", *FAST, timeout=120)
+    assert result.returncode == 1, result.stderr
+    errors = [line for line in result.stderr.splitlines() if " ERROR " in line]
+    # no such device, or no PortAudio at all: either way one line, no demo instead
+    assert len(errors) == 1, result.stderr
+    assert "microphone" in errors[0] or "PortAudio" in errors[0], errors[0]
+    assert "demo" not in result.stdout and "Emotion model" not in result.stderr
+
+
+def test_channel_names_are_checked_as_a_usage_error() -> None:
+    for bad in ("agent,", "agent,agent", "x" * 65):
+        result = streamser("run", str(DEMO), "--channel-names", bad, *FAST)
+        assert result.returncode == 2, (bad, result.stderr)
+        assert "channel names must" in result.stderr
+
+
+def test_a_whisper_model_that_is_not_here_is_one_line(tmp_path: Path) -> None:
+    # offline, with an empty cache: a size name cannot be fetched from the hub
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "STREAMSER_CACHE": str(tmp_path),
+        "PYTHONPATH": str(REPO),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "streamser", "run", str(DEMO), "--whisper-model"]
+        + ["small", "--model-dir", str(FIXTURE_MODELS)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1, result.stderr
+    assert "Whisper model 'small' is not installed" in errors[0]
+    assert "ships Whisper base" in errors[0] and "--whisper-model /path" in errors[0]
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == errors[0]

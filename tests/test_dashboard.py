@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import os
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -524,9 +525,15 @@ async def test_token_in_page_url_is_passed_on(tmp_path: Path) -> None:
         base = f"http://127.0.0.1:{secured.port}/"
         # The page itself is public (it holds no data); its socket is not.
         assert secured.http("/")[0] == 200
-        async with open_page(f"{base}?token={token}") as (page, errors):
+        async with open_page(f"{base}?token={token}#call=x") as (page, errors):
             await page.wait_for_selector('#connection[data-state="live"]')
             assert await page.is_hidden("#notice")
+            # after the first load the token is out of the address (history,
+            # bookmarks, screenshots), and a reload of the tab still connects
+            assert token not in page.url and page.url.endswith("/#call=x")
+            await page.reload()
+            await page.wait_for_selector('#connection[data-state="live"]')
+            assert token not in page.url
             assert errors == []
         for query, wording in (("", "requires a token"), ("?token=wrong", "refused")):
             async with open_page(f"{base}{query}") as (page, errors):
@@ -536,3 +543,75 @@ async def test_token_in_page_url_is_passed_on(tmp_path: Path) -> None:
                 # Only the refused handshake is reported, nothing from the page.
                 assert not [e for e in errors if "uncaught" in e], errors
         assert "dashboard-s3cret" not in secured.log()
+
+
+# -- a call sent by ``streamser send`` ---------------------------------------------
+
+
+def _dominant(summary: dict[str, Any]) -> str:
+    """The label with the most seconds over the summary's channels."""
+    seconds: dict[str, float] = {}
+    for channel in summary["channels"]:
+        for label, value in channel["label_seconds"].items():
+            seconds[label] = seconds.get(label, 0.0) + value
+    return max(seconds, key=lambda label: seconds[label])
+
+
+async def test_a_sent_call_shows_its_file_names_and_dominant_label(
+    server: ServedDaemon, tmp_path: Path
+) -> None:
+    from test_call_modes import two_channel_call
+
+    wav = two_channel_call(tmp_path / "call-7.wav")
+    screenshot = tmp_path / "sent-call.png"
+    async with open_page(f"http://127.0.0.1:{server.port}/") as (page, errors):
+        await page.wait_for_selector('#connection[data-state="live"]')
+        sent = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "streamser", "send", str(wav), "--jsonl"),
+            *("--url", server.url, "--channel-names", "agent,customer"),
+            cwd=REPO,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        stdout, _ = await asyncio.wait_for(sent.communicate(), 300)
+        assert sent.returncode == 0
+        events = [json.loads(line) for line in stdout.decode().splitlines()]
+        stream_id = events[0]["stream_id"]
+        item = f'#call-list li.ended[data-stream-id="{stream_id}"]'
+        await page.wait_for_selector(item)
+        # named by its file, not by the server's random stream id
+        assert await page.inner_text(f"{item} .call-title") == "call-7.wav"
+        (summary,) = [e for e in events if e["type"] == "call.summary"]
+        badge = await page.inner_text(f'{item} [data-role="emotion"]')
+        assert badge == _dominant(summary)
+        alerts = [e for e in events if e["type"] == "call.alert"]
+        assert any(a["rule"] == "long_silence" for a in alerts)
+        count = await page.inner_text(f'{item} [data-role="alert-count"]')
+        assert count == f"{len(alerts)} alert{'s' if len(alerts) > 1 else ''}"
+        await page.click(f"{item} button")
+        names = page.locator("#call-view .timeline .channel-name")
+        await names.first.wait_for()
+        assert await names.all_text_contents() == ["agent", "customer"]
+        ends = [e for e in events if e["type"] == "utterance.end"]
+        if any(e.get("arousal") is not None for e in ends):
+            scale = await page.locator(
+                "#call-view .timeline .scale-label"
+            ).all_text_contents()
+            assert scale[:3] == ["+1", "0", "−1"]
+        await page.locator("body").screenshot(path=screenshot)
+        # the badge is the label with the most seconds, not the latest one: 5 s of
+        # anger, then 1 s of sadness, reads "anger" (the page's own model)
+        badge = await page.evaluate(
+            """async () => {
+              const { Call } = await import("/static/calls.js");
+              const call = new Call("c", "2026-01-01T00:00:00.000Z");
+              const end = (id, start, stop, label) => call.apply({
+                type: "utterance.end", stream_id: "c", utterance_id: id,
+                start, end: stop, label, confidence: 0.9 });
+              end(0, 0, 5, "anger");
+              end(1, 6, 7, "sadness");
+              return [call.dominantLabel(), call.currentLabel];
+            }"""
+        )
+        assert badge == ["anger", "sadness"]
+        assert errors == []
+    assert screenshot.stat().st_size > 10000

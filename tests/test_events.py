@@ -22,6 +22,7 @@ from streamser.events import (
     ErrorEvent,
     Event,
     EventSequencer,
+    EventsGap,
     ModalityScores,
     ModelInfo,
     SpeechStart,
@@ -77,6 +78,7 @@ EXAMPLES: list[Event] = [
         ),
         (CallAlert("sustained_anger", 0, (1, 3), "anger on channel 0"),),
     ),
+    EventsGap("12", "4001"),
 ]
 """One of each event type (plus variants), as the pipeline would build them."""
 
@@ -92,6 +94,7 @@ def test_examples_cover_every_type() -> None:
         "error",
         "call.alert",
         "call.summary",
+        "events.gap",
     }
 
 

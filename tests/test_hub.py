@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
+from pathlib import Path
+
+from websockets.asyncio.client import connect
 
 from streamser.events import EventSequencer, SpeechStart, StreamEnd
 from streamser.metrics import Metrics
 from streamser.serve.hub import EventHub, HubOptions
+
+from _ops_helpers import FAST, REPO, pcm16, read_clip, run_stream, running
+
+DEMO = REPO / "streamser" / "assets" / "demo.wav"
 
 
 async def test_filters_replay_and_eviction() -> None:
@@ -48,7 +57,22 @@ async def test_retention_is_bounded() -> None:
     for i in range(12):
         hub.publish(sequencer.stamp("s", SpeechStart(utterance_id=i, start=0.0)))
     late = hub.subscribe(after=0)
-    assert late.queue.qsize() == 5
+    # events 1 to 7 are gone: an events.gap says so first, naming the oldest kept
+    gap = late.queue.get_nowait()
+    assert gap.type == "events.gap" and gap.id == 0
+    assert gap.to_dict()["after"] == "0" and gap.to_dict()["first"] == "8"
+    assert [late.queue.get_nowait().id for _ in range(5)] == [8, 9, 10, 11, 12]
+    # a resume the ring still covers gets no notice
+    covered = hub.subscribe(after=7)
+    assert [covered.queue.get_nowait().id for _ in range(5)] == [8, 9, 10, 11, 12]
+
+
+def test_after_is_checked_at_the_handshake() -> None:
+    hub = EventHub(HubOptions(), Metrics())
+    assert hub.query_error("/v1/events?after=9223372036854775807") == ""
+    for bad in ("99999999999999999999", "9223372036854775808", "-1", "1-0", "x"):
+        assert hub.query_error(f"/v1/events?after={bad}"), bad
+    assert "once" in hub.query_error("/v1/events?after=1&after=2")
 
 
 async def test_a_reader_is_evicted_only_ten_queues_behind() -> None:
@@ -60,3 +84,21 @@ async def test_a_reader_is_evicted_only_ten_queues_behind() -> None:
     assert not reader.evicted.is_set() and reader.queue.qsize() == 20
     hub.publish(sequencer.stamp("s", SpeechStart(utterance_id=20, start=0.0)))
     assert reader.evicted.is_set()
+
+
+async def test_a_subscriber_resuming_past_the_retention_is_told_over_the_socket(
+    tmp_path: Path,
+) -> None:
+    env = {"STREAMSER_HUB_RETENTION_EVENTS": "5"}
+    with running(FAST, tmp_path, env) as server:
+        call = await run_stream(server.url, pcm16(read_clip(DEMO)))
+        ids = [e["id"] for e in call.events]
+        assert len(ids) > 6  # more than the ring keeps
+        async with connect(f"{server.url}/v1/events?after={ids[0]}") as ws:
+            first = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            replay = [
+                json.loads(await asyncio.wait_for(ws.recv(), 10)) for _ in ids[-5:]
+            ]
+    assert first["type"] == "events.gap" and first["id"] == 0
+    assert (first["after"], first["first"]) == (str(ids[0]), str(ids[-5]))
+    assert [e["id"] for e in replay] == ids[-5:]

@@ -243,6 +243,54 @@ async def test_redis_hub_replays_filters_and_goes_live(
             await sink.close()
 
 
+@needs_redis
+async def test_redis_hub_refuses_out_of_range_cursors_and_names_a_gap(
+    redis_server: RedisServer,
+) -> None:
+    options = RedisSinkOptions(url=redis_server.url)
+    sink = RedisSink(options, Metrics())
+    await sink.start()
+    sequencer = EventSequencer(origin="a:1")
+    for i in range(8):
+        sink(sequencer.stamp("call", SpeechStart(i, 0.0)))
+    await wait_for(lambda: not sink.buffered, 10, "written")
+    entries = stored(redis_server.url)
+    # retention drops the first five entries (as MAXLEN does)
+    with contextlib.closing(redis.Redis.from_url(redis_server.url)) as client:
+        client.xtrim(STREAM, maxlen=3, approximate=False)
+    hub = RedisHub(HubOptions(backend="redis"), Metrics(), options)
+    await hub.start()
+    try:
+        for bad in (
+            "99999999999999999999-0",
+            "18446744073709551616",
+            "0-18446744073709551616",
+            "18446744073709551615-18446744073709551615",
+        ):
+            assert "entry id" in hub.query_error(f"/v1/events?after={bad}"), bad
+        assert hub.query_error("/v1/events?after=18446744073709551615-0") == ""
+        assert "once" in hub.query_error("/v1/events?after=0&after=0")
+        # resuming after the 2nd entry: 3rd to 5th are gone, and it is told so
+        late = hub.subscribe(after=entries[1][0])
+        await wait_for(lambda: late.queue.qsize() == 4, 10, "gap and replay")
+        gap = late.queue.get_nowait()
+        assert gap.type == "events.gap"
+        assert gap.to_dict()["first"] == entries[5][0]
+        assert gap.to_dict()["after"] == entries[1][0]
+        assert [hub.cursor(late.queue.get_nowait()) for _ in range(3)] == [
+            e[0] for e in entries[5:]
+        ]
+        # resuming from an entry still held gets no notice
+        exact = hub.subscribe(after=entries[5][0])
+        await wait_for(lambda: exact.queue.qsize() == 2, 10, "replay")
+        assert [hub.cursor(exact.queue.get_nowait()) for _ in range(2)] == [
+            e[0] for e in entries[6:]
+        ]
+    finally:
+        await hub.close()
+        await sink.close()
+
+
 # -- deploy/consumer.py ----------------------------------------------------------------
 
 

@@ -128,7 +128,7 @@ def test_csv_has_one_row_per_utterance(tmp_path: Path) -> None:
     assert [r["utterance_id"] for r in rows] == ["0", "1", "2", "3"]
     assert [r["channel_name"] for r in rows] == ["agent", "customer"] * 2
     assert rows[0]["transcript"] == 'Nein, "so" <b>nicht</b>!'
-    assert rows[1]["transcript"] == "" and rows[1]["arousal"] == "-0.4"
+    assert rows[1]["transcript"] == "" and rows[1]["arousal"] == "-0.4000"
     assert rows[0]["arousal"] == "" and rows[0]["start"] == "0.500"
     assert {r["stream"] for r in rows} == {"call-1"}
 

@@ -81,6 +81,48 @@ def test_health_needs_no_token_everything_else_does(secured: Served) -> None:
         assert secured.http(f"/metrics?token={token}")[0] == 200
 
 
+def _raw_get(port: int, path: str, header_lines: list[str]) -> bytes:
+    """A GET with exactly these header lines (urllib cannot repeat a header)."""
+    import socket
+
+    head = [f"GET {path} HTTP/1.1", "Host: 127.0.0.1", *header_lines, "", ""]
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall("\r\n".join(head).encode())
+        reply = b""
+        while b"\r\n\r\n" not in reply:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            reply += chunk
+    return reply
+
+
+def test_a_repeated_authorization_header_is_refused_counted_and_throttled(
+    secured: Served,
+) -> None:
+    auth = {"Authorization": f"Bearer {TOKENS[0]}"}
+    before = metric(
+        secured.metrics(auth),
+        "streamser_refused_connections_total",
+        reason="unauthorized",
+    )
+    log_before = len(secured.log())
+    twice = [f"Authorization: Bearer {TOKENS[0]}", f"Authorization: Bearer {TOKENS[1]}"]
+    for _ in range(50):
+        reply = _raw_get(secured.port, "/metrics", twice)
+        assert reply.startswith(b"HTTP/1.1 401"), reply[:80]
+    after = metric(
+        secured.metrics(auth),
+        "streamser_refused_connections_total",
+        reason="unauthorized",
+    )
+    assert after - before == 50
+    log = secured.log()[log_before:]
+    assert "Traceback" not in log and "500" not in log
+    # at most one WARNING per address and interval (RefusalLog), however many tries
+    assert log.count("missing or wrong token") <= 1
+
+
 async def test_websockets_need_a_token_in_header_or_query(secured: Served) -> None:
     for path in ("/v1/stream", "/v1/events"):
         url = f"{secured.url}{path}"
@@ -190,6 +232,8 @@ def test_unreadable_token_file_fails_at_start_in_one_line(tmp_path: Path) -> Non
     errors = [line for line in result.stderr.splitlines() if "ERROR" in line]
     assert len(errors) == 1 and "cannot read token file" in errors[0]
     assert "Traceback" not in result.stderr
+    # checked before the models load (seconds), not after
+    assert "Emotion model" not in result.stderr and "loaded" not in result.stderr
 
 
 # -- binding ------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.client
 import io
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -72,6 +73,19 @@ def send(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[
     )
 
 
+def run_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The events of ``streamser run PATH --jsonl`` (fixture graphs, no ASR)."""
+    ran = subprocess.run(
+        [sys.executable, "-m", "streamser", "run", str(path), "--jsonl", *FAST],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert ran.returncode == 0, ran.stderr
+    return events_of(ran.stdout)
+
+
 def events_of(stdout: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in stdout.splitlines()]
 
@@ -97,15 +111,7 @@ def test_send_a_file_fast_gets_every_utterance_as_run_does(
     assert sent.returncode == 0, sent.stderr
     events = events_of(sent.stdout)
     check_stream_events(events)
-    ran = subprocess.run(
-        [sys.executable, "-m", "streamser", "run", str(speech), "--jsonl", *FAST],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert ran.returncode == 0, ran.stderr
-    expected = events_of(ran.stdout)
+    expected = run_jsonl(speech)
 
     def ends(events: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
         return [
@@ -124,9 +130,12 @@ def test_send_prints_the_live_view_lines_of_run(server: Served) -> None:
     sent = send(str(DEMO), "--url", server.url)
     assert sent.returncode == 0, sent.stderr
     lines = sent.stdout.splitlines()
-    assert len(lines) == 3
+    # three utterances, then the call's summary (no alert: no rule fired)
+    assert len(lines) == 5
     assert all(line.startswith("demo.wav  ") for line in lines)
     assert lines[0].split()[1] == "0.69-"
+    assert "summary:" in lines[3] and "0 alert(s)" in lines[3]
+    assert "channel 0: 3 utterance(s)" in lines[4]
 
 
 def test_a_stereo_file_is_declared_as_such_and_downmixed(
@@ -197,13 +206,62 @@ def test_a_refused_connection_is_one_clear_line() -> None:
     assert "Traceback" not in sent.stderr
 
 
-def test_a_fatal_error_event_fails(server: Served, tmp_path: Path) -> None:
-    fast = tmp_path / "fast.wav"
-    sf.write(fast, np.zeros(96000, np.float32), 96000)  # beyond 48000 Hz
-    sent = send(str(fast), "--url", server.url)
+def test_a_fatal_error_event_fails(server: Served) -> None:
+    sent = send(str(DEMO), "--url", server.url, "--language", "EN")
     assert sent.returncode == 1
-    assert "error unsupported_sample_rate" in sent.stdout
-    assert "fast.wav: unsupported_sample_rate" in sent.stderr
+    assert "error invalid_language" in sent.stdout
+    assert "demo.wav: invalid_language" in sent.stderr
+
+
+@pytest.mark.parametrize(
+    ("rate", "channels", "mode"),
+    [(96000, 1, "downmix"), (2000, 1, "downmix"), (16000, 16, "downmix")],
+    ids=["96kHz", "2kHz", "16-channel"],
+)
+def test_send_takes_what_run_takes(
+    server: Served, tmp_path: Path, rate: int, channels: int, mode: str
+) -> None:
+    # the demo's speech, at a rate or with channels a start cannot declare: sent
+    # decoded to 16 kHz, as run decodes it, so both give the same utterances
+    speech, _ = sf.read(DEMO, dtype="float32")
+    import soxr
+
+    audio = soxr.resample(speech[: 6 * 16000], 16000, rate) if rate != 16000 else speech
+    audio = np.repeat(np.asarray(audio)[:, None], channels, axis=1)
+    path = tmp_path / f"odd-{rate}-{channels}.wav"
+    sf.write(path, audio, rate, subtype="PCM_16")
+    sent = send(str(path), "--url", server.url, "--jsonl", "--channels", mode)
+    assert sent.returncode == 0, sent.stderr
+    assert "BytesIO" not in sent.stderr
+    expected = run_jsonl(path)
+
+    def ends(events: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+        return [
+            (e["start"], e["end"], e["label"])
+            for e in events
+            if e["type"] == "utterance.end"
+        ]
+
+    if rate >= 8000:  # 2 kHz keeps too little of the speech for the VAD to find it
+        assert ends(events_of(sent.stdout))
+    assert ends(events_of(sent.stdout)) == ends(expected)
+    end = events_of(sent.stdout)[-1]
+    assert end["audio_seconds"] == pytest.approx(len(audio) / rate, abs=0.01)
+
+
+def test_send_refuses_too_many_channels_to_keep_apart_in_one_line(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "sixteen.wav"
+    sf.write(path, np.zeros((16000, 16), np.float32), 16000, subtype="PCM_16")
+    sent = send(str(path), "--channels", "separate", "--url", "ws://127.0.0.1:9")
+    assert sent.returncode == 1
+    (line,) = sent.stderr.strip().splitlines()
+    assert line.endswith(f"{path}: 16 channels; at most 8 can be kept apart")
+    garbage = send("-", "--url", "ws://127.0.0.1:9", stdin=b"not audio at all" * 8)
+    assert garbage.returncode == 1
+    (line,) = garbage.stderr.strip().splitlines()
+    assert "standard input: cannot read audio" in line and "BytesIO" not in line
 
 
 def test_tokens_come_from_a_file(tmp_path: Path) -> None:
@@ -219,7 +277,7 @@ def test_tokens_come_from_a_file(tmp_path: Path) -> None:
         )
         sent = send(str(DEMO), "--url", secured.url, "--token-file", str(token_file))
         assert sent.returncode == 0, sent.stderr
-        assert len(sent.stdout.splitlines()) == 3
+        assert len(sent.stdout.splitlines()) == 5  # 3 utterances, the summary
     assert "s3cret-send-token" not in secured.log()
 
 
@@ -266,3 +324,40 @@ def test_realtime_paces_the_audio(server: Served, tmp_path: Path) -> None:
     assert sent.returncode == 0, sent.stderr
     assert elapsed >= 3.0
     assert events_of(sent.stdout)[-1]["audio_seconds"] == 3.0
+
+
+def test_a_call_cut_by_a_draining_server_fails_in_one_line(tmp_path: Path) -> None:
+    with running(FAST, tmp_path) as server:
+        sending = subprocess.Popen(
+            [sys.executable, "-m", "streamser", "send", str(DEMO), "--realtime"]
+            + ["--url", server.url],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            server.wait_log(r"Stream \S+ opened", timeout=60)
+            time.sleep(4.0)  # into the call (15.7 s of audio at real-time pace)
+            server.signal(signal.SIGTERM)
+            stdout, stderr = sending.communicate(timeout=120)
+        finally:
+            if sending.poll() is None:
+                sending.kill()
+    assert sending.returncode == 1
+    errors = [line for line in stderr.splitlines() if line.strip()]
+    assert len(errors) == 1, stderr
+    assert "demo.wav: the stream was cut (the server shut down)" in errors[0]
+    recognised = float(errors[0].split(": ")[-1].split(" s of")[0].split()[-1])
+    assert 3.0 <= recognised < 15.0, errors[0]
+    assert "utterance(s)" in errors[0] and "15.7 s sent" in errors[0]
+    # the stream.end said so, and what the server had got was still recognised
+    assert "summary:" in stdout
+
+
+def test_a_complete_call_says_stop(server: Served) -> None:
+    sent = send(str(DEMO), "--url", server.url, "--jsonl")
+    assert sent.returncode == 0, sent.stderr
+    end = events_of(sent.stdout)[-1]
+    assert (end["type"], end["reason"]) == ("stream.end", "stop")
+    assert end["audio_seconds"] == pytest.approx(15.661, abs=0.01)

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import csv
 import html
+import logging
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from pathlib import Path
+from typing import Any, Final
 
+from streamser.errors import StreamserError
 from streamser.events import (
     CallAlert,
     CallSummary,
@@ -22,6 +26,8 @@ from streamser.events import (
     UtteranceEnd,
 )
 from streamser.labels import CANONICAL_LABELS
+
+_LOGGER = logging.getLogger(__name__)
 
 CSV_COLUMNS: Final = (
     "stream",
@@ -60,6 +66,8 @@ class CallRecord:
     stream_id: str
     names: list[str | None] = field(default_factory=list)
     """Channel names from the start's ``metadata.channels``."""
+    title: str = ""
+    """What to call the call: a name from its metadata, else "" (its stream id)."""
     utterances: list[UtteranceEnd] = field(default_factory=list)
     alerts: list[CallAlert] = field(default_factory=list)
     summary: CallSummary | None = None
@@ -88,6 +96,7 @@ class CallRecorder:
             names = body.metadata.get("channels")
             if isinstance(names, list) and body.channel_mode == "separate":
                 record.names = [n if isinstance(n, str) else None for n in names]
+            record.title = call_title(body.metadata)
         elif isinstance(body, UtteranceEnd):
             record.utterances.append(body)
         elif isinstance(body, CallAlert):
@@ -96,8 +105,50 @@ class CallRecorder:
             record.summary = body
 
 
-def _number(value: float | None) -> str:
-    return "" if value is None else f"{value:g}"
+TITLE_KEYS: Final = ("call_id", "call", "name", "title", "file")
+"""``metadata`` keys that name a call, first found wins (``send`` sets ``file``)."""
+
+
+def call_title(metadata: Mapping[str, Any]) -> str:
+    """A call's name from its ``metadata`` (``TITLE_KEYS``), or ""."""
+    for key in TITLE_KEYS:
+        value = metadata.get(key)
+        if isinstance(value, str | int) and not isinstance(value, bool) and value != "":
+            return str(value)
+    return ""
+
+
+def _number(value: float | None, digits: int = 4) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def check_report_paths(*paths: Path | None) -> None:
+    """Fail before any work when a report could not be written (no such folder).
+
+    Raises:
+        StreamserError: naming the path.
+    """
+    for path in paths:
+        if path is not None and not path.parent.is_dir():
+            raise StreamserError(f"cannot write {path}: no folder {path.parent}")
+
+
+def write_reports(
+    calls: Sequence[CallRecord], csv_path: Path | None, html_path: Path | None
+) -> None:
+    """Write the CSV and the HTML report of ``calls`` where asked (None: not).
+
+    Raises:
+        StreamserError: a file cannot be written.
+    """
+    for path, write in ((csv_path, write_csv), (html_path, write_html)):
+        if path is None:
+            continue
+        try:
+            write(path, list(calls))
+        except OSError as err:
+            raise StreamserError(f"cannot write {path}: {err.strerror}") from err
+        _LOGGER.info("Wrote %s (%d stream(s))", path, len(calls))
 
 
 def write_csv(path: str | os.PathLike[str], calls: list[CallRecord]) -> None:
@@ -307,8 +358,8 @@ def _summary_table(call: CallRecord) -> str:
         rows.append(
             f"<tr><td>{_esc(_name(call, channel.channel))}</td>"
             f"<td>{channel.utterances}</td><td>{channel.talk_seconds:.1f} s</td>"
-            f"<td>{labels}</td><td>{_esc(_number(channel.mean_arousal)) or '-'}</td>"
-            f"<td>{_esc(_number(channel.mean_valence)) or '-'}</td></tr>"
+            f"<td>{labels}</td><td>{_number(channel.mean_arousal, 2) or '-'}</td>"
+            f"<td>{_number(channel.mean_valence, 2) or '-'}</td></tr>"
         )
     rows.append("</table>")
     return "".join(rows)
@@ -357,7 +408,7 @@ def render_html(calls: list[CallRecord], title: str = "Call report") -> str:
     body = [f"<h1>{_esc(title)}</h1>"]
     for call in calls:
         body += [
-            f"<h2>{_esc(call.stream_id)}</h2>",
+            f"<h2>{_esc(call.title or call.stream_id)}</h2>",
             "<h3>Summary</h3>",
             _summary_table(call),
             "<h3>Alerts</h3>",

@@ -107,16 +107,49 @@ class AnalyticsOptions:
             ``{"type": "summary"}`` gets one either way).
         rules: the alert rules; a configuration that lists any replaces the
             defaults, and ``rules = []`` turns alerts off.
+        channel_names: names of a call's channels kept apart, comma-separated
+            ("agent,customer"), for the streams that ``run`` and ``listen`` open
+            (their ``metadata.channels``); "" for none.
     """
 
     summary: bool = True
     rules: tuple[Rule, ...] = field(default_factory=lambda: DEFAULT_RULES)
+    channel_names: str = ""
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """``channel_names`` as a tuple (empty for none)."""
+        return parse_channel_names(self.channel_names)
 
     def __post_init__(self) -> None:
+        parse_channel_names(self.channel_names)
         names = [rule.name for rule in self.rules]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"rule names must differ: {', '.join(duplicates)}")
+
+
+MAX_CHANNEL_NAME: Final = 64
+"""Longest channel name, in characters."""
+
+
+def parse_channel_names(text: str) -> tuple[str, ...]:
+    """Channel names from a comma-separated list ("agent,customer").
+
+    Raises:
+        ValueError: an empty or overlong name, or a name given twice.
+    """
+    if not text.strip():
+        return ()
+    names = tuple(name.strip() for name in text.split(","))
+    if any(not name or len(name) > MAX_CHANNEL_NAME for name in names):
+        raise ValueError(
+            f"channel names must be 1 to {MAX_CHANNEL_NAME} characters, "
+            f"comma-separated (e.g. agent,customer), got {text!r:.80}"
+        )
+    if len(set(names)) != len(names):
+        raise ValueError(f"channel names must differ, got {text!r:.80}")
+    return names
 
 
 # -- evaluation -------------------------------------------------------------------
@@ -128,8 +161,11 @@ class CallState:
 
     position_s: float
     """Seconds of stream audio received."""
-    silent_since_s: float | None
-    """Where the current silence on every channel began; None while one speaks."""
+    silences: tuple[tuple[float, float], ...] = ()
+    """Stretches in which no channel spoke, known so far and not reported before,
+    plus the current one: each (where it began, seconds it is known to have lasted).
+    Known means in stream audio, whatever the pace of recognition: a silence is
+    only measured up to where every channel's speech is settled."""
 
 
 class Watch(Protocol):
@@ -252,20 +288,20 @@ class _SilenceWatch:
         return []
 
     def tick(self, state: CallState) -> list[CallAlert]:
-        since = state.silent_since_s
-        if since is None or since == self._fired_for:
-            return []
-        if state.position_s - since < self.rule.seconds:
-            return []
-        self._fired_for = since
-        return [
-            CallAlert(
-                rule=self.rule.name,
-                channel=None,
-                utterance_ids=(),
-                message=(
-                    f"no one has spoken for {self.rule.seconds:g} s "
-                    f"(silent since {since:.1f} s)"
-                ),
+        alerts = []
+        for since, seconds in state.silences:
+            if since == self._fired_for or seconds < self.rule.seconds:
+                continue
+            self._fired_for = since
+            alerts.append(
+                CallAlert(
+                    rule=self.rule.name,
+                    channel=None,
+                    utterance_ids=(),
+                    message=(
+                        f"no one has spoken for {self.rule.seconds:g} s "
+                        f"(silent since {since:.1f} s)"
+                    ),
+                )
             )
-        ]
+        return alerts

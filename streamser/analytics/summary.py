@@ -3,6 +3,10 @@
 Sans-I/O: ``CallAnalytics`` sees the stream's events (``observe``) and its position
 in stream audio (``advance``), and returns the alerts to send; it never sends
 anything itself, so synthetic event sequences test it without a server.
+
+Silences are judged in stream audio only, never by when events arrive: a file run as
+fast as recognition goes (whose ``utterance.end`` events come long after their audio)
+raises the same alerts as the same audio played in real time.
 """
 
 from __future__ import annotations
@@ -87,8 +91,12 @@ class CallAnalytics:
         self._channels = [_Channel(i, name) for i, name in enumerate(names or [None])]
         self._watches = [rule.watch() for rule in rules]
         self._position_s = 0.0
-        self._speech_end_s = 0.0
-        """The latest end of speech on any channel (0 before any)."""
+        self._settled_s = 0.0
+        """No utterance not yet seen starts before this (stream seconds)."""
+        self._pending: list[tuple[float, float]] = []
+        """Speech spans whose end is known, not yet merged into ``_covered_to``."""
+        self._covered_to = 0.0
+        """Every silence before this has been judged; speech reaches up to it."""
         self.alerts: list[CallAlert] = []
         """Every alert raised so far, in order."""
 
@@ -110,7 +118,7 @@ class CallAnalytics:
         channel.spoken.append(
             _Spoken(event.start, event.end, event.label, event.arousal, event.valence)
         )
-        self._speech_end_s = max(self._speech_end_s, event.end)
+        self._pending.append((event.start, event.end))
         raised = [a for w in self._watches for a in w.utterance(event, channel.name)]
         self.alerts += raised
         return raised + self._tick()
@@ -122,24 +130,51 @@ class CallAnalytics:
         start = record.open.pop(utterance_id, None)
         if start is not None:
             record.unrecognised.append((start, max(start, end_s)))
-            self._speech_end_s = max(self._speech_end_s, end_s)
+            self._pending.append((start, max(start, end_s)))
         return self._tick()
 
-    def advance(self, position_s: float) -> list[CallAlert]:
-        """The stream has ``position_s`` seconds of audio; returns alerts raised."""
+    def advance(
+        self, position_s: float, settled_s: float | None = None
+    ) -> list[CallAlert]:
+        """The stream has ``position_s`` seconds of audio; returns alerts raised.
+
+        Args:
+            position_s: seconds of stream audio received.
+            settled_s: no utterance that has not sent its ``speech.start`` yet will
+                start before this (the segmenters' bound); None for ``position_s``
+                (at the end of a stream, or when speech is announced at once).
+        """
         self._position_s = max(self._position_s, position_s)
+        settled = position_s if settled_s is None else min(settled_s, position_s)
+        self._settled_s = max(self._settled_s, settled)
         return self._tick()
 
     def _tick(self) -> list[CallAlert]:
-        state = CallState(self._position_s, self._silent_since())
+        state = CallState(self._position_s, self._silences())
         raised = [alert for watch in self._watches for alert in watch.tick(state)]
         self.alerts += raised
         return raised
 
-    def _silent_since(self) -> float | None:
-        if any(channel.open for channel in self._channels):
-            return None
-        return self._speech_end_s
+    def _silences(self) -> tuple[tuple[float, float], ...]:
+        """The silences completed since the last tick, then the current one.
+
+        Speech is known up to ``horizon``: the settled point, or the start of an
+        utterance whose end is not known yet, whichever is earlier. Every span that
+        starts before it has ended (it arrived in ``_pending``), so the silences
+        before it are final whatever the pace of recognition.
+        """
+        opened = [start for c in self._channels for start in c.open.values()]
+        horizon = min([self._settled_s, *opened])
+        silences = []
+        ready = sorted(span for span in self._pending if span[0] < horizon)
+        self._pending = [span for span in self._pending if span[0] >= horizon]
+        for start, end in ready:
+            if start > self._covered_to:
+                silences.append((self._covered_to, start - self._covered_to))
+            self._covered_to = max(self._covered_to, end)
+        if horizon > self._covered_to:
+            silences.append((self._covered_to, horizon - self._covered_to))
+        return tuple(silences)
 
     def summary(self, duration_s: float | None = None) -> CallSummary:
         """The ``call.summary`` of the stream so far.

@@ -281,6 +281,12 @@ class Segmenter:
         return self._start if self.active else None
 
     @property
+    def settled_sample(self) -> int:
+        """No utterance reported from now on starts before this sample: the start
+        of the open one (confirmed or not), else the oldest sample still held."""
+        return self._start if self._open else self._timeline.start
+
+    @property
     def retained_samples(self) -> int:
         """Samples held in memory: the pre-speech pad or the open utterance."""
         return self._timeline.end - self._timeline.start + self._pending.shape[0]

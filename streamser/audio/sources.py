@@ -3,8 +3,8 @@
 A source yields 16 kHz float32 chunks (mono, or one column per channel when a file's
 channels are kept apart); ``drive`` feeds one into a ``StreamSession`` (``streamser
 run`` and ``streamser listen``). The sources: an audio file or standard input
-(``ClipSource``, played in real time or as fast as recognition keeps up), the
-microphone (``MicrophoneSource``) and the bundled demo clip. ``ProgressBar`` shows how
+(``FileSource``, decoded as it plays, in bounded memory, in real time or as fast as
+recognition keeps up), audio in memory (``ClipSource``), the microphone (``MicrophoneSource``) and the bundled demo clip. ``ProgressBar`` shows how
 far ``streamser run`` has got, on a terminal.
 
 WebSocket clients are not an ``AudioSource``: their socket carries wire-encoded bytes
@@ -34,7 +34,12 @@ import numpy as np
 import numpy.typing as npt
 
 from streamser.audio import SAMPLE_RATE_HZ
-from streamser.audio.decode import AudioDecoder, read_audio_bytes, read_audio_file
+from streamser.audio.decode import (
+    AudioDecoder,
+    AudioFileReader,
+    read_audio_file,
+    spool,
+)
 from streamser.errors import AudioSourceError
 
 _LOGGER = logging.getLogger(__name__)
@@ -138,7 +143,7 @@ async def _feed(
 
 
 class ClipSource:
-    """Audio held in memory (a file, standard input, the demo clip), in 100 ms chunks.
+    """Audio held in memory (the demo clip, tests), in 100 ms chunks.
 
     Played in real time (``live``), or as fast as recognition keeps up.
     """
@@ -180,10 +185,55 @@ class ClipSource:
                 await asyncio.sleep(max(0.0, due - time.monotonic()))
 
 
+class FileSource:
+    """An audio file (or standard input, spooled to a temporary file) decoded a block
+    at a time: memory stays bounded however long it is (``streamser run``).
+
+    Played in real time (``live``), or as fast as recognition keeps up.
+    """
+
+    def __init__(self, reader: AudioFileReader, name: str, *, realtime: bool) -> None:
+        """Wrap an open reader (closed once its blocks are all read).
+
+        Args:
+            reader: the file, opened and checked.
+            name: the stream id.
+            realtime: pace the chunks by the clock.
+        """
+        self.reader = reader
+        self.name = name
+        self.live = realtime
+
+    @property
+    def channels(self) -> int:
+        """Channels kept apart in the chunks (1 for mono)."""
+        return self.reader.lanes
+
+    @property
+    def samples(self) -> int:
+        """Length of the file in 16 kHz samples."""
+        return self.reader.samples
+
+    def __aiter__(self) -> AsyncIterator[npt.NDArray[np.float32]]:
+        """The chunks, each yielded when due when playing in real time."""
+        return self._chunks()
+
+    async def _chunks(self) -> AsyncIterator[npt.NDArray[np.float32]]:
+        began = time.monotonic()
+        done = 0
+        with self.reader:
+            for block in self.reader.blocks():
+                done += block.shape[0]
+                yield _squeeze(block)
+                if self.live:
+                    due = began + done / SAMPLE_RATE_HZ
+                    await asyncio.sleep(max(0.0, due - time.monotonic()))
+
+
 def file_source(
     path: Path, name: str, *, realtime: bool, separate: bool = False
-) -> ClipSource:
-    """A WAV, FLAC, OGG or MP3 file, read and decoded now.
+) -> FileSource:
+    """A WAV, FLAC, OGG or MP3 file, opened and checked now, decoded as it plays.
 
     Args:
         path: the file.
@@ -194,9 +244,7 @@ def file_source(
     Raises:
         AudioSourceError: the file is missing, unreadable or not audio.
     """
-    return ClipSource(
-        _squeeze(read_audio_file(path, separate=separate)), name, realtime=realtime
-    )
+    return FileSource(AudioFileReader(path, separate=separate), name, realtime=realtime)
 
 
 def stdin_source(
@@ -205,8 +253,10 @@ def stdin_source(
     realtime: bool,
     stream: BinaryIO | None = None,
     separate: bool = False,
-) -> ClipSource:
-    """A whole audio file piped to standard input (``streamser run -``), read now.
+) -> FileSource:
+    """An audio file piped to standard input (``streamser run -``): copied to a
+    temporary file a block at a time (libsndfile needs to seek), then decoded as it
+    plays.
 
     Args:
         name: the stream id.
@@ -217,9 +267,14 @@ def stdin_source(
     Raises:
         AudioSourceError: nothing on standard input, or not audio.
     """
-    data = (stream if stream is not None else sys.stdin.buffer).read()
-    audio = read_audio_bytes(data, "standard input", separate=separate)
-    return ClipSource(_squeeze(audio), name, realtime=realtime)
+    spooled = spool(stream if stream is not None else sys.stdin.buffer)
+    try:
+        reader = AudioFileReader(spooled, "standard input", separate=separate)
+    except AudioSourceError:
+        spooled.close()
+        raise
+    reader.own(spooled)
+    return FileSource(reader, name, realtime=realtime)
 
 
 def _squeeze(audio: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
@@ -229,8 +284,9 @@ def _squeeze(audio: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
 
 def open_clips(
     paths: Sequence[Path], *, realtime: bool, separate: bool = False
-) -> tuple[list[ClipSource], list[AudioSourceError]]:
-    """Read every file now (``-``: standard input), named for ``streamser run``.
+) -> tuple[list[FileSource], list[AudioSourceError]]:
+    """Open and check every file now (``-``: standard input), named for ``streamser
+    run``; each is decoded as it plays.
 
     A source is named by its file name ("stdin" for ``-``); a name given before gets
     ``#2``, ``#3``..., so stream ids differ.
@@ -244,7 +300,7 @@ def open_clips(
         The sources of the files that could be read, in order, and an error for each
         one that could not (missing, unreadable, not audio).
     """
-    sources: list[ClipSource] = []
+    sources: list[FileSource] = []
     errors: list[AudioSourceError] = []
     seen: Counter[str] = Counter()
     for path in paths:

@@ -257,7 +257,15 @@ class StreamEnd(_Event):
     utterances: int
     """Number of ``utterance.end`` events the stream produced."""
     audio_seconds: float
-    """Seconds of audio received."""
+    """Seconds of audio received, every utterance of which was recognised."""
+    reason: str = "stop"
+    """Why it ended (``STREAM_END_REASONS``): only "stop" means all of the audio
+    the client sent was received."""
+
+
+STREAM_END_REASONS: Final = ("stop", "disconnect", "stream_too_long", "shutdown")
+"""``stream.end``'s ``reason``: the client's ``stop`` (or the end of a file), the
+client went away, ``server.max_stream_s`` was reached, the server shut down."""
 
 
 @dataclass(frozen=True)
@@ -311,6 +319,21 @@ class CallSummary(_Event):
     """Every ``call.alert`` raised on the stream so far, in order."""
 
 
+@dataclass(frozen=True)
+class EventsGap(_Event):
+    """``events.gap``: a ``/v1/events`` resume cannot start right after ``after``,
+    because the events in between are no longer retained. Sent first, before the
+    replay; its envelope has ``id`` 0 and ``stream_id`` "" (it is no stream's event,
+    and not a place to resume from)."""
+
+    TYPE: ClassVar[str] = "events.gap"
+    after: str
+    """The ``after=`` the subscriber asked for."""
+    first: str
+    """The ``id`` (memory hub) or ``cursor`` (Redis hub) of the first event it can
+    still give; events between ``after`` and it are lost to this subscriber."""
+
+
 Event = (
     StreamStart
     | SpeechStart
@@ -320,6 +343,7 @@ Event = (
     | ErrorEvent
     | CallAlert
     | CallSummary
+    | EventsGap
 )
 """Any event body."""
 EVENT_TYPES: Final[dict[str, type[Event]]] = {
@@ -333,6 +357,7 @@ EVENT_TYPES: Final[dict[str, type[Event]]] = {
         ErrorEvent,
         CallAlert,
         CallSummary,
+        EventsGap,
     )
 }
 """Event class by wire type."""

@@ -163,7 +163,10 @@ class StreamSession:
         self._push(lanes)
         for lane in self._lanes:
             self._maybe_partial(lane)
-        self._send(self._analytics.advance(self.audio_seconds))
+        settled = min(lane.segmenter.settled_sample for lane in self._lanes)
+        self._send(
+            self._analytics.advance(self.audio_seconds, settled / SAMPLE_RATE_HZ)
+        )
 
     def _push(self, lanes: npt.NDArray[np.float32]) -> None:
         """Segment every lane; with several, one VAD frame at a time, lane after
@@ -208,9 +211,9 @@ class StreamSession:
         """Emit a ``call.summary`` of the stream so far (the client's ``summary``)."""
         self.engine.emit(self.stream_id, self._analytics.summary(self.audio_seconds))
 
-    async def close(self) -> None:
+    async def close(self, reason: str = "stop") -> None:
         """Finish every pending utterance, then emit ``call.summary`` (unless turned
-        off) and ``stream.end``."""
+        off) and ``stream.end`` saying ``reason`` (``STREAM_END_REASONS``)."""
         if self.closed:
             return
         self.closed = True
@@ -234,6 +237,7 @@ class StreamSession:
             StreamEnd(
                 utterances=self.utterances,
                 audio_seconds=round(self.audio_seconds, 3),
+                reason=reason,
             ),
         )
         self.engine.sequencer.forget(self.stream_id)

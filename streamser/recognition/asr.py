@@ -23,7 +23,11 @@ from streamser.recognition.asr_options import AsrOptions
 from streamser.recognition.cuda import cuda_device_count, preload_cuda_libraries
 from streamser.recognition.features import MAX_MEL_FRAMES, N_MELS, log_mel
 from streamser.recognition.transcript_checks import Decoding, choose_transcript, judge
-from streamser.recognition.whisper_model import cache_dir, default_whisper_dir
+from streamser.recognition.whisper_model import (
+    cache_dir,
+    default_whisper_dir,
+    load_error,
+)
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -101,9 +105,7 @@ class WhisperAsr:
             self.compute_type = compute
             break
         else:
-            raise ModelError(
-                f"cannot load Whisper model {self.model_path}: {last_error}"
-            )
+            raise ModelError(load_error(self.model_path, last_error))
         import ctranslate2
         from faster_whisper.tokenizer import Tokenizer
 

@@ -44,6 +44,24 @@ def cache_dir() -> Path:
     return base / "streamser"
 
 
+def load_error(model: str, error: BaseException | None) -> str:
+    """One line saying why a Whisper model could not be loaded.
+
+    A size name or hub id (not a folder) that is not in the local cache needs the
+    Hugging Face hub, which a server often cannot reach: the line says what ships and
+    how to use a local CTranslate2 folder instead of the hub's multi-line error.
+    """
+    if not Path(model).expanduser().exists():
+        return (
+            f"Whisper model {model!r} is not installed and cannot be downloaded here; "
+            "streamser ships Whisper base (leave asr.model / --whisper-model unset), "
+            "or convert another model to CTranslate2 (ct2-transformers-converter) and "
+            "give its folder: --whisper-model /path/to/folder"
+        )
+    reason = str(error).strip().splitlines()[0] if error and str(error).strip() else ""
+    return f"cannot load Whisper model {model}: {reason or type(error).__name__}"
+
+
 def _part_files() -> tuple[Path, Path, Path]:
     """Locate the packaged data folder of part 1 and the two model.bin parts."""
     try:

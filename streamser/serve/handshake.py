@@ -164,16 +164,51 @@ def tls_context(cert: str, key: str) -> ssl.SSLContext | None:
     return context
 
 
+def refuse_exposure(options: ServerOptions, tokens: tuple[bytes, ...]) -> None:
+    """Refuse to serve beyond loopback without tokens unless ``allow_anonymous``.
+
+    Raises:
+        ConfigError: naming the address and the two ways out.
+    """
+    if is_loopback(options.host) or tokens or options.allow_anonymous:
+        return
+    where = options.host or "every address"
+    raise ConfigError(
+        f"refusing to listen on {where} without tokens: set server.token_file, or "
+        "server.allow_anonymous = true to let anyone who can reach it connect"
+    )
+
+
+def check_security(options: ServerOptions) -> tuple[bytes, ...]:
+    """What the server checks when it starts, done before the models load: the
+    token file, the TLS certificate and key, and ``refuse_exposure``.
+
+    Returns:
+        The tokens.
+
+    Raises:
+        ConfigError: the first of those that fails.
+    """
+    tokens = read_tokens(options.token_file) if options.token_file else ()
+    tls_context(options.tls_cert, options.tls_key)
+    refuse_exposure(options, tokens)
+    return tokens
+
+
 def authorised(tokens: tuple[bytes, ...], request: Request) -> bool:
     """Whether ``request`` carries one of ``tokens`` (always true without tokens).
 
     The token comes from ``Authorization: Bearer`` or, for browsers, ``?token=``.
     Every configured token is compared in constant time, so timing reveals neither
-    the token nor which one matched.
+    the token nor which one matched. A request with several ``Authorization``
+    headers is refused: which one counts would be ambiguous.
     """
     if not tokens:
         return True
-    header = request.headers.get("Authorization", "")
+    values = request.headers.get_all("Authorization")
+    if len(values) > 1:
+        return False
+    header = values[0] if values else ""
     if header[:7].lower() == "bearer ":
         offered = header[7:].strip().encode()
     else:
@@ -246,7 +281,7 @@ def dashboard_response(
     if found is None:
         return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
     body, content_type, etag = found
-    if request.headers.get("If-None-Match") == etag:
+    if etag in request.headers.get_all("If-None-Match"):
         status, body = http.HTTPStatus.NOT_MODIFIED, b""
     else:
         status = http.HTTPStatus.OK
@@ -264,12 +299,20 @@ def dashboard_response(
     return Response(status.value, status.phrase, headers, body)
 
 
+MAX_EVENT_ID: Final = 2**63 - 1
+"""The largest ``after=`` the memory hub takes (a signed 64-bit integer)."""
+
+
 def subscription_error(path: str) -> str:
     """Why a /v1/events query is invalid, or ""."""
     query = parse_qs(urlsplit(path).query)
+    if len(query.get("after", [])) > 1:
+        return "after may be given once"
     for value in query.get("after", []):
-        if not (value.isascii() and value.isdigit()):
+        if not (value.isascii() and value.isdigit()) or len(value) > 19:
             return "after must be a non-negative integer event id"
+        if int(value) > MAX_EVENT_ID:
+            return f"after must be at most {MAX_EVENT_ID}"
     unknown = {
         t for value in query.get("types", []) for t in value.split(",") if t
     } - set(EVENT_TYPES)

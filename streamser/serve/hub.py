@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from streamser.events import Envelope
+from streamser.events import Envelope, EventsGap, default_origin, rfc3339_now
 from streamser.metrics import Metrics
 from streamser.serve import handshake
 
@@ -133,6 +133,20 @@ class Hub(Protocol):
         """Stop its tasks and connections."""
 
 
+def gap_notice(after: str, first: str, origin: str = "") -> Envelope:
+    """The ``events.gap`` telling a resuming subscriber that the events between
+    ``after`` and ``first`` are no longer retained (``id`` 0: no place to resume
+    from)."""
+    return Envelope(
+        0, "", 0, rfc3339_now(), EventsGap(after, first), origin or default_origin()
+    )
+
+
+def is_notice(envelope: Envelope) -> bool:
+    """Whether ``envelope`` is a hub notice rather than a stream's event."""
+    return isinstance(envelope.body, EventsGap)
+
+
 def evict_subscriber(
     sub: Subscription, metrics: Metrics, unsubscribe: Callable[[Subscription], None]
 ) -> None:
@@ -186,7 +200,8 @@ class EventHub:
         types: Iterable[str] = (),
         after: int | str | None = None,
     ) -> Subscription:
-        """Register a subscriber; with ``after`` it first gets retained events > after.
+        """Register a subscriber; with ``after`` it first gets retained events > after,
+        preceded by an ``events.gap`` when some of those are no longer retained.
 
         Raises:
             ValueError: ``after`` is not a non-negative integer.
@@ -199,6 +214,16 @@ class EventHub:
         if after is not None:
             after = int(after)
             sub.resume_from = str(after)
+            oldest = self.oldest_id()
+            if oldest is not None and after < oldest - 1:
+                _LOGGER.info(
+                    "A subscriber resumes after %d; events up to %d are gone",
+                    after,
+                    oldest - 1,
+                )
+                sub.queue.put_nowait(
+                    gap_notice(str(after), str(oldest), self.options.origin)
+                )
             for envelope in self._ring:
                 if envelope.id > after and sub.wants(envelope):
                     sub.queue.put_nowait(envelope)

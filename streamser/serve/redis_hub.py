@@ -21,13 +21,19 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Final
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from streamser.errors import ProtocolError
 from streamser.events import Envelope
 from streamser.metrics import Metrics
 from streamser.serve import handshake
-from streamser.serve.hub import HubOptions, Subscription, evict_subscriber, offer
+from streamser.serve.hub import (
+    HubOptions,
+    Subscription,
+    evict_subscriber,
+    gap_notice,
+    offer,
+)
 from streamser.sinks.redis import (
     RedisSinkOptions,
     connect,
@@ -40,9 +46,20 @@ from streamser.sinks.redis import (
 _LOGGER = logging.getLogger(__name__)
 
 _ENTRY_ID: Final = re.compile(r"[0-9]{1,20}(-[0-9]{1,20})?")
+_MAX_PART: Final = 2**64 - 1
+"""Redis entry ids are two unsigned 64-bit integers."""
 _READ_COUNT: Final = 1000
 _REPLAY_PAGE: Final = 500
 _BLOCK_MS: Final = 1000
+
+
+def valid_entry_id(text: str) -> bool:
+    """Whether ``text`` is a Redis entry id (``MS-SEQ`` or ``MS``) that an entry can
+    follow: each part fits 64 bits, and it is not the largest id."""
+    if not _ENTRY_ID.fullmatch(text):
+        return False
+    parts = [int(part) for part in text.split("-")]
+    return max(parts) <= _MAX_PART and parts != [_MAX_PART, _MAX_PART]
 
 
 @dataclass(frozen=True)
@@ -113,7 +130,7 @@ class RedisHub:
             sub.resume_from = self._position
         else:
             text = str(after)
-            if not _ENTRY_ID.fullmatch(text):
+            if not valid_entry_id(text):
                 raise ValueError(f"after must be a Redis entry id, got {text!r:.40}")
             sub.last = entry_key(text)
             sub.resume_from = text
@@ -142,10 +159,14 @@ class RedisHub:
         """Like the memory hub's check, with ``after=`` taking entry ids."""
         parts = urlsplit(path)
         query = parse_qs(parts.query)
-        for value in query.pop("after", []):
-            if not _ENTRY_ID.fullmatch(value):
+        values = query.pop("after", [])
+        if len(values) > 1:
+            return "after may be given once"
+        for value in values:
+            if not valid_entry_id(value):
                 return (
-                    "after must be a Redis stream entry id (e.g. 1700000000000-0) or 0"
+                    "after must be a Redis stream entry id (e.g. 1700000000000-0) or "
+                    f"0, each part at most {_MAX_PART}, below the largest id"
                 )
         return handshake.subscription_error(
             parts._replace(query=urlencode(query, doseq=True)).geturl()
@@ -234,6 +255,14 @@ class RedisHub:
         low = sub.resume_from
         failures = 0
         while not sub.evicted.is_set() and not self._closed:
+            try:
+                await self._check_gap(sub)
+                break
+            except (RedisError, OSError, TimeoutError) as err:
+                self._down(err)
+                await asyncio.sleep(min(0.1 * 2**failures, 1.0))
+                failures += 1
+        while not sub.evicted.is_set() and not self._closed:
             while sub.queue.qsize() >= self.options.subscriber_queue:
                 if sub.evicted.is_set():
                     return
@@ -265,6 +294,26 @@ class RedisHub:
         for envelope in backlog:
             self._deliver(sub, envelope)
         sub.replay = None
+
+    async def _check_gap(self, sub: RedisSubscription) -> None:
+        """Queue an ``events.gap`` for ``sub`` when its ``after`` is older than the
+        stream's oldest entry and the stream has lost entries (trimmed by ``MAXLEN``,
+        or deleted): Redis keeps no record of which ids those had."""
+        try:
+            info = await self._client.xinfo_stream(self.redis.stream)
+        except ResponseError:
+            return  # no such stream yet: nothing was lost
+        first = info.get("first-entry")
+        first_id = first[0] if first else info.get("last-generated-id", "0-0")
+        lost = int(info.get("entries-added", 0)) > int(info.get("length", 0))
+        if not lost or entry_key(first_id) <= entry_key(sub.resume_from):
+            return
+        _LOGGER.info(
+            "A subscriber resumes after %s; the stream now begins at %s",
+            sub.resume_from,
+            first_id,
+        )
+        sub.queue.put_nowait(gap_notice(sub.resume_from, first_id, self.options.origin))
 
     def _parse(self, entry_id: str, entry: dict[str, Any]) -> StreamedEnvelope | None:
         text = decode_entry(entry)

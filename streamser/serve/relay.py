@@ -21,7 +21,7 @@ import time
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from streamser.serve.hub import Hub, Subscription
+from streamser.serve.hub import Hub, Subscription, is_notice
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ async def relay_events(
                 return_when=asyncio.FIRST_COMPLETED,
             )
             sub.sending_since = None
-            if started.is_set():
+            if started.is_set() and not is_notice(envelope):
                 last_id = hub.cursor(envelope)
             if not sender.done():
                 if not evicted.done() and not closed.done():

@@ -27,7 +27,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from streamser.errors import ConfigError, ProtocolError
+from streamser.errors import ProtocolError
 from streamser.events import Envelope, ErrorEvent
 from streamser.messages import StartMessage, parse_start
 from streamser.pipeline import Engine, StreamSession
@@ -47,6 +47,12 @@ _CLOSE_NORMAL = 1000
 _CLOSE_GOING_AWAY = 1001
 _CLOSE_UNSUPPORTED = 1003
 _CLOSE_TRY_LATER = 1013
+_END_REASONS = {
+    "stop": "stop",
+    "drain": "shutdown",
+    "stream_too_long": "stream_too_long",
+}
+"""``stream.end``'s ``reason`` for what ended the receiving; else "disconnect"."""
 
 
 class StreamServer:
@@ -127,14 +133,9 @@ class StreamServer:
                 ``allow_anonymous`` is off.
             OSError: the port cannot be bound (in use, no permission).
         """
+        handshake.refuse_exposure(self.options, self.tokens)
         if not handshake.is_loopback(self.options.host) and not self.tokens:
             where = self.options.host or "every address"
-            if not self.options.allow_anonymous:
-                raise ConfigError(
-                    f"refusing to listen on {where} without tokens: set "
-                    "server.token_file, or server.allow_anonymous = true to let "
-                    "anyone who can reach it connect"
-                )
             _LOGGER.warning(
                 "Listening on %s without tokens (allow_anonymous): anyone who can "
                 "reach it may connect",
@@ -417,7 +418,7 @@ class StreamServer:
             session.open()
             outcome = await self._receive_until_drain(connection, session)
         finally:
-            await session.close()
+            await session.close(_END_REASONS.get(outcome, "disconnect"))
             self._sessions.pop(stream_id, None)
             queue.put_nowait(None)
             await sender

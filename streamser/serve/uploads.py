@@ -29,6 +29,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request
 
 from streamser.analytics.report import CallRecorder, render_html
+from streamser.analytics.rules import parse_channel_names
 from streamser.audio import SAMPLE_RATE_HZ
 from streamser.audio.sources import drive, file_source
 from streamser.errors import AudioSourceError, ProtocolError
@@ -91,15 +92,17 @@ class CallOptions:
         Raises:
             ProtocolError: an option is invalid (the message says which).
         """
-        mode = values.get("channels") or "downmix"
+        try:
+            names = parse_channel_names(values.get("channel_names", ""))
+        except ValueError as err:
+            raise ProtocolError("invalid_metadata", str(err), fatal=True) from err
+        mode = values.get("channels") or ("separate" if names else "downmix")
         if mode not in CHANNEL_MODES:
             raise ProtocolError(
                 "invalid_channels",
                 f"channels must be one of {', '.join(CHANNEL_MODES)}, not {mode!r:.40}",
                 fatal=True,
             )
-        names = tuple(n.strip() for n in values.get("channel_names", "").split(","))
-        names = () if names == ("",) else names
         fmt = values.get("format") or ("ndjson" if NDJSON in accept else "json")
         if fmt not in FORMATS:
             raise ProtocolError(
@@ -108,12 +111,8 @@ class CallOptions:
                 fatal=True,
             )
         language = values.get("language") or None
-        # The start message's own checks: language code, channel names.
-        parse_start(
-            json.dumps(
-                {"type": "start", "language": language, "metadata": {"channels": names}}
-            )
-        )
+        # The start message's own check of the language code.
+        parse_start(json.dumps({"type": "start", "language": language}))
         return cls(mode, names, language, fmt)
 
 

@@ -57,9 +57,32 @@ export class Call {
     );
   }
 
-  /** A short title: a call id from the metadata, else the stream id. */
+  /** The label with the most seconds of speech (final utterances; the summary's
+   * seconds once there is one), else the latest label heard; null before any. */
+  dominantLabel() {
+    const seconds = new Map();
+    const add = (label, value) => seconds.set(label, (seconds.get(label) ?? 0) + value);
+    if (Array.isArray(this.summary?.channels)) {
+      for (const entry of this.summary.channels) {
+        for (const [label, value] of Object.entries(entry.label_seconds ?? {})) {
+          if (typeof value === "number") add(label, value);
+        }
+      }
+    } else {
+      for (const u of this.utterances.values()) {
+        if (u.final && u.label) add(u.label, Math.max(0, u.end - u.start));
+      }
+    }
+    let best = null;
+    for (const [label, value] of seconds) {
+      if (best === null || value > seconds.get(best)) best = label;
+    }
+    return best ?? this.currentLabel;
+  }
+
+  /** A short title: a call id or file name from the metadata, else the stream id. */
   title() {
-    for (const key of ["call_id", "call", "name", "title"]) {
+    for (const key of ["call_id", "call", "name", "title", "file"]) {
       const value = this.metadata[key];
       if (typeof value === "string" || typeof value === "number") return String(value);
     }

@@ -6,6 +6,7 @@ import { CallStore } from "./calls.js";
 import { EventConnection } from "./connection.js";
 
 const SVG = "http://www.w3.org/2000/svg";
+const TOKEN_KEY = "streamser-token";
 const KNOWN_LABELS = new Set([
   "anger", "boredom", "calm", "disgust", "fear",
   "happiness", "neutral", "sadness", "surprise",
@@ -102,15 +103,20 @@ function drawListItem(call, { item, button }) {
   if (call.streamId === page.selected) classes.push("selected");
   if (call.alerts.length) classes.push("alerted");
   item.className = classes.join(" ");
+  const dominant = call.dominantLabel();
   button.replaceChildren(
     ...[
       h("span", { class: "call-title" }, call.title()),
       h("span", { class: "call-status" }, call.live ? "live" : "ended"),
-      call.currentLabel
+      dominant
         ? h(
             "span",
-            { class: `chip ${labelClass(call.currentLabel)}`, "data-role": "emotion" },
-            call.currentLabel,
+            {
+              class: `chip ${labelClass(dominant)}`,
+              "data-role": "emotion",
+              title: "the call's dominant emotion, by seconds of speech",
+            },
+            dominant,
           )
         : h("span", { class: "chip muted", "data-role": "emotion" }, "…"),
       call.alerts.length
@@ -279,6 +285,20 @@ function renderTimeline(call) {
         h("svg:line", { class: "zero", x1: gutter, x2: width - 24, y1: middle, y2: middle }),
         h("svg:text", { class: "axis-label", x: 4, y: middle + 4 }, "arousal/valence"),
       );
+      // The scale: both run from -1 to +1 (PROTOCOL.md), 22 px each way.
+      for (const [value, text] of [[1, "+1"], [0, "0"], [-1, "−1"]]) {
+        const y = middle - value * 22;
+        if (value !== 0) {
+          svg.append(h("svg:line", { class: "scale", x1: gutter, x2: width - 24, y1: y, y2: y }));
+        }
+        svg.append(
+          h(
+            "svg:text",
+            { class: "scale-label", x: gutter - 6, y: y + 3, "text-anchor": "end" },
+            text,
+          ),
+        );
+      }
       for (const name of ["arousal", "valence"]) {
         const points = mine
           .filter((u) => u[name] !== null)
@@ -432,6 +452,19 @@ function showState(state, detail) {
   }
 }
 
+/** The token from ?token= (then taken out of the address, so it is not left in the
+ * history, a bookmark or a screenshot; kept for this tab so a reload still works),
+ * else the one this tab was given before. */
+function pageToken(params) {
+  const given = params.get("token");
+  if (given === null) return sessionStorage.getItem(TOKEN_KEY);
+  sessionStorage.setItem(TOKEN_KEY, given);
+  params.delete("token");
+  const rest = params.toString();
+  history.replaceState(null, "", `${location.pathname}${rest ? `?${rest}` : ""}${location.hash}`);
+  return given;
+}
+
 function main() {
   const params = new URLSearchParams(location.search);
   const wanted = /^#call=(.+)$/.exec(location.hash);
@@ -444,7 +477,7 @@ function main() {
     }
   }
   const connection = new EventConnection({
-    token: params.get("token"),
+    token: pageToken(params),
     onEvent: (event) => {
       if (store.apply(event)) schedule();
     },
