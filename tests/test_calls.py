@@ -139,6 +139,30 @@ def test_a_raw_body_with_options_in_the_query(server: Served, tmp_path: Path) ->
     assert status == 400 and b"language" in body
 
 
+def test_options_as_form_fields(server: Served, tmp_path: Path) -> None:
+    two = tmp_path / "two.ogg"
+    audio, rate = sf.read(REPO / "streamser" / "assets" / "demo.wav", dtype="float32")
+    sf.write(two, np.stack([audio, audio[::-1]], axis=1), rate)
+
+    async def post() -> dict[str, Any]:
+        data = aiohttp.FormData()
+        data.add_field("channel_names", "agent,customer")  # implies separate
+        data.add_field("file", two.read_bytes(), filename=two.name)
+        data.add_field("language", "en")  # after the file: read all the same
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(f"{base(server)}/v1/calls", data=data, headers=AUTH) as r,
+        ):
+            assert r.status == 200, await r.text()
+            return dict(await r.json())
+
+    events = asyncio.run(post())["events"]
+    start = events[0]
+    assert start["channel_mode"] == "separate" and start["language"] == "en"
+    assert start["metadata"] == {"channels": ["agent", "customer"], "file": "two.ogg"}
+    assert {e["channel"] for e in events if e["type"] == "utterance.end"} == {0, 1}
+
+
 def test_ndjson_streams_each_event_as_a_line(server: Served, speech: Path) -> None:
     accept = {"Accept": "application/x-ndjson"}
     status, headers, body = asyncio.run(upload(server, speech, headers=accept))
