@@ -14,6 +14,7 @@ with ``Retry-After``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -22,7 +23,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Final
+from typing import IO, Any, Final, Protocol
 
 from aiohttp import BodyPartReader, MultipartReader, web
 from websockets.datastructures import Headers
@@ -34,14 +35,36 @@ from streamser.audio import SAMPLE_RATE_HZ
 from streamser.audio.sources import drive, file_source
 from streamser.errors import AudioSourceError, ProtocolError
 from streamser.events import CallSummary, Envelope
-from streamser.messages import CHANNEL_MODES, parse_start
-from streamser.pipeline import StreamSession
+from streamser.messages import CHANNEL_MODES, local_start_message, parse_start
+from streamser.pipeline import Engine, StreamSession
 from streamser.serve import handshake
+from streamser.serve.handshake import ServerOptions
 
-if TYPE_CHECKING:
-    from streamser.serve.server import StreamServer
 
-__all__ = ["CALLS_PATH", "CallUploads"]
+class CallServer(Protocol):
+    """What uploads need of the server (``server.StreamServer``)."""
+
+    options: ServerOptions
+    engine: Engine
+    draining: bool
+
+    @property
+    def drain_started(self) -> asyncio.Event:
+        """Set when the drain begins."""
+        ...
+
+    def authorise(self, request: Request, path: str, client: str) -> bool:
+        """Whether ``request`` carries a token (a refusal is counted and logged)."""
+        ...
+
+    def serving(
+        self, stream_id: str
+    ) -> contextlib.AbstractContextManager[asyncio.Queue[Envelope | None]]:
+        """Route ``stream_id``'s events to a queue while the drain waits for us."""
+        ...
+
+
+__all__ = ["CALLS_PATH", "CallServer", "CallUploads"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -119,7 +142,7 @@ class CallOptions:
 class CallUploads:
     """The aiohttp application serving ``POST /v1/calls`` for a ``StreamServer``."""
 
-    def __init__(self, server: StreamServer) -> None:
+    def __init__(self, server: CallServer) -> None:
         """Serve uploads through ``server``'s engine, tokens and limits."""
         self._server = server
         self._active = 0
@@ -244,8 +267,6 @@ class CallUploads:
         self, request: web.Request, path: Path, options: CallOptions
     ) -> web.StreamResponse:
         """Recognise the spooled file as a stream; answer as ``options.format`` says."""
-        from streamser.daemon import local_start_message  # daemon imports the server
-
         server = self._server
         stream_id = "call-" + uuid.uuid4().hex[:12]
         separate = options.channel_mode == "separate"
