@@ -3,8 +3,8 @@
 ``python -m export CHECKPOINT... --out DIR`` reads each checkpoint (``checkpoint``),
 rebuilds and exports its torch model (``to_onnx``), checks it against torch on real
 inputs (``verify``) and writes its card (``card``). Imports torch and onnx; never
-imported by the runtime. Training imports only ``whisper_prefix`` from here (the graph
-its encoder features are computed with).
+imported by the runtime; imports training (model classes, corpora, the Whisper prefix
+graph), never imported by it.
 """
 
 from export.checkpoint import Checkpoint, VerificationError, build_module

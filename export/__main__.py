@@ -21,14 +21,9 @@ import onnx
 
 from export.card import build_card, graph_contract, write_card
 from export.checkpoint import Checkpoint, VerificationError, build_module
+from export.parity_inputs import Batch, labelled_batches, real_batches
 from export.to_onnx import export_checkpoint
-from export.verify import (
-    Batch,
-    accuracy_change,
-    labelled_batches,
-    real_batches,
-    variant_change,
-)
+from export.verify import accuracy_change, variant_change
 from streamser.errors import ModelError
 from streamser.recognition.contract import KINDS
 

@@ -12,6 +12,7 @@ import logging
 import re
 import subprocess
 import tomllib
+from collections.abc import Sequence
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any, Final
@@ -59,23 +60,20 @@ def streamser_version() -> str:
 
 def git_commit() -> str:
     """HEAD commit of the repository (suffix ``-dirty`` when it has changes), or ""."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args],
+            cwd=_REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=_REPO_ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=_REPO_ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
+        commit = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return ""
     return commit + ("-dirty" if dirty else "")
@@ -190,6 +188,74 @@ def graph_contract(onnx_path: Path) -> ModelContract:
     return ModelContract.from_metadata(props, onnx_path)
 
 
+def graph_card(
+    onnx_path: Path,
+    *,
+    provenance: dict[str, Any],
+    licence: str,
+    commands: dict[str, str],
+    files: Sequence[Path] = (),
+) -> dict[str, Any]:
+    """The card of an exported graph, the one builder every export uses.
+
+    Args:
+        onnx_path: the graph; its contract (``metadata_props``), inputs, outputs,
+            hash and size go into the card.
+        provenance: how it was made, in card order (arch, config, ensemble_size,
+            data, protocol, metrics, notes, verification, ...).
+        licence: the licence statement of the weights.
+        commands: the commands that trained (``train``) and exported (``export``) it.
+        files: front-end files shipped beside the graph (a text graph's tokenizer),
+            each listed with its hash and size.
+    """
+    contract = graph_contract(onnx_path)
+    inputs, outputs, opset = graph_io(onnx_path)
+    front_end = contract.front_end if contract.kind == "acoustic" else None
+    own_front_end = (
+        {
+            "sentiment_labels": list(contract.sentiment_labels) or None,
+            "tokenizer": contract.tokenizer,
+        }
+        if contract.tokenizer
+        else {}
+    )
+    graph = {
+        "inputs": inputs,
+        "outputs": outputs,
+        "opset": opset,
+        "sha256": sha256_file(onnx_path),
+        "size_bytes": onnx_path.stat().st_size,
+    }
+    if files:
+        graph["files"] = {
+            p.name: {"sha256": sha256_file(p), "size_bytes": p.stat().st_size}
+            for p in files
+        }
+    card: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "name": contract.name,
+        "kind": contract.kind,
+        "version": contract.version,
+        "labels": list(contract.labels),
+        **own_front_end,
+        "sample_rate": contract.sample_rate_hz,
+        "features": front_end.to_dict() if front_end is not None else None,
+        "languages": list(contract.languages) if contract.kind == "text" else None,
+        "embedding_dim": contract.embedding_dim,
+        **graph,
+        **provenance,
+        "streamser_version": streamser_version(),
+        "git_commit": git_commit(),
+        "licence": licence,
+        "command": commands,
+    }
+    # Provenance (data specs, commands, notes) may hold the trainer's absolute paths.
+    return {
+        key: value if key in _EXACT_FIELDS else portable(value)
+        for key, value in card.items()
+    }
+
+
 def build_card(
     onnx_path: Path,
     checkpoint: Checkpoint,
@@ -198,7 +264,7 @@ def build_card(
     verification: dict[str, Any] | None = None,
     variants: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The card of an exported graph.
+    """The card of a graph exported from a training checkpoint (``graph_card``).
 
     Args:
         onnx_path: the graph (its metadata and hash go into the card).
@@ -207,24 +273,8 @@ def build_card(
         verification: torch-vs-onnxruntime parity results.
         variants: optional fp16/int8 variants and their measured change.
     """
-    contract = graph_contract(onnx_path)
-    inputs, outputs, opset = graph_io(onnx_path)
-    front_end = contract.front_end if contract.kind == "acoustic" else None
-    card: dict[str, Any] = {
-        "format_version": FORMAT_VERSION,
-        "name": contract.name,
-        "kind": contract.kind,
-        "version": contract.version,
-        "labels": list(contract.labels),
-        "sample_rate": contract.sample_rate_hz,
-        "features": front_end.to_dict() if front_end is not None else None,
-        "languages": list(contract.languages) if contract.kind == "text" else None,
-        "embedding_dim": contract.embedding_dim,
-        "inputs": inputs,
-        "outputs": outputs,
-        "opset": opset,
-        "sha256": sha256_file(onnx_path),
-        "size_bytes": onnx_path.stat().st_size,
+    temperature = checkpoint.extra.get("temperature")
+    provenance = {
         "arch": checkpoint.arch,
         "config": checkpoint.config,
         "ensemble_size": len(checkpoint.ensemble) or 1,
@@ -234,8 +284,8 @@ def build_card(
         "notes": checkpoint.notes,
         "fused_with": checkpoint.inputs,
         "calibration": (
-            {"temperature": checkpoint.extra["temperature"], "in_graph": True}
-            if checkpoint.extra.get("temperature") is not None
+            {"temperature": temperature, "in_graph": True}
+            if temperature is not None
             else None
         ),
         "label_mode": checkpoint.extra.get("label_mode"),
@@ -243,19 +293,13 @@ def build_card(
         "held_out": checkpoint.extra.get("held_out"),
         "verification": verification,
         "variants": variants,
-        "streamser_version": streamser_version(),
-        "git_commit": git_commit(),
-        "licence": licence_for(checkpoint.data),
-        "command": {
-            "train": checkpoint.command,
-            "export": export_command,
-        },
     }
-    # Provenance (data specs, commands, notes) may hold the trainer's absolute paths.
-    return {
-        key: value if key in _EXACT_FIELDS else portable(value)
-        for key, value in card.items()
-    }
+    return graph_card(
+        onnx_path,
+        provenance=provenance,
+        licence=licence_for(checkpoint.data),
+        commands={"train": checkpoint.command, "export": export_command},
+    )
 
 
 def write_card(onnx_path: Path, card: dict[str, Any]) -> Path:

@@ -20,6 +20,7 @@ from torch import nn
 from streamser.labels import CANONICAL_LABELS
 from streamser.recognition.contract import AFFECT_DIMENSIONS, KINDS, ModelContract
 from streamser.recognition.features import LOG_MEL, WHISPER_ENCODER_TOP, FrontEnd
+from training.acoustic_models import AdaptiveHead, CalibratedHead, adaptation_window
 
 _REQUIRED: Final = ("kind", "arch", "config", "state_dict", "labels")
 _BUILDERS: Final[dict[str, str]] = {
@@ -204,7 +205,7 @@ class Checkpoint:
 
     @property
     def runs_whisper_layers(self) -> bool:
-        """Whether its graph runs Whisper encoder layers (``export.whisper_prefix``,
+        """Whether its graph runs Whisper encoder layers (``training.whisper_prefix``,
         joined in front of the trained head)."""
         return self.front_end is not None and self.front_end.runs_whisper_layers
 
@@ -301,12 +302,6 @@ def build_module(checkpoint: Checkpoint) -> nn.Module:
             members.append(member)
         module = SoftVotingEnsemble(members, has_embedding=checkpoint.kind != "fusion")
     if checkpoint.kind == "acoustic":
-        from training.acoustic_models import (
-            AdaptiveHead,
-            CalibratedHead,
-            adaptation_window,
-        )
-
         temperature = checkpoint.extra.get("temperature")
         affect = bool(checkpoint.config.get("affect"))
         if adaptation_window(module) > 0:
@@ -318,8 +313,6 @@ def build_module(checkpoint: Checkpoint) -> nn.Module:
 
 def adapts(module: nn.Module) -> bool:
     """Whether a built module takes speaker baselines (an acoustic ``AdaptiveHead``)."""
-    from training.acoustic_models import AdaptiveHead
-
     return isinstance(module, AdaptiveHead)
 
 

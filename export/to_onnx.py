@@ -5,14 +5,13 @@ exported with the input and output names of ``INPUTS``/``OUTPUTS`` (plus the bas
 inputs and pooled output of a graph that adapts to the speaker), dynamic batch and
 time axes, and the contract of ``streamser.recognition.contract.ModelContract`` in its
 ``metadata_props``. An acoustic head trained on Whisper layer states is joined behind
-the Whisper prefix graph (``export.whisper_prefix``), so the shipped graph reads
+the Whisper prefix graph (``training.whisper_prefix``), so the shipped graph reads
 log-mel frames.
 """
 
 from __future__ import annotations
 
 import logging
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -24,13 +23,15 @@ from torch import nn
 from export import card as card_module
 from export import verify as verify_module
 from export.checkpoint import Checkpoint, adapts, build_module, fusion_dims
-from export.whisper_prefix import prefix_graph
+from export.parity_inputs import real_batches
 from streamser.recognition.contract import ModelContract
 from streamser.recognition.models import OnnxModel
+from training.features_cache import default_cache_dir
+from training.onnx_export import OPSET, export_graph
+from training.whisper_prefix import prefix_graph
 
 _LOGGER = logging.getLogger(__name__)
 
-OPSET: Final = 17
 
 INPUTS: Final[dict[str, tuple[str, ...]]] = {
     "acoustic": ("features", "lengths"),
@@ -93,7 +94,7 @@ class ExportResult:
 
 def join_prefix(prefix_path: Path, head_path: Path, out_path: Path) -> None:
     """Write one graph: the Whisper prefix (log-mel ``features`` and ``lengths`` in,
-    ``export.whisper_prefix``), its states feeding the head's inputs, and the head's
+    ``training.whisper_prefix``), its states feeding the head's inputs, and the head's
     outputs under their own names."""
     prefix = onnx.load(str(prefix_path))
     head = onnx.compose.add_prefix(onnx.load(str(head_path)), "head/")
@@ -193,22 +194,15 @@ def export_module(
             f"{len(checkpoint.labels)} labels"
         )
     onnx_path.parent.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad(), warnings.catch_warnings():
-        # The legacy exporter warns that it is legacy, and about Slice folding.
-        warnings.simplefilter("ignore", category=DeprecationWarning)
-        warnings.simplefilter("ignore", category=UserWarning)
-        warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
-        torch.onnx.export(
-            module,
-            inputs,
-            str(onnx_path),
-            input_names=io_names(kind, module)[0],
-            output_names=io_names(kind, module)[1],
-            dynamic_axes=DYNAMIC_AXES[kind],
-            opset_version=OPSET,
-            do_constant_folding=True,
-            dynamo=False,  # the torch.export path needs onnxscript and mis-handles masks
-        )
+    export_graph(
+        module,
+        inputs,
+        onnx_path,
+        inputs=io_names(kind, module)[0],
+        outputs=io_names(kind, module)[1],
+        dynamic_axes=DYNAMIC_AXES[kind],
+        opset=OPSET,
+    )
     write_metadata(onnx_path, checkpoint.contract(name, embedding_dim))
     _LOGGER.info("exported %s (%s) to %s", name, kind, onnx_path)
     return ExportResult(
@@ -254,14 +248,12 @@ def export_checkpoint(
     result = export_module(module, checkpoint, head_path, name=name)
     verification = None
     if verify:
-        batches, source = verify_module.real_batches(
+        batches, source = real_batches(
             checkpoint, module, out_dir=Path(out_dir), reference_graphs=reference_graphs
         )
         verification = verify_module.compare(head_path, module, batches)
         verification["inputs"] = source
     if joined:
-        from training.features_cache import default_cache_dir
-
         front_end = checkpoint.acoustic_front_end
         prefix_path = prefix_graph(front_end, default_cache_dir())
         join_prefix(prefix_path, head_path, onnx_path)

@@ -20,6 +20,7 @@ from streamser.events import (
     StreamStart,
     UtteranceEnd,
 )
+from streamser.labels import voice_and_words
 
 
 class _JsonFormatter(logging.Formatter):
@@ -73,9 +74,16 @@ def event_line(
         bar = "#" * round(body.confidence * 20)
         text = f'  "{body.transcript}"' if body.transcript else ""
         who = f"{channel:<10} " if channel is not None else ""
+        words = body.modalities.get("text")
+        both = voice_and_words(
+            body.label,
+            words.label if words else None,
+            body.sentiment.label if body.sentiment else None,
+        )
         return (
             f"{stream}  {body.start:7.2f}-{body.end:7.2f}s  {who}"
-            f"{body.label:<10} {body.confidence:5.2f} {bar:<20}{text}"
+            f"{body.label:<10} {body.confidence:5.2f} {bar:<20}"
+            f"{'  ' + both if both else ''}{text}"
         )
     return None
 

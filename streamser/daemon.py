@@ -280,6 +280,10 @@ def describe_models(config: Config) -> list[str]:
         lines.append(f"  labels: {', '.join(info.labels)}")
         if info.languages:
             lines.append(f"  languages: {', '.join(info.languages)}")
+        elif info.kind == "text":
+            lines.append("  languages: any without its own text model")
+        if info.encoder:
+            lines.append(f"  encoder: {info.encoder}")
         if (front_end := info.front_end) is not None:
             layers = "+".join(map(str, front_end.encoder_layers or ()))
             depth = (

@@ -59,3 +59,18 @@ def canonical_label(name: str) -> str:
             f"unknown emotion label {name!r}; known: {', '.join(CANONICAL_LABELS)}"
         )
     return label
+
+
+def voice_and_words(voice: str, words: str | None, sentiment: str | None) -> str | None:
+    """The voice's label beside the words' when they differ, e.g. ``voice neutral ·
+    words anger (negative)``; None when they agree or the words have no label.
+
+    Args:
+        voice: the utterance's label (the voice's own).
+        words: the text model's label (``modalities.text``), or None.
+        sentiment: the words' sentiment label, or None.
+    """
+    if words is None or words == voice:
+        return None
+    said = f"words {words}" + (f" ({sentiment})" if sentiment else "")
+    return f"voice {voice} \u00b7 {said}"

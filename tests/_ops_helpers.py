@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import soundfile as sf
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from benchmarks.serving import REPO, ServedDaemon
@@ -207,3 +207,13 @@ def slow_socket(port: int) -> socket.socket:
     sock.connect(("127.0.0.1", port))
     sock.setblocking(False)
     return sock
+
+
+async def deaf_client(url: str, port: int) -> ClientConnection:
+    """A /v1/stream client that has started the stream "deaf" and never reads: its
+    socket's tiny receive buffer (``slow_socket``) lets unread events back up."""
+    ws = await connect(
+        f"{url}/v1/stream", sock=slow_socket(port), max_queue=1, open_timeout=20
+    )
+    await ws.send(json.dumps({"type": "start", "stream_id": "deaf"}))
+    return ws

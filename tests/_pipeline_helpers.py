@@ -14,7 +14,8 @@ from streamser.config import Config
 from streamser.messages import StartMessage
 from streamser.metrics import Metrics
 from streamser.pipeline import Engine, StreamSession
-from streamser.recognition.recognizer import Recognizer
+from streamser.recognition.emotion_options import EmotionOptions
+from streamser.recognition.recognizer import Recognizer, RecognizerOptions
 
 
 def speech(clips: list[Path], pause_s: float = 1.0) -> np.ndarray:
@@ -65,3 +66,10 @@ async def run_stream(
     finally:
         engine.close()
     return events, metrics
+
+
+def warm_recognizer(model_dir: Path) -> Recognizer:
+    """A recognizer of the emotion models in ``model_dir``, warmed up."""
+    recognizer = Recognizer(RecognizerOptions(EmotionOptions(model_dir=str(model_dir))))
+    recognizer.warm_up()
+    return recognizer

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 import soxr
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from benchmarks.serving import ServedDaemon
@@ -67,6 +67,30 @@ class StreamResult:
     close_code: int | None = None
 
 
+@contextlib.asynccontextmanager
+async def started_stream(
+    url: str,
+    start: dict[str, Any],
+    on_event: Callable[[dict[str, Any]], Any],
+    headers: dict[str, str] | None = None,
+) -> AsyncIterator[ClientConnection]:
+    """A /v1/stream connection that has sent ``start``, each event it receives
+    passed to ``on_event`` as it arrives; leaving waits until the server closes it."""
+    async with connect(
+        f"{url}/v1/stream", additional_headers=headers, max_size=None
+    ) as ws:
+        await ws.send(json.dumps({"type": "start", **start}))
+
+        async def reader() -> None:
+            with contextlib.suppress(ConnectionClosed):
+                async for message in ws:
+                    on_event(json.loads(message))
+
+        task = asyncio.create_task(reader())
+        yield ws
+        await task
+
+
 async def stream_audio(
     url: str,
     payload: bytes,
@@ -83,17 +107,7 @@ async def stream_audio(
     result = StreamResult()
 
     async def converse() -> None:
-        async with connect(
-            f"{url}/v1/stream", additional_headers=headers, max_size=None
-        ) as ws:
-            await ws.send(json.dumps({"type": "start", **start}))
-
-            async def reader() -> None:
-                with contextlib.suppress(ConnectionClosed):
-                    async for message in ws:
-                        result.events.append(json.loads(message))
-
-            task = asyncio.create_task(reader())
+        async with started_stream(url, start, result.events.append, headers) as ws:
             offset = 0
             while offset < len(payload):
                 size = max(frame_bytes, next(chunk_sizes) // frame_bytes * frame_bytes)
@@ -102,8 +116,7 @@ async def stream_audio(
                 await asyncio.sleep(0)
             if stop:
                 await ws.send(json.dumps({"type": "stop"}))
-            await task
-            result.close_code = ws.close_code
+        result.close_code = ws.close_code
 
     await asyncio.wait_for(converse(), timeout_s)
     return result

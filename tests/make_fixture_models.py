@@ -169,9 +169,18 @@ def write_faulty(out: Path, max_frames: int = FAULTY_MAX_FRAMES) -> None:
         helper.make_node("Add", [pooled, "f_nothing"], ["f_pooled"]),
     ]
     _head("f_pooled", WHISPER_ENCODER_TOP.dim, len(labels), nodes, inits, rng)
-    graph = helper.make_graph(
+    graph = _acoustic_graph(nodes, "acoustic_faulty", len(labels), inits)
+    _save(graph, _contract("emotion-acoustic-v1", "acoustic", "1", labels), out)
+
+
+def _acoustic_graph(
+    nodes: list, name: str, n_labels: int, inits: list
+) -> onnx.GraphProto:
+    """An acoustic graph of ``nodes``: encoder states and lengths in, probabilities
+    and an embedding out."""
+    return helper.make_graph(
         nodes,
-        "acoustic_faulty",
+        name,
         [
             helper.make_tensor_value_info(
                 "features",
@@ -182,7 +191,7 @@ def write_faulty(out: Path, max_frames: int = FAULTY_MAX_FRAMES) -> None:
         ],
         [
             helper.make_tensor_value_info(
-                "probs", TensorProto.FLOAT, ["batch", len(labels)]
+                "probs", TensorProto.FLOAT, ["batch", n_labels]
             ),
             helper.make_tensor_value_info(
                 "embedding", TensorProto.FLOAT, ["batch", EMBED]
@@ -190,7 +199,6 @@ def write_faulty(out: Path, max_frames: int = FAULTY_MAX_FRAMES) -> None:
         ],
         inits,
     )
-    _save(graph, _contract("emotion-acoustic-v1", "acoustic", "1", labels), out)
 
 
 def write_set(out: Path, version: str, seed: int) -> None:
@@ -203,27 +211,7 @@ def write_set(out: Path, version: str, seed: int) -> None:
     inits: list = []
     pooled = _masked_mean("features", "lengths", nodes, inits, "p")
     _head(pooled, WHISPER_ENCODER_TOP.dim, len(labels), nodes, inits, rng)
-    graph = helper.make_graph(
-        nodes,
-        "acoustic",
-        [
-            helper.make_tensor_value_info(
-                "features",
-                TensorProto.FLOAT,
-                ["batch", "time", WHISPER_ENCODER_TOP.dim],
-            ),
-            helper.make_tensor_value_info("lengths", TensorProto.INT64, ["batch"]),
-        ],
-        [
-            helper.make_tensor_value_info(
-                "probs", TensorProto.FLOAT, ["batch", len(labels)]
-            ),
-            helper.make_tensor_value_info(
-                "embedding", TensorProto.FLOAT, ["batch", EMBED]
-            ),
-        ],
-        inits,
-    )
+    graph = _acoustic_graph(nodes, "acoustic", len(labels), inits)
     _save(graph, _contract("emotion-acoustic-v1", "acoustic", version, labels), out)
     # text: embedding lookup, masked mean
     nodes, inits = [], []

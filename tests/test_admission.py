@@ -8,13 +8,12 @@ import asyncio
 import contextlib
 import json
 import socket
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _cli_helpers import run_command
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -28,8 +27,6 @@ from streamser.recognition.recognizer import Recognizer, RecognizerOptions
 from streamser.serve.handshake import ServerOptions
 from streamser.serve.hub import EventHub, HubOptions
 from streamser.serve.server import StreamServer
-
-from conftest import REPO
 
 
 @pytest.fixture(scope="module")
@@ -176,12 +173,8 @@ async def test_bind_beyond_loopback_without_tokens_is_refused(
 def test_serve_on_every_address_without_tokens_exits_with_a_clear_line(
     tmp_path: Path,
 ) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "streamser", "serve", "--host", "0.0.0.0"]
-        + ["--port", "0", "--no-asr"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
+    result = run_command(
+        *("streamser", "serve", "--host", "0.0.0.0", "--port", "0", "--no-asr"),
         timeout=120,
     )
     assert result.returncode == 1

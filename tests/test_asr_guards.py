@@ -4,14 +4,13 @@ audio (8 kHz mu-law), with either VAD and on clips cut off mid-word."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 import soxr
+from _cli_helpers import run_command
 
 from streamser.errors import ConfigError
 from streamser.recognition.asr_options import AsrOptions
@@ -22,7 +21,7 @@ from streamser.recognition.transcript_checks import (
     cut_repeated_ngrams,
 )
 
-from conftest import FIXTURE_MODELS, REPO
+from conftest import FIXTURE_MODELS
 
 STATEMENTS = {
     "01": "kids are talking by the door",
@@ -113,12 +112,8 @@ def test_fallback_options() -> None:
 
 
 def _run(files: list[Path], config: Path, *flags: str) -> list[dict[str, object]]:
-    result = subprocess.run(
-        [sys.executable, "-m", "streamser", "run", "--jsonl", "--config", str(config)]
-        + [*flags, *map(str, files)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
+    result = run_command(
+        *("streamser", "run", "--jsonl", "--config", config, *flags, *files),
         timeout=600,
     )
     assert result.returncode == 0, result.stderr

@@ -18,18 +18,16 @@ from streamser.config import Config
 from streamser.messages import StartMessage
 from streamser.metrics import Metrics
 from streamser.pipeline import BATCH_DEFAULTS, Engine, PipelineOptions, StreamSession
-from streamser.recognition.emotion_options import EmotionOptions
-from streamser.recognition.recognizer import Recognizer, RecognizerOptions
+from streamser.recognition.recognizer import Recognizer
+
+from _pipeline_helpers import warm_recognizer
 
 STREAMS = 4
 
 
 @pytest.fixture(scope="module")
 def recognizer(shipped_models: Path) -> Recognizer:
-    options = RecognizerOptions(EmotionOptions(model_dir=str(shipped_models)))
-    loaded = Recognizer(options)
-    loaded.warm_up()
-    return loaded
+    return warm_recognizer(shipped_models)
 
 
 def _speech(clips: list[Path]) -> np.ndarray:

@@ -115,7 +115,11 @@ def test_models_lists_the_shipped_graphs_and_their_front_end() -> None:
     assert result.returncode == 0, result.stderr
     assert all(
         name in result.stdout
-        for name in ("emotion-acoustic-v4", "emotion-text-en-v2", "emotion-text-fa-v1")
+        for name in (
+            "emotion-acoustic-v4",
+            "emotion-text-en-v2",
+            "emotion-text-multi-v1",
+        )
     )
     assert (
         "features: log-mel, level 0, whisper-base encoder layers 2+3 in the graph (dim 80)"
@@ -124,13 +128,13 @@ def test_models_lists_the_shipped_graphs_and_their_front_end() -> None:
     assert result.stdout.count("load: ok") == 3
     # the card's metrics, whole: one line per family, numbers to 3 decimals
     card = json.loads(
-        (REPO / "streamser/models/emotion-text-fa-v1.onnx.json").read_text()
+        (REPO / "streamser/models/emotion-text-multi-v1.onnx.json").read_text()
     )
-    test = card["metrics"]["test"]
+    test = card["metrics"]["shemo_kfold5"]
     lines = result.stdout.splitlines()
     assert "  metrics:" in lines
     assert (
-        f"    test: wa {round(test['wa'], 3)}, ua {round(test['ua'], 3)}, "
+        f"    shemo_kfold5: wa {round(test['wa'], 3)}, ua {round(test['ua'], 3)}, "
         f"macro_f1 {round(test['macro_f1'], 3)}, confusion [6x6 matrix], "
         f"labels [{', '.join(test['labels'])}], n {test['n']}"
     ) in lines
@@ -138,7 +142,7 @@ def test_models_lists_the_shipped_graphs_and_their_front_end() -> None:
         f"{label} {round(value, 3)}"
         for label, value in test["per_class_recall"].items()
     )
-    assert f"    test / per_class_recall: {recall}" in lines
+    assert f"    shemo_kfold5 / per_class_recall: {recall}" in lines
     assert all(len(line) < 400 for line in lines)
 
 

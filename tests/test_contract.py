@@ -48,7 +48,7 @@ def test_shipped_metadata_order_is_the_written_order(path: Path) -> None:
 
 def test_shipped_graphs_are_all_covered() -> None:
     names = {p.name for p in _GRAPHS}
-    assert {"emotion-acoustic-v4.onnx", "emotion-text-fa-v1.onnx"} <= names
+    assert {"emotion-acoustic-v4.onnx", "emotion-text-multi-v1.onnx"} <= names
     assert {p.parent.name for p in _GRAPHS} >= {"models", "models-v2"}
 
 

@@ -22,12 +22,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
 
 import streamser.events
 from benchmarks.serving import ServedDaemon
 
-from _server_helpers import serve
+from _server_helpers import serve, started_stream
 from conftest import REPO
 
 try:
@@ -94,6 +93,25 @@ async def open_page(url: str) -> AsyncIterator[tuple[Page, list[str]]]:
             await browser.close()
 
 
+@contextlib.asynccontextmanager
+async def watched_page(port: int) -> AsyncIterator[tuple[Page, list[str], Watcher]]:
+    """The dashboard of the daemon on ``port``, live (connected to its events), with
+    its console errors and a ``Watcher`` of it."""
+    async with open_page(f"http://127.0.0.1:{port}/") as (page, errors):
+        await page.wait_for_selector('#connection[data-state="live"]')
+        yield page, errors, Watcher(page)
+
+
+def _call_start(stream_id: str, call_id: str) -> dict[str, Any]:
+    """The start message of a mono 16 kHz PCM stream with its call id."""
+    return {
+        "sample_rate": SAMPLE_RATE,
+        "encoding": "pcm_s16le",
+        "stream_id": stream_id,
+        "metadata": {"call_id": call_id},
+    }
+
+
 def _clips(emodb_clips: list[Path], code: str, count: int) -> list[Path]:
     """``count`` EMO-DB clips of one emotion code (6th character), other speakers
     first."""
@@ -155,19 +173,12 @@ async def stream_live(
     chunk = int(SAMPLE_RATE * CHUNK_S) * 2 * channels
     events: list[dict[str, Any]] = []
 
+    def record(event: dict[str, Any]) -> None:
+        events.append(event)
+        on_event(event)
+
     async def converse() -> None:
-        async with connect(
-            f"{url}/v1/stream", additional_headers=headers, max_size=None
-        ) as ws:
-            await ws.send(json.dumps({"type": "start", **start}))
-
-            async def reader() -> None:
-                with contextlib.suppress(ConnectionClosed):
-                    async for message in ws:
-                        events.append(json.loads(message))
-                        on_event(events[-1])
-
-            task = asyncio.create_task(reader())
+        async with started_stream(url, start, record, headers) as ws:
             began = time.monotonic()
             for index, offset in enumerate(range(0, len(pcm), chunk)):
                 await ws.send(pcm[offset : offset + chunk])
@@ -177,7 +188,6 @@ async def stream_live(
             if before_stop is not None:
                 await before_stop()
             await ws.send(json.dumps({"type": "stop"}))
-            await task
 
     await asyncio.wait_for(converse(), timeout_s)
     return events
@@ -275,9 +285,7 @@ async def test_live_two_channel_call(
         "metadata": {"call_id": "call-1042", "channels": ["agent", "customer"]},
     }
     screenshot = tmp_path / "dashboard.png"
-    async with open_page(f"http://127.0.0.1:{server.port}/") as (page, errors):
-        await page.wait_for_selector('#connection[data-state="live"]')
-        watcher = Watcher(page)
+    async with watched_page(server.port) as (page, errors, watcher):
         ends: list[dict[str, Any]] = []
 
         def on_event(event: dict[str, Any]) -> None:
@@ -304,6 +312,16 @@ async def test_live_two_channel_call(
         )
         lines = await page.locator("#call-view li.line").count()
         assert lines == len(ends)
+        # The words' label beside the voice's where they differ, nowhere else.
+        for event in ends:
+            text = event["modalities"]["text"]
+            differs = text is not None and text["label"] != event["label"]
+            words = page.locator(f"{_line(event)} .words")
+            assert await words.count() == int(differs)
+            if differs:
+                assert (await words.text_content() or "").startswith(
+                    f"voice {event['label']} · words {text['label']}"
+                )
         # What the server adds once channels are kept apart and analytics run.
         channels = {e.get("channel", 0) for e in ends}
         if summaries := [e for e in events if e["type"] == "call.summary"]:
@@ -380,12 +398,7 @@ async def test_reconnect_shows_no_gap(
         server_side.on_message(relay)
 
     stream_id = "dashboard-reconnect"
-    start = {
-        "sample_rate": SAMPLE_RATE,
-        "encoding": "pcm_s16le",
-        "stream_id": stream_id,
-        "metadata": {"call_id": "call-reconnect"},
-    }
+    start = _call_start(stream_id, "call-reconnect")
     pcm = _mono(_clips(emodb_clips, "T", 2) + _clips(emodb_clips, "N", 3))
     async with open_page("about:blank") as (page, errors):
         await page.route_web_socket("**/v1/events*", route)
@@ -469,16 +482,9 @@ async def test_page_follows_a_restarted_server(
 )
 async def test_alert_is_shown(server: ServedDaemon, emodb_clips: list[Path]) -> None:
     stream_id = "dashboard-alert"
-    start = {
-        "sample_rate": SAMPLE_RATE,
-        "encoding": "pcm_s16le",
-        "stream_id": stream_id,
-        "metadata": {"call_id": "call-angry"},
-    }
+    start = _call_start(stream_id, "call-angry")
     pcm = _mono(_clips(emodb_clips, "W", 6))
-    async with open_page(f"http://127.0.0.1:{server.port}/") as (page, errors):
-        await page.wait_for_selector('#connection[data-state="live"]')
-        watcher = Watcher(page)
+    async with watched_page(server.port) as (page, errors, watcher):
         alerts: list[dict[str, Any]] = []
 
         def on_event(event: dict[str, Any]) -> None:

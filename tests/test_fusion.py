@@ -5,8 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,17 +13,17 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
 
-from training.fusion import Embeddings, sample_pairs  # noqa: E402
+from _cli_helpers import run_command, usage_error  # noqa: E402
+
+from training.fusion_fit import Embeddings, sample_pairs  # noqa: E402
 from training.fusion_models import build_model  # noqa: E402
 
 from _export_helpers import train_tiny_acoustic  # noqa: E402
+from conftest import REPO, data_root  # noqa: E402
 
 pytestmark = pytest.mark.train
 
-_REPO_ROOT = Path(__file__).resolve().parents[1]
-_DATA = Path(
-    os.environ.get("STREAMSER_DATA", _REPO_ROOT.parent / "shared" / "datasets")
-)
+_DATA = data_root() or REPO.parent / "shared" / "datasets"
 _EMODB = _DATA / "emodb"
 _SHEMO = _DATA / "shemo-text" / "shemo_text.jsonl"
 _CONFIG = {"n_labels": 4, "acoustic_dim": 12, "text_dim": 8, "dim": 16}
@@ -108,15 +106,7 @@ def _manifest(folder: Path) -> Path:
 
 
 def _run(args: list[str], env: dict[str, str] | None = None) -> str:
-    result = subprocess.run(
-        [sys.executable, *args],
-        cwd=_REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-        env=env,
-    )
+    result = run_command(*args, timeout=900, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
 
@@ -142,7 +132,6 @@ def test_fusion_trains_evaluates_and_exports(tmp_path: Path) -> None:
     )
     _run(
         [
-            "-m",
             "training",
             "text",
             "--data",
@@ -164,7 +153,6 @@ def test_fusion_trains_evaluates_and_exports(tmp_path: Path) -> None:
     env = dict(os.environ, STREAMSER_TRAIN_CACHE=str(tmp_path / "cache"))
     stdout = _run(
         [
-            "-m",
             "training",
             "fusion",
             "--data",
@@ -217,30 +205,9 @@ def test_fusion_trains_evaluates_and_exports(tmp_path: Path) -> None:
 
 
 def test_fusion_cli_rejects_a_missing_graph(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "training",
-            "fusion",
-            "--data",
-            "emodb:/nonexistent",
-            "--text-data",
-            "shemo-text:/nonexistent",
-            "--acoustic-model",
-            str(tmp_path / "a.onnx"),
-            "--text-model",
-            str(tmp_path / "t.onnx"),
-            "--no-eval",
-            "--out",
-            str(tmp_path),
-        ],
-        cwd=_REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    stderr = usage_error(
+        *("training", "fusion", "--data", "emodb:/nonexistent"),
+        *("--text-data", "shemo-text:/nonexistent", "--no-eval", "--out", tmp_path),
+        *("--acoustic-model", tmp_path / "a.onnx", "--text-model", tmp_path / "t.onnx"),
     )
-    assert result.returncode == 2
-    assert "model file not found" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert "model file not found" in stderr

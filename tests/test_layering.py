@@ -2,11 +2,13 @@
 
 Every ``import`` counts, those inside functions too (a lazy import hides a cycle
 from Python, not from the design). Within ``streamser`` the layers, low to high,
-are ``LAYERS``; a module may import its own layer and those below. ``training``
-and ``export`` import ``streamser``, never the reverse; ``export`` imports
-``training`` (model classes, corpora), and ``training`` imports from ``export``
-only ``export.whisper_prefix``, the graph its encoder features are computed with,
-which imports nothing of ``training``.
+are ``LAYERS``; a module may import its own layer and those below. Between the
+packages the arrows are ``PACKAGE_ARROWS``: ``training`` and ``export`` import
+``streamser``, never the reverse, and ``export`` imports ``training`` (model
+classes, corpora, the Whisper prefix graph), never the reverse; that holds for
+every module and for the packages and subpackages they form. In ``training`` and
+``export`` a project import sits at the top of the module; one inside a function
+must say why on its line, after ``LAZY_MARK`` (an optional heavy dependency).
 """
 
 from __future__ import annotations
@@ -39,7 +41,12 @@ LAYERS = (
     "run",
     "cli",
 )
-TRAINING_MAY_IMPORT_FROM_EXPORT = {"export.whisper_prefix"}
+PACKAGE_ARROWS = {
+    ("training", "streamser"),
+    ("export", "streamser"),
+    ("export", "training"),
+}
+LAZY_MARK = "# lazy:"
 RUNTIME_NEVER_IMPORTS = ("torch", "onnx", "training", "export", "sklearn", "librosa")
 
 
@@ -62,11 +69,12 @@ MODULES = _sources()
 
 
 class _Imports(ast.NodeVisitor):
-    """Absolute names a module imports, each with whether it runs at import time."""
+    """Absolute names a module imports, each with whether it runs at import time and
+    the lines of its statement."""
 
     def __init__(self, module: str, is_package: bool) -> None:
         self.package = module if is_package else module.rpartition(".")[0]
-        self.found: list[tuple[str, bool]] = []
+        self.found: list[tuple[str, bool, range]] = []
         self._depth = 0
 
     def _deferred(self, node: ast.AST) -> None:
@@ -76,9 +84,13 @@ class _Imports(ast.NodeVisitor):
 
     visit_FunctionDef = visit_AsyncFunctionDef = visit_Lambda = _deferred
 
+    def _add(self, name: str, node: ast.stmt) -> None:
+        lines = range(node.lineno, (node.end_lineno or node.lineno) + 1)
+        self.found.append((name, self._depth == 0, lines))
+
     def visit_Import(self, node: ast.Import) -> None:
         for alias in node.names:
-            self.found.append((alias.name, self._depth == 0))
+            self._add(alias.name, node)
 
     def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
         base = node.module or ""
@@ -88,7 +100,7 @@ class _Imports(ast.NodeVisitor):
             base = ".".join([*anchor, *([base] if base else [])])
         for alias in node.names:
             # ``from package import submodule`` imports the submodule
-            self.found.append((f"{base}.{alias.name}", self._depth == 0))
+            self._add(f"{base}.{alias.name}", node)
 
 
 def _resolve(name: str) -> str | None:
@@ -102,11 +114,17 @@ def _resolve(name: str) -> str | None:
 
 def _imports(module: str) -> Iterator[tuple[str, str, bool]]:
     """(raw name, project module or "", at import time) for each import."""
+    for name, target, eager, _ in _imports_with_lines(module):
+        yield name, target, eager
+
+
+def _imports_with_lines(module: str) -> Iterator[tuple[str, str, bool, range]]:
+    """``_imports`` with the line numbers of each import statement."""
     path = MODULES[module]
     visitor = _Imports(module, path.name == "__init__.py")
     visitor.visit(ast.parse(path.read_text("utf-8"), str(path)))
-    for name, eager in visitor.found:
-        yield name, _resolve(name) or "", eager
+    for name, eager, lines in visitor.found:
+        yield name, _resolve(name) or "", eager, lines
 
 
 def _ancestors(module: str) -> list[str]:
@@ -210,18 +228,93 @@ def test_streamser_layers_point_down() -> None:
     assert upward == []
 
 
-def test_training_imports_only_whisper_prefix_from_export() -> None:
-    used = {
-        target
-        for module in MODULES
-        if module.split(".")[0] == "training"
-        for _, target, _ in _imports(module)
-        if target.split(".")[0] == "export"
+def _package(module: str, depth: int) -> str:
+    """The package ``module`` sits in, ``depth`` names deep (a package is its own)."""
+    parts = module.split(".")
+    if MODULES[module].name != "__init__.py":
+        parts.pop()
+    return ".".join(parts[:depth]) if len(parts) >= depth else ""
+
+
+def _package_graph(depth: int) -> dict[str, set[str]]:
+    """Package -> packages its modules import, for packages ``depth`` names deep."""
+    graph: dict[str, set[str]] = {}
+    for module, targets in _graph(eager_only=False).items():
+        source = _package(module, depth)
+        if not source:
+            continue
+        graph.setdefault(source, set())
+        for target in targets:
+            package = _package(target, depth)
+            if package and package != source:
+                graph[source].add(package)
+                graph.setdefault(package, set())
+    return graph
+
+
+def test_package_arrows_are_the_allowed_ones() -> None:
+    arrows = {
+        (source, target)
+        for source, targets in _package_graph(1).items()
+        for target in targets
     }
-    assert used <= TRAINING_MAY_IMPORT_FROM_EXPORT
-    for module in TRAINING_MAY_IMPORT_FROM_EXPORT:
-        assert not [
-            target
-            for _, target, _ in _imports(module)
-            if target.split(".")[0] == "training"
-        ]
+    assert arrows <= PACKAGE_ARROWS
+
+
+def test_no_module_imports_against_the_package_arrows() -> None:
+    against = []
+    for module in MODULES:
+        for _, target, _ in _imports(module):
+            arrow = (module.split(".")[0], target.split(".")[0])
+            if target and arrow[0] != arrow[1] and arrow not in PACKAGE_ARROWS:
+                against.append((module, target))
+    assert against == []
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_no_package_cycle(depth: int) -> None:
+    assert _cycles(_package_graph(depth)) == []
+
+
+def _unmarked_lazy_imports(source: str, module: str) -> list[int]:
+    """First lines of the function-local project imports in ``source`` (the text of
+    ``module``) whose statement gives no reason after ``LAZY_MARK``."""
+    visitor = _Imports(module, is_package=False)
+    visitor.visit(ast.parse(source))
+    lines = source.splitlines()
+    found: list[int] = []
+    for name, eager, span in visitor.found:
+        reason = any(lines[n - 1].partition(LAZY_MARK)[2].strip() for n in span)
+        if _resolve(name) and not eager and not reason and span.start not in found:
+            found.append(span.start)
+    return found
+
+
+def _lazy_project_imports() -> list[str]:
+    """``path:line`` of each unmarked function-local project import in training and
+    export."""
+    return [
+        f"{path.relative_to(REPO)}:{line}"
+        for module, path in MODULES.items()
+        if module.split(".")[0] in ("training", "export")
+        for line in _unmarked_lazy_imports(path.read_text("utf-8"), module)
+    ]
+
+
+def test_lazy_import_finder_needs_a_reason_on_the_line() -> None:
+    source = (
+        "import numpy\n"
+        "from training import metrics\n"
+        "def f():\n"
+        "    import json\n"
+        "    from training.datasets import load_dataset\n"
+        "    from export import card  # lazy: onnx only for --card\n"
+        "    from training import (  # lazy:\n"
+        "        metrics,\n"
+        "    )\n"
+    )
+    assert _unmarked_lazy_imports(source, "training.example") == [5, 7]
+
+
+def test_training_and_export_import_the_project_at_the_top() -> None:
+    assert _lazy_project_imports() == []

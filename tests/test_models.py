@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -52,34 +53,30 @@ def test_corrupt_file(tmp_path: Path) -> None:
         OnnxModel(path)
 
 
-def test_card_hash_mismatch(tmp_path: Path, fixture_models: Path) -> None:
+@pytest.mark.parametrize(
+    ("graph", "field", "value", "message"),
+    [
+        ("emotion-acoustic-v1", "sha256", lambda card: "0" * 64, "sha256"),
+        ("emotion-acoustic-v1", "format_version", lambda card: 99, "format_version"),
+        ("emotion-text-fa-v1", "labels", lambda card: card["labels"][:-1], "labels"),
+    ],
+    ids=["hash-mismatch", "unknown-format", "labels-mismatch"],
+)
+def test_a_card_that_disagrees_with_its_graph_is_a_model_error(
+    tmp_path: Path,
+    fixture_models: Path,
+    graph: str,
+    field: str,
+    value: Any,
+    message: str,
+) -> None:
     folder = _copy(fixture_models, tmp_path / "m")
-    card_path = folder / "emotion-acoustic-v1.onnx.json"
+    card_path = folder / f"{graph}.onnx.json"
     card = json.loads(card_path.read_text())
-    card["sha256"] = "0" * 64
+    card[field] = value(card)
     card_path.write_text(json.dumps(card))
-    with pytest.raises(ModelError, match="sha256"):
-        OnnxModel(folder / "emotion-acoustic-v1.onnx")
-
-
-def test_card_unknown_format(tmp_path: Path, fixture_models: Path) -> None:
-    folder = _copy(fixture_models, tmp_path / "m")
-    card_path = folder / "emotion-acoustic-v1.onnx.json"
-    card = json.loads(card_path.read_text())
-    card["format_version"] = 99
-    card_path.write_text(json.dumps(card))
-    with pytest.raises(ModelError, match="format_version"):
-        OnnxModel(folder / "emotion-acoustic-v1.onnx")
-
-
-def test_card_labels_mismatch(tmp_path: Path, fixture_models: Path) -> None:
-    folder = _copy(fixture_models, tmp_path / "m")
-    card_path = folder / "emotion-text-fa-v1.onnx.json"
-    card = json.loads(card_path.read_text())
-    card["labels"] = card["labels"][:-1]
-    card_path.write_text(json.dumps(card))
-    with pytest.raises(ModelError, match="labels"):
-        OnnxModel(folder / "emotion-text-fa-v1.onnx")
+    with pytest.raises(ModelError, match=message):
+        OnnxModel(folder / f"{graph}.onnx")
 
 
 def test_label_count_unequal_to_output(tmp_path: Path, fixture_models: Path) -> None:

@@ -30,12 +30,12 @@ from _ops_helpers import (
     REPO,
     NotifySocket,
     check_events,
+    deaf_client,
     metric,
     pcm16,
     read_clip,
     run_stream,
     running,
-    slow_socket,
     spawn,
     speech,
 )
@@ -104,6 +104,29 @@ def test_unit_is_notify_with_watchdog_hardening_and_a_long_stop() -> None:
         "AF_INET6",
     }
     assert service["MemoryMax"]
+
+
+def test_instance_unit_is_generated_from_the_single_unit(tmp_path: Path) -> None:
+    script = REPO / "deploy" / "systemd" / "instance_unit.py"
+    check = [sys.executable, str(script), "--check"]
+    result = subprocess.run(check, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    # A stale instance unit fails the check: the script reads the repository's
+    # files, so run a copy of the three files in a scratch tree.
+    for path in (script, UNIT, REPO / "deploy" / "systemd" / "streamser@.service"):
+        copy = tmp_path / path.relative_to(REPO)
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        copy.write_text(path.read_text("utf-8"), "utf-8")
+    single = tmp_path / UNIT.relative_to(REPO)
+    single.write_text(single.read_text("utf-8").replace("MemoryMax=6G", "MemoryMax=8G"))
+    stale = subprocess.run(
+        [sys.executable, str(tmp_path / script.relative_to(REPO)), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert stale.returncode == 1
+    assert "out of date" in stale.stderr
 
 
 @pytest.mark.slow
@@ -317,15 +340,9 @@ async def test_sigterm_finishes_in_flight_utterances_then_closes_1001(
 async def test_drain_is_bounded_when_a_client_stops_reading(tmp_path: Path) -> None:
     env = {"STREAMSER_SERVER_DRAIN_TIMEOUT_S": "3"}
     with running(FAST, tmp_path, env) as server:
-        ws = await connect(
-            f"{server.url}/v1/stream",
-            sock=slow_socket(server.port),
-            max_queue=1,
-            open_timeout=20,
-        )
+        ws = await deaf_client(server.url, server.port)
 
         async def fall_behind() -> bool:
-            await ws.send(json.dumps({"type": "start", "stream_id": "deaf"}))
             # each message is an error event the client never reads; the kernel
             # buffers megabytes on loopback, so go on until the server's queue for
             # it grows

@@ -20,11 +20,12 @@ from streamser.config import Config
 from streamser.messages import StartMessage
 from streamser.metrics import Metrics
 from streamser.pipeline import Engine, StreamSession
-from streamser.recognition.emotion_options import EmotionOptions
-from streamser.recognition.recognizer import Recognizer, RecognizerOptions
+from streamser.recognition.recognizer import Recognizer
 from streamser.serve.handshake import ServerOptions
 from streamser.serve.hub import EventHub
 from streamser.serve.server import StreamServer
+
+from _pipeline_helpers import warm_recognizer
 
 pytestmark = pytest.mark.data
 
@@ -33,10 +34,7 @@ CHUNK = 3200  # 200 ms
 
 @pytest.fixture(scope="module")
 def recognizer(shipped_models: Path) -> Recognizer:
-    options = RecognizerOptions(EmotionOptions(model_dir=str(shipped_models)))
-    loaded = Recognizer(options)
-    loaded.warm_up()
-    return loaded
+    return warm_recognizer(shipped_models)
 
 
 def _call(clips: list[Path], pause_s: float = 0.8) -> np.ndarray:

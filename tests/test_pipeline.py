@@ -15,17 +15,14 @@ from streamser.metrics import Metrics
 from streamser.recognition.emotion_options import EmotionOptions
 from streamser.recognition.recognizer import Recognizer, RecognizerOptions
 
-from _pipeline_helpers import run_stream, speech
+from _pipeline_helpers import run_stream, speech, warm_recognizer
 
 pytestmark = pytest.mark.data
 
 
 @pytest.fixture(scope="module")
 def recognizer(shipped_models: Path) -> Recognizer:
-    options = RecognizerOptions(EmotionOptions(model_dir=str(shipped_models)))
-    loaded = Recognizer(options)
-    loaded.warm_up()
-    return loaded
+    return warm_recognizer(shipped_models)
 
 
 def _ends(events: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -27,12 +27,12 @@ from _ops_helpers import (
     REPO,
     Served,
     check_events,
+    deaf_client,
     metric,
     pcm16,
     read_clip,
     run_stream,
     running,
-    slow_socket,
 )
 
 DEMO = REPO / "streamser" / "assets" / "demo.wav"
@@ -407,15 +407,9 @@ async def test_a_client_that_never_reads_is_dropped_and_its_stream_ends(
 ) -> None:
     query = "stream_id=deaf&types=stream.start,stream.end"
     async with connect(f"{limited.url}/v1/events?{query}") as subscriber:
-        ws = await connect(
-            f"{limited.url}/v1/stream",
-            sock=slow_socket(limited.port),
-            max_queue=1,
-            open_timeout=20,
-        )
+        ws = await deaf_client(limited.url, limited.port)
 
         async def flood() -> None:
-            await ws.send(json.dumps({"type": "start", "stream_id": "deaf"}))
             # every junk message is an error event the client never reads
             for sent in range(200000):
                 await ws.send(json.dumps({"type": f"junk-{sent}-{'x' * 40}"}))

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import numpy.typing as npt
 import pytest
 import soundfile
+from _audio_helpers import voiced as _voiced
 
 from streamser.audio.segmenter import (
     Segmenter,
@@ -20,24 +18,11 @@ from streamser.audio.segmenter import (
 )
 from streamser.audio.vad import SileroVad, VadOptions, WebRtcVad
 
-DATA = Path(
-    os.environ.get("STREAMSER_DATA", Path(__file__).parents[2] / "shared/datasets")
-)
-EMODB_WAV = DATA / "emodb" / "wav"
+from conftest import REPO, data_root
+
+EMODB_WAV = (data_root() or REPO.parent / "shared" / "datasets") / "emodb" / "wav"
 RATE = 16000
 CHUNK_SIZES = [1, 160, 512, 1000, 16000]
-
-
-def _voiced(seconds: float, seed: int, level: float = 0.3) -> npt.NDArray[np.float32]:
-    """A harmonic tone with gliding pitch and syllable-rate loudness (speech-like)."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * RATE)) / RATE
-    pitch_hz = 120 + 30 * np.sin(2 * np.pi * 0.7 * t + rng.uniform(0, 6))
-    phase = 2 * np.pi * np.cumsum(pitch_hz) / RATE
-    signal = sum(np.sin(k * phase) / k for k in range(1, 25))
-    signal *= 0.6 + 0.4 * np.sin(2 * np.pi * 4 * t + rng.uniform(0, 6))
-    signal += 0.05 * rng.standard_normal(t.size)
-    return (level * signal / np.abs(signal).max()).astype(np.float32)
 
 
 def _quiet(seconds: float, seed: int) -> npt.NDArray[np.float32]:

@@ -8,12 +8,11 @@ import asyncio
 import itertools
 import json
 import random
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _cli_helpers import run_command
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
@@ -27,7 +26,7 @@ from _server_helpers import (
     speech_with_pauses,
     stream_audio,
 )
-from conftest import FIXTURE_MODELS, REPO, SHIPPED_MODELS
+from conftest import FIXTURE_MODELS, SHIPPED_MODELS
 
 pytestmark = [
     pytest.mark.data,
@@ -251,22 +250,9 @@ async def test_run_jsonl_matches_serve(
         itertools.repeat(16000 * 4),
         frame_bytes=4,
     )
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "streamser",
-            "run",
-            str(wav),
-            "--jsonl",
-            "--language",
-            "de",
-            "--model-dir",
-            str(_model_dir()),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
+    run = run_command(
+        *("streamser", "run", wav, "--jsonl", "--language", "de"),
+        *("--model-dir", _model_dir()),
         timeout=300,
     )
     assert run.returncode == 0, run.stderr
@@ -291,20 +277,8 @@ async def test_run_jsonl_matches_serve(
 
 
 def test_models_command_checks_each_model() -> None:
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "streamser",
-            "models",
-            "--model-dir",
-            str(_model_dir()),
-            "--no-asr",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    run = run_command(
+        "streamser", "models", "--model-dir", _model_dir(), "--no-asr", timeout=300
     )
     assert run.returncode == 0, run.stderr
     assert "emotion-acoustic-v" in run.stdout and "load: ok" in run.stdout
@@ -314,21 +288,8 @@ def test_corrupt_model_fails_at_start_in_one_line(tmp_path: Path) -> None:
     folder = tmp_path / "models"
     folder.mkdir()
     (folder / "emotion-acoustic-v1.onnx").write_bytes(b"not onnx at all")
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "streamser",
-            "serve",
-            "--port",
-            "0",
-            "--model-dir",
-            str(folder),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    run = run_command(
+        "streamser", "serve", "--port", "0", "--model-dir", folder, timeout=120
     )
     assert run.returncode == 1
     lines = [line for line in run.stderr.splitlines() if "ERROR" in line]

@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import io
-import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import numpy.typing as npt
 import pytest
 import soundfile as sf
 
+from streamser.audio import sources
 from streamser.audio.sources import (
     CHUNK_SAMPLES,
     AudioSource,
@@ -53,16 +54,41 @@ async def test_a_clip_yields_100_ms_chunks_of_the_whole_audio() -> None:
     np.testing.assert_array_equal(np.concatenate(chunks), audio)
 
 
-async def test_a_realtime_clip_is_paced_by_the_clock() -> None:
-    audio = _noise(0.5)
-    began = time.monotonic()
-    await _chunks(ClipSource(audio, "a", realtime=False))
-    fast_s = time.monotonic() - began
-    began = time.monotonic()
-    await _chunks(ClipSource(audio, "a", realtime=True))
-    paced_s = time.monotonic() - began
-    assert fast_s < 0.1
-    assert 0.45 <= paced_s < 1.5
+class _VirtualClock:
+    """Time that moves only when the code under test sleeps (no wall clock)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+async def _arrival_times(source: ClipSource, clock: _VirtualClock) -> list[float]:
+    return [round(clock.now - 1000.0, 6) async for _ in source]
+
+
+@pytest.mark.parametrize("realtime", [False, True])
+async def test_a_realtime_clip_is_paced_by_the_clock(
+    monkeypatch: pytest.MonkeyPatch, realtime: bool
+) -> None:
+    clock = _VirtualClock()
+    # the source module's own names only: the event loop keeps its real clock
+    monkeypatch.setattr(sources, "time", SimpleNamespace(monotonic=clock.monotonic))
+    monkeypatch.setattr(sources, "asyncio", SimpleNamespace(sleep=clock.sleep))
+    times = await _arrival_times(ClipSource(_noise(0.5), "a", realtime=realtime), clock)
+    if realtime:  # each 100 ms chunk when its audio is due, never early
+        assert times == [0.0, 0.1, 0.2, 0.3, 0.4]
+        assert clock.now - 1000.0 == pytest.approx(0.5)
+    else:  # as fast as it is read: no sleeping at all
+        assert times == [0.0] * 5
+        assert clock.sleeps == []
 
 
 def test_live_means_never_held_back() -> None:

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,18 +11,19 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
 
+from _cli_helpers import run_command, usage_error  # noqa: E402
+
 from export.to_onnx import export_checkpoint  # noqa: E402
 from streamser.recognition.features import TextTokenizer  # noqa: E402
 from streamser.recognition.models import OnnxModel  # noqa: E402
 from streamser.recognition.whisper_model import default_whisper_dir  # noqa: E402
 from training.text_models import ARCHS, WHISPER_VOCAB_SIZE, build_model  # noqa: E402
 
+from conftest import REPO, data_root  # noqa: E402
+
 pytestmark = pytest.mark.train
 
-_REPO_ROOT = Path(__file__).resolve().parents[1]
-_DATA = Path(
-    os.environ.get("STREAMSER_DATA", _REPO_ROOT.parent / "shared" / "datasets")
-)
+_DATA = data_root() or REPO.parent / "shared" / "datasets"
 _SHEMO = _DATA / "shemo-text" / "shemo_text.jsonl"
 _LABELS = ["anger", "fear", "happiness", "neutral", "sadness", "surprise"]
 
@@ -47,7 +45,7 @@ def tokenizer() -> TextTokenizer:
 
 def _train_tiny(arch: str, tokenizer: TextTokenizer, path: Path) -> list[np.ndarray]:
     """A tiny text model trained for a few steps on real ShEMO transcripts."""
-    from training.text import _batch, vocabulary_of
+    from training.text_fit import token_batch, vocabulary_of
 
     torch.manual_seed(0)
     rows = _rows(60)
@@ -61,16 +59,16 @@ def _train_tiny(arch: str, tokenizer: TextTokenizer, path: Path) -> list[np.ndar
         "hidden": 8,
     }
     if arch == "ngram":
-        from training.text import Candidate, _fit_ngram
+        from training.text_fit import Candidate, fit_ngram
 
         candidate = Candidate("ngram", "ngram", {"ngram": 2, "buckets": 500, "C": 1.0})
         targets_np = targets.numpy()
-        model, config = _fit_ngram(candidate, ids, targets_np, np.arange(len(ids)), 6)
+        model, config = fit_ngram(candidate, ids, targets_np, np.arange(len(ids)), 6)
         _save(arch, config, model, path)
         return ids
     model = build_model(arch, config)
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
-    tokens, lengths = _batch(ids, np.arange(len(ids)))
+    tokens, lengths = token_batch(ids, np.arange(len(ids)))
     model.train()
     for _ in range(3):
         logits, _ = model.logits(tokens, lengths)
@@ -137,7 +135,7 @@ def test_text_export_parity_and_empty_transcript(
 def test_ngram_graph_features_match_the_training_features(
     tokenizer: TextTokenizer, tmp_path: Path
 ) -> None:
-    from training.text import _batch, _tfidf, ngram_features
+    from training.text_fit import _tfidf, ngram_features, token_batch
 
     ids = _train_tiny("ngram", tokenizer, tmp_path / "text.pt")
     checkpoint = torch.load(tmp_path / "text.pt", weights_only=False)
@@ -146,7 +144,7 @@ def test_ngram_graph_features_match_the_training_features(
     idf = model.idf.numpy().astype(np.float64)
     counts = ngram_features(ids[:10], checkpoint["config"]["vocabulary"], 2, 500)
     expected = _tfidf(counts, idf).toarray()
-    tokens, lengths = _batch(ids, np.arange(10))
+    tokens, lengths = token_batch(ids, np.arange(10))
     with torch.no_grad():
         actual = model.tfidf(tokens, lengths).numpy()
     np.testing.assert_allclose(actual, expected, atol=1e-6)
@@ -158,7 +156,7 @@ def test_unknown_architecture_is_a_value_error() -> None:
 
 
 def test_whisper_token_embeddings_are_read_from_the_ct2_model() -> None:
-    from training.text import whisper_token_embeddings
+    from training.text_fit import whisper_token_embeddings
 
     table = whisper_token_embeddings()
     assert table.shape == (WHISPER_VOCAB_SIZE, 512)
@@ -174,31 +172,11 @@ def test_cli_trains_evaluates_and_saves_a_checkpoint(tmp_path: Path) -> None:
     speakers = sorted({row["speaker"] for row in rows})[:6]
     keep = [row for row in rows if row["speaker"] in speakers][:240]
     subset.write_text("\n".join(json.dumps(row, ensure_ascii=False) for row in keep))
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "training",
-            "text",
-            "--data",
-            f"shemo-text:{subset}",
-            "--protocol",
-            "kfold3",
-            "--candidates",
-            "cnn,bow",
-            "--max-epochs",
-            "2",
-            "--final-seeds",
-            "2",
-            "--out",
-            str(tmp_path / "out"),
-            "--json",
-        ],
-        cwd=_REPO_ROOT,
-        capture_output=True,
-        text=True,
+    result = run_command(
+        *("training", "text", "--data", f"shemo-text:{subset}", "--json"),
+        *("--protocol", "kfold3", "--candidates", "cnn,bow", "--max-epochs", "2"),
+        *("--final-seeds", "2", "--out", tmp_path / "out"),
         timeout=600,
-        check=False,
     )
     assert result.returncode == 0, result.stderr
     metrics = json.loads(result.stdout.strip().splitlines()[-1])
@@ -216,24 +194,8 @@ def test_cli_trains_evaluates_and_saves_a_checkpoint(tmp_path: Path) -> None:
 
 def test_cli_rejects_unknown_candidate_and_missing_data(tmp_path: Path) -> None:
     for extra in (["--candidates", "nope"], []):
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "training",
-                "text",
-                "--data",
-                f"shemo-text:{tmp_path / 'missing.jsonl'}",
-                "--out",
-                str(tmp_path),
-                *extra,
-            ],
-            cwd=_REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
+        missing = f"shemo-text:{tmp_path / 'missing.jsonl'}"
+        stderr = usage_error(
+            "training", "text", "--data", missing, "--out", tmp_path, *extra
         )
-        assert result.returncode == 2
-        assert "error:" in result.stderr
-        assert "Traceback" not in result.stderr
+        assert "error:" in stderr

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import onnx
 import pytest
+from _cli_helpers import run_command, usage_error
 
 from streamser.errors import ModelError
 from streamser.recognition.asr_options import AsrOptions
@@ -24,6 +23,7 @@ from streamser.recognition.recognizer import Recognizer, RecognizerOptions
 from streamser.recognition.text_front import CharNgramEncoder, char_wb_ngrams
 
 from _pipeline_helpers import run_stream, speech
+from _text_helpers import text_recognizer
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "streamser" / "models"
@@ -132,11 +132,7 @@ def test_a_missing_tokenizer_file_is_a_model_error(tmp_path: Path) -> None:
 def text_only() -> Recognizer:
     """The shipped models without Whisper: text graphs with their own front ends."""
     _shipped(EN_GRAPH)
-    return Recognizer(
-        RecognizerOptions(
-            EmotionOptions(model_dir=str(MODELS)), AsrOptions(enabled=False)
-        )
-    )
+    return text_recognizer()
 
 
 def test_english_text_gets_emotion_and_sentiment(text_only: Recognizer) -> None:
@@ -154,11 +150,6 @@ def test_english_text_gets_emotion_and_sentiment(text_only: Recognizer) -> None:
     assert angry.sentiment.label == "negative"
     assert sum(happy.scores.scores.values()) == pytest.approx(1.0, abs=1e-5)
     assert set(happy.sentiment.scores) == {"negative", "neutral", "positive"}
-
-
-def test_other_languages_get_no_text_model(text_only: Recognizer) -> None:
-    got = text_only.text_outputs(["Ich bin so glücklich heute", "hello"], ["de", None])
-    assert got == [None, None]
 
 
 def test_char_ngram_ids_are_the_tfidf_columns(tmp_path: Path) -> None:
@@ -227,14 +218,14 @@ async def test_english_speech_carries_sentiment_and_text(
 
 
 @pytest.mark.data
-async def test_german_speech_gets_no_text_and_no_sentiment(
+async def test_german_speech_gets_the_multilingual_text_model(
     with_asr: Recognizer, emodb_clips: list[Path]
 ) -> None:
     events, _ = await run_stream(with_asr, speech(emodb_clips[:1]), "de")
     ends = [e for e in events if e["type"] == "utterance.end"]
     assert ends and ends[0]["transcript"]
-    assert ends[0]["modalities"]["text"] is None
-    assert ends[0]["sentiment"] is None
+    assert ends[0]["modalities"]["text"]["language"] == "de"
+    assert ends[0]["sentiment"]["label"] in ("negative", "neutral", "positive")
 
 
 @pytest.mark.data
@@ -251,23 +242,10 @@ def test_evaluate_scores_meld_rows_with_sentiment(
     sample = tmp_path / "dev12.csv"
     with sample.open("w", encoding="utf-8", newline="") as handle:
         csv.writer(handle).writerows(rows)
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "training",
-            "evaluate",
-            "--data",
-            f"meld-text:{sample}",
-            "--models",
-            str(MODELS),
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
+    done = run_command(
+        *("training", "evaluate", "--data", f"meld-text:{sample}"),
+        *("--models", MODELS, "--json"),
         timeout=600,
-        cwd=REPO,
-        check=False,
     )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
@@ -284,26 +262,12 @@ def test_evaluate_scores_meld_rows_with_sentiment(
 def test_evaluate_rejects_meld_without_columns(tmp_path: Path) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("Utterance,Emotion\nhello,joy\n", encoding="utf-8")
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "training",
-            "evaluate",
-            "--data",
-            f"meld-text:{bad}",
-            "--models",
-            str(MODELS),
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
+    stderr = usage_error(
+        *("training", "evaluate", "--data", f"meld-text:{bad}"),
+        *("--models", MODELS, "--json"),
         timeout=300,
-        cwd=REPO,
-        check=False,
     )
-    assert done.returncode == 2
-    assert "missing MELD column" in done.stderr
+    assert "lacks columns Speaker, Sentiment" in stderr
 
 
 def test_text_cost_benchmark_times_the_english_graph() -> None:

@@ -7,7 +7,6 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from export.whisper_prefix import read_weights  # noqa: E402
 from streamser.recognition import features  # noqa: E402
 from streamser.recognition.whisper_model import default_whisper_dir  # noqa: E402
 from training.text_fa_decoder import (  # noqa: E402
@@ -16,6 +15,7 @@ from training.text_fa_decoder import (  # noqa: E402
     load_decoder,
     pooled_states,
 )
+from training.whisper_prefix import read_weights  # noqa: E402
 
 pytestmark = pytest.mark.train
 

@@ -1,4 +1,4 @@
-"""export.whisper_prefix: Whisper base's first encoder layers as an int8 ONNX graph."""
+"""training.whisper_prefix: Whisper base's first encoder layers as an int8 ONNX graph."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
 
-from export.whisper_prefix import (  # noqa: E402
+from streamser.recognition import features  # noqa: E402
+from streamser.recognition.whisper_model import default_whisper_dir  # noqa: E402
+from training.whisper_prefix import (  # noqa: E402
     PrefixRunner,
     WhisperPrefix,
     prefix_graph,
     read_encoder_weights,
 )
-from streamser.recognition import features  # noqa: E402
-from streamser.recognition.whisper_model import default_whisper_dir  # noqa: E402
 
 pytestmark = pytest.mark.train
 

@@ -26,6 +26,10 @@ COMMANDS = {
         "training.text_fa",
         "train the Persian character n-gram transcript model on ShEMO",
     ),
+    "text-multi": (
+        "training.text_multi",
+        "train the multilingual transcript model (e5 vectors; MELD + ShEMO)",
+    ),
     "fusion": ("training.fusion", "train the acoustic+text fusion model"),
     "baselines": ("training.baselines", "openSMILE / Whisper-encoder linear baselines"),
     "evaluate": (

@@ -1,7 +1,7 @@
 """Cached front-end features (Whisper encoder states, log-mel) of corpus utterances.
 
 Training computes its inputs as the runtime does (``streamser.recognition.features.log_mel``, then
-for "encoder" the int8 Whisper-base prefix graph of ``export.whisper_prefix``, which
+for "encoder" the int8 Whisper-base prefix graph of ``training.whisper_prefix``, which
 export joins in front of the trained head, on the unpadded utterance), once per clip,
 and keeps them in one ``.npz`` per corpus, feature kind and
 augmentation copy under the cache folder (``STREAMSER_TRAIN_CACHE``, default
@@ -39,6 +39,7 @@ from streamser.recognition import features
 from streamser.recognition.whisper_model import default_whisper_dir
 from training.daemon_path import daemon_audio, daemon_utterances, main_utterance
 from training.datasets import Utterance, load_audio, load_dataset
+from training.whisper_prefix import PrefixRunner, prefix_graph
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -291,8 +292,6 @@ that differ only in ``mel_level`` share one graph."""
 def prefix_graph_path(front_end: features.FrontEnd | None = None) -> Path:
     """The int8 Whisper prefix graph of an "encoder" front end (default: the shipped
     one), built once and cached."""
-    from export.whisper_prefix import prefix_graph
-
     return prefix_graph(front_end or FRONT_ENDS["encoder"], default_cache_dir())
 
 
@@ -302,8 +301,6 @@ def _runner(front_end: features.FrontEnd) -> Any:
     Whisper (the whole encoder)."""
     key = tuple(front_end.encoder_layers or ()) if front_end.runs_whisper_layers else ()
     if key and key not in _RUNNERS:
-        from export.whisper_prefix import PrefixRunner
-
         _RUNNERS[key] = PrefixRunner(prefix_graph_path(front_end))
     elif key not in _RUNNERS:
         import ctranslate2

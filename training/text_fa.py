@@ -23,6 +23,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import confusion_matrix, f1_score, recall_score
 
 from training.datasets import Utterance, load_dataset, speaker_folds
+from training.text_fa_decoder import run
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -120,7 +121,6 @@ def main(argv: list[str] | None = None) -> int:
     utterances = load_dataset(args.data)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.encoder == "whisper-decoder":
-        from training.text_fa_decoder import run
 
         def char_model(texts: list[str], y: Any) -> Any:
             vec, clf = fit(texts, y, CANDIDATES["wb25-c10-bal"])

@@ -33,10 +33,10 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
-from export.whisper_prefix import WhisperPrefix, read_weights
 from streamser.recognition.features import TextTokenizer, log_mel
 from streamser.recognition.whisper_model import default_whisper_dir
 from training.datasets import Utterance, speaker_folds
+from training.whisper_prefix import WhisperPrefix, read_weights
 
 _LOGGER = logging.getLogger(__name__)
 

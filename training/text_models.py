@@ -214,7 +214,7 @@ def ngram_indices(
     """Feature index of every unigram and hashed 2..order-gram (0 where masked).
 
     Unigram ``i`` is feature ``i``; an n-gram hashes into ``vocab + bucket``.
-    ``training.text.ngram_features`` computes the same indices in numpy.
+    ``training.text_fit.ngram_features`` computes the same indices in numpy.
     """
     parts = [compact * mask.long()]
     for n in range(2, order + 1):
@@ -232,7 +232,7 @@ def ngram_indices(
 class NgramTextModel(_TextModel):
     """TF-IDF of token n-grams (sublinear tf, l2-normalised) -> linear classifier.
 
-    The weights are fit by logistic regression (``training.text``); the embedding is
+    The weights are fit by logistic regression (``training.text_fit``); the embedding is
     the class-score vector (a calibrated, low-dimensional summary for fusion).
     """
 

@@ -25,7 +25,7 @@ from streamser.events import (
     StreamStart,
     UtteranceEnd,
 )
-from streamser.labels import CANONICAL_LABELS
+from streamser.labels import CANONICAL_LABELS, voice_and_words
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -345,7 +345,7 @@ def _summary_table(call: CallRecord) -> str:
         f"<td>{len(summary.alerts)}</td></tr></table>",
         "<table><tr><th>channel</th><th>utterances</th><th>talk</th>"
         "<th>labels (count, seconds)</th><th>mean arousal</th>"
-        "<th>mean valence</th></tr>",
+        "<th>mean valence</th><th>words' sentiment</th></tr>",
     ]
     for channel in summary.channels:
         labels = ", ".join(
@@ -355,11 +355,15 @@ def _summary_table(call: CallRecord) -> str:
                 channel.label_counts.items(), key=lambda item: -item[1]
             )
         )
+        sentiments = ", ".join(
+            f"{name} {count}" for name, count in channel.sentiment_counts.items()
+        )
         rows.append(
             f"<tr><td>{_esc(_name(call, channel.channel))}</td>"
             f"<td>{channel.utterances}</td><td>{channel.talk_seconds:.1f} s</td>"
             f"<td>{labels}</td><td>{_number(channel.mean_arousal, 2) or '-'}</td>"
-            f"<td>{_number(channel.mean_valence, 2) or '-'}</td></tr>"
+            f"<td>{_number(channel.mean_valence, 2) or '-'}</td>"
+            f"<td>{_esc(sentiments) or '-'}</td></tr>"
         )
     rows.append("</table>")
     return "".join(rows)
@@ -398,9 +402,20 @@ def _transcript(call: CallRecord) -> str:
             f"{_esc(_name(call, u.channel))}</span> "
             f'<span class="chip" style="background:{colour}">{_esc(u.label)} '
             f"{u.confidence:.2f}</span>"
-            f'<span class="meta">{_esc(affect)}</span> {text}</div>'
+            f'<span class="meta">{_esc(affect)}{_esc(_words(u))}</span> {text}</div>'
         )
     return "".join(lines) or "<p>No utterances.</p>"
+
+
+def _words(u: UtteranceEnd) -> str:
+    """`` voice neutral · words anger (negative)`` when the words' label differs."""
+    words = u.modalities.get("text")
+    both = voice_and_words(
+        u.label,
+        words.label if words else None,
+        u.sentiment.label if u.sentiment else None,
+    )
+    return f" {both}" if both else ""
 
 
 def render_html(calls: list[CallRecord], title: str = "Call report") -> str:

@@ -35,6 +35,7 @@ class _Spoken:
     label: str
     arousal: float | None
     valence: float | None
+    sentiment: str | None = None
 
 
 class _Channel:
@@ -67,6 +68,9 @@ class _Channel:
             talk_seconds=round(sum(u.end_s - u.start_s for u in self.spoken), 3),
             mean_arousal=_mean([u.arousal for u in self.spoken]),
             mean_valence=_mean([u.valence for u in self.spoken]),
+            sentiment_counts=dict(
+                sorted(Counter(u.sentiment for u in self.spoken if u.sentiment).items())
+            ),
         )
 
 
@@ -116,7 +120,14 @@ class CallAnalytics:
         channel = self._channel(event.channel)
         channel.open.pop(event.utterance_id, None)
         channel.spoken.append(
-            _Spoken(event.start, event.end, event.label, event.arousal, event.valence)
+            _Spoken(
+                event.start,
+                event.end,
+                event.label,
+                event.arousal,
+                event.valence,
+                event.sentiment.label if event.sentiment else None,
+            )
         )
         self._pending.append((event.start, event.end))
         raised = [a for w in self._watches for a in w.utterance(event, channel.name)]

@@ -3,7 +3,7 @@ modality's scores in ``utterance.end``, a channel in ``call.summary``."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from streamser.errors import ProtocolError
@@ -49,10 +49,16 @@ class ModalityScores:
     """Its most probable label."""
     scores: dict[str, float]
     """Label to probability, summing to 1."""
+    language: str | None = None
+    """For ``modalities.text``: the language of the transcript the text model read
+    (ISO 639-1); None (and the key absent) elsewhere."""
 
     def to_dict(self) -> dict[str, Any]:
-        """Returns the JSON object ``{label, scores}``."""
-        return {"label": self.label, "scores": dict(self.scores)}
+        """Returns the JSON object ``{label, scores}`` (and ``language`` when set)."""
+        data: dict[str, Any] = {"label": self.label, "scores": dict(self.scores)}
+        if self.language is not None:
+            data["language"] = self.language
+        return data
 
     @classmethod
     def from_dict(cls, data: Any) -> ModalityScores:
@@ -61,6 +67,7 @@ class ModalityScores:
         return cls(
             read_str("label", obj.get("label")),
             read_scores("scores", obj.get("scores")),
+            read_optional_str("language", obj.get("language")),
         )
 
 
@@ -84,6 +91,9 @@ class ChannelSummary:
     """Mean ``arousal`` of its utterances; None when none carries one."""
     mean_valence: float | None
     """Mean ``valence`` of its utterances; None when none carries one."""
+    sentiment_counts: dict[str, int] = field(default_factory=dict)
+    """Sentiment of the words (negative, neutral, positive) to the number of the
+    channel's utterances with it; utterances without a sentiment are not counted."""
 
     def to_dict(self) -> dict[str, Any]:
         """Returns the JSON object."""
@@ -93,7 +103,7 @@ class ChannelSummary:
     def from_dict(cls, data: Any) -> ChannelSummary:
         """Reads the JSON object; raises ProtocolError("malformed_event")."""
         obj = read_object("channels[]", data)
-        for key in (f.name for f in fields(cls)):
+        for key in (f.name for f in fields(cls) if f.name != "sentiment_counts"):
             if key not in obj:
                 raise ProtocolError(
                     "malformed_event", f"call.summary channel without field {key!r}"
@@ -107,4 +117,7 @@ class ChannelSummary:
             talk_seconds=read_float("talk_seconds", obj["talk_seconds"]),
             mean_arousal=read_optional_float("mean_arousal", obj["mean_arousal"]),
             mean_valence=read_optional_float("mean_valence", obj["mean_valence"]),
+            sentiment_counts=read_counts(
+                "sentiment_counts", obj.get("sentiment_counts", {})
+            ),
         )

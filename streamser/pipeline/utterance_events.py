@@ -22,10 +22,14 @@ def rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 6)
 
 
-def modality(scores: EmotionScores | None) -> ModalityScores | None:
+def modality(
+    scores: EmotionScores | None, language: str | None = None
+) -> ModalityScores | None:
     if scores is None:
         return None
-    return ModalityScores(label=scores.label, scores=dict(scores.scores))
+    return ModalityScores(
+        label=scores.label, scores=dict(scores.scores), language=language
+    )
 
 
 def utterance_end(
@@ -48,7 +52,7 @@ def utterance_end(
         scores={k: round(v, 6) for k, v in recognition.scores.items()},
         modalities={
             "acoustic": modality(recognition.acoustic),
-            "text": modality(recognition.text),
+            "text": modality(recognition.text, recognition.language),
         },
         latency_ms=round(latency_s * 1000.0, 1),
         asr=asr,

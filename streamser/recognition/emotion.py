@@ -20,11 +20,15 @@ from streamser.recognition.features import pad_batch
 from streamser.recognition.model_choice import ModelChoice, ModelFile, choose_models
 from streamser.recognition.models import OnnxModel
 from streamser.recognition.text_front import TokenEncoder, encoder_for
+from streamser.recognition.text_multi import SentenceEncoder
 
 _LOGGER = logging.getLogger(__name__)
 
 UNCERTAIN = "uncertain"
 """The label of an utterance whose top probability is below ``min_confidence``."""
+ANY_LANGUAGE = "*"
+"""Key of ``EmotionModels.text_models`` for a text graph that reads any language (its
+``languages`` field empty): the graph of every language without its own."""
 
 
 @dataclass(frozen=True)
@@ -96,13 +100,24 @@ class EmotionModels:
         acoustic: OnnxModel,
         text: Mapping[str, OnnxModel],
         fusion: OnnxModel | None,
+        num_threads: int = 1,
     ) -> None:
-        """Combine loaded graphs; see ``load`` to read a folder."""
+        """Combine loaded graphs; see ``load`` to read a folder.
+
+        ``text`` maps a language (or ``ANY_LANGUAGE``) to its graph."""
         self.acoustic_model = acoustic
         self.text_models = dict(text)
-        self.text_encoders: dict[str, TokenEncoder] = {}
-        """Text graph name -> its own front end (graphs over Whisper BPE have none)."""
+        self.text_encoders: dict[str, TokenEncoder | SentenceEncoder] = {}
+        """Text graph name -> its own front end (graphs over Whisper BPE have none):
+        token ids, or the sentence vector of a graph with an ``encoder``."""
+        sentence_encoders: dict[str, SentenceEncoder] = {}
         for model in dict.fromkeys(self.text_models.values()):
+            name = model.contract.encoder
+            if name:
+                if name not in sentence_encoders:
+                    sentence_encoders[name] = SentenceEncoder(name, num_threads)
+                self.text_encoders[model.contract.name] = sentence_encoders[name]
+                continue
             encoder = encoder_for(model.contract.tokenizer, model.path.parent)
             if encoder is not None:
                 self.text_encoders[model.contract.name] = encoder
@@ -161,17 +176,19 @@ class EmotionModels:
         by_language: dict[str, OnnxModel] = {}
         for file in choice.text:
             model = load(file)
-            by_language.update(dict.fromkeys(model.contract.languages, model))
+            by_language.update(
+                dict.fromkeys(model.contract.languages or (ANY_LANGUAGE,), model)
+            )
         for language, file in choice.named_text.items():
             model = load(file)
-            if language not in model.contract.languages:
+            if model.contract.languages and language not in model.contract.languages:
                 raise ModelError(
                     f"[emotion.text] {language} = {file.name!r}: the model reads "
-                    f"{', '.join(model.contract.languages) or 'no language'}"
+                    f"{', '.join(model.contract.languages)}"
                 )
             by_language[language] = model
         fusion = load(choice.fusion) if choice.fusion else None
-        models = cls(acoustic_model, by_language, fusion)
+        models = cls(acoustic_model, by_language, fusion, num_threads)
         models.log_choice(model_dir, choice)
         return models
 
@@ -280,10 +297,14 @@ class EmotionModels:
         return {"baseline": mean, "baseline_count": count}
 
     def text_model_for(self, language: str | None) -> OnnxModel | None:
-        """The text graph that reads ``language``, if any."""
-        return self.text_models.get(language or "")
+        """The text graph that reads ``language``: its own, else the graph that reads
+        any language (``ANY_LANGUAGE``), if any."""
+        own = self.text_models.get(language or "")
+        return own if own is not None else self.text_models.get(ANY_LANGUAGE)
 
-    def text_encoder_for(self, language: str | None) -> TokenEncoder | None:
+    def text_encoder_for(
+        self, language: str | None
+    ) -> TokenEncoder | SentenceEncoder | None:
         """The front end of ``language``'s text graph; None when it reads Whisper BPE
         ids (or there is no graph)."""
         model = self.text_model_for(language)
@@ -292,22 +313,30 @@ class EmotionModels:
         )
 
     def text(
-        self, token_ids: Sequence[npt.NDArray[np.int64]], language: str
+        self, token_ids: Sequence[npt.NDArray[np.generic]], language: str
     ) -> list[EmotionOutput] | None:
         """Text emotion (and sentiment, where the graph gives it) of a batch of token
-        id sequences; None without a model."""
+        id sequences (or sentence vectors, for a graph with an ``encoder``); None
+        without a model."""
         model = self.text_model_for(language)
         if model is None or not token_ids:
             return None
-        # One transcript per call: an int8 graph quantises activations over the whole
-        # batch, so a padded neighbour would change a transcript's scores.
-        parts = [
-            model.run(
-                {"token_ids": ids[None, :], "lengths": np.array([len(ids)], np.int64)}
-            )
-            for ids in token_ids
-        ]
-        out = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+        if model.contract.encoder:
+            rows = np.stack([np.asarray(r, np.float32) for r in token_ids])
+            out = model.run({"sentence": rows})
+        else:
+            # One transcript per call: an int8 graph quantises activations over the
+            # whole batch, so a padded neighbour would change a transcript's scores.
+            parts = [
+                model.run(
+                    {
+                        "token_ids": ids[None, :],
+                        "lengths": np.array([len(ids)], np.int64),
+                    }
+                )
+                for ids in token_ids
+            ]
+            out = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
         labels = model.contract.labels
         sentiment_labels = model.contract.sentiment_labels
         sentiments = out.get("sentiment") if sentiment_labels else None

@@ -94,7 +94,7 @@ WHISPER_LAYERS: Final = FrontEnd(
     type="log-mel", dim=N_MELS, whisper="whisper-base", encoder_layers=(2, 3)
 )
 """The shipped front end: log-mel frames in; the graph runs Whisper base's first three
-encoder layers (int8, ``export.whisper_prefix``) and reads the states after layers 2
+encoder layers (int8, ``training.whisper_prefix``) and reads the states after layers 2
 and 3 (measured best for emotion on held-out speakers; see MODEL_CARD.md)."""
 WHISPER_ENCODER_TOP: Final = FrontEnd(type="whisper-encoder", dim=512)
 """The whole encoder's final states, computed by the runtime's Whisper (CTranslate2)."""
@@ -189,7 +189,7 @@ def pad_batch(
         dtype: dtype of the batch.
         min_width: the least padded length. The default 1 keeps a batch of empty
             rows (an empty transcript) one column wide; 0 gives shape (n, 0), as
-            ``export.verify`` feeds a graph to check it copes with that too.
+            ``export.parity_inputs`` feeds a graph to check it copes with that too.
 
     Returns:
         The batch, shape (len(rows), max(min_width, longest), ...), and the rows'

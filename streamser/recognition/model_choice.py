@@ -20,7 +20,7 @@ from streamser.errors import ModelError
 _LOGGER = logging.getLogger(__name__)
 
 MODEL_NAME: Final = re.compile(
-    r"^emotion-(acoustic|text|fusion)(?:-([a-z]{2}))?-v(\d+)\.onnx$"
+    r"^emotion-(acoustic|text|fusion)(?:-([a-z]{2}|multi))?-v(\d+)\.onnx$"
 )
 """A graph's file name: kind, language (text graphs of one language) and version."""
 

@@ -147,6 +147,8 @@ export class Call {
           asr: event.asr ?? null,
           arousal: numberOrNull(event.arousal),
           valence: numberOrNull(event.valence),
+          words: event.modalities?.text?.label ?? null,
+          sentiment: event.sentiment?.label ?? null,
           final: true,
         });
         this.currentLabel = event.label;

@@ -382,6 +382,14 @@ function renderSummary(call) {
   );
 }
 
+// "voice neutral · words anger (negative)" when the words' label differs from the
+// voice's (streamser.labels.voice_and_words).
+function voiceAndWords(u) {
+  if (!u.final || !u.words || u.words === u.label) return null;
+  const said = `words ${u.words}${u.sentiment ? ` (${u.sentiment})` : ""}`;
+  return h("span", { class: "words" }, `voice ${u.label} · ${said} `);
+}
+
 function renderTranscript(call) {
   const utterances = call.sortedUtterances();
   if (!utterances.length) return h("p", { class: "muted transcript" }, "No speech yet.");
@@ -405,7 +413,7 @@ function renderTranscript(call) {
         h("span", { class: "time" }, clock(u.start)),
         h("span", { class: "speaker" }, call.channelName(u.channel)),
         h("span", { class: `chip ${labelClass(u.label)}` }, u.label ?? "…"),
-        h("span", { class: "text" }, text),
+        h("span", { class: "text" }, voiceAndWords(u), text),
       );
     }),
   );

@@ -28,6 +28,16 @@ SHEMO_CODES: Final[dict[str, str]] = {
 }
 """ShEMO emotion letter (4th character of ``F01A01``) -> canonical label."""
 
+EMOTION_SENTIMENT: Final[dict[str, str]] = {
+    "anger": "negative",
+    "fear": "negative",
+    "sadness": "negative",
+    "happiness": "positive",
+    "neutral": "neutral",
+}
+"""ShEMO's emotions read as sentiment (ShEMO has no sentiment labels; surprise can be
+either, so it gives none). ``shemo-text`` utterances carry it as ``sentiment``."""
+
 TRANSCRIPT_SUFFIXES: Final[tuple[str, ...]] = (".ort", ".txt")
 """Per-utterance transcript files: ShEMO's own ``.ort`` or plain ``.txt``."""
 
@@ -172,6 +182,12 @@ def load_shemo_text(path: Path) -> list[Utterance]:
                 raise ValueError(f"{where}: lacks {', '.join(missing)}")
             label = label_for(str(row["emotion"]), where)
             text = str(row["transcript"]).strip()
-            item = Item(str(row["id"]), label, str(row["speaker"]), text)
+            item = Item(
+                str(row["id"]),
+                label,
+                str(row["speaker"]),
+                text,
+                sentiment=EMOTION_SENTIMENT.get(label),
+            )
             utterances.append(SHEMO.utterance(item, None))
     return utterances

@@ -11,8 +11,8 @@ int8 convolutions are slower in onnxruntime). One pass of that graph gives all d
 Training computes its features with this graph through onnxruntime
 (``training.features_cache``), and export joins the same graph in front of the trained
 head (``export.to_onnx``), so the shipped acoustic graph reads log-mel frames and
-computes exactly what training saw. It lives in export (it writes a graph) and imports
-only streamser: the one export module training imports.
+computes exactly what training saw. It lives in training, which export imports, so
+both reach it without an import cycle; it imports only streamser.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import json
 import logging
 import struct
 import tempfile
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -34,12 +33,13 @@ import torch
 from torch import nn
 
 from streamser.recognition.features import FrontEnd
+from streamser.recognition.whisper_model import default_whisper_dir
+from training.onnx_export import export_graph
 
 _LOGGER = logging.getLogger(__name__)
 
 GRAPH_VERSION: Final = 1
 """Bumped whenever the graph this module writes changes (part of the cache key)."""
-OPSET: Final = 17
 INPUTS: Final = ("features", "lengths")
 OUTPUTS: Final = ("states", "state_lengths")
 _FLOAT_TYPES: Final = {0: np.float32, 4: np.float16}
@@ -241,25 +241,19 @@ def export_prefix(model_bin: Path, layers: Sequence[int], out_path: Path) -> Pat
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         float_path = Path(tmp) / "prefix-fp32.onnx"
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", category=DeprecationWarning)
-            warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
-            torch.onnx.export(
-                module,
-                example,
-                str(float_path),
-                input_names=list(INPUTS),
-                output_names=list(OUTPUTS),
-                dynamic_axes={
-                    "features": {0: "batch", 1: "time"},
-                    "lengths": {0: "batch"},
-                    "states": {0: "batch", 1: "state_time"},
-                    "state_lengths": {0: "batch"},
-                },
-                opset_version=OPSET,
-                do_constant_folding=True,
-                dynamo=False,
-            )
+        export_graph(
+            module,
+            example,
+            float_path,
+            inputs=INPUTS,
+            outputs=OUTPUTS,
+            dynamic_axes={
+                "features": {0: "batch", 1: "time"},
+                "lengths": {0: "batch"},
+                "states": {0: "batch", 1: "state_time"},
+                "state_lengths": {0: "batch"},
+            },
+        )
         quantize_dynamic(
             str(float_path),
             str(out_path),
@@ -274,8 +268,6 @@ def export_prefix(model_bin: Path, layers: Sequence[int], out_path: Path) -> Pat
 def prefix_graph(front_end: FrontEnd, cache_dir: Path) -> Path:
     """The int8 prefix graph of ``front_end`` (its ``encoder_layers`` of the bundled
     Whisper), written once into ``cache_dir`` and reused while model and code agree."""
-    from streamser.recognition.whisper_model import default_whisper_dir
-
     if not front_end.encoder_layers:
         raise ValueError(f"front end {front_end} names no encoder layers")
     model_bin = default_whisper_dir() / "model.bin"
