@@ -32,13 +32,27 @@ from websockets.http11 import Request
 from streamser.analytics.report import CallRecorder, render_html
 from streamser.analytics.rules import parse_channel_names
 from streamser.audio import SAMPLE_RATE_HZ
-from streamser.audio.sources import drive, file_source
+from streamser.audio.sources import FileSource, drive, file_source
 from streamser.errors import AudioSourceError, ProtocolError
 from streamser.events import CallSummary, Envelope
 from streamser.messages import CHANNEL_MODES, local_start_message, parse_start
 from streamser.pipeline import Engine, StreamSession
 from streamser.serve import handshake
 from streamser.serve.handshake import ServerOptions
+
+__all__ = ["CALLS_PATH", "CallServer", "CallUploads"]
+
+_LOGGER = logging.getLogger(__name__)
+
+CALLS_PATH: Final = "/v1/calls"
+NDJSON: Final = "application/x-ndjson"
+FORMATS: Final = ("json", "ndjson", "html")
+"""``?format=``: one JSON object at the end, a line per event as it comes, or the
+HTML call report."""
+_CHUNK_BYTES: Final = 1 << 16
+_MAX_FIELD_BYTES: Final = 4096
+"""Longest form field other than the file."""
+_OPTION_NAMES: Final = ("channels", "channel_names", "language", "format")
 
 
 class CallServer(Protocol):
@@ -62,21 +76,6 @@ class CallServer(Protocol):
     ) -> contextlib.AbstractContextManager[asyncio.Queue[Envelope | None]]:
         """Route ``stream_id``'s events to a queue while the drain waits for us."""
         ...
-
-
-__all__ = ["CALLS_PATH", "CallServer", "CallUploads"]
-
-_LOGGER = logging.getLogger(__name__)
-
-CALLS_PATH: Final = "/v1/calls"
-NDJSON: Final = "application/x-ndjson"
-FORMATS: Final = ("json", "ndjson", "html")
-"""``?format=``: one JSON object at the end, a line per event as it comes, or the
-HTML call report."""
-_CHUNK_BYTES: Final = 1 << 16
-_MAX_FIELD_BYTES: Final = 4096
-"""Longest form field other than the file."""
-_OPTION_NAMES: Final = ("channels", "channel_names", "language", "format")
 
 
 class _Refused(Exception):
@@ -266,8 +265,7 @@ class CallUploads:
     async def _recognise(
         self, request: web.Request, path: Path, options: CallOptions
     ) -> web.StreamResponse:
-        """Recognise the spooled file as a stream; answer as ``options.format`` says."""
-        server = self._server
+        """Open the spooled file (415 when it is not audio) and recognise it."""
         stream_id = "call-" + uuid.uuid4().hex[:12]
         separate = options.channel_mode == "separate"
         try:
@@ -277,6 +275,15 @@ class CallUploads:
         except AudioSourceError as err:
             text = str(err).replace(str(path), "the upload")
             raise _Refused(415, text, "unsupported_media") from err
+        with source.reader:  # closed even if the file is never read to its end
+            return await self._recognise_source(request, source, options)
+
+    async def _recognise_source(
+        self, request: web.Request, source: FileSource, options: CallOptions
+    ) -> web.StreamResponse:
+        """Recognise the file as a stream; answer as ``options.format`` says."""
+        server = self._server
+        stream_id = source.name
         longest = server.options.max_stream_s
         if source.samples > longest * SAMPLE_RATE_HZ:
             text = f"the file is longer than server.max_stream_s ({longest:g} s)"
@@ -292,10 +299,10 @@ class CallUploads:
             start = replace(start, metadata=metadata)
         session = StreamSession(server.engine, start, stream_id, live=False)
         _LOGGER.info(
-            "Call %s uploaded from %s (%d bytes)",
+            "Call %s uploaded from %s (%.1f s of audio)",
             stream_id,
             request.remote,
-            path.stat().st_size,
+            source.samples / SAMPLE_RATE_HZ,
         )
         with server.serving(stream_id) as queue:
             task = asyncio.create_task(drive(source, session, server.drain_started))
