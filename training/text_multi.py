@@ -226,22 +226,18 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Compare candidates, measure transfer, fit the final heads and save them."""
-    import torch
-
-    args = _parser().parse_args(argv)
-    meld, dev, shemo = (load_dataset(s) for s in (args.train, args.dev, args.shemo))
-    for utt in shemo:
-        if utt.language != "fa":
-            raise ValueError(f"{utt.utt_id}: --shemo expects Persian transcripts")
-    cache = args.out / "vectors"
-    meld_x, dev_x, shemo_x = (
-        sentence_vectors([u.text or "" for u in part], cache)
-        for part in (meld, dev, shemo)
-    )
+def _compare(
+    names: list[str],
+    meld: list[Any],
+    meld_x: npt.NDArray[Any],
+    dev: list[Any],
+    dev_x: npt.NDArray[Any],
+    shemo: list[Any],
+    shemo_x: npt.NDArray[Any],
+) -> dict[str, Any]:
+    """Each candidate's speaker-grouped ShEMO folds and MELD dev figures."""
     results: dict[str, Any] = {}
-    for name in args.candidates:
+    for name in names:
         settings = CANDIDATES[name]
         start = time.monotonic()
         folds = shemo_folds(meld_x, meld, shemo_x, shemo, settings)
@@ -258,17 +254,17 @@ def main(argv: list[str] | None = None) -> int:
             folds["ua"],
             results[name]["meld_dev"]["weighted_f1"],
         )
-    best = max(
-        results,
-        key=lambda k: (
-            results[k]["shemo_kfold5"]["wa"] + results[k]["meld_dev"]["weighted_f1"]
-        ),
-    )
-    settings = CANDIDATES[best]
-    check = shemo_folds(meld_x, meld, shemo_x, shemo, settings, seed=1)
-    english_only = Heads(meld_x, meld, settings)
-    transfer = persian_figures(shemo, *english_only.predict(shemo_x))
-    metrics = {
+    return results
+
+
+def _metrics(
+    results: dict[str, Any],
+    best: str,
+    check: dict[str, Any],
+    transfer: dict[str, Any],
+) -> dict[str, Any]:
+    """The selected candidate's figures, the checks and the table of candidates."""
+    return {
         "protocol": "ShEMO: kfold5, speaker-grouped, seed 0, each fold fit on MELD "
         "train + the other folds' speakers, test folds pooled; MELD dev: fit on MELD "
         "train + all of ShEMO",
@@ -295,8 +291,14 @@ def main(argv: list[str] | None = None) -> int:
             for k, v in results.items()
         },
     }
-    (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    final = Heads(np.concatenate([meld_x, shemo_x]), meld + shemo, settings)
+
+
+def _save(
+    final: Heads, settings: Any, metrics: dict[str, Any], texts: list[str], **where: Any
+) -> None:
+    """The final heads as the checkpoint ``python -m export.text_multi`` reads."""
+    import torch
+
     torch.save(
         {
             "arch": "e5-linear-heads",
@@ -310,11 +312,41 @@ def main(argv: list[str] | None = None) -> int:
             "sentiment_coef": final.sentiment.coef_.astype(np.float32),
             "sentiment_intercept": final.sentiment.intercept_.astype(np.float32),
             "metrics": metrics,
-            "data": [args.train, args.shemo],
-            "texts": [u.text or "" for u in (meld[:6] + shemo[::400])],
+            "data": where["data"],
+            "texts": texts,
         },
-        args.out / "text-multi.pt",
+        where["out"] / "text-multi.pt",
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Compare candidates, measure transfer, fit the final heads and save them."""
+    args = _parser().parse_args(argv)
+    meld, dev, shemo = (load_dataset(s) for s in (args.train, args.dev, args.shemo))
+    for utt in shemo:
+        if utt.language != "fa":
+            raise ValueError(f"{utt.utt_id}: --shemo expects Persian transcripts")
+    cache = args.out / "vectors"
+    meld_x, dev_x, shemo_x = (
+        sentence_vectors([u.text or "" for u in part], cache)
+        for part in (meld, dev, shemo)
+    )
+    results = _compare(args.candidates, meld, meld_x, dev, dev_x, shemo, shemo_x)
+    best = max(
+        results,
+        key=lambda k: (
+            results[k]["shemo_kfold5"]["wa"] + results[k]["meld_dev"]["weighted_f1"]
+        ),
+    )
+    settings = CANDIDATES[best]
+    check = shemo_folds(meld_x, meld, shemo_x, shemo, settings, seed=1)
+    english_only = Heads(meld_x, meld, settings)
+    transfer = persian_figures(shemo, *english_only.predict(shemo_x))
+    metrics = _metrics(results, best, check, transfer)
+    (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    final = Heads(np.concatenate([meld_x, shemo_x]), meld + shemo, settings)
+    texts = [u.text or "" for u in (meld[:6] + shemo[::400])]
+    _save(final, settings, metrics, texts, data=[args.train, args.shemo], out=args.out)
     line = {
         "selected": best,
         **{k: results[best]["shemo_kfold5"][k] for k in ("wa", "ua", "n")},
