@@ -10,8 +10,6 @@ import json
 import select
 import signal
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from _ops_helpers import FAST, Served, running
+from _ops_helpers import FAST, Served, run_jsonl, running
 from _server_helpers import check_stream_events, stream_audio
 from conftest import REPO
 
@@ -107,15 +105,7 @@ def test_an_upload_gets_every_utterance_end_that_run_gives(
     answer = json.loads(body)
     events = answer["events"]
     check_stream_events(events)
-    ran = subprocess.run(
-        [sys.executable, "-m", "streamser", "run", str(speech), "--jsonl", *FAST],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert ran.returncode == 0, ran.stderr
-    expected = [json.loads(line) for line in ran.stdout.splitlines()]
+    expected = run_jsonl(speech)
     assert len(ends(events)) >= 6
     assert ends(events) == ends(expected)
     assert events[0]["metadata"] == {"file": "six.wav"}

@@ -22,7 +22,7 @@ import soundfile as sf
 from benchmarks.serving import free_port
 from streamser.client import SendOptions, read_clip, start_message
 
-from _ops_helpers import FAST, Served, running
+from _ops_helpers import FAST, Served, run_jsonl, running
 from _server_helpers import check_stream_events
 from conftest import REPO
 
@@ -71,19 +71,6 @@ def send(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[
         result.stdout.decode(errors="replace"),
         result.stderr.decode(errors="replace"),
     )
-
-
-def run_jsonl(path: Path) -> list[dict[str, Any]]:
-    """The events of ``streamser run PATH --jsonl`` (fixture graphs, no ASR)."""
-    ran = subprocess.run(
-        [sys.executable, "-m", "streamser", "run", str(path), "--jsonl", *FAST],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert ran.returncode == 0, ran.stderr
-    return events_of(ran.stdout)
 
 
 def events_of(stdout: str) -> list[dict[str, Any]]:
