@@ -153,6 +153,11 @@ class StreamOutcome:
         max_lag_s: how late the client sent a chunk at worst (its own overload).
         transcripts: (clip, transcript) pairs.
         transcribed: utterance.end events that carry a transcript (``asr`` "ok").
+        asr: the ``asr`` field of each ``server_latency_s`` event.
+        first_partial_s: per clip with a ``transcript.partial``: send of the chunk
+            holding the clip's first sample to receipt of its first partial text.
+        partials: the ``transcript.partial`` events, in order of receipt.
+        finals: the ``utterance.end`` events, in order of receipt.
     """
 
     client_latency_s: list[float] = field(default_factory=list)
@@ -164,6 +169,10 @@ class StreamOutcome:
     max_lag_s: float = 0.0
     transcripts: list[tuple[Clip, str]] = field(default_factory=list)
     transcribed: int = 0
+    asr: list[str] = field(default_factory=list)
+    first_partial_s: list[float] = field(default_factory=list)
+    partials: list[dict[str, Any]] = field(default_factory=list)
+    finals: list[dict[str, Any]] = field(default_factory=list)
 
 
 async def play(
@@ -176,6 +185,8 @@ async def play(
     step = SAMPLE_RATE_HZ * chunk_ms // 1000
     ends = {speech_end: i for i, (_, speech_end, _) in enumerate(plan.clip_spans)}
     end_sent: dict[int, float] = {}
+    start_sent: dict[int, float] = {}
+    firsts = sorted((first, i) for i, (first, _, _) in enumerate(plan.clip_spans))
     received: list[tuple[float, dict[str, Any]]] = []
     async with connect(f"{url}/v1/stream", max_size=None) as ws:
         await ws.send(
@@ -209,9 +220,12 @@ async def play(
             sent = time.monotonic()
             while pending_ends and pending_ends[0] <= offset + step:
                 end_sent[ends[pending_ends.pop(0)]] = sent
+            while firsts and firsts[0][0] < offset + step:
+                start_sent[firsts.pop(0)[1]] = sent
         await ws.send(json.dumps({"type": "stop"}))
         await asyncio.wait_for(task, 600)
     _score(plan, received, end_sent, outcome)
+    _score_partials(plan, received, start_sent, outcome)
     return outcome
 
 
@@ -241,10 +255,31 @@ def _score(
         when, event = max(covering, key=lambda pair: pair[0])
         outcome.client_latency_s.append(when - end_sent[i])
         outcome.server_latency_s.append(event["latency_ms"] / 1000)
+        outcome.asr.append(str(event.get("asr")))
         outcome.clip_seconds.append(sum(e["end"] - e["start"] for _, e in covering))
         outcome.transcripts.append(
             (plan.clips[i], " ".join(e.get("transcript") or "" for _, e in covering))
         )
+
+
+def _score_partials(
+    plan: Programme,
+    received: list[tuple[float, dict[str, Any]]],
+    start_sent: dict[int, float],
+    outcome: StreamOutcome,
+) -> None:
+    outcome.partials = [e for _, e in received if e["type"] == "transcript.partial"]
+    outcome.finals = [e for _, e in received if e["type"] == "utterance.end"]
+    for i, (first, _, end) in enumerate(plan.clip_spans):
+        times = [
+            t
+            for t, e in received
+            if e["type"] == "transcript.partial"
+            and e["start"] * SAMPLE_RATE_HZ < end
+            and e["end"] * SAMPLE_RATE_HZ > first
+        ]
+        if times and i in start_sent:
+            outcome.first_partial_s.append(min(times) - start_sent[i])
 
 
 async def play_all(

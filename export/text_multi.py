@@ -30,6 +30,7 @@ from export.text_graphs import OPSET, TOLERANCE, card_for
 from export.to_onnx import write_metadata
 from streamser.recognition.contract import SENTENCE_ENCODERS, ModelContract
 from streamser.recognition.text_multi import E5_DIM
+from training.text_multi import sentence_vectors
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -116,8 +117,6 @@ def reference(
 
 def export(args: argparse.Namespace) -> dict[str, Any]:
     """Write the graph and its card; returns its name and size."""
-    from training.text_multi import sentence_vectors
-
     ckpt = torch.load(args.checkpoint, weights_only=False)
     name = args.name
     contract = ModelContract(

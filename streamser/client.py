@@ -49,6 +49,9 @@ from streamser.events import Envelope, ErrorEvent, StreamEnd
 _LOGGER = logging.getLogger(__name__)
 
 DEFAULT_URL: Final = "ws://127.0.0.1:8765"
+KEEPALIVE_TIMEOUT_S: Final = 120.0
+"""How long ``send`` waits for the answer to a keepalive ping before it gives the
+connection up (the server does not read while it applies backpressure)."""
 CHANNEL_MODES: Final = ("downmix", "separate")
 """``--channels``: mixed to mono by the server, or each channel its own speaker."""
 CHUNK_MS: Final = 100
@@ -306,6 +309,11 @@ async def send_clip(clip: Clip, options: SendOptions, on_event: EventHandler) ->
             max_size=None,
             open_timeout=OPEN_TIMEOUT_S,
             compression=None,
+            # A fast sender is paused by backpressure: the server does not read its
+            # socket, pongs included, while its utterances wait for recognition
+            # (longest for an upload beside live calls). Wait that out rather than
+            # drop the stream after the default 20 s.
+            ping_timeout=KEEPALIVE_TIMEOUT_S,
         )
     except InvalidURI as err:
         raise ConnectError(f"invalid URL {options.url}: {err.msg}") from err

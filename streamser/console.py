@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -18,6 +19,7 @@ from streamser.events import (
     ErrorEvent,
     StreamEnd,
     StreamStart,
+    TranscriptPartial,
     UtteranceEnd,
 )
 from streamser.labels import voice_and_words
@@ -131,17 +133,36 @@ class CallView:
 
     One line per utterance (with its channel's name when the channels are kept
     apart), per error and per alert as they come; each call ends with its summary.
+    On a terminal, the open utterance's partial transcript (``transcript.partial``)
+    is shown on the current line, rewritten as it grows and replaced by the
+    utterance's line when it ends.
     """
 
     def __init__(self, write: Callable[[str], None] | None = None) -> None:
-        """Print to standard output, or hand each line to ``write``."""
+        """Print to standard output, or hand each line to ``write`` (then partial
+        transcripts are not shown)."""
+        self._terminal = write is None
         self._write = write or (lambda line: print(line, flush=True))
         self._names: dict[str, tuple[str, ...]] = {}
         self._separate: set[str] = set()
+        self._partial_shown = False
 
     def __call__(self, envelope: Envelope, name: str | None = None) -> None:
         """Show ``envelope``; ``name`` is what to call its stream (default: its id)."""
+        body = envelope.body
+        if isinstance(body, TranscriptPartial):
+            if self._terminal and sys.stdout.isatty():
+                stream = envelope.stream_id if name is None else name
+                text = f"{stream}  {body.start:7.2f}-{body.end:7.2f}s  … {body.text}"
+                width = shutil.get_terminal_size().columns
+                sys.stdout.write(f"\r\033[K{text[: width - 1]}")
+                sys.stdout.flush()
+                self._partial_shown = True
+            return
         for line in self.lines(envelope, name):
+            if self._partial_shown:
+                sys.stdout.write("\r\033[K")
+                self._partial_shown = False
             self._write(line)
 
     def lines(self, envelope: Envelope, name: str | None = None) -> list[str]:

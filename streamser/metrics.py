@@ -78,6 +78,11 @@ class Metrics:
             "skipped_partials",
             "emotion.partial events skipped because recognition was busy",
         )
+        self.partial_revisions = self._counter(
+            "partial_revisions",
+            "Stable words of transcript.partial events that a later hypothesis or "
+            "the final transcript changed",
+        )
         self.speculations = self._counter(
             "speculations",
             "Utterances recognised while their hangover ran: used, or discarded "

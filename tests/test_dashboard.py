@@ -342,6 +342,64 @@ async def test_live_two_channel_call(
         Path(REPO / target).write_bytes(screenshot.read_bytes())
 
 
+@pytest.mark.data
+async def test_open_row_shows_partial_text(
+    emodb_clips: list[Path], tmp_path: Path
+) -> None:
+    """With ASR on, the open row of a long utterance shows its partial transcript
+    (``transcript.partial``) before the utterance ends."""
+    from test_partials import long_utterance
+
+    pcm = (long_utterance(emodb_clips) * 32767).astype("<i2").tobytes()
+    stream_id = "dashboard-partial"
+    start = {
+        "sample_rate": SAMPLE_RATE,
+        "encoding": "pcm_s16le",
+        "stream_id": stream_id,
+        "language": "de",
+    }
+    ends: list[dict[str, Any]] = []
+    partials: list[dict[str, Any]] = []
+    shown: list[tuple[str, int]] = []
+
+    def on_event(event: dict[str, Any]) -> None:
+        if event["type"] == "utterance.end":
+            ends.append(event)
+        elif event["type"] == "transcript.partial":
+            partials.append(event)
+
+    with serve([], tmp_path) as daemon:
+        async with open_page(f"http://127.0.0.1:{daemon.port}/") as (page, errors):
+            await page.wait_for_selector('#connection[data-state="live"]')
+
+            async def watch() -> None:
+                row = f'#call-list li[data-stream-id="{stream_id}"] button'
+                await page.click(row, timeout=60000)
+                handle = await page.wait_for_function(
+                    """() => {
+                      const texts = document.querySelectorAll(
+                        '#call-view li.line[data-final="false"] .text');
+                      for (const t of texts) {
+                        if (t.textContent.trim() !== "…") return t.textContent;
+                      }
+                      return null;
+                    }""",
+                    timeout=120000,
+                )
+                shown.append((str(await handle.json_value()), len(ends)))
+
+            watcher = asyncio.create_task(watch())
+            await stream_live(daemon.url, pcm, start, on_event, timeout_s=180)
+            await asyncio.wait_for(watcher, 30)
+            assert errors == []
+    assert partials, "no transcript.partial arrived"
+    text, ends_before = shown[0]
+    assert ends_before == 0, "the partial text showed only after utterance.end"
+    assert text.endswith("…")
+    assert text.removesuffix("…").strip() in {p["text"] for p in partials}
+    assert len(ends) == 1
+
+
 # -- reconnecting ----------------------------------------------------------------
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -28,7 +29,9 @@ from streamser.events import (
     SpeechStart,
     StreamEnd,
     StreamStart,
+    TranscriptPartial,
     UtteranceEnd,
+    WordTiming,
     default_origin,
     event_from_dict,
     rfc3339_now,
@@ -48,6 +51,7 @@ EXAMPLES: list[Event] = [
     StreamStart(8000, "mulaw", "de", {}, ()),
     SpeechStart(0, 1.234),
     EmotionPartial(3, 1.0, 2.5, "anger", SCORES),
+    TranscriptPartial(3, 1.0, 2.5, "Der Lappen liegt", "Der Lappen", 0, channel=1),
     UtteranceEnd(
         2,
         0.5,
@@ -61,6 +65,17 @@ EXAMPLES: list[Event] = [
         412.5,
     ),
     UtteranceEnd(0, 0.0, 1.0, None, None, "neutral", 1.0, {"neutral": 1.0}),
+    UtteranceEnd(
+        1,
+        1.0,
+        2.0,
+        "Hi there.",
+        "en",
+        "neutral",
+        1.0,
+        {"neutral": 1.0},
+        words=(WordTiming("Hi", 1.1, 1.3, 0.9), WordTiming("there.", 1.3, 1.8, 0.8)),
+    ),
     StreamEnd(5, 12.345),
     ErrorEvent("partial_sample", "3 bytes is not whole samples", False),
     SpeechStart(4, 2.0, channel=1),
@@ -89,6 +104,7 @@ def test_examples_cover_every_type() -> None:
         "stream.start",
         "speech.start",
         "emotion.partial",
+        "transcript.partial",
         "utterance.end",
         "stream.end",
         "error",
@@ -112,7 +128,7 @@ def test_every_event_round_trips_through_json(body: Event) -> None:
 
 
 def test_utterance_end_wire_shape() -> None:
-    body = EXAMPLES[4]
+    body = EXAMPLES[5]
     data = Envelope(1, "s", 0, "t", body).to_dict()
     assert data["modalities"] == {
         "acoustic": {"label": "anger", "scores": SCORES},
@@ -186,12 +202,15 @@ def test_every_missing_field_is_rejected(body: Event) -> None:
     full = Envelope(1, "s", 0, "t", body).to_dict()
     for name in full:
         data = {key: value for key, value in full.items() if key != name}
+        if name == "words":  # added after version 1: optional, read as absent
+            assert Envelope.from_dict(data).body == replace(body, words=None)
+            continue
         with pytest.raises(ProtocolError, match=name if name != "type" else "type"):
             Envelope.from_dict(data)
 
 
 def test_bad_nested_values_are_rejected() -> None:
-    data = EXAMPLES[4].to_dict() | {"type": "utterance.end"}
+    data = EXAMPLES[5].to_dict() | {"type": "utterance.end"}
     for bad in (
         {"scores": {"anger": "high"}},
         {"scores": [0.5]},

@@ -148,3 +148,64 @@ async def test_fast_upload_gets_backpressure_and_loses_nothing(
     assert {e["asr"] for e in ends} == {"ok"}
     assert all(e["transcript"] for e in ends)
     assert engine.metrics.dropped_utterances._value.get() == 0
+
+
+async def _stream(
+    url: str, audio: np.ndarray, *, realtime: bool
+) -> list[dict[str, Any]]:
+    """Send ``audio`` (int16) in 200 ms messages, at its real-time pace or as fast
+    as the server reads; every event until ``stream.end``."""
+    received: list[dict[str, Any]] = []
+    async with connect(f"{url}/v1/stream") as ws:
+        start = {"type": "start", "sample_rate": 16000, "encoding": "pcm_s16le"}
+        await ws.send(json.dumps({**start, "language": "de"}))
+        started = time.monotonic()
+        for offset in range(0, audio.size, CHUNK):
+            if realtime:
+                due = started + offset / 16000
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
+            await asyncio.wait_for(
+                ws.send(audio[offset : offset + CHUNK].tobytes()), 60
+            )
+        await ws.send(json.dumps({"type": "stop"}))
+        while True:
+            event = json.loads(await asyncio.wait_for(ws.recv(), 120))
+            received.append(event)
+            if event["type"] == "stream.end":
+                return received
+
+
+async def test_fast_upload_waits_behind_a_live_call(
+    recognizer: Recognizer, emodb_clips: list[Path]
+) -> None:
+    """A live call and a client uploading a call as fast as it goes, on one server
+    that gives ASR no time at all (asr_max_lag_ms = 0): the live call's utterances
+    are labelled at once without transcripts, and the upload, which is bulk (more
+    than 1 s ahead of real time), is never skipped: it waits, gets backpressure and
+    every transcript. Nothing is lost on either."""
+    engine, _ = _engine(recognizer, asr_max_lag_ms=0, max_pending_utterances=2)
+    server = StreamServer(
+        ServerOptions(port=0), engine, EventHub(Config().hub, engine.metrics)
+    )
+    await server.start()
+    url = f"ws://127.0.0.1:{server.port}"
+    live_clips, upload_clips = emodb_clips[17:20], emodb_clips[20:28]
+    live_audio = (_call(live_clips) * 32767).astype("<i2")
+    upload_audio = (_call(upload_clips, pause_s=0.7) * 32767).astype("<i2")
+    try:
+        live, upload = await asyncio.gather(
+            _stream(url, live_audio, realtime=True),
+            _stream(url, upload_audio, realtime=False),
+        )
+    finally:
+        await asyncio.wait_for(server.drain(), 60)
+        engine.close()
+    live_ends = [e for e in live if e["type"] == "utterance.end"]
+    upload_ends = [e for e in upload if e["type"] == "utterance.end"]
+    assert len(live_ends) == len(live_clips)
+    assert len(upload_ends) == len(upload_clips)
+    assert {e["asr"] for e in live_ends} == {"skipped_overload"}
+    assert {e["asr"] for e in upload_ends} == {"ok"}
+    assert all(e["transcript"] for e in upload_ends)
+    assert not [e for e in live + upload if e["type"] == "error"]
+    assert engine.metrics.dropped_utterances._value.get() == 0

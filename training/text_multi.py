@@ -32,6 +32,8 @@ import numpy.typing as npt
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
 
+from streamser.recognition.contract import SENTENCE_ENCODERS
+from streamser.recognition.text_multi import SentenceEncoder
 from training.datasets import Utterance, load_dataset, speaker_folds
 from training.text_fa import score
 
@@ -56,9 +58,6 @@ def sentence_vectors(
 ) -> npt.NDArray[np.float32]:
     """The runtime's sentence vectors of ``texts`` (``[n, 384]``), cached in ``cache``
     under a hash of the texts."""
-    from streamser.recognition.contract import SENTENCE_ENCODERS
-    from streamser.recognition.text_multi import SentenceEncoder
-
     digest = hashlib.sha256("\n".join(texts).encode("utf-8")).hexdigest()[:16]
     path = cache / f"vectors-{digest}.npy" if cache is not None else None
     if path is not None and path.is_file():

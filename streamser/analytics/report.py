@@ -391,6 +391,13 @@ def _transcript(call: CallRecord) -> str:
     for u in sorted(call.utterances, key=lambda u: (u.start, u.channel)):
         colour = label_colour(u.label)
         text = _esc(u.transcript) if u.transcript else '<span class="meta">-</span>'
+        if u.transcript and u.words:
+            # Each word says when it was said (hover, or tap on a touch screen).
+            text = " ".join(
+                f'<span class="word" tabindex="0" title="{w.start:.2f}-{w.end:.2f} s">'
+                f"{_esc(w.word)}</span>"
+                for w in u.words
+            )
         affect = "".join(
             f" {name} {value:+.2f}"
             for name, value in (("arousal", u.arousal), ("valence", u.valence))

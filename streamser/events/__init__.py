@@ -19,6 +19,7 @@ from streamser.events.bodies import (
     EVENT_TYPES,
     MODALITIES,
     STREAM_END_REASONS,
+    TRANSIENT_TYPES,
     CallAlert,
     CallSummary,
     EmotionPartial,
@@ -28,6 +29,7 @@ from streamser.events.bodies import (
     SpeechStart,
     StreamEnd,
     StreamStart,
+    TranscriptPartial,
     UtteranceEnd,
     event_from_dict,
     samples_to_seconds,
@@ -38,7 +40,12 @@ from streamser.events.envelope import (
     default_origin,
     rfc3339_now,
 )
-from streamser.events.parts import ChannelSummary, ModalityScores, ModelInfo
+from streamser.events.parts import (
+    ChannelSummary,
+    ModalityScores,
+    ModelInfo,
+    WordTiming,
+)
 
 __all__ = [
     "ASR_OFF",
@@ -50,6 +57,7 @@ __all__ = [
     "EVENT_TYPES",
     "MODALITIES",
     "STREAM_END_REASONS",
+    "TRANSIENT_TYPES",
     "CallAlert",
     "CallSummary",
     "ChannelSummary",
@@ -64,7 +72,9 @@ __all__ = [
     "SpeechStart",
     "StreamEnd",
     "StreamStart",
+    "TranscriptPartial",
     "UtteranceEnd",
+    "WordTiming",
     "default_origin",
     "event_from_dict",
     "rfc3339_now",

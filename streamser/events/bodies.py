@@ -26,7 +26,15 @@ from streamser.events.fields import (
     read_scores,
     read_str,
 )
-from streamser.events.parts import ChannelSummary, ModalityScores, ModelInfo
+from streamser.events.parts import (
+    ChannelSummary,
+    ModalityScores,
+    ModelInfo,
+    WordTiming,
+)
+
+_OPTIONAL_FIELDS: Final = frozenset({"words"})
+"""Fields an event may leave out (added after version 1; read as their default)."""
 
 MODALITIES: Final = ("acoustic", "text")
 """Keys of ``utterance.end``'s ``modalities``, always present (null when unused)."""
@@ -82,8 +90,16 @@ def _alerts(name: str, value: Any) -> tuple[CallAlert, ...]:
     )
 
 
+def _words(name: str, value: Any) -> tuple[WordTiming, ...] | None:
+    if value is None:
+        return None
+    return tuple(WordTiming.from_dict(item) for item in read_list(name, value))
+
+
 def _json_value(value: Any) -> Any:
-    if isinstance(value, ModelInfo | ModalityScores | ChannelSummary | CallAlert):
+    if isinstance(
+        value, ModelInfo | ModalityScores | ChannelSummary | CallAlert | WordTiming
+    ):
         return value.to_dict()
     if isinstance(value, tuple):
         return [_json_value(item) for item in value]
@@ -110,6 +126,7 @@ _READERS: Final[dict[str, _Reader]] = {
     "tuple[int, ...]": read_ints,
     "tuple[ChannelSummary, ...]": _channel_summaries,
     "tuple[CallAlert, ...]": _alerts,
+    "tuple[WordTiming, ...] | None": _words,
 }
 """Reader of each field annotation used by the events (they are strings here)."""
 
@@ -129,6 +146,8 @@ class _Event:
         values = {}
         for item in fields(cls):
             if item.name not in data:
+                if item.name in _OPTIONAL_FIELDS:
+                    continue
                 raise ProtocolError(
                     "malformed_event", f"{cls.TYPE} event without field {item.name!r}"
                 )
@@ -200,6 +219,32 @@ class EmotionPartial(_UtteranceSpan):
 
 
 @dataclass(frozen=True)
+class TranscriptPartial(_UtteranceSpan):
+    """``transcript.partial``: what Whisper hears of an utterance so far.
+
+    Sent while the utterance is open, at most once per ``partial_interval_ms`` of
+    audio, on live streams only, and never while a final transcript waits for ASR.
+    Not retained for replay: ``utterance.end`` carries the final transcript.
+    """
+
+    TYPE: ClassVar[str] = "transcript.partial"
+    text: str
+    """The whole hypothesis so far (may change in the next partial)."""
+    stable: str
+    """Its first words that two consecutive hypotheses agreed on (LocalAgreement):
+    they are not expected to change; a prefix of ``text``."""
+    revisions: int = 0
+    """Stable words of this utterance that a later hypothesis changed so far."""
+    channel: int = 0
+    """The audio channel it was heard on (0 unless channels are kept separate)."""
+
+
+TRANSIENT_TYPES: Final[frozenset[str]] = frozenset({"transcript.partial"})
+"""Event types kept out of replay retention (the hub's ring, Redis): previews that
+the ``utterance.end`` after them supersedes."""
+
+
+@dataclass(frozen=True)
 class UtteranceEnd(_UtteranceSpan):
     """``utterance.end``: an utterance was recognised."""
 
@@ -235,10 +280,16 @@ class UtteranceEnd(_UtteranceSpan):
     sentiment: ModalityScores | None = None
     """Sentiment of the transcript (negative, neutral, positive) from the text model
     of its language; None when no text model ran."""
+    words: tuple[WordTiming, ...] | None = None
+    """Each word of ``transcript`` with its time, with ``asr.word_timestamps`` on;
+    None (and left out of the JSON) otherwise."""
 
     def to_dict(self) -> dict[str, Any]:
-        """Returns the fields as JSON values; both modalities always present."""
+        """Returns the fields as JSON values; both modalities always present;
+        ``words`` only when there are word timings."""
         data = super().to_dict()
+        if self.words is None:
+            del data["words"]
         data["modalities"] = {
             key: _json_value(self.modalities.get(key))
             for key in (
@@ -338,6 +389,7 @@ Event = (
     StreamStart
     | SpeechStart
     | EmotionPartial
+    | TranscriptPartial
     | UtteranceEnd
     | StreamEnd
     | ErrorEvent
@@ -352,6 +404,7 @@ EVENT_TYPES: Final[dict[str, type[Event]]] = {
         StreamStart,
         SpeechStart,
         EmotionPartial,
+        TranscriptPartial,
         UtteranceEnd,
         StreamEnd,
         ErrorEvent,

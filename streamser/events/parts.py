@@ -42,6 +42,40 @@ class ModelInfo:
 
 
 @dataclass(frozen=True)
+class WordTiming:
+    """One word of ``utterance.end``'s ``words``: where it was said, in stream time."""
+
+    word: str
+    """The word as in the transcript (with its punctuation)."""
+    start: float
+    """Seconds of stream audio where it begins."""
+    end: float
+    """Seconds of stream audio where it ends."""
+    probability: float
+    """Whisper's mean probability of its tokens."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Returns the JSON object ``{word, start, end, probability}``."""
+        return {
+            "word": self.word,
+            "start": self.start,
+            "end": self.end,
+            "probability": self.probability,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> WordTiming:
+        """Reads the JSON object; raises ProtocolError("malformed_event")."""
+        obj = read_object("words[]", data)
+        return cls(
+            read_str("word", obj.get("word")),
+            read_float("start", obj.get("start")),
+            read_float("end", obj.get("end")),
+            read_float("probability", obj.get("probability")),
+        )
+
+
+@dataclass(frozen=True)
 class ModalityScores:
     """One modality's opinion inside ``utterance.end``'s ``modalities``."""
 

@@ -33,6 +33,7 @@ from streamser.events import (
     EventSequencer,
 )
 from streamser.metrics import Metrics
+from streamser.pipeline.asr_queue import AsrQueue
 from streamser.pipeline.options import PipelineOptions
 from streamser.recognition.adaptation import NO_BASELINE, Baseline
 from streamser.recognition.recognizer import Recognition, Recognizer, UtteranceRequest
@@ -74,14 +75,24 @@ class Engine:
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="recognize")
         # Utterances whose transcription was skipped run here, beside the workers,
         # so their emotion does not wait behind transcriptions.
-        self._acoustic_executor = ThreadPoolExecutor(1, thread_name_prefix="acoustic")
+        self._acoustic_executor = ThreadPoolExecutor(
+            workers, thread_name_prefix="acoustic"
+        )
         self._outbox: deque[Envelope] = deque()
         self._in_flight = 0
-        self._waiting: deque[_Request] = deque()
+        self._queue: AsrQueue[_Request] = AsrQueue(
+            workers, options.max_batch, per_utterance=_device(recognizer) != "cuda"
+        )
+        self._batches: list[tuple[float, int]] = []
+        """(start time, size) of each transcription batch running."""
+        self._bulk_batches = 0
+        self._acoustic_pending = 0
         self._wake = asyncio.Event()
         self._free_slots = workers
         self._asr_cutoff: float | None = None
         self._transcription_s = 0.0
+        """What a transcription takes now (moving average): per utterance where a
+        batch's cost grows with its size (CPU), else per batch."""
         self._batcher: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
 
@@ -139,7 +150,7 @@ class Engine:
         Partials are skipped then (and counted): they are a preview, and under load
         the workers belong to the utterances whose ``utterance.end`` is owed.
         """
-        return self._in_flight >= self.options.workers or bool(self._waiting)
+        return self._in_flight >= self.options.workers or bool(self._queue.live_waiting)
 
     def stop_asr_at(self, when: float) -> None:
         """From ``time.monotonic()`` ``when`` on, start no transcription (shutdown):
@@ -153,6 +164,7 @@ class Engine:
         language: str | None,
         baseline: Baseline = NO_BASELINE,
         arrived: float | None = None,
+        stream: str = "",
     ) -> Recognized:
         """Recognise one utterance, batched with those of other streams.
 
@@ -162,46 +174,58 @@ class Engine:
             baseline: the stream's speaker baseline.
             arrived: ``time.monotonic()`` at which its audio arrived (default: now);
                 its transcription is skipped if it cannot start within
-                ``asr_max_lag_ms`` of that.
+                ``asr_max_lag_ms`` of that. Infinity for a bulk stream (a file, an
+                upload, a client sending faster than real time): it is transcribed
+                after the live streams and skipped only as a last resort (``AsrQueue``).
+            stream: the stream it belongs to (ASR goes round-robin by stream).
         """
         if self._batcher is None or self._batcher.done():
             self._batcher = asyncio.create_task(self._batch_loop(), name="batcher")
         arrived = time.monotonic() if arrived is None else arrived
+        due = arrived + self.options.asr_max_lag_ms / 1000
         request = _Request(
             UtteranceRequest(audio, language, baseline),
             asyncio.get_running_loop().create_future(),
-            due=arrived + self.options.asr_max_lag_ms / 1000,
+            bulk=math.isinf(due),
         )
-        self._waiting.append(request)
+        self._queue.add(request, stream, due, time.monotonic())
         self._wake.set()
         return await request.result
 
     async def _batch_loop(self) -> None:
         """Gather requests into batches; run up to ``workers`` batches at once.
 
-        A request that waits past its ``due`` time (or past the shutdown cutoff) is
-        taken out and recognised without ASR at once, so the emotion of every
-        utterance keeps up even when transcription cannot.
+        A live request whose transcript could not be ready by its due time (or
+        that waits past the shutdown cutoff) is taken out as soon as that is known
+        and recognised without ASR, so the emotion of every utterance keeps up even
+        when transcription cannot. Labels come first: no transcription starts while
+        utterances skipped wait for their acoustic emotion (unless a bulk utterance
+        waited its longest: an upload keeps moving). Bulk batches leave one
+        worker to the live streams (when there are two or more).
         """
         while True:
             self._skip_overdue()
-            if self._waiting and self._free_slots > 0:
+            bulk = self._bulk_batches < max(1, self.options.workers - 1)
+            ready = self._queue.live_waiting or (bulk and self._queue.bulk_waiting)
+            labels_first = self._acoustic_pending and not self._queue.promoted
+            if ready and self._free_slots > 0 and not labels_first:
                 await self._gather()
                 self._skip_overdue()
-                count = min(len(self._waiting), self.options.max_batch)
-                batch = [self._waiting.popleft() for _ in range(count)]
+                batch = self._queue.take(
+                    time.monotonic(), self._transcription_s, bulk=bulk
+                )
                 # A speculative request abandoned while it waited is not worth running.
                 batch = [r for r in batch if not r.result.done()]
                 if batch:
                     self._free_slots -= 1
-                    self._spawn(self._run_batch(batch))
+                    self._spawn(self._run_batch(batch, bulk=batch[0].bulk))
                 continue
             self._wake.clear()
             timeout = None
-            if self._waiting and self._transcribing:
+            if self._queue and self.transcribing:
                 timeout = max(
                     0.0,
-                    min(r.due for r in self._waiting)
+                    self._queue.next_deadline()
                     - self._transcription_s
                     - time.monotonic(),
                 )
@@ -215,13 +239,14 @@ class Engine:
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
     @property
-    def _transcribing(self) -> bool:
+    def transcribing(self) -> bool:
+        """Whether utterances get transcripts (Whisper loaded and ASR on)."""
         return self.recognizer.asr is not None and self.recognizer.options.asr.enabled
 
     async def _gather(self) -> None:
         """Give other streams ``batch_wait_ms`` to join a batch that is not full."""
         deadline = time.monotonic() + self.options.batch_wait_ms / 1000
-        while len(self._waiting) < self.options.max_batch:
+        while len(self._queue) < self.options.max_batch:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
@@ -232,18 +257,16 @@ class Engine:
     def _skip_overdue(self) -> None:
         """Send the waiting requests whose transcription is overdue to the acoustic
         lane (acoustic and text models only)."""
-        if not self._waiting or not self._transcribing:
+        if not self._queue or not self.transcribing:
             return
         now = time.monotonic()
         shutdown = self._asr_cutoff is not None and now >= self._asr_cutoff
-        # Overdue: its transcript would not be ready in time even if it started now
-        # (by what transcriptions take while others run; an idle engine tries).
-        busy = self._free_slots < self.options.workers
-        ready = now + (self._transcription_s if busy else 0.0)
-        overdue = [r for r in self._waiting if shutdown or ready >= r.due]
+        if shutdown:
+            overdue = self._queue.remove(lambda r: True)
+        else:
+            overdue = self._queue.overdue(now, self._batches, self._transcription_s)
         if not overdue:
             return
-        self._waiting = deque(r for r in self._waiting if r not in overdue)
         reason = ASR_SKIPPED_SHUTDOWN if shutdown else ASR_SKIPPED_OVERLOAD
         batch = []
         for request in overdue:
@@ -254,25 +277,41 @@ class Engine:
             batch.append(request)
         if batch:
             self.metrics.skipped_asr.labels(reason).inc(len(batch))
-            self._spawn(self._recognize_batch(batch, "acoustic"))
+            self._spawn(self._recognize_acoustic(batch))
+
+    async def _recognize_acoustic(self, batch: list[_Request]) -> None:
+        """Recognise skipped utterances without ASR; transcriptions wait meanwhile."""
+        self._acoustic_pending += 1
+        try:
+            await self._recognize_batch(batch, "acoustic")
+        finally:
+            self._acoustic_pending -= 1
+            self._wake.set()
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
         self._running.add(task)
         task.add_done_callback(self._running.discard)
 
-    async def _run_batch(self, batch: list[_Request]) -> None:
+    async def _run_batch(self, batch: list[_Request], *, bulk: bool) -> None:
         started = time.monotonic()
+        running = (started, len(batch))
+        self._batches.append(running)
+        self._bulk_batches += bulk
         try:
             self.metrics.batch_size.observe(len(batch))
             await self._recognize_batch(batch, "recognize")
         finally:
+            self._batches.remove(running)
+            self._bulk_batches -= bulk
             self._free_slots += 1
             self._wake.set()
-        if self._transcribing:
+        if self.transcribing:
             # What a transcription takes now (moving average): under load it grows,
             # and fewer utterances wait for one.
             took = time.monotonic() - started
+            if self._queue.per_utterance:
+                took /= len(batch)
             self._transcription_s += 0.2 * (took - self._transcription_s)
 
     async def _recognize_batch(self, batch: list[_Request], stage: str) -> None:
@@ -317,6 +356,9 @@ class Engine:
             self.analytics_options = analytics
         workers = options.workers
         self._free_slots += workers - old_workers
+        self._queue.workers = workers
+        self._queue.max_batch = options.max_batch
+        self._queue.per_utterance = _device(recognizer) != "cuda"
         if workers != old_workers:
             old = self._executor
             self._executor = ThreadPoolExecutor(workers, thread_name_prefix="recognize")
@@ -330,12 +372,17 @@ class Engine:
         self._acoustic_executor.shutdown(wait=True, cancel_futures=True)
 
 
+def _device(recognizer: Recognizer) -> str:
+    """Where ``recognizer``'s Whisper runs: "cpu" or "cuda"."""
+    return recognizer.asr.device if recognizer.asr is not None else "cpu"
+
+
 def _for_recognizer(
     options: PipelineOptions, recognizer: Recognizer
 ) -> PipelineOptions:
     """``options`` made concrete for where ``recognizer``'s Whisper runs."""
     asr = recognizer.asr
-    device = asr.device if asr is not None else "cpu"
+    device = _device(recognizer)
     workers = asr.options.num_workers if asr is not None else 2
     return options.for_device(device, asr_workers=workers)
 
@@ -353,9 +400,8 @@ class Recognized:
 class _Request:
     request: UtteranceRequest
     result: asyncio.Future[Recognized]
-    due: float
-    """``time.monotonic()`` after which its transcription is skipped."""
     skipped: str | None = None
+    bulk: bool = False
 
     def asr_state(self, recognition: Recognition) -> str:
         if self.skipped is not None:

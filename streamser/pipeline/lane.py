@@ -11,6 +11,7 @@ import numpy.typing as npt
 
 from streamser.audio.segmenter import Segmenter, UtteranceEnding
 from streamser.pipeline.engine import Recognized
+from streamser.pipeline.stable_prefix import StablePrefix
 from streamser.recognition.adaptation import SpeakerBaseline
 
 
@@ -35,6 +36,8 @@ class PendingUtterance:
     audio: npt.NDArray[np.float32]
     closed_at: float
     speculation: Speculation | None = None
+    prefix: StablePrefix | None = None
+    """The stable words of its partial transcripts (None: none were sent)."""
     taken_at: float | None = None
     """When the stream's worker took it (None while it waits)."""
 
@@ -63,12 +66,15 @@ class Lane:
     last_done_id: int = -1
     ids: dict[int, int] = field(default_factory=dict)
     """The segmenter's utterance index to the stream-wide ``utterance_id``."""
+    prefix: StablePrefix = field(default_factory=StablePrefix)
+    """The stable words of the open utterance's partial transcripts."""
 
     def open(self, utterance_id: int, start_sample: int, partial_samples: int) -> None:
         """Note the utterance confirmed at ``start_sample`` (its ``speech.start``);
         its first partial is due ``partial_samples`` later."""
         self.open_id = utterance_id
         self.open_start = start_sample
+        self.prefix = StablePrefix()
         self.next_partial_sample = start_sample + partial_samples
 
     def partial_due(self, partial_samples: int) -> bool:

@@ -38,11 +38,14 @@ class PipelineOptions:
     paused and gets 4 times as far behind sheds with an ``overloaded`` error event
     (counted, logged as a bug)."""
     asr_max_lag_ms: int = 2000
-    """An utterance whose transcript would not be ready this long after its audio
-    arrived (judged by what transcriptions take while others run) is recognised
-    without ASR (its emotion is never late; ``utterance.end`` says ``"asr":
-    "skipped_overload"``). Audio that arrives faster than real time counts as
-    arriving at its real-time pace."""
+    """An utterance of a live stream whose transcript would not be ready this long
+    after its audio arrived (judged by the utterances queued ahead of it and what a
+    transcription takes now) is recognised without ASR as soon as that is known (its
+    emotion is never late; ``utterance.end`` says ``"asr": "skipped_overload"``).
+    Streams that are not live (files, uploads, clients sending more than 1 s ahead
+    of real time) wait behind the live ones (skipped only when one has waited 16 s
+    with every worker busy, so that its unread connection does not time out) and get
+    backpressure (``streamser.pipeline.asr_queue``)."""
     workers: int = 0
     """Recognition calls that may run at once; 0 for the device's default: one per
     core on CPU, Whisper's ``asr.num_workers`` on CUDA (so that utterances gather

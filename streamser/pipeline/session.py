@@ -26,6 +26,7 @@ from streamser.audio.segmenter import (
 )
 from streamser.audio.vad import make_vad
 from streamser.events import (
+    ASR_OK,
     CallAlert,
     ErrorEvent,
     Event,
@@ -40,12 +41,20 @@ from streamser.pipeline.lane import Lane, PendingUtterance, Speculation, retriev
 from streamser.pipeline.utterance_events import (
     partial_event,
     speech_start,
+    transcript_partial,
     utterance_end,
 )
 from streamser.recognition.adaptation import SpeakerBaseline
 from streamser.recognition.recognizer import Recognition
 
 _LOGGER = logging.getLogger(__name__)
+
+WHISPER_WINDOW_SAMPLES = 30 * SAMPLE_RATE_HZ
+"""The most speech a partial transcript decodes (Whisper's window)."""
+
+FAST_SENDER_S = 1.0
+"""How far ahead of its real-time pace a stream's audio may come before it is
+treated as bulk (a recording sent as fast as it goes) rather than a live call."""
 
 
 class StreamSession:
@@ -105,6 +114,8 @@ class StreamSession:
         )
         self.utterances = 0
         self.closed = False
+        self.bulk = False
+        """Whether the stream has sent faster than real time (``_arrival``)."""
 
     def open(self) -> None:
         """Emit ``stream.start`` and start the recognition worker."""
@@ -287,6 +298,7 @@ class StreamSession:
                 end_sample=result.end_sample,
                 audio=result.audio,
                 closed_at=time.monotonic(),
+                prefix=lane.prefix,
             )
             if lane.speculation and lane.speculation.ending.matches(result):
                 pending.speculation, lane.speculation = lane.speculation, None
@@ -345,6 +357,7 @@ class StreamSession:
                     self.language,
                     baseline,
                     self._arrival(ending.end_sample, time.monotonic()),
+                    self.stream_id,
                 )
             ),
         )
@@ -360,13 +373,28 @@ class StreamSession:
 
     def _arrival(self, end_sample: int, closed_at: float) -> float:
         """When an utterance ending at ``end_sample`` and closed at ``closed_at``
-        arrived: then, or at its real-time pace if the audio came faster (a fast
-        upload is never late; it gets backpressure instead). A source that is not
-        live (a file played as fast as possible) waits for recognition instead, so
-        its utterances are never late: infinity."""
-        if not self.live:
+        arrived, or infinity for a bulk stream, whose utterances are never late and
+        wait behind the live streams' (``AsrQueue``).
+
+        A stream is bulk when it is not live (a file played as fast as possible, an
+        upload) or once its audio has come more than ``FAST_SENDER_S`` ahead of
+        its real-time pace (a client sending a recording as fast as it can): it
+        gets backpressure instead of transcripts that live calls are owed."""
+        paced = self._note_pace(end_sample, closed_at)
+        if self.bulk or not self.live:
             return math.inf
-        return max(closed_at, self._opened_at + end_sample / SAMPLE_RATE_HZ)
+        return max(closed_at, paced)
+
+    def _note_pace(self, end_sample: int, now: float) -> float:
+        """When audio up to ``end_sample`` would have arrived in real time; the
+        stream becomes bulk if it came more than ``FAST_SENDER_S`` sooner (``now``)."""
+        paced = self._opened_at + end_sample / SAMPLE_RATE_HZ
+        if paced - now > FAST_SENDER_S and not self.bulk:
+            self.bulk = True
+            _LOGGER.info(
+                "Stream %s sends faster than real time: bulk ASR", self.stream_id
+            )
+        return paced
 
     async def _recognition(self, pending: PendingUtterance) -> Recognized:
         """The speculative result, when it was started with the stream's current
@@ -389,6 +417,7 @@ class StreamSession:
             self.language,
             baseline,
             self._arrival(pending.end_sample, pending.closed_at),
+            self.stream_id,
         )
 
     @property
@@ -404,12 +433,24 @@ class StreamSession:
             self.engine.metrics.skipped_partials.inc()
             return
         window = self.engine.options.partial_window_ms * SAMPLE_RATE_HZ // 1000
-        audio = segmenter.active_audio()[-window:]
+        audio = segmenter.active_audio()
         lane.partial = asyncio.create_task(
             self._emit_partial(
-                lane, lane.open_id, lane.open_start, segmenter.samples_seen, audio
+                lane,
+                lane.open_id,
+                lane.open_start,
+                segmenter.samples_seen,
+                audio[-window:],
+                audio[-WHISPER_WINDOW_SAMPLES:] if self._partial_text else None,
             )
         )
+
+    @property
+    def _partial_text(self) -> bool:
+        """Whether partials carry text: a live stream, sent at its real-time pace,
+        with ASR on."""
+        self._note_pace(self._lanes[0].segmenter.samples_seen, time.monotonic())
+        return self.live and not self.bulk and self.engine.transcribing
 
     async def _emit_partial(
         self,
@@ -418,7 +459,11 @@ class StreamSession:
         start_sample: int,
         end_sample: int,
         audio: npt.NDArray[np.float32],
+        speech: npt.NDArray[np.float32] | None,
     ) -> None:
+        """Emit the ``emotion.partial`` of ``audio`` (the latest speech), then,
+        given the utterance's ``speech`` so far and unless recognition became busy
+        meanwhile (a final transcript is owed first), its ``transcript.partial``."""
         try:
             scores = await self.engine.run(
                 "partial",
@@ -433,6 +478,29 @@ class StreamSession:
             return  # its utterance.end is already out and says more
         self._emit(
             partial_event(utterance_id, start_sample, end_sample, scores, lane.channel)
+        )
+        if speech is None:
+            return
+        if self.engine.busy:
+            self.engine.metrics.skipped_partials.inc()
+            return
+        prefix = lane.prefix
+        try:
+            text = await self.engine.run(
+                "partial_asr",
+                self.engine.recognizer.partial_transcript,
+                speech,
+                self.language,
+            )
+        except Exception:
+            _LOGGER.exception("Partial transcript failed on stream %s", self.stream_id)
+            return
+        if utterance_id <= lane.last_done_id or not text:
+            return
+        self._emit(
+            transcript_partial(
+                utterance_id, start_sample, end_sample, text, prefix, lane.channel
+            )
         )
 
     @property
@@ -496,6 +564,10 @@ class StreamSession:
         if not self.live and pending.taken_at is not None:
             since = max(since, pending.taken_at)  # the recognition, not the queue
         latency_s = time.monotonic() - since
+        if pending.prefix is not None and asr == ASR_OK:
+            self.engine.metrics.partial_revisions.inc(
+                pending.prefix.finish(recognition.transcript)
+            )
         self.engine.metrics.latency.observe(latency_s)
         self.engine.metrics.utterances.inc()
         self.utterances += 1

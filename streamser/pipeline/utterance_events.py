@@ -1,5 +1,5 @@
 """The events of an utterance (``speech.start``, ``emotion.partial``,
-``utterance.end``), built from sample positions and recognition results: the
+``transcript.partial``, ``utterance.end``), built from sample positions and recognition results: the
 rounding and the modality scores the protocol carries."""
 
 from __future__ import annotations
@@ -9,10 +9,13 @@ from streamser.events import (
     EmotionPartial,
     ModalityScores,
     SpeechStart,
+    TranscriptPartial,
     UtteranceEnd,
+    WordTiming,
     samples_to_seconds,
 )
 from streamser.pipeline.lane import PendingUtterance
+from streamser.pipeline.stable_prefix import StablePrefix
 from streamser.recognition.emotion import EmotionScores
 from streamser.recognition.recognizer import Recognition
 
@@ -40,7 +43,19 @@ def utterance_end(
     channel: int,
 ) -> UtteranceEnd:
     """The ``utterance.end`` of ``pending`` (scores rounded to 6 digits, latency
-    to 0.1 ms; the transcript only when ``asr`` is "ok")."""
+    to 0.1 ms; the transcript and its word timings only when ``asr`` is "ok")."""
+    start = samples_to_seconds(pending.start_sample)
+    words = None
+    if asr == ASR_OK and recognition.words is not None:
+        words = tuple(
+            WordTiming(
+                w.word,
+                round(start + w.start, 3),
+                round(start + w.end, 3),
+                w.probability,
+            )
+            for w in recognition.words
+        )
     return UtteranceEnd(
         utterance_id=pending.utterance_id,
         start=samples_to_seconds(pending.start_sample),
@@ -60,6 +75,7 @@ def utterance_end(
         arousal=rounded(recognition.arousal),
         valence=rounded(recognition.valence),
         sentiment=modality(recognition.sentiment),
+        words=words,
     )
 
 
@@ -90,4 +106,26 @@ def partial_event(
         channel=channel,
         arousal=rounded(scores.arousal),
         valence=rounded(scores.valence),
+    )
+
+
+def transcript_partial(
+    utterance_id: int,
+    start_sample: int,
+    end_sample: int,
+    text: str,
+    prefix: StablePrefix,
+    channel: int,
+) -> TranscriptPartial:
+    """The ``transcript.partial`` of hypothesis ``text`` of the speech from
+    ``start_sample`` to ``end_sample``; ``prefix`` takes it and says what is stable."""
+    stable = prefix.update(text)
+    return TranscriptPartial(
+        utterance_id=utterance_id,
+        start=samples_to_seconds(start_sample),
+        end=samples_to_seconds(end_sample),
+        text=text,
+        stable=stable,
+        revisions=prefix.revisions,
+        channel=channel,
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Final
@@ -31,6 +31,8 @@ from streamser.recognition.whisper_model import (
 
 _LOGGER = logging.getLogger(__name__)
 
+_TOKENS_PER_SECOND: Final = 50
+"""Whisper encoder frames per second of audio (what alignment times count in)."""
 _FLOOR_BELOW_PEAK: Final = 2.0
 """Whisper's log-mel floor under an utterance's peak (8 log10 units, scaled by 1/4)."""
 
@@ -51,6 +53,42 @@ class Transcript:
     language: str
     language_probability: float
     rejected: bool = False
+    words: tuple[Word, ...] | None = None
+    """Each word with its time in the utterance (``word_timestamps``), else None."""
+
+
+@dataclass(frozen=True)
+class Word:
+    """A word of a transcript and where it was said, in seconds of the utterance."""
+
+    word: str
+    start: float
+    end: float
+    probability: float
+
+
+_OPENING: Final = frozenset("\"'“¿([{-")
+"""Punctuation that belongs to the word after it (faster-whisper's prepend set)."""
+
+
+def _merge_punctuation(words: list[Word]) -> list[Word]:
+    """Punctuation aligned as words of its own joined to its word: closing marks
+    ("!", ".", ",") to the word before, opening ones ("¿", "(") to the word after
+    (as faster-whisper's ``merge_punctuations``), so the words are the transcript's."""
+    merged: list[Word] = []
+    carry = ""
+    for word in words:
+        if not any(ch.isalnum() for ch in word.word):
+            if all(ch in _OPENING for ch in word.word):
+                carry += word.word
+                continue
+            if merged:
+                last = merged[-1]
+                merged[-1] = replace(last, word=last.word + word.word, end=word.end)
+                continue
+        merged.append(replace(word, word=carry + word.word) if carry else word)
+        carry = ""
+    return merged
 
 
 def cuda_available() -> bool:
@@ -191,21 +229,63 @@ class WhisperAsr:
         tries = self._decode(encoded, batch, resolved, max(m.shape[0] for m in mels))
         options = self.options
         transcripts = []
-        for attempts, (code, prob) in zip(tries, resolved, strict=True):
+        for i, (attempts, (code, prob)) in enumerate(zip(tries, resolved, strict=True)):
             text = choose_transcript(
                 attempts,
                 options.compression_ratio_threshold,
                 options.log_prob_low_threshold,
             )
+            words = None
+            if options.word_timestamps and text:
+                words = self._align(
+                    self._subset(encoded, batch, [i]), code, text, mels[i].shape[0]
+                )
             transcripts.append(
                 Transcript(
                     text=text or "",
                     language=code,
                     language_probability=prob,
                     rejected=text is None,
+                    words=words,
                 )
             )
         return transcripts
+
+    def _align(
+        self, encoded: Any, code: str, text: str, frames: int
+    ) -> tuple[Word, ...]:
+        """The words of ``text`` with their times, from the cross-attention of the
+        decoder reading it (faster-whisper's ``find_alignment``)."""
+        tokenizer = self._tokenizer
+        start = [tokenizer.sot]
+        if self.model.model.is_multilingual:
+            start += [self._language_token(code), tokenizer.transcribe]
+        tokens = tokenizer.encode(" " + text.strip())
+        result = self.model.model.align(
+            encoded, start, [tokens], frames, median_filter_width=7
+        )[0]
+        words, word_tokens = tokenizer.split_to_word_tokens(tokens + [tokenizer.eot])
+        if len(word_tokens) <= 1:
+            return ()
+        boundaries = np.pad(np.cumsum([len(t) for t in word_tokens[:-1]]), (1, 0))
+        text_indices = np.array([pair[0] for pair in result.alignments])
+        time_indices = np.array([pair[1] for pair in result.alignments])
+        jumps = np.pad(np.diff(text_indices), (1, 0), constant_values=1).astype(bool)
+        jump_times = time_indices[jumps] / _TOKENS_PER_SECOND
+        probs = result.text_token_probs
+        timed = [
+            Word(
+                word=word.strip(),
+                start=round(float(jump_times[a]), 3),
+                end=round(float(jump_times[b]), 3),
+                probability=round(float(np.mean(probs[a:b])), 4),
+            )
+            for word, a, b in zip(
+                words[:-1], boundaries[:-1], boundaries[1:], strict=True
+            )
+            if word.strip()
+        ]
+        return tuple(_merge_punctuation(timed))
 
     def _pad(self, mels: Sequence[npt.NDArray[np.float32]]) -> npt.NDArray[np.float32]:
         """The batch of log-mels (utterance, mel, frame), each padded to one width."""

@@ -49,6 +49,10 @@ class AsrOptions:
             most probable one is judged.
         language_confidence: probability at which a detected language is kept for the
             rest of a stream.
+        word_timestamps: give each word of a transcript its time (``utterance.end``'s
+            ``words``), aligned as faster-whisper does (CTranslate2's
+            ``Whisper.align`` on the decoder's cross-attention). Off by default: it
+            runs the decoder once more over the text (BENCHMARKS.md gives the cost).
     """
 
     enabled: bool = True
@@ -67,6 +71,7 @@ class AsrOptions:
     max_temperature: float = 1.0
     best_of: int = 5
     language_confidence: float = 0.8
+    word_timestamps: bool = False
 
     def __post_init__(self) -> None:
         if self.device not in ("auto", "cpu", "cuda"):

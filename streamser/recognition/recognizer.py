@@ -18,7 +18,7 @@ import numpy.typing as npt
 from streamser.audio import SAMPLE_RATE_HZ
 from streamser.errors import ModelError
 from streamser.recognition.adaptation import NO_BASELINE, Baseline
-from streamser.recognition.asr import Transcript, WhisperAsr
+from streamser.recognition.asr import Transcript, WhisperAsr, Word
 from streamser.recognition.asr_options import AsrOptions
 from streamser.recognition.emotion import EmotionModels, EmotionOutput, EmotionScores
 from streamser.recognition.emotion_options import EmotionOptions
@@ -80,6 +80,9 @@ class Recognition:
     """Activation in [-1, 1] from the acoustic graph, None when it gives none."""
     valence: float | None = None
     """Pleasantness in [-1, 1] from the acoustic graph, None when it gives none."""
+    words: tuple[Word, ...] | None = None
+    """The transcript's words with their times in the utterance (with
+    ``asr.word_timestamps`` on), else None."""
 
 
 @dataclass(frozen=True)
@@ -183,6 +186,14 @@ class Recognizer:
         scores = self.acoustic([audio], [baseline])[0].scores
         return scores.uncertain_below(self.options.emotion.min_confidence)
 
+    def partial_transcript(
+        self, audio: npt.NDArray[np.float32], language: str | None
+    ) -> str:
+        """What Whisper hears in the speech so far ("" with ASR off, or when no
+        decoding passes its checks)."""
+        transcript = self._transcribe([log_mel(audio)], [language])[0]
+        return transcript.text if transcript is not None else ""
+
     def _transcribe(
         self,
         mels: Sequence[npt.NDArray[np.float32]],
@@ -279,6 +290,7 @@ class Recognizer:
                 rejected=m is not None and m.rejected,
                 arousal=a.scores.arousal,
                 valence=a.scores.valence,
+                words=t.words if t.text else None,
             )
             for t, m, a, x, f in zip(
                 transcripts, made, acoustic, text, fused, strict=True

@@ -24,7 +24,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from streamser.events import Envelope, EventsGap, default_origin, rfc3339_now
+from streamser.events import (
+    TRANSIENT_TYPES,
+    Envelope,
+    EventsGap,
+    default_origin,
+    rfc3339_now,
+)
 from streamser.metrics import Metrics
 from streamser.serve import handshake
 
@@ -188,8 +194,10 @@ class EventHub:
         self._subscribers: set[Subscription] = set()
 
     def publish(self, envelope: Envelope) -> None:
-        """Retain ``envelope`` and queue it for every matching subscriber."""
-        self._ring.append(envelope)
+        """Retain ``envelope`` (unless it is a transient partial) and queue it for
+        every matching subscriber."""
+        if envelope.body.TYPE not in TRANSIENT_TYPES:
+            self._ring.append(envelope)
         for sub in list(self._subscribers):
             if sub.wants(envelope):
                 offer(self, sub, envelope)

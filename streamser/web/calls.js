@@ -136,6 +136,13 @@ export class Call {
         this.currentLabel = event.label;
         break;
       }
+      case "transcript.partial": {
+        const utterance = this.utterance(event);
+        if (utterance.final) break; // a late partial never replaces the final text
+        utterance.partialText = typeof event.text === "string" ? event.text : null;
+        utterance.stableText = typeof event.stable === "string" ? event.stable : "";
+        break;
+      }
       case "utterance.end": {
         const utterance = this.utterance(event);
         Object.assign(utterance, {

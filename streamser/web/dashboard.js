@@ -398,7 +398,7 @@ function renderTranscript(call) {
     { class: "transcript" },
     utterances.map((u) => {
       let text = u.transcript;
-      if (!u.final) text = "…";
+      if (!u.final) text = u.partialText ? `${u.partialText} …` : "…";
       else if (text === null) text = u.asr === "off" ? "(no transcription)" : "(no transcript)";
       else if (text === "") text = "(nothing recognised)";
       return h(

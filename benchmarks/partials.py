@@ -1,0 +1,189 @@
+"""Partial transcripts (``transcript.partial``) with partials on and off, in one run.
+
+No corpus here has long utterances, so each is built: three silence-trimmed RAVDESS
+clips of one actor joined by 0.15 s gaps (5-8 s of continuous speech). Each stream
+plays three such utterances with 2 s gaps, in real time, 100 ms chunks. Measured:
+the time from the first speech sample sent to the first partial text (p50, p95, at
+1 and 4 streams); revisions of the stable prefix (replayed from the partials by the
+protocol's rule, and the final transcript); client-side final latency (from the
+chunk holding the end of speech to ``utterance.end``) at 1, 4 and 16 streams; server
+CPU seconds per utterance. "Off" is the same server with
+``pipeline.partial_interval_ms = 0`` (no partials of either kind).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any, Final
+
+import numpy as np
+
+from .capacity import SERVER_LIMITS
+from .client import Programme, StreamOutcome, play_all, programme, serve
+from .common import (
+    Section,
+    load_average,
+    markdown_table,
+    model_dir,
+    percentile,
+    ravdess_clips,
+)
+
+_LOGGER = logging.getLogger(__name__)
+
+COUNTS: Final = (1, 4, 16)
+GAP_S: Final = 0.15
+UTTERANCE_GAP_S: Final = 2.0
+
+
+def _trim(audio: np.ndarray) -> np.ndarray:
+    loud = np.flatnonzero(np.abs(audio) > 0.02 * np.abs(audio).max())
+    return audio[loud[0] : loud[-1] + 1]
+
+
+def _long_utterances(quick: bool) -> tuple[list[Any], list[np.ndarray]]:
+    """Per actor, three clips joined: (first clip, joined audio) pairs."""
+    clips = ravdess_clips(60 if quick else 120, seed=11)
+    by_actor: dict[str, list[Any]] = {}
+    for clip in clips:
+        by_actor.setdefault(clip.path.parent.name, []).append(clip)
+    firsts, audios = [], []
+    gap = np.zeros(int(GAP_S * 16000), np.float32)
+    for group in by_actor.values():
+        for i in range(0, len(group) - 2, 3):
+            parts = []
+            for clip in group[i : i + 3]:
+                parts += [_trim(clip.audio()), gap]
+            firsts.append(group[i])
+            audios.append(np.concatenate(parts[:-1]))
+    return firsts, audios
+
+
+def _plans(count: int, firsts: list[Any], audios: list[np.ndarray]) -> list[Programme]:
+    rng = np.random.default_rng(count)
+    plans = []
+    for _ in range(count):
+        picks = rng.choice(len(audios), 3, replace=False)
+        plans.append(
+            programme(
+                [firsts[i] for i in picks],
+                [audios[i] for i in picks],
+                gap_s=UTTERANCE_GAP_S,
+                language="en",
+            )
+        )
+    return plans
+
+
+def _revisions(outcomes: Sequence[StreamOutcome]) -> tuple[int, int, int]:
+    """(revisions, stable words, utterances with partials), replayed by the rule."""
+    from streamser.pipeline.stable_prefix import StablePrefix
+
+    revisions = stable = utterances = 0
+    for outcome in outcomes:
+        finals = {e["utterance_id"]: e for e in outcome.finals}
+        by_utterance: dict[int, list[dict[str, Any]]] = {}
+        for partial in outcome.partials:
+            by_utterance.setdefault(partial["utterance_id"], []).append(partial)
+        for utterance_id, partials in by_utterance.items():
+            prefix = StablePrefix()
+            for partial in partials:
+                prefix.update(partial["text"])
+            stable += prefix.stable
+            final = finals.get(utterance_id)
+            if final is not None and final.get("transcript"):
+                prefix.finish(final["transcript"])
+            revisions += prefix.revisions
+            utterances += 1
+    return revisions, stable, utterances
+
+
+def _ms(values: Sequence[float], q: float) -> float:
+    return 1000 * percentile(values, q) if values else float("nan")
+
+
+def run(quick: bool = False) -> Section:
+    """Partials on and off, stepped through the stream counts."""
+    models, models_note = model_dir()
+    firsts, audios = _long_utterances(quick)
+    counts = (1,) if quick else COUNTS
+    rows = []
+    data: dict[str, Any] = {"models": models_note, "utterance_s": {}}
+    lengths = [a.shape[0] / 16000 for a in audios]
+    data["utterance_s"] = {"min": min(lengths), "max": max(lengths)}
+    for name, pipeline in (("on", {}), ("off", {"partial_interval_ms": 0})):
+        settings = {
+            "emotion": {"model_dir": str(models)},
+            "server": dict(SERVER_LIMITS),
+            "pipeline": pipeline,
+        }
+        with serve(settings) as server:
+            for count in counts:
+                load = load_average()
+                cpu = server.cpu_seconds()
+                outcomes = asyncio.run(
+                    play_all(
+                        server.url,
+                        _plans(count, firsts, audios),
+                        chunk_ms=100,
+                        stagger_s=1.0,
+                    )
+                )
+                cpu = server.cpu_seconds() - cpu
+                finals = [v for o in outcomes for v in o.client_latency_s]
+                firsts_s = [v for o in outcomes for v in o.first_partial_s]
+                revisions, stable, with_partials = _revisions(outcomes)
+                utterances = len(finals)
+                lost = sum(o.missed + o.shed + len(o.errors) for o in outcomes)
+                row = [
+                    name,
+                    count,
+                    utterances,
+                    with_partials,
+                    _ms(firsts_s, 50),
+                    _ms(firsts_s, 95),
+                    f"{revisions} of {stable}",
+                    _ms(finals, 50),
+                    _ms(finals, 95),
+                    sum(o.transcribed for o in outcomes),
+                    lost,
+                    cpu / max(1, utterances),
+                    load,
+                ]
+                rows.append(row)
+                data[f"{name} {count}"] = dict(zip(_HEADER, row, strict=True))
+    body = "\n".join(
+        [
+            f"Long utterances: three silence-trimmed RAVDESS clips of one actor joined "
+            f"by {GAP_S:g} s gaps ({min(lengths):.1f}-{max(lengths):.1f} s); each "
+            f"stream plays three with {UTTERANCE_GAP_S:g} s gaps, in real time. "
+            "First partial = first speech sample sent to the first "
+            "transcript.partial; revisions = stable words changed later (by a "
+            "partial or the final transcript) of all stable words; final = chunk "
+            "holding the end of speech to utterance.end (client side); CPU = server "
+            "CPU seconds per utterance; load = the host's 1/5/15-minute load "
+            "average when the step began (the load generator runs on the same host).",
+            "",
+            markdown_table(_HEADER, rows),
+        ]
+    )
+    return Section("Partial transcripts on and off", __file__, body, data)
+
+
+_HEADER: Final = [
+    "partials",
+    "streams",
+    "utterances",
+    "with partial text",
+    "first partial p50 ms",
+    "first partial p95 ms",
+    "revisions",
+    "final p50 ms",
+    "final p95 ms",
+    "transcribed",
+    "lost",
+    "CPU s / utterance",
+    "load",
+]
