@@ -313,6 +313,26 @@ def test_live_streams_get_their_events_during_a_large_upload(
         assert len(ends(events)) >= 6
 
 
+def test_asr_false_gives_the_voice_only_on_a_server_with_asr(
+    speech: Path, tmp_path: Path
+) -> None:
+    with running(["--model-dir", FAST[-1]], tmp_path) as served:
+        transcribed = json.loads(asyncio.run(upload(served, speech))[2])["events"]
+        status, _, body = asyncio.run(upload(served, speech, query="?asr=false"))
+        bad, _, _ = asyncio.run(upload(served, speech, query="?asr=maybe"))
+    assert status == 200 and bad == 400
+    voice_only = json.loads(body)["events"]
+    assert any(e["transcript"] for e in ends_of(transcribed))
+    assert "off" not in {e["asr"] for e in ends_of(transcribed)}
+    assert len(ends_of(voice_only)) == len(ends_of(transcribed)) >= 6
+    assert {e["asr"] for e in ends_of(voice_only)} == {"off"}
+    assert all(e["transcript"] is None for e in ends_of(voice_only))
+
+
+def ends_of(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [e for e in events if e["type"] == "utterance.end"]
+
+
 def test_a_drain_lets_an_upload_finish_its_events(speech: Path, tmp_path: Path) -> None:
     audio, rate = sf.read(speech, dtype="float32")
     long = tmp_path / "long.wav"

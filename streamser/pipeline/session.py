@@ -70,7 +70,13 @@ class StreamSession:
     """
 
     def __init__(
-        self, engine: Engine, start: StartMessage, stream_id: str, *, live: bool = True
+        self,
+        engine: Engine,
+        start: StartMessage,
+        stream_id: str,
+        *,
+        live: bool = True,
+        transcribe: bool = True,
     ) -> None:
         """Set up decoding and segmentation; call ``open`` to announce the stream.
 
@@ -83,9 +89,12 @@ class StreamSession:
                 played as fast as recognition keeps up (``streamser run``), it counts
                 from when the stream's worker takes the utterance, so it measures
                 the recognition, not the wait behind earlier utterances.
+            transcribe: run ASR on its utterances (when the engine has it); False
+                for emotion from the voice only (an upload's ``asr=false``).
         """
         self.engine = engine
         self.live = live
+        self.transcribe = transcribe
         self.start = start
         self.stream_id = stream_id
         self.language = start.language
@@ -358,6 +367,7 @@ class StreamSession:
                     baseline,
                     self._arrival(ending.end_sample, time.monotonic()),
                     self.stream_id,
+                    transcribe=self.transcribe,
                 )
             ),
         )
@@ -418,6 +428,7 @@ class StreamSession:
             baseline,
             self._arrival(pending.end_sample, pending.closed_at),
             self.stream_id,
+            transcribe=self.transcribe,
         )
 
     @property
@@ -450,7 +461,9 @@ class StreamSession:
         """Whether partials carry text: a live stream, sent at its real-time pace,
         with ASR on."""
         self._note_pace(self._lanes[0].segmenter.samples_seen, time.monotonic())
-        return self.live and not self.bulk and self.engine.transcribing
+        return (
+            self.live and not self.bulk and self.transcribe and self.engine.transcribing
+        )
 
     async def _emit_partial(
         self,

@@ -52,7 +52,16 @@ HTML call report."""
 _CHUNK_BYTES: Final = 1 << 16
 _MAX_FIELD_BYTES: Final = 4096
 """Longest form field other than the file."""
-_OPTION_NAMES: Final = ("channels", "channel_names", "language", "format")
+_OPTION_NAMES: Final = ("channels", "channel_names", "language", "format", "asr")
+_SWITCH: Final = {
+    "true": True,
+    "on": True,
+    "1": True,
+    "false": False,
+    "off": False,
+    "0": False,
+}
+"""``asr=``'s values."""
 
 
 class CallServer(Protocol):
@@ -97,6 +106,7 @@ class CallOptions:
             comma-separated).
         language: ISO 639-1 code, or None to detect it.
         format: one of ``FORMATS``.
+        asr: transcribe (when the server has ASR); False for the voice only.
         file_name: the uploaded file's name, when the form gives one.
     """
 
@@ -104,6 +114,7 @@ class CallOptions:
     channel_names: tuple[str, ...] = ()
     language: str | None = None
     format: str = "json"
+    asr: bool = True
     file_name: str = ""
 
     @classmethod
@@ -132,10 +143,15 @@ class CallOptions:
                 f"format must be one of {', '.join(FORMATS)}, not {fmt!r:.40}",
                 fatal=True,
             )
+        asr = _SWITCH.get((values.get("asr") or "true").lower())
+        if asr is None:
+            raise ProtocolError(
+                "invalid_asr", "asr must be true or false (on/off, 1/0)", fatal=True
+            )
         language = values.get("language") or None
         # The start message's own check of the language code.
         parse_start(json.dumps({"type": "start", "language": language}))
-        return cls(mode, names, language, fmt)
+        return cls(mode, names, language, fmt, asr)
 
 
 class CallUploads:
@@ -297,7 +313,9 @@ class CallUploads:
         if options.file_name:
             metadata = {**start.metadata, "file": options.file_name}
             start = replace(start, metadata=metadata)
-        session = StreamSession(server.engine, start, stream_id, live=False)
+        session = StreamSession(
+            server.engine, start, stream_id, live=False, transcribe=options.asr
+        )
         _LOGGER.info(
             "Call %s uploaded from %s (%.1f s of audio)",
             stream_id,
