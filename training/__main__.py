@@ -32,6 +32,11 @@ COMMANDS = {
     ),
     "fusion": ("training.fusion", "train the acoustic+text fusion model"),
     "baselines": ("training.baselines", "openSMILE / Whisper-encoder linear baselines"),
+    "held-out": (
+        "training.acoustic.rescore",
+        "score saved out-of-fold predictions again (shares, anger precision, offsets)",
+    ),
+    "gate": ("training.gate", "the ship gate over several seeds' run reports"),
     "evaluate": (
         "training.evaluate",
         "evaluate exported ONNX graphs through the runtime",

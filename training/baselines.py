@@ -8,7 +8,9 @@ openSMILE is under audEERING's research licence, which bars commercial use, so n
 shipped model reads them), mean+std pooled Whisper-base encoder states (``whisper``,
 1024: the whole int8 encoder on the unpadded utterance, via
 ``training.features_cache``; ``whisper-layers``, 2048: the shipped front end, states
-after layers 2 and 3), ``compare+whisper`` and ``egemaps+whisper-layers``. Classifier:
+after layers 2 and 3), ``compare+whisper``, ``egemaps+whisper-layers``, and the
+librosa prosodic functionals (``prosody``: pitch, energy, voicing, spectral slope, rate;
+``training.prosody``) alone and beside the shipped front end's layers. Classifier:
 standardisation then a linear SVM (openSMILE alone) or logistic regression (with
 Whisper), class-balanced; C chosen per outer fold by an inner speaker-grouped 3-fold
 split of the training speakers (nested, never the test speaker). Each corpus is
@@ -32,6 +34,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
+from streamser.recognition.features import FrontEnd
 from training.daemon_path import daemon_audio, daemon_utterances, main_utterance
 from training.datasets import (
     Utterance,
@@ -40,8 +43,9 @@ from training.datasets import (
     load_dataset,
     speaker_folds,
 )
-from training.features_cache import default_cache_dir, load_features
+from training.features_cache import default_cache_dir, front_end_of, load_features
 from training.metrics import Scores, format_confusion, score
+from training.prosody import prosodic_functionals
 from training.selection import de_selector
 
 _LOGGER = logging.getLogger(__name__)
@@ -53,6 +57,8 @@ FEATURES: Final = (
     "compare+whisper",
     "whisper-layers",
     "egemaps+whisper-layers",
+    "prosody",
+    "prosody+whisper-layers",
 )
 C_GRID: Final = {
     "svm": (1e-4, 1e-3, 1e-2, 1e-1),
@@ -73,7 +79,6 @@ def opensmile_functionals(
         Array (n_utterances, n_features).
     """
     import opensmile
-    from tqdm import tqdm
 
     sets = {
         "egemaps": opensmile.FeatureSet.eGeMAPSv02,
@@ -82,11 +87,27 @@ def opensmile_functionals(
     smile = opensmile.Smile(
         feature_set=sets[feature_set], feature_level=opensmile.FeatureLevel.Functionals
     )
+    return daemon_functionals(
+        utterances,
+        f"opensmile-{feature_set}",
+        lambda audio: smile.process_signal(audio, 16000).to_numpy()[0],
+    )
+
+
+def daemon_functionals(
+    utterances: Sequence[Utterance],
+    name: str,
+    functionals: Callable[[npt.NDArray[np.float32]], npt.NDArray[Any]],
+) -> npt.NDArray[np.float32]:
+    """``functionals`` of the daemon's utterance of each clip (the whole clip when
+    the segmenter cuts none), cached per corpus as ``CORPUS-NAME-daemon.npz``."""
+    from tqdm import tqdm
+
     folder = default_cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
     found: dict[str, npt.NDArray[np.float32]] = {}
     for corpus in sorted({u.corpus for u in utterances}):
-        path = folder / f"{corpus}-opensmile-{feature_set}-daemon.npz"
+        path = folder / f"{corpus}-{name}-daemon.npz"
         cached: dict[str, npt.NDArray[np.float32]] = {}
         if path.is_file():
             with np.load(path) as data:
@@ -94,12 +115,11 @@ def opensmile_functionals(
         missing = [
             u for u in utterances if u.corpus == corpus and u.utt_id not in cached
         ]
-        for utt in tqdm(missing, desc=f"{feature_set} {corpus}", mininterval=5.0):
+        for utt in tqdm(missing, desc=f"{name} {corpus}", mininterval=5.0):
             audio = daemon_audio(utt.path)  # type: ignore[arg-type]
             main = main_utterance(daemon_utterances(audio))
             audio = audio if main is None else main
-            values = smile.process_signal(audio, 16000).to_numpy()[0]
-            cached[utt.utt_id] = values.astype(np.float32)
+            cached[utt.utt_id] = np.asarray(functionals(audio), dtype=np.float32)
         if missing:
             ids = sorted(cached)
             tmp = path.with_suffix(".tmp.npz")
@@ -110,27 +130,37 @@ def opensmile_functionals(
 
 
 def whisper_pooled(
-    utterances: Sequence[Utterance], kind: str = "encoder-top"
+    utterances: Sequence[Utterance],
+    kind: str = "encoder-top",
+    front_end: FrontEnd | None = None,
 ) -> npt.NDArray[np.float32]:
     """Mean and standard deviation over time of Whisper encoder states: the whole
-    encoder's ("encoder-top") or the shipped front end's layers ("encoder")."""
-    states = load_features(utterances, kind)
+    encoder's ("encoder-top") or the shipped front end's layers ("encoder"; or
+    ``front_end``'s)."""
+    states = load_features(utterances, kind, front_end=front_end)
     return np.stack([np.concatenate([s.mean(0), s.std(0)]) for s in states])
 
 
 def utterance_features(
-    utterances: Sequence[Utterance], name: str
+    utterances: Sequence[Utterance], name: str, front_end: FrontEnd | None = None
 ) -> npt.NDArray[np.float32]:
-    """Utterance-level features by name (see ``FEATURES``)."""
+    """Utterance-level features by name (see ``FEATURES``); ``front_end``: of
+    ``whisper-layers``."""
     if name == "whisper":
         return whisper_pooled(utterances)
     if name == "whisper-layers":
-        return whisper_pooled(utterances, "encoder")
+        return whisper_pooled(utterances, "encoder", front_end)
     if name in ("egemaps", "compare"):
         return opensmile_functionals(utterances, name)
+    if name == "prosody":
+        return daemon_functionals(utterances, "prosody", prosodic_functionals)
     if "+" in name and name in FEATURES:
         return np.concatenate(
-            [utterance_features(utterances, part) for part in name.split("+")], axis=1
+            [
+                utterance_features(utterances, part, front_end)
+                for part in name.split("+")
+            ],
+            axis=1,
         )
     raise ValueError(f"unknown features {name!r}; known: {', '.join(FEATURES)}")
 
@@ -257,6 +287,13 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         default=None,
         help="differential-evolution feature selection before the classifier",
     )
+    parser.add_argument(
+        "--mel-level",
+        type=float,
+        default=None,
+        help="whisper-layers: log-mel brought to this level first, as "
+        "`training acoustic --mel-level` (default: none)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     return parser.parse_args(argv)
 
@@ -282,7 +319,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         key = name + ("+de" if args.select else "")
         report[key] = {}
         for utts in groups:
-            x = utterance_features(utts, name)
+            x = utterance_features(
+                utts, name, front_end_of("encoder", None, args.mel_level)
+            )
             x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
             result = evaluate_linear(utts, x, kind, fit_transform, args.protocol)
             for corpus, scores in result["per_corpus"].items():

@@ -16,6 +16,9 @@ import numpy as np
 import numpy.typing as npt
 
 from training.acoustic.data import TrainingData
+from training.acoustic.label_shift import online_adaptation
+from training.acoustic.offsets import fit_offsets
+from training.acoustic.shares import label_shares
 from training.acoustic.streams import HISTORY_PROBE
 from training.affect import agreement
 from training.datasets import FOLD_TO_NEUTRAL
@@ -79,7 +82,14 @@ def evaluation_report(
         if condition in probs:
             report[key] = per_corpus(data, probs[condition].argmax(1))
     if not adaptive and "cold" in probs:
-        report.update(held_out_report(data, probs["cold"], probs.get("affect")))
+        report.update(
+            held_out_report(
+                data,
+                probs["cold"],
+                probs.get("affect"),
+                out_of_corpus=head.get("protocol") == "loco",
+            )
+        )
         report["oof"] = {"probs": probs["cold"], "affect": probs.get("affect")}
     return report
 
@@ -88,50 +98,115 @@ def held_out_report(
     data: TrainingData,
     probs: npt.NDArray[np.float32],
     affect: npt.NDArray[np.float32] | None,
+    out_of_corpus: bool = False,
+) -> dict[str, Any]:
+    """``held_out_scores`` of ``data``'s out-of-fold predictions."""
+    corpora = np.array([u.corpus for u in data.utterances])
+    return held_out_scores(
+        probs, data.y, data.labels, corpora, data.corpus_labels, affect, out_of_corpus
+    )
+
+
+def held_out_scores(
+    probs: npt.NDArray[Any],
+    y: npt.NDArray[np.int64],
+    labels: Sequence[str],
+    corpora: npt.NDArray[Any],
+    corpus_labels: dict[str, list[str]],
+    affect: npt.NDArray[np.float32] | None = None,
+    out_of_corpus: bool = False,
+    weighting: str = "balanced",
 ) -> dict[str, Any]:
     """Per corpus, of out-of-fold predictions: scores over the model's own labels
-    and restricted to the corpus's classes, the predicted-label distribution, ECE
+    and restricted to the corpus's classes, the predicted-label distribution, the
+    label shares, foreign share and anger precision (``shares.label_shares``), ECE
     (10 bins) raw and after temperature scaling fit on the *other* corpora's rows,
     the same with calm and boredom read as neutral, and arousal/valence agreement.
-    Also the temperature fit on all rows (what a final model ships)."""
+    Also the temperature fit on all rows (what a final model ships).
+
+    ``out_of_corpus`` (the rows are leave-one-corpus-out predictions): also each
+    corpus's scores after a temperature and per-class offsets fit on the other
+    corpora's rows (``with_offsets``), then with the class priors re-estimated
+    online over the corpus's clips (``with_prior_shift``,
+    ``label_shift.online_adaptation``), the scores after offsets fit on the scored
+    corpus itself (``with_own_offsets``: how far calibration alone could go, a
+    diagnosis and never a usable figure), and the offsets fit on all rows
+    (``offsets``); ``weighting``: of the offsets' fit (``offsets.WEIGHTINGS``).
+    """
     out: dict[str, Any] = {"held_out": {}}
-    corpora = np.array([u.corpus for u in data.utterances])
-    out["temperature"] = fit_temperature(probs, data.y)
+    out["temperature"] = fit_temperature(probs, y)
+    if out_of_corpus:
+        out["offsets"] = fit_offsets(probs, y, corpora, weighting).to_dict()
     for corpus in sorted(set(corpora.tolist())):
         rows = np.flatnonzero(corpora == corpus)
         others = np.flatnonzero(corpora != corpus)
         # one corpus alone: no other corpora to fit on, so its own rows
         fit_rows = others if len(others) else rows
-        t = fit_temperature(probs[fit_rows], data.y[fit_rows])
-        reference = [data.labels[data.y[i]] for i in rows]
-        own = probs[rows].argmax(1)
-        own_labels = [data.labels[i] for i in own]
-        mine = [data.labels.index(k) for k in data.corpus_labels[corpus]]
-        restricted = [mine[i] for i in probs[rows][:, mine].argmax(1)]
+        t = fit_temperature(probs[fit_rows], y[fit_rows])
+        reference = [labels[i] for i in y[rows]]
         cal = calibrate(probs[rows], t)
-        folded_ref = [FOLD_TO_NEUTRAL.get(k, k) for k in reference]
-        folded_pred = [FOLD_TO_NEUTRAL.get(k, k) for k in own_labels]
+        entry = _scores(probs[rows], reference, labels, corpus_labels[corpus])
+        folded_pred = [FOLD_TO_NEUTRAL.get(labels[i], labels[i]) for i in cal.argmax(1)]
         folded_correct = np.array(
-            [a == b for a, b in zip(folded_ref, folded_pred, strict=True)]
+            [
+                FOLD_TO_NEUTRAL.get(a, a) == b
+                for a, b in zip(reference, folded_pred, strict=True)
+            ]
         )
-        entry: dict[str, Any] = {
-            "own": score(reference, own_labels, labels=data.labels).to_dict(),
-            "restricted": score(
-                reference, [data.labels[i] for i in restricted], labels=data.labels
-            ).to_dict(),
-            "folded": score(folded_ref, folded_pred).to_dict(),
-            "predicted": {
-                k: int(own_labels.count(k)) for k in data.labels if k in own_labels
-            },
-            "ece_raw": top_label_ece(probs[rows], data.y[rows]),
-            "temperature_other_corpora": t,
-            "ece": top_label_ece(cal, data.y[rows]),
-            "ece_folded": _folded_ece(cal, folded_correct),
-        }
+        entry.update(
+            ece_raw=top_label_ece(probs[rows], y[rows]),
+            temperature_other_corpora=t,
+            ece=top_label_ece(cal, y[rows]),
+            ece_folded=_folded_ece(cal, folded_correct),
+        )
+        if out_of_corpus and len(others):
+            fit = fit_offsets(probs[others], y[others], corpora[others], weighting)
+            shifted = fit.apply(probs[rows])
+            entry["offsets_other_corpora"] = fit.to_dict()
+            # the corpus as traffic, in a fixed shuffled order
+            adapted = online_adaptation(
+                shifted,
+                fit.apply(probs[others]).mean(0),
+                np.random.default_rng(0).permutation(len(rows)),
+            )
+            # a diagnosis, not a usable figure: offsets fit on the scored corpus
+            own_fit = fit_offsets(probs[rows], y[rows], corpora[rows], weighting)
+            for key, p in (
+                ("with_offsets", shifted),
+                ("with_prior_shift", adapted),
+                ("with_own_offsets", own_fit.apply(probs[rows])),
+            ):
+                entry[key] = {
+                    **_scores(p, reference, labels, corpus_labels[corpus]),
+                    "ece": top_label_ece(p, y[rows]),
+                }
         if affect is not None:
             entry["affect"] = agreement(affect[rows], reference)
         out["held_out"][corpus] = entry
     return out
+
+
+def _scores(
+    probs: npt.NDArray[Any],
+    reference: list[str],
+    labels: Sequence[str],
+    own: list[str],
+) -> dict[str, Any]:
+    """UA/WA over all ``labels`` (``own``), restricted to the corpus's labels,
+    folded, the predicted-label counts and the label shares of one corpus's rows."""
+    labels = list(labels)
+    predicted = [labels[i] for i in probs.argmax(1)]
+    mine = [labels.index(k) for k in own]
+    restricted = [labels[mine[i]] for i in probs[:, mine].argmax(1)]
+    folded_ref = [FOLD_TO_NEUTRAL.get(k, k) for k in reference]
+    folded_pred = [FOLD_TO_NEUTRAL.get(k, k) for k in predicted]
+    return {
+        "own": score(reference, predicted, labels=labels).to_dict(),
+        "restricted": score(reference, restricted, labels=labels).to_dict(),
+        "folded": score(folded_ref, folded_pred).to_dict(),
+        "predicted": {k: predicted.count(k) for k in labels if k in predicted},
+        **label_shares(reference, predicted),
+    }
 
 
 def pooled_temperature(
