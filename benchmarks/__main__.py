@@ -49,6 +49,7 @@ PARTS = (
     "tuning",
     "gpu",
     "redis",
+    "uploads",
 )
 DEFAULT_PARTS = tuple(part for part in PARTS if part != "gpu")
 

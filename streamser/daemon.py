@@ -15,10 +15,9 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
-from streamser.audio import SAMPLE_RATE_HZ
 from streamser.audio.sources import (
     AudioSource,
     drive,
@@ -27,7 +26,7 @@ from streamser.config import Config
 from streamser.console import metric_lines, provider_line
 from streamser.errors import StreamserError
 from streamser.events import Envelope, default_origin
-from streamser.messages import StartMessage
+from streamser.messages import local_start_message
 from streamser.metrics import Metrics
 from streamser.pipeline import Engine, StreamSession
 from streamser.recognition.cuda import onnxruntime_conflict
@@ -319,25 +318,6 @@ def _reason(err: OSError) -> str:
     if isinstance(err, socket.gaierror) or not err.errno:
         return err.strerror or str(err)
     return os.strerror(err.errno)
-
-
-def local_start_message(
-    name: str,
-    language: str | None,
-    channels: int = 1,
-    channel_names: Sequence[str] = (),
-) -> StartMessage:
-    """The start a local source's stream would have sent: 16 kHz float32, its
-    channels kept apart when there are several."""
-    return StartMessage(
-        sample_rate=SAMPLE_RATE_HZ,
-        encoding="pcm_f32le",
-        channels=channels,
-        language=language,
-        stream_id=name,
-        metadata={"channels": list(channel_names)} if channel_names else {},
-        channel_mode="separate" if channels > 1 else "downmix",
-    )
 
 
 async def serve(config: Config, reload: Callable[[], Config] | None = None) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -239,3 +240,22 @@ def parse_control(text: str | bytes) -> str:
         )
     result: str = message_type
     return result
+
+
+def local_start_message(
+    name: str,
+    language: str | None,
+    channels: int = 1,
+    channel_names: Sequence[str] = (),
+) -> StartMessage:
+    """The start a local source's stream would have sent: 16 kHz float32, its
+    channels kept apart when there are several."""
+    return StartMessage(
+        sample_rate=SAMPLE_RATE_HZ,
+        encoding="pcm_f32le",
+        channels=channels,
+        language=language,
+        stream_id=name,
+        metadata={"channels": list(channel_names)} if channel_names else {},
+        channel_mode="separate" if channels > 1 else "downmix",
+    )

@@ -118,7 +118,7 @@ class Metrics:
             "refused_connections", "Handshakes refused, by reason", "reason"
         )
         self.connections = self._gauge(
-            "connections", "WebSocket connections open", "path"
+            "connections", "WebSocket connections and uploads open", "path"
         )
         self.client_queue_depth = self._gauge(
             "client_queue_events",

@@ -27,9 +27,9 @@ from streamser.audio.sources import (
     open_clips,
 )
 from streamser.config import Config
-from streamser.daemon import Daemon, EventSink, local_start_message
+from streamser.daemon import Daemon, EventSink
 from streamser.events import Envelope, StreamEnd
-from streamser.messages import CHANNEL_MODES
+from streamser.messages import CHANNEL_MODES, local_start_message
 from streamser.pipeline import StreamSession
 
 _LOGGER = logging.getLogger(__name__)

@@ -10,6 +10,8 @@ import json
 import re
 import socket
 import ssl
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -28,6 +30,19 @@ MODELS_V2 = REPO / "tests" / "data" / "models-v2"
 MODELS_FAULTY = REPO / "tests" / "data" / "models-faulty"
 FAST = ["--no-asr", "--model-dir", str(MODELS)]
 """Flags for a quick server: fixture graphs, no transcription."""
+
+
+def run_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The events of ``streamser run PATH --jsonl`` (fixture graphs, no ASR)."""
+    ran = subprocess.run(
+        [sys.executable, "-m", "streamser", "run", str(path), "--jsonl", *FAST],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert ran.returncode == 0, ran.stderr
+    return [json.loads(line) for line in ran.stdout.splitlines()]
 
 
 class Served(ServedDaemon):

@@ -113,3 +113,17 @@ def adaptive_training(
 def adaptive_models(adaptive_training: Path) -> Path:
     """The models folder of ``adaptive_training``."""
     return adaptive_training / "models"
+
+
+@pytest.fixture(scope="session")
+def speech(tmp_path_factory: pytest.TempPathFactory, emodb_clips: list[Path]) -> Path:
+    """Six EMO-DB sentences of two speakers, 1 s of silence between them (a WAV)."""
+    import soundfile as sf
+
+    from _server_helpers import speech_with_pauses
+
+    picked = [c for c in emodb_clips if c.name[:2] == "03"][:3]
+    picked += [c for c in emodb_clips if c.name[:2] == "10"][:3]
+    path = tmp_path_factory.mktemp("speech") / "six.wav"
+    sf.write(path, speech_with_pauses(picked), 16000, subtype="PCM_16")
+    return path

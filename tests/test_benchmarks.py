@@ -176,6 +176,9 @@ def test_quick_run_measures_every_part(datasets: Path, tmp_path: Path) -> None:
     assert capacity["steps"] and capacity["steps"][0]["utterances"] > 0
     tuning = data["benchmarks/tuning.py"]["defaults"]
     assert math.isfinite(tuning["client_p50_ms"])
+    uploads = data["benchmarks/uploads.py"]
+    assert uploads["wav"]["status"] == 200 and uploads["wav"]["utterances"] > 0
+    assert uploads["300 MB Content-Length"]["status"] == 413
     text = md.read_text()
     assert "python -m benchmarks --quick" in text and "benchmarks/capacity.py" in text
 

@@ -23,8 +23,8 @@ from _cli_helpers import run_python
 from benchmarks.serving import free_port
 from streamser.client import SendOptions, read_clip, start_message
 
-from _ops_helpers import FAST, Served, running
-from _server_helpers import check_stream_events, speech_with_pauses
+from _ops_helpers import FAST, Served, run_jsonl, running
+from _server_helpers import check_stream_events
 from conftest import REPO
 
 DEMO = REPO / "streamser" / "assets" / "demo.wav"
@@ -74,19 +74,6 @@ def send(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[
     )
 
 
-def run_jsonl(path: Path) -> list[dict[str, Any]]:
-    """The events of ``streamser run PATH --jsonl`` (fixture graphs, no ASR)."""
-    ran = subprocess.run(
-        [sys.executable, "-m", "streamser", "run", str(path), "--jsonl", *FAST],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert ran.returncode == 0, ran.stderr
-    return events_of(ran.stdout)
-
-
 def events_of(stdout: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in stdout.splitlines()]
 
@@ -103,16 +90,6 @@ def by_stream(events: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     with running(FAST, tmp_path_factory.mktemp("send")) as served:
         yield served
-
-
-@pytest.fixture(scope="module")
-def speech(tmp_path_factory: pytest.TempPathFactory, emodb_clips: list[Path]) -> Path:
-    """Six EMO-DB sentences of two speakers, 1 s of silence between them."""
-    picked = [c for c in emodb_clips if c.name[:2] == "03"][:3]
-    picked += [c for c in emodb_clips if c.name[:2] == "10"][:3]
-    path = tmp_path_factory.mktemp("speech") / "six.wav"
-    sf.write(path, speech_with_pauses(picked), 16000, subtype="PCM_16")
-    return path
 
 
 def test_send_a_file_fast_gets_every_utterance_as_run_does(

@@ -165,6 +165,8 @@ class Engine:
         baseline: Baseline = NO_BASELINE,
         arrived: float | None = None,
         stream: str = "",
+        *,
+        transcribe: bool = True,
     ) -> Recognized:
         """Recognise one utterance, batched with those of other streams.
 
@@ -178,16 +180,21 @@ class Engine:
                 upload, a client sending faster than real time): it is transcribed
                 after the live streams and skipped only as a last resort (``AsrQueue``).
             stream: the stream it belongs to (ASR goes round-robin by stream).
+            transcribe: False to recognise it from the voice only at once, without
+                waiting for ASR (``asr`` "off").
         """
         if self._batcher is None or self._batcher.done():
             self._batcher = asyncio.create_task(self._batch_loop(), name="batcher")
         arrived = time.monotonic() if arrived is None else arrived
         due = arrived + self.options.asr_max_lag_ms / 1000
         request = _Request(
-            UtteranceRequest(audio, language, baseline),
+            UtteranceRequest(audio, language, baseline, transcribe=transcribe),
             asyncio.get_running_loop().create_future(),
             bulk=math.isinf(due),
         )
+        if not transcribe:
+            self._spawn(self._recognize_acoustic([request]))
+            return await request.result
         self._queue.add(request, stream, due, time.monotonic())
         self._wake.set()
         return await request.result

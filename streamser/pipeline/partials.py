@@ -39,6 +39,8 @@ class Partials:
         pace: StreamPace,
         emit: Callable[[Event], None],
         language: Callable[[], str | None],
+        *,
+        transcribe: bool,
     ) -> None:
         """Serve one stream.
 
@@ -48,12 +50,14 @@ class Partials:
             pace: the stream's pace (partials carry text only at real-time pace).
             emit: emits an utterance event of the stream.
             language: the stream's language at the time of asking.
+            transcribe: the stream wants transcripts (partial ones too).
         """
         self.engine = engine
         self.stream_id = stream_id
         self.pace = pace
         self._emit = emit
         self._language = language
+        self.transcribe = transcribe
 
     @property
     def interval_samples(self) -> int:
@@ -85,7 +89,10 @@ class Partials:
         """Whether partials carry text: a live stream, sent at its real-time pace,
         with ASR on."""
         self.pace.note(lane.segmenter.samples_seen, time.monotonic())
-        return self.pace.live and not self.pace.bulk and self.engine.transcribing
+        pace = self.pace
+        return (
+            pace.live and not pace.bulk and self.transcribe and self.engine.transcribing
+        )
 
     async def _emit_partial(
         self,

@@ -59,7 +59,13 @@ class StreamSession:
     """
 
     def __init__(
-        self, engine: Engine, start: StartMessage, stream_id: str, *, live: bool = True
+        self,
+        engine: Engine,
+        start: StartMessage,
+        stream_id: str,
+        *,
+        live: bool = True,
+        transcribe: bool = True,
     ) -> None:
         """Set up decoding and segmentation; call ``open`` to announce the stream.
 
@@ -72,9 +78,12 @@ class StreamSession:
                 played as fast as recognition keeps up (``streamser run``), it counts
                 from when the stream's worker takes the utterance, so it measures
                 the recognition, not the wait behind earlier utterances.
+            transcribe: run ASR on its utterances (when the engine has it); False
+                for emotion from the voice only (an upload's ``asr=false``).
         """
         self.engine = engine
         self.live = live
+        self.transcribe = transcribe
         self.start = start
         self.stream_id = stream_id
         self.language = start.language
@@ -95,7 +104,12 @@ class StreamSession:
         self._queue: asyncio.Queue[PendingUtterance | None] = asyncio.Queue()
         self.pace = StreamPace(stream_id, live=live)
         self._partials = Partials(
-            engine, stream_id, self.pace, self._emit, lambda: self.language
+            engine,
+            stream_id,
+            self.pace,
+            self._emit,
+            lambda: self.language,
+            transcribe=transcribe,
         )
         self._worker: asyncio.Task[None] | None = None
         self._room = asyncio.Event()
@@ -355,6 +369,7 @@ class StreamSession:
                     baseline,
                     self.pace.arrival(ending.end_sample, time.monotonic()),
                     self.stream_id,
+                    transcribe=self.transcribe,
                 )
             ),
         )
@@ -390,6 +405,7 @@ class StreamSession:
             baseline,
             self.pace.arrival(pending.end_sample, pending.closed_at),
             self.stream_id,
+            transcribe=self.transcribe,
         )
 
     @property

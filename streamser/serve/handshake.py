@@ -6,6 +6,7 @@ a connection is accepted, so a refused client never reaches the pipeline.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import hmac
@@ -14,10 +15,11 @@ import ipaddress
 import logging
 import re
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, ClassVar, Final, cast
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import ServerConnection
@@ -47,6 +49,11 @@ REFUSAL_WARNING_INTERVAL_S: Final = 60.0
 """At most one WARNING per client address this often for refused tokens."""
 _MAX_REQUEST_LINE_BYTES: Final = 8192
 """websockets' own limit on an HTTP line."""
+OPEN_TIMEOUT_S: Final = 10.0
+"""How long a connection may take to send its request line (websockets' own
+``open_timeout`` then applies to a WebSocket handshake)."""
+METHOD_NOT_ALLOWED: Final = "method not allowed: use GET\n"
+"""The body of a 405 to a method other than GET on a GET-only path."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +80,9 @@ class ServerOptions:
         drain_timeout_s: on shutdown, how long in-flight utterances may take.
         max_client_queue_events: events a stream's own client may fall behind
             before its connection is dropped (it sends but does not read).
+        max_upload_bytes: largest file ``POST /v1/calls`` takes (413 beyond it).
+        max_uploads: files recognised at once through ``POST /v1/calls``; another
+            one gets 503 with ``Retry-After``.
     """
 
     host: str = "127.0.0.1"
@@ -89,6 +99,8 @@ class ServerOptions:
     start_timeout_s: float = 5.0
     max_pending_per_client: int = 8
     allow_anonymous: bool = False
+    max_upload_bytes: int = 200 << 20
+    max_uploads: int = 2
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -100,6 +112,8 @@ class ServerOptions:
                 self.max_message_bytes,
                 self.max_client_queue_events,
                 self.max_pending_per_client,
+                self.max_upload_bytes,
+                self.max_uploads,
             )
             < 1
         ):
@@ -370,22 +384,37 @@ class RefusalLog:
 
 
 class HttpConnection(ServerConnection):
-    """A ``ServerConnection`` that answers any HTTP method but GET with 405.
+    """A ``ServerConnection`` that hands every HTTP method but GET to another server.
 
     websockets reads GET requests only: it closes the connection without a word on
     some others (a POST with a body) and hands the rest to ``process_request`` as
-    if they were GET. This one reads the request line first and answers
-    ``405 Method Not Allowed`` with ``Allow: GET`` to every other method.
+    if they were GET. This one holds the connection until its request line is in:
+    a GET goes on to websockets; any other method goes, with the bytes read so far,
+    to the protocol ``http_protocol`` makes (aiohttp's, for ``POST /v1/calls``).
+    Without ``http_protocol`` those are closed. A client that
+    sends no request line within ``OPEN_TIMEOUT_S`` is dropped.
     """
+
+    http_protocol: ClassVar[Callable[[], asyncio.Protocol] | None] = None
+    """Makes the protocol that serves a request other than GET (set by a subclass)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         """As ``ServerConnection``."""
         super().__init__(*args, **kwargs)
         self._head = b""
         self._head_checked = False
+        self._held: asyncio.Transport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Hold the connection until its request line says who serves it."""
+        self._held = cast(asyncio.Transport, transport)
+        self._timer = asyncio.get_running_loop().call_later(
+            OPEN_TIMEOUT_S, self._held.abort
+        )
 
     def data_received(self, data: bytes) -> None:
-        """Hold the bytes until the request line is complete, then check it."""
+        """Hold the bytes until the request line is complete, then dispatch."""
         if self._head_checked:
             super().data_received(data)
             return
@@ -393,31 +422,51 @@ class HttpConnection(ServerConnection):
         line, complete, _ = self._head.partition(b"\n")
         if not complete and len(self._head) < _MAX_REQUEST_LINE_BYTES:
             return
-        self._head_checked = True
         head, self._head = self._head, b""
         method = line.split(b" ", 1)[0]
         if complete and method != b"GET":
-            self._refuse_method(method)
+            self._dispatch(head, method)
             return
-        super().data_received(head)
+        self._to_websockets(head)
 
     def eof_received(self) -> None:
         """Pass on what is held, then the end of the stream."""
         if not self._head_checked:
-            self._head_checked = True
-            if self._head:
-                super().data_received(self._head)
+            self._to_websockets(self._head)
         super().eof_received()
 
-    def _refuse_method(self, method: bytes) -> None:
-        _LOGGER.debug(
-            "Refused an HTTP %s from %s: method not allowed",
-            method[:16].decode("ascii", "replace"),
-            address(self),
-        )
-        response = self.protocol.reject(
-            http.HTTPStatus.METHOD_NOT_ALLOWED, "method not allowed: use GET\n"
-        )
-        response.headers["Allow"] = "GET"
-        self.transport.write(response.serialize())
-        self.transport.close()
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Forget a connection that closed before its request line."""
+        if self._head_checked:
+            super().connection_lost(exc)
+        elif self._timer is not None:
+            self._timer.cancel()
+
+    def _to_websockets(self, head: bytes) -> None:
+        assert self._held is not None
+        self._checked()
+        super().connection_made(self._held)
+        if head:
+            super().data_received(head)
+
+    def _checked(self) -> None:
+        self._head_checked = True
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def _dispatch(self, head: bytes, method: bytes) -> None:
+        transport = self._held
+        assert transport is not None
+        self._checked()
+        make = type(self).http_protocol
+        if make is None:
+            _LOGGER.debug(
+                "Closed an HTTP %s: no server for it",
+                method[:16].decode("ascii", "replace"),
+            )
+            transport.close()
+            return
+        protocol = make()
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        protocol.data_received(head)

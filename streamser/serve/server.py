@@ -1,10 +1,12 @@
-"""The WebSocket daemon: /v1/stream, /v1/events, /healthz and /metrics on one port.
+"""The daemon: /v1/stream, /v1/events, /healthz, /metrics and POST /v1/calls on one
+port.
 
 Routing, authentication and limits happen in the HTTP handshake
 (``process_request``, helpers in ``handshake.py``); each accepted connection then
 only moves data between its socket and the pipeline (``pipeline.StreamSession``) or
-the event hub. ``drain`` is the SIGTERM path: refuse new work, let every stream
-finish its utterances and deliver their events, then close with 1001.
+the event hub. Requests other than GET go to aiohttp (``uploads.py``). ``drain`` is
+the SIGTERM path: refuse new work, let every stream finish its utterances and deliver
+their events, then close with 1001.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import logging
 import ssl
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import replace
 from urllib.parse import parse_qs, urlsplit
 
@@ -34,6 +37,7 @@ from streamser.serve.handshake import ServerOptions, read_tokens
 from streamser.serve.hub import Hub, Subscription
 from streamser.serve.relay import close_reading, relay_events
 from streamser.serve.stream_io import receive_audio, send_events
+from streamser.serve.uploads import CALLS_PATH, CallUploads
 
 __all__ = ["ServerOptions", "StreamServer", "read_tokens"]
 
@@ -81,6 +85,10 @@ class StreamServer:
         self._subscriptions: set[Subscription] = set()
         self._connections: set[ServerConnection] = set()
         self._server: WsServer | None = None
+        self._uploads = CallUploads(self)
+        # Refused tokens are logged at most once a minute per address (a client
+        # retrying with a wrong token must not flood the log).
+        self._refusals = handshake.RefusalLog()
         # First, so clients see an event before any error a later sink (the JSONL
         # file) reports about it from inside the same emit.
         engine.add_sink(self._route, first=True)
@@ -133,14 +141,17 @@ class StreamServer:
                 "reach it may connect",
                 where,
             )
-        # Refused tokens are logged at most once a minute per address (a client
-        # retrying with a wrong token must not flood the log).
-        self._refusals = handshake.RefusalLog()
+        # Requests other than GET (POST /v1/calls) go to aiohttp, on this port.
+        calls = await self._uploads.start()
+
+        class Connection(handshake.HttpConnection):
+            http_protocol = calls
+
         self._server = await serve(
             self._handle,
             self.options.host or None,
             self.options.port,
-            create_connection=handshake.HttpConnection,
+            create_connection=Connection,
             process_request=self._process_request,
             ssl=self.ssl_context,
             max_size=max(4 * self.options.max_message_bytes, 1 << 16),
@@ -231,6 +242,49 @@ class StreamServer:
                     connection.transport.abort()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._server.wait_closed(), 5)
+        await self._uploads.close()
+
+    # -- shared with POST /v1/calls ------------------------------------------------------
+
+    def authorise(self, request: Request, path: str, client: str) -> bool:
+        """Whether ``request`` carries a token; a refusal is counted and logged (a
+        WARNING at most once a minute per address, the rest at DEBUG)."""
+        if handshake.authorised(self.tokens, request):
+            return True
+        self.engine.metrics.refused.labels("unauthorized").inc()
+        suppressed = self._refusals.refused(client, time.monotonic())
+        if suppressed is None:
+            _LOGGER.debug("Refused %s from %s: missing or wrong token", path, client)
+        else:
+            _LOGGER.warning(
+                "Refused %s from %s: missing or wrong token%s",
+                path,
+                client,
+                f" ({suppressed} more since the last warning, logged at DEBUG)"
+                if suppressed
+                else "",
+            )
+        return False
+
+    @property
+    def drain_started(self) -> asyncio.Event:
+        """Set when ``drain`` begins: streams stop taking audio."""
+        return self._drain_started
+
+    @contextlib.contextmanager
+    def serving(self, stream_id: str) -> Iterator[asyncio.Queue[Envelope | None]]:
+        """Route ``stream_id``'s events to the queue it yields, and make ``drain``
+        wait for the current task, while the block runs."""
+        task = asyncio.current_task()
+        assert task is not None
+        queue: asyncio.Queue[Envelope | None] = asyncio.Queue()
+        self._clients[stream_id] = queue
+        self._stream_handlers.add(task)
+        try:
+            yield queue
+        finally:
+            self._stream_handlers.discard(task)
+            self._clients.pop(stream_id, None)
 
     # -- handshake --------------------------------------------------------------------
 
@@ -248,25 +302,15 @@ class StreamServer:
             # Public like /healthz: the page holds no data, and must load to say
             # that a token is missing; its /v1/events socket carries the token.
             return handshake.dashboard_response(connection, request, path)
+        if path == CALLS_PATH:
+            response = connection.respond(
+                http.HTTPStatus.METHOD_NOT_ALLOWED, "method not allowed: use POST\n"
+            )
+            response.headers["Allow"] = "POST"
+            return response
         if path not in ("/metrics", "/v1/stream", "/v1/events"):
             return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
-        if not handshake.authorised(self.tokens, request):
-            self.engine.metrics.refused.labels("unauthorized").inc()
-            client = handshake.address(connection)
-            suppressed = self._refusals.refused(client, time.monotonic())
-            if suppressed is None:
-                _LOGGER.debug(
-                    "Refused %s from %s: missing or wrong token", path, client
-                )
-            else:
-                _LOGGER.warning(
-                    "Refused %s from %s: missing or wrong token%s",
-                    path,
-                    client,
-                    f" ({suppressed} more since the last warning, logged at DEBUG)"
-                    if suppressed
-                    else "",
-                )
+        if not self.authorise(request, path, handshake.address(connection)):
             return handshake.unauthorised(connection)
         if path == "/metrics":
             return handshake.metrics_response(self.engine.metrics.render())
