@@ -12,15 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-import shlex
-import sys
 from pathlib import Path
-
-import torch
 
 from export.text_en import export_en
 from export.text_fa import export_fa
+from training.command import start_command
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,14 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--int8", action="store_true", help="ship the int8 graph (en)")
     parser.add_argument("--train-command", default="")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(levelname)s %(name)s: %(message)s"
-    )
-    args.export_command = "python -m export.text_graphs " + shlex.join(
-        sys.argv[1:] if argv is None else argv
-    )
+    args.export_command = start_command("python -m export.text_graphs", argv)
     args.work.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(1)
     result = export_en(args) if args.language == "en" else export_fa(args)
     print(json.dumps(result))
     return 0

@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import shlex
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +28,7 @@ from export.text_graphs import OPSET, TOLERANCE, card_for
 from export.to_onnx import write_metadata
 from streamser.recognition.contract import SENTENCE_ENCODERS, ModelContract
 from streamser.recognition.text_multi import E5_DIM
+from training.command import start_command
 from training.text_multi import sentence_vectors
 
 _LOGGER = logging.getLogger(__name__)
@@ -191,12 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default="emotion-text-multi-v1")
     parser.add_argument("--train-command", default="")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(levelname)s %(name)s: %(message)s"
-    )
-    args.export_command = "python -m export.text_multi " + shlex.join(
-        sys.argv[1:] if argv is None else argv
-    )
+    args.export_command = start_command("python -m export.text_multi", argv)
     print(json.dumps(export(args)))
     return 0
 

@@ -4,11 +4,28 @@ and the speaker-grouped protocols they evaluate with."""
 from __future__ import annotations
 
 import argparse
+import logging
+import shlex
+import sys
 from collections.abc import Sequence
+
+import torch
 
 from training.datasets import Fold, Utterance, speaker_folds
 
 PROTOCOL_HELP = "kfoldN or loso (default kfold5)"
+
+
+def start_command(prog: str, argv: Sequence[str] | None) -> str:
+    """Set up a training or export command (log lines, one torch thread) and return
+    the command as it was run, for the card: ``prog`` and its arguments (``argv``, else
+    those of the process after ``prog``'s words)."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    torch.set_num_threads(1)
+    words = len(prog.split()) - 2  # "python -m" is not in sys.argv
+    return f"{prog} " + shlex.join(sys.argv[words:] if argv is None else argv)
 
 
 def command_parser(

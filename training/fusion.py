@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import shlex
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -37,7 +36,12 @@ import torch
 from streamser.recognition.features import TextTokenizer
 from streamser.recognition.models import OnnxModel
 from streamser.recognition.whisper_model import default_whisper_dir
-from training.command import PROTOCOL_HELP, check_protocol, command_parser
+from training.command import (
+    PROTOCOL_HELP,
+    check_protocol,
+    command_parser,
+    start_command,
+)
 from training.datasets import FOLD_TO_NEUTRAL, Utterance, load_dataset
 from training.features_cache import graph_input_kind, kind_of, load_features
 from training.fusion_fit import Embeddings, FusionSettings, run_graph, train_fusion
@@ -218,10 +222,7 @@ def _held_out(
 def main(argv: list[str] | None = None) -> int:
     """Evaluate fusion on held-out speakers, then fit it on all and save a checkpoint."""
     args = _parser().parse_args(argv)
-    torch.set_num_threads(1)
-    command = "python -m training fusion " + shlex.join(
-        sys.argv[2:] if argv is None else argv
-    )
+    command = start_command("python -m training fusion", argv)
     try:
         acoustic_graph, text_graph, utterances, texts, labels = _load(args)
     except Exception as err:  # ModelError and friends: one clear line

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -29,7 +28,12 @@ from sklearn.linear_model import LogisticRegression
 
 from streamser.recognition.features import TextTokenizer
 from streamser.recognition.whisper_model import default_whisper_dir
-from training.command import PROTOCOL_HELP, command_parser, protocol_folds
+from training.command import (
+    PROTOCOL_HELP,
+    command_parser,
+    protocol_folds,
+    start_command,
+)
 from training.datasets import Utterance, load_dataset, speaker_folds
 from training.metrics import Scores, score
 from training.text_fit import (
@@ -297,10 +301,7 @@ def _load(
 def main(argv: list[str] | None = None) -> int:
     """Evaluate the candidates, fit the chosen one on every speaker, save a checkpoint."""
     args = _parser().parse_args(argv)
-    torch.set_num_threads(1)
-    command = "python -m training text " + shlex.join(
-        sys.argv[2:] if argv is None else argv
-    )
+    command = start_command("python -m training text", argv)
     try:
         chosen, utterances, folds = _load(args)
     except ValueError as err:
