@@ -114,6 +114,11 @@ def test_listen_recognises_speech_from_the_microphone(
         out, err = listen.communicate(timeout=120)
     assert listen.returncode == 0, err
     lines = [line for line in out.splitlines() if line.startswith("microphone")]
-    assert len(lines) == 2, out
-    assert all('"' in line for line in lines), "no transcript in the live view"
+    # one line per utterance, each with its transcript; the call ends with its summary
+    utterances = [
+        line for line in lines if "summary:" not in line and "channel " not in line
+    ]
+    assert len(utterances) == 2, out
+    assert all('"' in line for line in utterances), "no transcript in the live view"
+    assert any("summary:" in line for line in lines), out
     assert "demo clip" not in err
