@@ -142,7 +142,7 @@ async def test_fast_upload_waits_behind_a_live_call(
 ) -> None:
     """A live call and a client uploading a call as fast as it goes, on one server
     that gives ASR no time at all (asr_max_lag_ms = 0): the live call's utterances
-    are labelled at once without transcripts, and the upload, which is bulk (more
+    are labelled at once, without transcripts unless the engine was idle, and the upload, which is bulk (more
     than 1 s ahead of real time), is never skipped: it waits, gets backpressure and
     every transcript. Nothing is lost on either."""
     engine, _ = _engine(recognizer, asr_max_lag_ms=0, max_pending_utterances=2)
@@ -166,7 +166,10 @@ async def test_fast_upload_waits_behind_a_live_call(
     upload_ends = [e for e in upload if e["type"] == "utterance.end"]
     assert len(live_ends) == len(live_clips)
     assert len(upload_ends) == len(upload_clips)
-    assert {e["asr"] for e in live_ends} == {"skipped_overload"}
+    # A live utterance is transcribed only when the engine is idle before its due
+    # time (its audio may come up to 1 s ahead of its real-time pace); it never
+    # waits behind the upload.
+    assert {e["asr"] for e in live_ends} <= {"ok", "skipped_overload"}
     assert {e["asr"] for e in upload_ends} == {"ok"}
     assert all(e["transcript"] for e in upload_ends)
     assert not [e for e in live + upload if e["type"] == "error"]
