@@ -5,7 +5,7 @@ for "encoder" the int8 Whisper-base prefix graph of ``training.whisper_prefix``,
 export joins in front of the trained head, on the unpadded utterance), once per clip,
 and keeps them in one ``.npz`` per corpus, feature kind and
 augmentation copy under the cache folder (``STREAMSER_TRAIN_CACHE``, default
-``/work/cache`` when it exists, else ``artifacts/cache``). A hash of the settings is
+``artifacts/cache``). A hash of the settings is
 part of the file name, so changed settings never reuse stale features.
 
 Augmented copies (copy index >= 1) are made on the waveform before the front end:
@@ -157,13 +157,8 @@ def telephone_channel(
 
 
 def default_cache_dir() -> Path:
-    """The cache folder (``STREAMSER_TRAIN_CACHE``, ``/work/cache`` or ``artifacts/cache``)."""
-    env = os.environ.get("STREAMSER_TRAIN_CACHE")
-    if env:
-        return Path(env)
-    if Path("/work").is_dir():
-        return Path("/work/cache")
-    return Path("artifacts/cache")
+    """The cache folder (``STREAMSER_TRAIN_CACHE``, default ``artifacts/cache``)."""
+    return Path(os.environ.get("STREAMSER_TRAIN_CACHE") or "artifacts/cache")
 
 
 def _seed(utt_id: str, copy: int) -> int:
