@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 import soundfile as sf
+from websockets.asyncio.client import ClientConnection, connect
 
 from streamser.config import Config
 from streamser.messages import StartMessage
@@ -173,4 +175,46 @@ async def test_fast_upload_waits_behind_a_live_call(
     assert {e["asr"] for e in upload_ends} == {"ok"}
     assert all(e["transcript"] for e in upload_ends)
     assert not [e for e in live + upload if e["type"] == "error"]
+    assert engine.metrics.dropped_utterances._value.get() == 0
+
+
+async def test_a_held_sender_outlives_the_servers_keepalive(
+    recognizer: Recognizer, emodb_clips: list[Path]
+) -> None:
+    """A client sending a call as fast as it goes is held by backpressure (its
+    socket unread) for longer than the server's keepalive allows a ping to go
+    unanswered. The server pauses its pings while it holds the socket, so the
+    connection is not failed (1011): every utterance comes back, transcribed."""
+    engine, _ = _engine(recognizer, max_pending_utterances=2)
+    options = ServerOptions(port=0, keepalive_s=0.5)
+    server = StreamServer(options, engine, EventHub(Config().hub, engine.metrics))
+    await server.start()
+    clips = emodb_clips[28:34]
+    audio = (_call(clips, pause_s=0.7) * 32767).astype("<i2")
+    events: list[dict[str, Any]] = []
+
+    async def read(ws: ClientConnection) -> None:
+        async for message in ws:
+            events.append(json.loads(message))
+            if events[-1]["type"] == "stream.end":
+                return
+
+    try:
+        async with connect(f"ws://127.0.0.1:{server.port}/v1/stream") as ws:
+            start = {"type": "start", "sample_rate": 16000, "encoding": "pcm_s16le"}
+            await ws.send(json.dumps({**start, "language": "de"}))
+            reader = asyncio.create_task(read(ws))
+            for offset in range(0, audio.size, CHUNK):
+                await asyncio.wait_for(
+                    ws.send(audio[offset : offset + CHUNK].tobytes()), 60
+                )
+            await ws.send(json.dumps({"type": "stop"}))
+            await asyncio.wait_for(reader, 120)
+    finally:
+        await asyncio.wait_for(server.drain(), 60)
+        engine.close()
+    ends = [e for e in events if e["type"] == "utterance.end"]
+    assert len(ends) == len(clips)
+    assert {e["asr"] for e in ends} == {"ok"}
+    assert events[-1] == {**events[-1], "type": "stream.end", "reason": "stop"}
     assert engine.metrics.dropped_utterances._value.get() == 0

@@ -83,6 +83,9 @@ class ServerOptions:
         max_upload_bytes: largest file ``POST /v1/calls`` takes (413 beyond it).
         max_uploads: files recognised at once through ``POST /v1/calls``; another
             one gets 503 with ``Retry-After``.
+        keepalive_s: how often the server pings a WebSocket connection, and how
+            long it waits for the pong before closing it (1011). Paused while
+            backpressure leaves a stream's socket unread.
     """
 
     host: str = "127.0.0.1"
@@ -101,6 +104,7 @@ class ServerOptions:
     allow_anonymous: bool = False
     max_upload_bytes: int = 200 << 20
     max_uploads: int = 2
+    keepalive_s: float = 20.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -118,9 +122,18 @@ class ServerOptions:
             < 1
         ):
             raise ConfigError("server limits must be >= 1")
-        if min(self.max_stream_s, self.drain_timeout_s, self.start_timeout_s) <= 0:
+        if (
+            min(
+                self.max_stream_s,
+                self.drain_timeout_s,
+                self.start_timeout_s,
+                self.keepalive_s,
+            )
+            <= 0
+        ):
             raise ConfigError(
-                "server.max_stream_s, drain_timeout_s and start_timeout_s must be > 0"
+                "server.max_stream_s, drain_timeout_s, start_timeout_s and "
+                "keepalive_s must be > 0"
             )
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ConfigError("server.tls_cert and server.tls_key go together")

@@ -156,6 +156,8 @@ class StreamServer:
             ssl=self.ssl_context,
             max_size=max(4 * self.options.max_message_bytes, 1 << 16),
             compression=None,
+            ping_interval=self.options.keepalive_s,
+            ping_timeout=self.options.keepalive_s,
         )
         self.ready = True
         scheme = "wss" if self.ssl_context else "ws"

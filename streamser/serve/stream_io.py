@@ -7,6 +7,7 @@ import asyncio
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
 
 from streamser.errors import ProtocolError
 from streamser.events import Envelope
@@ -45,9 +46,7 @@ async def receive_audio(
                 except ProtocolError as err:
                     session.error(err.code, str(err), fatal=err.fatal)
                 if session.backlogged:
-                    # Backpressure: the socket is not read until recognition
-                    # catches up, so a fast sender slows down and loses nothing.
-                    await session.wait_for_room()
+                    await _hold(connection, session)
                 if session.audio_seconds > max_stream_s:
                     session.error(
                         "stream_too_long",
@@ -70,6 +69,22 @@ async def receive_audio(
     except ConnectionClosed:
         pass
     return "disconnect"
+
+
+async def _hold(connection: ServerConnection, session: StreamSession) -> None:
+    """Backpressure: leave the socket unread until recognition catches up, so a fast
+    sender slows down and loses nothing. The server's keepalive pings pause
+    meanwhile: the client's pongs wait behind the audio not read, and the connection
+    would otherwise fail with 1011 while the client is alive and waiting."""
+    keepalive = connection.keepalive_task
+    if keepalive is not None:
+        keepalive.cancel()
+        connection.keepalive_task = None
+    try:
+        await session.wait_for_room()
+    finally:
+        if keepalive is not None and connection.state is State.OPEN:
+            connection.start_keepalive()
 
 
 async def send_events(
