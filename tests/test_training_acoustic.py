@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -307,6 +308,12 @@ def test_train_and_evaluate_on_real_clips(emodb_tiny: Path, tmp_path: Path) -> N
     )
     assert 1 <= epoch <= 2 and 0.0 <= val_ua <= 1.0
     assert any(not torch.equal(before[k], state[k]) for k in before if "weight" in k)
+    # with the corpus adversary, the head alone is kept: its classifier is not exported
+    adversarial = replace(options, corpus_adversary=1.0)
+    state, _, _ = acoustic.train_one(
+        "attn", config, idx[:8], idx[8:], adversarial, seed=0
+    )
+    assert state.keys() == before.keys()
     report = acoustic.cross_validate(
         data, "attn", config, options, protocol="loso", jobs=1
     )
@@ -541,6 +548,14 @@ def test_temperature_fit_and_ece() -> None:
     assert top_label_ece(
         calibrate(sharp, fit_temperature(sharp.astype(np.float32), y)), y
     ) < top_label_ece(sharp, y)
+
+
+def test_gradient_reversal_flips_and_scales_the_gradient() -> None:
+    from training.acoustic.loop import reverse_gradient
+
+    x = torch.ones(3, requires_grad=True)
+    (reverse_gradient(x, 0.5) * torch.tensor([1.0, 2.0, 3.0])).sum().backward()
+    assert torch.equal(x.grad, torch.tensor([-0.5, -1.0, -1.5]))
 
 
 def test_masked_loss_ignores_labels_a_corpus_lacks() -> None:

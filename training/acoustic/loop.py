@@ -190,6 +190,52 @@ def _fit_scalers(model: Any, train_idx: npt.NDArray[np.int64]) -> Any:
     return torch.tensor(mean, dtype=torch.float32)
 
 
+class _ReverseGradient(torch.autograd.Function):
+    """Identity forward; the gradient times ``-weight`` backward."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Any, weight: float) -> Any:  # noqa: D102
+        ctx.weight = weight
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Any) -> tuple[Any, None]:  # noqa: D102
+        return -ctx.weight * grad, None
+
+
+def reverse_gradient(x: Any, weight: float) -> Any:
+    """``x`` unchanged; its gradient multiplied by ``-weight`` on the way back."""
+    return _ReverseGradient.apply(x, weight)
+
+
+class _CorpusAdversary:
+    """A corpus classifier on the embedding, trained through gradient reversal
+    (``TrainOptions.corpus_adversary``); its weight ramps from 0 to the full weight
+    as ``2 / (1 + exp(-10 p)) - 1`` of the training progress ``p``."""
+
+    def __init__(
+        self, data: TrainingData, embedding: int, weight: float, steps: int
+    ) -> None:
+        names = sorted({u.corpus for u in data.utterances})
+        index = {name: i for i, name in enumerate(names)}
+        self.corpus = torch.tensor([index[u.corpus] for u in data.utterances])
+        self.classifier = torch.nn.Sequential(
+            torch.nn.Linear(embedding, 64),
+            torch.nn.ReLU(),
+            torch.nn.Linear(64, len(names)),
+        )
+        self.weight, self.steps, self.step = weight, max(1, steps), 0
+
+    def loss(self, embedding: Any, batch: Any) -> Any:
+        """The corpus cross-entropy of ``batch`` with the reversed gradient."""
+        progress = min(1.0, self.step / self.steps)
+        ramp = 2.0 / (1.0 + math.exp(-10.0 * progress)) - 1.0
+        reversed_ = reverse_gradient(embedding, self.weight * ramp)
+        return torch.nn.functional.cross_entropy(
+            self.classifier(reversed_), self.corpus[batch]
+        )
+
+
 def _ua(y: npt.NDArray[np.int64], predicted: npt.NDArray[np.int64]) -> float:
     return float(np.mean([np.mean(predicted[y == c] == c) for c in np.unique(y)]))
 
@@ -224,14 +270,24 @@ def train_one(
     # Standardise with the training utterances' statistics (clean copy).
     fill = _fit_scalers(model, train_idx)
     n_epochs = epochs or options.epochs
-    loss_fn = _loss_function(model, data, train_idx, options)
+    steps = n_epochs * int(np.ceil(len(train_idx) / options.batch_size))
+    adversary = (
+        _CorpusAdversary(
+            data, int(config.get("embedding", 128)), options.corpus_adversary, steps
+        )
+        if options.corpus_adversary > 0
+        else None
+    )
+    loss_fn = _loss_function(model, data, train_idx, options, adversary)
     sample_weights = (
         _corpus_weights(data, train_idx) if options.balance == "corpus" else None
     )
+    parameters = list(model.parameters())
+    if adversary is not None:
+        parameters += list(adversary.classifier.parameters())
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=options.lr, weight_decay=options.weight_decay
+        parameters, lr=options.lr, weight_decay=options.weight_decay
     )
-    steps = n_epochs * int(np.ceil(len(train_idx) / options.batch_size))
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=options.lr, total_steps=steps, pct_start=0.15
     )
@@ -248,9 +304,11 @@ def train_one(
             loss = batch.loss(rows, loss_fn)
             optimizer.zero_grad()
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            torch.nn.utils.clip_grad_norm_(parameters, 5.0)
             optimizer.step()
             scheduler.step()
+            if adversary is not None:
+                adversary.step += 1
         if val_idx is not None:
             ua = _ua(data.y[val_idx], predict(model, val_feats).argmax(1))
             if not ua <= best_ua:  # first epoch or better (nan-safe)
@@ -274,9 +332,10 @@ def _loss_function(
     data: TrainingData,
     train_idx: npt.NDArray[np.int64],
     options: TrainOptions,
+    adversary: _CorpusAdversary | None = None,
 ) -> LossFn:
     """The class-weighted loss of a batch, plus the affect regression of a head with
-    affect (``TrainOptions.affect_weight``)."""
+    affect (``TrainOptions.affect_weight``) and the corpus adversary's loss."""
     counts = np.bincount(data.y[train_idx], minlength=len(data.labels)).astype(
         np.float64
     )
@@ -300,6 +359,8 @@ def _loss_function(
             loss = loss + options.affect_weight * torch.mean(
                 column * (predicted - affect_targets[target]) ** 2
             )
+        if adversary is not None:
+            loss = loss + adversary.loss(embedding, torch.as_tensor(batch))
         return loss
 
     return loss_fn

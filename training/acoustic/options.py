@@ -87,6 +87,11 @@ class TrainOptions:
     balance: str = "none"
     """"corpus": draw every corpus equally often in an epoch (sampling with
     replacement, weights 1 / corpus size); "none": every utterance once."""
+    corpus_adversary: float = 0.0
+    """Weight of a corpus classifier trained through gradient reversal on the
+    embedding (0 = off): the head is pushed towards features that do not tell the
+    training corpora apart (Ganin and Lempitsky, 2015). The weight ramps up from 0
+    over training; the classifier is not exported."""
     augment: dict[str, Any] = field(default_factory=dict)
     """Overrides of ``features_cache.AugmentOptions`` for the augmented copies, e.g.
     ``{"reverb_probability": 1.0, "noise_probability": 0.0}``."""
