@@ -10,12 +10,13 @@ Two classes of stream share it:
   ready by its due time, counting the utterances ahead of it and the batches running,
   is skipped as soon as that is known, so its label is not held back by queued ASR.
 - **bulk** streams (uploads, files, clients that send faster than real time): no due
-  time. They get what the live streams leave, round-robin among themselves, and are
-  not skipped: they wait, and their sources are paused by backpressure. A bulk
-  utterance that has waited ``bulk_max_wait_s`` joins the live turn as one more
-  stream, so that an upload still moves under sustained overload; one that has
-  waited twice that long while every worker stays busy is labelled without a
-  transcript rather than keep its connection unread until it times out.
+  time. They get only what the live streams leave (the engine starts a bulk batch
+  only when no live utterance waits or is being transcribed), round-robin among
+  themselves, and are not skipped for being late: they wait, and their sources are
+  paused by backpressure. One that has waited ``bulk_max_wait_s`` while the workers
+  stay busy is labelled without a transcript rather than keep its connection unread
+  until a client's keepalive gives up: under sustained live overload the upload,
+  not the live calls, goes without transcripts.
 
 The queue is sans-I/O: the caller passes the time and what a batch takes, so it is
 tested on a fake clock.
@@ -100,11 +101,10 @@ class AsrQueue(Generic[_T]):
         per_utterance: what a batch takes grows with its size (on CPU: ``item_s``
             per utterance); otherwise a batch takes ``item_s`` whatever its size
             (a GPU).
-        bulk_max_wait_s: a bulk utterance that has waited this long takes its turn
-            among the live streams, as one more stream (not skipped), so that a
-            bulk source keeps moving, if slowly, under sustained live overload
-            (its connection is not read meanwhile, and keepalive pings would
-            time out).
+        bulk_max_wait_s: a bulk utterance that has waited this long while a batch
+            runs is skipped (labelled without a transcript), so that a bulk
+            source keeps moving under sustained live overload (its connection is
+            not read meanwhile).
     """
 
     def __init__(
@@ -113,7 +113,7 @@ class AsrQueue(Generic[_T]):
         max_batch: int,
         *,
         per_utterance: bool = True,
-        bulk_max_wait_s: float = 8.0,
+        bulk_max_wait_s: float = 16.0,
     ) -> None:
         self.workers = workers
         self.max_batch = max_batch
@@ -133,18 +133,12 @@ class AsrQueue(Generic[_T]):
 
     @property
     def live_waiting(self) -> int:
-        """Utterances waiting in the live turn (bulk ones promoted included)."""
+        """Live utterances waiting."""
         return len(self._live)
 
     @property
-    def promoted(self) -> bool:
-        """Whether a bulk utterance that waited ``bulk_max_wait_s`` is in the live
-        turn."""
-        return any(math.isinf(e.due) for e in self._live.order())
-
-    @property
     def bulk_waiting(self) -> int:
-        """Bulk utterances waiting (not promoted)."""
+        """Bulk utterances waiting."""
         return len(self._bulk)
 
     def items(self) -> list[_T]:
@@ -154,27 +148,28 @@ class AsrQueue(Generic[_T]):
         ]
 
     def next_deadline(self) -> float:
-        """The earliest due time of a live utterance or promotion of a bulk one
-        (infinity: none)."""
+        """The earliest due time of a live utterance or the time a bulk one is
+        given up (infinity: none)."""
         dues = (e.due for e in self._live.order())
-        promotions = (e.added + self.bulk_max_wait_s for e in self._bulk.order())
-        return min((*dues, *promotions), default=math.inf)
+        given_up = (e.added + self.bulk_max_wait_s for e in self._bulk.order())
+        return min((*dues, *given_up), default=math.inf)
 
     def batch_s(self, size: int, item_s: float) -> float:
         """What a batch of ``size`` takes, given ``item_s``."""
         return item_s * size if self.per_utterance else item_s
 
-    def take(self, now: float, item_s: float, *, bulk: bool = True) -> list[_T]:
+    def take(self, now: float, item_s: float, *, bulk: int | None = None) -> list[_T]:
         """The next batch: live utterances round-robin, or, when none waits and
-        ``bulk`` allows, bulk ones round-robin (the two are never mixed, so an
-        upload does not slow a batch of live utterances). A live batch takes no
-        more utterances than can be transcribed before the first of them is due
-        (but at least one)."""
-        self._promote(now)
+        ``bulk`` allows, up to ``bulk`` bulk ones round-robin (``None``:
+        ``max_batch``; 0: none). The two are never mixed, so an upload does not
+        slow a batch of live utterances. A live batch takes no more utterances
+        than can be transcribed before the first of them is due (but at least
+        one)."""
         live = bool(len(self._live))
-        lane = self._live if live else (self._bulk if bulk else None)
+        size = self.max_batch if live or bulk is None else min(bulk, self.max_batch)
+        lane = self._live if live else (self._bulk if size else None)
         batch: list[_Entry[_T]] = []
-        while lane is not None and len(batch) < self.max_batch:
+        while lane is not None and len(batch) < size:
             entry = lane.peek()
             if entry is None:
                 break
@@ -197,18 +192,17 @@ class AsrQueue(Generic[_T]):
     def overdue(
         self, now: float, running: Sequence[tuple[float, int]], item_s: float
     ) -> list[_T]:
-        """Take out (and return) the live utterances whose transcript would not be
-        ready by their due time.
+        """Take out (and return) the utterances whose transcript would not be ready
+        in time: live ones by their due time, bulk ones that have waited
+        ``bulk_max_wait_s`` while a batch runs.
 
-        It plays the queue forward in ``take`` order, each batch on the first worker
-        free (a running batch frees it ``batch_s`` after it started): one utterance
-        at a time where a batch's cost grows with its size, else ``max_batch`` at a
-        time. An utterance that would finish after its due time is skipped and
-        takes no seat from the others. When no batch runs, an utterance whose due
-        time has not passed is tried: an idle engine keeps learning what a
-        transcription takes. A bulk utterance is skipped only when it has waited
-        twice ``bulk_max_wait_s`` and still no worker is free: its source is not
-        read while it waits, and its connection would time out.
+        It plays the live queue forward in ``take`` order, each batch on the first
+        worker free (a running batch frees it ``batch_s`` after it started): one
+        utterance at a time where a batch's cost grows with its size, else
+        ``max_batch`` at a time. A live utterance that would finish after its due
+        time is skipped and takes no seat from the others. When no batch runs, an
+        utterance whose due time has not passed is tried: an idle engine keeps
+        learning what a transcription takes.
 
         Args:
             now: the time now.
@@ -216,20 +210,16 @@ class AsrQueue(Generic[_T]):
             item_s: what an utterance (``per_utterance``) or a batch takes now
                 (0 when not known yet).
         """
-        self._promote(now)
         free = [max(now, t + self.batch_s(n, item_s)) for t, n in running]
         free += [now] * max(0, self.workers - len(running))
         free.sort()
         chunk = 1 if self.per_utterance else self.max_batch
         doomed: set[int] = set()
         seats = 0
-        given_up = now - 2 * self.bulk_max_wait_s
         for entry in self._live.order():
             start = free[0]
             idle = not running and start <= now
             late = now >= entry.due if idle else start + item_s > entry.due
-            if math.isinf(entry.due):
-                late = entry.added <= given_up and not idle
             if late:
                 doomed.add(id(entry))
                 continue
@@ -238,13 +228,8 @@ class AsrQueue(Generic[_T]):
                 free[0] = start + item_s
                 free.sort()
                 seats = 0
-        if not doomed:
-            return []
-        return [e.item for e in self._live.remove(lambda e: id(e) in doomed)]
-
-    def _promote(self, now: float) -> None:
-        """Move the bulk utterances that waited ``bulk_max_wait_s`` to the live
-        turn (their due time stays infinite: they are not late)."""
-        waited = now - self.bulk_max_wait_s
-        for entry in self._bulk.remove(lambda e: e.added <= waited):
-            self._live.add(entry)
+        given_up = now - self.bulk_max_wait_s
+        skipped = self._live.remove(lambda e: id(e) in doomed) if doomed else []
+        if running:
+            skipped += self._bulk.remove(lambda e: e.added <= given_up)
+        return [e.item for e in skipped]

@@ -41,6 +41,10 @@ from streamser.recognition.recognizer import Recognition, Recognizer, UtteranceR
 _LOGGER = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
+LIVE_ACTIVE_S = 30.0
+"""Live streams count as active this long after one queued an utterance for
+transcription: bulk transcription then takes one utterance at a time."""
+
 
 class Engine:
     """What all streams share. Create and use it on one event loop."""
@@ -86,6 +90,8 @@ class Engine:
         self._batches: list[tuple[float, int]] = []
         """(start time, size) of each transcription batch running."""
         self._bulk_batches = 0
+        self._last_live = -math.inf
+        """When a live stream last queued an utterance for transcription."""
         self._acoustic_pending = 0
         self._wake = asyncio.Event()
         self._free_slots = workers
@@ -195,7 +201,10 @@ class Engine:
         if not transcribe:
             self._spawn(self._recognize_acoustic([request]))
             return await request.result
-        self._queue.add(request, stream, due, time.monotonic())
+        now = time.monotonic()
+        if not request.bulk:
+            self._last_live = now
+        self._queue.add(request, stream, due, now)
         self._wake.set()
         return await request.result
 
@@ -206,20 +215,18 @@ class Engine:
         that waits past the shutdown cutoff) is taken out as soon as that is known
         and recognised without ASR, so the emotion of every utterance keeps up even
         when transcription cannot. Labels come first: no transcription starts while
-        utterances skipped wait for their acoustic emotion (unless a bulk utterance
-        waited its longest: an upload keeps moving). Bulk batches leave one
-        worker to the live streams (when there are two or more).
+        utterances skipped wait for their acoustic emotion. Bulk utterances get
+        what the live streams leave (``_bulk_size``).
         """
         while True:
             self._skip_overdue()
-            bulk = self._bulk_batches < max(1, self.options.workers - 1)
+            bulk = self._bulk_size()
             ready = self._queue.live_waiting or (bulk and self._queue.bulk_waiting)
-            labels_first = self._acoustic_pending and not self._queue.promoted
-            if ready and self._free_slots > 0 and not labels_first:
+            if ready and self._free_slots > 0 and not self._acoustic_pending:
                 await self._gather()
                 self._skip_overdue()
                 batch = self._queue.take(
-                    time.monotonic(), self._transcription_s, bulk=bulk
+                    time.monotonic(), self._transcription_s, bulk=self._bulk_size()
                 )
                 # A speculative request abandoned while it waited is not worth running.
                 batch = [r for r in batch if not r.result.done()]
@@ -244,6 +251,21 @@ class Engine:
                 timeout = None  # only streams that are never late wait
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
+
+    def _bulk_size(self) -> int:
+        """How many bulk utterances a batch may take now. Bulk gets only what live
+        streams leave: none while a live utterance waits or is transcribed, and,
+        while live streams are active (one queued an utterance in the last
+        ``LIVE_ACTIVE_S``), one utterance at a time, one batch at a time, so that
+        a live utterance arriving meanwhile waits behind one transcription at
+        most. With no live stream, bulk batches leave one worker free (when there
+        are two or more) for a call that starts."""
+        if self._queue.live_waiting or len(self._batches) > self._bulk_batches:
+            return 0
+        if time.monotonic() - self._last_live < LIVE_ACTIVE_S:
+            return 0 if self._bulk_batches else 1
+        free = self._bulk_batches < max(1, self.options.workers - 1)
+        return self.options.max_batch if free else 0
 
     @property
     def transcribing(self) -> bool:
