@@ -158,6 +158,11 @@ class Engine:
         """
         return self._in_flight >= self.options.workers or bool(self._queue.live_waiting)
 
+    @property
+    def idle(self) -> bool:
+        """Whether no recognition runs and no utterance waits for transcription."""
+        return not self._in_flight and not self._queue
+
     def stop_asr_at(self, when: float) -> None:
         """From ``time.monotonic()`` ``when`` on, start no transcription (shutdown):
         what waits then is recognised without ASR (``skipped_shutdown``)."""

@@ -3,7 +3,8 @@
 While an utterance is open, every ``partial_interval_ms`` of audio a lane starts an
 ``emotion.partial`` of its latest speech and, on a live stream with ASR on, a
 ``transcript.partial`` of the utterance so far; both are skipped while recognition is
-busy, since the final results are owed first.
+busy, since the final results are owed first, and a transcript partial of an
+utterance that already had partial text waits for an idle engine.
 """
 
 from __future__ import annotations
@@ -123,7 +124,10 @@ class Partials:
         )
         if speech is None:
             return
-        if self.engine.busy:
+        # An utterance's first partial text needs a free worker; a later one waits
+        # for an idle engine, so that on a busy host every utterance gets some
+        # text before any gets more.
+        if self.engine.busy or (lane.prefix.heard and not self.engine.idle):
             self.engine.metrics.skipped_partials.inc()
             return
         prefix = lane.prefix

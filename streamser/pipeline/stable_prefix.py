@@ -37,6 +37,11 @@ class StablePrefix:
     _stable_words: list[str] = field(default_factory=list)
     _previous: list[str] | None = None
 
+    @property
+    def heard(self) -> bool:
+        """Whether a hypothesis has been taken (the utterance had partial text)."""
+        return self._previous is not None
+
     def update(self, hypothesis: str) -> str:
         """Take the next hypothesis; return its stable prefix.
 
