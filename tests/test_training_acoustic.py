@@ -558,6 +558,44 @@ def test_gradient_reversal_flips_and_scales_the_gradient() -> None:
     assert torch.equal(x.grad, torch.tensor([-0.5, -1.0, -1.5]))
 
 
+def test_each_corpus_is_standardised_by_its_own_frames() -> None:
+    from training.acoustic.data import TrainingData, normalise_by_corpus
+    from training.datasets.base import Utterance
+
+    rng = np.random.default_rng(0)
+    utterances = [
+        Utterance(f"{c}:{i}", None, "anger", f"{c}:s", c)
+        for c in "ab"
+        for i in range(3)
+    ]
+    # corpus b sits elsewhere (another channel): offset 5, scale 3
+    scale = {"a": 1.0, "b": 3.0}
+    frames = [
+        (rng.normal(size=(n, 4)) * scale[u.corpus] + 5 * (u.corpus == "b"))
+        for u, n in zip(utterances, (5, 17, 39, 8, 23, 30), strict=True)
+    ]
+    data = TrainingData(utterances, ["anger"], np.zeros(6, dtype=np.int64))
+    data.copies = [
+        [f.astype(np.float32) for f in frames],
+        [
+            (f + scale[u.corpus]).astype(np.float32)
+            for f, u in zip(frames, utterances, strict=True)
+        ],
+    ]
+    stds = {
+        c: np.concatenate(frames[r]).std(0)
+        for c, r in (("a", slice(0, 3)), ("b", slice(3, 6)))
+    }
+    normalise_by_corpus(data)
+    for corpus, rows in (("a", slice(0, 3)), ("b", slice(3, 6))):
+        clean = np.concatenate(data.copies[0][rows])
+        assert np.allclose(clean.mean(0), 0, atol=1e-4), corpus
+        assert np.allclose(clean.std(0), 1, atol=1e-4), corpus
+        # every copy by the clean copy's statistics: the offset in standard units
+        shifted = np.concatenate(data.copies[1][rows]).mean(0)
+        assert np.allclose(shifted, scale[corpus] / stds[corpus], atol=1e-4), corpus
+
+
 def test_masked_loss_ignores_labels_a_corpus_lacks() -> None:
     from training.acoustic.loop import _loss
 

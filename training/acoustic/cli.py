@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from streamser.recognition.features import FrontEnd
-from training.acoustic.data import TrainingData, load_data
+from training.acoustic.data import TrainingData, load_data, normalise_by_corpus
 from training.acoustic.folds import cross_validate, fit_final
 from training.acoustic.options import (
     DEFAULT_CONFIG,
@@ -313,6 +313,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if options.corpus_norm:
+        if args.protocol == "none":
+            print(
+                "error: corpus_norm is a measurement under a protocol; the runtime "
+                "has no per-corpus statistics to export",
+                file=sys.stderr,
+            )
+            return 2
+        normalise_by_corpus(data)
     torch.set_num_threads(1)
     config = {**DEFAULT_CONFIG[args.arch], **config_over, "n_labels": len(data.labels)}
     config["input_dim"] = int(data.copies[0][0].shape[1])

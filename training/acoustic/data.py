@@ -83,6 +83,27 @@ def load_data(
     return data
 
 
+def normalise_by_corpus(data: TrainingData) -> None:
+    """Standardise every corpus's frames with that corpus's own frame mean and
+    standard deviation (every copy, by the clean copy's statistics; in place).
+
+    A held-out corpus is standardised by its own unlabelled clips too: the
+    deployment counterpart is a running normalisation over the traffic of many
+    calls (``TrainOptions.corpus_norm``)."""
+    corpora = np.array([u.corpus for u in data.utterances])
+    counts, means, stds = moments(data.copies[0])
+    for corpus in np.unique(corpora):
+        rows = np.flatnonzero(corpora == corpus)
+        n = counts[rows].sum()
+        mean = (counts[rows, None] * means[rows]).sum(0) / n
+        second = (counts[rows, None] * (stds[rows] ** 2 + means[rows] ** 2)).sum(0) / n
+        scale = 1.0 / np.maximum(np.sqrt(np.maximum(second - mean**2, 0.0)), 1e-3)
+        shift, scale = mean.astype(np.float32), scale.astype(np.float32)
+        for feats in (*data.copies, *([data.telephone] if data.telephone else [])):
+            for i in rows:
+                feats[i] = (feats[i] - shift) * scale
+
+
 def calm_labels(data: TrainingData) -> list[int]:
     """Indices of the calm and neutral labels of ``data`` (those it has)."""
     return [data.labels.index(k) for k in ("neutral", "calm") if k in data.labels]

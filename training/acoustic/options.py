@@ -92,6 +92,10 @@ class TrainOptions:
     embedding (0 = off): the head is pushed towards features that do not tell the
     training corpora apart (Ganin and Lempitsky, 2015). The weight ramps up from 0
     over training; the classifier is not exported."""
+    corpus_norm: bool = False
+    """Standardise each corpus's features by its own statistics, a held-out corpus
+    included (``data.normalise_by_corpus``): a measurement of what a running
+    normalisation over a deployment's traffic would give; not exported."""
     augment: dict[str, Any] = field(default_factory=dict)
     """Overrides of ``features_cache.AugmentOptions`` for the augmented copies, e.g.
     ``{"reverb_probability": 1.0, "noise_probability": 0.0}``."""
