@@ -157,3 +157,7 @@ def test_a_bulk_utterance_is_given_up_after_its_wait_while_workers_are_busy() ->
     assert queue.overdue(now=15.0, running=[(0.0, 1)], item_s=100.0) == []
     assert queue.overdue(now=17.0, running=[], item_s=100.0) == []
     assert queue.overdue(now=17.0, running=[(0.0, 1)], item_s=100.0) == ["up0"]
+    # or while the caller gives bulk no transcription (live streams in overload)
+    queue.add("up1", "upload", due=math.inf, now=20.0)
+    assert queue.overdue(now=30.0, running=[], item_s=1.0, bulk_blocked=True) == []
+    assert queue.overdue(now=36.0, running=[], item_s=1.0, bulk_blocked=True) == ["up1"]

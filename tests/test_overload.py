@@ -143,10 +143,13 @@ async def test_fast_upload_waits_behind_a_live_call(
     recognizer: Recognizer, emodb_clips: list[Path]
 ) -> None:
     """A live call and a client uploading a call as fast as it goes, on one server
-    that gives ASR no time at all (asr_max_lag_ms = 0): the live call's utterances
-    are labelled at once, without transcripts unless the engine was idle, and the upload, which is bulk (more
-    than 1 s ahead of real time), is never skipped: it waits, gets backpressure and
-    every transcript. Nothing is lost on either."""
+    that gives ASR no time at all (asr_max_lag_ms = 0): the live call is in
+    overload from its first utterance, whose utterances are labelled at once,
+    without transcripts unless the engine was idle. The upload, which is bulk (more
+    than 1 s ahead of real time), gets no transcription meanwhile: it waits, gets
+    backpressure, and an utterance that waited 16 s is labelled without a
+    transcript; once the live call is over, the rest are transcribed. Nothing is
+    lost on either."""
     engine, _ = _engine(recognizer, asr_max_lag_ms=0, max_pending_utterances=2)
     server = StreamServer(
         ServerOptions(port=0), engine, EventHub(Config().hub, engine.metrics)
@@ -172,8 +175,8 @@ async def test_fast_upload_waits_behind_a_live_call(
     # time (its audio may come up to 1 s ahead of its real-time pace); it never
     # waits behind the upload.
     assert {e["asr"] for e in live_ends} <= {"ok", "skipped_overload"}
-    assert {e["asr"] for e in upload_ends} == {"ok"}
-    assert all(e["transcript"] for e in upload_ends)
+    assert {e["asr"] for e in upload_ends} <= {"ok", "skipped_overload"}
+    assert upload_ends[-1]["asr"] == "ok" and upload_ends[-1]["transcript"]
     assert not [e for e in live + upload if e["type"] == "error"]
     assert engine.metrics.dropped_utterances._value.get() == 0
 

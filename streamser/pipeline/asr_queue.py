@@ -14,7 +14,7 @@ Two classes of stream share it:
   only when no live utterance waits or is being transcribed), round-robin among
   themselves, and are not skipped for being late: they wait, and their sources are
   paused by backpressure. One that has waited ``bulk_max_wait_s`` while the workers
-  stay busy is labelled without a transcript rather than keep its connection unread
+  stay busy, or while live streams are in overload, is labelled without a transcript rather than keep its connection unread
   until a client's keepalive gives up: under sustained live overload the upload,
   not the live calls, goes without transcripts.
 
@@ -102,7 +102,7 @@ class AsrQueue(Generic[_T]):
             per utterance); otherwise a batch takes ``item_s`` whatever its size
             (a GPU).
         bulk_max_wait_s: a bulk utterance that has waited this long while a batch
-            runs is skipped (labelled without a transcript), so that a bulk
+            runs, or while bulk may not be transcribed, is skipped (labelled without a transcript), so that a bulk
             source keeps moving under sustained live overload (its connection is
             not read meanwhile).
     """
@@ -190,11 +190,17 @@ class AsrQueue(Generic[_T]):
         ]
 
     def overdue(
-        self, now: float, running: Sequence[tuple[float, int]], item_s: float
+        self,
+        now: float,
+        running: Sequence[tuple[float, int]],
+        item_s: float,
+        *,
+        bulk_blocked: bool = False,
     ) -> list[_T]:
         """Take out (and return) the utterances whose transcript would not be ready
         in time: live ones by their due time, bulk ones that have waited
-        ``bulk_max_wait_s`` while a batch runs.
+        ``bulk_max_wait_s`` while a batch runs or ``bulk_blocked`` (the caller
+        gives bulk no transcription now).
 
         It plays the live queue forward in ``take`` order, each batch on the first
         worker free (a running batch frees it ``batch_s`` after it started): one
@@ -209,6 +215,7 @@ class AsrQueue(Generic[_T]):
             running: (start time, size) of each batch running now.
             item_s: what an utterance (``per_utterance``) or a batch takes now
                 (0 when not known yet).
+            bulk_blocked: bulk utterances may not be transcribed now.
         """
         free = [max(now, t + self.batch_s(n, item_s)) for t, n in running]
         free += [now] * max(0, self.workers - len(running))
@@ -230,6 +237,6 @@ class AsrQueue(Generic[_T]):
                 seats = 0
         given_up = now - self.bulk_max_wait_s
         skipped = self._live.remove(lambda e: id(e) in doomed) if doomed else []
-        if running:
+        if running or bulk_blocked:
             skipped += self._bulk.remove(lambda e: e.added <= given_up)
         return [e.item for e in skipped]

@@ -44,6 +44,9 @@ _T = TypeVar("_T")
 LIVE_ACTIVE_S = 30.0
 """Live streams count as active this long after one queued an utterance for
 transcription: bulk transcription then takes one utterance at a time."""
+LIVE_OVERLOAD_S = 10.0
+"""Live streams count as in overload this long after one of their utterances went
+without a transcript: bulk transcription then waits."""
 
 
 class Engine:
@@ -92,6 +95,8 @@ class Engine:
         self._bulk_batches = 0
         self._last_live = -math.inf
         """When a live stream last queued an utterance for transcription."""
+        self._last_live_skip = -math.inf
+        """When a live utterance was last labelled without a transcript (overload)."""
         self._acoustic_pending = 0
         self._wake = asyncio.Event()
         self._free_slots = workers
@@ -259,15 +264,19 @@ class Engine:
 
     def _bulk_size(self) -> int:
         """How many bulk utterances a batch may take now. Bulk gets only what live
-        streams leave: none while a live utterance waits or is transcribed, and,
-        while live streams are active (one queued an utterance in the last
-        ``LIVE_ACTIVE_S``), one utterance at a time, one batch at a time, so that
-        a live utterance arriving meanwhile waits behind one transcription at
-        most. With no live stream, bulk batches leave one worker free (when there
-        are two or more) for a call that starts."""
+        streams leave: none while a live utterance waits or is transcribed, none
+        while live streams are in overload (one of their utterances went without
+        a transcript in the last ``LIVE_OVERLOAD_S``), and, while live streams are
+        active (one queued an utterance in the last ``LIVE_ACTIVE_S``), one utterance at a time,
+        one batch at a time, so that a live utterance arriving meanwhile waits
+        behind one transcription at most. With no live stream, bulk batches leave
+        one worker free (when there are two or more) for a call that starts."""
         if self._queue.live_waiting or len(self._batches) > self._bulk_batches:
             return 0
-        if time.monotonic() - self._last_live < LIVE_ACTIVE_S:
+        now = time.monotonic()
+        if now - self._last_live_skip < LIVE_OVERLOAD_S:
+            return 0
+        if now - self._last_live < LIVE_ACTIVE_S:
             return 0 if self._bulk_batches else 1
         free = self._bulk_batches < max(1, self.options.workers - 1)
         return self.options.max_batch if free else 0
@@ -298,7 +307,12 @@ class Engine:
         if shutdown:
             overdue = self._queue.remove(lambda r: True)
         else:
-            overdue = self._queue.overdue(now, self._batches, self._transcription_s)
+            overdue = self._queue.overdue(
+                now,
+                self._batches,
+                self._transcription_s,
+                bulk_blocked=not self._bulk_size(),
+            )
         if not overdue:
             return
         reason = ASR_SKIPPED_SHUTDOWN if shutdown else ASR_SKIPPED_OVERLOAD
@@ -309,6 +323,8 @@ class Engine:
             request.skipped = reason
             request.request = replace(request.request, transcribe=False)
             batch.append(request)
+        if any(not r.bulk for r in batch):
+            self._last_live_skip = now
         if batch:
             self.metrics.skipped_asr.labels(reason).inc(len(batch))
             self._spawn(self._recognize_acoustic(batch))
