@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -100,6 +101,12 @@ def _revisions(outcomes: Sequence[StreamOutcome]) -> tuple[int, int, int]:
     return revisions, stable, utterances
 
 
+def _not_transcribed(outcomes: Sequence[Any]) -> str:
+    """Why the clips' utterances went without a transcript (``asr``: count)."""
+    counts = Counter(a for o in outcomes for a in o.asr if a != "ok")
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "-"
+
+
 def _ms(values: Sequence[float], q: float) -> float:
     return 1000 * percentile(values, q) if values else float("nan")
 
@@ -148,6 +155,7 @@ def run(quick: bool = False) -> Section:
                     _ms(finals, 50),
                     _ms(finals, 95),
                     sum(o.transcribed for o in outcomes),
+                    _not_transcribed(outcomes),
                     lost,
                     cpu / max(1, utterances),
                     load,
@@ -183,6 +191,7 @@ _HEADER: Final = [
     "final p50 ms",
     "final p95 ms",
     "transcribed",
+    "not transcribed",
     "lost",
     "CPU s / utterance",
     "load",
