@@ -594,6 +594,11 @@ def test_each_corpus_is_standardised_by_its_own_frames() -> None:
         # every copy by the clean copy's statistics: the offset in standard units
         shifted = np.concatenate(data.copies[1][rows]).mean(0)
         assert np.allclose(shifted, scale[corpus] / stds[corpus], atol=1e-4), corpus
+    # statistics of one label only: a corpus without it is refused
+    with pytest.raises(ValueError, match="no neutral clips"):
+        normalise_by_corpus(data, "neutral")
+    normalise_by_corpus(data, "anger")  # every clip is anger: the same statistics
+    assert np.allclose(np.concatenate(data.copies[0][:3]).std(0), 1, atol=1e-4)
 
 
 def test_masked_loss_ignores_labels_a_corpus_lacks() -> None:

@@ -321,7 +321,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
-        normalise_by_corpus(data)
+        try:
+            normalise_by_corpus(data, options.corpus_norm)
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     torch.set_num_threads(1)
     config = {**DEFAULT_CONFIG[args.arch], **config_over, "n_labels": len(data.labels)}
     config["input_dim"] = int(data.copies[0][0].shape[1])

@@ -83,20 +83,28 @@ def load_data(
     return data
 
 
-def normalise_by_corpus(data: TrainingData) -> None:
+def normalise_by_corpus(data: TrainingData, source: str = "all") -> None:
     """Standardise every corpus's frames with that corpus's own frame mean and
-    standard deviation (every copy, by the clean copy's statistics; in place).
+    standard deviation (every copy, by the clean copy's statistics; in place),
+    taken over all its clips or, with ``source`` a label, over its clips of that
+    label only (neutral: statistics of calm traffic).
 
     A held-out corpus is standardised by its own unlabelled clips too: the
     deployment counterpart is a running normalisation over the traffic of many
     calls (``TrainOptions.corpus_norm``)."""
     corpora = np.array([u.corpus for u in data.utterances])
+    labels = np.array([data.labels[k] for k in data.y])
     counts, means, stds = moments(data.copies[0])
     for corpus in np.unique(corpora):
         rows = np.flatnonzero(corpora == corpus)
-        n = counts[rows].sum()
-        mean = (counts[rows, None] * means[rows]).sum(0) / n
-        second = (counts[rows, None] * (stds[rows] ** 2 + means[rows] ** 2)).sum(0) / n
+        stats = rows if source == "all" else rows[labels[rows] == source]
+        if not len(stats):
+            raise ValueError(f"corpus {corpus} has no {source} clips to normalise by")
+        n = counts[stats].sum()
+        mean = (counts[stats, None] * means[stats]).sum(0) / n
+        second = (counts[stats, None] * (stds[stats] ** 2 + means[stats] ** 2)).sum(
+            0
+        ) / n
         scale = 1.0 / np.maximum(np.sqrt(np.maximum(second - mean**2, 0.0)), 1e-3)
         shift, scale = mean.astype(np.float32), scale.astype(np.float32)
         for feats in (*data.copies, *([data.telephone] if data.telephone else [])):

@@ -92,9 +92,10 @@ class TrainOptions:
     embedding (0 = off): the head is pushed towards features that do not tell the
     training corpora apart (Ganin and Lempitsky, 2015). The weight ramps up from 0
     over training; the classifier is not exported."""
-    corpus_norm: bool = False
+    corpus_norm: str = ""
     """Standardise each corpus's features by its own statistics, a held-out corpus
-    included (``data.normalise_by_corpus``): a measurement of what a running
+    included (``data.normalise_by_corpus``), over "all" its clips or its clips of
+    one label ("neutral"); "" = off. A measurement of what a running
     normalisation over a deployment's traffic would give; not exported."""
     augment: dict[str, Any] = field(default_factory=dict)
     """Overrides of ``features_cache.AugmentOptions`` for the augmented copies, e.g.
