@@ -42,8 +42,9 @@ _LOGGER = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 LIVE_ACTIVE_S = 30.0
-"""Live streams count as active this long after one queued an utterance for
-transcription: bulk transcription then takes one utterance at a time."""
+"""Live streams count as active this long after one sent audio or queued an
+utterance for transcription: bulk transcription then takes one utterance at a
+time."""
 LIVE_OVERLOAD_S = 10.0
 """Live streams count as in overload this long after one of their utterances went
 without a transcript: bulk transcription then waits."""
@@ -94,7 +95,7 @@ class Engine:
         """(start time, size) of each transcription batch running."""
         self._bulk_batches = 0
         self._last_live = -math.inf
-        """When a live stream last queued an utterance for transcription."""
+        """When a live stream last sent audio or queued an utterance."""
         self._last_live_skip = -math.inf
         """When a live utterance was last labelled without a transcript (overload)."""
         self._acoustic_pending = 0
@@ -162,6 +163,11 @@ class Engine:
         the workers belong to the utterances whose ``utterance.end`` is owed.
         """
         return self._in_flight >= self.options.workers or bool(self._queue.live_waiting)
+
+    def note_live(self) -> None:
+        """A live stream's audio arrived now: for ``LIVE_ACTIVE_S`` bulk
+        transcription takes one utterance at a time."""
+        self._last_live = time.monotonic()
 
     @property
     def idle(self) -> bool:
@@ -267,7 +273,7 @@ class Engine:
         streams leave: none while a live utterance waits or is transcribed, none
         while live streams are in overload (one of their utterances went without
         a transcript in the last ``LIVE_OVERLOAD_S``), and, while live streams are
-        active (one queued an utterance in the last ``LIVE_ACTIVE_S``), one utterance at a time,
+        active (``note_live``), one utterance at a time,
         one batch at a time, so that a live utterance arriving meanwhile waits
         behind one transcription at most. With no live stream, bulk batches leave
         one worker free (when there are two or more) for a call that starts."""

@@ -45,6 +45,14 @@ class StreamPace:
             return math.inf
         return max(closed_at, paced)
 
+    def keeps_pace(self, end_sample: int, now: float) -> bool:
+        """Whether the stream is known to come at its real-time pace: live, and
+        more than ``FAST_SENDER_S`` of its audio (up to ``end_sample``, come at
+        ``now``) has come without it running ahead."""
+        self.note(end_sample, now)
+        past = end_sample > FAST_SENDER_S * SAMPLE_RATE_HZ
+        return self.live and not self.bulk and past
+
     def note(self, end_sample: int, now: float) -> float:
         """When audio up to ``end_sample`` would have arrived in real time; the
         stream becomes bulk if it came more than ``FAST_SENDER_S`` sooner (``now``)."""

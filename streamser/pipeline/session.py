@@ -181,6 +181,10 @@ class StreamSession:
             )
         self.engine.metrics.audio_seconds.inc(lanes.shape[0] / SAMPLE_RATE_HZ)
         self._push(lanes)
+        if self.pace.keeps_pace(
+            self._lanes[0].segmenter.samples_seen, time.monotonic()
+        ):
+            self.engine.note_live()
         for lane in self._lanes:
             self._partials.maybe_start(lane)
         settled = min(lane.segmenter.settled_sample for lane in self._lanes)
