@@ -101,6 +101,18 @@ def _revisions(outcomes: Sequence[StreamOutcome]) -> tuple[int, int, int]:
     return revisions, stable, utterances
 
 
+def _long_with_text(outcomes: Sequence[StreamOutcome]) -> str:
+    """Utterances longer than 2 s that got partial text, of all of them."""
+    long = with_text = 0
+    for outcome in outcomes:
+        heard = {p["utterance_id"] for p in outcome.partials if p.get("text")}
+        for final in outcome.finals:
+            if final["end"] - final["start"] > 2.0:
+                long += 1
+                with_text += final["utterance_id"] in heard
+    return f"{with_text} of {long}"
+
+
 def _not_transcribed(outcomes: Sequence[Any]) -> str:
     """Why the clips' utterances went without a transcript (``asr``: count)."""
     counts = Counter(a for o in outcomes for a in o.asr if a != "ok")
@@ -149,6 +161,7 @@ def run(quick: bool = False) -> Section:
                     count,
                     utterances,
                     with_partials,
+                    _long_with_text(outcomes),
                     _ms(firsts_s, 50),
                     _ms(firsts_s, 95),
                     f"{revisions} of {stable}",
@@ -185,6 +198,7 @@ _HEADER: Final = [
     "streams",
     "utterances",
     "with partial text",
+    "over 2 s with partial text",
     "first partial p50 ms",
     "first partial p95 ms",
     "revisions",
