@@ -33,6 +33,7 @@ from streamser.events import (
     ModalityScores,
     SpeechStart,
     StreamEnd,
+    TranscriptPartial,
     UtteranceEnd,
 )
 from streamser.metrics import Metrics
@@ -244,6 +245,45 @@ async def test_redis_hub_replays_filters_and_goes_live(
         await hub.close()
         for sink in sinks:
             await sink.close()
+
+
+@needs_redis
+async def test_redis_hub_sends_partials_live_and_never_replays_them(
+    redis_server: RedisServer,
+) -> None:
+    """``transcript.partial`` is live only, with the Redis hub as with the memory
+    hub: a replay skips it, a live subscriber gets it."""
+    options = RedisSinkOptions(url=redis_server.url, stream="partials-test")
+    sink = RedisSink(options, Metrics())
+    await sink.start()
+    seq = EventSequencer(origin="a:1")
+
+    def partial(text: str) -> TranscriptPartial:
+        return TranscriptPartial(0, 0.0, 1.0, text=text, stable="")
+
+    sink(seq.stamp("call", SpeechStart(0, 0.0)))
+    sink(seq.stamp("call", partial("hello")))
+    sink(seq.stamp("call", StreamEnd(1, 2.0)))
+    await wait_for(lambda: not sink.buffered, 10, "written")
+    hub = RedisHub(HubOptions(backend="redis"), Metrics(), options)
+    await hub.start()
+    try:
+        replay = hub.subscribe(after=0)
+        await wait_for(lambda: replay.queue.qsize() == 2, 10, "replay")
+        live = hub.subscribe()
+        sink(seq.stamp("call", partial("hello again")))
+        await wait_for(
+            lambda: live.queue.qsize() == 1 and replay.queue.qsize() == 3, 10, "live"
+        )
+        assert [replay.queue.get_nowait().body.TYPE for _ in range(3)] == [
+            "speech.start",
+            "stream.end",
+            "transcript.partial",
+        ]
+        assert live.queue.get_nowait().body.text == "hello again"
+    finally:
+        await hub.close()
+        await sink.close()
 
 
 @needs_redis

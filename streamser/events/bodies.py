@@ -240,7 +240,7 @@ class TranscriptPartial(_UtteranceSpan):
 
 
 TRANSIENT_TYPES: Final[frozenset[str]] = frozenset({"transcript.partial"})
-"""Event types kept out of replay retention (the hub's ring, Redis): previews that
+"""Event types kept out of replays (and out of the memory hub's ring): previews that
 the ``utterance.end`` after them supersedes."""
 
 

@@ -23,7 +23,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 from redis.exceptions import RedisError, ResponseError
 
 from streamser.errors import ProtocolError
-from streamser.events import Envelope
+from streamser.events import TRANSIENT_TYPES, Envelope
 from streamser.metrics import Metrics
 from streamser.serve import handshake
 from streamser.serve.hub import (
@@ -267,8 +267,12 @@ class RedisHub(Hub[RedisSubscription]):
                 low = entry_id
                 sub.last = key
                 envelope = self._parse(entry_id, entry)
-                if envelope is not None and sub.wants(envelope):
-                    sub.queue.put_nowait(envelope)
+                if (
+                    envelope is not None
+                    and envelope.body.TYPE not in TRANSIENT_TYPES
+                    and sub.wants(envelope)
+                ):
+                    sub.queue.put_nowait(envelope)  # partials are live only
             if caught_up:
                 break
         backlog, sub.backlog = sub.backlog, []
