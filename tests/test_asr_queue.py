@@ -161,3 +161,14 @@ def test_a_bulk_utterance_is_given_up_after_its_wait_while_workers_are_busy() ->
     queue.add("up1", "upload", due=math.inf, now=20.0)
     assert queue.overdue(now=30.0, running=[], item_s=1.0, bulk_blocked=True) == []
     assert queue.overdue(now=36.0, running=[], item_s=1.0, bulk_blocked=True) == ["up1"]
+
+
+def test_a_patient_bulk_utterance_is_never_given_up() -> None:
+    """A file's utterance (no connection to keep alive) waits however long it takes,
+    and sets no deadline for the batcher to wake up for."""
+    queue = AsrQueue[str](1, 1, bulk_max_wait_s=16.0)
+    queue.add("file0", "file", due=math.inf, now=0.0, patient=True)
+    assert queue.next_deadline() == math.inf
+    assert queue.overdue(now=100.0, running=[(99.0, 1)], item_s=1.0) == []
+    assert queue.overdue(now=100.0, running=[], item_s=1.0, bulk_blocked=True) == []
+    assert queue.take(100.0, 1.0) == ["file0"]

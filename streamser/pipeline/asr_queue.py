@@ -39,6 +39,7 @@ class _Entry(Generic[_T]):
     stream: str
     due: float
     added: float
+    patient: bool = False
 
 
 class _RoundRobin(Generic[_T]):
@@ -122,11 +123,15 @@ class AsrQueue(Generic[_T]):
         self._live: _RoundRobin[_T] = _RoundRobin()
         self._bulk: _RoundRobin[_T] = _RoundRobin()
 
-    def add(self, item: _T, stream: str, due: float, now: float) -> None:
+    def add(
+        self, item: _T, stream: str, due: float, now: float, *, patient: bool = False
+    ) -> None:
         """Queue ``item`` of ``stream`` at time ``now``; ``due`` is when its
-        transcript is owed, or infinity for a bulk stream."""
+        transcript is owed, or infinity for a bulk stream. A ``patient`` bulk
+        utterance (a file read as fast as recognition goes, with no connection
+        to keep alive) is never given up."""
         lane = self._bulk if math.isinf(due) else self._live
-        lane.add(_Entry(item, stream, due, now))
+        lane.add(_Entry(item, stream, due, now, patient))
 
     def __len__(self) -> int:
         return len(self._live) + len(self._bulk)
@@ -151,7 +156,9 @@ class AsrQueue(Generic[_T]):
         """The earliest due time of a live utterance or the time a bulk one is
         given up (infinity: none)."""
         dues = (e.due for e in self._live.order())
-        given_up = (e.added + self.bulk_max_wait_s for e in self._bulk.order())
+        given_up = (
+            e.added + self.bulk_max_wait_s for e in self._bulk.order() if not e.patient
+        )
         return min((*dues, *given_up), default=math.inf)
 
     def batch_s(self, size: int, item_s: float) -> float:
@@ -238,5 +245,7 @@ class AsrQueue(Generic[_T]):
         given_up = now - self.bulk_max_wait_s
         skipped = self._live.remove(lambda e: id(e) in doomed) if doomed else []
         if running or bulk_blocked:
-            skipped += self._bulk.remove(lambda e: e.added <= given_up)
+            skipped += self._bulk.remove(
+                lambda e: e.added <= given_up and not e.patient
+            )
         return [e.item for e in skipped]

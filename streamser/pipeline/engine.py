@@ -189,6 +189,7 @@ class Engine:
         stream: str = "",
         *,
         transcribe: bool = True,
+        patient: bool = False,
     ) -> Recognized:
         """Recognise one utterance, batched with those of other streams.
 
@@ -204,6 +205,8 @@ class Engine:
             stream: the stream it belongs to (ASR goes round-robin by stream).
             transcribe: False to recognise it from the voice only at once, without
                 waiting for ASR (``asr`` "off").
+            patient: a bulk utterance of a source with no connection to keep
+                alive (a file): it waits for ASR however long it takes.
         """
         if self._batcher is None or self._batcher.done():
             self._batcher = asyncio.create_task(self._batch_loop(), name="batcher")
@@ -220,7 +223,7 @@ class Engine:
         now = time.monotonic()
         if not request.bulk:
             self._last_live = now
-        self._queue.add(request, stream, due, now)
+        self._queue.add(request, stream, due, now, patient=patient)
         self._wake.set()
         return await request.result
 

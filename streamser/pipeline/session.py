@@ -374,6 +374,7 @@ class StreamSession:
                     self.pace.arrival(ending.end_sample, time.monotonic()),
                     self.stream_id,
                     transcribe=self.transcribe,
+                    patient=not self.pace.live,
                 )
             ),
         )
@@ -410,6 +411,7 @@ class StreamSession:
             self.pace.arrival(pending.end_sample, pending.closed_at),
             self.stream_id,
             transcribe=self.transcribe,
+            patient=not self.pace.live,
         )
 
     @property
