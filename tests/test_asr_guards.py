@@ -19,6 +19,7 @@ from streamser.recognition.transcript_checks import (
     choose_transcript,
     compression_ratio,
     cut_repeated_ngrams,
+    judge,
 )
 
 from conftest import FIXTURE_MODELS
@@ -212,3 +213,41 @@ def test_fallback_decodes_the_failing_rows_of_a_batch() -> None:
     alone = asr.encoder.encode(ctranslate2.StorageView.from_array(batch[[2, 0]]))
     np.testing.assert_allclose(np.asarray(rows), np.asarray(alone), atol=1e-3)
     assert asr._subset(encoded, batch, [0, 1, 2]) is encoded
+
+
+def test_a_phrase_said_three_times_is_speech_not_a_loop() -> None:
+    """A phrase repeated at a speaking pace passes; faster than speech, or a word or
+    a pair of words repeated, it is a loop."""
+    options = AsrOptions()
+    said = "Kids are talking by the door. " * 3
+    assert judge(said, -0.1, 0.0, options, seconds=5.4).passed
+    assert judge(said, -0.1, 0.0, options, seconds=3.0).looping  # 6 words a second
+    assert judge("no no no", -0.1, 0.0, options, seconds=3.0).looping
+    assert judge("by the door door door door", -0.1, 0.0, options, seconds=9.0).looping
+    assert judge("Thank you for watching. " * 5, -0.2, 0.0, options, 2.0).looping
+
+
+def test_a_statement_said_three_times_gets_its_transcript(datasets: Path) -> None:
+    """Real speech: RAVDESS actors saying the same statement three times in one
+    utterance are transcribed, repetitions and all, not rejected as loops."""
+    from streamser.recognition.asr import WhisperAsr
+    from streamser.recognition.features import log_mel
+
+    asr = WhisperAsr(AsrOptions(device="cpu"))
+    texts = []
+    for actor in ("01", "03", "06"):
+        folder = datasets / "ravdess" / f"Actor_{actor}"
+        clips = sorted(folder.glob(f"03-01-0[1-4]-0?-01-0?-{actor}.*"))[:3]
+        assert len(clips) == 3
+        parts = []
+        for clip in clips:
+            audio, rate = sf.read(clip, dtype="float32")
+            audio = soxr.resample(audio, rate, 16000) if rate != 16000 else audio
+            loud = np.flatnonzero(np.abs(audio) > 0.02 * np.abs(audio).max())
+            parts += [audio[loud[0] : loud[-1] + 1], np.zeros(2400, np.float32)]
+        transcript = asr.transcribe_batch([log_mel(np.concatenate(parts))], ["en"])[0]
+        assert not transcript.rejected, actor
+        texts.append(transcript.text.lower())
+    # Whisper may merge a repetition; it must not lose the utterance for one.
+    assert all(t.count("kids are talking") >= 2 for t in texts), texts
+    assert any(t.count("kids are talking") == 3 for t in texts), texts

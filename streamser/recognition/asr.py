@@ -204,6 +204,8 @@ class WhisperAsr:
         self,
         mels: Sequence[npt.NDArray[np.float32]],
         languages: Sequence[str | None],
+        *,
+        fallback: bool = True,
     ) -> list[Transcript]:
         """Transcribe several utterances in one encoder and one decoder call.
 
@@ -216,6 +218,9 @@ class WhisperAsr:
         Args:
             mels: log-mel arrays (n_frames, 80), one per utterance.
             languages: ISO 639-1 code per utterance, or None to detect it.
+            fallback: decode again at rising temperatures where the first decoding
+                fails a check (False: one decoding only, as a partial transcript
+                wants: the next one tries again).
 
         Returns:
             One transcript per utterance; ``rejected`` (and empty) where no decoding
@@ -226,7 +231,9 @@ class WhisperAsr:
         batch = self._pad(mels)
         encoded = self._encode(batch)
         resolved = self._languages(encoded, languages)
-        tries = self._decode(encoded, batch, resolved, max(m.shape[0] for m in mels))
+        tries = self._decode(
+            encoded, batch, resolved, [m.shape[0] for m in mels], fallback=fallback
+        )
         options = self.options
         transcripts = []
         for i, (attempts, (code, prob)) in enumerate(zip(tries, resolved, strict=True)):
@@ -330,11 +337,13 @@ class WhisperAsr:
         encoded: Any,
         batch: npt.NDArray[np.float32],
         resolved: Sequence[tuple[str, float]],
-        longest_frames: int,
+        frames: Sequence[int],
+        *,
+        fallback: bool,
     ) -> list[list[Decoding]]:
-        """Every decoding of each utterance: the first (``beam_size``), then, for
-        those whose text fails a check, sampling at rising temperatures (as
-        faster-whisper's transcribe) until it passes."""
+        """Every decoding of each utterance (``frames``: its log-mel frames): the
+        first (``beam_size``), then, for those whose text fails a check, sampling
+        at rising temperatures (as faster-whisper's transcribe) until it passes."""
         tokenizer = self._tokenizer
         multilingual = self.model.model.is_multilingual
         prompts = [
@@ -349,16 +358,17 @@ class WhisperAsr:
         ]
         generate = partial(
             self.model.model.generate,
-            max_length=min(448, 16 + int(12 * (longest_frames / 100))),
+            max_length=min(448, 16 + int(12 * (max(frames) / 100))),
             return_scores=True,
             return_no_speech_prob=True,
             suppress_blank=True,
             suppress_tokens=self._suppress_tokens,
         )
         first = generate(encoded, prompts, beam_size=self.options.beam_size)
-        tries = [[self._judge(result)] for result in first]
+        seconds = [n / 100 for n in frames]
+        tries = [[self._judge(r, seconds[i])] for i, r in enumerate(first)]
         failing = [i for i, t in enumerate(tries) if t[-1].needs_fallback]
-        for temperature in self.options.temperatures:
+        for temperature in self.options.temperatures if fallback else []:
             if not failing:
                 break
             _LOGGER.debug(
@@ -376,7 +386,7 @@ class WhisperAsr:
                 sampling_temperature=temperature,
             )
             for i, result in zip(failing, results, strict=True):
-                tries[i].append(self._judge(result))
+                tries[i].append(self._judge(result, seconds[i]))
             failing = [i for i in failing if tries[i][-1].needs_fallback]
         return tries
 
@@ -401,10 +411,10 @@ class WhisperAsr:
             raise ValueError(f"Whisper has no language {code!r}")
         return int(token)
 
-    def _judge(self, result: Any) -> Decoding:
+    def _judge(self, result: Any, seconds: float) -> Decoding:
         """One decoding's text and checks."""
         ids = [t for t in result.sequences_ids[0] if t < self._tokenizer.eot]
         length = len(ids)
         avg_logprob = result.scores[0] * length / (length + 1) if length else -10.0
         text = self._tokenizer.decode(ids).strip()
-        return judge(text, avg_logprob, result.no_speech_prob, self.options)
+        return judge(text, avg_logprob, result.no_speech_prob, self.options, seconds)

@@ -189,10 +189,14 @@ class Recognizer:
     def partial_transcript(
         self, audio: npt.NDArray[np.float32], language: str | None
     ) -> str:
-        """What Whisper hears in the speech so far ("" with ASR off, or when no
-        decoding passes its checks)."""
-        transcript = self._transcribe([log_mel(audio)], [language])[0]
-        return transcript.text if transcript is not None else ""
+        """What Whisper hears in the speech so far: one decoding, no fallback ("" with
+        ASR off, or when it fails a check)."""
+        if self.asr is None or not self.options.asr.enabled:
+            return ""
+        transcript = self.asr.transcribe_batch(
+            [log_mel(audio)], [language], fallback=False
+        )[0]
+        return transcript.text
 
     def _transcribe(
         self,

@@ -22,6 +22,10 @@ _LOOP_REPEATS: Final = 3
 """An n-gram this many times in a row is a repetition loop."""
 _MAX_NGRAM: Final = 8
 """The longest n-gram ``cut_repeated_ngrams`` looks for, in words."""
+SPOKEN_WORDS_PER_S: Final = 4.0
+"""Faster than this, text cannot have been said in the audio: a phrase repeated at
+this pace or slower was said ("Kids are talking by the door" three times in 5 s);
+faster, it is a loop (Whisper's fill ``max_length``, 12 tokens a second)."""
 
 
 @dataclass(frozen=True)
@@ -54,9 +58,19 @@ class Decoding:
 
 
 def judge(
-    text: str, avg_logprob: float, no_speech_prob: float, options: AsrOptions
+    text: str,
+    avg_logprob: float,
+    no_speech_prob: float,
+    options: AsrOptions,
+    seconds: float = 0.0,
 ) -> Decoding:
-    """One decoding's text and its checks under ``options``' thresholds."""
+    """One decoding's text and its checks under ``options``' thresholds.
+
+    ``seconds``: the audio's length. A phrase (three or more words) said three
+    times in a row is speech, not a loop, when the whole text fits the audio at a
+    speaking pace (``SPOKEN_WORDS_PER_S``); a word or a pair of words repeated so
+    is always a loop.
+    """
     return Decoding(
         text=text,
         avg_logprob=avg_logprob,
@@ -65,7 +79,7 @@ def judge(
         silent=no_speech_prob > options.no_speech_threshold
         and avg_logprob < options.log_prob_threshold,
         looping=compression_ratio(text) > options.compression_ratio_threshold
-        or cut_repeated_ngrams(text) != text
+        or (cut_repeated_ngrams(text) != text and not _said(text, seconds))
         or _CHARACTER_LOOP.search(text) is not None,
         confident=avg_logprob >= options.log_prob_threshold,
     )
@@ -96,6 +110,15 @@ def choose_transcript(
             continue
         kept.append((attempt.avg_logprob, cut))
     return max(kept)[1] if kept else None
+
+
+def _said(text: str, seconds: float) -> bool:
+    """Whether ``text``'s repetitions are of phrases and it fits ``seconds`` of
+    audio at a speaking pace."""
+    return (
+        cut_repeated_ngrams(text, max_ngram=2) == text
+        and len(text.split()) <= SPOKEN_WORDS_PER_S * seconds
+    )
 
 
 def compression_ratio(text: str) -> float:
