@@ -131,3 +131,31 @@ async def test_partial_transcripts_of_a_long_utterance(
     # The subscriber that named its types gets no partial transcript.
     assert any(e["type"] == "utterance.end" for e in watched)
     assert not [e for e in watched if e["type"] == "transcript.partial"]
+
+
+async def test_first_partial_text_goes_to_the_utterance_that_waited_longest(
+    recognizer: Recognizer,
+) -> None:
+    """Utterances without partial text stand in line, oldest first, and leave it
+    when they get text or close; an idle engine rests after a partial transcript
+    before an utterance with text gets more."""
+    config = Config()
+    engine = Engine(
+        recognizer, config.pipeline, config.vad, config.segmenter, Metrics()
+    )
+    waiting = {"a": True, "b": True}
+    engine.await_text("a", lambda: waiting["a"])
+    engine.await_text("b", lambda: waiting["b"])
+    engine.await_text("a", lambda: True)  # already in line: keeps its place
+    assert engine.next_for_text == "a"
+    assert engine.idle and not engine.room_for_more_text
+    waiting["a"] = False  # got its text, or its utterance closed
+    assert engine.next_for_text == "b"
+    waiting["b"] = False
+    assert engine.next_for_text is None
+    assert engine.room_for_more_text
+    audio = np.zeros(16000, np.float32)
+    await engine.run("partial_asr", recognizer.partial_transcript, audio, "en")
+    assert not engine.room_for_more_text  # rests as long as the partial took
+    await asyncio.sleep(0.05)
+    engine.close()

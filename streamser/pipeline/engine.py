@@ -9,7 +9,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
@@ -41,6 +41,8 @@ from streamser.recognition.recognizer import Recognition, Recognizer, UtteranceR
 _LOGGER = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
+TRANSCRIPTION_STAGES = frozenset({"recognize", "partial_asr"})
+"""The ``Engine.run`` stages that run Whisper (the others are short)."""
 LIVE_ACTIVE_S = 30.0
 """Live streams count as active this long after one sent audio or queued an
 utterance for transcription: bulk transcription then takes one utterance at a
@@ -88,6 +90,10 @@ class Engine:
         )
         self._outbox: deque[Envelope] = deque()
         self._in_flight = 0
+        self._transcriptions = 0
+        """Runs of ``TRANSCRIPTION_STAGES`` in flight."""
+        self._partials_rest_until = -math.inf
+        """Later partial transcripts wait until then (``room_for_more_text``)."""
         self._queue: AsrQueue[_Request] = AsrQueue(
             workers, options.max_batch, per_utterance=_device(recognizer) != "cuda"
         )
@@ -107,6 +113,8 @@ class Engine:
         batch's cost grows with its size (CPU), else per batch."""
         self._batcher: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
+        self._awaiting_text: dict[Hashable, Callable[[], bool]] = {}
+        """Open utterances in line for their first partial text, oldest first."""
 
     def add_sink(
         self, sink: Callable[[Envelope], None], *, first: bool = False
@@ -145,12 +153,20 @@ class Engine:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         acoustic_only = stage == "acoustic"
+        transcription = stage in TRANSCRIPTION_STAGES
         executor = self._acoustic_executor if acoustic_only else self._executor
         self._in_flight += not acoustic_only
+        self._transcriptions += transcription
         try:
             return await loop.run_in_executor(executor, func, *args)
         finally:
             self._in_flight -= not acoustic_only
+            self._transcriptions -= transcription
+            if stage == "partial_asr":
+                # As long again as it took: partials keep at most half a worker
+                # busy, and a final that comes meanwhile has the CPU to itself.
+                now = time.perf_counter()
+                self._partials_rest_until = now + (now - started)
             self.metrics.stage_seconds.labels(stage).observe(
                 time.perf_counter() - started
             )
@@ -170,9 +186,38 @@ class Engine:
         self._last_live = time.monotonic()
 
     @property
+    def room_for_more_text(self) -> bool:
+        """Whether an utterance with partial text may get more now: the engine is
+        idle, none waits for its first partial text, and the last partial
+        transcript ended at least as long ago as it took."""
+        return (
+            self.idle
+            and time.perf_counter() >= self._partials_rest_until
+            and self.next_for_text is None
+        )
+
+    @property
     def idle(self) -> bool:
-        """Whether no recognition runs and no utterance waits for transcription."""
-        return not self._in_flight and not self._queue
+        """Whether no transcription runs (final or partial) and no utterance waits
+        for one; short emotion partials may run."""
+        return not self._transcriptions and not self._queue
+
+    def await_text(self, key: Hashable, waiting: Callable[[], bool]) -> None:
+        """Put an open utterance that wants its first partial text in line for it
+        (``key``: the utterance's, ``waiting``: whether it still does); it leaves
+        the line when ``waiting`` turns false."""
+        self._awaiting_text.setdefault(key, waiting)
+
+    @property
+    def next_for_text(self) -> Hashable | None:
+        """The open utterance that has waited longest for its first partial text
+        (its ``await_text`` key), or None. Until none waits, the later partials of
+        others wait: every utterance gets some text before any gets more."""
+        for key, waiting in list(self._awaiting_text.items()):
+            if waiting():
+                return key
+            del self._awaiting_text[key]
+        return None
 
     def stop_asr_at(self, when: float) -> None:
         """From ``time.monotonic()`` ``when`` on, start no transcription (shutdown):

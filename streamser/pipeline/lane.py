@@ -68,6 +68,9 @@ class Lane:
     """The segmenter's utterance index to the stream-wide ``utterance_id``."""
     prefix: StablePrefix = field(default_factory=StablePrefix)
     """The stable words of the open utterance's partial transcripts."""
+    text_owed: bool = False
+    """A partial transcript of the open utterance was due but skipped (recognition
+    was busy): it is tried again with the next audio."""
 
     def open(self, utterance_id: int, start_sample: int, partial_samples: int) -> None:
         """Note the utterance confirmed at ``start_sample`` (its ``speech.start``);
@@ -75,7 +78,13 @@ class Lane:
         self.open_id = utterance_id
         self.open_start = start_sample
         self.prefix = StablePrefix()
+        self.text_owed = False
         self.next_partial_sample = start_sample + partial_samples
+
+    @property
+    def running_partial(self) -> bool:
+        """Whether a partial of the lane is being made."""
+        return self.partial is not None and not self.partial.done()
 
     def partial_due(self, partial_samples: int) -> bool:
         """Whether the open utterance is due a partial now (then the next one is
@@ -86,7 +95,7 @@ class Lane:
             return False
         if segmenter.samples_seen < self.next_partial_sample:
             return False
-        if self.partial is not None and not self.partial.done():
+        if self.running_partial:
             return False
         self.next_partial_sample = segmenter.samples_seen + partial_samples
         return True

@@ -2,9 +2,10 @@
 
 While an utterance is open, every ``partial_interval_ms`` of audio a lane starts an
 ``emotion.partial`` of its latest speech and, on a live stream with ASR on, a
-``transcript.partial`` of the utterance so far; both are skipped while recognition is
-busy, since the final results are owed first, and a transcript partial of an
-utterance that already had partial text waits for an idle engine.
+``transcript.partial`` of the utterance so far. Both are skipped while recognition is
+busy, since the final results are owed first; a skipped transcript partial is tried
+again with the next audio. Transcript partials run one at a time, on an idle engine,
+and an utterance still without partial text goes before those that have some.
 """
 
 from __future__ import annotations
@@ -66,13 +67,20 @@ class Partials:
         return self.engine.options.partial_interval_ms * SAMPLE_RATE_HZ // 1000
 
     def maybe_start(self, lane: Lane) -> None:
-        """Start the lane's next partial if one is due and recognition is not busy."""
-        if lane.open_id is None or not lane.partial_due(self.interval_samples):
+        """Start the lane's next partial if one is due and recognition is not busy,
+        or, when the last partial transcript was skipped, that transcript as soon
+        as its turn comes."""
+        if lane.open_id is None or lane.running_partial:
+            return
+        due = lane.partial_due(self.interval_samples)
+        with_text = (due or lane.text_owed) and self._with_text(lane)
+        if due and self.engine.busy:
+            self.engine.metrics.skipped_partials.inc()
+            lane.text_owed = with_text
+            return
+        if not due and not (with_text and self._text_turn(lane)):
             return
         segmenter = lane.segmenter
-        if self.engine.busy:
-            self.engine.metrics.skipped_partials.inc()
-            return
         window = self.engine.options.partial_window_ms * SAMPLE_RATE_HZ // 1000
         audio = segmenter.active_audio()
         lane.partial = asyncio.create_task(
@@ -81,10 +89,31 @@ class Partials:
                 lane.open_id,
                 lane.open_start,
                 segmenter.samples_seen,
-                audio[-window:],
-                audio[-WHISPER_WINDOW_SAMPLES:] if self._with_text(lane) else None,
+                audio[-window:] if due else None,
+                audio[-WHISPER_WINDOW_SAMPLES:] if with_text else None,
             )
         )
+
+    def _text_turn(self, lane: Lane) -> bool:
+        """Whether the lane's partial transcript may run now: on an idle engine
+        only, so that a final transcript never waits for a partial or shares the
+        CPU with one it could have avoided. Utterances still without partial text
+        go first, the one that has waited longest first; one with text gets more
+        only when the engine has rested (``Engine.room_for_more_text``)."""
+        engine = self.engine
+        if lane.prefix.heard:
+            return engine.room_for_more_text
+        utterance_id, prefix = lane.open_id, lane.prefix
+        key = (id(lane), utterance_id)
+        engine.await_text(
+            key,
+            lambda: (
+                lane.open_id == utterance_id
+                and lane.prefix is prefix
+                and not prefix.heard
+            ),
+        )
+        return engine.idle and engine.next_for_text == key
 
     def _with_text(self, lane: Lane) -> bool:
         """Whether partials carry text: a live stream, sent at its real-time pace,
@@ -101,35 +130,37 @@ class Partials:
         utterance_id: int,
         start_sample: int,
         end_sample: int,
-        audio: npt.NDArray[np.float32],
+        audio: npt.NDArray[np.float32] | None,
         speech: npt.NDArray[np.float32] | None,
     ) -> None:
-        """Emit the ``emotion.partial`` of ``audio`` (the latest speech), then,
-        given the utterance's ``speech`` so far and unless recognition became busy
-        meanwhile (a final transcript is owed first), its ``transcript.partial``."""
-        try:
-            scores = await self.engine.run(
-                "partial",
-                self.engine.recognizer.partial,
-                audio,
-                lane.baseline.snapshot(),
+        """Emit the ``emotion.partial`` of ``audio`` (the latest speech; None: no
+        emotion partial is due), then the ``transcript.partial`` of the utterance's
+        ``speech`` so far when it is its turn (else it is owed)."""
+        if audio is not None:
+            try:
+                scores = await self.engine.run(
+                    "partial",
+                    self.engine.recognizer.partial,
+                    audio,
+                    lane.baseline.snapshot(),
+                )
+            except Exception:
+                _LOGGER.exception("Partial emotion failed on stream %s", self.stream_id)
+                return
+            if utterance_id <= lane.last_done_id:
+                return  # its utterance.end is already out and says more
+            self._emit(
+                partial_event(
+                    utterance_id, start_sample, end_sample, scores, lane.channel
+                )
             )
-        except Exception:
-            _LOGGER.exception("Partial emotion failed on stream %s", self.stream_id)
-            return
-        if utterance_id <= lane.last_done_id:
-            return  # its utterance.end is already out and says more
-        self._emit(
-            partial_event(utterance_id, start_sample, end_sample, scores, lane.channel)
-        )
         if speech is None:
             return
-        # An utterance's first partial text needs a free worker; a later one waits
-        # for an idle engine, so that on a busy host every utterance gets some
-        # text before any gets more.
-        if self.engine.busy or (lane.prefix.heard and not self.engine.idle):
+        if not self._text_turn(lane):
             self.engine.metrics.skipped_partials.inc()
+            lane.text_owed = True
             return
+        lane.text_owed = False
         prefix = lane.prefix
         try:
             text = await self.engine.run(
