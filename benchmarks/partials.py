@@ -7,8 +7,10 @@ the time from the first speech sample sent to the first partial text (p50, p95, 
 1 and 4 streams); revisions of the stable prefix (replayed from the partials by the
 protocol's rule, and the final transcript); client-side final latency (from the
 chunk holding the end of speech to ``utterance.end``) at 1, 4 and 16 streams; server
-CPU seconds per utterance. "Off" is the same server with
-``pipeline.partial_interval_ms = 0`` (no partials of either kind).
+CPU seconds per utterance. "Off" is a second server with
+``pipeline.partial_interval_ms = 0`` (no partials of either kind), up beside the first:
+at 1 and 4 streams the two take turns (on, off, on, off) with the same utterances in
+each pair of turns, so a drift in the host's load falls on both.
 """
 
 from __future__ import annotations
@@ -35,6 +37,10 @@ from .common import (
 _LOGGER = logging.getLogger(__name__)
 
 COUNTS: Final = (1, 4, 16)
+UTTERANCES: Final = {1: 6, 4: 5, 16: 3}
+"""Long utterances each stream plays in one turn."""
+ROUNDS: Final = {1: 2, 4: 2, 16: 1}
+"""Turns of each setting (on, off, on, off, ...)."""
 GAP_S: Final = 0.15
 UTTERANCE_GAP_S: Final = 2.0
 
@@ -62,11 +68,14 @@ def _long_utterances(quick: bool) -> tuple[list[Any], list[np.ndarray]]:
     return firsts, audios
 
 
-def _plans(count: int, firsts: list[Any], audios: list[np.ndarray]) -> list[Programme]:
-    rng = np.random.default_rng(count)
+def _plans(
+    count: int, turn: int, each: int, firsts: list[Any], audios: list[np.ndarray]
+) -> list[Programme]:
+    """``count`` streams of ``each`` long utterances, the same for a ``turn``."""
+    rng = np.random.default_rng([count, turn])
     plans = []
     for _ in range(count):
-        picks = rng.choice(len(audios), 3, replace=False)
+        picks = rng.choice(len(audios), each, replace=False)
         plans.append(
             programme(
                 [firsts[i] for i in picks],
@@ -132,65 +141,89 @@ def run(quick: bool = False) -> Section:
     data: dict[str, Any] = {"models": models_note, "utterance_s": {}}
     lengths = [a.shape[0] / 16000 for a in audios]
     data["utterance_s"] = {"min": min(lengths), "max": max(lengths)}
-    for name, pipeline in (("on", {}), ("off", {"partial_interval_ms": 0})):
-        settings = {
+    settings: dict[str, dict[str, dict[str, Any]]] = {
+        name: {
             "emotion": {"model_dir": str(models)},
             "server": dict(SERVER_LIMITS),
             "pipeline": pipeline,
         }
-        with serve(settings) as server:
-            for count in counts:
-                load = load_average()
-                cpu = server.cpu_seconds()
-                outcomes = asyncio.run(
-                    play_all(
-                        server.url,
-                        _plans(count, firsts, audios),
-                        chunk_ms=100,
-                        stagger_s=1.0,
+        for name, pipeline in (("on", {}), ("off", {"partial_interval_ms": 0}))
+    }
+    with serve(settings["on"]) as on, serve(settings["off"]) as off:
+        for count in counts:
+            turns: dict[str, list[tuple[list[StreamOutcome], float, str]]] = {
+                "on": [],
+                "off": [],
+            }
+            for turn in range(1 if quick else ROUNDS[count]):
+                each = 1 if quick else UTTERANCES[count]
+                plans = _plans(count, turn, each, firsts, audios)
+                for name, server in (("on", on), ("off", off)):
+                    load = load_average()
+                    cpu = server.cpu_seconds()
+                    outcomes = asyncio.run(
+                        play_all(server.url, plans, chunk_ms=100, stagger_s=1.0)
                     )
-                )
-                cpu = server.cpu_seconds() - cpu
-                finals = [v for o in outcomes for v in o.client_latency_s]
-                firsts_s = [v for o in outcomes for v in o.first_partial_s]
-                revisions, stable, with_partials = _revisions(outcomes)
-                utterances = len(finals)
-                lost = sum(o.missed + o.shed + len(o.errors) for o in outcomes)
-                row = [
-                    name,
-                    count,
-                    utterances,
-                    with_partials,
-                    _long_with_text(outcomes),
-                    _ms(firsts_s, 50),
-                    _ms(firsts_s, 95),
-                    f"{revisions} of {stable}",
-                    _ms(finals, 50),
-                    _ms(finals, 95),
-                    sum(o.transcribed for o in outcomes),
-                    _not_transcribed(outcomes),
-                    lost,
-                    cpu / max(1, utterances),
-                    load,
-                ]
+                    turns[name].append((outcomes, server.cpu_seconds() - cpu, load))
+            for name, runs in turns.items():
+                row = _row(name, count, runs)
                 rows.append(row)
                 data[f"{name} {count}"] = dict(zip(_HEADER, row, strict=True))
+    rows.sort(key=lambda row: (row[0] != "on", row[1]))
     body = "\n".join(
         [
             f"Long utterances: three silence-trimmed RAVDESS clips of one actor joined "
-            f"by {GAP_S:g} s gaps ({min(lengths):.1f}-{max(lengths):.1f} s); each "
-            f"stream plays three with {UTTERANCE_GAP_S:g} s gaps, in real time. "
+            f"by {GAP_S:g} s gaps ({min(lengths):.1f}-{max(lengths):.1f} s). In one "
+            "turn each stream plays "
+            + ", ".join(
+                f"{n} at {c} stream{'s' * (c > 1)}" for c, n in UTTERANCES.items()
+            )
+            + f" with {UTTERANCE_GAP_S:g} s gaps, in real time; partials on and off "
+            "run on two servers up side by side, taking turns (on, off, on, off) "
+            "with the same utterances in each pair: "
+            + ", ".join(f"{n} turns each at {c}" for c, n in ROUNDS.items())
+            + ". "
             "First partial = first speech sample sent to the first "
             "transcript.partial; revisions = stable words changed later (by a "
             "partial or the final transcript) of all stable words; final = chunk "
             "holding the end of speech to utterance.end (client side); CPU = server "
             "CPU seconds per utterance; load = the host's 1/5/15-minute load "
-            "average when the step began (the load generator runs on the same host).",
+            "average when the first turn began (the load generator runs on the same "
+            "host).",
             "",
             markdown_table(_HEADER, rows),
         ]
     )
     return Section("Partial transcripts on and off", __file__, body, data)
+
+
+def _row(
+    name: str, count: int, runs: Sequence[tuple[list[StreamOutcome], float, str]]
+) -> list[Any]:
+    """One table row from every turn of a setting at a stream count."""
+    outcomes = [o for run, _, _ in runs for o in run]
+    cpu = sum(cpu for _, cpu, _ in runs)
+    finals = [v for o in outcomes for v in o.client_latency_s]
+    firsts_s = [v for o in outcomes for v in o.first_partial_s]
+    revisions, stable, with_partials = _revisions(outcomes)
+    utterances = len(finals)
+    return [
+        name,
+        count,
+        utterances,
+        with_partials,
+        _long_with_text(outcomes),
+        _ms(firsts_s, 50),
+        _ms(firsts_s, 95),
+        f"{revisions} of {stable}",
+        _ms(finals, 50),
+        _ms(finals, 95),
+        sum(o.transcribed for o in outcomes),
+        _not_transcribed(outcomes),
+        sum(o.missed + o.shed + len(o.errors) for o in outcomes),
+        cpu / max(1, utterances),
+        runs[0][2],
+    ]
 
 
 _HEADER: Final = [
