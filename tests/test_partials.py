@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -138,7 +139,8 @@ async def test_first_partial_text_goes_to_the_utterance_that_waited_longest(
 ) -> None:
     """Utterances without partial text stand in line, oldest first, and leave it
     when they get text or close; an idle engine rests after a partial transcript
-    before an utterance with text gets more."""
+    before an utterance with text gets more; partials stop while live streams are
+    in overload."""
     config = Config()
     engine = Engine(
         recognizer, config.pipeline, config.vad, config.segmenter, Metrics()
@@ -157,5 +159,12 @@ async def test_first_partial_text_goes_to_the_utterance_that_waited_longest(
     audio = np.zeros(16000, np.float32)
     await engine.run("partial_asr", recognizer.partial_transcript, audio, "en")
     assert not engine.room_for_more_text  # rests as long as the partial took
-    await asyncio.sleep(0.05)
+    # A live utterance that waited past asr_max_lag_ms goes without a transcript:
+    # live streams are in overload, and partials stop.
+    assert not engine.overloaded
+    late = await engine.recognize(
+        audio, "en", arrived=time.monotonic() - 60, stream="late"
+    )
+    assert late.asr == "skipped_overload"
+    assert engine.overloaded
     engine.close()

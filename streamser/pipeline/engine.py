@@ -180,6 +180,13 @@ class Engine:
         """
         return self._in_flight >= self.options.workers or bool(self._queue.live_waiting)
 
+    @property
+    def overloaded(self) -> bool:
+        """Whether live streams are in overload: one of their utterances went
+        without a transcript in the last ``LIVE_OVERLOAD_S``. Partials and bulk
+        transcription wait then."""
+        return time.monotonic() - self._last_live_skip < LIVE_OVERLOAD_S
+
     def note_live(self) -> None:
         """A live stream's audio arrived now: for ``LIVE_ACTIVE_S`` bulk
         transcription takes one utterance at a time."""
@@ -327,10 +334,9 @@ class Engine:
         one worker free (when there are two or more) for a call that starts."""
         if self._queue.live_waiting or len(self._batches) > self._bulk_batches:
             return 0
-        now = time.monotonic()
-        if now - self._last_live_skip < LIVE_OVERLOAD_S:
+        if self.overloaded:
             return 0
-        if now - self._last_live < LIVE_ACTIVE_S:
+        if time.monotonic() - self._last_live < LIVE_ACTIVE_S:
             return 0 if self._bulk_batches else 1
         free = self._bulk_batches < max(1, self.options.workers - 1)
         return self.options.max_batch if free else 0

@@ -3,9 +3,10 @@
 While an utterance is open, every ``partial_interval_ms`` of audio a lane starts an
 ``emotion.partial`` of its latest speech and, on a live stream with ASR on, a
 ``transcript.partial`` of the utterance so far. Both are skipped while recognition is
-busy, since the final results are owed first; a skipped transcript partial is tried
-again with the next audio. Transcript partials run one at a time, on an idle engine,
-and an utterance still without partial text goes before those that have some.
+busy or live streams are in overload (``Engine.overloaded``), since the final results
+are owed first; a skipped transcript partial is tried again with the next audio.
+Transcript partials run one at a time, on an idle engine, and an utterance still
+without partial text goes before those that have some.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ class Partials:
             return
         due = lane.partial_due(self.interval_samples)
         with_text = (due or lane.text_owed) and self._with_text(lane)
-        if due and self.engine.busy:
+        if due and (self.engine.busy or self.engine.overloaded):
             self.engine.metrics.skipped_partials.inc()
             lane.text_owed = with_text
             return
@@ -101,6 +102,8 @@ class Partials:
         go first, the one that has waited longest first; one with text gets more
         only when the engine has rested (``Engine.room_for_more_text``)."""
         engine = self.engine
+        if engine.overloaded:
+            return False
         if lane.prefix.heard:
             return engine.room_for_more_text
         utterance_id, prefix = lane.open_id, lane.prefix
