@@ -39,7 +39,7 @@ _LOGGER = logging.getLogger(__name__)
 COUNTS: Final = (1, 4, 16)
 UTTERANCES: Final = {1: 6, 4: 5, 16: 3}
 """Long utterances each stream plays in one turn."""
-ROUNDS: Final = {1: 2, 4: 2, 16: 1}
+ROUNDS: Final = {1: 2, 4: 3, 16: 1}
 """Turns of each setting (on, off, on, off, ...)."""
 GAP_S: Final = 0.15
 UTTERANCE_GAP_S: Final = 2.0
