@@ -40,6 +40,7 @@ PARTS = (
     "segmentation",
     "acoustic_cost",
     "text_cost",
+    "e5_onnx",
     "stages",
     "latency",
     "capacity",
@@ -51,7 +52,7 @@ PARTS = (
     "redis",
     "uploads",
 )
-DEFAULT_PARTS = tuple(part for part in PARTS if part != "gpu")
+DEFAULT_PARTS = tuple(part for part in PARTS if part not in ("gpu", "e5_onnx"))
 
 
 def _runner(part: str) -> Callable[[bool], Section]:
