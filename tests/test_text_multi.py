@@ -94,7 +94,9 @@ def test_german_and_persian_text_get_emotion_and_sentiment(
     text_only: Recognizer,
 ) -> None:
     texts = [
-        "Ich hasse dich, verschwinde sofort!",
+        # clearly negative (0.79); "Ich hasse dich, verschwinde sofort!" was a tie
+        # (negative 0.489, positive 0.487) that a 0.99996-cosine vector turns over
+        "Ich hasse dich, du bist widerlich!",
         "دیگه نمی‌تونم تحمل کنم.",
         "Der Lappen liegt auf dem Eisschrank.",
         " ",
