@@ -207,7 +207,8 @@ class E5Tokenizer:
     unknowns: it picks other pieces on a few lines, so the loop is ported instead.)
     The vocabulary is looked up through a sorted array of the pieces' string hashes
     (a few MB, where a dict of 250,000 strings holds about 50), every hit checked
-    against the piece's text.
+    against the piece's text; a span longer than the longest piece that starts with
+    its first character is not looked up.
     """
 
     def __init__(self, model: E5File) -> None:
@@ -225,8 +226,12 @@ class E5Tokenizer:
         self._pieces = order.astype(np.int32)
         self._scores = array("f", model.scores.tobytes())
         self._unk_score = float(model.scores.min() - np.float32(10.0))
-        lengths = np.diff(model.piece_offsets)
-        self._max_bytes = int(lengths.max())
+        self._longest: dict[str, int] = {}
+        """First character -> length of the longest piece starting with it."""
+        for i in keep.tolist():
+            text = model.piece(i)
+            if text and len(text) > self._longest.get(text[0], 0):
+                self._longest[text[0]] = len(text)
         self.unk = model.unk
         self.bos = model.bos
         self.eos = model.eos
@@ -241,18 +246,16 @@ class E5Tokenizer:
     def _matches(self, normal: str) -> list[tuple[int, int, int]]:
         """(start, end, piece) of every piece in ``normal``, by start then end."""
         n = len(normal)
-        ends = [0] * (n + 1)
-        for i, char in enumerate(normal):
-            ends[i + 1] = ends[i] + len(char.encode("utf-8"))
-        spans: list[tuple[int, int]] = []
         keys: list[int] = []
-        for i in range(n):
-            limit = ends[i] + self._max_bytes
-            for e in range(i + 1, n + 1):
-                if ends[e] > limit:
-                    break
-                spans.append((i, e))
-                keys.append(hash(normal[i:e]))
+        starts: list[int] = []
+        stops: list[int] = []
+        longest = self._longest
+        for i, char in enumerate(normal):
+            stop = min(n, i + longest.get(char, 0))
+            if stop > i:
+                keys.extend([hash(normal[i:e]) for e in range(i + 1, stop + 1)])
+                starts.extend([i] * (stop - i))
+                stops.extend(range(i + 1, stop + 1))
         if not keys:
             return []
         wanted = np.array(keys, np.int64)
@@ -260,7 +263,7 @@ class E5Tokenizer:
         at[at == len(self._hashes)] = 0
         out = []
         for k in np.flatnonzero(self._hashes[at] == wanted).tolist():
-            i, e = spans[k]
+            i, e = starts[k], stops[k]
             # equal hashes: find the piece of that hash whose text is the span's
             j = int(at[k])
             while j < len(self._hashes) and self._hashes[j] == keys[k]:
