@@ -22,6 +22,7 @@ from websockets.asyncio.client import connect
 from streamser.config import Config
 from streamser.metrics import Metrics
 from streamser.pipeline import Engine
+from streamser.pipeline.engine import PARTIAL_OVERLOAD_S
 from streamser.recognition.emotion_options import EmotionOptions
 from streamser.recognition.recognizer import Recognizer, RecognizerOptions
 from streamser.serve.handshake import ServerOptions
@@ -158,13 +159,13 @@ async def test_first_partial_text_goes_to_the_utterance_that_waited_longest(
     assert engine.room_for_more_text
     audio = np.zeros(16000, np.float32)
     await engine.run("partial_asr", recognizer.partial_transcript, audio, "en")
-    assert not engine.room_for_more_text  # rests as long as the partial took
+    assert not engine.room_for_more_text  # rests after the partial
     # A live utterance that waited past asr_max_lag_ms goes without a transcript:
     # live streams are in overload, and partials stop.
-    assert not engine.overloaded
+    assert not engine.overloaded()
     late = await engine.recognize(
         audio, "en", arrived=time.monotonic() - 60, stream="late"
     )
     assert late.asr == "skipped_overload"
-    assert engine.overloaded
+    assert engine.overloaded() and engine.overloaded(PARTIAL_OVERLOAD_S)
     engine.close()

@@ -43,6 +43,14 @@ _T = TypeVar("_T")
 
 TRANSCRIPTION_STAGES = frozenset({"recognize", "partial_asr"})
 """The ``Engine.run`` stages that run Whisper (the others are short)."""
+PARTIAL_REST = 3.0
+"""After a partial transcript, later partials (of utterances that have text) wait this
+many times as long as it took: they keep at most a quarter of a worker busy, and a
+final that comes meanwhile mostly has the CPU to itself."""
+PARTIAL_OVERLOAD_S = 3.0
+"""Partials stop this long after a live utterance went without a transcript: under
+sustained overload that keeps them off; after one late utterance (a burst of finals)
+they come back with the next utterances."""
 LIVE_ACTIVE_S = 30.0
 """Live streams count as active this long after one sent audio or queued an
 utterance for transcription: bulk transcription then takes one utterance at a
@@ -163,10 +171,8 @@ class Engine:
             self._in_flight -= not acoustic_only
             self._transcriptions -= transcription
             if stage == "partial_asr":
-                # As long again as it took: partials keep at most half a worker
-                # busy, and a final that comes meanwhile has the CPU to itself.
                 now = time.perf_counter()
-                self._partials_rest_until = now + (now - started)
+                self._partials_rest_until = now + PARTIAL_REST * (now - started)
             self.metrics.stage_seconds.labels(stage).observe(
                 time.perf_counter() - started
             )
@@ -180,12 +186,11 @@ class Engine:
         """
         return self._in_flight >= self.options.workers or bool(self._queue.live_waiting)
 
-    @property
-    def overloaded(self) -> bool:
+    def overloaded(self, within_s: float = LIVE_OVERLOAD_S) -> bool:
         """Whether live streams are in overload: one of their utterances went
-        without a transcript in the last ``LIVE_OVERLOAD_S``. Partials and bulk
-        transcription wait then."""
-        return time.monotonic() - self._last_live_skip < LIVE_OVERLOAD_S
+        without a transcript in the last ``within_s``. Bulk transcription waits
+        ``LIVE_OVERLOAD_S`` then, partials ``PARTIAL_OVERLOAD_S``."""
+        return time.monotonic() - self._last_live_skip < within_s
 
     def note_live(self) -> None:
         """A live stream's audio arrived now: for ``LIVE_ACTIVE_S`` bulk
@@ -195,8 +200,8 @@ class Engine:
     @property
     def room_for_more_text(self) -> bool:
         """Whether an utterance with partial text may get more now: the engine is
-        idle, none waits for its first partial text, and the last partial
-        transcript ended at least as long ago as it took."""
+        idle, none waits for its first partial text, and the engine has rested
+        ``PARTIAL_REST`` times as long as the last partial transcript took."""
         return (
             self.idle
             and time.perf_counter() >= self._partials_rest_until
@@ -334,7 +339,7 @@ class Engine:
         one worker free (when there are two or more) for a call that starts."""
         if self._queue.live_waiting or len(self._batches) > self._bulk_batches:
             return 0
-        if self.overloaded:
+        if self.overloaded():
             return 0
         if time.monotonic() - self._last_live < LIVE_ACTIVE_S:
             return 0 if self._bulk_batches else 1

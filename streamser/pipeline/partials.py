@@ -3,10 +3,10 @@
 While an utterance is open, every ``partial_interval_ms`` of audio a lane starts an
 ``emotion.partial`` of its latest speech and, on a live stream with ASR on, a
 ``transcript.partial`` of the utterance so far. Both are skipped while recognition is
-busy or live streams are in overload (``Engine.overloaded``), since the final results
-are owed first; a skipped transcript partial is tried again with the next audio.
-Transcript partials run one at a time, on an idle engine, and an utterance still
-without partial text goes before those that have some.
+busy or for ``PARTIAL_OVERLOAD_S`` after a live utterance went without a transcript,
+since the final results are owed first; a skipped transcript partial is tried again
+with the next audio. Transcript partials run one at a time, on an idle engine, and an
+utterance still without partial text goes before those that have some.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy.typing as npt
 
 from streamser.audio import SAMPLE_RATE_HZ
 from streamser.events import Event
-from streamser.pipeline.engine import Engine
+from streamser.pipeline.engine import PARTIAL_OVERLOAD_S, Engine
 from streamser.pipeline.lane import Lane
 from streamser.pipeline.pace import StreamPace
 from streamser.pipeline.utterance_events import partial_event, transcript_partial
@@ -75,7 +75,8 @@ class Partials:
             return
         due = lane.partial_due(self.interval_samples)
         with_text = (due or lane.text_owed) and self._with_text(lane)
-        if due and (self.engine.busy or self.engine.overloaded):
+        overloaded = self.engine.overloaded(PARTIAL_OVERLOAD_S)
+        if due and (self.engine.busy or overloaded):
             self.engine.metrics.skipped_partials.inc()
             lane.text_owed = with_text
             return
@@ -102,7 +103,7 @@ class Partials:
         go first, the one that has waited longest first; one with text gets more
         only when the engine has rested (``Engine.room_for_more_text``)."""
         engine = self.engine
-        if engine.overloaded:
+        if engine.overloaded(PARTIAL_OVERLOAD_S):
             return False
         if lane.prefix.heard:
             return engine.room_for_more_text
