@@ -41,6 +41,7 @@ PARTS = (
     "acoustic_cost",
     "text_cost",
     "e5_onnx",
+    "text_neutral",
     "stages",
     "latency",
     "capacity",
@@ -52,7 +53,9 @@ PARTS = (
     "redis",
     "uploads",
 )
-DEFAULT_PARTS = tuple(part for part in PARTS if part not in ("gpu", "e5_onnx"))
+DEFAULT_PARTS = tuple(
+    part for part in PARTS if part not in ("gpu", "e5_onnx", "text_neutral")
+)
 
 
 def _runner(part: str) -> Callable[[bool], Section]:
@@ -86,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=PARTS,
         default=list(DEFAULT_PARTS),
         help="which parts to run (default: all but gpu, so that a run on a host "
-        "without a GPU never replaces the GPU section)",
+        "without a GPU never replaces the GPU section, and but the model checks "
+        "e5_onnx and text_neutral)",
     )
     parser.add_argument(
         "--output",
