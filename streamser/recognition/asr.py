@@ -23,11 +23,8 @@ from streamser.recognition.asr_options import AsrOptions
 from streamser.recognition.cuda import cuda_device_count, preload_cuda_libraries
 from streamser.recognition.features import MAX_MEL_FRAMES, N_MELS, log_mel
 from streamser.recognition.transcript_checks import Decoding, choose_transcript, judge
-from streamser.recognition.whisper_model import (
-    cache_dir,
-    default_whisper_dir,
-    load_error,
-)
+from streamser.recognition.user_cache import cache_dir
+from streamser.recognition.whisper_model import default_whisper_dir, load_error
 
 _LOGGER = logging.getLogger(__name__)
 

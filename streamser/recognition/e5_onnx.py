@@ -25,9 +25,7 @@ import logging
 import mmap
 import os
 import re
-import shutil
 import struct
-import tempfile
 from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -39,7 +37,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streamser.errors import ModelError
-from streamser.recognition.whisper_model import cache_dir
+from streamser.recognition.user_cache import build_into, cache_dir, sha256_of
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -56,7 +54,6 @@ BUILDER_VERSION: Final = 2
 _GRAPH_FILE: Final = "encoder.onnx"
 _MARKER: Final = "streamser-built.json"
 _SOURCE: Final = "e5-small-q4.bin"
-_CHUNK_BYTES: Final = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -609,21 +606,13 @@ def package_model_file() -> Path:
     return path
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(_CHUNK_BYTES):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _source_facts(source: Path) -> dict[str, object]:
     return {
         "builder": BUILDER_VERSION,
         "variant": "q4",
         "source": source.name,
         "source_size": source.stat().st_size,
-        "source_sha256": _sha256(source),
+        "source_sha256": sha256_of(source),
     }
 
 
@@ -635,7 +624,7 @@ def _is_complete(folder: Path, facts: dict[str, object]) -> bool:
             return False
         if graph.stat().st_size != recorded["size"]:
             return False
-        return bool(recorded["sha256"] == _sha256(graph))
+        return bool(recorded["sha256"] == sha256_of(graph))
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return False
 
@@ -660,27 +649,21 @@ def encoder_graph(model: E5File, root: Path | None = None) -> Path:
     if _is_complete(folder, facts):
         return folder / _GRAPH_FILE
     _LOGGER.info("Building the multilingual-e5-small ONNX graph into %s", folder)
+
+    def write(tmp: Path) -> dict[str, object]:
+        graph = build_graph(model, "q4")
+        with (tmp / _GRAPH_FILE).open("wb") as out:
+            out.write(graph)
+            out.flush()
+            os.fsync(out.fileno())
+        return {
+            **facts,
+            "size": len(graph),
+            "sha256": hashlib.sha256(graph).hexdigest(),
+        }
+
     try:
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".e5-", dir=folder.parent))
-        try:
-            graph = build_graph(model, "q4")
-            with (tmp / _GRAPH_FILE).open("wb") as out:
-                out.write(graph)
-                out.flush()
-                os.fsync(out.fileno())
-            marker = {
-                **facts,
-                "size": len(graph),
-                "sha256": hashlib.sha256(graph).hexdigest(),
-            }
-            (tmp / _MARKER).write_text(json.dumps(marker))
-            if folder.exists():
-                shutil.rmtree(folder)
-            os.replace(tmp, folder)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+        build_into(folder, write, _MARKER)
     except OSError as err:
         if _is_complete(folder, facts):  # another process built it meanwhile
             return folder / _GRAPH_FILE

