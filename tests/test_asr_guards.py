@@ -251,3 +251,34 @@ def test_a_statement_said_three_times_gets_its_transcript(datasets: Path) -> Non
     # Whisper may merge a repetition; it must not lose the utterance for one.
     assert all(t.count("kids are talking") >= 2 for t in texts), texts
     assert any(t.count("kids are talking") == 3 for t in texts), texts
+
+
+def test_fallback_decodings_stop_when_asked(datasets: Path) -> None:
+    """Real speech whose first decoding loops (RAVDESS actor 13 saying one
+    statement three times): Whisper's fallback asks before each temperature
+    whether to go on, and stops at the first no, as it does under load while
+    live utterances wait for the worker."""
+    from streamser.recognition.asr import WhisperAsr
+    from streamser.recognition.features import log_mel
+
+    folder = datasets / "ravdess" / "Actor_13"
+    clips = sorted(folder.glob("03-01-0[1-4]-0?-01-0?-13.*"))[:3]
+    assert len(clips) == 3
+    parts = []
+    for clip in clips:
+        audio, rate = sf.read(clip, dtype="float32")
+        audio = soxr.resample(audio, rate, 16000) if rate != 16000 else audio
+        loud = np.flatnonzero(np.abs(audio) > 0.02 * np.abs(audio).max())
+        parts += [audio[loud[0] : loud[-1] + 1], np.zeros(2400, np.float32)]
+    mel = log_mel(np.concatenate(parts))
+    asr = WhisperAsr(AsrOptions(device="cpu"))
+    asked: list[bool] = []
+    stopped = asr.transcribe_batch([mel], ["en"], fallback=lambda: asked.append(False))
+    assert asked == [False]  # asked once, before the first fallback, and stopped
+    assert stopped[0].rejected  # the looping first decoding alone is not a transcript
+    answers = iter([True, False])
+    asked.clear()
+    asr.transcribe_batch(
+        [mel], ["en"], fallback=lambda: asked.append(True) or next(answers)
+    )
+    assert 1 <= len(asked) <= 2  # one fallback ran, then it stopped, or it passed

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -202,7 +202,7 @@ class WhisperAsr:
         mels: Sequence[npt.NDArray[np.float32]],
         languages: Sequence[str | None],
         *,
-        fallback: bool = True,
+        fallback: bool | Callable[[], bool] = True,
     ) -> list[Transcript]:
         """Transcribe several utterances in one encoder and one decoder call.
 
@@ -217,7 +217,9 @@ class WhisperAsr:
             languages: ISO 639-1 code per utterance, or None to detect it.
             fallback: decode again at rising temperatures where the first decoding
                 fails a check (False: one decoding only, as a partial transcript
-                wants: the next one tries again).
+                wants: the next one tries again; a callable: only while it returns
+                True, asked before each temperature, so that a run of fallbacks
+                yields to utterances that wait for the worker).
 
         Returns:
             One transcript per utterance; ``rejected`` (and empty) where no decoding
@@ -336,7 +338,7 @@ class WhisperAsr:
         resolved: Sequence[tuple[str, float]],
         frames: Sequence[int],
         *,
-        fallback: bool,
+        fallback: bool | Callable[[], bool],
     ) -> list[list[Decoding]]:
         """Every decoding of each utterance (``frames``: its log-mel frames): the
         first (``beam_size``), then, for those whose text fails a check, sampling
@@ -366,7 +368,7 @@ class WhisperAsr:
         tries = [[self._judge(r, seconds[i])] for i, r in enumerate(first)]
         failing = [i for i, t in enumerate(tries) if t[-1].needs_fallback]
         for temperature in self.options.temperatures if fallback else []:
-            if not failing:
+            if not failing or (callable(fallback) and not fallback()):
                 break
             _LOGGER.debug(
                 "Whisper fallback at temperature %.1f for %d of %d utterances",

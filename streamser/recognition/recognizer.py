@@ -8,7 +8,7 @@ thread-safe: one instance serves every stream.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -203,6 +203,7 @@ class Recognizer:
         mels: Sequence[npt.NDArray[np.float32]],
         languages: Sequence[str | None],
         wanted: Sequence[bool] | None = None,
+        fallback: bool | Callable[[], bool] = True,
     ) -> list[Transcript | None]:
         """Transcripts of the ``wanted`` utterances (all by default); None for the
         others, and for all when ASR is off."""
@@ -213,7 +214,9 @@ class Recognizer:
         results: list[Transcript | None] = [None] * len(mels)
         if chosen:
             transcripts = self.asr.transcribe_batch(
-                [mels[i] for i in chosen], [languages[i] for i in chosen]
+                [mels[i] for i in chosen],
+                [languages[i] for i in chosen],
+                fallback=fallback,
             )
             for i, transcript in zip(chosen, transcripts, strict=True):
                 results[i] = transcript
@@ -256,14 +259,21 @@ class Recognizer:
         return self.recognize_batch([UtteranceRequest(audio, language)])[0]
 
     def recognize_batch(
-        self, requests: Sequence[UtteranceRequest]
+        self,
+        requests: Sequence[UtteranceRequest],
+        fallback: bool | Callable[[], bool] = True,
     ) -> list[Recognition]:
-        """Recognise several utterances; emotion graphs run once for the batch."""
+        """Recognise several utterances; emotion graphs run once for the batch.
+        ``fallback``: Whisper's fallback decodings, as ``WhisperAsr.transcribe_batch``
+        takes it."""
         if not requests:
             return []
         mels = [log_mel(r.audio) for r in requests]
         made = self._transcribe(
-            mels, [r.language for r in requests], [r.transcribe for r in requests]
+            mels,
+            [r.language for r in requests],
+            [r.transcribe for r in requests],
+            fallback,
         )
         transcripts = [
             t if t is not None else Transcript("", r.language or "", 0.0)
