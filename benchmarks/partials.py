@@ -111,15 +111,23 @@ def _revisions(outcomes: Sequence[StreamOutcome]) -> tuple[int, int, int]:
 
 
 def _long_with_text(outcomes: Sequence[StreamOutcome]) -> str:
-    """Utterances longer than 2 s that got partial text, of all of them."""
+    """Utterances longer than 2 s that got partial text, of all of them, and the
+    length and ``asr`` of each that got none."""
     long = with_text = 0
+    missed = []
     for outcome in outcomes:
         heard = {p["utterance_id"] for p in outcome.partials if p.get("text")}
         for final in outcome.finals:
-            if final["end"] - final["start"] > 2.0:
+            length = final["end"] - final["start"]
+            if length > 2.0:
                 long += 1
-                with_text += final["utterance_id"] in heard
-    return f"{with_text} of {long}"
+                if final["utterance_id"] in heard:
+                    with_text += 1
+                else:
+                    missed.append(f"{length:.1f} s {final.get('asr')}")
+    if not missed or not with_text:
+        return f"{with_text} of {long}"
+    return f"{with_text} of {long} (none: {', '.join(missed)})"
 
 
 def _not_transcribed(outcomes: Sequence[Any]) -> str:
