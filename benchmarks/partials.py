@@ -125,7 +125,7 @@ def _long_with_text(outcomes: Sequence[StreamOutcome]) -> str:
                     with_text += 1
                 else:
                     missed.append(f"{length:.1f} s {final.get('asr')}")
-    if not missed or not with_text:
+    if not missed or len(missed) > 5:
         return f"{with_text} of {long}"
     return f"{with_text} of {long} (none: {', '.join(missed)})"
 

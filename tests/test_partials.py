@@ -10,9 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import threading
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +22,7 @@ from websockets.asyncio.client import connect
 from streamser.config import Config
 from streamser.metrics import Metrics
 from streamser.pipeline import Engine
-from streamser.pipeline.engine import PARTIAL_OVERLOAD_S, PARTIAL_PATIENCE_S
+from streamser.pipeline.engine import PARTIAL_OVERLOAD_S
 from streamser.recognition.emotion_options import EmotionOptions
 from streamser.recognition.recognizer import Recognizer, RecognizerOptions
 from streamser.serve.handshake import ServerOptions
@@ -170,32 +168,4 @@ async def test_first_partial_text_goes_to_the_utterance_that_waited_longest(
     )
     assert late.asr == "skipped_overload"
     assert engine.overloaded() and engine.overloaded(PARTIAL_OVERLOAD_S)
-    engine.close()
-
-
-async def test_first_partial_text_waits_for_an_idle_engine_then_takes_a_free_worker(
-    recognizer: Recognizer,
-) -> None:
-    """While a transcription runs, an utterance in line for its first partial text
-    waits ``PARTIAL_PATIENCE_S``; then it takes a free worker beside it, but never
-    one that an utterance waits for."""
-    config = Config()
-    pipeline = replace(config.pipeline, workers=2)
-    engine = Engine(recognizer, pipeline, config.vad, config.segmenter, Metrics())
-    release = threading.Event()
-    final = asyncio.create_task(engine.run("recognize", release.wait, 30))
-    await asyncio.sleep(0.05)
-    assert not engine.idle and not engine.busy
-    engine.await_text("a", lambda: True)
-    assert not engine.first_text_turn("a")  # a final runs: not yet
-    await asyncio.sleep(PARTIAL_PATIENCE_S)
-    assert engine.first_text_turn("a")  # waited long enough, a worker is free
-    engine.await_text("b", lambda: True)
-    assert not engine.first_text_turn("b")  # "a" waited longer
-    second = asyncio.create_task(engine.run("recognize", release.wait, 30))
-    await asyncio.sleep(0.05)
-    assert engine.busy and not engine.first_text_turn("a")  # no worker free
-    release.set()
-    await asyncio.gather(final, second)
-    assert engine.idle and engine.first_text_turn("a")
     engine.close()

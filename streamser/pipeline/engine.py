@@ -47,10 +47,6 @@ PARTIAL_REST = 3.0
 """After a partial transcript, later partials (of utterances that have text) wait this
 many times as long as it took: they keep at most a quarter of a worker busy, and a
 final that comes meanwhile mostly has the CPU to itself."""
-PARTIAL_PATIENCE_S = 0.5
-"""An utterance that has waited this long in line for its first partial text gets it
-on a free worker even while a transcription runs (never while one waits): under
-steady load the engine is seldom idle, and every utterance is owed some text."""
 PARTIAL_OVERLOAD_S = 3.0
 """Partials stop this long after a live utterance went without a transcript: under
 sustained overload that keeps them off; after one late utterance (a burst of finals)
@@ -125,9 +121,8 @@ class Engine:
         batch's cost grows with its size (CPU), else per batch."""
         self._batcher: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
-        self._awaiting_text: dict[Hashable, tuple[Callable[[], bool], float]] = {}
-        """Open utterances in line for their first partial text, oldest first, with
-        when each joined the line."""
+        self._awaiting_text: dict[Hashable, Callable[[], bool]] = {}
+        """Open utterances in line for their first partial text, oldest first."""
 
     def add_sink(
         self, sink: Callable[[Envelope], None], *, first: bool = False
@@ -223,26 +218,14 @@ class Engine:
         """Put an open utterance that wants its first partial text in line for it
         (``key``: the utterance's, ``waiting``: whether it still does); it leaves
         the line when ``waiting`` turns false."""
-        self._awaiting_text.setdefault(key, (waiting, time.monotonic()))
-
-    def first_text_turn(self, key: Hashable) -> bool:
-        """Whether the utterance ``key`` (in line by ``await_text``) may run its first
-        partial transcript now: it is first in line, and the engine is idle, or it
-        has waited ``PARTIAL_PATIENCE_S`` and a worker is free with no utterance
-        waiting for one."""
-        if self.next_for_text != key:
-            return False
-        if self.idle:
-            return True
-        waited = time.monotonic() - self._awaiting_text[key][1]
-        return waited >= PARTIAL_PATIENCE_S and not self.busy and not self._queue
+        self._awaiting_text.setdefault(key, waiting)
 
     @property
     def next_for_text(self) -> Hashable | None:
         """The open utterance that has waited longest for its first partial text
         (its ``await_text`` key), or None. Until none waits, the later partials of
         others wait: every utterance gets some text before any gets more."""
-        for key, (waiting, _) in list(self._awaiting_text.items()):
+        for key, waiting in list(self._awaiting_text.items()):
             if waiting():
                 return key
             del self._awaiting_text[key]

@@ -5,8 +5,7 @@ While an utterance is open, every ``partial_interval_ms`` of audio a lane starts
 ``transcript.partial`` of the utterance so far. Both are skipped while recognition is
 busy or for ``PARTIAL_OVERLOAD_S`` after a live utterance went without a transcript,
 since the final results are owed first; a skipped transcript partial is tried again
-with the next audio. Transcript partials run one at a time, on an idle engine (a
-first one, after waiting ``PARTIAL_PATIENCE_S``, on any free worker), and an
+with the next audio. Transcript partials run one at a time, on an idle engine, and an
 utterance still without partial text goes before those that have some.
 """
 
@@ -102,9 +101,7 @@ class Partials:
         only, so that a final transcript never waits for a partial or shares the
         CPU with one it could have avoided. Utterances still without partial text
         go first, the one that has waited longest first; one with text gets more
-        only when the engine has rested (``Engine.room_for_more_text``); one
-        that has waited long for its first text may run beside a final
-        (``Engine.first_text_turn``)."""
+        only when the engine has rested (``Engine.room_for_more_text``)."""
         engine = self.engine
         if engine.overloaded(PARTIAL_OVERLOAD_S):
             return False
@@ -120,7 +117,7 @@ class Partials:
                 and not prefix.heard
             ),
         )
-        return engine.first_text_turn(key)
+        return engine.idle and engine.next_for_text == key
 
     def _with_text(self, lane: Lane) -> bool:
         """Whether partials carry text: a live stream, sent at its real-time pace,
