@@ -227,6 +227,21 @@ def test_a_phrase_said_three_times_is_speech_not_a_loop() -> None:
     assert judge("Thank you for watching. " * 5, -0.2, 0.0, options, 2.0).looping
 
 
+def _said_three_times(datasets: Path, actor: str) -> np.ndarray:
+    """A RAVDESS actor's first three takes of "kids are talking by the door",
+    trimmed of quiet and joined by 0.15 s of silence (16 kHz)."""
+    folder = datasets / "ravdess" / f"Actor_{actor}"
+    clips = sorted(folder.glob(f"03-01-0[1-4]-0?-01-0?-{actor}.*"))[:3]
+    assert len(clips) == 3
+    parts = []
+    for clip in clips:
+        audio, rate = sf.read(clip, dtype="float32")
+        audio = soxr.resample(audio, rate, 16000) if rate != 16000 else audio
+        loud = np.flatnonzero(np.abs(audio) > 0.02 * np.abs(audio).max())
+        parts += [audio[loud[0] : loud[-1] + 1], np.zeros(2400, np.float32)]
+    return np.concatenate(parts)
+
+
 def test_a_statement_said_three_times_gets_its_transcript(datasets: Path) -> None:
     """Real speech: RAVDESS actors saying the same statement three times in one
     utterance are transcribed, repetitions and all, not rejected as loops."""
@@ -236,16 +251,8 @@ def test_a_statement_said_three_times_gets_its_transcript(datasets: Path) -> Non
     asr = WhisperAsr(AsrOptions(device="cpu"))
     texts = []
     for actor in ("01", "03", "06"):
-        folder = datasets / "ravdess" / f"Actor_{actor}"
-        clips = sorted(folder.glob(f"03-01-0[1-4]-0?-01-0?-{actor}.*"))[:3]
-        assert len(clips) == 3
-        parts = []
-        for clip in clips:
-            audio, rate = sf.read(clip, dtype="float32")
-            audio = soxr.resample(audio, rate, 16000) if rate != 16000 else audio
-            loud = np.flatnonzero(np.abs(audio) > 0.02 * np.abs(audio).max())
-            parts += [audio[loud[0] : loud[-1] + 1], np.zeros(2400, np.float32)]
-        transcript = asr.transcribe_batch([log_mel(np.concatenate(parts))], ["en"])[0]
+        mel = log_mel(_said_three_times(datasets, actor))
+        transcript = asr.transcribe_batch([mel], ["en"])[0]
         assert not transcript.rejected, actor
         texts.append(transcript.text.lower())
     # Whisper may merge a repetition; it must not lose the utterance for one.
@@ -261,24 +268,22 @@ def test_fallback_decodings_stop_when_asked(datasets: Path) -> None:
     from streamser.recognition.asr import WhisperAsr
     from streamser.recognition.features import log_mel
 
-    folder = datasets / "ravdess" / "Actor_13"
-    clips = sorted(folder.glob("03-01-0[1-4]-0?-01-0?-13.*"))[:3]
-    assert len(clips) == 3
-    parts = []
-    for clip in clips:
-        audio, rate = sf.read(clip, dtype="float32")
-        audio = soxr.resample(audio, rate, 16000) if rate != 16000 else audio
-        loud = np.flatnonzero(np.abs(audio) > 0.02 * np.abs(audio).max())
-        parts += [audio[loud[0] : loud[-1] + 1], np.zeros(2400, np.float32)]
-    mel = log_mel(np.concatenate(parts))
+    mel = log_mel(_said_three_times(datasets, "13"))
     asr = WhisperAsr(AsrOptions(device="cpu"))
-    asked: list[bool] = []
-    stopped = asr.transcribe_batch([mel], ["en"], fallback=lambda: asked.append(False))
-    assert asked == [False]  # asked once, before the first fallback, and stopped
+    answers: list[bool] = []
+
+    def never() -> bool:
+        answers.append(False)
+        return False
+
+    stopped = asr.transcribe_batch([mel], ["en"], fallback=never)
+    assert answers == [False]  # asked once, before the first fallback, and stopped
     assert stopped[0].rejected  # the looping first decoding alone is not a transcript
-    answers = iter([True, False])
-    asked.clear()
-    asr.transcribe_batch(
-        [mel], ["en"], fallback=lambda: asked.append(True) or next(answers)
-    )
-    assert 1 <= len(asked) <= 2  # one fallback ran, then it stopped, or it passed
+    answers.clear()
+
+    def once() -> bool:
+        answers.append(not answers)
+        return answers[-1]
+
+    asr.transcribe_batch([mel], ["en"], fallback=once)
+    assert answers[0] and len(answers) <= 2  # one fallback ran; it passed or stopped
