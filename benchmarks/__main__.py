@@ -19,6 +19,7 @@ import logging
 import re
 import shlex
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -110,6 +111,32 @@ LATEST_RUNS_INTRO = (
 _PART_HEADING = re.compile(r"^### .*\(`benchmarks/(\w+)\.py`\)\s*$")
 
 
+PROSE_WIDTH = 100
+"""Prose lines of the results file are wrapped to this width (tables are not)."""
+
+
+def wrap_prose(text: str) -> str:
+    """``text`` with each prose line longer than ``PROSE_WIDTH`` wrapped (a list
+    item with a hanging indent); table rows, headings and fenced code stay whole."""
+    lines: list[str] = []
+    fenced = False
+    for line in text.splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        if fenced or len(line) <= PROSE_WIDTH or line.startswith(("|", "#", "```")):
+            lines.append(line)
+            continue
+        indent = "  " if line.startswith("- ") else ""
+        lines += textwrap.wrap(
+            line,
+            PROSE_WIDTH,
+            subsequent_indent=indent,
+            break_long_words=False,
+            break_on_hyphens=False,
+        )
+    return "\n".join(lines) + ("\n" if text.endswith("\n") else "")
+
+
 def report(
     sections: Sequence[Section],
     command: str,
@@ -156,7 +183,7 @@ def report(
                 ]
             )
         )
-    return scrub_paths("\n\n".join(blocks) + "\n")
+    return wrap_prose(scrub_paths("\n\n".join(blocks) + "\n"))
 
 
 def _blocks(lines: Sequence[str]) -> tuple[list[str], list[tuple[str, list[str]]]]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.__main__ import merge_latest_runs, report
+from benchmarks.__main__ import PROSE_WIDTH, merge_latest_runs, report
 from benchmarks.common import (
     Section,
     busy_processes,
@@ -192,3 +192,15 @@ def test_simd_level_names_the_widest_vector_instructions() -> None:
     assert simd_level({"avx2", "avx512f", "avx512_vnni"}) == "AVX-512 VNNI"
     assert simd_level({"avx2", "avx512f"}) == "AVX-512"
     assert simd_level({"sse2"}) == ""
+
+
+def test_report_wraps_prose_but_not_tables() -> None:
+    """Prose in a part's body and the run lines are wrapped to the width; a table
+    row longer than that stays one line."""
+    row = "| " + " | ".join(f"column {i}" for i in range(20)) + " |"
+    prose = "A long note about the load. " * 10
+    text = _latest("stages", "Stages", f"{prose}\n\n{row}", "python -m benchmarks")
+    lines = text.splitlines()
+    assert row in lines
+    assert all(len(line) <= PROSE_WIDTH for line in lines if not line.startswith("|"))
+    assert " ".join(prose.split()) in " ".join(text.split())
