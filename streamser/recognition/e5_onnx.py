@@ -479,6 +479,18 @@ def build_graph(model: E5File, variant: str = "q4") -> bytes:
     scale = graph.const("scale", np.array(1.0 / np.sqrt(head), np.float32))
     sizes = graph.const("qkv_sizes", np.array([hidden] * 3, np.int64))
     x = norm("embeddings", "emb.ln")
+
+    def dense(x: str, name: str, rows: int) -> str:
+        """The layer ``name``'s weights (``rows`` outputs) and bias applied to ``x``."""
+        return _linear(
+            graph,
+            x,
+            name,
+            model.blocks(f"{name}.w", rows),
+            model.floats(f"{name}.b"),
+            variant,
+        )
+
     for layer in range(model.layers):
         p = f"l{layer}"
         qkv = _linear(
@@ -497,32 +509,11 @@ def build_graph(model: E5File, variant: str = "q4") -> bytes:
         probs = graph.one("Softmax", graph.one("MatMul", q, k), axis=-1)
         context = graph.one("Transpose", graph.one("MatMul", probs, v), perm=[1, 0, 2])
         context = graph.one("Reshape", context, merge_heads)
-        out = _linear(
-            graph,
-            context,
-            f"{p}.ao",
-            model.blocks(f"{p}.ao.w", hidden),
-            model.floats(f"{p}.ao.b"),
-            variant,
-        )
+        out = dense(context, f"{p}.ao", hidden)
         x = norm(graph.one("Add", x, out), f"{p}.aln")
-        mid = _linear(
-            graph,
-            x,
-            f"{p}.fi",
-            model.blocks(f"{p}.fi.w", ffn),
-            model.floats(f"{p}.fi.b"),
-            variant,
-        )
+        mid = dense(x, f"{p}.fi", ffn)
         mid = graph.one("Gelu", mid, domain="com.microsoft")
-        out = _linear(
-            graph,
-            mid,
-            f"{p}.fo",
-            model.blocks(f"{p}.fo.w", hidden),
-            model.floats(f"{p}.fo.b"),
-            variant,
-        )
+        out = dense(mid, f"{p}.fo", hidden)
         x = norm(graph.one("Add", x, out), f"{p}.oln")
     graph.node("ReduceMean", [x], "", 1, "pooled", axes=[0], keepdims=0)
     return graph.model([("embeddings", ["tokens", hidden])], [("pooled", [hidden])])
