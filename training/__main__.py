@@ -30,6 +30,10 @@ COMMANDS = {
         "training.text_multi",
         "train the multilingual transcript model (e5 vectors; MELD + ShEMO)",
     ),
+    "text-multi-tune": (
+        "training.text_multi_tune",
+        "measure fine-tuning e5 (low-rank adapters) on ShEMO's speaker folds",
+    ),
     "fusion": ("training.fusion", "train the acoustic+text fusion model"),
     "baselines": ("training.baselines", "openSMILE / Whisper-encoder linear baselines"),
     "held-out": (
