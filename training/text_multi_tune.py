@@ -111,7 +111,6 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the folds; print and save the pooled report."""
     args = _parser().parse_args(argv)
-    torch.set_num_threads(max(torch.get_num_threads(), 1))
     shemo = load_dataset(args.shemo)
     model = E5File(package_model_file())
     tokenizer = E5Tokenizer(model)
