@@ -81,21 +81,21 @@ def test_stats_head_pooled_norm_keeps_the_contract(norm: str) -> None:
 
 def test_feature_masks_mask_summaries_as_they_mask_frames() -> None:
     from training.acoustic.data import summaries
-    from training.acoustic.loop import _spec_augment
+    from training.acoustic.loop import spec_augment
     from training.acoustic.options import TrainOptions
 
     rng = np.random.default_rng(0)
     frames = rng.standard_normal((40, 16)).astype(np.float32)
     fill = torch.full((16,), 0.5)
     options = TrainOptions(feature_masks=2, feature_mask_width=5)
-    masked = _spec_augment(
+    masked = spec_augment(
         torch.from_numpy(frames)[None].clone(),
         torch.tensor([40]),
         options,
         np.random.default_rng(1),
         fill,
     )[0].numpy()
-    summary = _spec_augment(
+    summary = spec_augment(
         torch.from_numpy(summaries([[frames]])[0][0])[None].clone(),
         torch.tensor([2]),
         options,

@@ -375,7 +375,7 @@ def load_features(
     digest = _settings_hash(kind, copy, options, view, front_end)
     for corpus, utts in by_corpus.items():
         path = folder / f"{corpus}-{kind}-c{copy}-{digest}.npz"
-        cached = _read_cache(path)
+        cached = read_cache(path)
         missing = [u for u in utts if u.utt_id not in cached]
         if missing:
             cached.update(
@@ -383,7 +383,7 @@ def load_features(
                     missing, kind, copy, options, progress, corpus, view, front_end
                 )
             )
-            _write_cache(path, cached)
+            write_cache(path, cached)
         found.update(cached)
     return [found[u.utt_id] for u in utterances]
 
@@ -417,7 +417,8 @@ def _compute(
     return out
 
 
-def _read_cache(path: Path) -> dict[str, npt.NDArray[np.float32]]:
+def read_cache(path: Path) -> dict[str, npt.NDArray[np.float32]]:
+    """A cache file's frames by utterance id (empty when the file is absent)."""
     if not path.is_file():
         return {}
     with np.load(path, allow_pickle=False) as data:
@@ -430,7 +431,8 @@ def _read_cache(path: Path) -> dict[str, npt.NDArray[np.float32]]:
     }
 
 
-def _write_cache(path: Path, items: dict[str, npt.NDArray[np.float32]]) -> None:
+def write_cache(path: Path, items: dict[str, npt.NDArray[np.float32]]) -> None:
+    """Write frames by utterance id to ``path`` as float16, atomically."""
     ids = sorted(items)
     lengths = [items[i].shape[0] for i in ids]
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)

@@ -114,7 +114,7 @@ def _read(
     return weights
 
 
-class _EncoderLayer(nn.Module):
+class EncoderLayer(nn.Module):
     """One pre-norm Whisper encoder layer (self-attention, then a GELU MLP)."""
 
     def __init__(self, weights: dict[str, npt.NDArray[np.float32]], index: int) -> None:
@@ -193,7 +193,7 @@ class WhisperPrefix(nn.Module):
             torch.from_numpy(weights["encoder/position_encodings/encodings"]),
         )
         self.layers = nn.ModuleList(
-            _EncoderLayer(weights, i) for i in range(max(self.layers_out))
+            EncoderLayer(weights, i) for i in range(max(self.layers_out))
         )
         self.final_norm = nn.LayerNorm(self.positions.shape[1])
         self.final_norm.weight.data = torch.from_numpy(
@@ -201,21 +201,34 @@ class WhisperPrefix(nn.Module):
         )
         self.final_norm.bias.data = torch.from_numpy(weights["encoder/layer_norm/beta"])
 
-    def forward(
+    def residuals(
         self, features: torch.Tensor, lengths: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """The residual stream after each of ``layers_out`` (before the final layer
+        norm), and the valid lengths."""
         x = nn.functional.gelu(self.conv1(features.transpose(1, 2)))
         x = nn.functional.gelu(self.conv2(x)).transpose(1, 2)
         x = x + self.positions[: x.shape[1]]
         state_lengths = torch.div(lengths, 2, rounding_mode="floor")
-        valid = torch.arange(x.shape[1])[None, :] < state_lengths[:, None]
-        mask = valid[:, None, None, :]
+        mask = attention_mask(state_lengths, x.shape[1])
         outputs = []
         for depth, layer in enumerate(self.layers, start=1):
             x = layer(x, mask)
             if depth in self.layers_out:
-                outputs.append(self.final_norm(x))
-        return torch.cat(outputs, dim=-1), state_lengths
+                outputs.append(x)
+        return outputs, state_lengths
+
+    def forward(
+        self, features: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        outputs, state_lengths = self.residuals(features, lengths)
+        return torch.cat([self.final_norm(x) for x in outputs], dim=-1), state_lengths
+
+
+def attention_mask(lengths: torch.Tensor, time: int) -> torch.Tensor:
+    """[batch, 1, 1, time] bool: which frames of each padded row attention may read."""
+    valid = torch.arange(time)[None, :] < lengths[:, None]
+    return valid[:, None, None, :]
 
 
 @functools.lru_cache(maxsize=8)

@@ -90,7 +90,7 @@ def _same_speaker_others(
     return out
 
 
-def _batches(
+def length_batches(
     indices: npt.NDArray[np.int64],
     lengths: npt.NDArray[np.int64],
     size: int,
@@ -113,7 +113,7 @@ def _batches(
     return batches
 
 
-def _spec_augment(
+def spec_augment(
     x: Any, lengths: Any, options: TrainOptions, rng: np.random.Generator, fill: Any
 ) -> Any:
     """Mask random time spans and feature bands of each row (in place).
@@ -158,7 +158,7 @@ def _loss(
     return (w * per_row).sum() / w.sum()
 
 
-def _fit_scalers(model: Any, train_idx: npt.NDArray[np.int64]) -> Any:
+def fit_scalers(model: Any, train_idx: npt.NDArray[np.int64]) -> Any:
     """Set the model's scalers from the training utterances' moments; return the frame mean.
 
     Frame statistics pool the per-utterance moments exactly (no concatenation of
@@ -268,7 +268,7 @@ def train_one(
     rng = np.random.default_rng(seed)
     model = build_model(arch, config)
     # Standardise with the training utterances' statistics (clean copy).
-    fill = _fit_scalers(model, train_idx)
+    fill = fit_scalers(model, train_idx)
     n_epochs = epochs or options.epochs
     steps = n_epochs * int(np.ceil(len(train_idx) / options.batch_size))
     adversary = (
@@ -278,7 +278,7 @@ def train_one(
         if options.corpus_adversary > 0
         else None
     )
-    loss_fn = _loss_function(model, data, train_idx, options, adversary)
+    loss_fn = loss_function(model, data, train_idx, options, adversary)
     sample_weights = (
         _corpus_weights(data, train_idx) if options.balance == "corpus" else None
     )
@@ -298,7 +298,7 @@ def train_one(
     val_feats = [inputs[0][i] for i in val_idx] if val_idx is not None else []
     for epoch in range(1, n_epochs + 1):
         model.train()
-        for rows in _batches(
+        for rows in length_batches(
             train_idx, lengths, options.batch_size, rng, sample_weights
         ):
             loss = batch.loss(rows, loss_fn)
@@ -327,7 +327,7 @@ LossFn = Callable[[Any, Any, Any, Any], Any]
 """(logits, targets, batch indices, embedding) -> the loss of a batch."""
 
 
-def _loss_function(
+def loss_function(
     model: Any,
     data: TrainingData,
     train_idx: npt.NDArray[np.int64],
@@ -402,7 +402,7 @@ class _BatchMaker:
         rng, options = self.rng, self.options
         choice = rng.integers(0, self.copies, size=len(batch))
         x, lens = pad([self.inputs[c][i] for c, i in zip(choice, batch, strict=True)])
-        x = _spec_augment(x, lens, options, rng, self.fill)
+        x = spec_augment(x, lens, options, rng, self.fill)
         target = torch.from_numpy(self.data.y[batch])
         adapt = (
             _sample_baselines(
