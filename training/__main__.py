@@ -14,6 +14,10 @@ COMMANDS = {
         "training.acoustic",
         "train an acoustic emotion model (LOSO eval, save checkpoint)",
     ),
+    "acoustic-layer3": (
+        "training.acoustic.layer3",
+        "measure fine-tuning Whisper's layer 3 (adapters) with v4's head under LOCO",
+    ),
     "text": (
         "training.text",
         "train the transcript emotion model on ShEMO transcripts",
