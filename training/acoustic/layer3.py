@@ -43,6 +43,7 @@ from training.acoustic.loop import (
     length_batches,
     loss_function,
     spec_augment,
+    unweighted_accuracy,
     validation_split,
 )
 from training.acoustic.options import DEFAULT_CONFIG, TrainOptions
@@ -250,10 +251,7 @@ def train_fold(
             optimizer.step()
             scheduler.step()
         probs, _ = predict_outputs(model, val_states, batch_size=32)
-        y = data.y[val_idx]
-        ua = float(
-            np.mean([np.mean(probs.argmax(1)[y == c] == c) for c in np.unique(y)])
-        )
+        ua = unweighted_accuracy(data.y[val_idx], probs.argmax(1))
         _LOGGER.info("epoch %d: validation UA %.3f", epoch, ua)
         if ua > best_ua:
             best_ua = ua
@@ -285,8 +283,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data", action="append", required=True, help="KIND:PATH")
     parser.add_argument("--rank", type=int, default=8, help="adapter rank; 0: frozen")
     parser.add_argument("--adapter-lr", type=float, default=5e-4)
-    parser.add_argument("--epochs", type=int, default=12)
-    parser.add_argument("--crop", type=int, default=100, help="training frames (20 ms)")
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--crop", type=int, default=64, help="training frames (20 ms)")
     parser.add_argument("--mel-level", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)

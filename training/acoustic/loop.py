@@ -236,7 +236,10 @@ class _CorpusAdversary:
         )
 
 
-def _ua(y: npt.NDArray[np.int64], predicted: npt.NDArray[np.int64]) -> float:
+def unweighted_accuracy(
+    y: npt.NDArray[np.int64], predicted: npt.NDArray[np.int64]
+) -> float:
+    """Mean recall over the classes present in ``y``."""
     return float(np.mean([np.mean(predicted[y == c] == c) for c in np.unique(y)]))
 
 
@@ -310,7 +313,9 @@ def train_one(
             if adversary is not None:
                 adversary.step += 1
         if val_idx is not None:
-            ua = _ua(data.y[val_idx], predict(model, val_feats).argmax(1))
+            ua = unweighted_accuracy(
+                data.y[val_idx], predict(model, val_feats).argmax(1)
+            )
             if not ua <= best_ua:  # first epoch or better (nan-safe)
                 best_ua, best_epoch = ua, epoch
                 best_state = _copy_state(model)
