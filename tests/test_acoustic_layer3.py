@@ -10,41 +10,27 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
 
-from streamser.recognition import features  # noqa: E402
-from streamser.recognition.whisper_model import default_whisper_dir  # noqa: E402
 from training.acoustic.layer3 import Layer3Front, residual_states  # noqa: E402
 from training.datasets import load_dataset  # noqa: E402
 from training.features_cache import compute_features  # noqa: E402
-from training.whisper_prefix import WhisperPrefix, read_encoder_weights  # noqa: E402
+from training.whisper_prefix import WhisperPrefix  # noqa: E402
 
 pytestmark = pytest.mark.train
 
 
-@pytest.fixture(scope="module")
-def weights() -> dict[str, np.ndarray]:
-    return read_encoder_weights(default_whisper_dir() / "model.bin")
-
-
-@pytest.fixture(scope="module")
-def mel(emodb_clips: list[Path]) -> np.ndarray:
-    from training.datasets import load_audio
-
-    return features.log_mel(load_audio(emodb_clips[0]))
-
-
 def test_untrained_adapters_give_the_shipped_front_end(
-    weights: dict[str, np.ndarray], mel: np.ndarray
+    whisper_encoder_weights: dict[str, np.ndarray], emodb_mel: np.ndarray
 ) -> None:
     """Layer 3 with fresh adapters, on the residual stream after layer 2, computes
     what the whole prefix computes: the normed states after layers 2 and 3; padding
     beside a longer clip changes nothing and reads as zeros."""
-    prefix = WhisperPrefix(weights, (2, 3)).eval()
-    front = Layer3Front(weights, rank=8).eval()
-    clip = torch.from_numpy(mel)[None]
+    prefix = WhisperPrefix(whisper_encoder_weights, (2, 3)).eval()
+    front = Layer3Front(whisper_encoder_weights, rank=8).eval()
+    clip = torch.from_numpy(emodb_mel)[None]
     with torch.no_grad():
-        want, lengths = prefix(clip, torch.tensor([len(mel)]))
-        (residual,), _ = WhisperPrefix(weights, (2,)).residuals(
-            clip, torch.tensor([len(mel)])
+        want, lengths = prefix(clip, torch.tensor([len(emodb_mel)]))
+        (residual,), _ = WhisperPrefix(whisper_encoder_weights, (2,)).residuals(
+            clip, torch.tensor([len(emodb_mel)])
         )
         alone = front(residual, lengths)
         other = torch.randn(1, residual.shape[1] + 30, 512) * residual.std()
@@ -59,9 +45,9 @@ def test_untrained_adapters_give_the_shipped_front_end(
 
 
 def test_only_the_adapters_learn(
-    weights: dict[str, np.ndarray], mel: np.ndarray
+    whisper_encoder_weights: dict[str, np.ndarray], emodb_mel: np.ndarray
 ) -> None:
-    front = Layer3Front(weights, rank=4)
+    front = Layer3Front(whisper_encoder_weights, rank=4)
     trainable = {n for n, p in front.named_parameters() if p.requires_grad}
     assert trainable == {
         f"layer.{name}.{part}"
@@ -81,11 +67,14 @@ def test_only_the_adapters_learn(
             assert torch.equal(value, frozen[key]), key
     assert torch.equal(after[:, :, :512], before[:, :, :512])  # layer 2 untouched
     assert not torch.allclose(after[:, :, 512:], before[:, :, 512:])
-    assert Layer3Front(weights, rank=0).layer.qkv.weight.requires_grad is False
+    assert (
+        Layer3Front(whisper_encoder_weights, rank=0).layer.qkv.weight.requires_grad
+        is False
+    )
 
 
 def test_cached_layer2_states_match_the_daemon_front_end(
-    datasets: Path, tmp_path: Path, weights: dict[str, np.ndarray]
+    datasets: Path, tmp_path: Path, whisper_encoder_weights: dict[str, np.ndarray]
 ) -> None:
     """The cached residual stream, through layer 3, gives the int8 graph's features of
     the same daemon view (the graph quantises its products: a small mean error), and a
@@ -94,7 +83,7 @@ def test_cached_layer2_states_match_the_daemon_front_end(
     states = residual_states(utts, mel_level=0.0, cache_dir=tmp_path)
     assert len(list(tmp_path.glob("emodb-layer2-residual-*.npz"))) == 1
     again = residual_states(utts, mel_level=0.0, cache_dir=tmp_path)
-    front = Layer3Front(weights, rank=0).eval()
+    front = Layer3Front(whisper_encoder_weights, rank=0).eval()
     from training.daemon_path import daemon_audio, daemon_utterances, main_utterance
     from training.features_cache import front_end_of
 
