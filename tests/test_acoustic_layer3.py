@@ -84,15 +84,13 @@ def test_cached_layer2_states_match_the_daemon_front_end(
     assert len(list(tmp_path.glob("emodb-layer2-residual-*.npz"))) == 1
     again = residual_states(utts, mel_level=0.0, cache_dir=tmp_path)
     front = Layer3Front(whisper_encoder_weights, rank=0).eval()
-    from training.daemon_path import daemon_audio, daemon_utterances, main_utterance
+    from training.daemon_path import daemon_audio, daemon_view
     from training.features_cache import front_end_of
 
     for utt, state, cached in zip(utts, states, again, strict=True):
         np.testing.assert_array_equal(state, cached)
-        audio = daemon_audio(utt.path)
-        main = main_utterance(daemon_utterances(audio))
         shipped = compute_features(
-            audio if main is None else main,
+            daemon_view(daemon_audio(utt.path)),
             "encoder",
             front_end_of("encoder", mel_level=0.0),
         )

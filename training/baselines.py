@@ -35,7 +35,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streamser.recognition.features import FrontEnd
-from training.daemon_path import daemon_audio, daemon_utterances, main_utterance
+from training.daemon_path import daemon_audio, daemon_view
 from training.datasets import (
     Utterance,
     data_parser,
@@ -116,9 +116,7 @@ def daemon_functionals(
             u for u in utterances if u.corpus == corpus and u.utt_id not in cached
         ]
         for utt in tqdm(missing, desc=f"{name} {corpus}", mininterval=5.0):
-            audio = daemon_audio(utt.path)  # type: ignore[arg-type]
-            main = main_utterance(daemon_utterances(audio))
-            audio = audio if main is None else main
+            audio = daemon_view(daemon_audio(utt.path))  # type: ignore[arg-type]
             cached[utt.utt_id] = np.asarray(functionals(audio), dtype=np.float32)
         if missing:
             ids = sorted(cached)

@@ -59,3 +59,10 @@ def main_utterance(
     if not utterances:
         return None
     return max(utterances, key=lambda u: u.shape[0])
+
+
+def daemon_view(audio: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """The longest utterance the daemon cuts from ``audio``, or all of ``audio`` when
+    it cuts none (the view training and evaluation score)."""
+    main = main_utterance(daemon_utterances(audio))
+    return audio if main is None else main

@@ -37,7 +37,7 @@ from streamser.audio import SAMPLE_RATE_HZ
 from streamser.audio.decode import AudioDecoder
 from streamser.recognition import features
 from streamser.recognition.whisper_model import default_whisper_dir
-from training.daemon_path import daemon_audio, daemon_utterances, main_utterance
+from training.daemon_path import daemon_audio, daemon_view
 from training.datasets import Utterance, load_audio, load_dataset
 from training.whisper_prefix import PrefixRunner, prefix_graph
 
@@ -406,9 +406,9 @@ def _compute(
         if utt.path is None:
             raise ValueError(f"utterance {utt.utt_id} has no audio")
         if view == "daemon":
-            audio = augment_audio(daemon_audio(utt.path), utt.utt_id, copy, options)
-            main = main_utterance(daemon_utterances(audio))
-            audio = audio if main is None else main
+            audio = daemon_view(
+                augment_audio(daemon_audio(utt.path), utt.utt_id, copy, options)
+            )
         else:
             audio = augment_audio(load_audio(utt.path), utt.utt_id, copy, options)
         # Round through float16 now, as stored, so first and cached runs agree.

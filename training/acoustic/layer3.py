@@ -50,7 +50,7 @@ from training.acoustic.options import DEFAULT_CONFIG, TrainOptions
 from training.acoustic.predict import pad, predict_outputs
 from training.acoustic.rescore import main as held_out_main
 from training.acoustic_models import StatsHead
-from training.daemon_path import daemon_audio, daemon_utterances, main_utterance
+from training.daemon_path import daemon_audio, daemon_view
 from training.datasets import Utterance, fold_to_neutral, load_dataset, speaker_folds
 from training.features_cache import default_cache_dir, read_cache, write_cache
 from training.lora import AdaptedLinear
@@ -157,11 +157,8 @@ def residual_states(
             for utt in missing:
                 if utt.path is None:
                     raise ValueError(f"utterance {utt.utt_id} has no audio")
-                audio = daemon_audio(utt.path)
-                main = main_utterance(daemon_utterances(audio))
-                mel = front_end.levelled(
-                    features.log_mel(audio if main is None else main)
-                )
+                audio = daemon_view(daemon_audio(utt.path))
+                mel = front_end.levelled(features.log_mel(audio))
                 with torch.no_grad():
                     (states,), _ = prefix.residuals(
                         torch.from_numpy(mel[np.newaxis].astype(np.float32)),
