@@ -232,7 +232,7 @@ def attention_mask(lengths: torch.Tensor, time: int) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=8)
-def _cache_key(model_bin: Path, layers: tuple[int, ...]) -> str:
+def prefix_key(model_bin: Path, layers: tuple[int, ...]) -> str:
     """Hash of the model's bytes, the layers and ``GRAPH_VERSION`` (the model is
     hashed once per process: every feature cache lookup asks for it)."""
     digest = hashlib.sha256()
@@ -286,7 +286,7 @@ def prefix_graph(front_end: FrontEnd, cache_dir: Path) -> Path:
     model_bin = default_whisper_dir() / "model.bin"
     path = (
         cache_dir
-        / f"whisper-prefix-{_cache_key(model_bin, tuple(front_end.encoder_layers))}.onnx"
+        / f"whisper-prefix-{prefix_key(model_bin, tuple(front_end.encoder_layers))}.onnx"
     )
     if not path.exists():
         _LOGGER.info("building the Whisper prefix graph %s", path.name)

@@ -57,6 +57,7 @@ from training.lora import AdaptedLinear
 from training.whisper_prefix import (
     WhisperPrefix,
     attention_mask,
+    prefix_key,
     read_encoder_weights,
 )
 
@@ -134,7 +135,7 @@ def residual_states(
     key = json.dumps(
         {
             "version": LAYER2_VERSION,
-            "model_size": model_bin.stat().st_size,
+            "prefix": prefix_key(model_bin, (2,)),
             "front_end": front_end.to_dict(),
         },
         sort_keys=True,
