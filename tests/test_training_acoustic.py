@@ -106,6 +106,32 @@ def test_feature_masks_mask_summaries_as_they_mask_frames() -> None:
     np.testing.assert_allclose(summary.std(0), masked.std(0), atol=1e-5)
 
 
+def test_window_summary_is_the_exact_summary_of_a_window_in_range() -> None:
+    from training.acoustic.data import summaries, window_summary
+
+    rng = np.random.default_rng(0)
+    frames = rng.standard_normal((120, 8)).astype(np.float32)
+    whole = summaries([[frames]])[0][0]
+    for seed in range(20):
+        summary = window_summary(frames, (0.4, 1.5), np.random.default_rng(seed))
+        mean, std = summary.mean(0), summary.std(0)
+        # it summarises some window of 20 to 75 frames exactly
+        found = [
+            (start, length)
+            for length in range(20, 76)
+            for start in range(120 - length + 1)
+            if np.allclose(frames[start : start + length].mean(0), mean, atol=1e-5)
+            and np.allclose(frames[start : start + length].std(0), std, atol=1e-5)
+        ]
+        assert found, seed
+    # an utterance shorter than the window is summarised whole
+    short = frames[:10]
+    np.testing.assert_allclose(
+        window_summary(short, (0.4, 1.5), rng), summaries([[short]])[0][0], atol=1e-6
+    )
+    assert not np.allclose(whole, window_summary(frames, (0.4, 1.5), rng))
+
+
 def test_stats_head_adapts_to_a_baseline() -> None:
     from training.acoustic.streams import pooled_vectors
     from training.acoustic_models import AdaptiveHead, adaptation_window

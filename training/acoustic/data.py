@@ -143,6 +143,25 @@ def summaries(
     return out
 
 
+ENCODER_FRAMES_PER_SECOND = 50
+"""Whisper's encoder frames: one per 20 ms of audio."""
+
+
+def window_summary(
+    frames: npt.NDArray[np.float32],
+    seconds: tuple[float, float],
+    rng: np.random.Generator,
+) -> npt.NDArray[np.float32]:
+    """The two ``summaries`` frames of a random window of ``frames``, its length
+    drawn uniformly from ``seconds`` (capped by the utterance)."""
+    low, high = (round(s * ENCODER_FRAMES_PER_SECOND) for s in seconds)
+    length = min(int(rng.integers(max(1, low), max(low, high) + 1)), len(frames))
+    start = int(rng.integers(0, len(frames) - length + 1))
+    window = frames[start : start + length]
+    mean, std = window.mean(0, dtype=np.float64), window.std(0, dtype=np.float64)
+    return np.stack([mean + std, mean - std]).astype(np.float32)
+
+
 def moments(feats: list[npt.NDArray[np.float32]]) -> tuple[Any, Any, Any]:
     """Per-utterance frame counts, means and standard deviations (float64)."""
     counts = np.array([f.shape[0] for f in feats], dtype=np.float64)

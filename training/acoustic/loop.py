@@ -24,6 +24,7 @@ from training.acoustic.data import (
     calm_labels,
     moments,
     use_summaries,
+    window_summary,
 )
 from training.acoustic.options import TrainOptions
 from training.acoustic.predict import pad, predict
@@ -406,7 +407,13 @@ class _BatchMaker:
         """The loss of the examples ``batch`` (the rng is drawn in a fixed order)."""
         rng, options = self.rng, self.options
         choice = rng.integers(0, self.copies, size=len(batch))
-        x, lens = pad([self.inputs[c][i] for c, i in zip(choice, batch, strict=True)])
+        rows = [self.inputs[c][i] for c, i in zip(choice, batch, strict=True)]
+        if options.crop_probability > 0 and self.inputs is not self.data.copies:
+            crop = rng.random(len(batch)) < options.crop_probability
+            for k in np.flatnonzero(crop):
+                frames = self.data.copies[choice[k]][batch[k]]
+                rows[k] = window_summary(frames, options.crop_seconds, rng)
+        x, lens = pad(rows)
         x = spec_augment(x, lens, options, rng, self.fill)
         target = torch.from_numpy(self.data.y[batch])
         adapt = (

@@ -97,6 +97,13 @@ class TrainOptions:
     included (``data.normalise_by_corpus``), over "all" its clips or its clips of
     one label ("neutral"); "" = off. A measurement of what a running
     normalisation over a deployment's traffic would give; not exported."""
+    crop_probability: float = 0.0
+    """Chance that a training example of a head trained on ``summaries`` is the
+    summary of a random window of its utterance instead of the whole (0 = off): a
+    single word is summarised over fewer frames than an acted sentence, and its
+    standard deviations are smaller (``data.window_summary``)."""
+    crop_seconds: tuple[float, float] = (0.4, 1.5)
+    """Length range of those windows, in seconds (capped by the utterance)."""
     augment: dict[str, Any] = field(default_factory=dict)
     """Overrides of ``features_cache.AugmentOptions`` for the augmented copies, e.g.
     ``{"reverb_probability": 1.0, "noise_probability": 0.0}``."""
