@@ -328,6 +328,7 @@ def test_train_and_evaluate_on_real_clips(emodb_tiny: Path, tmp_path: Path) -> N
     }
     share(data, "attn", options, config)
     idx = np.arange(len(data.y))
+    torch.manual_seed(0)  # train_one's initial weights
     before = build_model("attn", config).state_dict()
     state, epoch, val_ua = acoustic.train_one(
         "attn", config, idx[:8], idx[8:], options, seed=0
@@ -340,6 +341,19 @@ def test_train_and_evaluate_on_real_clips(emodb_tiny: Path, tmp_path: Path) -> N
         "attn", config, idx[:8], idx[8:], adversarial, seed=0
     )
     assert state.keys() == before.keys()
+    # the stats head trains on summaries, of random windows with crop_probability
+    stats_config = {k: v for k, v in config.items() if k != "pool"}
+    share(data, "stats", options, stats_config)
+    torch.manual_seed(0)
+    stats_before = build_model("stats", stats_config).state_dict()
+    cropped = replace(options, crop_probability=1.0, crop_seconds=(0.2, 0.6))
+    state, _, _ = acoustic.train_one(
+        "stats", stats_config, idx[:8], idx[8:], cropped, seed=0
+    )
+    assert any(
+        not torch.equal(stats_before[k], state[k]) for k in state if "weight" in k
+    )
+    share(data, "attn", options, config)
     report = acoustic.cross_validate(
         data, "attn", config, options, protocol="loso", jobs=1
     )
