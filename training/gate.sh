@@ -4,11 +4,11 @@
 # `training acoustic` options after DATA_ROOT, with "seeds": [SEED] in its --train) with
 # seeds 0, 1 and 2, each leave one corpus out and speaker-grouped 5-fold, then prints
 # `python -m training gate`'s verdict and exits with its status. Calm and boredom are
-# read as neutral (the default --labels fold). Time, estimated from single runs on a
-# shared 2-core machine: a LOCO run of v4's recipe trains in about 12 minutes once the
-# encoder features are cached, so the 18 runs take several hours; v2's recipe first
-# extracts whole-clip features of three copies of every clip (16,800 clips at the 1.5
-# to 4 clips a second measured there: 1 to 3 hours).
+# read as neutral (the default --labels fold). Time on a 2-core machine: a LOCO run
+# takes 3 to 5 minutes and a 5-fold run 4 to 6 once the encoder features are cached,
+# so the 18 runs take about 1.5 hours; the first run of each recipe extracts its
+# features first (about 10 minutes a copy of the five corpora, three copies for v2's
+# recipe).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data="${1:-${STREAMSER_DATA:-../shared/datasets}}"
