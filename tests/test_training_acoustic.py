@@ -366,6 +366,38 @@ def test_train_and_evaluate_on_real_clips(emodb_tiny: Path, tmp_path: Path) -> N
 
 
 @pytest.mark.data
+def test_whole_clip_model_scored_on_the_daemons_utterances(emodb_tiny: Path) -> None:
+    from training import acoustic
+    from training.acoustic.data import SHARED
+
+    data = acoustic.load_data(
+        [f"emodb:{emodb_tiny}"], "encoder", 1, view="clip", score_view="daemon"
+    )
+    daemon = acoustic.load_data([f"emodb:{emodb_tiny}"], "encoder", 1)
+    assert len(data.scored) == len(data.y)
+    for scored, cut in zip(data.scored, daemon.copies[0], strict=True):
+        np.testing.assert_array_equal(scored, cut)
+    # the daemon cuts each clip's utterance out of it: never more frames than the clip
+    assert all(
+        s.shape[0] <= c.shape[0]
+        for s, c in zip(data.scored, data.copies[0], strict=True)
+    )
+    config = {
+        "n_labels": len(data.labels),
+        "input_dim": 1024,
+        "hidden": 32,
+        "embedding": 16,
+    }
+    options = acoustic.TrainOptions(epochs=1, batch_size=4, copies=1, seeds=(0,))
+    report = acoustic.cross_validate(
+        data, "stats", config, options, protocol="loso", jobs=1
+    )
+    assert report["per_corpus"]["emodb"]["n"] == len(data.y)
+    inputs = SHARED["scored_inputs"]
+    assert len(inputs) == len(data.y) and all(x.shape == (2, 1024) for x in inputs)
+
+
+@pytest.mark.data
 def test_cli_writes_checkpoint(emodb_tiny: Path, tmp_path: Path) -> None:
     from training.acoustic import main
     from training.acoustic_models import load_checkpoint_model

@@ -126,6 +126,13 @@ def _add_feature_arguments(parser: argparse.ArgumentParser) -> None:
         help="train and score on the daemon's utterances (default) or whole clips",
     )
     parser.add_argument(
+        "--score-view",
+        default=None,
+        choices=VIEWS,
+        help="score the held-out utterances on this view (default: --view); "
+        "daemon with --view clip scores a whole-clip model as the daemon runs it",
+    )
+    parser.add_argument(
         "--layers",
         type=_layer_list,
         default=None,
@@ -309,6 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             view=args.view,
             front_end=front_end,
             augment=_augment_options(options),
+            score_view=args.score_view,
         )
     except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -337,6 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "labels": data.labels,
         "label_mode": args.labels,
         "view": args.view,
+        "score_view": args.score_view or args.view,
     }
     if args.protocol != "none":
         report["evaluation"] = _evaluate(args, data, config, options)

@@ -29,6 +29,9 @@ class TrainingData:
     telephone: list[npt.NDArray[np.float32]] = field(default_factory=list)
     """Features of each utterance through ``features_cache.TELEPHONE`` (held-out
     speakers are scored on these too), or empty."""
+    scored: list[npt.NDArray[np.float32]] = field(default_factory=list)
+    """Clean features of the view held-out utterances are scored on, when it is not
+    the view training reads (``load_data``'s ``score_view``), or empty."""
     allowed: Any = None
     """[N, L] bool: the labels the utterance's corpus has (``--labels mask``: the
     loss normalises over those only), or None."""
@@ -45,6 +48,7 @@ def load_data(
     view: str = "daemon",
     front_end: FrontEnd | None = None,
     augment: AugmentOptions | None = None,
+    score_view: str | None = None,
 ) -> TrainingData:
     """Load corpora, labels (canonical order, those present), feature copies and,
     with ``telephone``, the telephone-channel copy for evaluation.
@@ -55,7 +59,9 @@ def load_data(
     features describe (``features_cache.VIEWS``; "daemon": the segmenter's
     utterance, as the daemon recognises it). ``front_end``: for the "encoder" kind,
     what to compute (``features_cache.front_end_of``; default: the shipped one).
-    ``augment``: how the augmented copies are made (default ``AugmentOptions()``)."""
+    ``augment``: how the augmented copies are made (default ``AugmentOptions()``).
+    ``score_view``: the view held-out utterances are scored on, if not ``view`` (a
+    model trained on whole clips, scored on the daemon's utterances)."""
     if labels_mode not in LABEL_MODES:
         raise ValueError(f"labels must be one of {LABEL_MODES}, not {labels_mode!r}")
     utts = [u for spec in specs for u in load_dataset(spec)]
@@ -76,6 +82,8 @@ def load_data(
         data.copies.append(
             load_features(utts, kind, copy, augment, view=view, front_end=front_end)
         )
+    if score_view is not None and score_view != view:
+        data.scored = load_features(utts, kind, 0, view=score_view, front_end=front_end)
     if telephone:
         data.telephone = load_features(
             utts, kind, 1, TELEPHONE, view=view, front_end=front_end
@@ -107,7 +115,8 @@ def normalise_by_corpus(data: TrainingData, source: str = "all") -> None:
         ) / n
         scale = 1.0 / np.maximum(np.sqrt(np.maximum(second - mean**2, 0.0)), 1e-3)
         shift, scale = mean.astype(np.float32), scale.astype(np.float32)
-        for feats in (*data.copies, *([data.telephone] if data.telephone else [])):
+        extra = [feats for feats in (data.telephone, data.scored) if feats]
+        for feats in (*data.copies, *extra):
             for i in rows:
                 feats[i] = (feats[i] - shift) * scale
 
@@ -120,7 +129,8 @@ def calm_labels(data: TrainingData) -> list[int]:
 SHARED: dict[str, Any] = {}
 """Data shared with forked fold workers (copy-on-write): ``data``, its ``moments``
 (``moments_of`` the data they are of), the stats head's ``summaries``, the ``pooled``
-vectors of an adapting head, the held-out ``telephone_inputs`` and torch ``threads``."""
+vectors of an adapting head, the held-out ``telephone_inputs`` and ``scored_inputs``
+(``TrainingData.scored``), and torch ``threads``."""
 
 
 def summaries(

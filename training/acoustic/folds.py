@@ -54,7 +54,8 @@ def _conditions(
     """How the held-out utterances of a fold are scored."""
     data: TrainingData = SHARED["data"]
     inputs = SHARED["summaries"] if use_summaries(arch, options) else data.copies
-    test_feats = [inputs[0][i] for i in test_idx]
+    scored = SHARED.get("scored_inputs") or inputs[0]
+    test_feats = [scored[i] for i in test_idx]
     telephone = SHARED.get("telephone_inputs")
     telephone_feats = [telephone[i] for i in test_idx] if telephone else []
     window = int(config.get("adaptation_window", 0))
@@ -163,6 +164,11 @@ def cross_validate(
             else data.telephone
         )
         if data.telephone
+        else None
+    )
+    SHARED["scored_inputs"] = (
+        (summaries([data.scored])[0] if use_summaries(arch, options) else data.scored)
+        if data.scored
         else None
     )
     SHARED["threads"] = 1  # two threads thrash on a shared 2-core host
