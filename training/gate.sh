@@ -21,8 +21,9 @@ five=(--data "emodb:$data/emodb" --data "ravdess:$data/ravdess" --data "ased:$da
 # SEED is replaced by each run's seed
 v4=(--arch stats --config '{"affect": true}' --mel-level 0
     --train '{"copies": 1, "mixup": 0.2, "feature_masks": 4, "feature_mask_width": 96, "seeds": [SEED]}')
-# v2: whole clips, the clean copy and two augmented ones, no level, no mixup
-v2=(--arch stats --view clip --train '{"copies": 3, "seeds": [SEED]}')
+# v2: whole clips, the clean copy and two augmented ones, no level, no mixup; scored,
+# like every recipe, on the utterances the daemon cuts from each held-out clip
+v2=(--arch stats --view clip --score-view daemon --train '{"copies": 3, "seeds": [SEED]}')
 candidate=("$@")
 [ ${#candidate[@]} -eq 0 ] && candidate=("${v4[@]}")
 
