@@ -143,14 +143,13 @@ def summaries(
     share; training on them (without time/feature masking) gives the same model at
     a fraction of the cost of padding hundreds of frames per utterance.
     """
-    out = []
-    for feats in copies:
-        rows = []
-        for f in feats:
-            mean, std = f.mean(0, dtype=np.float64), f.std(0, dtype=np.float64)
-            rows.append(np.stack([mean + std, mean - std]).astype(np.float32))
-        out.append(rows)
-    return out
+    return [[summary(f) for f in feats] for feats in copies]
+
+
+def summary(frames: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """The two frames ``mean + std`` and ``mean - std`` of ``frames`` (``summaries``)."""
+    mean, std = frames.mean(0, dtype=np.float64), frames.std(0, dtype=np.float64)
+    return np.stack([mean + std, mean - std]).astype(np.float32)
 
 
 ENCODER_FRAMES_PER_SECOND = 50
@@ -167,9 +166,7 @@ def window_summary(
     low, high = (round(s * ENCODER_FRAMES_PER_SECOND) for s in seconds)
     length = min(int(rng.integers(max(1, low), max(low, high) + 1)), len(frames))
     start = int(rng.integers(0, len(frames) - length + 1))
-    window = frames[start : start + length]
-    mean, std = window.mean(0, dtype=np.float64), window.std(0, dtype=np.float64)
-    return np.stack([mean + std, mean - std]).astype(np.float32)
+    return summary(frames[start : start + length])
 
 
 def moments(feats: list[npt.NDArray[np.float32]]) -> tuple[Any, Any, Any]:

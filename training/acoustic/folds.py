@@ -129,6 +129,16 @@ def _run_folds(
         )
 
 
+def _held_out_inputs(
+    feats: list[npt.NDArray[np.float32]], arch: str, options: TrainOptions
+) -> list[npt.NDArray[np.float32]] | None:
+    """What the head reads of extra held-out features (their summaries, for a head
+    trained on summaries), or None without them."""
+    if not feats:
+        return None
+    return summaries([feats])[0] if use_summaries(arch, options) else feats
+
+
 def cross_validate(
     data: TrainingData,
     arch: str,
@@ -157,20 +167,8 @@ def cross_validate(
     """
     folds = speaker_folds(data.utterances, kind=protocol, k=k, seed=0)  # type: ignore[arg-type]
     share(data, arch, options, config)
-    SHARED["telephone_inputs"] = (
-        (
-            summaries([data.telephone])[0]
-            if use_summaries(arch, options)
-            else data.telephone
-        )
-        if data.telephone
-        else None
-    )
-    SHARED["scored_inputs"] = (
-        (summaries([data.scored])[0] if use_summaries(arch, options) else data.scored)
-        if data.scored
-        else None
-    )
+    SHARED["telephone_inputs"] = _held_out_inputs(data.telephone, arch, options)
+    SHARED["scored_inputs"] = _held_out_inputs(data.scored, arch, options)
     SHARED["threads"] = 1  # two threads thrash on a shared 2-core host
     jobs_list = [(i, tr, te, arch, config, options) for i, (tr, te) in enumerate(folds)]
     probs: dict[str, npt.NDArray[np.float32]] = {}
